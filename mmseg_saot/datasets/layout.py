@@ -1,0 +1,135 @@
+"""Readable errors for missing or misnamed dataset folders.
+
+A missing dataset must stop a run with one message that names the folder,
+the expected layout and the converter to run, not with a traceback from
+inside MMEngine. :func:`check_data_layout` checks every dataloader of a
+config before anything is built; :func:`check_dataset_folders` checks one
+dataset and is also called by the plugin's own dataset classes.
+"""
+import os
+import os.path as osp
+from typing import Dict, Iterator, Optional
+
+from mmseg_saot.utils.errors import UserInputError
+
+# dataset type -> (expected layout, how to prepare it)
+PREPARATION: Dict[str, tuple] = {
+    'GTA5Dataset': (
+        'data/gta5/images/*.png and data/gta5/labels/*_labelTrainIds.png',
+        'download GTA5 (images + labels) into data/gta5, then run '
+        '`python tools/dataset_converters/gta5.py data/gta5`'),
+    'CityscapesDataset': (
+        'data/cityscapes/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png and '
+        'data/cityscapes/gtFine/{train,val}/<city>/*_gtFine_labelTrainIds.png',
+        'download leftImg8bit_trainvaltest and gtFine_trainvaltest into '
+        'data/cityscapes, then run '
+        '`python tools/dataset_converters/cityscapes.py data/cityscapes`'),
+    'PascalVOCDataset': (
+        'data/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,'
+        'SegmentationClassAug,ImageSets/Segmentation/{train,val,aug}.txt}',
+        'extract VOCtrainval_11-May-2012 into data/VOCdevkit and SBD into '
+        'data/VOCdevkit/VOCaug, then run `python '
+        'tools/dataset_converters/voc_aug.py data/VOCdevkit '
+        'data/VOCdevkit/VOCaug`'),
+}
+DEMO_HINT = 'for the embedded demo data run `make demo-data`'
+
+
+class DataLayoutError(UserInputError, FileNotFoundError):
+    """A dataset folder or file is missing; the message says how to fix it."""
+
+
+def _advice(dataset_type: str, data_root: str) -> str:
+    layout, preparation = PREPARATION.get(
+        dataset_type, ('the folders named in the config', 'see README.md'))
+    if 'demo' in str(data_root):
+        preparation = DEMO_HINT
+    return (f'Expected layout: {layout}.\nTo prepare it: {preparation}.\n'
+            'Or point the config elsewhere, e.g. '
+            '--cfg-options train_dataloader.dataset.data_root=/my/data')
+
+
+def _has_file_with_suffix(folder: str, suffix: str) -> bool:
+    for _, _, files in os.walk(folder):
+        if any(name.endswith(suffix) for name in files):
+            return True
+    return False
+
+
+def check_dataset_folders(dataset_type: str,
+                          data_root: Optional[str],
+                          data_prefix: dict,
+                          img_suffix: str = '',
+                          ann_file: Optional[str] = None) -> None:
+    """Raise :class:`DataLayoutError` if a dataset's folders are unusable.
+
+    Args:
+        dataset_type (str): registered dataset class name, for the advice.
+        data_root (str, optional): the dataset root.
+        data_prefix (dict): ``img_path`` / ``seg_map_path`` (relative to the
+            root unless absolute, as MMSeg resolves them).
+        img_suffix (str): suffix the images must have.
+        ann_file (str, optional): split file, relative to the root.
+    """
+    root = data_root or ''
+
+    def resolve(path: str) -> str:
+        return path if osp.isabs(path) or not root else osp.join(root, path)
+
+    problem = None
+    if root and not osp.isdir(root):
+        problem = f'dataset root "{root}" does not exist'
+    else:
+        for key in ('img_path', 'seg_map_path'):
+            folder = data_prefix.get(key)
+            if folder is not None and not osp.isdir(resolve(folder)):
+                problem = f'folder "{resolve(folder)}" ({key}) does not exist'
+                break
+        if problem is None and ann_file and not osp.isfile(resolve(ann_file)):
+            problem = f'split file "{resolve(ann_file)}" does not exist'
+        img_dir = data_prefix.get('img_path')
+        if (problem is None and img_dir is not None and not ann_file
+                and not _has_file_with_suffix(resolve(img_dir), img_suffix)):
+            problem = (f'no "*{img_suffix}" image under "{resolve(img_dir)}"')
+    if problem:
+        raise DataLayoutError(f'{dataset_type}: {problem}.\n'
+                              + _advice(dataset_type, root))
+
+
+def _leaf_datasets(dataset_cfg: dict) -> Iterator[dict]:
+    """Yield the concrete dataset configs inside wrappers (Concat, Repeat)."""
+    if 'datasets' in dataset_cfg:
+        for child in dataset_cfg['datasets']:
+            yield from _leaf_datasets(child)
+    elif 'dataset' in dataset_cfg:
+        yield from _leaf_datasets(dataset_cfg['dataset'])
+    else:
+        yield dataset_cfg
+
+
+# Defaults of the dataset classes this check knows about.
+_IMG_SUFFIX = {'GTA5Dataset': '.png', 'CityscapesDataset': '_leftImg8bit.png',
+               'PascalVOCDataset': '.jpg'}
+
+
+def check_data_layout(cfg) -> None:
+    """Check every dataloader's dataset folders in an MMEngine config.
+
+    Args:
+        cfg (mmengine.Config): the full config.
+
+    Raises:
+        DataLayoutError: naming the missing folder, the layout and the fix.
+    """
+    for loader_key in ('train_dataloader', 'val_dataloader',
+                       'test_dataloader'):
+        loader = cfg.get(loader_key)
+        if not loader or 'dataset' not in loader:
+            continue
+        for dataset in _leaf_datasets(loader['dataset']):
+            dataset_type = str(dataset.get('type', ''))
+            check_dataset_folders(
+                dataset_type, dataset.get('data_root'),
+                dict(dataset.get('data_prefix', {})),
+                dataset.get('img_suffix', _IMG_SUFFIX.get(dataset_type, '')),
+                dataset.get('ann_file'))

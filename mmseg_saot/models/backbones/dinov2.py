@@ -1,0 +1,172 @@
+"""A frozen timm ViT (DINOv2 by default) that yields patch-feature maps."""
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+from torch import nn
+
+from mmseg_saot.utils.errors import WeightsError
+from .vit_checkpoint import load_vit_weights
+
+_AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
+    """Create a timm ViT with dynamic position embeddings, without a head."""
+    try:
+        import timm
+    except ImportError as err:  # pragma: no cover - timm is a dependency
+        raise ImportError('DINOv2Backbone needs timm >= 1.0.20: '
+                          '`pip install "timm>=1.0.20"`') from err
+    if model_name not in timm.list_models():
+        raise ValueError(
+            f'DINOv2Backbone: timm has no model "{model_name}". Use a timm '
+            'ViT name such as vit_small_patch14_dinov2, '
+            'vit_large_patch14_reg4_dinov2 or vit_base_patch16_224.dino '
+            '(see timm.list_models("*dinov2*")).')
+    try:
+        vit = timm.create_model(model_name, pretrained=pretrained,
+                                num_classes=0, dynamic_img_size=True)
+    except Exception as err:  # hub unreachable, auth, missing file...
+        if not pretrained:
+            raise
+        raise WeightsError(
+            f'DINOv2Backbone: could not fetch pretrained weights for '
+            f'"{model_name}" from the timm/Hugging Face hub ({err}). Without '
+            'network access, pass a local file: '
+            'model.backbone.checkpoint=/path/to/weights.safetensors '
+            '(and pretrained=False).') from err
+    if not hasattr(vit, 'forward_intermediates'):
+        raise ValueError(f'DINOv2Backbone: timm model "{model_name}" has no '
+                         'forward_intermediates(); use a ViT.')
+    return vit
+
+
+@MODELS.register_module()
+class DINOv2Backbone(BaseModule):
+    """A frozen timm Vision Transformer returning patch-feature maps.
+
+    Any timm ViT works: DINOv2 S/B/L/G/14 with or without registers
+    (``vit_large_patch14_dinov2``, ``vit_large_patch14_reg4_dinov2``, ...)
+    and DINO v1 ``vit_base_patch16_224.dino``. The ViT is frozen: its
+    parameters never require gradients, it stays in eval mode under
+    ``.train()``, :meth:`init_weights` never touches it, and
+    ``TrainableOptimWrapperConstructor`` never hands it to an optimizer.
+
+    Inputs of any size are zero-padded on the right and bottom to a multiple
+    of the patch size; position embeddings are interpolated to the grid.
+
+    Args:
+        model_name (str): timm model name. Default: 'vit_large_patch14_dinov2'.
+        out_indices (int | Sequence[int]): blocks whose outputs are returned.
+            An int n means the last n blocks; a sequence lists block indices
+            (negative ones count from the end). Default: 4.
+        checkpoint (str, optional): local ``.safetensors``/``.pth`` file with a
+            timm state dict, loaded strictly. Default: None.
+        pretrained (bool): fetch timm's pretrained weights from its hub (needs
+            network). Ignored when ``checkpoint`` is given. Default: False.
+        norm (bool): apply the ViT's final LayerNorm to every returned block,
+            as DINOv2's own dense evaluations do. Default: True.
+        feature_dtype (str, optional): 'bf16' or 'fp16' runs the ViT under
+            autocast; the returned maps are float32. Default: None (fp32).
+        init_cfg (dict, optional): MMEngine init config; the ViT ignores it.
+
+    Shapes:
+        input: (B, 3, H, W).
+        output: tuple of ``len(out_indices)`` maps, each
+        (B, embed_dim, ceil(H / p), ceil(W / p)) for patch size p.
+    """
+
+    def __init__(self,
+                 model_name: str = 'vit_large_patch14_dinov2',
+                 out_indices: Union[int, Sequence[int]] = 4,
+                 checkpoint: Optional[str] = None,
+                 pretrained: bool = False,
+                 norm: bool = True,
+                 feature_dtype: Optional[str] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if feature_dtype is not None and feature_dtype not in _AUTOCAST_DTYPES:
+            raise ValueError(f'DINOv2Backbone: feature_dtype must be one of '
+                             f'{sorted(_AUTOCAST_DTYPES)} or None, got '
+                             f'{feature_dtype!r}.')
+        self.vit = _create_timm_vit(model_name,
+                                    pretrained and checkpoint is None)
+        if checkpoint is not None:
+            load_vit_weights(self.vit, checkpoint)
+        elif not pretrained:
+            print_log(f'DINOv2Backbone: {model_name} has RANDOM weights '
+                      '(no checkpoint, pretrained=False)', logger='current')
+        self.model_name = model_name
+        self.out_indices = self._resolve_indices(out_indices)
+        self.norm = norm
+        self.feature_dtype = feature_dtype
+        self.patch_size = int(self.vit.patch_embed.patch_size[0])
+        self.embed_dim = int(self.vit.embed_dim)
+        self.vit.requires_grad_(False)
+        self.vit.eval()
+        print_log(f'DINOv2Backbone: {model_name}, patch {self.patch_size}, '
+                  f'{len(self.out_indices)} maps of {self.embed_dim} channels '
+                  f'from blocks {self.out_indices}', logger='current')
+
+    def _resolve_indices(
+            self, out_indices: Union[int, Sequence[int]]) -> List[int]:
+        """Turn ``out_indices`` into sorted non-negative block indices."""
+        depth = len(self.vit.blocks)
+        if isinstance(out_indices, int):
+            if not 1 <= out_indices <= depth:
+                raise ValueError(f'DINOv2Backbone: out_indices={out_indices} '
+                                 f'must be in [1, {depth}] (last n blocks).')
+            return list(range(depth - out_indices, depth))
+        resolved = []
+        for index in out_indices:
+            if not -depth <= index < depth:
+                raise ValueError(f'DINOv2Backbone: block index {index} is out '
+                                 f'of range for a {depth}-block ViT.')
+            resolved.append(index % depth)
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f'DINOv2Backbone: out_indices {list(out_indices)}'
+                             ' name a block twice.')
+        return sorted(resolved)
+
+    def init_weights(self) -> None:
+        """Leave the (loaded or timm-initialised) ViT weights untouched."""
+        self._is_init = True
+
+    def train(self, mode: bool = True) -> 'DINOv2Backbone':
+        """Switch the module's mode while the ViT stays in eval mode."""
+        super().train(mode)
+        self.vit.eval()
+        return self
+
+    def _pad_to_patch_multiple(self, images: torch.Tensor) -> torch.Tensor:
+        """Zero-pad (B, C, H, W) on the right/bottom to multiples of p."""
+        height, width = images.shape[-2:]
+        pad_h = math.ceil(height / self.patch_size) * self.patch_size - height
+        pad_w = math.ceil(width / self.patch_size) * self.patch_size - width
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+        return images
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Extract patch-feature maps.
+
+        Args:
+            images (Tensor): normalised images, (B, 3, H, W).
+
+        Returns:
+            tuple[Tensor]: one (B, D, ceil(H/p), ceil(W/p)) map per index.
+        """
+        images = self._pad_to_patch_multiple(images)
+        dtype = _AUTOCAST_DTYPES.get(self.feature_dtype)
+        with torch.no_grad(), torch.autocast(device_type=images.device.type,
+                                             dtype=dtype,
+                                             enabled=dtype is not None):
+            maps = self.vit.forward_intermediates(
+                images, indices=self.out_indices, norm=self.norm,
+                output_fmt='NCHW', intermediates_only=True)
+        return tuple(feature_map.float() for feature_map in maps)

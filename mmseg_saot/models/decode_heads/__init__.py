@@ -1,0 +1,3 @@
+from .mlp_head import MLPHead
+
+__all__ = ['MLPHead']

@@ -1,0 +1,81 @@
+"""Shared plumbing of ``tools/train.py`` and ``tools/test.py``."""
+import contextlib
+import logging
+import os.path as osp
+import sys
+from typing import Iterator, NoReturn, Optional
+
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+from mmseg_saot.utils.errors import UserInputError
+
+
+def exit_with(message: str, code: int = 2) -> NoReturn:
+    """Print ``message`` to stderr (no traceback) and exit with ``code``."""
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(code)
+
+
+def load_run_config(config_path: str,
+                    cfg_options: Optional[dict] = None,
+                    work_dir: Optional[str] = None,
+                    launcher: str = 'none') -> Config:
+    """Load a config, apply CLI overrides and pick its ``work_dir``.
+
+    ``work_dir`` priority, as in MMSeg: command line, then the config, then
+    ``./work_dirs/<config name>``.
+
+    Args:
+        config_path (str): the config file.
+        cfg_options (dict, optional): ``--cfg-options`` overrides.
+        work_dir (str, optional): ``--work-dir``.
+        launcher (str): ``--launcher``.
+
+    Returns:
+        Config: the merged config.
+    """
+    if not osp.isfile(config_path):
+        exit_with(f'config file "{config_path}" does not exist (configs live '
+                  'under configs/saot/, e.g. configs/saot/gta2cs.py).')
+    cfg = Config.fromfile(config_path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config_path))[0])
+    return cfg
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch ``cfg.optim_wrapper`` to automatic mixed precision."""
+    wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper_type == 'AmpOptimWrapper':
+        print_log('AMP training is already enabled in your config.',
+                  logger='current', level=logging.WARNING)
+        return
+    if wrapper_type != 'OptimWrapper':
+        exit_with(f'--amp needs optim_wrapper.type "OptimWrapper", the config '
+                  f'has "{wrapper_type}".')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def check_data_or_exit(cfg: Config) -> None:
+    """Stop with a readable message if a dataset folder is missing."""
+    from mmseg_saot.datasets import check_data_layout
+    with user_errors_exit():
+        check_data_layout(cfg)
+
+
+@contextlib.contextmanager
+def user_errors_exit() -> Iterator[None]:
+    """Turn :class:`UserInputError` (bad file, folder or option) into a
+    message and exit code 2 instead of a traceback."""
+    try:
+        yield
+    except UserInputError as err:
+        exit_with(str(err))

@@ -1,0 +1,23 @@
+"""Shared test setup: the plugin is imported (and the stack mended) first."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmseg_saot  # noqa: F401
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope='session')
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope='session')
+def python() -> str:
+    """The interpreter running the tests, for CLI subprocesses."""
+    return sys.executable

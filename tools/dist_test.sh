@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Multi-GPU evaluation: tools/dist_test.sh CONFIG CHECKPOINT NUM_GPUS [options]
+set -euo pipefail
+if [ $# -lt 3 ]; then
+  echo "usage: $0 CONFIG CHECKPOINT NUM_GPUS [tools/test.py options]" >&2
+  exit 2
+fi
+CONFIG=$1
+CHECKPOINT=$2
+GPUS=$3
+shift 3
+PYTHON=${PYTHON:-python}
+PORT=${PORT:-29500}
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+PYTHONPATH="$HERE/..:${PYTHONPATH:-}" \
+exec "$PYTHON" -m torch.distributed.run --nproc_per_node="$GPUS" \
+    --master_port="$PORT" "$HERE/test.py" "$CONFIG" "$CHECKPOINT" \
+    --launcher pytorch "$@"

@@ -1,0 +1,67 @@
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT``.
+
+The interface of MMSegmentation's tools/test.py: prints per-class IoU and
+mIoU on the config's test split.
+"""
+import argparse
+import os
+import os.path as osp
+
+import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
+from mmengine.config import DictAction
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
+
+from mmseg_saot.utils.cli import (check_data_or_exit, exit_with,
+                                  load_run_config, user_errors_exit)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test a segmentor')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where metrics are written')
+    parser.add_argument('--out', help='folder to save predicted label maps')
+    parser.add_argument('--show-dir', help='folder to save painted images')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation (config tta_pipeline)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings (key=value)')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if not osp.isfile(args.checkpoint):
+        exit_with(f'checkpoint "{args.checkpoint}" does not exist.')
+    cfg = load_run_config(args.config, args.cfg_options, args.work_dir,
+                          args.launcher)
+    cfg.load_from = args.checkpoint
+    if args.out:
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    if args.show_dir:
+        hook = cfg.default_hooks.visualization
+        hook.draw = True
+        hook.interval = 1
+        cfg.visualizer.save_dir = args.show_dir
+    if args.tta:
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    check_data_or_exit(cfg)
+    with user_errors_exit():
+        runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+                  RUNNERS.build(cfg))
+    with user_errors_exit():
+        runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,55 @@
+"""Train a segmentor: ``python tools/train.py CONFIG [options]``.
+
+The interface of MMSegmentation's tools/train.py, plus a check that the
+datasets exist before anything is built.
+"""
+import argparse
+import os
+
+import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
+from mmengine.config import DictAction
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
+
+from mmseg_saot.utils.cli import (check_data_or_exit, enable_amp,
+                                  load_run_config, user_errors_exit)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument('--resume', action='store_true',
+                        help='resume from the latest checkpoint in work_dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed-precision training')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, e.g. train_cfg.max_iters=100 '
+        'model.backbone.checkpoint=/path/w.safetensors')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_run_config(args.config, args.cfg_options, args.work_dir,
+                          args.launcher)
+    if args.amp:
+        enable_amp(cfg)
+    cfg.resume = args.resume
+    check_data_or_exit(cfg)
+    with user_errors_exit():
+        runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+                  RUNNERS.build(cfg))
+    with user_errors_exit():
+        runner.train()
+
+
+if __name__ == '__main__':
+    main()
