@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.registry import init_default_scope
 
 import mmseg_saot  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+init_default_scope('mmseg')
 
 
 @pytest.fixture(scope='session')

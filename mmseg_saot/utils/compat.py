@@ -18,6 +18,7 @@ installed package:
 :func:`apply` runs both and is called once by ``import mmseg_saot`` before
 anything imports ``mmseg``.
 """
+import importlib.machinery
 import importlib.util
 import pickle
 import sys
@@ -70,6 +71,8 @@ def install_mmcv_ext_stub() -> bool:
         return False
     stub = _MissingCompiledOps(
         EXT_NAME, 'mmseg_saot stand-in: mmcv compiled ops are not installed')
+    # find_spec() on a registered module reads its __spec__
+    stub.__spec__ = importlib.machinery.ModuleSpec(EXT_NAME, loader=None)
     sys.modules[EXT_NAME] = stub
     import mmcv
     mmcv._ext = stub

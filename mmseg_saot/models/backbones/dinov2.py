@@ -22,7 +22,7 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
     except ImportError as err:  # pragma: no cover - timm is a dependency
         raise ImportError('DINOv2Backbone needs timm >= 1.0.20: '
                           '`pip install "timm>=1.0.20"`') from err
-    if model_name not in timm.list_models():
+    if not timm.is_model(model_name):
         raise ValueError(
             f'DINOv2Backbone: timm has no model "{model_name}". Use a timm '
             'ViT name such as vit_small_patch14_dinov2, '

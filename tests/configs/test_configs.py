@@ -1,0 +1,38 @@
+"""Every config loads, and every experiment builds its model."""
+from pathlib import Path
+
+import pytest
+from mmengine import Config
+from mmseg.registry import MODELS
+
+CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
+EXPERIMENTS = sorted((CONFIGS / 'saot').glob('*.py'))
+ALL = sorted(CONFIGS.rglob('*.py'))
+
+
+@pytest.mark.parametrize('path', ALL, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_loads(path):
+    Config.fromfile(str(path))
+
+
+@pytest.mark.parametrize('path', EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_builds_its_model(path):
+    cfg = Config.fromfile(str(path))
+    assert cfg.custom_imports.imports == ['mmseg_saot']
+    backbone = cfg.model.backbone
+    # no hub here: random weights of the same architecture
+    backbone.update(pretrained=False, checkpoint=None)
+    model = MODELS.build(cfg.model)
+    head = model.decode_head
+    embed_dim = model.backbone.embed_dim
+    assert head.in_channels == [embed_dim] * len(model.backbone.out_indices)
+    assert head.num_classes == (21 if path.name == 'voc.py' else 19)
+    patch = model.backbone.patch_size
+    assert cfg.model.data_preprocessor.size_divisor == patch
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_gta2cs_crops_are_whole_patches():
+    cfg = Config.fromfile(str(CONFIGS / 'saot' / 'gta2cs.py'))
+    assert all(side % 14 == 0 for side in cfg.gta5_crop_size)
+    assert cfg.model.backbone.model_name == 'vit_large_patch14_dinov2'

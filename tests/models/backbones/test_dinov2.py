@@ -1,0 +1,141 @@
+import pytest
+import torch
+from mmseg.registry import MODELS
+from safetensors.torch import save_file
+
+from mmseg_saot.models.backbones import DINOv2Backbone
+from mmseg_saot.utils.errors import WeightsError
+
+VIT_S = 'vit_small_patch14_dinov2'
+VIT_B16 = 'vit_base_patch16_224.dino'
+
+
+@pytest.fixture(scope='module')
+def vit_s() -> DINOv2Backbone:
+    torch.manual_seed(0)
+    return DINOv2Backbone(model_name=VIT_S, out_indices=2)
+
+
+def test_frozen_no_grad_and_eval_under_train(vit_s):
+    vit_s.train()
+    assert not vit_s.vit.training
+    assert all(not p.requires_grad for p in vit_s.parameters())
+    maps = vit_s(torch.rand(1, 3, 28, 28, requires_grad=True))
+    assert not maps[0].requires_grad
+
+
+@pytest.mark.parametrize('model_name,size,dim,grid', [
+    (VIT_S, (50, 75), 384, (4, 6)),  # 50/14 -> 4, 75/14 -> 6 patches
+    (VIT_B16, (40, 50), 768, (3, 4)),  # 40/16 -> 3, 50/16 -> 4 patches
+])
+def test_output_shapes_for_sizes_off_the_patch_grid(model_name, size, dim,
+                                                    grid):
+    backbone = (DINOv2Backbone(model_name=model_name, out_indices=3))
+    maps = backbone(torch.rand(2, 3, *size))
+    assert isinstance(maps, tuple) and len(maps) == 3
+    for feature_map in maps:
+        assert feature_map.shape == (2, dim, *grid)
+        assert feature_map.dtype == torch.float32
+
+
+def test_out_indices_forms_agree(vit_s):
+    images = torch.rand(1, 3, 42, 56)
+    last_two = vit_s(images)
+    explicit = DINOv2Backbone(model_name=VIT_S, out_indices=[10, 11])
+    negative = DINOv2Backbone(model_name=VIT_S, out_indices=[-1, -2])
+    explicit.vit.load_state_dict(vit_s.vit.state_dict())
+    negative.vit.load_state_dict(vit_s.vit.state_dict())
+    assert explicit.out_indices == negative.out_indices == [10, 11]
+    for a, b, c in zip(last_two, explicit(images), negative(images)):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c)
+    # an earlier block gives different features
+    first = DINOv2Backbone(model_name=VIT_S, out_indices=[0])
+    first.vit.load_state_dict(vit_s.vit.state_dict())
+    assert not torch.allclose(first(images)[0], last_two[0])
+
+
+@pytest.mark.parametrize('bad', [0, 13, [12], [3, 3]])
+def test_bad_out_indices_are_explained(bad):
+    with pytest.raises(ValueError, match='out_indices|block index'):
+        DINOv2Backbone(model_name=VIT_S, out_indices=bad)
+
+
+def test_missing_checkpoint_path_is_a_clear_error(tmp_path):
+    missing = tmp_path / 'nope.safetensors'
+    with pytest.raises(WeightsError, match='nope.safetensors.*does not exist'):
+        DINOv2Backbone(model_name=VIT_S, checkpoint=str(missing))
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match='timm has no model'):
+        DINOv2Backbone(model_name='vit_tiny_patch99_nothing')
+
+
+@pytest.mark.parametrize('suffix', ['.safetensors', '.pth'])
+def test_local_weights_load_strictly(vit_s, tmp_path, suffix):
+    path = tmp_path / f'w{suffix}'
+    state = {k: v.clone() for k, v in vit_s.vit.state_dict().items()}
+    if suffix == '.pth':
+        torch.save({'state_dict': state}, path)  # wrapped, as many files are
+    else:
+        save_file(state, str(path))
+    loaded = DINOv2Backbone(model_name=VIT_S, out_indices=2,
+                            checkpoint=str(path))
+    images = torch.rand(1, 3, 28, 42)
+    for a, b in zip(vit_s(images), loaded(images)):
+        torch.testing.assert_close(a, b)
+
+
+def test_key_mismatch_is_readable(vit_s, tmp_path):
+    path = tmp_path / 'vit_s.safetensors'
+    state = dict(vit_s.vit.state_dict())
+    state.pop('norm.weight')
+    state['extra.weight'] = torch.zeros(1)
+    save_file(state, str(path))
+    with pytest.raises(WeightsError) as info:
+        DINOv2Backbone(model_name=VIT_S, checkpoint=str(path))
+    message = str(info.value)
+    assert 'missing keys: norm.weight' in message
+    assert 'unexpected keys: extra.weight' in message
+
+
+def test_wrong_architecture_names_shape_mismatch(vit_s, tmp_path):
+    path = tmp_path / 'vit_s.safetensors'
+    save_file(dict(vit_s.vit.state_dict()), str(path))
+    with pytest.raises(WeightsError, match='shape mismatches'):
+        DINOv2Backbone(model_name='vit_base_patch14_dinov2',
+                       checkpoint=str(path))
+
+
+def test_init_weights_keeps_loaded_weights(vit_s, tmp_path):
+    path = tmp_path / 'w.safetensors'
+    save_file(dict(vit_s.vit.state_dict()), str(path))
+    segmentor = MODELS.build(dict(
+        type='EncoderDecoder',
+        backbone=dict(type='DINOv2Backbone', model_name=VIT_S,
+                      out_indices=1, checkpoint=str(path)),
+        decode_head=dict(type='MLPHead', in_channels=[384], channels=16,
+                         num_classes=3, norm_cfg=None)))
+    segmentor.init_weights()
+    for key, value in vit_s.vit.state_dict().items():
+        torch.testing.assert_close(segmentor.backbone.vit.state_dict()[key],
+                                   value)
+
+
+def test_bf16_features_are_float32_and_close(vit_s):
+    images = torch.rand(1, 3, 28, 28)
+    reference = vit_s(images)
+    vit_s.feature_dtype = 'bf16'
+    try:
+        low = vit_s(images)
+    finally:
+        vit_s.feature_dtype = None
+    assert low[0].dtype == torch.float32
+    cosine = torch.nn.functional.cosine_similarity(low[0], reference[0], 1)
+    assert cosine.min() > 0.95
+
+
+def test_bad_feature_dtype_is_explained():
+    with pytest.raises(ValueError, match='feature_dtype'):
+        DINOv2Backbone(model_name=VIT_S, feature_dtype='int8')

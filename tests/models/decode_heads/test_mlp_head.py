@@ -1,0 +1,113 @@
+import pytest
+import torch
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+
+from mmseg_saot.models.decode_heads import MLPHead
+
+
+def make_head(**kwargs) -> MLPHead:
+    torch.manual_seed(0)
+    defaults = dict(in_channels=[8, 8], in_index=[0, 1], channels=16,
+                    num_classes=3, norm_cfg=None, dropout_ratio=0.0)
+    defaults.update(kwargs)
+    return MLPHead(**defaults)
+
+
+def make_samples(labels, weights=None):
+    samples = []
+    for index, label in enumerate(labels):
+        sample = SegDataSample(gt_sem_seg=PixelData(data=label[None]))
+        if weights is not None and weights[index] is not None:
+            sample.gt_pixel_weight = PixelData(data=weights[index][None])
+        samples.append(sample)
+    return samples
+
+
+@pytest.fixture
+def inputs():
+    torch.manual_seed(1)
+    return (torch.randn(2, 8, 4, 6), torch.randn(2, 8, 2, 3))
+
+
+def test_forward_on_the_first_maps_grid(inputs):
+    logits = make_head()(inputs)
+    assert logits.shape == (2, 3, 4, 6)
+
+
+def test_single_int_arguments():
+    head = make_head(in_channels=8, in_index=0)
+    assert head((torch.randn(1, 8, 3, 3), )).shape == (1, 3, 3, 3)
+
+
+def test_mismatched_in_channels_and_in_index():
+    with pytest.raises(ValueError, match='same length'):
+        make_head(in_channels=[8], in_index=[0, 1])
+
+
+def test_num_layers_must_be_positive():
+    with pytest.raises(ValueError, match='num_layers'):
+        make_head(num_layers=0)
+
+
+def _loss(head, inputs, labels, weights=None):
+    return head.loss_by_feat(head(inputs),
+                             make_samples(labels, weights))['loss_ce']
+
+
+def test_unit_weights_equal_no_weights_and_scale_linearly(inputs):
+    head = make_head()
+    labels = torch.randint(0, 3, (2, 8, 12))
+    plain = _loss(head, inputs, labels)
+    ones = _loss(head, inputs, labels, [torch.ones(8, 12)] * 2)
+    half = _loss(head, inputs, labels, [torch.full((8, 12), 0.5)] * 2)
+    torch.testing.assert_close(plain, ones)
+    torch.testing.assert_close(half, plain / 2)
+
+
+def test_zero_weight_pixels_do_not_contribute(inputs):
+    head = make_head()
+    labels = torch.randint(0, 3, (2, 8, 12))
+    weights = [torch.ones(8, 12), torch.ones(8, 12)]
+    weights[0][:, :6] = 0
+    weighted = _loss(head, inputs, labels, weights)
+    # changing the labels where the weight is 0 changes nothing
+    relabelled = labels.clone()
+    relabelled[0, :, :6] = (relabelled[0, :, :6] + 1) % 3
+    torch.testing.assert_close(
+        weighted, _loss(head, inputs, relabelled, weights))
+    assert not torch.isclose(_loss(head, inputs, labels),
+                             _loss(head, inputs, relabelled))
+
+
+def test_samples_without_weights_count_as_one(inputs):
+    head = make_head()
+    labels = torch.randint(0, 3, (2, 8, 12))
+    mixed = _loss(head, inputs, labels, [torch.ones(8, 12), None])
+    torch.testing.assert_close(mixed, _loss(head, inputs, labels))
+
+
+def test_ignore_index_pixels_do_not_contribute(inputs):
+    head = make_head()
+    labels = torch.randint(0, 3, (2, 8, 12))
+    labels[:, :4] = 255
+    loss = _loss(head, inputs, labels)
+    assert torch.isfinite(loss)
+    changed = labels.clone()
+    changed[:, 4:] = (changed[:, 4:] + 1) % 3
+    assert not torch.isclose(loss, _loss(head, inputs, changed))
+
+
+def test_weight_shape_mismatch_is_explained(inputs):
+    head = make_head()
+    labels = torch.randint(0, 3, (2, 8, 12))
+    with pytest.raises(ValueError, match='gt_pixel_weight'):
+        _loss(head, inputs, labels, [torch.ones(4, 4)] * 2)
+
+
+def test_loss_backpropagates_to_the_head_only(inputs):
+    head = make_head()
+    labels = torch.randint(0, 3, (2, 8, 12))
+    _loss(head, inputs, labels).backward()
+    assert all(p.grad is not None for p in head.parameters()
+               if p.requires_grad)
