@@ -1,0 +1,150 @@
+"""tools/train.py and tools/test.py end to end on a tiny dataset (CPU)."""
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = str(REPO / 'tools' / 'train.py')
+TEST = str(REPO / 'tools' / 'test.py')
+
+
+def write_pair(image_path: Path, label_path: Path, rng) -> None:
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    label_path.parent.mkdir(parents=True, exist_ok=True)
+    label = np.zeros((56, 84), np.uint8)
+    label[28:] = 1  # "road" below, "sidewalk"-ish above, a "car" block
+    label[10:30, 20:50] = 13
+    image = rng.integers(0, 255, (56, 84, 3), dtype=np.uint8)
+    cv2.imwrite(str(image_path), image)
+    cv2.imwrite(str(label_path), label)
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('data')
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_pair(root / 'gta5' / 'images' / f'{i:05d}.png',
+                   root / 'gta5' / 'labels' / f'{i:05d}_labelTrainIds.png',
+                   rng)
+    for i in range(2):
+        name = f'demo_{i:06d}'
+        write_pair(
+            root / 'cs' / 'leftImg8bit' / 'val' / 'demo' /
+            f'{name}_leftImg8bit.png',
+            root / 'cs' / 'gtFine' / 'val' / 'demo' /
+            f'{name}_gtFine_labelTrainIds.png', rng)
+    return root
+
+
+@pytest.fixture(scope='module')
+def tiny_config(tiny_data, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('cfg') / 'tiny.py'
+    path.write_text(f'''
+_base_ = [{str(REPO / 'configs' / 'saot' / 'demo.py')!r}]
+model = dict(
+    backbone=dict(checkpoint=None, out_indices=1),
+    decode_head=dict(in_channels=[384], in_index=[0], channels=16,
+                     dropout_ratio=0.0))
+pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+            dict(type='RandomCrop', crop_size=(42, 42)),
+            dict(type='PackSegInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root={str(tiny_data / 'gta5')!r},
+                                     pipeline=pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(
+    data_root={str(tiny_data / 'cs')!r},
+    pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+              dict(type='PackSegInputs')]))
+test_dataloader = val_dataloader
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+train_cfg = dict(max_iters=6, val_interval=6)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=2, max_keep_ckpts=10))
+''')
+    return path
+
+
+def run_tool(python, *args, cwd=None, timeout=600):
+    return subprocess.run([python, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+@pytest.mark.parametrize('config', ['gta2cs.py', 'voc.py'])
+def test_without_data_a_clear_message_and_no_traceback(python, tmp_path,
+                                                       config):
+    result = run_tool(python, TRAIN, REPO / 'configs' / 'saot' / config,
+                      cwd=tmp_path)
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr + result.stdout
+    assert 'Expected layout' in result.stderr
+    assert 'tools/dataset_converters/' in result.stderr
+
+
+def test_missing_config_is_a_clear_message(python, tmp_path):
+    result = run_tool(python, TRAIN, tmp_path / 'nope.py')
+    assert result.returncode == 2
+    assert 'nope.py" does not exist' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def head_state(checkpoint: Path) -> dict:
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    return {k: v for k, v in state['state_dict'].items()
+            if k.startswith('decode_head.')}
+
+
+@pytest.fixture(scope='module')
+def reference_run(python, tiny_config, tmp_path_factory) -> Path:
+    """An uninterrupted 6-iteration run; returns its work_dir."""
+    work_dir = tmp_path_factory.mktemp('reference')
+    result = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'mIoU' in result.stdout + result.stderr
+    return work_dir
+
+
+def test_kill_then_resume_continues_the_run(python, tiny_config,
+                                            reference_run, tmp_path):
+    # a checkpoint loads with weights_only=True (the compat allow-list)
+    final_reference = head_state(reference_run / 'iter_6.pth')
+
+    interrupted = tmp_path / 'interrupted'
+    process = subprocess.Popen(
+        [python, TRAIN, str(tiny_config), '--work-dir', str(interrupted),
+         '--cfg-options', 'train_cfg.max_iters=100000'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (interrupted / 'iter_4.pth').exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(0.5)  # let iter_4 finish writing, then kill hard
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', interrupted,
+                       '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed' in log.lower()
+    final = head_state(interrupted / 'iter_6.pth')
+    # same seed, same data order: the resumed run ends where an
+    # uninterrupted one does
+    for key, value in final_reference.items():
+        torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_test_tool_prints_per_class_iou(python, tiny_config, reference_run,
+                                        tmp_path):
+    tested = run_tool(python, TEST, tiny_config, reference_run / 'iter_6.pth',
+                      '--work-dir', tmp_path / 'test')
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    output = tested.stdout + tested.stderr
+    assert 'per class results' in output and 'road' in output
