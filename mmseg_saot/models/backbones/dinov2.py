@@ -46,6 +46,21 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
     return vit
 
 
+def _drop_vit_weights(module: nn.Module, state_dict: dict, prefix: str,
+                      local_metadata: dict) -> None:
+    """state_dict post-hook: leave the frozen ViT out of checkpoints."""
+    for key in [key for key in state_dict if key.startswith(prefix + 'vit.')]:
+        del state_dict[key]
+
+
+def _keep_own_vit_weights(module: nn.Module, state_dict: dict, prefix: str,
+                          *args) -> None:
+    """load_state_dict pre-hook: a checkpoint without ViT weights keeps the
+    module's own (so strict loading of head-only checkpoints works)."""
+    for key, value in module.vit.state_dict().items():
+        state_dict.setdefault(f'{prefix}vit.{key}', value)
+
+
 @MODELS.register_module()
 class DINOv2Backbone(BaseModule):
     """A frozen timm Vision Transformer returning patch-feature maps.
@@ -73,6 +88,11 @@ class DINOv2Backbone(BaseModule):
             as DINOv2's own dense evaluations do. Default: True.
         feature_dtype (str, optional): 'bf16' or 'fp16' runs the ViT under
             autocast; the returned maps are float32. Default: None (fp32).
+        save_frozen_weights (bool): keep the frozen ViT's weights in
+            ``state_dict()`` and so in every training checkpoint (1.2 GB for
+            ViT-L). When False, checkpoints hold the trainable parts only and
+            loading one keeps the ViT weights this module was built with
+            (``checkpoint``/``pretrained``). Default: False.
         init_cfg (dict, optional): MMEngine init config; the ViT ignores it.
 
     Shapes:
@@ -88,6 +108,7 @@ class DINOv2Backbone(BaseModule):
                  pretrained: bool = False,
                  norm: bool = True,
                  feature_dtype: Optional[str] = None,
+                 save_frozen_weights: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if feature_dtype is not None and feature_dtype not in _AUTOCAST_DTYPES:
@@ -109,6 +130,9 @@ class DINOv2Backbone(BaseModule):
         self.embed_dim = int(self.vit.embed_dim)
         self.vit.requires_grad_(False)
         self.vit.eval()
+        if not save_frozen_weights:
+            self.register_state_dict_post_hook(_drop_vit_weights)
+            self.register_load_state_dict_pre_hook(_keep_own_vit_weights)
         print_log(f'DINOv2Backbone: {model_name}, patch {self.patch_size}, '
                   f'{len(self.out_indices)} maps of {self.embed_dim} channels '
                   f'from blocks {self.out_indices}', logger='current')

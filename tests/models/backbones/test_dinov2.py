@@ -139,3 +139,26 @@ def test_bf16_features_are_float32_and_close(vit_s):
 def test_bad_feature_dtype_is_explained():
     with pytest.raises(ValueError, match='feature_dtype'):
         DINOv2Backbone(model_name=VIT_S, feature_dtype='int8')
+
+
+def test_checkpoints_leave_out_the_frozen_vit_by_default(vit_s):
+    segmentor = MODELS.build(dict(
+        type='EncoderDecoder',
+        backbone=dict(type='DINOv2Backbone', model_name=VIT_S,
+                      out_indices=1),
+        decode_head=dict(type='MLPHead', in_channels=[384], channels=16,
+                         num_classes=3, norm_cfg=None)))
+    state = segmentor.state_dict()
+    assert not any(key.startswith('backbone.') for key in state)
+    assert any(key.startswith('decode_head.') for key in state)
+    # a head-only state dict loads strictly and keeps the ViT weights
+    own = segmentor.backbone.vit.blocks[0].attn.qkv.weight.clone()
+    segmentor.load_state_dict(state, strict=True)
+    torch.testing.assert_close(segmentor.backbone.vit.blocks[0].attn.qkv.weight,
+                               own)
+
+
+def test_frozen_vit_can_be_kept_in_checkpoints():
+    backbone = DINOv2Backbone(model_name=VIT_S, out_indices=1,
+                              save_frozen_weights=True)
+    assert 'vit.cls_token' in backbone.state_dict()
