@@ -32,6 +32,7 @@ class GTA5Dataset(BaseSegDataset):
 
     def load_data_list(self):
         """Check the folders first, so a missing dataset reads clearly."""
-        check_dataset_folders(type(self).__name__, self.data_root,
-                              self.data_prefix, self.img_suffix, self.ann_file)
+        # MMEngine has already joined data_prefix and ann_file to data_root.
+        check_dataset_folders(type(self).__name__, None, self.data_prefix,
+                              self.img_suffix, self.ann_file)
         return super().load_data_list()

@@ -1,3 +1,5 @@
+import os.path as osp
+
 import pytest
 from mmengine import Config
 
@@ -64,3 +66,17 @@ def test_dataset_class_raises_the_same_error(tmp_path):
         GTA5Dataset(data_root=str(tmp_path / 'nowhere'),
                     data_prefix=dict(img_path='images',
                                      seg_map_path='labels'))
+
+
+def test_dataset_class_loads_a_relative_root(tmp_path, monkeypatch):
+    # MMEngine joins data_prefix to data_root before load_data_list; the check
+    # must not join it a second time ("root/root/images").
+    make_gta5(tmp_path / 'gta5')
+    (tmp_path / 'gta5' / 'labels' / '00001_labelTrainIds.png').write_bytes(b'')
+    monkeypatch.chdir(tmp_path)
+    dataset = GTA5Dataset(data_root='gta5',
+                          data_prefix=dict(img_path='images',
+                                           seg_map_path='labels'),
+                          lazy_init=False)
+    assert len(dataset) == 1
+    assert dataset.get_data_info(0)["img_path"] == osp.join("gta5", "images", "00001.png")
