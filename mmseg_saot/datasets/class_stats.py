@@ -1,0 +1,66 @@
+"""Per-image class pixel counts, the input of class-balanced sampling.
+
+The converters write one JSON file per dataset root,
+``sample_class_stats.json``::
+
+    [{"file": "labels/00001_labelTrainIds.png",
+      "counts": {"0": 40211, "2": 9000, "255": 1133}}, ...]
+
+``file`` is relative to the dataset root; ``counts`` maps each train id that
+occurs in the image (as a string, JSON keys are strings) to its number of
+pixels, with ignored pixels under ``"255"``, so the counts of an image sum to
+its height x width. Pure numpy and json: no mmseg or mmengine.
+"""
+import json
+import os
+from typing import Dict, Iterable, List, Mapping
+
+import numpy as np
+
+STATS_FILENAME = 'sample_class_stats.json'
+
+
+def class_pixel_counts(train_map: np.ndarray) -> Dict[str, int]:
+    """Pixels per value of a uint8 train-id map, for the values present.
+
+    Returns:
+        ``{str(train_id): count}`` in increasing id order; the counts sum to
+        ``train_map.size``.
+    """
+    train_map = np.asarray(train_map)
+    if train_map.dtype != np.uint8:
+        raise TypeError('expected a uint8 train-id map, got '
+                        f'{train_map.dtype}')
+    counts = np.bincount(train_map.ravel(), minlength=256)
+    return {str(value): int(counts[value]) for value in np.flatnonzero(counts)}
+
+
+def total_class_counts(records: Iterable[Mapping]) -> Dict[int, int]:
+    """Sum the ``counts`` of many records: ``{train_id: pixels}``, sorted."""
+    totals: Dict[int, int] = {}
+    for record in records:
+        for key, count in record['counts'].items():
+            totals[int(key)] = totals.get(int(key), 0) + int(count)
+    return dict(sorted(totals.items()))
+
+
+def save_class_stats(path: str, records: List[Mapping]) -> None:
+    """Write records sorted by file name, atomically (temp file + rename)."""
+    records = sorted(records, key=lambda record: record['file'])
+    tmp_path = f'{path}.tmp{os.getpid()}'
+    with open(tmp_path, 'w') as f:
+        json.dump(records, f, indent=None, separators=(',', ':'))
+        f.write('\n')
+    os.replace(tmp_path, path)
+
+
+def load_class_stats(path: str) -> List[Dict]:
+    """Read a stats file written by :func:`save_class_stats`."""
+    with open(path) as f:
+        records = json.load(f)
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and 'file' in r and 'counts' in r
+            for r in records):
+        raise ValueError(f'{path} is not a class-stats file: expected a list '
+                         'of {"file": ..., "counts": {...}} records')
+    return records

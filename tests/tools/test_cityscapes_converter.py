@@ -1,0 +1,142 @@
+"""tools/dataset_converters/cityscapes.py on a tiny tree of polygon JSONs
+(rendered by cityscapesscripts' json2labelImg)."""
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip('cityscapesscripts.preparation.json2labelImg')
+
+TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'dataset_converters' / \
+    'cityscapes.py'
+H, W = 20, 32
+ROAD, CAR, IGNORE = 0, 13, 255   # train ids
+STEM = 'aachen_000000_000019'
+# road over the bottom half, a car on it; a licence plate (label id -1) on
+# the car is not drawn, 'cargroup' is drawn as car
+OBJECTS = [
+    dict(label='road', polygon=[[0, 10], [31, 10], [31, 19], [0, 19]]),
+    dict(label='car', polygon=[[4, 12], [12, 12], [12, 17], [4, 17]]),
+    dict(label='license plate', polygon=[[6, 14], [10, 14], [10, 16],
+                                         [6, 16]]),
+    dict(label='cargroup', polygon=[[20, 13], [26, 13], [26, 17], [20, 17]]),
+]
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location('cityscapes_converter_tool',
+                                                  TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_polygons(path, objects):
+    path.write_text(json.dumps(dict(imgHeight=H, imgWidth=W,
+                                    objects=objects)))
+
+
+@pytest.fixture
+def cityscapes_root(tmp_path):
+    root = tmp_path / 'cityscapes'
+    for folder in ('leftImg8bit', 'gtFine'):
+        for split in ('train', 'val'):
+            (root / folder / split / 'aachen').mkdir(parents=True)
+    gt = root / 'gtFine' / 'train' / 'aachen'
+    write_polygons(gt / f'{STEM}_gtFine_polygons.json', OBJECTS)
+    cv2.imwrite(str(root / 'leftImg8bit' / 'train' / 'aachen' /
+                    f'{STEM}_leftImg8bit.png'), np.zeros((H, W, 3), np.uint8))
+    return root
+
+
+def train_ids_of(root):
+    path = root / 'gtFine' / 'train' / 'aachen' / \
+        f'{STEM}_gtFine_labelTrainIds.png'
+    train_ids = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert train_ids is not None, f'{path} was not written'
+    return train_ids
+
+
+def run(tool, *args):
+    return tool.main([str(a) for a in args] + ['--nproc', '1'])
+
+
+def test_polygons_become_train_ids(tool, cityscapes_root, capsys):
+    assert run(tool, cityscapes_root, '--class-stats') == 0
+    assert '1 converted, 0 already done' in capsys.readouterr().out
+    train_ids = train_ids_of(cityscapes_root)
+    assert train_ids.dtype == np.uint8 and train_ids.shape == (H, W)
+    assert set(np.unique(train_ids).tolist()) == {ROAD, CAR, IGNORE}
+    # pixels well inside each polygon (edges depend on the rasteriser)
+    assert (train_ids[:9] == IGNORE).all()              # unlabeled
+    assert (train_ids[11:19, 14:19] == ROAD).all()
+    assert (train_ids[11:19, 28:31] == ROAD).all()
+    assert (train_ids[13:17, 5:12] == CAR).all()        # plate not drawn
+    assert (train_ids[14:17, 21:26] == CAR).all()       # cargroup -> car
+    records = json.loads(
+        (cityscapes_root / 'sample_class_stats.json').read_text())
+    assert [r['file'] for r in records] == [
+        f'gtFine/train/aachen/{STEM}_gtFine_labelTrainIds.png']
+    counts = records[0]['counts']
+    assert sum(counts.values()) == H * W
+    for key, count in counts.items():
+        assert (train_ids == int(key)).sum() == count
+
+
+def test_existing_files_are_skipped_unless_forced(tool, cityscapes_root,
+                                                  capsys):
+    assert run(tool, cityscapes_root) == 0
+    out = cityscapes_root / 'gtFine' / 'train' / 'aachen' / \
+        f'{STEM}_gtFine_labelTrainIds.png'
+    cv2.imwrite(str(out), np.full((H, W), 7, np.uint8))   # a marker
+    capsys.readouterr()
+    assert run(tool, cityscapes_root) == 0
+    assert '0 converted, 1 already done' in capsys.readouterr().out
+    assert (train_ids_of(cityscapes_root) == 7).all()
+    assert run(tool, cityscapes_root, '--force') == 0
+    assert '1 converted' in capsys.readouterr().out
+    assert (train_ids_of(cityscapes_root)[13:17, 5:12] == CAR).all()
+
+
+def test_unknown_label_is_named(tool, cityscapes_root, capsys):
+    json_file = cityscapes_root / 'gtFine' / 'train' / 'aachen' / \
+        f'{STEM}_gtFine_polygons.json'
+    write_polygons(json_file, OBJECTS + [dict(
+        label='spaceship', polygon=[[0, 0], [3, 0], [3, 3]])])
+    assert run(tool, cityscapes_root) == 2
+    err = capsys.readouterr().err
+    assert 'error: cannot convert' in err and json_file.name in err
+    assert 'spaceship' in err
+    # no partial output is left behind
+    assert not list(json_file.parent.glob('*.png'))
+
+
+def test_label_ids_only_suggests_the_option(tool, cityscapes_root, capsys):
+    gt = cityscapes_root / 'gtFine' / 'train' / 'aachen'
+    (gt / f'{STEM}_gtFine_polygons.json').unlink()
+    cv2.imwrite(str(gt / f'{STEM}_gtFine_labelIds.png'),
+                np.full((H, W), 7, np.uint8))
+    assert run(tool, cityscapes_root) == 2
+    assert '--from-label-ids' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('make', ['nothing', 'no gtFine'])
+def test_missing_layout_is_a_clear_cli_error(python, tmp_path, make):
+    root = tmp_path / 'cityscapes'
+    if make == 'no gtFine':
+        for split in ('train', 'val'):
+            (root / 'leftImg8bit' / split).mkdir(parents=True)
+    result = subprocess.run([python, str(TOOL), str(root)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: ')
+    missing = root if make == 'nothing' else root / 'gtFine' / 'train'
+    assert f'{missing} does not exist' in result.stderr
+    assert ('CITYSCAPES_ROOT/leftImg8bit/{train,val}/<city>/'
+            '*_leftImg8bit.png') in result.stderr
+    assert 'Traceback' not in result.stdout + result.stderr
