@@ -1,0 +1,129 @@
+"""tools/dataset_converters/make_demo_data.py: layout, idempotence, and that
+its trees go through the GTA5 and Cityscapes converters."""
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import pytest
+from PIL import Image
+
+from mmseg_saot.datasets.cityscapes_labels import label_ids_to_train_ids
+
+TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'dataset_converters'
+TINY = ['--num-source', '2', '--num-target-train', '2', '--num-target-val',
+        '1']
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f'{name}_tool',
+                                                  TOOLS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def tool():
+    return load('make_demo_data')
+
+
+def files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob('*')
+                  if p.is_file())
+
+
+@pytest.fixture(scope='module')
+def demo(python, tmp_path_factory):
+    """A tiny demo tree made by the CLI with two worker processes."""
+    out = tmp_path_factory.mktemp('data') / 'demo'
+    result = subprocess.run([python, str(TOOLS / 'make_demo_data.py'),
+                             '--out', str(out), '--nproc', '2'] + TINY,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert 'wrote 5 scenes' in result.stdout
+    return out
+
+
+def test_layout(demo):
+    val = 'cityscapes/gtFine/val/demo/demo_000000_000019'
+    expected = ['DONE.json', 'gta5/images/00000.png', 'gta5/images/00001.png',
+                'gta5/labels/00000.png', 'gta5/labels/00001.png']
+    for split, index in (('train', 0), ('train', 1), ('val', 0)):
+        name = f'demo/demo_{index:06d}_000019'
+        expected += [f'cityscapes/leftImg8bit/{split}/{name}_leftImg8bit.png',
+                     f'cityscapes/gtFine/{split}/{name}_gtFine_labelIds.png',
+                     f'cityscapes/gtFine/{split}/{name}_gtFine_'
+                     'labelTrainIds.png']
+    assert files(demo) == sorted(expected)
+    image = cv2.imread(str(demo / 'gta5/images/00000.png'))
+    assert image.shape == (224, 448, 3)
+    label = Image.open(demo / 'gta5/labels/00000.png')
+    assert label.mode == 'P' and label.size == (448, 224)   # like GTA5
+    ids = cv2.imread(str(demo / f'{val}_gtFine_labelIds.png'),
+                     cv2.IMREAD_UNCHANGED)
+    train_ids = cv2.imread(str(demo / f'{val}_gtFine_labelTrainIds.png'),
+                           cv2.IMREAD_UNCHANGED)
+    assert ids.shape == (224, 448) and (label_ids_to_train_ids(ids)
+                                        == train_ids).all()
+    stamp = json.loads((demo / 'DONE.json').read_text())['config']
+    assert stamp['num_source'] == 2 and stamp['seed'] == 0
+
+
+def test_second_run_is_a_no_op(tool, demo, capsys):
+    before = {p: p.stat().st_mtime_ns for p in demo.rglob('*.png')}
+    assert tool.main(['--out', str(demo), '--nproc', '1'] + TINY) == 0
+    assert 'nothing to do' in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in demo.rglob('*.png')} == before
+
+
+def test_other_arguments_regenerate(tool, tmp_path):
+    out = tmp_path / 'demo'
+    args = ['--out', str(out), '--nproc', '1', '--num-source', '1',
+            '--num-target-train', '1', '--num-target-val', '0']
+    assert tool.main(args) == 0
+    first = cv2.imread(str(out / 'gta5/images/00000.png'))
+    assert tool.main(args + ['--seed', '1']) == 0
+    assert json.loads((out / 'DONE.json').read_text())['config']['seed'] == 1
+    assert (cv2.imread(str(out / 'gta5/images/00000.png')) != first).any()
+    # an interrupted run leaves no stamp, so the next run starts over
+    (out / 'DONE.json').unlink()
+    (out / tool.IN_PROGRESS).touch()
+    (out / 'gta5/images/00000.png').unlink()
+    assert tool.main(args + ['--seed', '1']) == 0
+    assert (out / 'gta5/images/00000.png').is_file()
+    assert not (out / tool.IN_PROGRESS).exists()
+
+
+def test_foreign_data_is_not_overwritten(tool, tmp_path, capsys):
+    (tmp_path / 'gta5' / 'images').mkdir(parents=True)
+    (tmp_path / 'gta5' / 'images' / 'real.png').write_bytes(b'x')
+    assert tool.main(['--out', str(tmp_path), '--nproc', '1'] + TINY) == 2
+    assert 'not written by make_demo_data' in capsys.readouterr().err
+    assert (tmp_path / 'gta5' / 'images' / 'real.png').is_file()
+
+
+def test_demo_trees_go_through_the_converters(demo, tmp_path):
+    gta5 = load('gta5')
+    root = tmp_path / 'gta5'
+    shutil.copytree(demo / 'gta5', root)
+    assert gta5.main([str(root), '--nproc', '1']) == 0
+    records = json.loads((root / 'sample_class_stats.json').read_text())
+    assert len(records) == 2
+    assert all(sum(r['counts'].values()) == 224 * 448 for r in records)
+    cityscapes = load('cityscapes')
+    root = tmp_path / 'cityscapes'
+    shutil.copytree(demo / 'cityscapes', root)
+    written = sorted(root.rglob('*_labelTrainIds.png'))
+    reference = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in written]
+    for path in written:
+        path.unlink()
+    assert cityscapes.main([str(root), '--nproc', '1', '--from-label-ids',
+                            '--class-stats']) == 0
+    for path, expected in zip(written, reference):
+        assert (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) == expected).all()
+    records = json.loads((root / 'sample_class_stats.json').read_text())
+    assert records[0]['file'].startswith('gtFine/train/demo/')
+    assert len(records) == 3
