@@ -1,0 +1,440 @@
+"""The dual Sinkhorn iteration shared by the dense, online and block-sparse solvers.
+
+It maximises the dual of the entropic unbalanced problem (Chizat et al. 2018,
+"Scaling algorithms for unbalanced optimal transport problems"),
+
+.. math::
+    \\max_{f, g}\\; -\\rho_a \\langle a, e^{-f/\\rho_a} - 1\\rangle
+      - \\rho_b \\langle b, e^{-g/\\rho_b} - 1\\rangle
+      - \\varepsilon \\langle a \\otimes b, e^{(f \\oplus g - C)/\\varepsilon} - 1\\rangle,
+
+(for a balanced side, :math:`-\\rho\\langle a, e^{-f/\\rho} - 1\\rangle` becomes
+:math:`\\langle a, f\\rangle`) by alternating exact block maximisations
+
+.. math::
+    f \\leftarrow \\tau_a\\, \\mathrm{smin}_a(g), \\quad
+    g \\leftarrow \\tau_b\\, \\mathrm{smin}_b(f), \\quad
+    \\tau = \\rho / (\\rho + \\varepsilon)\\ (\\tau = 1 \\text{ if } \\rho = \\infty),
+
+with two accelerations, both cheap O(N + M) vector work:
+
+* over-relaxation (Thibault et al. 2017, "Overrelaxed Sinkhorn-Knopp algorithm"):
+  :math:`f \\leftarrow f + \\omega(\\tau_a \\mathrm{smin}_a(g) - f)`, 1 < omega < 2,
+  fixed or estimated from the observed rate (:class:`Relaxation`);
+* the translation-invariant step (Sejourne, Vialard & Peyre 2022, "Faster unbalanced
+  optimal transport: translation invariant Sinkhorn and 1-D Frank-Wolfe"): after each
+  half-step, the dual is maximised exactly along :math:`(f + \\lambda, g - \\lambda)`,
+  which plain unbalanced Sinkhorn contracts only at rate :math:`\\tau^2` per
+  iteration. The optimum is
+  :math:`\\lambda = \\frac{\\rho_a\\rho_b}{\\rho_a+\\rho_b}
+  \\log\\frac{\\langle a, e^{-f/\\rho_a}\\rangle}{\\langle b, e^{-g/\\rho_b}\\rangle}`
+  (the kernel term is invariant; one-sided limits for a balanced side).
+
+Convergence is checked every ``check_every`` iterations (the only device syncs) on
+the relative L1 violation of the first-order conditions
+:math:`P\\mathbf 1 = a e^{-f/\\rho_a}` and :math:`P^\\top \\mathbf 1 = b e^{-g/\\rho_b}`
+(:math:`P\\mathbf 1 = a`, :math:`P^\\top\\mathbf 1 = b` when balanced); the row sums of the
+current iterate come for free from the softmin of the next half-step.
+"""
+import contextlib
+import functools
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+import torch
+
+
+# On CPU the iteration runs on this many threads (None: leave torch's setting). Each
+# iteration is two memory-bound matrix-vector products plus O(N + M) vector work;
+# one thread saturates the memory bus of a small machine, while entering a parallel
+# region for a 4k-element vector op costs more than the op (measured: 8 ms per
+# parallel region against 10 us serial on the 2-core benchmark VM).
+CPU_THREADS = 1
+
+
+@contextlib.contextmanager
+def cpu_threads(device: torch.device):
+    """Run the enclosed iteration with ``CPU_THREADS`` torch threads on CPU."""
+    if device.type != 'cpu' or CPU_THREADS is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class SinkhornConvergenceWarning(UserWarning):
+    """Sinkhorn stopped at ``num_iters`` before its marginal error reached ``tol``."""
+
+
+@dataclass
+class LoopConfig:
+    """Hyper-parameters of the dual iteration (see the public solvers for meanings)."""
+
+    epsilon: float
+    rho_a: float
+    rho_b: float
+    num_iters: int
+    tol: float
+    check_every: int
+    omega: float
+    translation_invariant: bool
+    epsilon_scaling: Optional[float] = None
+    epsilon_start: Optional[float] = None
+    warn: bool = True
+    solver_name: str = 'sinkhorn'
+
+
+@dataclass
+class LoopOutput:
+    f: torch.Tensor
+    g: torch.Tensor
+    num_iters: int
+    converged: torch.Tensor  # (B,) bool
+    marginal_error: torch.Tensor  # (B,)
+    method: str
+
+
+def _tau(rho: float, eps: float) -> float:
+    return 1.0 if math.isinf(rho) else rho / (rho + eps)
+
+
+def row_violation(f, smin, log_w, eps, rho):
+    """Sum over the last axis of ``|w e^{(f - smin)/eps} - w e^{-f/rho}|``.
+
+    ``w e^{(f - smin)/eps}`` is the marginal of the plan of the current potentials
+    and ``w e^{-f/rho}`` (``w`` when balanced) the one that optimality requires.
+    """
+    marg = torch.exp(log_w + (f - smin) / eps)
+    target = torch.exp(log_w if math.isinf(rho) else log_w - f / rho)
+    gap = (marg - target).abs()
+    # Zero-mass points (padding) do not count, whatever their potentials.
+    return torch.where(torch.isfinite(log_w), gap, torch.zeros_like(gap)).sum(-1)
+
+
+def _marginal_error(f_or_g, smin, log_w, w_mass, eps, rho):
+    # Relative L1 gap between the plan's marginal and its optimality target.
+    err = row_violation(f_or_g, smin, log_w, eps, rho) / w_mass
+    return torch.nan_to_num(err, nan=math.inf)
+
+
+class Relaxation:
+    """Over-relaxation factor, updated once per check window.
+
+    ``omega='auto'`` estimates Young's optimal SOR factor (Thibault et al. 2017,
+    sec. 3): with ``mu2`` the per-iteration error rate of plain Sinkhorn,
+    ``omega* = 2 / (1 + sqrt(1 - mu2))``. Two windows of plain steps give a first
+    ``mu2``; afterwards, a window contracting at rate ``lam`` with factor ``omega``
+    gives ``mu2 = (lam + omega - 1)^2 / (lam omega^2)`` (the SOR eigenvalue relation),
+    so the factor is raised while the observed rate is slower than the ``omega - 1``
+    that the optimum achieves (the early plain rate underestimates the asymptotic
+    one), by at most ``MAX_STEP`` per window, up to ``OMEGA_MAX``. A fixed float is
+    used from the second window on. Either way, if the error exceeds twice the best
+    seen, the factor drops to 1 (for 'auto': with a ceiling 0.2 below the factor that
+    diverged, re-estimated at most three times).
+    """
+
+    OMEGA_MAX = 1.95
+    MAX_STEP = 0.3  # per window: early plain rates are transients, ramp up gradually
+
+    def __init__(self, omega, check_every: int):
+        self.auto = omega == 'auto'
+        self.fixed = None if self.auto else float(omega)
+        self.off = not self.auto and self.fixed == 1.0
+        self.check_every = check_every
+        self.value = 1.0
+        self.cap = self.OMEGA_MAX
+        self.best = math.inf
+        self.errors = []  # errors of consecutive windows run with the current value
+        self.restarts = 0
+
+    @property
+    def needs_error(self) -> bool:
+        return self.auto and not self.off
+
+    def update(self, err: Optional[float]) -> None:
+        if self.off:
+            self.value = 1.0
+            return
+        if err is not None and math.isfinite(err):
+            if self.value != 1.0 and err > 2.0 * self.best:
+                # Over-relaxation diverging: plain steps, and a lower ceiling from now on.
+                self.cap = max(1.0, min(self.cap, self.value) - 0.2)
+                self.value, self.errors = 1.0, []
+                self.restarts += 1
+                self.off = self.restarts > 3 or not self.auto or self.cap <= 1.0
+                return
+            self.best = min(self.best, err)
+        if not self.auto:
+            self.value = self.fixed
+            return
+        if err is None or not math.isfinite(err):
+            return
+        self.errors.append(err)
+        if len(self.errors) < 2 or not self.errors[-2] > 0:
+            return
+        lam = (self.errors[-1] / self.errors[-2])**(1.0 / self.check_every)
+        omega = self.value
+        if not 0 < lam < 1 or lam <= omega - 1.0 + 0.02:
+            return
+        mu2 = (lam + omega - 1.0)**2 / (lam * omega**2)
+        if mu2 < 1:
+            target = 2.0 / (1.0 + math.sqrt(1.0 - mu2))
+            new = min(self.cap, target, omega + self.MAX_STEP)
+            if new > omega + 0.01:
+                self.value, self.errors = new, [err]
+
+    def disable(self) -> None:
+        self.off, self.value = True, 1.0
+
+
+class Stall:
+    """Detects a marginal error stuck at the rounding floor of the operator.
+
+    Stalled = no 10 % improvement of the best error for ``patience`` check windows
+    while the best error is within 100x of the operator's ``precision_floor`` (for
+    fp32 products: fp32 epsilon x sqrt(max(N, M)), the typical accumulation error of
+    one product). Slow but steady convergence above that floor never counts as stalled.
+    """
+
+    def __init__(self, patience: int = 5):
+        self.patience = patience
+        self.best = math.inf
+        self.waited = 0
+        self.stalled = False
+        self.floor = 0.0
+
+    def update(self, err: float, floor: float) -> bool:
+        self.floor = floor
+        if err < 0.9 * self.best:
+            self.best, self.waited = err, 0
+            return False
+        self.waited += 1
+        self.stalled = self.waited >= self.patience and self.best < 100.0 * floor
+        return self.stalled
+
+
+def _plain(f_old, smin, tau):
+    return tau * smin
+
+
+def _relaxed(f_old, smin, tau, omega):
+    return torch.lerp(f_old, tau * smin, omega)
+
+
+class Translation:
+    """Translation-invariant step: exact dual maximisation along ``(f + lam, g - lam)``.
+
+    With ``A = log <a, e^{-f/rho_a}>`` and ``B = log <b, e^{-g/rho_b}>`` (``1/inf = 0``),
+    ``lam = (A - B) / (1/rho_a + 1/rho_b)``. The translation moves ``A`` by
+    ``-lam/rho_a`` and ``B`` by ``+lam/rho_b`` exactly, so after an f-update only ``A``
+    is recomputed (one log-sum-exp) and ``B`` comes from the cache, and vice versa.
+    """
+
+    def __init__(self, log_a, log_b, rho_a, rho_b):
+        self.log_a, self.log_b = log_a, log_b
+        self.inv_a = 0.0 if math.isinf(rho_a) else 1.0 / rho_a
+        self.inv_b = 0.0 if math.isinf(rho_b) else 1.0 / rho_b
+        total = self.inv_a + self.inv_b
+        self.kappa = 1.0 / total if total > 0 else 0.0  # balanced: no translation
+        self.reset()
+
+    def reset(self):
+        self.A = self.B = None
+
+    def _log_a(self, f):
+        return torch.logsumexp(self.log_a - f * self.inv_a, -1)
+
+    def _log_b(self, g):
+        return torch.logsumexp(self.log_b - g * self.inv_b, -1)
+
+    def _apply(self, f, g):
+        lam = self.kappa * (self.A - self.B)
+        self.A = self.A - lam * self.inv_a
+        self.B = self.B + lam * self.inv_b
+        lam = lam.unsqueeze(-1)
+        return f + lam, g - lam, lam
+
+    def after_f(self, f, g):
+        self.A = self._log_a(f)
+        if self.B is None:
+            self.B = self._log_b(g)
+        return self._apply(f, g)
+
+    def after_g(self, f, g):
+        self.B = self._log_b(g)
+        if self.A is None:
+            self.A = self._log_a(f)
+        return self._apply(f, g)
+
+
+def _epsilon_stages(cfg: LoopConfig, cost_range: Callable[[], float]):
+    """List of (epsilon, iterations) stages; the last stage gets what remains."""
+    if not cfg.epsilon_scaling:
+        return [(cfg.epsilon, cfg.num_iters)]
+    q = float(cfg.epsilon_scaling)
+    if not 0 < q < 1:
+        raise ValueError(f'`epsilon_scaling` must be in (0, 1), got {q}.')
+    eps = cfg.epsilon_start if cfg.epsilon_start is not None else max(cost_range(), cfg.epsilon)
+    stages = []
+    used = 0
+    while eps > cfg.epsilon and used + cfg.check_every < cfg.num_iters:
+        stages.append((eps, cfg.check_every))
+        used += cfg.check_every
+        eps *= q
+    stages.append((cfg.epsilon, cfg.num_iters - used))
+    return stages
+
+
+def run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torch.Tensor,
+        cfg: LoopConfig, f0: Optional[torch.Tensor] = None, g0: Optional[torch.Tensor] = None,
+        cost_range: Callable[[], float] = lambda: 1.0) -> LoopOutput:
+    """Run the dual iteration with operator ``op``; see the module docstring and ``_run``."""
+    with cpu_threads(log_a.device):
+        return _run(op, make_fallback, log_a, log_b, cfg, f0, g0, cost_range)
+
+
+def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torch.Tensor,
+        cfg: LoopConfig, f0: Optional[torch.Tensor] = None, g0: Optional[torch.Tensor] = None,
+        cost_range: Callable[[], float] = lambda: 1.0) -> LoopOutput:
+    """Run the dual iteration with operator ``op``; see the module docstring.
+
+    Args:
+        op: softmin operator (``_operators.py``); a kernel operator is refreshed at checks.
+        make_fallback: builds the exact log-domain operator if ``op`` under/overflows.
+        log_a: ``(B, N)`` log source weights; ``log_b``: ``(B, M)`` log target weights.
+        cfg: iteration settings.
+        f0, g0: optional warm-start potentials (cost units).
+        cost_range: returns max(C) - min(C), used only as the default start of the
+            epsilon-scaling schedule.
+    """
+    batch, num_rows = log_a.shape
+    num_cols = log_b.shape[1]
+    dtype, device = log_a.dtype, log_a.device
+    f = torch.zeros(batch, num_rows, dtype=dtype, device=device) if f0 is None else f0.clone()
+    g = torch.zeros(batch, num_cols, dtype=dtype, device=device) if g0 is None else g0.clone()
+    mass_a, mass_b = log_a.exp().sum(-1), log_b.exp().sum(-1)
+    rho_a, rho_b = cfg.rho_a, cfg.rho_b
+    use_ti = cfg.translation_invariant and not (math.isinf(rho_a) and math.isinf(rho_b))
+    primary, fallback = op, None
+    log_until, failures, method = -1, 0, op.kind
+    relax = Relaxation(cfg.omega, cfg.check_every)
+    translation = Translation(log_a, log_b, rho_a, rho_b)
+    stall, ti_stall = Stall(patience=5), Stall(patience=2)
+    err = torch.full((batch,), math.inf, dtype=dtype, device=device)
+    converged = torch.zeros(batch, dtype=torch.bool, device=device)
+    good = (f.clone(), g.clone())
+    it_total = 0
+    stages = _epsilon_stages(cfg, cost_range)
+    for stage, (eps, stage_iters) in enumerate(stages):
+        final = stage == len(stages) - 1
+        tau_a, tau_b = _tau(rho_a, eps), _tau(rho_b, eps)
+        op.set_epsilon(eps, f, g)
+        if fallback is not None and fallback is not op:
+            fallback.set_epsilon(eps, f, g)
+        for _ in range(stage_iters):
+            it_total += 1
+            window_end = it_total % cfg.check_every == 0
+            measure = final and window_end and (cfg.tol > 0 or relax.needs_error)
+            omega = relax.value if final else 1.0
+            # --- f half-step: f <- f + omega (tau_a smin_a(g) - f); the operator also
+            # returns t = smin_b(f_new) (fused in one pass over the kernel on CPU) ---
+            if omega != 1.0:
+                f_update = functools.partial(_relaxed, tau=tau_a, omega=omega)
+            else:
+                f_update = functools.partial(_plain, tau=tau_a)
+            violation = (functools.partial(row_violation, eps=eps, rho=rho_a)
+                         if measure else None)
+            f, t, viol = op.step(f, g, f_update, violation)
+            if measure:
+                err = torch.nan_to_num(viol / mass_a, nan=math.inf)
+            if use_ti:
+                f, g, lam = translation.after_f(f, g)
+                t = t - lam  # smin_b(f + lam) = smin_b(f) - lam
+            # --- g half-step: g <- g + omega (tau_b smin_b(f) - g) ---
+            if measure:
+                err = err + _marginal_error(g, t, log_b, mass_b, eps, rho_b)
+            g = torch.lerp(g, tau_b * t, omega) if omega != 1.0 else tau_b * t
+            if use_ti:
+                f, g, _ = translation.after_g(f, g)
+            if not window_end:
+                continue
+            # --- end of a check window: the only host-device syncs ---
+            if not bool(torch.isfinite(f).all() & torch.isfinite(g).all()):
+                # The stored kernel under/overflowed: restart the window from the last
+                # good potentials in the exact log domain, then rebuild the kernel.
+                f, g = good[0].clone(), good[1].clone()
+                translation.reset()
+                relax.disable()
+                if make_fallback is None or op is fallback:
+                    raise FloatingPointError(
+                        f'{cfg.solver_name}: non-finite potentials in the log domain; check '
+                        f'the cost scale against epsilon={eps}.')
+                failures += 1
+                if fallback is None:
+                    fallback = make_fallback()
+                fallback.set_epsilon(eps, f, g)
+                op, method = fallback, f'{primary.kind}+log'
+                log_until = it_total + cfg.check_every
+                continue
+            good = (f.clone(), g.clone())
+            if op is fallback and it_total >= log_until and failures <= 2:
+                op = primary
+                op.set_epsilon(eps, f, g)
+            elif op is primary:
+                op.refresh(f, g)
+            if not final:
+                continue
+            worst = float(err.max()) if measure else None
+            relax.update(worst)
+            if measure and cfg.tol > 0:
+                converged = err < cfg.tol
+                if bool(converged.all()):
+                    break
+                floor = getattr(op, 'precision_floor', 0.0)
+                if use_ti and ti_stall.update(worst, floor):
+                    # The translation balances the target masses against the kernel's
+                    # row and column sums, whose fp32 rounding differs by ~floor: at that
+                    # level its fixed point is off the optimum. Finish without it.
+                    use_ti = False
+                elif stall.update(worst, floor):
+                    break
+    out_err = marginal_error(op, f, g, log_a, log_b, cfg.epsilon, rho_a, rho_b)
+    if not math.isfinite(float(out_err.max())) and op is not fallback and make_fallback:
+        fb = fallback or make_fallback()
+        fb.set_epsilon(cfg.epsilon, f, g)
+        out_err = marginal_error(fb, f, g, log_a, log_b, cfg.epsilon, rho_a, rho_b)
+    if cfg.tol > 0 and not bool(converged.all()) and cfg.warn and stall.stalled:
+        warnings.warn(
+            f'{cfg.solver_name} stopped at marginal error {float(out_err.max()):.2e} > '
+            f'tol={cfg.tol:.1e} after {it_total} iterations: the error stopped decreasing '
+            f'at the rounding floor of the kernel storage/accumulation (~{stall.floor:.0e} '
+            f'here). Loosen `tol`, or pass a float64 cost for a lower floor.',
+            SinkhornConvergenceWarning, stacklevel=3)
+    elif cfg.tol > 0 and not bool(converged.all()) and cfg.warn:
+        warnings.warn(
+            f'{cfg.solver_name} did not converge: marginal error {float(out_err.max()):.2e} > '
+            f'tol={cfg.tol:.1e} after num_iters={it_total}. Increase `num_iters`, increase '
+            f'`epsilon` (now {cfg.epsilon:g}; fewer iterations are needed for larger values), '
+            f'keep over-relaxation `omega` > 1 and `translation_invariant=True`, or loosen '
+            f'`tol`.', SinkhornConvergenceWarning, stacklevel=3)
+    return LoopOutput(f=f, g=g, num_iters=it_total, converged=converged,
+                      marginal_error=out_err, method=method)
+
+
+def marginal_error(op, f, g, log_a, log_b, eps, rho_a, rho_b) -> torch.Tensor:
+    """Exact relative L1 marginal error of potentials ``(f, g)`` (two softmins)."""
+    s = op.softmin_rows(g)
+    t = op.softmin_cols(f)
+    return (_marginal_error(f, s, log_a, log_a.exp().sum(-1), eps, rho_a) +
+            _marginal_error(g, t, log_b, log_b.exp().sum(-1), eps, rho_b))
+
+
+def tau_pair(rho: Tuple[float, float], eps: float) -> Tuple[float, float]:
+    """Return (tau_a, tau_b) = rho / (rho + eps), 1 for infinite rho."""
+    return _tau(rho[0], eps), _tau(rho[1], eps)

@@ -1,0 +1,348 @@
+"""Soft c-transform operators: the only part of Sinkhorn that touches the N x M cost.
+
+Every solver in this package runs the same dual iteration (``_loop.py``) on
+potentials ``f`` (B, N) and ``g`` (B, M), in cost units. All it needs is the
+soft c-transform (softmin) in both directions,
+
+.. math::
+    \\mathrm{smin}_a(g)_i = -\\varepsilon \\log \\sum_j b_j e^{(g_j - C_{ij})/\\varepsilon},
+    \\qquad
+    \\mathrm{smin}_b(f)_j = -\\varepsilon \\log \\sum_i a_i e^{(f_i - C_{ij})/\\varepsilon},
+
+and an operator supplies it:
+
+* :class:`KernelOperator` (fast path): stores the kernel
+  :math:`\\tilde K_{ij} = e^{(\\hat f_i + \\hat g_j - C_{ij})/\\varepsilon}` once, in fp32,
+  fp16 or bf16, and evaluates a softmin with one matrix-vector product plus O(N + M)
+  work, always accumulating in fp32 (fp64 for fp64 costs). The reference potentials
+  :math:`\\hat f, \\hat g` are where the large scalings were last *absorbed*
+  (Schmitzer 2019, "Stabilized sparse scaling algorithms"): the scalings
+  :math:`e^{(g - \\hat g)/\\varepsilon}` stay O(1) and the stored kernel stays in range.
+  A rebuild from the cost takes :math:`\\hat f` = the hard c-transform of
+  :math:`\\hat g`, so every row of :math:`\\tilde K` has maximum exactly 1 and no row
+  can underflow to zero, whatever the storage dtype; between rebuilds, fp32/fp64
+  kernels absorb drifts in place. On CPU one iteration is a single pass over the
+  kernel (:meth:`KernelOperator._fused_cpu_step`); on GPU two cuBLAS products.
+* :class:`LogOperator` (stable fallback): exact chunked ``logsumexp`` over row
+  blocks of any cost source, one pass per iteration, never holding more than one
+  block; used when the kernel would under/overflow (tiny epsilon) and by the online
+  solver.
+
+Potentials and every O(N + M) quantity are fp64 (the solvers' dual dtype); only the
+N x M work runs in the storage/cost dtype.
+"""
+import math
+from typing import Callable, Optional
+
+import torch
+
+from ._matvec import cols_matvec, np, rows_matvec
+from .costs import rows_per_block
+
+# Absorb into the stored kernel when an exponent (f_i + g_j - C_ij)/eps has moved by
+# more than this many units since the last absorption (see `drift`). fp16's range
+# (6e-8 .. 65504) leaves little headroom.
+ABSORB_THRESHOLD = {torch.float64: 200.0, torch.float32: 30.0, torch.bfloat16: 30.0,
+                    torch.float16: 6.0}
+
+
+def drift(f, g, f_ref, g_ref, epsilon) -> torch.Tensor:
+    """Largest change, in units of epsilon, of an exponent ``(f_i + g_j - C_ij)/eps``.
+
+    Translation invariant: ``(f + c, g - c)`` leaves the kernel and the drift unchanged,
+    so the translation-invariant step alone never forces a rebuild.
+    """
+    df, dg = f - f_ref, g - g_ref
+    hi = df.amax(-1) + dg.amax(-1)
+    lo = df.amin(-1) + dg.amin(-1)
+    return torch.maximum(hi.abs(), lo.abs()).amax() / epsilon
+
+
+def precision_floor(storage_dtype: torch.dtype, length: int) -> float:
+    """Typical relative rounding of a length-``length`` product in this storage (see Stall)."""
+    # Half storage rounds the kernel entries themselves (a fixed perturbation of the
+    # problem, not noise), and its products accumulate in fp32 like fp32 storage.
+    unit = 2.2e-16 if storage_dtype == torch.float64 else 6e-8
+    return unit * math.sqrt(length)
+
+
+class Operator:
+    """Base class: ``step`` = f half-step followed by ``smin_b`` of the new f."""
+
+    kind = 'base'
+
+    def softmin_rows(self, g: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def softmin_cols(self, f: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def set_epsilon(self, epsilon: float, f: torch.Tensor, g: torch.Tensor) -> None:
+        self.epsilon = epsilon
+
+    def refresh(self, f: torch.Tensor, g: torch.Tensor, force: bool = False) -> bool:
+        return False
+
+    def step(self, f: torch.Tensor, g: torch.Tensor, f_update: Callable,
+             violation: Optional[Callable]):
+        """Return ``(f_new, smin_b(f_new), row violation or None)``.
+
+        ``f_new = f_update(f, smin_a(g))`` elementwise; ``violation(f, smin_a(g), log_a)``
+        sums the row-marginal violation of the current iterate (see ``_loop.py``).
+        """
+        s = self.softmin_rows(g)
+        viol = violation(f, s, self.log_a) if violation is not None else None
+        f_new = f_update(f, s)
+        return f_new, self.softmin_cols(f_new), viol
+
+
+class LogOperator(Operator):
+    """Exact log-domain softmin over row blocks of a cost source.
+
+    Args:
+        source: cost source with ``rows(i0, i1) -> (B, n, M)`` (see ``costs.py``).
+        log_a: ``(B, N)`` log source weights (``-inf`` allowed for zero mass).
+        log_b: ``(B, M)`` log target weights.
+        epsilon: entropic regularisation, in cost units.
+        block_bytes: memory budget of one fp32 cost block.
+    """
+
+    kind = 'log'
+
+    def __init__(self, source, log_a: torch.Tensor, log_b: torch.Tensor, epsilon: float,
+                 block_bytes: int = 1 << 26):
+        self.source, self.log_a, self.log_b = source, log_a, log_b
+        self.epsilon = epsilon
+        num_rows, num_cols = source.shape
+        self.rows = min(num_rows, rows_per_block(num_cols, block_bytes, log_a.shape[0]))
+        self.num_rows = num_rows
+
+    def softmin_rows(self, g: torch.Tensor) -> torch.Tensor:
+        eps = self.epsilon
+        shift = (g / eps + self.log_b).unsqueeze(1)  # (B, 1, M)
+        out = []
+        for r0 in range(0, self.num_rows, self.rows):
+            block = self.source.rows(r0, min(r0 + self.rows, self.num_rows))
+            out.append(torch.logsumexp(shift - block / eps, dim=-1))
+        return -eps * torch.cat(out, dim=1)
+
+    def softmin_cols(self, f: torch.Tensor) -> torch.Tensor:
+        eps = self.epsilon
+        shift = (f / eps + self.log_a).unsqueeze(-1)  # (B, N, 1)
+        acc = None
+        for r0 in range(0, self.num_rows, self.rows):
+            r1 = min(r0 + self.rows, self.num_rows)
+            part = torch.logsumexp(shift[:, r0:r1] - self.source.rows(r0, r1) / eps, dim=1)
+            acc = part if acc is None else torch.logaddexp(acc, part)
+        return -eps * acc
+
+    def step(self, f, g, f_update, violation):
+        # One pass over row blocks per iteration: each cost block is read (or
+        # recomputed from features) once, serves the f-update of its rows, then, with
+        # the new f, adds its rows to the column log-sum-exp of the g-update.
+        eps = self.epsilon
+        row_shift = (g / eps + self.log_b).unsqueeze(1)  # (B, 1, M)
+        f_new = torch.empty_like(f)
+        viol = torch.zeros(f.shape[0], dtype=f.dtype, device=f.device) if violation else None
+        acc = None
+        for r0 in range(0, self.num_rows, self.rows):
+            r1 = min(r0 + self.rows, self.num_rows)
+            block = self.source.rows(r0, r1) / eps  # (B, n, M), C / eps
+            s_blk = -eps * torch.logsumexp(row_shift - block, dim=-1)
+            if viol is not None:
+                viol += violation(f[:, r0:r1], s_blk, self.log_a[:, r0:r1])
+            f_blk = f_update(f[:, r0:r1], s_blk)
+            f_new[:, r0:r1] = f_blk
+            col_shift = (f_blk / eps + self.log_a[:, r0:r1]).unsqueeze(-1)
+            part = torch.logsumexp(col_shift - block, dim=1)
+            acc = part if acc is None else torch.logaddexp(acc, part)
+        return f_new, -eps * acc, viol
+
+
+class KernelOperator(Operator):
+    """Kernel-space softmin with a stored, periodically re-absorbed kernel.
+
+    Args:
+        source: cost source with ``rows(i0, i1) -> (B, n, M)``, ``batch``, ``shape``.
+        log_a: ``(B, N)`` log source weights.
+        log_b: ``(B, M)`` log target weights.
+        epsilon: entropic regularisation, in cost units.
+        storage_dtype: dtype of the stored kernel (fp32, fp16, bf16 or fp64).
+        absorb_threshold: rebuild the kernel once the potentials moved this many
+            epsilons since the last rebuild; default per storage dtype.
+    """
+
+    kind = 'kernel'
+
+    def __init__(self, source, log_a: torch.Tensor, log_b: torch.Tensor, epsilon: float,
+                 storage_dtype: torch.dtype, absorb_threshold: Optional[float] = None):
+        self.source, self.log_a, self.log_b = source, log_a, log_b
+        self.epsilon = epsilon
+        self.storage_dtype = storage_dtype
+        # Products accumulate in fp32 (fp64 for fp64 storage); potentials stay in the
+        # dual dtype of log_a (fp64), so fp32 storage does not cap the accuracy at the
+        # ~1e-5 that fp32 potentials of size O(1) / eps allow.
+        self.mv_dtype = torch.float64 if storage_dtype == torch.float64 else torch.float32
+        self.precision_floor = precision_floor(storage_dtype, max(source.shape))
+        self.absorb_threshold = (ABSORB_THRESHOLD[storage_dtype]
+                                 if absorb_threshold is None else absorb_threshold)
+        batch = log_a.shape[0]
+        num_rows, num_cols = source.shape
+        self.kernel = torch.empty((batch, num_rows, num_cols), dtype=storage_dtype,
+                                  device=log_a.device)
+        # Columns of zero mass must not set a row's reference maximum.
+        self.col_mask = None
+        if not bool(torch.isfinite(log_b).all()):
+            self.col_mask = torch.where(torch.isfinite(log_b), 0.0,
+                                        -math.inf).to(log_b.dtype).unsqueeze(1)
+        self.f_hat = self.g_hat = self.f_ref = self.g_ref = None
+        self.num_rebuilds = 0
+        self.rebuild_rows = min(num_rows, rows_per_block(num_cols, 1 << 23, batch))
+        # Fused CPU pass: row blocks of ~8 MB stay in the last-level cache between
+        # their two uses (measured best at 4-8 MB on a 32 MB-L3 EPYC).
+        self.fused_rows = min(num_rows, max(16, (1 << 23) // max(1, 4 * num_cols)))
+
+    def set_epsilon(self, epsilon: float, f: torch.Tensor, g: torch.Tensor) -> None:
+        self.epsilon = epsilon
+        self.refresh(f, g, force=True)
+
+    def refresh(self, f: torch.Tensor, g: torch.Tensor, force: bool = False) -> bool:
+        """Absorb the scalings into the kernel if they drifted too far (syncs the device).
+
+        ``force`` rebuilds from the cost (new epsilon, first call, after a rescue).
+        Otherwise fp32/fp64 kernels absorb in place, ``K_ij *= e^{(df_i + dg_j)/eps}``:
+        one read-write pass without exponentials, relative rounding ~2e-7 per
+        absorption. A rebuild from the cost would form ``g_j/eps - C_ij/eps ~ 20`` in
+        fp32 with ~2e-6 rounding that changes at every rebuild (fp64 arithmetic avoids
+        it at several times the cost). Half kernels, whose own rounding is 1e-3, and
+        very large drifts (entries may have underflowed) rebuild from the cost.
+        """
+        if force:
+            self._rebuild(f, g)
+            return True
+        moved = float(drift(f, g, self.f_ref, self.g_ref, self.epsilon))
+        if not moved > self.absorb_threshold:
+            return False
+        if self.storage_dtype in (torch.float16, torch.bfloat16) or moved > 60.0:
+            self._rebuild(f, g)
+        else:
+            self._absorb(f, g)
+        return True
+
+    def _rebuild(self, f: torch.Tensor, g: torch.Tensor) -> None:
+        # K_ij = exp((f_hat_i + g_hat_j - C_ij) / eps) with f_hat = hard c-transform of
+        # g_hat, so that every row's largest entry is exactly 1 (no row can underflow,
+        # whatever the storage dtype). Exponents are formed in the cost's arithmetic
+        # dtype; f_hat and g_hat are the exact values of the rounded references used.
+        eps = self.epsilon
+        arith = self.source.dtype
+        f_hat = torch.empty_like(f)
+        shift = (g / eps).to(arith)
+        num_rows = self.kernel.shape[1]
+        mask = None if self.col_mask is None else self.col_mask.to(arith)
+        in_place = self.kernel.dtype == arith  # exponents formed in the kernel buffer
+        for r0 in range(0, num_rows, self.rebuild_rows):
+            r1 = min(r0 + self.rebuild_rows, num_rows)
+            expo = self.kernel[:, r0:r1] if in_place else None
+            expo = torch.add(shift.unsqueeze(1), self.source.rows(r0, r1), alpha=-1.0 / eps,
+                             out=expo)
+            if mask is None:
+                row_max = expo.amax(dim=-1, keepdim=True)
+            else:
+                row_max = (expo + mask).amax(dim=-1, keepdim=True)
+            f_hat[:, r0:r1] = -eps * row_max.squeeze(-1).to(f.dtype)
+            torch.exp_(expo.sub_(row_max))
+            if not in_place:
+                self.kernel[:, r0:r1] = expo
+        self.f_hat, self.g_hat = f_hat, shift.to(g.dtype) * eps
+        self.f_ref, self.g_ref = f.clone(), g.clone()
+        self.num_rebuilds += 1
+
+    def _absorb(self, f: torch.Tensor, g: torch.Tensor) -> None:
+        eps = self.epsilon
+        du = (f - self.f_hat) / eps
+        dv = (g - self.g_hat) / eps
+        c = du.amax(dim=-1, keepdim=True)
+        u = torch.exp(du - c).to(self.mv_dtype)
+        v = torch.exp(dv + c).to(self.mv_dtype).unsqueeze(1)
+        num_rows = self.kernel.shape[1]
+        for r0 in range(0, num_rows, self.rebuild_rows):
+            r1 = min(r0 + self.rebuild_rows, num_rows)
+            self.kernel[:, r0:r1].mul_(u[:, r0:r1, None]).mul_(v)
+        self.f_hat, self.g_hat = f.clone(), g.clone()
+        self.f_ref, self.g_ref = f.clone(), g.clone()
+        self.num_rebuilds += 1
+
+    def softmin_rows(self, g: torch.Tensor) -> torch.Tensor:
+        eps = self.epsilon
+        z = (g - self.g_hat) / eps + self.log_b
+        m = z.amax(dim=-1, keepdim=True)
+        s = rows_matvec(self.kernel, torch.exp(z - m).to(self.mv_dtype)).to(g.dtype)
+        return self.f_hat - eps * (torch.log(s) + m)
+
+    def softmin_cols(self, f: torch.Tensor) -> torch.Tensor:
+        eps = self.epsilon
+        z = (f - self.f_hat) / eps + self.log_a
+        m = z.amax(dim=-1, keepdim=True)
+        t = cols_matvec(self.kernel, torch.exp(z - m).to(self.mv_dtype)).to(f.dtype)
+        return self.g_hat - eps * (torch.log(t) + m)
+
+    def step(self, f, g, f_update, violation):
+        if self.kernel.is_cuda:
+            return super().step(f, g, f_update, violation)
+        return self._fused_cpu_step(f, g, f_update, violation)
+
+    def _fused_cpu_step(self, f, g, f_update, violation):
+        # One pass over the kernel per iteration instead of two: the f-update is local
+        # to a row, so each row block K_R serves K_R (b e^{g/eps}) and then, still in
+        # cache, accumulates K_R^T (a e^{f_new/eps}) for the g-update. Column weights
+        # are shifted by a running maximum (rescaling the partial sum when it grows),
+        # as in an online softmax. The O(block) vector work runs on numpy views of the
+        # same memory: a numpy call costs ~1 us against ~8 us for a torch op, which
+        # matters at 20 vector ops per block.
+        if np is None:
+            return super().step(f, g, f_update, violation)
+        eps = self.epsilon
+        z = (g - self.g_hat) / eps + self.log_b
+        m = z.amax(dim=-1, keepdim=True)
+        w = torch.exp(z - m).to(self.mv_dtype).numpy()
+        m = m.numpy()
+        f_new = torch.empty_like(f)
+        t_out = torch.empty_like(g)
+        viol = torch.zeros(f.shape[0], dtype=f.dtype) if violation is not None else None
+        num_rows, num_cols = self.kernel.shape[1], self.kernel.shape[2]
+        upcast = self.storage_dtype != self.mv_dtype
+        buf = torch.empty((self.fused_rows, num_cols), dtype=self.mv_dtype) if upcast else None
+        s_buf = np.empty(self.fused_rows, dtype=w.dtype)
+        t_buf = np.empty(num_cols, dtype=w.dtype)
+        f_np, fn_np, fh_np, la_np = f.numpy(), f_new.numpy(), self.f_hat.numpy(), self.log_a.numpy()
+        for i in range(f.shape[0]):
+            shift = -math.inf
+            t_acc = np.zeros(num_cols, dtype=w.dtype)
+            kernel = None if upcast else self.kernel[i].numpy()
+            for r0 in range(0, num_rows, self.fused_rows):
+                r1 = min(r0 + self.fused_rows, num_rows)
+                if upcast:
+                    block = buf[:r1 - r0].copy_(self.kernel[i, r0:r1]).numpy()
+                else:
+                    block = kernel[r0:r1]
+                s_blk = s_buf[:r1 - r0]
+                np.dot(block, w[i], out=s_blk)
+                smin = fh_np[i, r0:r1] - eps * (np.log(s_blk, dtype=np.float64) + m[i])
+                f_old = torch.from_numpy(f_np[i, r0:r1])
+                if viol is not None:
+                    viol[i] += violation(f_old, torch.from_numpy(smin), self.log_a[i, r0:r1])
+                f_blk = f_update(f_old, torch.from_numpy(smin)).numpy()
+                fn_np[i, r0:r1] = f_blk
+                zc = (f_blk - fh_np[i, r0:r1]) / eps + la_np[i, r0:r1]
+                blk_max = float(zc.max())
+                if blk_max > shift:
+                    if math.isfinite(shift):
+                        t_acc *= math.exp(shift - blk_max)
+                    shift = blk_max
+                np.dot(np.exp(zc - shift).astype(w.dtype), block, out=t_buf)
+                t_acc += t_buf
+            with np.errstate(divide='ignore'):  # empty column: log 0 = -inf, as in torch
+                log_t = np.log(t_acc, dtype=np.float64)
+            t_out[i] = self.g_hat[i] - eps * (torch.from_numpy(log_t) + shift)
+        return f_new, t_out, viol

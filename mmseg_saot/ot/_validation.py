@@ -1,0 +1,138 @@
+"""Argument checks shared by the OT solvers.
+
+Every public solver validates its inputs here so that the error messages are
+uniform: a message always names the offending argument and, for shape errors,
+the shapes involved.
+"""
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+Rho = Union[float, Tuple[float, float], Sequence[float]]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming ``name`` if ``tensor`` holds NaN or inf."""
+    if not torch.is_floating_point(tensor):
+        return
+    # A sum reads the tensor once without an N x M boolean temporary; any NaN/inf
+    # entry makes it non-finite (a finite sum proves all entries finite). Only if
+    # it is not finite (NaN/inf, or an overflow of huge finite entries) look closer.
+    tensor = tensor.detach()
+    acc = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    if bool(torch.isfinite(tensor.sum(dtype=acc))) or bool(torch.isfinite(tensor).all()):
+        return
+    what = 'NaN' if bool(torch.isnan(tensor).any()) else 'inf'
+    raise ValueError(f'`{name}` contains {what} values; every entry of `{name}` must be '
+                     f'finite.')
+
+
+def check_float(name: str, tensor: torch.Tensor) -> None:
+    """Raise ``TypeError`` unless ``tensor`` is a floating point tensor."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f'`{name}` must be a torch.Tensor, got {type(tensor).__name__}.')
+    if tensor.dtype not in FLOAT_DTYPES:
+        raise TypeError(f'`{name}` must be float16, bfloat16, float32 or float64, '
+                        f'got {tensor.dtype}.')
+
+
+def check_epsilon(epsilon: float) -> float:
+    """Return ``epsilon`` as a float after checking it is finite and positive."""
+    epsilon = float(epsilon)
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f'`epsilon` must be a finite positive number, got {epsilon}.')
+    return epsilon
+
+
+def parse_rho(rho: Rho) -> Tuple[float, float]:
+    """Return ``(rho_a, rho_b)`` from a number or a pair; ``inf`` means balanced."""
+    if isinstance(rho, torch.Tensor):
+        rho = rho.tolist()
+    if isinstance(rho, (int, float)):
+        pair = (float(rho), float(rho))
+    else:
+        values = [float(r) for r in rho]
+        if len(values) == 1:
+            values = values * 2
+        if len(values) != 2:
+            raise ValueError(f'`rho` must be a number or a pair (rho_a, rho_b), got {rho}.')
+        pair = (values[0], values[1])
+    for r in pair:
+        if math.isnan(r) or r <= 0:
+            raise ValueError(f'`rho` must be positive (float("inf") for a hard marginal), '
+                             f'got {rho}.')
+    return pair
+
+
+def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
+    """Return ``value`` as an int after checking ``value >= minimum``."""
+    if int(value) != value or value < minimum:
+        raise ValueError(f'`{name}` must be an integer >= {minimum}, got {value}.')
+    return int(value)
+
+
+def check_cost(cost: torch.Tensor) -> None:
+    """Check a dense cost of shape ``(N, M)`` or ``(B, N, M)``."""
+    check_float('cost', cost)
+    if cost.dim() not in (2, 3):
+        raise ValueError(f'`cost` must have shape (N, M) or (B, N, M), got shape '
+                         f'{tuple(cost.shape)}.')
+    if cost.shape[-1] == 0 or cost.shape[-2] == 0 or (cost.dim() == 3 and cost.shape[0] == 0):
+        raise ValueError(f'`cost` must be non-empty, got shape {tuple(cost.shape)}.')
+    check_finite('cost', cost)
+
+
+def marginal(name: str, weights: Optional[torch.Tensor], batch: Optional[int], size: int,
+             dim_name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Return a ``(B, size)`` marginal, uniform ``1/size`` when ``weights`` is None.
+
+    Args:
+        name: argument name used in error messages (``'a'`` or ``'b'``).
+        weights: ``(size,)`` or ``(B, size)`` non-negative weights, or None.
+        batch: batch size B of the problem, or None for an unbatched problem.
+        size: number of points the marginal lives on.
+        dim_name: what ``size`` counts, for error messages (e.g. ``'N = cost.shape[-2]'``).
+        device: device of the result.
+        dtype: dtype of the result (the accumulation dtype of the solver).
+    """
+    b = 1 if batch is None else batch
+    if weights is None:
+        return torch.full((b, size), 1.0 / size, device=device, dtype=dtype)
+    check_float(name, weights)
+    expected = (size,) if batch is None else (batch, size)
+    if weights.dim() == 1 and weights.shape[0] == size:
+        weights = weights.unsqueeze(0).expand(b, size)
+    elif tuple(weights.shape) != expected:
+        raise ValueError(f'`{name}` must have shape {expected} ({dim_name}), got shape '
+                         f'{tuple(weights.shape)}.')
+    check_finite(name, weights)
+    if bool((weights < 0).any()):
+        raise ValueError(f'`{name}` must be non-negative.')
+    if bool((weights.sum(-1) <= 0).any()):
+        raise ValueError(f'`{name}` must have positive total mass.')
+    return weights.to(device=device, dtype=dtype)
+
+
+def check_features(name: str, x: torch.Tensor) -> None:
+    """Check a ``(N, D)`` feature matrix."""
+    check_float(name, x)
+    if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f'`{name}` must have shape (num_points, dim) with both > 0, got '
+                         f'shape {tuple(x.shape)}.')
+    check_finite(name, x)
+
+
+def check_feature_pair(x: torch.Tensor, y: torch.Tensor, x_name: str = 'x',
+                       y_name: str = 'y') -> None:
+    """Check two feature matrices that share their feature dimension."""
+    check_features(x_name, x)
+    check_features(y_name, y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f'`{x_name}` and `{y_name}` must share their feature dimension, '
+                         f'got shapes {tuple(x.shape)} and {tuple(y.shape)}.')
+    if x.device != y.device:
+        raise ValueError(f'`{x_name}` and `{y_name}` must be on the same device, got '
+                         f'{x.device} and {y.device}.')

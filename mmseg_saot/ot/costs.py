@@ -1,0 +1,114 @@
+"""Ground costs between feature sets, and row-block access to a cost.
+
+Two metrics are built in:
+
+* ``'cosine'``: :math:`C_{ij} = 1 - \\langle x_i, y_j\\rangle / (\\|x_i\\|\\|y_j\\|)`,
+  in [0, 2]. On unit vectors it equals :math:`\\|x_i - y_j\\|^2 / 2`, geomloss's
+  ``p=2`` cost, so geomloss ``blur = sqrt(epsilon)`` and ``reach = sqrt(rho)``
+  describe the same problem.
+* ``'sqeuclidean'``: :math:`C_{ij} = \\|x_i - y_j\\|^2 / 2` (geomloss's convention).
+
+Any callable ``metric(x_block, y_block) -> (n, m)`` cost works too (e.g. a learned
+Mahalanobis metric); an optional linear ``projection`` (D, D') is applied to both
+feature sets first.
+
+The solvers never need the whole ``N x M`` cost at once: they read it through a
+*cost source* that returns row blocks (:class:`DenseCost` wraps a stored matrix,
+:class:`FeatureCost` recomputes blocks from features).
+"""
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from ._matvec import matmul_fp32
+
+Metric = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+
+
+def cosine_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Return the ``(N, M)`` cosine cost ``1 - cos(x_i, y_j)`` in [0, 2]."""
+    x = F.normalize(x, dim=-1)
+    y = F.normalize(y, dim=-1)
+    return (1.0 - matmul_fp32(x, y.t())).clamp_(0.0, 2.0)
+
+
+def sqeuclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Return the ``(N, M)`` cost ``||x_i - y_j||^2 / 2`` (geomloss ``p=2``), fp32 or fp64."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xx = (x.to(dtype)**2).sum(-1, keepdim=True)
+    yy = (y.to(dtype)**2).sum(-1)
+    return (0.5 * (xx + yy) - matmul_fp32(x, y.t()).to(dtype)).clamp_(min=0.0)
+
+
+class FeatureCost:
+    """Cost source that recomputes cost blocks from two feature sets.
+
+    Args:
+        x: ``(N, D)`` source features.
+        y: ``(M, D)`` target features.
+        metric: ``'cosine'``, ``'sqeuclidean'`` or a callable ``(x_blk, y_blk) -> (n, m)``.
+        projection: optional ``(D, D')`` matrix or callable applied to both feature sets
+            before the metric (a learned linear metric).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, metric: Metric = 'cosine',
+                 projection: Optional[Union[torch.Tensor, Callable]] = None):
+        if projection is not None:
+            if callable(projection) and not isinstance(projection, torch.Tensor):
+                x, y = projection(x), projection(y)
+            else:
+                x, y = x @ projection.to(x.dtype), y @ projection.to(y.dtype)
+        if metric == 'cosine':
+            x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+            self._block = _unit_cosine_block
+        elif metric == 'sqeuclidean':
+            self._block = sqeuclidean_cost
+        elif callable(metric):
+            self._block = metric
+        else:
+            raise ValueError(f"`cost` must be 'cosine', 'sqeuclidean' or a callable, got "
+                             f'{metric!r}.')
+        self.x, self.y = x, y
+        self.batch = 1
+        self.shape = (x.shape[0], y.shape[0])
+        self.device = x.device
+        self.dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+
+    def block(self, i0: int, i1: int, j0: int = 0, j1: Optional[int] = None) -> torch.Tensor:
+        """Return the ``(i1 - i0, j1 - j0)`` cost block in the compute dtype."""
+        y = self.y if (j0 == 0 and j1 is None) else self.y[j0:j1]
+        out = self._block(self.x[i0:i1], y)
+        if out.shape != (i1 - i0, y.shape[0]):
+            raise ValueError(f'the cost callable returned shape {tuple(out.shape)} for blocks '
+                             f'of {i1 - i0} and {y.shape[0]} points.')
+        return out.to(self.dtype)
+
+    def rows(self, i0: int, i1: int) -> torch.Tensor:
+        """Return rows ``i0:i1`` as a ``(1, i1 - i0, M)`` tensor (batch of one)."""
+        return self.block(i0, i1).unsqueeze(0)
+
+
+class DenseCost:
+    """Cost source over a stored ``(B, N, M)`` cost matrix (any float dtype)."""
+
+    def __init__(self, cost: torch.Tensor):
+        self.cost = cost if cost.dim() == 3 else cost.unsqueeze(0)
+        self.batch = self.cost.shape[0]
+        self.shape = tuple(self.cost.shape[1:])
+        self.device = cost.device
+        self.dtype = torch.float64 if cost.dtype == torch.float64 else torch.float32
+
+    def rows(self, i0: int, i1: int) -> torch.Tensor:
+        """Return rows ``i0:i1`` as ``(B, i1 - i0, M)`` in the compute dtype."""
+        return self.cost[:, i0:i1].to(self.dtype)
+
+
+def _unit_cosine_block(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cosine cost of already unit-normalised features."""
+    return (1.0 - matmul_fp32(x, y.t())).clamp_(0.0, 2.0)
+
+
+def rows_per_block(num_cols: int, budget_bytes: int = 1 << 26, batch: int = 1) -> int:
+    """Rows of an ``(rows, num_cols)`` fp32 block that fit ``budget_bytes`` (>= 1)."""
+    return max(1, budget_bytes // max(1, 4 * num_cols * batch))

@@ -1,0 +1,109 @@
+"""Online (matrix-free) Sinkhorn: features plus a metric, never an N x M matrix."""
+import math
+import warnings
+from typing import Callable, Optional, Union
+
+import torch
+
+from . import _loop
+from ._operators import LogOperator
+from ._validation import Rho, check_epsilon, check_feature_pair, marginal, parse_rho
+from .costs import FeatureCost, Metric
+from .result import SinkhornResult
+from .sinkhorn import DEFAULT_OMEGA, DUAL_DTYPE, build_result, make_config
+
+
+class OnlineOperator(LogOperator):
+    """:class:`LogOperator` over a :class:`FeatureCost`: cost blocks recomputed per pass."""
+
+    kind = 'online'
+
+
+def sinkhorn_online(x: torch.Tensor,
+                    y: torch.Tensor,
+                    a: Optional[torch.Tensor] = None,
+                    b: Optional[torch.Tensor] = None,
+                    *,
+                    epsilon: float,
+                    rho: Rho = math.inf,
+                    cost: Metric = 'cosine',
+                    projection: Optional[Union[torch.Tensor, Callable]] = None,
+                    chunk_size: Optional[int] = None,
+                    num_iters: int = 1000,
+                    tol: float = 1e-6,
+                    check_every: int = 10,
+                    omega: Union[str, float] = DEFAULT_OMEGA,
+                    translation_invariant: bool = True,
+                    epsilon_scaling: Optional[float] = None,
+                    epsilon_start: Optional[float] = None,
+                    f_init: Optional[torch.Tensor] = None,
+                    g_init: Optional[torch.Tensor] = None,
+                    warn: bool = True) -> SinkhornResult:
+    """Solve the problem of :func:`sinkhorn` from features, without storing the cost.
+
+    Same objective, potentials and result as ``sinkhorn(cost(x, y), a, b, ...)``:
+
+    .. math::
+        \\min_{P \\ge 0}\\; \\langle P, C\\rangle + \\varepsilon\\,\\mathrm{KL}(P | a b^\\top)
+        + \\rho_a \\mathrm{KL}(P\\mathbf 1 | a) + \\rho_b \\mathrm{KL}(P^\\top \\mathbf 1 | b),
+        \\qquad C_{ij} = c(W x_i, W y_j),
+
+    but every iteration recomputes the cost in ``chunk_size x M`` blocks and reduces
+    them with a log-sum-exp (the KeOps / geomloss "online" scheme), so memory is
+    ``O(chunk_size * M + (N + M) D)`` whatever N is. The price is one ``N x M x D``
+    product per iteration (one per iteration, not two: see :class:`OnlineOperator`),
+    so this path pays off when N x M does not fit, or on a GPU where the product is
+    cheap (bf16/fp16 features are multiplied with fp32 output).
+
+    Gradients do not flow through this solver (it runs under ``no_grad``); to learn a
+    metric, use :func:`sinkhorn` on a dense cost of a training-size problem, whose
+    implicit gradient is exact.
+
+    Args:
+        x: ``(N, D)`` source features.
+        y: ``(M, D)`` target features.
+        a, b: weights as in :func:`sinkhorn` (default uniform).
+        epsilon: entropic regularisation, in cost units.
+        rho: marginal penalty (number or pair), ``inf`` = balanced.
+        cost: ``'cosine'`` (``1 - cos``, in [0, 2]), ``'sqeuclidean'`` (``|x - y|^2 / 2``)
+            or a callable ``(x_block (n, D'), y (M, D')) -> (n, M)`` cost.
+        projection: optional ``(D, D')`` matrix or callable applied to x and y first.
+        chunk_size: rows per block; default: blocks of about 64 MB.
+        num_iters, tol, check_every, omega, translation_invariant, epsilon_scaling,
+        epsilon_start, f_init, g_init, warn: as in :func:`sinkhorn`.
+
+    Returns:
+        :class:`SinkhornResult`; its ``plan`` and ``plan_blocks`` recompute the cost.
+    """
+    check_feature_pair(x, y)
+    epsilon = check_epsilon(epsilon)
+    rho_pair = parse_rho(rho)
+    if torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad for t in (x, y, projection)):
+        warnings.warn('sinkhorn_online does not propagate gradients; use sinkhorn() on a '
+                      'dense cost for the learning path.', stacklevel=2)
+    with torch.no_grad():
+        source = FeatureCost(x.detach(), y.detach(), cost, projection)
+    num_rows, num_cols = source.shape
+    dual = DUAL_DTYPE
+    a2 = marginal('a', a, None, num_rows, 'N = x.shape[0]', x.device, dual).detach()
+    b2 = marginal('b', b, None, num_cols, 'M = y.shape[0]', x.device, dual).detach()
+    f0 = None if f_init is None else f_init.detach().to(dual).reshape(1, num_rows)
+    g0 = None if g_init is None else g_init.detach().to(dual).reshape(1, num_cols)
+    cfg = make_config(epsilon, rho_pair, num_iters, tol, check_every, omega,
+                      translation_invariant, epsilon_scaling, epsilon_start, warn,
+                      'sinkhorn_online')
+    log_a, log_b = torch.log(a2), torch.log(b2)
+    block_bytes = (1 << 26) if chunk_size is None else 4 * num_cols * int(chunk_size)
+    with torch.no_grad():
+        op = OnlineOperator(source, log_a, log_b, epsilon, block_bytes=block_bytes)
+        out = _loop.run(op, None, log_a, log_b, cfg, f0, g0,
+                        cost_range=lambda: _block_range(source))
+    f, g, a2, b2 = (t.to(source.dtype) for t in (out.f, out.g, a2, b2))
+    return build_result(f, g, a2, b2, epsilon, rho_pair, out, source, False)
+
+
+def _block_range(source) -> float:
+    """max - min of the first cost block: the default start of epsilon scaling."""
+    block = source.rows(0, min(source.shape[0], 1024))
+    return float(block.amax() - block.amin())

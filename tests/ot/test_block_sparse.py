@@ -1,0 +1,160 @@
+"""Block-sparse Sinkhorn: the dense problem restricted to a selected block support."""
+import math
+
+import pytest
+import torch
+
+from mmseg_saot.ot import block_sparse_sinkhorn, cosine_cost, sinkhorn, transfer_labels
+from mmseg_saot.ot.block_sparse import estimate_memory
+from mmseg_saot.ot.synthetic import ClusteredFeatures
+
+F64 = torch.float64
+
+
+def _weights(n, m, seed):
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.rand(n, generator=gen, dtype=F64) + 0.2
+    b = torch.rand(m, generator=gen, dtype=F64) + 0.2
+    return a / a.sum(), b / b.sum()
+
+
+@pytest.mark.parametrize('rho', [math.inf, 1.0, (0.5, 2.0)])
+@pytest.mark.parametrize('dtype', [F64, torch.float32])
+def test_all_blocks_equals_dense(rho, dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(150, 12, generator=gen, dtype=dtype)
+    y = torch.randn(70, 12, generator=gen, dtype=dtype)
+    a, b = _weights(150, 70, 1)
+    a, b = a.to(dtype), b.to(dtype)
+    tol = 1e-10 if dtype == F64 else 1e-6  # fp32 products: rounding floor ~1e-7
+    dense = sinkhorn(cosine_cost(x, y), a, b, epsilon=0.05, rho=rho, tol=tol, num_iters=20000)
+    sparse = block_sparse_sinkhorn(x, y, a, b, epsilon=0.05, rho=rho, tol=tol, num_iters=20000,
+                                   block_size=16, target_block_size=8, selection='all')
+    assert sparse.support_fraction == 1.0 and sparse.dropped_mass == 0.0
+    assert bool(dense.converged) and bool(sparse.converged)
+    assert float((sparse.plan - dense.plan).abs().max()) < 1e-5
+    if rho != math.inf:  # potentials are unique in the unbalanced case
+        torch.testing.assert_close(sparse.f, dense.f, atol=1e-5, rtol=0)
+
+
+def _clustered(n_src=1200, n_tgt=300, dim=64, seed=0):
+    geometry = ClusteredFeatures(dim, num_classes=6, subclusters=2, noise=0.8, seed=seed,
+                                 frequencies=[1, 1, 1, 1, 1, 1])
+    xs, ls = geometry.sample(n_src, seed=1)
+    xt, lt = geometry.sample(n_tgt, seed=2, domain_shift=0.2)
+    return xs.double(), ls, xt.double(), lt
+
+
+def test_truncation_on_clusters_keeps_labels_with_a_small_support():
+    xs, ls, xt, lt = _clustered()
+    dense = sinkhorn(cosine_cost(xs, xt), epsilon=0.05, rho=1.0, tol=1e-8)
+    labels_dense = transfer_labels(dense, ls, 6).labels
+    sparse = block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=1.0, tol=1e-8, block_size=32,
+                                   target_block_size=32, selection='truncation', theta=4.0,
+                                   exact_dropped_mass=True)
+    labels_sparse = transfer_labels(sparse, ls, 6).labels
+    assert sparse.support_fraction < 0.5
+    assert float((labels_sparse != labels_dense).float().mean()) <= 0.01
+    assert (labels_dense == lt).float().mean() > 0.95
+    # the exact dropped mass is the off-support mass of the final potentials
+    off = 1.0 - (sparse.plan > 0).double()
+    full = torch.exp(torch.log(sparse.a)[:, None] + torch.log(sparse.b)[None, :] +
+                     (sparse.f[:, None] + sparse.g[None, :] - cosine_cost(xs, xt)) / 0.05)
+    ratio = float((full * off).sum() / (full * (1 - off)).sum())
+    assert abs(sparse.dropped_mass - ratio) <= 1e-9 + 1e-6 * ratio
+    sampled = block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=1.0, tol=1e-8, block_size=32,
+                                    target_block_size=32, selection='truncation', theta=4.0,
+                                    dropped_samples=100)
+    assert 0.2 * ratio <= sampled.dropped_mass <= 5 * ratio
+    assert 'dropped_mass' in sampled.timings
+    # opt-in: by default the diagnostic is not computed (and not timed)
+    default = block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=1.0, tol=1e-8, block_size=32,
+                                    target_block_size=32, selection='truncation', theta=4.0)
+    assert math.isnan(default.dropped_mass) and 'dropped_mass' not in default.timings
+
+
+@pytest.mark.parametrize('ordering', ['kmeans', 'tree'])
+def test_coverage_keeps_labels_and_grows_with_coverage(ordering):
+    xs, ls, xt, _ = _clustered()
+    dense = sinkhorn(cosine_cost(xs, xt), epsilon=0.05, rho=1.0, tol=1e-8)
+    labels_dense = transfer_labels(dense, ls, 6).labels
+    supports = []
+    for coverage in (0.75, 0.95):
+        res = block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=1.0, tol=1e-8, block_size=32,
+                                    target_block_size=16, selection='coverage',
+                                    coverage=coverage, ordering=ordering)
+        changed = float((transfer_labels(res, ls, 6).labels != labels_dense).float().mean())
+        assert changed <= 0.01
+        supports.append(res.support_fraction)
+    assert supports[0] < supports[1] < 0.6
+    full = block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=1.0, tol=1e-8, block_size=32,
+                                 target_block_size=16, selection='coverage', coverage=1.0,
+                                 ordering=ordering)
+    assert full.support_fraction == 1.0  # every block carries some estimated mass
+
+
+def test_coverage_mask_keeps_fewest_rows_reaching_the_share():
+    from mmseg_saot.ot.block_sparse import _coverage_mask
+    share = torch.tensor([[0.5, 0.05], [0.3, 0.05], [0.2, 0.9]], dtype=F64)
+    mask = _coverage_mask(torch.log(share), 0.6)
+    assert mask.tolist() == [[True, False], [True, False], [False, True]]
+    assert _coverage_mask(torch.log(share), 0.99).tolist() == [[True, True], [True, True],
+                                                               [True, True]]
+
+
+def test_kmeans_blocks_partition_points_and_group_clusters():
+    from mmseg_saot.ot.block_sparse import _kmeans_blocks
+    gen = torch.Generator().manual_seed(0)
+    centres = 10 * torch.randn(5, 8, generator=gen)
+    labels = torch.arange(500) % 5
+    z = centres[labels] + torch.randn(500, 8, generator=gen)
+    blocks = _kmeans_blocks(z, 50, num_centroids=5)
+    assert blocks.shape == (10, 50)
+    assert sorted(blocks.reshape(-1).tolist()) == list(range(500))
+    # well separated clusters of 100 points: every block is pure
+    assert all(len(set(labels[b].tolist())) == 1 for b in blocks)
+    padded = _kmeans_blocks(z[:480], 50, num_centroids=5)
+    assert padded.shape == (10, 50) and int((padded == 480).sum()) == 20
+
+
+def test_support_matches_plan_and_topk_keeps_k_blocks():
+    xs, _, xt, _ = _clustered(n_src=400, n_tgt=100)
+    res = block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=1.0, block_size=20,
+                                target_block_size=25, selection='topk', topk=3, tol=1e-7)
+    nonzero = float((res.plan > 0).double().mean())
+    assert abs(nonzero - res.support_fraction) < 1e-12
+    assert res.support_fraction >= 3 * 20 / 400 - 1e-12
+    assert torch.isfinite(res.f).all() and torch.isfinite(res.g).all()
+
+
+def test_restricted_problem_is_solved():
+    # On its support, the block-sparse plan satisfies the unbalanced first-order
+    # conditions of the restricted problem.
+    xs, _, xt, _ = _clustered(n_src=400, n_tgt=100, seed=3)
+    rho = 1.0
+    res = block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=rho, block_size=20, theta=2.0,
+                                selection='truncation', target_block_size=128,
+                                tol=1e-11, num_iters=20000)
+    plan = res.plan
+    torch.testing.assert_close(plan.sum(1), res.a * torch.exp(-res.f / rho), atol=1e-11, rtol=0)
+    torch.testing.assert_close(plan.sum(0), res.b * torch.exp(-res.g / rho), atol=1e-11, rtol=0)
+
+
+def test_memory_estimate_full_resolution_fits_16gb():
+    est = estimate_memory(num_src=8 * 73 * 146, num_tgt=73 * 146, dim=1024, support_fraction=0.5)
+    assert est['block_sparse_bytes'] < 16 * 2**30
+    assert est['block_sparse_bytes'] < est['dense_bytes']
+
+
+def test_block_sparse_input_errors():
+    x = torch.randn(10, 4)
+    with pytest.raises(ValueError, match='selection'):
+        block_sparse_sinkhorn(x, x, epsilon=0.1, selection='random')
+    with pytest.raises(ValueError, match='ordering'):
+        block_sparse_sinkhorn(x, x, epsilon=0.1, ordering='random')
+    with pytest.raises(ValueError, match='coverage'):
+        block_sparse_sinkhorn(x, x, epsilon=0.1, coverage=0.0)
+    with pytest.raises(ValueError, match='topk'):
+        block_sparse_sinkhorn(x, x, epsilon=0.1, selection='topk')
+    with pytest.raises(ValueError, match='feature dimension'):
+        block_sparse_sinkhorn(x, x[:, :2], epsilon=0.1)

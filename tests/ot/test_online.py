@@ -1,0 +1,85 @@
+"""The online (matrix-free) solver solves the dense problem without holding N x M."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmseg_saot.ot import cosine_cost, sinkhorn, sinkhorn_online, sqeuclidean_cost
+from mmseg_saot.ot.costs import FeatureCost
+
+F64 = torch.float64
+
+
+def _features(n=70, m=45, d=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, d, generator=gen, dtype=F64), torch.randn(m, d, generator=gen,
+                                                                      dtype=F64))
+
+
+@pytest.mark.parametrize('rho', [math.inf, 1.0, (0.5, 2.0)])
+@pytest.mark.parametrize('chunk', [1, 16, 1000])
+def test_online_equals_dense_cosine(rho, chunk):
+    x, y = _features()
+    gen = torch.Generator().manual_seed(1)
+    a = torch.rand(70, generator=gen, dtype=F64) + 0.2
+    b = torch.rand(45, generator=gen, dtype=F64) + 0.2
+    a, b = a / a.sum(), b / b.sum()
+    dense = sinkhorn(cosine_cost(x, y), a, b, epsilon=0.05, rho=rho, tol=1e-12, num_iters=20000)
+    online = sinkhorn_online(x, y, a, b, epsilon=0.05, rho=rho, tol=1e-12, num_iters=20000,
+                             chunk_size=chunk)
+    torch.testing.assert_close(online.plan, dense.plan, atol=1e-12, rtol=0)
+    assert online.method == 'online'
+
+
+def test_online_metrics_and_projection():
+    x, y = _features(seed=2)
+    proj = torch.randn(8, 5, generator=torch.Generator().manual_seed(3), dtype=F64)
+    cases = [
+        ('sqeuclidean', None, sqeuclidean_cost(x, y)),
+        (lambda u, v: torch.cdist(u, v), None, torch.cdist(x, y)),
+        ('cosine', proj, cosine_cost(x @ proj, y @ proj)),
+    ]
+    for metric, projection, cost in cases:
+        dense = sinkhorn(cost, epsilon=0.1, rho=1.0, tol=1e-12, num_iters=20000)
+        online = sinkhorn_online(x, y, epsilon=0.1, rho=1.0, cost=metric, projection=projection,
+                                 tol=1e-12, num_iters=20000, chunk_size=9)
+        torch.testing.assert_close(online.plan, dense.plan, atol=1e-12, rtol=0)
+
+
+def test_online_never_builds_more_than_a_chunk(monkeypatch):
+    x, y = _features(n=200, m=30, seed=4)
+    shapes = []
+    original = FeatureCost.block
+
+    def spy(self, i0, i1, j0=0, j1=None):
+        out = original(self, i0, i1, j0, j1)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(FeatureCost, 'block', spy)
+    sinkhorn_online(x, y, epsilon=0.1, rho=1.0, chunk_size=25, tol=1e-8)
+    assert shapes and max(s[0] for s in shapes) <= 25
+
+
+def test_online_float32_features_accuracy():
+    gen = torch.Generator().manual_seed(5)
+    x = F.normalize(torch.randn(300, 16, generator=gen), dim=1)
+    y = F.normalize(torch.randn(200, 16, generator=gen), dim=1)
+    ref = sinkhorn(cosine_cost(x.double(), y.double()), epsilon=0.05, rho=1.0, tol=1e-12,
+                   num_iters=5000)
+    online = sinkhorn_online(x, y, epsilon=0.05, rho=1.0, tol=1e-8, chunk_size=64)
+    assert online.plan.dtype == torch.float32
+    assert float((online.plan.double() - ref.plan).abs().sum()) < 1e-5
+
+
+def test_online_input_errors():
+    x, y = _features()
+    with pytest.raises(ValueError, match='feature dimension'):
+        sinkhorn_online(x, y[:, :3], epsilon=0.1)
+    bad = x.clone()
+    bad[0, 0] = float('nan')
+    with pytest.raises(ValueError, match='`x` contains NaN'):
+        sinkhorn_online(bad, y, epsilon=0.1)
+    with pytest.raises(ValueError, match="'cosine', 'sqeuclidean' or a callable"):
+        sinkhorn_online(x, y, epsilon=0.1, cost='manhattan')

@@ -1,0 +1,251 @@
+"""Mathematical checks of the dense entropic (unbalanced) Sinkhorn solver."""
+import math
+import warnings
+
+import pytest
+import torch
+
+from mmseg_saot.ot import SinkhornConvergenceWarning, cosine_cost, sinkhorn
+from mmseg_saot.ot import _implicit
+
+F64 = torch.float64
+
+
+def _problem(n=30, m=40, seed=0, dtype=F64, scale=2.0, mass_b=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    cost = torch.rand(n, m, generator=gen, dtype=dtype) * scale
+    a = torch.rand(n, generator=gen, dtype=dtype) + 0.1
+    b = torch.rand(m, generator=gen, dtype=dtype) + 0.1
+    return cost, a / a.sum(), mass_b * b / b.sum()
+
+
+def _pot_plan(cost, a, b, epsilon, rho):
+    ot = pytest.importorskip('ot')
+    if ot.__version__ != '0.9.5':
+        pytest.skip(f'results are pinned to POT 0.9.5, found {ot.__version__}')
+    reg_m = list(rho) if isinstance(rho, tuple) else rho
+    plan = ot.unbalanced.sinkhorn_unbalanced(a.numpy(), b.numpy(), cost.numpy(), epsilon, reg_m,
+                                             reg_type='kl', numItermax=200000, stopThr=1e-15)
+    return torch.as_tensor(plan)
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+@pytest.mark.parametrize('rho', [math.inf, 1.0, 0.1, (0.5, math.inf), (2.0, 0.3)])
+def test_agrees_with_pot(seed, rho):
+    cost, a, b = _problem(seed=seed, mass_b=1.0 if rho == math.inf else 1.7)
+    res = sinkhorn(cost, a, b, epsilon=0.1, rho=rho, tol=1e-13, num_iters=20000)
+    assert bool(res.converged)
+    ref = _pot_plan(cost, a, b, 0.1, rho)
+    torch.testing.assert_close(res.plan, ref, atol=1e-10, rtol=1e-7)
+
+
+def test_balanced_marginals_at_convergence():
+    cost, a, b = _problem(n=50, m=20, seed=3)
+    res = sinkhorn(cost, a, b, epsilon=0.05, tol=1e-12, num_iters=20000)
+    rows, cols = res.marginals()
+    torch.testing.assert_close(rows, a, atol=1e-11, rtol=0)
+    torch.testing.assert_close(cols, b, atol=1e-11, rtol=0)
+    assert float(res.marginal_error) < 1e-12
+
+
+def test_unbalanced_first_order_conditions():
+    cost, a, b = _problem(seed=4, mass_b=3.0)
+    rho = (0.7, 1.3)
+    res = sinkhorn(cost, a, b, epsilon=0.05, rho=rho, tol=1e-12, num_iters=20000)
+    rows, cols = res.marginals()
+    torch.testing.assert_close(rows, a * torch.exp(-res.f / rho[0]), atol=1e-11, rtol=0)
+    torch.testing.assert_close(cols, b * torch.exp(-res.g / rho[1]), atol=1e-11, rtol=0)
+
+
+def test_planted_permutation_recovered_as_epsilon_shrinks():
+    linear_sum_assignment = pytest.importorskip('scipy.optimize').linear_sum_assignment
+    n = 25
+    gen = torch.Generator().manual_seed(5)
+    perm = torch.randperm(n, generator=gen)
+    cost = 0.5 + 1.5 * torch.rand(n, n, generator=gen, dtype=F64)
+    cost[torch.arange(n), perm] = torch.rand(n, generator=gen, dtype=F64) * 0.4
+    rows, cols = linear_sum_assignment(cost.numpy())
+    assert (torch.as_tensor(cols) == perm).all()  # the planted permutation is optimal
+    optimum = float(cost[torch.arange(n), perm].mean())
+    gaps = []
+    for eps in (0.1, 0.03, 0.01):
+        with warnings.catch_warnings():  # balanced, small epsilon: slow final digits
+            warnings.simplefilter('ignore', SinkhornConvergenceWarning)
+            plan = sinkhorn(cost, epsilon=eps, tol=1e-7, num_iters=1500).plan
+        gaps.append(float((plan * cost).sum()) - optimum)
+    assert (plan.argmax(1) == perm).all()
+    assert float(plan[torch.arange(n), perm].sum()) > 0.999
+    assert all(g1 > g2 for g1, g2 in zip(gaps, gaps[1:]))  # <P, C> -> optimum
+    assert gaps[-1] < 1e-3
+
+
+def test_large_rho_tends_to_balanced():
+    cost, a, b = _problem(seed=6)
+    bal = sinkhorn(cost, a, b, epsilon=0.1, tol=1e-12, num_iters=20000).plan
+    near = sinkhorn(cost, a, b, epsilon=0.1, rho=1e5, tol=1e-12, num_iters=20000).plan
+    far = sinkhorn(cost, a, b, epsilon=0.1, rho=1.0, tol=1e-12, num_iters=20000).plan
+    assert float((near - bal).abs().sum()) < 1e-4
+    assert float((far - bal).abs().sum()) > 1e-2
+
+
+def test_constant_shift_balanced_invariant_unbalanced_not():
+    cost, a, b = _problem(seed=7)
+    for rho, same in ((math.inf, True), (1.0, False)):
+        p1 = sinkhorn(cost, a, b, epsilon=0.1, rho=rho, tol=1e-12, num_iters=20000).plan
+        p2 = sinkhorn(cost + 3.7, a, b, epsilon=0.1, rho=rho, tol=1e-12, num_iters=20000).plan
+        assert (float((p1 - p2).abs().max()) < 1e-12) == same
+
+
+@pytest.mark.parametrize('storage, tol', [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
+def test_half_storage_agrees_with_fp32(storage, tol):
+    # Stated tolerance: L1 distance between plans of total mass ~1 below 2e-3 (fp16,
+    # 11-bit kernel entries) and 1e-2 (bf16, 8-bit); accumulation stays fp32.
+    gen = torch.Generator().manual_seed(8)
+    x, y = torch.randn(200, 32, generator=gen), torch.randn(150, 32, generator=gen)
+    cost = cosine_cost(x, y)
+    ref = sinkhorn(cost, epsilon=0.05, rho=1.0, tol=1e-7).plan
+    res = sinkhorn(cost, epsilon=0.05, rho=1.0, tol=1e-7, storage_dtype=storage)
+    assert res.plan.dtype == torch.float32
+    assert float((res.plan - ref).abs().sum()) < tol
+    assert float(res.marginal_error) < 1e-5
+
+
+@pytest.mark.parametrize('cost_dtype, storage', [(torch.float32, None),
+                                                 (torch.float32, torch.float16),
+                                                 (torch.float32, torch.bfloat16),
+                                                 (torch.float16, None)])
+@pytest.mark.parametrize('rho', [math.inf, 1.0])
+def test_no_nan_or_inf_down_to_small_epsilon(cost_dtype, storage, rho):
+    cost = (torch.rand(120, 90, generator=torch.Generator().manual_seed(10)) * 2).to(cost_dtype)
+    for eps in (0.05, 1e-2, 1e-3):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', SinkhornConvergenceWarning)
+            res = sinkhorn(cost, epsilon=eps, rho=rho, num_iters=300, tol=1e-6,
+                           storage_dtype=storage)
+        plan = res.plan
+        assert torch.isfinite(res.f).all() and torch.isfinite(res.g).all()
+        assert torch.isfinite(plan).all()
+        assert float(res.marginal_error) < 1e-2  # a meaningful plan, not a degenerate one
+
+
+@pytest.mark.parametrize('name, bad, word', [('cost', 'nan', 'NaN'), ('cost', 'inf', 'inf'),
+                                             ('a', 'nan', 'NaN'), ('b', '-inf', 'inf')])
+def test_non_finite_input_raises_naming_it(name, bad, word):
+    cost, a, b = _problem(n=5, m=4)
+    args = {'cost': cost.clone(), 'a': a.clone(), 'b': b.clone()}
+    args[name][1] = float(bad)
+    with pytest.raises(ValueError, match=f'`{name}` contains {word}'):
+        sinkhorn(args['cost'], args['a'], args['b'], epsilon=0.1)
+
+
+def test_shape_mismatches_raise_clear_errors():
+    cost, a, b = _problem(n=5, m=4)
+    with pytest.raises(ValueError, match=r'`a` must have shape \(5,\).*got shape \(4,\)'):
+        sinkhorn(cost, b, b, epsilon=0.1)
+    with pytest.raises(ValueError, match=r'`b` must have shape \(4,\).*got shape \(5,\)'):
+        sinkhorn(cost, a, a, epsilon=0.1)
+    with pytest.raises(ValueError, match=r'`cost` must have shape \(N, M\) or \(B, N, M\)'):
+        sinkhorn(cost[0], epsilon=0.1)
+    with pytest.raises(ValueError, match=r'`a` must have shape \(2, 5\)'):
+        sinkhorn(cost.expand(2, 5, 4), a.expand(3, 5), epsilon=0.1)
+    with pytest.raises(ValueError, match='epsilon'):
+        sinkhorn(cost, epsilon=0.0)
+    with pytest.raises(ValueError, match='rho'):
+        sinkhorn(cost, epsilon=0.1, rho=-1.0)
+
+
+def test_batched_equals_looped():
+    costs, a, b = [], [], []
+    for seed in range(3):
+        c, aa, bb = _problem(n=12, m=9, seed=seed)
+        costs.append(c), a.append(aa), b.append(bb * 1.5)
+    batched = sinkhorn(torch.stack(costs), torch.stack(a), torch.stack(b), epsilon=0.1, rho=0.5,
+                       tol=1e-12, num_iters=20000)
+    for i in range(3):
+        single = sinkhorn(costs[i], a[i], b[i], epsilon=0.1, rho=0.5, tol=1e-12, num_iters=20000)
+        torch.testing.assert_close(batched.plan[i], single.plan, atol=1e-12, rtol=0)
+    assert batched.converged.shape == (3,)
+
+
+def test_methods_and_accelerations_reach_the_same_solution():
+    cost, a, b = _problem(seed=11, mass_b=2.0)
+    ref = sinkhorn(cost, a, b, epsilon=0.05, rho=2.0, tol=1e-12, num_iters=50000, omega=1.0,
+                   translation_invariant=False).plan
+    variants = [dict(method='log'), dict(omega=1.5), dict(omega='auto'),
+                dict(translation_invariant=True), dict(epsilon_scaling=0.5),
+                dict(method='kernel', storage_dtype=F64)]
+    for kw in variants:
+        plan = sinkhorn(cost, a, b, epsilon=0.05, rho=2.0, tol=1e-12, num_iters=50000, **kw).plan
+        torch.testing.assert_close(plan, ref, atol=1e-10, rtol=0, msg=str(kw))
+
+
+def test_accelerations_cut_iterations():
+    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(12), dtype=F64)
+    cost = cosine_cost(x, x.flip(0))
+    plain = sinkhorn(cost, epsilon=0.05, rho=10.0, tol=1e-8, num_iters=20000, omega=1.0,
+                     translation_invariant=False)
+    fast = sinkhorn(cost, epsilon=0.05, rho=10.0, tol=1e-8, num_iters=20000)
+    assert fast.num_iters * 3 <= plain.num_iters
+
+
+def test_non_convergence_warns_with_advice_and_tol_zero_never_warns():
+    cost, a, b = _problem(seed=13)
+    with pytest.warns(SinkhornConvergenceWarning, match='num_iters'):
+        res = sinkhorn(cost, a, b, epsilon=0.01, num_iters=3, tol=1e-9)
+    assert not bool(res.converged)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        res = sinkhorn(cost, a, b, epsilon=0.01, num_iters=3, tol=0)
+    assert res.num_iters == 3
+
+
+@pytest.mark.parametrize('rho', [math.inf, 1.0, (0.3, math.inf)])
+def test_gradcheck_plan_objective_and_labels(rho):
+    cost, a, b = _problem(n=5, m=4, seed=14)
+    cost = cost.requires_grad_()
+    labels = torch.randn(5, 3, generator=torch.Generator().manual_seed(15), dtype=F64)
+    kw = dict(epsilon=0.2, rho=rho, tol=1e-14, num_iters=100000, warn=False)
+    assert torch.autograd.gradcheck(lambda c: sinkhorn(c, a, b, **kw).plan, (cost,))
+    assert torch.autograd.gradcheck(lambda c: sinkhorn(c, a, b, **kw).objective(), (cost,))
+    assert torch.autograd.gradcheck(lambda c: sinkhorn(c, a, b, **kw).plan.t() @ labels, (cost,))
+
+
+def test_gradcheck_batched_and_through_features():
+    gen = torch.Generator().manual_seed(16)
+    cost = torch.rand(2, 4, 3, generator=gen, dtype=F64).requires_grad_()
+    kw = dict(epsilon=0.3, rho=1.0, tol=1e-14, num_iters=100000, warn=False)
+    assert torch.autograd.gradcheck(lambda c: sinkhorn(c, **kw).plan, (cost,))
+    x = torch.randn(5, 3, generator=gen, dtype=F64).requires_grad_()
+    y = torch.randn(4, 3, generator=gen, dtype=F64)
+    assert torch.autograd.gradcheck(lambda x: sinkhorn(cosine_cost(x, y), **kw).plan, (x,))
+
+
+def test_envelope_gradient_of_objective_is_the_plan():
+    cost, a, b = _problem(n=8, m=6, seed=17)
+    cost = cost.requires_grad_()
+    res = sinkhorn(cost, a, b, epsilon=0.1, rho=0.7, tol=1e-13, num_iters=50000)
+    grad, = torch.autograd.grad(res.objective(), cost)
+    torch.testing.assert_close(grad, res.plan.detach(), atol=1e-12, rtol=0)
+
+
+def test_conjugate_gradient_backward_matches_dense_solve(monkeypatch):
+    cost, a, b = _problem(n=20, m=15, seed=18)
+    weights = torch.randn(20, 15, generator=torch.Generator().manual_seed(19), dtype=F64)
+    grads = []
+    for limit in (10**6, 0):
+        monkeypatch.setattr(_implicit, 'DENSE_SCHUR_MAX', limit)
+        for rho in (math.inf, 1.0):
+            c = cost.clone().requires_grad_()
+            plan = sinkhorn(c, a, b, epsilon=0.1, rho=rho, tol=1e-13, num_iters=50000).plan
+            grads.append(torch.autograd.grad((plan * weights).sum(), c)[0])
+    torch.testing.assert_close(grads[2], grads[0], atol=1e-8, rtol=1e-6)
+    torch.testing.assert_close(grads[3], grads[1], atol=1e-8, rtol=1e-6)
+
+
+def test_result_dtype_follows_cost_and_potentials_are_accurate():
+    x = torch.randn(400, 32, generator=torch.Generator().manual_seed(20))
+    cost = cosine_cost(x[:250], x[250:])
+    res = sinkhorn(cost, epsilon=0.05, rho=1.0, tol=1e-7)
+    ref = sinkhorn(cost.double(), epsilon=0.05, rho=1.0, tol=1e-12, num_iters=5000)
+    assert res.f.dtype == torch.float32 and res.plan.dtype == torch.float32
+    assert float((res.plan.double() - ref.plan).abs().sum()) < 1e-5
