@@ -45,6 +45,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+from . import _cuda_graph
 
 # On CPU the iteration runs on this many threads (None: leave torch's setting). Each
 # iteration is two memory-bound matrix-vector products plus O(N + M) vector work;
@@ -330,6 +331,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
     converged = torch.zeros(batch, dtype=torch.bool, device=device)
     good = (f.clone(), g.clone())
     it_total = 0
+    window_graph = _cuda_graph.WindowGraph() if _cuda_graph.WindowGraph.usable(f) else None
     stages = _epsilon_stages(cfg, cost_range)
     for stage, (eps, stage_iters) in enumerate(stages):
         final = stage == len(stages) - 1
@@ -337,8 +339,20 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
         op.set_epsilon(eps, f, g)
         if fallback is not None and fallback is not op:
             fallback.set_epsilon(eps, f, g)
-        for _ in range(stage_iters):
+        stage_done = 0
+        while stage_done < stage_iters:
+            # GPU: the iterations before a window's end run as one CUDA graph replay
+            skip = cfg.check_every - 1
+            if (window_graph is not None and it_total % cfg.check_every == 0 and skip > 0
+                    and stage_iters - stage_done > skip):
+                replayed = window_graph.run(op, f, g, relax.value if final else 1.0, skip,
+                                            tau_a, tau_b, use_ti, translation)
+                if replayed is not None:
+                    f, g = replayed
+                    it_total += skip
+                    stage_done += skip
             it_total += 1
+            stage_done += 1
             window_end = it_total % cfg.check_every == 0
             measure = final and window_end and (cfg.tol > 0 or relax.needs_error)
             omega = relax.value if final else 1.0

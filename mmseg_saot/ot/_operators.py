@@ -254,9 +254,7 @@ class KernelOperator(Operator):
             torch.exp_(expo.sub_(row_max))
             if not in_place:
                 self.kernel[:, r0:r1] = expo
-        self.f_hat, self.g_hat = f_hat, shift.to(g.dtype) * eps
-        self.f_ref, self.g_ref = f.clone(), g.clone()
-        self.num_rebuilds += 1
+        self._set_references(f_hat, shift.to(g.dtype) * eps, f, g)
 
     def _absorb(self, f: torch.Tensor, g: torch.Tensor) -> None:
         eps = self.epsilon
@@ -269,8 +267,19 @@ class KernelOperator(Operator):
         for r0 in range(0, num_rows, self.rebuild_rows):
             r1 = min(r0 + self.rebuild_rows, num_rows)
             self.kernel[:, r0:r1].mul_(u[:, r0:r1, None]).mul_(v)
-        self.f_hat, self.g_hat = f.clone(), g.clone()
-        self.f_ref, self.g_ref = f.clone(), g.clone()
+        self._set_references(f, g, f, g)
+
+    def _set_references(self, f_hat, g_hat, f_ref, g_ref) -> None:
+        # In place after the first build: a captured CUDA graph (_cuda_graph.py) holds
+        # these tensors' memory, so an absorption must not replace them.
+        if self.f_hat is None:
+            self.f_hat, self.g_hat = f_hat.clone(), g_hat.clone()
+            self.f_ref, self.g_ref = f_ref.clone(), g_ref.clone()
+        else:
+            self.f_hat.copy_(f_hat)
+            self.g_hat.copy_(g_hat)
+            self.f_ref.copy_(f_ref)
+            self.g_ref.copy_(g_ref)
         self.num_rebuilds += 1
 
     def softmin_rows(self, g: torch.Tensor) -> torch.Tensor:
