@@ -50,14 +50,15 @@ Memory: the features, a prepared copy of the targets, the cost (fp32) and kernel
 (storage dtype) on the support, and one gathered feature block; see
 :func:`estimate_memory`.
 
-Measured limits (``benchmarks/ot_cpu.md``): at eps 0.05 the plan of clustered
-features is diffuse (about 12 % of a target's mass comes from other classes): covering
-90 % of every target's true mass takes ~20-30 % of the entries. Labels are more robust:
-coverage 0.75 with 16-target blocks keeps 13 % of the entries and changes 0.84 % of the
-labels (0.7: 10-12 %, 1.0-1.2 %), with a peak memory ~20x below the dense solver's
-(25 vs 493 MB). The time ratio could not be measured on the loaded 2-core machine
-(dense 20 s instead of 4.7 s; block-sparse phases: order 0.7 s, select 1.0 s, cost
-5.0 s, solve 3.4 s), so a 5x speed-up is not shown.
+Measured limits (``benchmarks/ot_cpu.md``, ``ot_cuda.md``): at eps 0.05 the plan of
+clustered features is diffuse (about 12 % of a target's mass comes from other classes):
+covering 90 % of every target's true mass takes ~20-30 % of the entries. Labels are more
+robust: coverage 0.75 with 16-target blocks keeps 13 % of the entries and changes 0.84 %
+of the labels (0.7: 10-12 %, 1.0-1.2 %). Peak memory is 5x below the dense solver's
+(112 vs 557 MB on CPU, 127 vs 554 MB on an H200), but time is not: 3.8 s vs 4.2 s on 2
+CPU cores and 0.6 s vs 0.03 s on the H200, because the support is iterated block by
+block from Python (172 target blocks per iteration). Padding the blocks to one width
+and iterating them as one batched product is the next step.
 """
 import math
 import time
@@ -640,6 +641,7 @@ class BlockKernelOperator(Operator):
     """
 
     kind = 'kernel'
+    graph_safe = False  # host-side indexing: no CUDA graph capture
 
     def __init__(self, cost, support, log_a, log_b, epsilon, storage_dtype):
         self.cost, self.support = cost, support
@@ -768,6 +770,7 @@ class BlockLogOperator(Operator):
     """Exact log-domain softmin on the block support (rescue path)."""
 
     kind = 'log'
+    graph_safe = False  # host-side indexing: no CUDA graph capture
 
     def __init__(self, cost, support, log_a, log_b, epsilon):
         self.cost, self.support = cost, support
