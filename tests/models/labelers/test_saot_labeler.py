@@ -1,0 +1,126 @@
+"""SAOTLabeler: the method switches, unbalanced mass, pixels, failures, registry."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmseg.registry import MODELS
+from mmseg_saot.models.labelers import METHODS, SAOTLabeler
+
+C, D = 3, 16
+
+
+def scenes(num_images, classes, seed, h=4, w=8, noise=0.3):
+    """Images whose patches are noisy copies of per-class centres."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(C, D, generator=torch.Generator().manual_seed(99)), dim=1)
+    pick = torch.randint(len(classes), (num_images, h, w), generator=gen)
+    labels = torch.tensor(classes)[pick]
+    feats = centres[labels] + noise * torch.randn(num_images, h, w, D, generator=gen)
+    return feats.permute(0, 3, 1, 2).contiguous(), labels
+
+
+def small(method, **kwargs):
+    kw = dict(num_classes=C, feat_dim=D, metric_steps=5, metric_pairs=1, metric_patches=16,
+              metric_rank=2, num_prototypes=2, knn_k=5, num_neighbors=2,
+              center_features=False)  # the scenes shift class proportions on purpose
+    kw.update(kwargs)
+    return SAOTLabeler(method=method, **kw)
+
+
+@pytest.mark.parametrize('method', list(METHODS))
+def test_every_method_labels_clean_scenes(method):
+    src, src_lab = scenes(4, [0, 1, 2], seed=0, noise=0.2)
+    tgt, tgt_lab = scenes(2, [0, 1, 2], seed=1, noise=0.2)
+    out = small(method).fit(src, src_lab)(tgt, out_size=(8, 16))
+    assert out.labels.shape == (2, 8, 16) and out.raw_labels.shape == (2, 8, 16)
+    assert not torch.isnan(out.confidence).any()
+    assert float((out.raw_labels[:, ::2, ::2] == tgt_lab).float().mean()) > 0.85  # chance: 1/3
+    assert not out.all_ignore.any()
+
+
+def test_absent_class_receives_little_mass_when_unbalanced():
+    src, src_lab = scenes(1, [0, 1, 2], seed=2, noise=0.1)
+    tgt, _ = scenes(1, [0, 1], seed=3, noise=0.1)  # class 2 absent from the target
+    sent = {}
+    for method, rho in (('ot_balanced', math.inf), ('ot_unbalanced', (0.05, math.inf))):
+        labeler = small(method, rho=rho, epsilon=0.05).fit(src, src_lab)
+        x = src.flatten(2).transpose(1, 2)[0]
+        y = tgt.flatten(2).transpose(1, 2)[0]
+        xs, yt = labeler.fused_features(x, src_lab.flatten(), y)
+        from mmseg_saot.ot import sinkhorn
+        plan = sinkhorn(labeler.fused_cost(xs, yt), epsilon=0.05, rho=labeler.rho).plan
+        sent[method] = float(plan[src_lab.flatten() == 2].sum() / plan.sum())
+    share = float((src_lab == 2).float().mean())
+    assert sent['ot_balanced'] > 0.8 * share
+    assert sent['ot_unbalanced'] < 0.25 * sent['ot_balanced']
+
+
+def test_prior_adds_the_prototype_cost():
+    src, src_lab = scenes(3, [0, 1, 2], seed=4)
+    labeler = small('saot', alpha=1.0, beta=0.5).fit(src, src_lab)
+    x = src.flatten(2).transpose(1, 2).reshape(-1, D)[:10]
+    lab = src_lab.flatten()[:10]
+    y = torch.randn(6, D)
+    fused = labeler.fused_cost(*labeler.fused_features(x, lab, y))
+    phi = F.normalize(labeler.metric(x), dim=1), F.normalize(labeler.metric(y), dim=1)
+    expected = (1 - phi[0] @ phi[1].t()) + 0.5 * labeler.prototypes.class_cost(phi[1])[lab]
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_block_sparse_switch_agrees_with_dense():
+    src, src_lab = scenes(4, [0, 1, 2], seed=5)
+    tgt, _ = scenes(1, [0, 1, 2], seed=6)
+    dense = small('saot', solver='dense').fit(src, src_lab)
+    sparse = small('saot', solver='block_sparse', theta=20.0).fit(src, src_lab)
+    out_d, out_s = dense(tgt), sparse(tgt)
+    torch.testing.assert_close(out_s.patch_probs, out_d.patch_probs, atol=2e-3, rtol=0)
+
+
+def test_all_ignore_source_raises():
+    src, src_lab = scenes(2, [0, 1], seed=7)
+    with pytest.raises(ValueError, match='every source label is ignore'):
+        small('saot').fit(src, torch.full_like(src_lab, 255))
+
+
+def test_all_ignore_output_is_reported():
+    src, src_lab = scenes(2, [0, 1], seed=8)
+    tgt, _ = scenes(1, [0, 1], seed=9)
+    labeler = small('ot_unbalanced', confidence_mode='threshold',
+                    confidence_threshold=1.5).fit(src, src_lab)
+    with pytest.warns(UserWarning, match='no pseudo-label at all'):
+        out = labeler(tgt)
+    assert out.all_ignore.all() and out.labels.eq(255).all()
+
+
+def test_patches_without_mass_become_ignore():
+    labeler = small('nn')
+    probs = torch.zeros(1, C, 2, 2)
+    probs[0, 1, 0, 0] = 1.0  # only the top-left patch received mass
+    labels, conf = labeler._to_pixels(probs, (4, 4))
+    assert labels[0, 0] == 1 and labels[3, 3] == 255
+    assert not torch.isnan(conf).any()
+
+
+def test_registry_and_state_dict():
+    labeler = MODELS.build(dict(type='SAOTLabeler', method='saot', num_classes=C, feat_dim=D,
+                                metric_rank=2, num_prototypes=2))
+    src, src_lab = scenes(3, [0, 1, 2], seed=10)
+    labeler.metric_steps = 3
+    labeler.fit(src, src_lab)
+    fresh = small('saot', metric_rank=2, center_features=True)
+    fresh.load_state_dict(labeler.state_dict())
+    torch.testing.assert_close(fresh.metric.up, labeler.metric.up)
+    torch.testing.assert_close(fresh.prototypes.prototypes, labeler.prototypes.prototypes)
+    torch.testing.assert_close(fresh.source_mean, labeler.source_mean)
+
+
+def test_centering_removes_a_shared_offset():
+    src, src_lab = scenes(4, [0, 1, 2], seed=11)
+    tgt, tgt_lab = scenes(2, [0, 1, 2], seed=12)
+    offset = 3.0 * torch.ones(1, D, 1, 1)  # a style direction that swamps the cosine
+    plain = small('nn').fit(src, src_lab)(tgt + offset)
+    centred = small('nn', center_features=True).fit(src, src_lab)(tgt + offset)
+    acc = [float((o.raw_labels == tgt_lab).float().mean()) for o in (plain, centred)]
+    assert acc[1] > 0.9 and acc[1] > acc[0] + 0.2, acc
