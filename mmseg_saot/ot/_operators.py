@@ -58,6 +58,24 @@ def drift(f, g, f_ref, g_ref, epsilon) -> torch.Tensor:
     return torch.maximum(hi.abs(), lo.abs()).amax() / epsilon
 
 
+REBUILD_DRIFT = 60.0  # epsilons: beyond this, kernel entries may have underflowed
+
+
+def absorb_or_rebuild(op, moved: float, f: torch.Tensor, g: torch.Tensor) -> bool:
+    """Refresh policy of the stored-kernel operators, given the drift ``moved``.
+
+    Nothing below the operator's ``absorb_threshold``; half-precision kernels and
+    very large drifts rebuild from the cost; otherwise absorb in place.
+    """
+    if not moved > op.absorb_threshold:
+        return False
+    if op.storage_dtype in (torch.float16, torch.bfloat16) or moved > REBUILD_DRIFT:
+        op._rebuild(f, g)
+    else:
+        op._absorb(f, g)
+    return True
+
+
 def precision_floor(storage_dtype: torch.dtype, length: int) -> float:
     """Typical relative rounding of a length-``length`` product in this storage (see Stall)."""
     # Half storage rounds the kernel entries themselves (a fixed perturbation of the
@@ -220,14 +238,8 @@ class KernelOperator(Operator):
         if force:
             self._rebuild(f, g)
             return True
-        moved = float(drift(f, g, self.f_ref, self.g_ref, self.epsilon))
-        if not moved > self.absorb_threshold:
-            return False
-        if self.storage_dtype in (torch.float16, torch.bfloat16) or moved > 60.0:
-            self._rebuild(f, g)
-        else:
-            self._absorb(f, g)
-        return True
+        return absorb_or_rebuild(self, float(drift(f, g, self.f_ref, self.g_ref,
+                                                   self.epsilon)), f, g)
 
     def _rebuild(self, f: torch.Tensor, g: torch.Tensor) -> None:
         # K_ij = exp((f_hat_i + g_hat_j - C_ij) / eps) with f_hat = hard c-transform of

@@ -70,7 +70,8 @@ import torch.nn.functional as F
 
 from . import _loop
 from ._matvec import cpu_mv, matmul_fp32
-from ._operators import ABSORB_THRESHOLD, Operator, drift, precision_floor
+from ._operators import (ABSORB_THRESHOLD, Operator, absorb_or_rebuild, drift,
+                         precision_floor)
 from ._validation import (FLOAT_DTYPES, Rho, check_epsilon, check_feature_pair,
                           check_positive_int, marginal, parse_rho)
 from .costs import Metric, sqeuclidean_cost
@@ -665,13 +666,7 @@ class BlockKernelOperator(Operator):
             self._rebuild(f, g)
             return True
         moved = float(drift(f, g[:, :-1], self.f_ref, self.g_ref[:, :-1], self.epsilon))
-        if not moved > self.absorb_threshold:
-            return False
-        if self.storage_dtype in (torch.float16, torch.bfloat16) or moved > 60.0:
-            self._rebuild(f, g)
-        else:
-            self._absorb(f, g)
-        return True
+        return absorb_or_rebuild(self, moved, f, g)
 
     def _rebuild(self, f, g):
         eps, sup = self.epsilon, self.support
