@@ -113,17 +113,16 @@ def transfer_labels(plan_or_result: Union[torch.Tensor, SinkhornResult, BlockSpa
                              f'result has N = {n_src} sources.')
         onehot = _one_hot(source_labels.to(result.f.device), num_classes, ignore_index,
                           result.f.dtype)
-        # Target blocks partition the targets: one scatter at the end. Hundreds of small
-        # products run serially (see _loop.cpu_threads: a parallel region per small op
-        # costs more than the op, and far more on a busy machine).
-        targets, block_votes = [], []
+        # One batched product per chunk of target blocks: padded sources (index N) get a
+        # zero one-hot row, padded target slots (index M) a discarded votes row; target
+        # blocks partition the targets, so the scatter writes each row once.
+        onehot = torch.cat([onehot, onehot.new_zeros((1, num_classes))])
+        votes = result.f.new_zeros((n_tgt + 1, num_classes))
         with cpu_threads(result.f.device):
-            for tgt, src, block in result.support_blocks():
-                targets.append(tgt)
-                block_votes.append(block @ onehot[src])
-        votes = result.f.new_zeros((n_tgt, num_classes))
-        if targets:
-            votes[torch.cat(targets)] = torch.cat(block_votes)
+            for tgt, src, block in result.support_batches():
+                votes.index_add_(0, tgt.reshape(-1),
+                                 torch.bmm(block, onehot[src]).reshape(-1, num_classes))
+        votes = votes[:n_tgt]
         return _finish(votes, ignore_index)
     if isinstance(plan_or_result, SinkhornResult):
         result = plan_or_result

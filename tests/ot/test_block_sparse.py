@@ -158,3 +158,91 @@ def test_block_sparse_input_errors():
         block_sparse_sinkhorn(x, x, epsilon=0.1, selection='topk')
     with pytest.raises(ValueError, match='feature dimension'):
         block_sparse_sinkhorn(x, x[:, :2], epsilon=0.1)
+
+
+def _coverage_result(**kwargs):
+    xs, ls, xt, _ = _clustered(n_src=600, n_tgt=200, seed=4)
+    res = block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=1.0, tol=1e-9, block_size=16,
+                                target_block_size=8, selection='coverage', coverage=0.75,
+                                **kwargs)
+    return xs, ls, xt, res
+
+
+def test_width_buckets_split_where_padding_drops_most():
+    from mmseg_saot.ot.block_sparse import _BUCKET_WASTE, _MAX_BUCKETS, _width_buckets
+    assert _width_buckets([3, 3, 3, 3]) == [(0, 4)]
+    assert _width_buckets([1, 1, 1, 10]) == [(0, 3), (3, 4)]
+    widths = sorted((torch.arange(100) % 37 + 1).tolist())
+    bounds = _width_buckets(widths)
+    assert bounds[0][0] == 0 and bounds[-1][1] == 100 and len(bounds) <= _MAX_BUCKETS
+    assert all(b[1] == c[0] for b, c in zip(bounds, bounds[1:]))
+    padded = sum(widths[j1 - 1] * (j1 - j0) for j0, j1 in bounds)
+    assert len(bounds) == _MAX_BUCKETS or padded <= (1 + _BUCKET_WASTE) * sum(widths)
+
+
+def test_padded_layout_holds_each_kept_entry_once_and_padding_carries_no_mass():
+    xs, _, xt, res = _coverage_result()
+    sup = res._support
+    n, m = xs.shape[0], xt.shape[0]
+    assert sup.num_buckets > 1  # mixed widths: several buckets
+    widths = [s.shape[1] for s in sup.src]
+    assert widths == sorted(widths)
+    seen = torch.zeros(n + 1, m + 1, dtype=torch.long)
+    for tgt, src, blk in res.support_batches(max_entries=500):
+        assert blk.shape == (tgt.shape[0], tgt.shape[1], src.shape[1])
+        pad = (tgt[:, :, None] == m) | (src[:, None, :] == n)
+        assert bool((blk[pad] == 0).all()) and bool(torch.isfinite(blk).all())
+        rows = src[:, None, :].expand_as(blk)[~pad]
+        cols = tgt[:, :, None].expand_as(blk)[~pad]
+        seen.index_put_((rows, cols), torch.ones(1, dtype=torch.long), accumulate=True)
+    assert int(seen.max()) == 1 and int(seen.sum()) == sup.num_entries
+    # every padded column has the cost that makes its kernel entry exactly zero
+    from mmseg_saot.ot.block_sparse import _PAD_COST
+    for k in range(sup.num_buckets):
+        assert bool((sup.view(res._cost, k)[(sup.src[k] == n)[:, None, :].expand(
+            -1, sup.bt, -1)] == _PAD_COST).all())
+
+
+def test_batched_votes_equal_per_block_votes():
+    _, ls, _, res = _coverage_result()
+    votes = torch.zeros(res.g.shape[0], 6, dtype=F64)
+    onehot = torch.nn.functional.one_hot(ls.long(), 6).to(F64)
+    for tgt, src, blk in res.support_blocks():
+        votes[tgt] += blk @ onehot[src]
+    out = transfer_labels(res, ls, 6)
+    torch.testing.assert_close(out.mass, votes.sum(1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(out.probs, votes / votes.sum(1, keepdim=True), rtol=1e-12,
+                               atol=1e-15)
+
+
+def test_log_operator_equals_kernel_operator_on_padded_layout():
+    from mmseg_saot.ot.block_sparse import (BlockKernelOperator, BlockLogOperator,
+                                            _padded_log)
+    _, _, _, res = _coverage_result()
+    sup = res._support
+    log_rows = _padded_log(res.b, sup.tgt.reshape(-1))
+    log_cols = torch.cat([torch.log(res.a), res.a.new_full((1,), -math.inf)]).unsqueeze(0)
+    gen = torch.Generator().manual_seed(0)
+    f = 0.1 * torch.randn(log_rows.shape, generator=gen, dtype=F64)
+    g = 0.1 * torch.randn(log_cols.shape, generator=gen, dtype=F64)
+    g[:, -1] = 0.0
+    kern = BlockKernelOperator(res._cost, sup, log_rows, log_cols, 0.05, F64)
+    kern.set_epsilon(0.05, torch.zeros_like(f), torch.zeros_like(g))
+    log = BlockLogOperator(res._cost, sup, log_rows, log_cols, 0.05)
+    torch.testing.assert_close(kern.softmin_rows(g), log.softmin_rows(g), rtol=0, atol=1e-10)
+    t_kern, t_log = kern.softmin_cols(f), log.softmin_cols(f)
+    torch.testing.assert_close(t_kern, t_log, rtol=0, atol=1e-10)
+    kern._absorb(f, g)  # in-place absorption keeps the operator exact
+    torch.testing.assert_close(kern.softmin_cols(f), t_log, rtol=0, atol=1e-10)
+
+
+def test_exact_dropped_mass_matches_off_support_mass_of_the_final_potentials():
+    # The diagnostic is large when sources lose the targets they need: their restricted
+    # potentials rise, which the ratio (independent of the target potentials) measures.
+    xs, _, xt, res = _coverage_result(exact_dropped_mass=True)
+    full = torch.exp(torch.log(res.a)[:, None] + torch.log(res.b)[None, :] +
+                     (res.f[:, None] + res.g[None, :] - cosine_cost(xs, xt)) / 0.05)
+    on = res.plan > 0
+    ratio = float(full[~on].sum() / full[on].sum())
+    assert abs(res.dropped_mass - ratio) <= 1e-9 + 1e-9 * ratio
+    torch.testing.assert_close(full[on], res.plan[on], rtol=1e-12, atol=0)
