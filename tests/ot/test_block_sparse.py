@@ -94,7 +94,7 @@ def test_coverage_keeps_labels_and_grows_with_coverage(ordering):
 
 
 def test_coverage_mask_keeps_fewest_rows_reaching_the_share():
-    from mmseg_saot.ot.block_sparse import _coverage_mask
+    from mmseg_saot.ot._block_select import _coverage_mask
     share = torch.tensor([[0.5, 0.05], [0.3, 0.05], [0.2, 0.9]], dtype=F64)
     mask = _coverage_mask(torch.log(share), 0.6)
     assert mask.tolist() == [[True, False], [True, False], [False, True]]
@@ -103,7 +103,7 @@ def test_coverage_mask_keeps_fewest_rows_reaching_the_share():
 
 
 def test_kmeans_blocks_partition_points_and_group_clusters():
-    from mmseg_saot.ot.block_sparse import _kmeans_blocks
+    from mmseg_saot.ot._block_order import _kmeans_blocks
     gen = torch.Generator().manual_seed(0)
     centres = 10 * torch.randn(5, 8, generator=gen)
     labels = torch.arange(500) % 5
@@ -169,7 +169,7 @@ def _coverage_result(**kwargs):
 
 
 def test_width_buckets_split_where_padding_drops_most():
-    from mmseg_saot.ot.block_sparse import _BUCKET_WASTE, _MAX_BUCKETS, _width_buckets
+    from mmseg_saot.ot._block_layout import _BUCKET_WASTE, _MAX_BUCKETS, _width_buckets
     assert _width_buckets([3, 3, 3, 3]) == [(0, 4)]
     assert _width_buckets([1, 1, 1, 10]) == [(0, 3), (3, 4)]
     widths = sorted((torch.arange(100) % 37 + 1).tolist())
@@ -216,8 +216,8 @@ def test_batched_votes_equal_per_block_votes():
 
 
 def test_log_operator_equals_kernel_operator_on_padded_layout():
-    from mmseg_saot.ot.block_sparse import (BlockKernelOperator, BlockLogOperator,
-                                            _padded_log)
+    from mmseg_saot.ot._block_layout import _padded_log
+    from mmseg_saot.ot._block_operators import BlockKernelOperator, BlockLogOperator
     _, _, _, res = _coverage_result()
     sup = res._support
     log_rows = _padded_log(res.b, sup.tgt.reshape(-1))

@@ -1,0 +1,67 @@
+"""Choose the kept (source block, target block) pairs (block-sparse step 2).
+
+See :mod:`mmseg_saot.ot.block_sparse` for the selection rules (coverage, truncation,
+top-k, all) and the semi-coarse problem they are estimated from.
+"""
+import math
+
+import torch
+
+from .sinkhorn import sinkhorn
+
+def _block_weights(weights: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """``(num_blocks, block)`` weights of the block members, 0 for padding."""
+    return torch.cat([weights, weights.new_zeros(1)])[blocks]
+
+
+def _block_mass(weights: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    return _block_weights(weights, blocks).sum(1)
+
+
+def _select(coarse, mass_src, b_slots, selection, epsilon, rho_pair, theta, coverage, topk,
+            min_blocks, slots_per_block):
+    """``(I, J)`` bool mask of kept (source block, target block) pairs.
+
+    ``coarse`` is the ``(I, T * bt)`` cost between source blocks and target *slots*
+    (points in block order; padding slots have zero mass in ``b_slots``).
+    """
+    num_i = coarse.shape[0]
+    num_j = coarse.shape[1] // slots_per_block
+    if selection == 'all':
+        return torch.ones(num_i, num_j, dtype=torch.bool, device=coarse.device)
+    real = (b_slots > 0).view(num_j, slots_per_block)
+    if selection in ('coverage', 'truncation'):
+        # Semi-coarse problem: source blocks (mass A_I, block-average cost) against single
+        # targets. Its plan A_I b_j exp((F_I + g_j - C_Ij)/eps) says where target j's
+        # mass comes from; keep, for each target, the source blocks within a factor
+        # e^theta of its best one (g_j and b_j cancel), then take the union over the
+        # targets of a block: mixed target blocks keep what each of their targets needs.
+        res = sinkhorn(coarse, mass_src, b_slots, epsilon=epsilon, rho=rho_pair, tol=1e-5,
+                       num_iters=2000, warn=False)
+        score = torch.log(mass_src)[:, None] + (res.f[:, None] - coarse) / epsilon
+        score = score - score.amax(dim=0, keepdim=True)
+        if selection == 'truncation':
+            wanted = score > -theta
+        else:
+            wanted = _coverage_mask(score, coverage)
+    else:
+        score = -coarse
+        wanted = torch.zeros_like(coarse, dtype=torch.bool)
+        wanted.scatter_(0, score.topk(min(int(topk), num_i), dim=0).indices, True)
+    wanted = wanted.view(num_i, num_j, slots_per_block) & real[None]
+    keep = wanted.any(-1)
+    block_score = torch.where(real[None], score.view(num_i, num_j, slots_per_block),
+                              torch.full_like(score.view(num_i, num_j, slots_per_block),
+                                              -math.inf)).amax(-1)
+    k_min = min(max(1, int(min_blocks)), num_i)
+    keep.scatter_(0, block_score.topk(k_min, dim=0).indices, True)  # per target block
+    keep[torch.arange(num_i), block_score.argmax(1)] = True  # every source block somewhere
+    return keep
+
+
+def _coverage_mask(score, coverage):
+    """Per column, the fewest rows whose ``softmax(score)`` shares sum to ``coverage``."""
+    share = torch.softmax(score, dim=0)
+    sorted_share, order = share.sort(dim=0, descending=True)
+    before = sorted_share.cumsum(0) - sorted_share  # share of the better-ranked rows
+    return torch.zeros_like(share, dtype=torch.bool).scatter_(0, order, before < coverage)
