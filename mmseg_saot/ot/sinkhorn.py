@@ -101,7 +101,7 @@ def sinkhorn(cost: torch.Tensor,
             ``tol=0`` runs exactly ``num_iters`` iterations and never warns.
         check_every: iterations between convergence checks (the only device syncs).
         omega: over-relaxation factor in [1, 2), or ``'auto'`` (default): estimate the
-            optimal factor from the observed convergence rate (``_loop.Relaxation``); 1
+            optimal factor from the observed convergence rate (``_acceleration.Relaxation``); 1
             is plain Sinkhorn (Thibault et al. 2017). A factor is dropped back to 1 if
             the error grows past twice its best.
         translation_invariant: apply the translation-invariant step of Sejourne et al.
