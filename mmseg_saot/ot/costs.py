@@ -27,10 +27,17 @@ Metric = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
 def cosine_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Return the ``(N, M)`` cosine cost ``1 - cos(x_i, y_j)`` in [0, 2]."""
+    """Return the ``(..., N, M)`` cosine cost ``1 - cos(x_i, y_j)`` in [0, 2].
+
+    ``x``: ``(N, D)`` or batched ``(B, N, D)``; ``y``: ``(M, D)`` or ``(B, M, D)``.
+    """
     x = F.normalize(x, dim=-1)
     y = F.normalize(y, dim=-1)
-    return (1.0 - matmul_fp32(x, y.t())).clamp_(0.0, 2.0)
+    if x.dim() == 2 and y.dim() == 2:
+        sim = matmul_fp32(x, y.t())
+    else:
+        sim = x @ y.transpose(-1, -2).to(x.dtype)
+    return (1.0 - sim).clamp_(0.0, 2.0)
 
 
 def sqeuclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import List, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from mmseg_saot.ot import sinkhorn
+from mmseg_saot.ot import cosine_cost, sinkhorn
 from .metric import LowRankMetric
 
 
@@ -50,7 +50,7 @@ def transfer_loss(metric: LowRankMetric, src: torch.Tensor, src_lab: torch.Tenso
     Returns:
         Scalar loss, differentiable w.r.t. the metric's parameters.
     """
-    cost = batched_cosine_cost(metric(src), metric(tgt))
+    cost = cosine_cost(metric(src), metric(tgt))  # (B, n, m)
     plan = sinkhorn(cost, epsilon=epsilon, rho=rho, num_iters=num_iters, tol=tol,
                     warn=False).plan  # (B, N, M)
     onehot = F.one_hot(src_lab, num_classes).to(plan.dtype)  # (B, N, C)
@@ -58,12 +58,6 @@ def transfer_loss(metric: LowRankMetric, src: torch.Tensor, src_lab: torch.Tenso
     probs = votes / votes.sum(-1, keepdim=True).clamp_min(1e-30)
     picked = probs.gather(-1, tgt_lab.unsqueeze(-1)).squeeze(-1)
     return -torch.log(picked.clamp_min(1e-8)).mean()
-
-
-def batched_cosine_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(B, N, M)`` cosine cost of ``(B, N, D)`` and ``(B, M, D)`` features."""
-    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    return (1.0 - x @ y.transpose(1, 2)).clamp(0.0, 2.0)
 
 
 def train_metric(metric: LowRankMetric,

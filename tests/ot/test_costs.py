@@ -1,0 +1,16 @@
+"""Cost functions of ``mmseg_saot.ot.costs``."""
+import torch
+
+from mmseg_saot.ot import cosine_cost
+
+
+def test_batched_cosine_cost_equals_each_problem_alone():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64)
+    batched = cosine_cost(x, y)
+    assert batched.shape == (3, 7, 4)
+    for i in range(3):
+        torch.testing.assert_close(batched[i], cosine_cost(x[i], y[i]))
+    cos = torch.nn.functional.cosine_similarity(x[0][:, None], y[0][None], dim=-1)
+    torch.testing.assert_close(batched[0], 1.0 - cos)
