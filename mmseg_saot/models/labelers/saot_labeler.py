@@ -173,6 +173,9 @@ class SAOTLabeler(nn.Module):
         for name in ('bank_feats', 'bank_labels', 'bank_desc'):
             self.register_buffer(name, None, persistent=False)
         self.register_buffer('source_mean', torch.zeros(feat_dim))
+        # mean target feature (see fit_target); all zeros = not set: forward then
+        # centres on the mean over the target batch it is given
+        self.register_buffer('target_mean', torch.zeros(feat_dim))
 
     # ------------------------------------------------------------------ source side
     def fit(self, source_feats: torch.Tensor, source_labels: torch.Tensor,
@@ -217,6 +220,21 @@ class SAOTLabeler(nn.Module):
 
     # ------------------------------------------------------------------ target side
     @torch.no_grad()
+    def fit_target(self, target_feats: torch.Tensor) -> 'SAOTLabeler':
+        """Fix the target domain's mean feature (used when ``center_features``).
+
+        Without it :meth:`forward` centres on the mean of the batch it is given, so a
+        label would depend on which images share its batch. Fit it once on a fixed
+        sample of the target set to make every image's label independent of batching
+        (resumed and sharded labelling then give identical results).
+
+        Args:
+            target_feats: ``(B, D, h, w)`` frozen features of a sample of target images.
+        """
+        self.target_mean = target_feats.flatten(2).float().mean((0, 2)).to(self.target_mean)
+        return self
+
+    @torch.no_grad()
     def forward(self, target_feats: torch.Tensor,
                 out_size: Optional[Tuple[int, int]] = None) -> PseudoLabels:
         """Pseudo-label target images.
@@ -235,7 +253,8 @@ class SAOTLabeler(nn.Module):
         out_size = tuple(out_size or (height, width))
         tgt = target_feats.flatten(2).transpose(1, 2).float()  # (B, M, D)
         if self.center_features:
-            tgt = tgt - tgt.mean((0, 1))
+            fixed = bool(self.target_mean.any())
+            tgt = tgt - (self.target_mean if fixed else tgt.mean((0, 1)))
         neighbours = retrieve(global_descriptor(tgt), self.bank_desc, self.num_neighbors)
         probs, masses, raw, conf = [], [], [], []
         for b in range(batch):
