@@ -2,6 +2,7 @@
 from typing import List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.losses import accuracy
@@ -113,11 +114,16 @@ class MLPHead(BaseDecodeHead):
         for sample, label in zip(batch_data_samples, like):
             if PIXEL_WEIGHT_KEY in sample:
                 weight = sample.get(PIXEL_WEIGHT_KEY).data.to(like.device)
-                if weight.shape[-2:] != label.shape[-2:]:
+                pad_h = label.shape[-2] - weight.shape[-2]
+                pad_w = label.shape[-1] - weight.shape[-1]
+                if pad_h < 0 or pad_w < 0 or weight.dim() != 3:
                     raise ValueError(
                         f'MLPHead: gt_pixel_weight {tuple(weight.shape)} '
-                        f'does not match gt_sem_seg {tuple(label.shape)}.')
-                weights.append(weight.reshape(label.shape[-2:]).float())
+                        f'does not fit gt_sem_seg {tuple(label.shape)}.')
+                # the preprocessor pads labels bottom/right (with ignore):
+                # pad the weights alike, with zero weight
+                weight = F.pad(weight.float(), (0, pad_w, 0, pad_h), value=0.0)
+                weights.append(weight.reshape(label.shape[-2:]))
             else:
                 weights.append(label.new_ones(label.shape[-2:],
                                               dtype=torch.float))

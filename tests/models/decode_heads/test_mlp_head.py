@@ -102,7 +102,17 @@ def test_weight_shape_mismatch_is_explained(inputs):
     head = make_head()
     labels = torch.randint(0, 3, (2, 8, 12))
     with pytest.raises(ValueError, match='gt_pixel_weight'):
-        _loss(head, inputs, labels, [torch.ones(4, 4)] * 2)
+        _loss(head, inputs, labels, [torch.ones(16, 16)] * 2)
+
+
+def test_weights_smaller_than_padded_labels_are_padded_with_zero(inputs):
+    # the preprocessor pads labels bottom/right; unpadded weights get weight 0 there
+    head = make_head()
+    labels = torch.randint(0, 3, (2, 8, 12))
+    cropped = _loss(head, inputs, labels, [torch.ones(6, 10)] * 2)
+    full = torch.zeros(8, 12)
+    full[:6, :10] = 1
+    torch.testing.assert_close(cropped, _loss(head, inputs, labels, [full] * 2))
 
 
 def test_loss_backpropagates_to_the_head_only(inputs):

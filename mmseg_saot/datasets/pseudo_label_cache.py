@@ -1,0 +1,137 @@
+"""On-disk pseudo-label cache: one label PNG and one confidence PNG per target image.
+
+Layout under ``root`` (``<work_dir>/pseudo_labels`` by default)::
+
+    labels/<key>.png         uint8 train ids, 255 = ignore (dropped or no mass)
+    confidence/<key>.png     uint8, round(255 * confidence)
+    labeler.pth              the fitted SAOTLabeler state (metric, prototypes, means)
+    manifest.json            fingerprint, completeness, counts, class histogram
+    sample_class_stats.json  per-image class pixel counts (class-balanced sampling)
+
+``key`` is the image path relative to the target dataset's image folder, without its
+extension. Every file is written to a temporary name in the same folder and renamed
+into place (``os.replace`` is atomic on POSIX), so a killed run leaves either a whole
+file or none; an image counts as done once both of its PNGs exist. A cache whose
+fingerprint differs from the current run's is never overwritten: it is moved aside
+to ``<root>.stale-<hash>``.
+"""
+import hashlib
+import json
+import os
+import os.path as osp
+from typing import Any, Dict, Optional
+
+import numpy as np
+from PIL import Image
+
+MANIFEST = 'manifest.json'
+LABELER_STATE = 'labeler.pth'
+STATE_NEW, STATE_PARTIAL, STATE_COMPLETE = 'new', 'partial', 'complete'
+
+
+def fingerprint_hash(fingerprint: Dict[str, Any]) -> str:
+    """sha256 of a JSON-serialisable fingerprint (keys sorted)."""
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'wb') as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format='PNG', compress_level=6)
+    return buffer.getvalue()
+
+
+class PseudoLabelCache:
+    """Reads and writes the pseudo-label cache at ``root`` (see the module doc).
+
+    Args:
+        root: the cache folder.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def label_path(self, key: str) -> str:
+        return osp.join(self.root, 'labels', key + '.png')
+
+    def confidence_path(self, key: str) -> str:
+        return osp.join(self.root, 'confidence', key + '.png')
+
+    @property
+    def labeler_path(self) -> str:
+        return osp.join(self.root, LABELER_STATE)
+
+    @property
+    def manifest_path(self) -> str:
+        return osp.join(self.root, MANIFEST)
+
+    def has(self, key: str) -> bool:
+        """Whether both PNGs of ``key`` are in place."""
+        return osp.isfile(self.label_path(key)) and osp.isfile(self.confidence_path(key))
+
+    def write(self, key: str, labels: np.ndarray, confidence: np.ndarray) -> None:
+        """Store one image's ``(H, W)`` uint8 labels and uint8 confidence, atomically.
+
+        The confidence goes first: the label file completes the pair.
+        """
+        if labels.dtype != np.uint8 or confidence.dtype != np.uint8:
+            raise TypeError('PseudoLabelCache.write expects uint8 labels and confidence.')
+        if labels.shape != confidence.shape:
+            raise ValueError(f'labels {labels.shape} and confidence {confidence.shape} differ.')
+        atomic_write_bytes(self.confidence_path(key), _png_bytes(confidence))
+        atomic_write_bytes(self.label_path(key), _png_bytes(labels))
+
+    def read_labels(self, key: str) -> np.ndarray:
+        return np.asarray(Image.open(self.label_path(key)))
+
+    def read_manifest(self) -> Optional[Dict[str, Any]]:
+        """The manifest, or None when there is none (or it is unreadable)."""
+        try:
+            with open(self.manifest_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def write_manifest(self, manifest: Dict[str, Any]) -> None:
+        data = json.dumps(manifest, indent=2, sort_keys=True, default=str) + '\n'
+        atomic_write_bytes(self.manifest_path, data.encode())
+
+    def state(self, config_hash: str) -> str:
+        """``'complete'``, ``'partial'`` (same fingerprint, unfinished) or ``'new'``."""
+        manifest = self.read_manifest()
+        if manifest is None or manifest.get('config_hash') != config_hash:
+            return STATE_NEW
+        return STATE_COMPLETE if manifest.get('complete') else STATE_PARTIAL
+
+    def open(self, fingerprint: Dict[str, Any]) -> str:
+        """Prepare the cache for ``fingerprint``; returns its :meth:`state`.
+
+        A cache written for another fingerprint (or an unlabelled folder with files in
+        it) is moved aside to ``<root>.stale-<hash>``, never deleted; a new cache gets
+        an incomplete manifest so that an interrupted run is recognised as partial.
+        """
+        config_hash = fingerprint_hash(fingerprint)
+        state = self.state(config_hash)
+        if state != STATE_NEW:
+            return state
+        if osp.isdir(self.root) and os.listdir(self.root):
+            old = (self.read_manifest() or {}).get('config_hash', 'unknown')[:8]
+            stale = f'{self.root.rstrip(os.sep)}.stale-{old}'
+            suffix = 0
+            while osp.exists(stale if not suffix else f'{stale}.{suffix}'):
+                suffix += 1
+            os.replace(self.root, stale if not suffix else f'{stale}.{suffix}')
+        os.makedirs(self.root, exist_ok=True)
+        self.write_manifest(dict(config_hash=config_hash, complete=False,
+                                 fingerprint=fingerprint))
+        return STATE_NEW

@@ -1,0 +1,94 @@
+"""Target images paired with their cached pseudo-labels and per-pixel confidences."""
+import copy
+import os.path as osp
+from typing import List, Optional, Union
+
+from mmengine.dataset import Compose
+from mmseg.registry import DATASETS
+from torch.utils.data import Dataset
+
+from .pseudo_label_cache import PseudoLabelCache
+from mmseg_saot.utils.cli import WORK_DIR_TOKEN
+from mmseg_saot.utils.errors import UserInputError
+
+
+
+@DATASETS.register_module()
+class PseudoLabelDataset(Dataset):
+    """Wrap an unlabelled target dataset; its samples load SAOT pseudo-labels.
+
+    Sample ``i`` is the wrapped dataset's image ``i`` with ``seg_map_path`` pointing at
+    its pseudo-label PNG and ``pixel_weight_path`` at its confidence PNG in
+    ``pseudo_label_dir`` (written by :class:`SAOTPseudoLabelHook` or
+    ``tools/generate_pseudo_labels.py``), run through ``pipeline`` (use
+    ``LoadAnnotations`` + ``LoadPixelWeights`` ... ``PackSegInputsWithWeights``).
+    The wrapped dataset keeps its own pipeline: it is what the labelling stage reads
+    (load + resize, no augmentation). A ground-truth ``seg_map_path`` of the wrapped
+    dataset is kept as ``gt_seg_map_path`` for scoring by the offline tool only;
+    training never reads it.
+
+    Args:
+        dataset: the target dataset (config or object), images only or with labels.
+        pseudo_label_dir: the cache folder; ``'{work_dir}'`` in it is replaced by the
+            run's work_dir in ``tools/train.py`` and ``tools/generate_pseudo_labels.py``.
+        pipeline: the training pipeline.
+    """
+
+    def __init__(self, dataset: Union[dict, Dataset], pseudo_label_dir: str,
+                 pipeline: Optional[List[dict]] = None) -> None:
+        if WORK_DIR_TOKEN in pseudo_label_dir:
+            raise UserInputError(
+                f'PseudoLabelDataset: pseudo_label_dir={pseudo_label_dir!r} still contains '
+                f'{WORK_DIR_TOKEN}: start the run with tools/train.py (it fills in the '
+                'work_dir) or give an explicit folder.')
+        if isinstance(dataset, dict):
+            # unserialised: an empty folder then gives an empty set (reported by
+            # name when labelling) rather than a numpy error in mmengine
+            dataset = DATASETS.build(dict(dict(serialize_data=False), **dataset))
+        self.target = dataset
+        self.cache = PseudoLabelCache(pseudo_label_dir)
+        self.pipeline = Compose(pipeline or [])
+
+    @property
+    def metainfo(self) -> dict:
+        return self.target.metainfo
+
+    @property
+    def pseudo_label_dir(self) -> str:
+        return self.cache.root
+
+    def full_init(self) -> None:
+        self.target.full_init()
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def key(self, index: int) -> str:
+        """Cache name of image ``index``: its path under the image folder, no extension."""
+        img_path = self.target.get_data_info(index)['img_path']
+        prefix = (getattr(self.target, 'data_prefix', None) or {}).get('img_path', '')
+        rel = osp.relpath(img_path, prefix) if prefix else osp.basename(img_path)
+        return osp.splitext(rel)[0]
+
+    def keys(self) -> List[str]:
+        return [self.key(i) for i in range(len(self))]
+
+    def get_data_info(self, index: int) -> dict:
+        info = copy.deepcopy(self.target.get_data_info(index))
+        key = self.key(index)
+        info['gt_seg_map_path'] = info.pop('seg_map_path', None)
+        info['seg_map_path'] = self.cache.label_path(key)
+        info['pixel_weight_path'] = self.cache.confidence_path(key)
+        info['reduce_zero_label'] = False  # pseudo-labels are train ids already
+        info['label_map'] = None
+        info['seg_fields'] = []
+        return info
+
+    def __getitem__(self, index: int) -> dict:
+        info = self.get_data_info(index)
+        if not self.cache.has(self.key(index)):
+            raise UserInputError(
+                f'PseudoLabelDataset: no pseudo-label for {info["img_path"]} in '
+                f'{self.cache.root}. SAOTPseudoLabelHook writes them before training; offline, '
+                'run tools/generate_pseudo_labels.py with the same config.')
+        return self.pipeline(info)

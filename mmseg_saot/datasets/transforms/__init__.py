@@ -1,0 +1,3 @@
+from .pixel_weights import LoadPixelWeights, PackSegInputsWithWeights
+
+__all__ = ['LoadPixelWeights', 'PackSegInputsWithWeights']
