@@ -121,12 +121,15 @@ def check_data_layout(cfg) -> None:
     Raises:
         DataLayoutError: naming the missing folder, the layout and the fix.
     """
-    for loader_key in ('train_dataloader', 'val_dataloader',
-                       'test_dataloader'):
-        loader = cfg.get(loader_key)
-        if not loader or 'dataset' not in loader:
-            continue
-        for dataset in _leaf_datasets(loader['dataset']):
+    roots = [loader['dataset'] for loader in (
+        cfg.get(key) for key in ('train_dataloader', 'val_dataloader',
+                                 'test_dataloader'))
+             if loader and 'dataset' in loader]
+    # the labelled source set of the pseudo-labelling hook
+    roots += [hook['source'] for hook in cfg.get('custom_hooks', None) or []
+              if isinstance(hook.get('source'), dict)]
+    for root in roots:
+        for dataset in _leaf_datasets(root):
             dataset_type = str(dataset.get('type', ''))
             check_dataset_folders(
                 dataset_type, dataset.get('data_root'),

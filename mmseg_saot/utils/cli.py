@@ -10,6 +10,8 @@ from mmengine.logging import print_log
 
 from mmseg_saot.utils.errors import UserInputError
 
+WORK_DIR_TOKEN = '{work_dir}'
+
 
 def exit_with(message: str, code: int = 2) -> NoReturn:
     """Print ``message`` to stderr (no traceback) and exit with ``code``."""
@@ -47,7 +49,25 @@ def load_run_config(config_path: str,
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config_path))[0])
+    fill_work_dir(cfg, cfg.work_dir)
     return cfg
+
+
+def fill_work_dir(node, work_dir: str):
+    """Replace ``'{work_dir}'`` in every string of a config, in place.
+
+    Paths that belong to a run (the pseudo-label cache) are written as
+    ``'{work_dir}/pseudo_labels'`` in configs; the work_dir is known only here.
+    """
+    if isinstance(node, Config):
+        node = node._cfg_dict  # the ConfigDict behind a Config
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in list(items):
+        if isinstance(value, str) and WORK_DIR_TOKEN in value:
+            node[key] = value.replace(WORK_DIR_TOKEN, work_dir)
+        elif isinstance(value, (dict, list)):
+            fill_work_dir(value, work_dir)
+    return node
 
 
 def enable_amp(cfg: Config) -> None:

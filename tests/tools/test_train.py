@@ -5,70 +5,25 @@ import subprocess
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
+from conftest import tiny_uda_config, write_tiny_uda_data
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(REPO / 'tools' / 'train.py')
 TEST = str(REPO / 'tools' / 'test.py')
 
 
-def write_pair(image_path: Path, label_path: Path, rng) -> None:
-    image_path.parent.mkdir(parents=True, exist_ok=True)
-    label_path.parent.mkdir(parents=True, exist_ok=True)
-    label = np.zeros((56, 84), np.uint8)
-    label[28:] = 1  # "road" below, "sidewalk"-ish above, a "car" block
-    label[10:30, 20:50] = 13
-    image = rng.integers(0, 255, (56, 84, 3), dtype=np.uint8)
-    cv2.imwrite(str(image_path), image)
-    cv2.imwrite(str(label_path), label)
-
-
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('data')
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        write_pair(root / 'gta5' / 'images' / f'{i:05d}.png',
-                   root / 'gta5' / 'labels' / f'{i:05d}_labelTrainIds.png',
-                   rng)
-    for i in range(2):
-        name = f'demo_{i:06d}'
-        write_pair(
-            root / 'cs' / 'leftImg8bit' / 'val' / 'demo' /
-            f'{name}_leftImg8bit.png',
-            root / 'cs' / 'gtFine' / 'val' / 'demo' /
-            f'{name}_gtFine_labelTrainIds.png', rng)
-    return root
+    return write_tiny_uda_data(tmp_path_factory.mktemp('data'))
 
 
 @pytest.fixture(scope='module')
 def tiny_config(tiny_data, tmp_path_factory) -> Path:
+    """demo.py on tiny data: SAOT pseudo-labels, then the head trains on them."""
     path = tmp_path_factory.mktemp('cfg') / 'tiny.py'
-    path.write_text(f'''
-_base_ = [{str(REPO / 'configs' / 'saot' / 'demo.py')!r}]
-model = dict(
-    backbone=dict(checkpoint=None, out_indices=1),
-    decode_head=dict(in_channels=[384], in_index=[0], channels=16,
-                     dropout_ratio=0.0))
-pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
-            dict(type='RandomCrop', crop_size=(42, 42)),
-            dict(type='PackSegInputs')]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root={str(tiny_data / 'gta5')!r},
-                                     pipeline=pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(
-    data_root={str(tiny_data / 'cs')!r},
-    pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
-              dict(type='PackSegInputs')]))
-test_dataloader = val_dataloader
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-train_cfg = dict(max_iters=6, val_interval=6)
-default_hooks = dict(logger=dict(interval=1),
-                     checkpoint=dict(interval=2, max_keep_ckpts=10))
-''')
+    path.write_text(tiny_uda_config(tiny_data))
     return path
 
 

@@ -1,0 +1,91 @@
+"""Pseudo-label the target training set with SAOT before training starts."""
+from typing import Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import DATASETS, HOOKS
+
+from mmseg_saot.datasets.pseudo_label_dataset import PseudoLabelDataset
+from mmseg_saot.engine.pseudo_labels.fingerprint import make_fingerprint
+from mmseg_saot.engine.pseudo_labels.target_set import label_target_set
+from mmseg_saot.utils.errors import UserInputError
+
+
+def find_pseudo_label_dataset(dataset) -> PseudoLabelDataset:
+    """The :class:`PseudoLabelDataset` in ``dataset`` or in the wrappers around it."""
+    queue = [dataset]
+    while queue:
+        current = queue.pop(0)
+        if isinstance(current, PseudoLabelDataset):
+            return current
+        queue.extend(getattr(current, 'datasets', []) or [])
+        if getattr(current, 'dataset', None) is not None:
+            queue.append(current.dataset)
+    raise UserInputError(
+        'SAOTPseudoLabelHook: train_dataloader.dataset holds no PseudoLabelDataset, so '
+        'there is nothing to pseudo-label; wrap the target set as in '
+        'configs/_base_/uda/saot_pseudo_labels.py, or drop the hook.')
+
+
+@HOOKS.register_module()
+class SAOTPseudoLabelHook(Hook):
+    """Label every target training image with SAOT, once, before the first iteration.
+
+    The target images and the cache folder come from the training set's
+    :class:`PseudoLabelDataset`; the frozen features come from the runner's own
+    segmentor (its data preprocessor and backbone, in its feature dtype). The work is
+    :func:`~mmseg_saot.engine.pseudo_labels.label_target_set`: a complete cache
+    with the same fingerprint is reused, a partial one completed, and under DDP each
+    rank labels its own shard. Afterwards the training dataloader is restarted, so no
+    worker keeps a sample it tried to load before the labels existed.
+
+    Args:
+        source: config of the labelled source dataset the labels come from; its
+            pipeline loads, resizes to one fixed size and packs (no augmentation).
+        labeler: config of the :class:`~mmseg_saot.models.labelers.SAOTLabeler`
+            (``feat_dim`` and ``num_classes`` are filled in).
+        num_classes: C. ignore_index: the ignore label.
+        batch_size: images per backbone call.
+        feature_index: which backbone output the labeller reads (-1: the last block).
+        num_source_images: source images in the bank, evenly spaced (None: all).
+        target_mean_images: target images that fix the target mean feature.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, source: dict, labeler: dict, num_classes: int = 19,
+                 ignore_index: int = 255, batch_size: int = 8, feature_index: int = -1,
+                 num_source_images: Optional[int] = None,
+                 target_mean_images: int = 64) -> None:
+        self.source_cfg, self.labeler_cfg = source, labeler
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.batch_size, self.feature_index = batch_size, feature_index
+        self.num_source_images = num_source_images
+        self.target_mean_images = target_mean_images
+
+    def before_train(self, runner) -> None:
+        dataset = find_pseudo_label_dataset(runner.train_dataloader.dataset)
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        self.run(model, dataset)
+        loop = runner.train_loop
+        if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop made it already
+            from mmengine.runner.loops import _InfiniteDataloaderIterator
+            loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
+
+    def run(self, model: torch.nn.Module, dataset: PseudoLabelDataset) -> dict:
+        """Fill ``dataset``'s cache using ``model``'s backbone; returns the manifest."""
+        source_set = DATASETS.build(self.source_cfg)
+        keys = dataset.keys()
+        fingerprint = make_fingerprint(
+            backbone=model.backbone, labeler_cfg=self.labeler_cfg, source_cfg=self.source_cfg,
+            target_pipeline=getattr(dataset.target, 'pipeline', None), keys=keys,
+            feature_index=self.feature_index, num_source_images=self.num_source_images,
+            target_mean_images=self.target_mean_images)
+        return label_target_set(
+            model=model, labeler_cfg=self.labeler_cfg, source_set=source_set,
+            target_set=dataset.target, keys=keys, cache=dataset.cache,
+            fingerprint=fingerprint, num_classes=self.num_classes,
+            ignore_index=self.ignore_index, batch_size=self.batch_size,
+            feature_index=self.feature_index, num_source_images=self.num_source_images,
+            target_mean_images=self.target_mean_images)

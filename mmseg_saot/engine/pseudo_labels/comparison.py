@@ -1,0 +1,119 @@
+"""Label a target set with several methods of the SAOT ladder at once and score them.
+
+The backbone runs once per image; every method labels the same features through
+:func:`fit_labeler` and :func:`label_image`, the code path of the training hook.
+"""
+import os
+import os.path as osp
+import time
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from mmseg.registry import DATASETS
+from PIL import Image
+
+from mmseg_saot.models.labelers import METHODS
+from .features import PseudoLabelInputError, iter_features
+from .labelling import build_labeler, fit_labeler, label_image, usable_sources
+from .overlays import save_overlay
+from .scoring import PseudoLabelScore
+from .target_set import evenly_spaced
+
+
+def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str], *,
+                    out_dir: str, num_overlays: int = 8,
+                    main_method: Optional[str] = None) -> Dict[str, Dict]:
+    """Pseudo-label ``dataset``'s targets with each of ``methods``; score against truth.
+
+    Args:
+        model: the segmentor (frozen backbone + preprocessor).
+        hook: the config's :class:`SAOTPseudoLabelHook` (source set, labeller config).
+        dataset: the :class:`PseudoLabelDataset`; its wrapped dataset must have
+            ``seg_map_path`` (ground truth) for scoring.
+        methods: names from :data:`METHODS`.
+        out_dir: overlays go to ``out_dir/overlays/<method>/``.
+        num_overlays: overlay images per method (evenly spaced over the set).
+        main_method: also compared image by image with the cache (None: skip).
+
+    Returns:
+        ``{method: PseudoLabelScore.summary(...)}`` plus, for ``main_method``,
+        ``cache_mismatches`` (pixels that differ from the cached labels).
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise PseudoLabelInputError(f'--methods: unknown {unknown}; choose from {list(METHODS)}.')
+    target = dataset.target
+    gt_paths = [dataset.get_data_info(i)['gt_seg_map_path'] for i in range(len(dataset))]
+    if not gt_paths or any(p is None for p in gt_paths):
+        raise PseudoLabelInputError(
+            'the target dataset has no ground truth to score against: give the dataset '
+            'wrapped by PseudoLabelDataset a data_prefix.seg_map_path (used for scoring only).')
+    classes = list(dataset.metainfo['classes'])
+    palette = dataset.metainfo.get('palette') or [[c * 13 % 256] * 3 for c in range(len(classes))]
+    ignore = hook.ignore_index
+    labelers, scores = _fit_all(model, hook, methods, target)
+    patch = int(getattr(model.backbone, 'patch_size', 14))
+    shown = set(evenly_spaced(len(dataset), num_overlays))
+    mismatches = 0
+    for record in iter_features(model, target, range(len(dataset)), batch_size=hook.batch_size,
+                                feature_index=hook.feature_index,
+                                progress=f'labelling with {len(methods)} methods'):
+        gt = _read_gt(gt_paths[record.index])
+        for method, labeler in labelers.items():
+            start = time.perf_counter()
+            out = label_image(labeler, record, patch)
+            scores[method].seconds += time.perf_counter() - start
+            try:
+                scores[method].add(out.labels, out.raw_labels, gt)
+            except ValueError as err:
+                raise PseudoLabelInputError(f'{gt_paths[record.index]}: {err}') from err
+            if record.index in shown:
+                folder = osp.join(out_dir, 'overlays', method)
+                os.makedirs(folder, exist_ok=True)
+                save_overlay(osp.join(folder, dataset.key(record.index).replace('/', '__') +
+                                      '.png'), record.img_path, out.labels, out.confidence,
+                             gt, palette, ignore)
+            if method == main_method and dataset.cache.has(dataset.key(record.index)):
+                cached = dataset.cache.read_labels(dataset.key(record.index))
+                mismatches += int((cached != out.labels).sum())
+    results = {m: scores[m].summary(classes) for m in methods}
+    if main_method in results:
+        results[main_method]['cache_mismatches'] = mismatches
+    return results
+
+
+def _fit_all(model, hook, methods, target):
+    """Fit one labeller per method on shared source features (one metric training)."""
+    source_set = DATASETS.build(hook.source_cfg)
+    if len(source_set) == 0:
+        raise PseudoLabelInputError('the labelled source set of SAOTPseudoLabelHook is empty.')
+    sources = usable_sources(list(iter_features(
+        model, source_set, evenly_spaced(len(source_set), hook.num_source_images),
+        batch_size=hook.batch_size, feature_index=hook.feature_index, with_labels=True,
+        num_classes=hook.num_classes, ignore_index=hook.ignore_index,
+        progress='source features')), hook.ignore_index)
+    sample = list(iter_features(model, target,
+                                evenly_spaced(len(target), hook.target_mean_images),
+                                batch_size=hook.batch_size, feature_index=hook.feature_index))
+    labelers, scores, metric_state = {}, {}, None
+    for method in methods:
+        start = time.perf_counter()
+        labeler = build_labeler(hook.labeler_cfg, feat_dim=sources[0].feats.shape[0],
+                                num_classes=hook.num_classes, ignore_index=hook.ignore_index,
+                                method=method).to(sources[0].feats.device)
+        learned = METHODS[method]['metric']
+        fit_labeler(labeler, sources, sample, state=metric_state if learned else None)
+        if learned and metric_state is None:  # same seed: the same metric for all
+            metric_state = labeler.state_dict()
+        scores[method] = PseudoLabelScore(hook.num_classes, hook.ignore_index)
+        scores[method].seconds = time.perf_counter() - start
+        labelers[method] = labeler
+    return labelers, scores
+
+
+def _read_gt(path: str) -> np.ndarray:
+    try:
+        return np.asarray(Image.open(path))
+    except OSError as err:
+        raise PseudoLabelInputError(f'cannot read the ground truth {path}: {err}') from err

@@ -1,0 +1,149 @@
+"""Frozen patch features of dataset images, through a segmentor's own preprocessor and backbone."""
+import math
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.utils import ProgressBar
+
+from mmseg_saot.models.labelers.patch_labels import patch_labels
+from mmseg_saot.utils.errors import UserInputError
+
+
+class PseudoLabelInputError(UserInputError, ValueError):
+    """An image or label file of the pseudo-labelling stage cannot be used."""
+
+
+@dataclass
+class ImageFeatures:
+    """Frozen features of one image.
+
+    Attributes:
+        index: the image's index in its dataset.
+        img_path: its file.
+        feats: ``(D, h, w)`` patch features of the resized image, ``h = ceil(H' / p)``.
+        img_shape: ``(H', W')`` after the pipeline's resize.
+        ori_shape: ``(H, W)`` of the file.
+        labels: ``(h, w)`` long patch labels (majority per patch) when the dataset has
+            label maps and labels were asked for, else None.
+    """
+
+    index: int
+    img_path: str
+    feats: torch.Tensor
+    img_shape: Tuple[int, int]
+    ori_shape: Tuple[int, int]
+    labels: Optional[torch.Tensor] = None
+
+
+def load_item(dataset, index: int) -> dict:
+    """``dataset[index]`` with unreadable files reported by name.
+
+    Raises:
+        PseudoLabelInputError: the image (or label) file is missing or corrupt.
+    """
+    try:
+        return dataset[index]
+    except Exception as err:  # decoding errors come from cv2/PIL/mmcv
+        info = dataset.get_data_info(index)
+        files = ', '.join(str(info[k]) for k in ('img_path', 'seg_map_path') if info.get(k))
+        raise PseudoLabelInputError(
+            f'pseudo-labelling could not load sample {index} ({files}): '
+            f'{type(err).__name__}: {err}. Replace or delete the corrupt file, or remove it '
+            'from the dataset (e.g. with an ann_file list).') from err
+
+
+@torch.no_grad()
+def iter_features(model: torch.nn.Module, dataset, indices: Sequence[int], *,
+                  batch_size: int = 8, feature_index: int = -1, with_labels: bool = False,
+                  num_classes: int = 19, ignore_index: int = 255,
+                  progress: Optional[str] = None,
+                  device: Optional[torch.device] = None) -> Iterator[ImageFeatures]:
+    """Yield :class:`ImageFeatures` of ``dataset[i]`` for ``i`` in ``indices``, in order.
+
+    Images run through ``model.data_preprocessor`` (normalisation, padding) and
+    ``model.backbone``; output ``feature_index`` of the backbone is kept and cropped to
+    each image's own patch grid, so batches may mix sizes.
+
+    Args:
+        model: a segmentor with ``data_preprocessor`` and ``backbone`` (frozen).
+        dataset: an MMSeg dataset whose pipeline ends in ``PackSegInputs``.
+        indices: which images.
+        batch_size: images per backbone call.
+        feature_index: which backbone output.
+        with_labels: also return patch labels from the packed ``gt_sem_seg``.
+        num_classes, ignore_index: of the label maps.
+        progress: a title: show a progress bar with ETA.
+        device: where features are returned (default: the model's device).
+    """
+    indices = list(indices)
+    if progress and indices:
+        print(f'{progress}: {len(indices)} images', flush=True)
+    bar = ProgressBar(len(indices)) if progress and indices else None
+    patch = int(getattr(model.backbone, 'patch_size', 14))
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        items = [load_item(dataset, i) for i in chunk]
+        for i, item, sample, feat in _forward_by_size(model, chunk, items, feature_index):
+            height, width = sample.img_shape[:2]
+            grid = (math.ceil(height / patch), math.ceil(width / patch))
+            feat = feat[:, :grid[0], :grid[1]].float()
+            labels = None
+            if with_labels:
+                labels = _patch_labels_of(sample, item, grid, patch, num_classes, ignore_index)
+            out = device if device is not None else feat.device
+            yield ImageFeatures(index=i, img_path=sample.img_path, feats=feat.to(out),
+                                img_shape=(height, width), ori_shape=tuple(sample.ori_shape[:2]),
+                                labels=None if labels is None else labels.to(out))
+        if bar is not None:
+            for _ in chunk:
+                bar.update()
+    if bar is not None:
+        print(flush=True)
+
+
+def _forward_by_size(model, chunk, items, feature_index):
+    """Backbone outputs of ``items`` in order, one preprocessor call per image size
+    (MMSeg's test-mode preprocessor stacks equal sizes only)."""
+    groups = {}
+    for position, item in enumerate(items):
+        groups.setdefault(tuple(item['inputs'].shape), []).append(position)
+    outputs = [None] * len(items)
+    for positions in groups.values():
+        batch = model.data_preprocessor(pseudo_collate([items[p] for p in positions]), False)
+        maps = model.backbone(batch['inputs'])[feature_index]
+        for p, sample, feat in zip(positions, batch['data_samples'], maps):
+            outputs[p] = (chunk[p], items[p], sample, feat)
+    return outputs
+
+
+def _patch_labels_of(sample, item, grid, patch, num_classes, ignore_index) -> torch.Tensor:
+    if 'gt_sem_seg' not in sample:
+        raise PseudoLabelInputError(
+            f'{sample.img_path}: the source pipeline gave no label map; it needs '
+            "dict(type='LoadAnnotations') and a seg_map_path in the source dataset.")
+    seg = sample.gt_sem_seg.data[0]  # (H'', W'') padded with ignore by the preprocessor
+    seg = seg[:grid[0] * patch, :grid[1] * patch]
+    return patch_labels(seg[None], patch=patch, num_classes=num_classes,
+                        ignore_index=ignore_index)[0]
+
+
+def stack_same_grid(records: List[ImageFeatures], option: str) -> Tuple[torch.Tensor,
+                                                                        torch.Tensor]:
+    """Stack the features and labels of same-size images: ``(S, D, h, w)``, ``(S, h, w)``.
+
+    Raises:
+        PseudoLabelInputError: grids differ (the message names two files and ``option``).
+    """
+    grids = {tuple(r.feats.shape[-2:]) for r in records}
+    if len(grids) > 1:
+        first = records[0]
+        other = next(r for r in records if r.feats.shape[-2:] != first.feats.shape[-2:])
+        raise PseudoLabelInputError(
+            f'source images must share one patch grid to form the labelling bank, but '
+            f'{first.img_path} gives {tuple(first.feats.shape[-2:])} and {other.img_path} '
+            f'{tuple(other.feats.shape[-2:])}: give {option} a Resize with keep_ratio=False '
+            '(a fixed scale).')
+    return (torch.stack([r.feats for r in records]),
+            torch.stack([r.labels for r in records]))

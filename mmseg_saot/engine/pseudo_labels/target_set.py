@@ -1,0 +1,165 @@
+"""Label a whole target set into a :class:`PseudoLabelCache`: resumable and sharded.
+
+Each rank labels the images ``rank, rank + world_size, ...`` that are not in the
+cache yet; rank 0 fits the labeller once and saves it, so resumed and sharded runs use
+the same metric and prototypes, and every label depends on its image alone (the
+labeller's target mean is fixed from a fixed sample). A run killed at any point and
+started again completes the cache to exactly what an uninterrupted run writes.
+"""
+import io
+import logging
+import os.path as osp
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.dist import barrier, get_dist_info
+from mmengine.logging import print_log
+
+from mmseg_saot.datasets.class_stats import class_pixel_counts, save_class_stats, \
+    total_class_counts
+from mmseg_saot.datasets.pseudo_label_cache import (STATE_COMPLETE, PseudoLabelCache,
+                                                     atomic_write_bytes, fingerprint_hash)
+from .features import PseudoLabelInputError, iter_features
+from .labelling import build_labeler, fit_labeler, label_image, usable_sources
+
+
+def evenly_spaced(total: int, count: Optional[int]) -> List[int]:
+    """``count`` indices spread over ``range(total)`` (all of them if count is None)."""
+    if count is None or count >= total:
+        return list(range(total))
+    return sorted({int(i) for i in np.linspace(0, total - 1, count)})
+
+
+def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, target_set,
+                     keys: Sequence[str], cache: PseudoLabelCache, fingerprint: Dict,
+                     num_classes: int, ignore_index: int = 255, batch_size: int = 8,
+                     feature_index: int = -1, num_source_images: Optional[int] = None,
+                     target_mean_images: int = 64) -> Dict:
+    """Fill ``cache`` with the pseudo-labels of every image of ``target_set``.
+
+    Args:
+        model: segmentor with the frozen backbone and its data preprocessor.
+        labeler_cfg: config of the :class:`SAOTLabeler` (``feat_dim``/``num_classes``
+            are filled in).
+        source_set: labelled source dataset (pipeline with ``LoadAnnotations``).
+        target_set: target dataset (images only); ``keys[i]`` names image i in the cache.
+        cache: where labels go; ``fingerprint`` identifies this run's settings.
+        num_classes, ignore_index: label space.
+        batch_size: images per backbone call.
+        feature_index: which backbone output the labeller reads.
+        num_source_images: how many sources form the bank (evenly spaced; None: all).
+        target_mean_images: how many targets fix the target mean feature.
+
+    Returns:
+        The final manifest.
+
+    Raises:
+        PseudoLabelInputError: empty target or source set, unusable source labels,
+            unreadable files.
+    """
+    rank, world_size = get_dist_info()
+    if len(keys) == 0:
+        raise PseudoLabelInputError(
+            f'the target set to pseudo-label is empty ({_describe(target_set)}): check '
+            'data_root and data_prefix.img_path of the PseudoLabelDataset.')
+    if len(source_set) == 0:
+        raise PseudoLabelInputError(f'the labelled source set is empty ({_describe(source_set)}).')
+    if rank == 0:
+        state = cache.open(fingerprint)
+    barrier()
+    state = cache.state(fingerprint_hash(fingerprint))
+    if state == STATE_COMPLETE and all(cache.has(k) for k in keys):
+        _log(f'pseudo-labels: reusing the complete cache {cache.root} ({len(keys)} images)')
+        return cache.read_manifest()
+    mine = [i for i in range(rank, len(keys), world_size) if not cache.has(keys[i])]
+    done = len(keys) - len([i for i in range(len(keys)) if not cache.has(keys[i])])
+    _log(f'pseudo-labels: {done} of {len(keys)} images already in {cache.root}; '
+        f'rank {rank} labels {len(mine)}')
+    labeler = _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine,
+                               rank, num_classes, ignore_index, batch_size, feature_index,
+                               num_source_images, target_mean_images)
+    patch = int(getattr(model.backbone, 'patch_size', 14))
+    for record in iter_features(model, target_set, mine, batch_size=batch_size,
+                                feature_index=feature_index,
+                                progress='pseudo-labelling' if rank == 0 else None):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # all-ignore images are reported below
+            out = label_image(labeler, record, patch)
+        cache.write(keys[record.index], out.labels, out.confidence)
+    barrier()
+    if rank == 0:
+        _finish(cache, keys, fingerprint, num_classes, ignore_index)
+    barrier()
+    return cache.read_manifest()
+
+
+def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, rank,
+                     num_classes, ignore_index, batch_size, feature_index,
+                     num_source_images, target_mean_images):
+    """Fit (rank 0, first run) or reload the labeller; None if this rank has no work."""
+    must_fit = rank == 0 and not osp.isfile(cache.labeler_path)
+    labeler, sources = None, None
+    if mine or must_fit:
+        indices = evenly_spaced(len(source_set), num_source_images)
+        sources = usable_sources(list(iter_features(
+            model, source_set, indices, batch_size=batch_size, feature_index=feature_index,
+            with_labels=True, num_classes=num_classes, ignore_index=ignore_index,
+            progress='source features' if rank == 0 else None)), ignore_index)
+        labeler = build_labeler(labeler_cfg, feat_dim=sources[0].feats.shape[0],
+                                num_classes=num_classes, ignore_index=ignore_index)
+        labeler.to(sources[0].feats.device)
+    if must_fit:
+        sample = list(iter_features(model, target_set,
+                                    evenly_spaced(len(target_set), target_mean_images),
+                                    batch_size=batch_size, feature_index=feature_index))
+        fit_labeler(labeler, sources, sample)
+        buffer = io.BytesIO()
+        torch.save(labeler.state_dict(), buffer)
+        atomic_write_bytes(cache.labeler_path, buffer.getvalue())
+        return labeler
+    if mine:
+        state = torch.load(cache.labeler_path, map_location=sources[0].feats.device,
+                           weights_only=True)
+        fit_labeler(labeler, sources, [], state=state)
+    return labeler
+
+
+def _finish(cache: PseudoLabelCache, keys: Sequence[str], fingerprint: Dict,
+            num_classes: int, ignore_index: int) -> None:
+    """Write class statistics and the complete manifest; report empty images."""
+    records, all_ignore = [], []
+    for key in keys:
+        counts = class_pixel_counts(cache.read_labels(key))
+        records.append(dict(file=osp.relpath(cache.label_path(key), cache.root),
+                            counts=counts))
+        if set(counts) <= {str(ignore_index)}:
+            all_ignore.append(key)
+    save_class_stats(osp.join(cache.root, 'sample_class_stats.json'), records)
+    totals = total_class_counts(records)
+    labelled = sum(v for k, v in totals.items() if k != ignore_index)
+    manifest = cache.read_manifest() or {}
+    manifest.update(
+        config_hash=fingerprint_hash(fingerprint), fingerprint=fingerprint, complete=True,
+        num_images=len(keys), num_all_ignore=len(all_ignore), all_ignore=all_ignore,
+        labelled_fraction=labelled / max(1, sum(totals.values())),
+        class_histogram={str(c): totals.get(c, 0) for c in range(num_classes)})
+    cache.write_manifest(manifest)
+    _log(f'pseudo-labels: {len(keys)} images in {cache.root}, '
+        f'{100 * manifest["labelled_fraction"]:.1f} % of pixels labelled')
+    if all_ignore:
+        _log(f'pseudo-labels: {len(all_ignore)} images got no label at all (every pixel '
+            f'ignore), e.g. {all_ignore[:3]}; they add nothing to training. Lower the '
+            'confidence filter or check that their content exists in the source domain.',
+            level=logging.WARNING)
+
+
+def _describe(dataset) -> str:
+    root = getattr(dataset, 'data_root', None)
+    prefix = getattr(dataset, 'data_prefix', {}) or {}
+    return f'{type(dataset).__name__}, data_root={root!r}, img_path={prefix.get("img_path")!r}'
+
+
+def _log(message: str, level: int = logging.INFO) -> None:
+    print_log(message, logger='current', level=level)

@@ -1,0 +1,46 @@
+"""Run SAOTPseudoLabelHook.run on a config, in-process or as a script (kill tests).
+
+    python labelling_run.py CONFIG WORK_DIR [SECONDS_PER_IMAGE]
+
+The model is built after ``torch.manual_seed(0)``, so a random-weight backbone is the
+same in every process (the cache fingerprint includes its weights).
+"""
+import sys
+import time
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+
+def run_labelling(config_path, work_dir, seconds_per_image: float = 0.0,
+                  cfg_options: dict = None) -> dict:
+    import mmseg_saot  # noqa: F401
+    from mmseg.registry import DATASETS, HOOKS, MODELS
+
+    from mmseg_saot.datasets.pseudo_label_cache import PseudoLabelCache
+    from mmseg_saot.engine.hooks import find_pseudo_label_dataset
+    from mmseg_saot.utils.cli import fill_work_dir
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(str(config_path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    fill_work_dir(cfg, str(work_dir))
+    if seconds_per_image:
+        write = PseudoLabelCache.write
+
+        def slow_write(self, *args):
+            write(self, *args)
+            time.sleep(seconds_per_image)
+
+        PseudoLabelCache.write = slow_write
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    hook = HOOKS.build(cfg.custom_hooks[0])
+    dataset = find_pseudo_label_dataset(DATASETS.build(cfg.train_dataloader.dataset))
+    return hook.run(model, dataset)
+
+
+if __name__ == '__main__':
+    torch.set_num_threads(1)
+    run_labelling(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)

@@ -1,0 +1,170 @@
+"""Labelling a whole target set into the cache: complete, resumable, reproducible."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_uda_config, write_scene, write_tiny_uda_data
+from labelling_run import run_labelling
+from PIL import Image
+
+from mmseg_saot.engine.pseudo_labels import PseudoLabelInputError
+
+SCRIPT = Path(__file__).with_name('labelling_run.py')
+
+
+def cache_files(cache: Path) -> dict:
+    """Relative path -> bytes of every label and confidence PNG."""
+    return {str(p.relative_to(cache)): p.read_bytes()
+            for p in sorted(cache.rglob('*.png'))}
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory) -> Path:
+    return write_tiny_uda_data(tmp_path_factory.mktemp('data'), num_target=12)
+
+
+@pytest.fixture(scope='module')
+def config(data, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('cfg') / 'tiny.py'
+    path.write_text(tiny_uda_config(data))
+    return path
+
+
+@pytest.fixture(scope='module')
+def reference(config, tmp_path_factory) -> Path:
+    """The cache of one uninterrupted run."""
+    work_dir = tmp_path_factory.mktemp('reference')
+    run_labelling(config, work_dir)
+    return work_dir / 'pseudo_labels'
+
+
+def test_every_target_image_gets_labels_and_confidence_at_its_size(reference, data):
+    images = sorted((data / 'cs' / 'leftImg8bit' / 'train').rglob('*.png'))
+    assert len(images) == 12
+    for image in images:
+        key = image.relative_to(data / 'cs' / 'leftImg8bit' / 'train').with_suffix('')
+        labels = np.asarray(Image.open(reference / 'labels' / f'{key}.png'))
+        confidence = np.asarray(Image.open(reference / 'confidence' / f'{key}.png'))
+        assert labels.shape == confidence.shape == Image.open(image).size[::-1]
+        assert set(np.unique(labels)) <= set(range(19)) | {255}
+        assert (labels != 255).mean() > 0.5  # most pixels keep a label
+    manifest = json.loads((reference / 'manifest.json').read_text())
+    assert manifest['complete'] and manifest['num_images'] == 12
+    assert manifest['fingerprint']['backbone'] == 'vit_small_patch14_dinov2'
+    assert len(manifest['fingerprint']['weights_checksum']) == 64
+    histogram = {int(k): v for k, v in manifest['class_histogram'].items()}
+    assert sum(histogram.values()) > 0 and histogram[0] > 0  # road is found
+    stats = json.loads((reference / 'sample_class_stats.json').read_text())
+    assert len(stats) == 12 and all(sum(r['counts'].values()) == 56 * 84 for r in stats)
+
+
+def test_rerun_reuses_a_complete_cache_without_rewriting(config, reference, tmp_path):
+    work_dir = tmp_path / 'run'
+    shutil.copytree(reference, work_dir / 'pseudo_labels')
+    before = {p: p.stat().st_mtime_ns for p in (work_dir / 'pseudo_labels').rglob('*.png')}
+    run_labelling(config, work_dir)
+    after = {p: p.stat().st_mtime_ns for p in (work_dir / 'pseudo_labels').rglob('*.png')}
+    assert before == after
+
+
+def test_partial_cache_is_completed_to_the_uninterrupted_result(config, reference,
+                                                                tmp_path):
+    work_dir = tmp_path / 'run'
+    cache = work_dir / 'pseudo_labels'
+    shutil.copytree(reference, cache)
+    (cache / 'labeler.pth').unlink()  # even the fitted labeller is refitted identically
+    for label in sorted((cache / 'labels').rglob('*.png'))[::2]:
+        label.unlink()
+    manifest = json.loads((cache / 'manifest.json').read_text())
+    manifest['complete'] = False
+    (cache / 'manifest.json').write_text(json.dumps(manifest))
+    run_labelling(config, work_dir)
+    assert cache_files(cache) == cache_files(reference)
+
+
+def test_kill_9_mid_labelling_then_rerun_loses_nothing(python, config, reference,
+                                                       tmp_path):
+    work_dir = tmp_path / 'killed'
+    labels = work_dir / 'pseudo_labels' / 'labels'
+    process = subprocess.Popen([python, str(SCRIPT), str(config), str(work_dir), '0.5'],
+                               cwd=SCRIPT.parent, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list(labels.rglob('*.png'))) < 3:
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    written = cache_files(work_dir / 'pseudo_labels')
+    assert 3 <= len([k for k in written if k.startswith('labels')]) < 12
+    run_labelling(config, work_dir)
+    final = cache_files(work_dir / 'pseudo_labels')
+    assert all(final[name] == content for name, content in written.items())
+    assert final == cache_files(reference)
+    assert not list((work_dir / 'pseudo_labels').rglob('*.tmp*'))
+
+
+def test_changed_settings_move_the_old_cache_aside(config, reference, tmp_path):
+    work_dir = tmp_path / 'run'
+    shutil.copytree(reference, work_dir / 'pseudo_labels')
+    run_labelling(config, work_dir,
+                  cfg_options={'custom_hooks.0.labeler.confidence_quantile': 0.5})
+    stale = list(work_dir.glob('pseudo_labels.stale-*'))
+    assert len(stale) == 1 and cache_files(stale[0]) == cache_files(reference)
+    new = json.loads((work_dir / 'pseudo_labels' / 'manifest.json').read_text())
+    assert new['complete']
+    assert new['fingerprint']['labeler']['confidence_quantile'] == 0.5
+
+
+def test_empty_target_set_is_a_clear_error(tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=0)
+    (data / 'cs' / 'leftImg8bit' / 'train').mkdir(parents=True, exist_ok=True)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    with pytest.raises(PseudoLabelInputError, match='target set to pseudo-label is empty'):
+        run_labelling(config, tmp_path / 'run')
+
+
+def test_corrupt_target_image_is_named(tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=3)
+    bad = sorted((data / 'cs' / 'leftImg8bit' / 'train').rglob('*.png'))[1]
+    bad.write_bytes(b'not a png at all')
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    with pytest.raises(PseudoLabelInputError, match=bad.name):
+        run_labelling(config, tmp_path / 'run')
+
+
+def test_all_ignore_source_labels_are_a_clear_error(tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2)
+    for label in (data / 'gta5' / 'labels').glob('*.png'):
+        Image.fromarray(np.full((56, 84), 255, np.uint8)).save(label)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    with pytest.raises(PseudoLabelInputError, match='entirely ignore'):
+        run_labelling(config, tmp_path / 'run')
+
+
+def test_sources_lacking_a_class_and_targets_of_other_sizes(tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2)
+    for label in (data / 'gta5' / 'labels').glob('*.png'):  # no car in any source
+        arr = np.asarray(Image.open(label)).copy()
+        arr[arr == 13] = 2
+        Image.fromarray(arr).save(label)
+    rng = np.random.default_rng(1)
+    odd = data / 'cs' / 'leftImg8bit' / 'train' / 'demo' / 'demo_000009_000019_leftImg8bit.png'
+    write_scene(odd, data / 'cs' / 'gtFine' / 'train' / 'demo' /
+                'demo_000009_000019_gtFine_labelTrainIds.png', rng, shift=30, size=(70, 60))
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    manifest = run_labelling(config, tmp_path / 'run')
+    assert manifest['complete'] and manifest['num_images'] == 3
+    assert manifest['class_histogram']['13'] == 0  # no source car: no target car
+    odd_labels = tmp_path / 'run' / 'pseudo_labels' / 'labels' / 'demo' / (odd.stem + '.png')
+    assert np.asarray(Image.open(odd_labels)).shape == (70, 60)
