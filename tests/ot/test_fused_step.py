@@ -54,7 +54,8 @@ ITERATION_CHECKS = textwrap.dedent('''
         tr_e, tr_f = Translation(log_a, log_b, *rho), Translation(log_a, log_b, *rho)
         _fused_step.FP32_PRODUCTS['name'] = products
         fused = _fused_step.FusedIteration.create(op, *rho)
-        assert fused is not None and fused.cublas == (products == 'cublas' and storage == torch.float32)
+        assert fused is not None
+        assert fused.cublas == (products == 'cublas' and storage == torch.float32)
         fe, ge, ff, gf = f, g, f, g
         for it in range(6):
             if it == 3:  # end of a window: rebuild (new references), rescue-like reset
