@@ -21,7 +21,7 @@ export PYTHONPATH=/tmp/site:$PWD
 } 2>&1 | tee "$OUT/machine.txt"
 
 start=$(date +%s)
-timeout 170 python3 tools/run_ot_tests.py tests/ot -q -k "not interpreter" > "$OUT/tests.log" 2>&1
+timeout 160 python3 tools/run_ot_tests.py tests/ot -q -k "not interpreter" > "$OUT/tests.log" 2>&1
 tests_rc=$?
 tail -40 "$OUT/tests.log"
 echo "tests: rc=$tests_rc in $(( $(date +%s) - start )) s"
