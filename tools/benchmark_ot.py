@@ -5,7 +5,9 @@ two sets of N = M unit feature vectors (clustered synthetic features, 19 classes
 with C = 1 - cos, eps 0.05 and rho 1 by default:
 
 * ours: ``mmseg_saot.ot.sinkhorn`` from the stored cost (fp32; on GPU also fp16/bf16
-  kernel storage), ``--iters`` iterations, no early stop (``tol=0``);
+  kernel storage), ``--iters`` iterations, no early stop (``tol=0``); on GPU the fused
+  Triton iteration, with ``-unfused`` (eager iteration), ``-cublas`` (cuBLAS products)
+  and ``-graphs`` (eager iterations as CUDA graphs) rows for comparison;
 * POT 0.9.5 ``ot.unbalanced.sinkhorn_unbalanced(a, b, C, reg=eps, reg_m=rho,
   reg_type='kl')``, methods 'sinkhorn' and 'sinkhorn_stabilized', torch backend, and on
   CPU the numpy backend (fp32 arrays, the same problem), ``--iters`` iterations;
@@ -96,11 +98,16 @@ def run_method(method, x, y, cost, a, b, eps, rho, iters, tol=0.0, scaling=0.5):
     """Solve once; return ``(plan, f, g)`` (plan and potentials on the problem's device)."""
     if method.startswith('ours'):
         ot_mod = import_ot()
-        from mmseg_saot.ot import _cuda_graph, _matvec
-        # 'ours-fp16-cublas': the same solve with cuBLAS instead of Triton products;
-        # 'ours-graphs': unmeasured iterations replayed as CUDA graphs (off by default)
-        name = method.replace('-cublas', '').replace('-graphs', '')
+        from mmseg_saot.ot import _cuda_graph, _fused_step, _matvec
+        # GPU rows: 'ours', 'ours-fp16', 'ours-bf16' run the fused Triton iteration
+        # (the default, _fused_step.py); '-unfused': the eager iteration (two products
+        # and ~50 vector launches); '-cublas': cuBLAS products (fp32: still fused vector
+        # kernels; fp16: eager); '-graphs': eager iterations replayed as CUDA graphs.
+        name = (method.replace('-cublas', '').replace('-graphs', '')
+                .replace('-unfused', ''))
         _cuda_graph.ENABLED['cuda_graphs'] = '-graphs' in method
+        _fused_step.ENABLED['fused'] = not ('-unfused' in method or '-graphs' in method)
+        _fused_step.FP32_PRODUCTS['name'] = 'cublas' if '-cublas' in method else 'triton'
         storage = {'ours': None, 'ours-fp16': torch.float16, 'ours-bf16': torch.bfloat16,
                    'ours-fp64': None}[name]
         c = cost.double() if method == 'ours-fp64' else cost
@@ -284,7 +291,8 @@ def run_isolated(spec, isolate):
 
 def methods_for(device):
     if device.startswith('cuda'):
-        return ['ours', 'ours-graphs', 'ours-fp16', 'ours-fp16-cublas', 'ours-bf16', 'pot-torch',
+        return ['ours', 'ours-cublas', 'ours-unfused', 'ours-graphs', 'ours-fp16',
+                'ours-fp16-unfused', 'ours-fp16-cublas', 'ours-bf16', 'pot-torch',
                 'pot-torch-stab', 'geomloss', 'floor-fp32', 'floor-fp16']
     # POT gets both thread settings: on small or busy machines waking a second BLAS/OpenMP
     # thread for every vector operation can cost more than the operation.

@@ -25,7 +25,8 @@ import torch
 # Off by default: measured on an H200 (benchmarks/ot_cuda.md, 100-iteration solves)
 # graphs saved 20-40 % at N = M <= 4096 but cost 10-20 % at 16k-32k, where the two
 # captures per solve (plain, then relaxed steps) and the eager window ends outweigh
-# the launches saved. Fusing the vector work into a few kernels is the next step.
+# the launches saved. The fused iteration (_fused_step.py), on by default, takes
+# precedence: graphs replay eager iterations only where it is off or unusable.
 ENABLED = {'cuda_graphs': False}
 
 

@@ -45,7 +45,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from . import _cuda_graph
+from . import _cuda_graph, _fused_step
 from ._acceleration import Relaxation, Translation
 
 # On CPU the iteration runs on this many threads (None: leave torch's setting). Each
@@ -159,6 +159,36 @@ def _relaxed(f_old, smin, tau, omega):
     return torch.lerp(f_old, tau * smin, omega)
 
 
+def _eager_iteration(op, f, g, eps, omega, taus, use_ti, translation, measure, err, masses,
+                     log_b, rhos):
+    """One iteration of ``_run`` as torch operations; returns ``(f, g, err)``.
+
+    ``err`` (B,) is replaced by the relative marginal error of this iterate if
+    ``measure``, else returned unchanged. ``taus``, ``masses``, ``rhos``: (a, b) pairs.
+    """
+    (tau_a, tau_b), (mass_a, mass_b), (rho_a, rho_b) = taus, masses, rhos
+    # --- f half-step: f <- f + omega (tau_a smin_a(g) - f); the operator also
+    # returns t = smin_b(f_new) (fused in one pass over the kernel on CPU) ---
+    if omega != 1.0:
+        f_update = functools.partial(_relaxed, tau=tau_a, omega=omega)
+    else:
+        f_update = functools.partial(_plain, tau=tau_a)
+    violation = functools.partial(row_violation, eps=eps, rho=rho_a) if measure else None
+    f, t, viol = op.step(f, g, f_update, violation)
+    if measure:
+        err = torch.nan_to_num(viol / mass_a, nan=math.inf)
+    if use_ti:
+        f, g, lam = translation.after_f(f, g)
+        t = t - lam  # smin_b(f + lam) = smin_b(f) - lam
+    # --- g half-step: g <- g + omega (tau_b smin_b(f) - g) ---
+    if measure:
+        err = err + _marginal_error(g, t, log_b, mass_b, eps, rho_b)
+    g = torch.lerp(g, tau_b * t, omega) if omega != 1.0 else tau_b * t
+    if use_ti:
+        f, g, _ = translation.after_g(f, g)
+    return f, g, err
+
+
 def _epsilon_stages(cfg: LoopConfig, cost_range: Callable[[], float]):
     """List of (epsilon, iterations) stages; the last stage gets what remains."""
     if not cfg.epsilon_scaling:
@@ -216,7 +246,11 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
     converged = torch.zeros(batch, dtype=torch.bool, device=device)
     good = (f.clone(), g.clone())
     it_total = 0
-    window_graph = _cuda_graph.WindowGraph() if _cuda_graph.WindowGraph.usable(f) else None
+    # GPU: each iteration on the stored kernel as a few fused Triton launches
+    # (_fused_step.py); otherwise optionally CUDA graphs of the eager iterations.
+    fused = _fused_step.FusedIteration.create(op, rho_a, rho_b)
+    window_graph = (_cuda_graph.WindowGraph()
+                    if fused is None and _cuda_graph.WindowGraph.usable(f) else None)
     stages = _epsilon_stages(cfg, cost_range)
     for stage, (eps, stage_iters) in enumerate(stages):
         final = stage == len(stages) - 1
@@ -241,26 +275,17 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
             window_end = it_total % cfg.check_every == 0
             measure = final and window_end and (cfg.tol > 0 or relax.needs_error)
             omega = relax.value if final else 1.0
-            # --- f half-step: f <- f + omega (tau_a smin_a(g) - f); the operator also
-            # returns t = smin_b(f_new) (fused in one pass over the kernel on CPU) ---
-            if omega != 1.0:
-                f_update = functools.partial(_relaxed, tau=tau_a, omega=omega)
+            if fused is not None and op is primary:
+                # the same iteration as _eager_iteration, in five kernel launches
+                f, g, viol_a, viol_b = fused.iterate(f, g, eps, tau_a, tau_b, omega, use_ti,
+                                                     translation, measure)
+                if measure:
+                    err = (torch.nan_to_num(viol_a / mass_a, nan=math.inf) +
+                           torch.nan_to_num(viol_b / mass_b, nan=math.inf))
             else:
-                f_update = functools.partial(_plain, tau=tau_a)
-            violation = (functools.partial(row_violation, eps=eps, rho=rho_a)
-                         if measure else None)
-            f, t, viol = op.step(f, g, f_update, violation)
-            if measure:
-                err = torch.nan_to_num(viol / mass_a, nan=math.inf)
-            if use_ti:
-                f, g, lam = translation.after_f(f, g)
-                t = t - lam  # smin_b(f + lam) = smin_b(f) - lam
-            # --- g half-step: g <- g + omega (tau_b smin_b(f) - g) ---
-            if measure:
-                err = err + _marginal_error(g, t, log_b, mass_b, eps, rho_b)
-            g = torch.lerp(g, tau_b * t, omega) if omega != 1.0 else tau_b * t
-            if use_ti:
-                f, g, _ = translation.after_g(f, g)
+                f, g, err = _eager_iteration(op, f, g, eps, omega, (tau_a, tau_b), use_ti,
+                                             translation, measure, err, (mass_a, mass_b),
+                                             log_b, (rho_a, rho_b))
             if not window_end:
                 continue
             # --- end of a check window: the only host-device syncs ---

@@ -22,7 +22,8 @@ and an operator supplies it:
   :math:`\\hat g`, so every row of :math:`\\tilde K` has maximum exactly 1 and no row
   can underflow to zero, whatever the storage dtype; between rebuilds, fp32/fp64
   kernels absorb drifts in place. On CPU one iteration is a single pass over the
-  kernel (:meth:`KernelOperator._fused_cpu_step`); on GPU two cuBLAS products.
+  kernel (:meth:`KernelOperator._fused_cpu_step`); on GPU the loop runs the whole
+  iteration as five Triton launches (``_fused_step.py``), else two products here.
 * :class:`LogOperator` (stable fallback): exact chunked ``logsumexp`` over row
   blocks of any cost source, one pass per iteration, never holding more than one
   block; used when the kernel would under/overflow (tiny epsilon) and by the online

@@ -71,18 +71,29 @@ def rows_matvec(kernel: torch.Tensor, w: torch.Tensor, block_rows: int = 8,
     return out
 
 
-def cols_matvec(kernel: torch.Tensor, u: torch.Tensor, block_rows: int = 32,
-                block_cols: int = 128, splits: Optional[int] = None) -> torch.Tensor:
-    """``kernel^T (B, M, N) @ u (B, N) -> (B, M)`` in fp32; ``kernel`` fp16/bf16."""
-    batch, num_rows, num_cols = kernel.shape
-    u = u.to(torch.float32).contiguous()
+def cols_split(batch: int, num_rows: int, num_cols: int, block_rows: int, block_cols: int,
+               splits: Optional[int] = None):
+    """Geometry of ``cols_kernel``: ``(block_cols, col_programs, rows_per_split, splits)``.
+
+    By default the rows are split so that about ``_TARGET_PROGRAMS`` programs run,
+    each over at least ``8 * block_rows`` rows.
+    """
     block_cols = min(block_cols, _next_power_of_2(num_cols))
     col_programs = _cdiv(num_cols, block_cols)
     if splits is None:
         splits = max(1, min(_cdiv(num_rows, 8 * block_rows),
                             math.ceil(_TARGET_PROGRAMS / (batch * col_programs))))
     rows_per_split = _cdiv(_cdiv(num_rows, splits), block_rows) * block_rows
-    splits = _cdiv(num_rows, rows_per_split)
+    return block_cols, col_programs, rows_per_split, _cdiv(num_rows, rows_per_split)
+
+
+def cols_matvec(kernel: torch.Tensor, u: torch.Tensor, block_rows: int = 32,
+                block_cols: int = 128, splits: Optional[int] = None) -> torch.Tensor:
+    """``kernel^T (B, M, N) @ u (B, N) -> (B, M)`` in fp32; ``kernel`` fp16/bf16."""
+    batch, num_rows, num_cols = kernel.shape
+    u = u.to(torch.float32).contiguous()
+    block_cols, col_programs, rows_per_split, splits = cols_split(
+        batch, num_rows, num_cols, block_rows, block_cols, splits)
     partial = torch.empty((batch, splits, num_cols), dtype=torch.float32, device=kernel.device)
     grid = (batch, col_programs, splits)
     _kernels().cols_kernel[grid](kernel, u, partial, num_rows, num_cols, rows_per_split, kernel.stride(0),

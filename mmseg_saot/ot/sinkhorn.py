@@ -67,8 +67,9 @@ def sinkhorn(cost: torch.Tensor,
     ``exp((f_hat + g_hat - C)/eps)`` once and iterates on it, absorbing the scalings
     into the potentials when they drift (Schmitzer 2019): on CPU one fused pass over
     the kernel per iteration (each row block serves both half-steps while in cache;
-    the iteration runs on one thread, see ``_loop.CPU_THREADS``), on GPU two cuBLAS
-    products (fp16/bf16 storage: fp32 output). If the kernel under/overflows (eps
+    the iteration runs on one thread, see ``_loop.CPU_THREADS``), on GPU five fused
+    Triton kernels per iteration, the two products with the vector work as epilogues
+    (``_fused_step.py``; fp32 sums for every storage dtype). If the kernel under/overflows (eps
     tiny against the cost range), the failing window is redone in the exact log
     domain and the kernel is rebuilt; after repeated failures the solve stays in the
     log domain. Over-relaxation and the translation-invariant step cut the

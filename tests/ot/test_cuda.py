@@ -107,10 +107,12 @@ def test_gradcheck_on_cuda():
 
 @pytest.mark.parametrize('storage', [None, torch.float16])
 def test_cuda_graph_windows_equal_eager_iterations(storage, monkeypatch):
-    from mmseg_saot.ot import _cuda_graph
+    from mmseg_saot.ot import _cuda_graph, _fused_step
     x, y = _features(n=400, m=300, seed=7)
     cost = cosine_cost(x, y).float().to(CUDA)
     kw = dict(epsilon=0.05, rho=1.0, tol=1e-6, num_iters=3000, storage_dtype=storage)
+    # graphs replay the eager iterations, which run only with the fused iteration off
+    monkeypatch.setitem(_fused_step.ENABLED, 'fused', False)
     monkeypatch.setitem(_cuda_graph.ENABLED, 'cuda_graphs', True)
     captured = []
     original = _cuda_graph.WindowGraph._capture
