@@ -165,6 +165,9 @@ def main(argv=None) -> str:
     parser.add_argument('--model', help='timm model name (overrides the preset)')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
                         help='image size (overrides the preset)')
+    parser.add_argument('--solver', default='auto', choices=['auto', 'dense', 'block_sparse'])
+    parser.add_argument('--profile', action='store_true',
+                        help='print a torch.profiler table of 4 labeller calls')
     parser.add_argument('--demo-root', default='data/demo')
     parser.add_argument('--out', help='also write the table (markdown) here')
     args = parser.parse_args(argv)
@@ -188,7 +191,8 @@ def main(argv=None) -> str:
         tgt_img, _ = random_scenes(num_targets + batch, size, seed=1)
     src_feats = torch.cat(features(backbone, src_img, batch, device))
     src_patch = patch_labels(src_lab.to(device), patch=14)
-    labeler = labelers.SAOTLabeler(feat_dim=src_feats.shape[1], num_neighbors=8).to(device)
+    labeler = labelers.SAOTLabeler(feat_dim=src_feats.shape[1], num_neighbors=8,
+                                   solver=args.solver).to(device)
     sync(device)
     start = time.perf_counter()
     labeler.fit(src_feats, src_patch)
@@ -198,6 +202,14 @@ def main(argv=None) -> str:
     features(backbone, tgt_img[:batch], batch, device)  # warm-up
     h, w = src_feats.shape[-2:]
     labeler(features(backbone, tgt_img[:1], 1, device)[0], out_size=(h * 14, w * 14))
+    if args.profile:
+        probe = features(backbone, tgt_img[:4], 4, device)[0]
+        with torch.profiler.profile() as prof:
+            for b in range(4):
+                labeler(probe[b:b + 1], out_size=(h * 14, w * 14))
+            sync(device)
+        sort = 'cuda_time_total' if device == 'cuda' else 'cpu_time_total'
+        print(prof.key_averages().table(sort_by=sort, row_limit=25))
     backbone_s = labeler_s = 0.0
     for i in range(batch, batch + num_targets, batch):
         sync(device)
@@ -221,7 +233,7 @@ def main(argv=None) -> str:
         f'defaults (method saot, K={labeler.num_neighbors}, solver {labeler.solver}), bank of '
         f'{num_sources} source images; {num_targets} target images timed.', '',
         f'Command: `python tools/benchmark_pseudo_labels.py --preset {args.preset} '
-        f'--device {device}`', '',
+        f'--device {device} --solver {args.solver}`', '',
         '| stage | target images / s |', '|---|---|',
         *[f'| {n} | {v:.2f} |' for n, v in rows],
         f'| one-off fit (metric + prototypes) | {fit_seconds:.1f} s |', ''])

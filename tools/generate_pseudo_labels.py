@@ -76,10 +76,11 @@ def run(cfg, args: argparse.Namespace) -> dict:
     out_dir = args.out_dir or osp.join(cfg.work_dir, 'pseudo_label_eval')
     os.makedirs(out_dir, exist_ok=True)
     main_method = hook.labeler_cfg.get('method', 'saot')
+    memo = {}  # each image through the backbone once, for both passes
     if not args.no_cache:  # (the metric trains with autograd: no global no_grad)
-        hook.run(model, dataset)
+        hook.run(model, dataset, memo=memo)
     results = compare_methods(model, hook, dataset, args.methods, out_dir=out_dir,
-                              num_overlays=args.num_overlays,
+                              num_overlays=args.num_overlays, memo=memo,
                               main_method=None if args.no_cache else main_method)
     table = format_table(results, dataset.metainfo['classes'])
     print(f'\nPseudo-label IoU (%) on {len(dataset)} target images, per method:\n{table}')

@@ -95,6 +95,7 @@ class FusedIteration:
 
     BLOCK_R, BLOCK_C = 8, 512  # rows product: rows per program, columns per step
     COLS_BLOCK_R, COLS_BLOCK_C = 32, 128  # split columns product (as _triton_matvec)
+    ROWS_WARPS, COLS_WARPS = 4, 4  # warps per program of the two products
     BLOCK = 1024  # vector kernels: entries per program
 
     def __init__(self, op: KernelOperator, rho_a: float, rho_b: float):
@@ -198,7 +199,7 @@ class FusedIteration:
         _triton_matvec._kernels().cols_kernel[(batch, col_programs, splits)](
             kernel, u, cp, num_rows, num_cols, rows_per_split, kernel.stride(0),
             kernel.stride(1), u.stride(0), cp.stride(0), cp.stride(1),
-            BLOCK_R=self.COLS_BLOCK_R, BLOCK_C=block_cols)
+            BLOCK_R=self.COLS_BLOCK_R, BLOCK_C=block_cols, num_warps=self.COLS_WARPS)
 
     def iterate(self, f: torch.Tensor, g: torch.Tensor, eps: float, tau_a: float, tau_b: float,
                 omega: float, use_ti: bool, translation, measure: bool
@@ -236,7 +237,8 @@ class FusedIteration:
             kernel, self.w_rows, self.s_rows, f, op.f_hat, self.log_a, self.params, self.scal,
             pr, num_rows, num_cols, kernel.stride(0), kernel.stride(1), self.w_rows.stride(0),
             f.stride(0), pr.stride(0), pr.stride(1), BLOCK_R=self.BLOCK_R, BLOCK_C=self.block_c,
-            PRODUCT_DONE=self.cublas, RELAXED=relaxed, USE_TI=use_ti, MEASURE=measure)
+            PRODUCT_DONE=self.cublas, RELAXED=relaxed, USE_TI=use_ti, MEASURE=measure,
+            num_warps=self.ROWS_WARPS)
         # 2. translation after f; u = exp(z - max z) for smin_b(f)
         kern.prep_cols_kernel[(batch, _cdiv(num_rows, self.block))](
             f, op.f_hat, self.log_a, self.u_cols, self.params, self.scal, pr, num_rows,

@@ -73,8 +73,12 @@ class SAOTPseudoLabelHook(Hook):
             from mmengine.runner.loops import _InfiniteDataloaderIterator
             loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
 
-    def run(self, model: torch.nn.Module, dataset: PseudoLabelDataset) -> dict:
-        """Fill ``dataset``'s cache using ``model``'s backbone; returns the manifest."""
+    def run(self, model: torch.nn.Module, dataset: PseudoLabelDataset,
+            memo: Optional[dict] = None) -> dict:
+        """Fill ``dataset``'s cache using ``model``'s backbone; returns the manifest.
+
+        ``memo``: a feature memo to share with a later pass over the same images.
+        """
         source_set = DATASETS.build(self.source_cfg)
         keys = dataset.keys()
         fingerprint = make_fingerprint(
@@ -88,4 +92,4 @@ class SAOTPseudoLabelHook(Hook):
             fingerprint=fingerprint, num_classes=self.num_classes,
             ignore_index=self.ignore_index, batch_size=self.batch_size,
             feature_index=self.feature_index, num_source_images=self.num_source_images,
-            target_mean_images=self.target_mean_images)
+            target_mean_images=self.target_mean_images, memo=memo)

@@ -23,7 +23,8 @@ from .target_set import evenly_spaced
 
 def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str], *,
                     out_dir: str, num_overlays: int = 8,
-                    main_method: Optional[str] = None) -> Dict[str, Dict]:
+                    main_method: Optional[str] = None,
+                    memo: Optional[Dict] = None) -> Dict[str, Dict]:
     """Pseudo-label ``dataset``'s targets with each of ``methods``; score against truth.
 
     Args:
@@ -35,6 +36,7 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
         out_dir: overlays go to ``out_dir/overlays/<method>/``.
         num_overlays: overlay images per method (evenly spaced over the set).
         main_method: also compared image by image with the cache (None: skip).
+        memo: feature memo shared with the labelling pass (see :func:`iter_features`).
 
     Returns:
         ``{method: PseudoLabelScore.summary(...)}`` plus, for ``main_method``,
@@ -52,12 +54,12 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
     classes = list(dataset.metainfo['classes'])
     palette = dataset.metainfo.get('palette') or [[c * 13 % 256] * 3 for c in range(len(classes))]
     ignore = hook.ignore_index
-    labelers, scores = _fit_all(model, hook, methods, target)
+    labelers, scores = _fit_all(model, hook, methods, target, memo)
     patch = int(getattr(model.backbone, 'patch_size', 14))
     shown = set(evenly_spaced(len(dataset), num_overlays))
     mismatches = 0
     for record in iter_features(model, target, range(len(dataset)), batch_size=hook.batch_size,
-                                feature_index=hook.feature_index,
+                                feature_index=hook.feature_index, memo=memo,
                                 progress=f'labelling with {len(methods)} methods'):
         gt = _read_gt(gt_paths[record.index])
         for method, labeler in labelers.items():
@@ -83,7 +85,7 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
     return results
 
 
-def _fit_all(model, hook, methods, target):
+def _fit_all(model, hook, methods, target, memo):
     """Fit one labeller per method on shared source features (one metric training)."""
     source_set = DATASETS.build(hook.source_cfg)
     if len(source_set) == 0:
@@ -91,11 +93,12 @@ def _fit_all(model, hook, methods, target):
     sources = usable_sources(list(iter_features(
         model, source_set, evenly_spaced(len(source_set), hook.num_source_images),
         batch_size=hook.batch_size, feature_index=hook.feature_index, with_labels=True,
-        num_classes=hook.num_classes, ignore_index=hook.ignore_index,
+        num_classes=hook.num_classes, ignore_index=hook.ignore_index, memo=memo,
         progress='source features')), hook.ignore_index)
     sample = list(iter_features(model, target,
                                 evenly_spaced(len(target), hook.target_mean_images),
-                                batch_size=hook.batch_size, feature_index=hook.feature_index))
+                                batch_size=hook.batch_size, feature_index=hook.feature_index,
+                                memo=memo))
     labelers, scores, metric_state = {}, {}, None
     for method in methods:
         start = time.perf_counter()

@@ -1,7 +1,8 @@
 """Frozen patch features of dataset images, through a segmentor's own preprocessor and backbone."""
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.dataset import pseudo_collate
@@ -59,7 +60,8 @@ def iter_features(model: torch.nn.Module, dataset, indices: Sequence[int], *,
                   batch_size: int = 8, feature_index: int = -1, with_labels: bool = False,
                   num_classes: int = 19, ignore_index: int = 255,
                   progress: Optional[str] = None,
-                  device: Optional[torch.device] = None) -> Iterator[ImageFeatures]:
+                  device: Optional[torch.device] = None,
+                  memo: Optional[Dict] = None) -> Iterator[ImageFeatures]:
     """Yield :class:`ImageFeatures` of ``dataset[i]`` for ``i`` in ``indices``, in order.
 
     Images run through ``model.data_preprocessor`` (normalisation, padding) and
@@ -76,6 +78,9 @@ def iter_features(model: torch.nn.Module, dataset, indices: Sequence[int], *,
         num_classes, ignore_index: of the label maps.
         progress: a title: show a progress bar with ETA.
         device: where features are returned (default: the model's device).
+        memo: a dict shared by calls that read the same images with the same model
+            (e.g. the labelling pass and the method comparison of one tool run):
+            features are computed once per image file and feature index.
     """
     indices = list(indices)
     if progress and indices:
@@ -84,8 +89,12 @@ def iter_features(model: torch.nn.Module, dataset, indices: Sequence[int], *,
     patch = int(getattr(model.backbone, 'patch_size', 14))
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
-        items = [load_item(dataset, i) for i in chunk]
-        for i, item, sample, feat in _forward_by_size(model, chunk, items, feature_index):
+        keys = {i: (dataset.get_data_info(i)['img_path'], feature_index, with_labels)
+                for i in chunk}
+        todo = [i for i in chunk if memo is None or keys[i] not in memo]
+        items = [load_item(dataset, i) for i in todo]
+        fresh = {}
+        for i, item, sample, feat in _forward_by_size(model, todo, items, feature_index):
             height, width = sample.img_shape[:2]
             grid = (math.ceil(height / patch), math.ceil(width / patch))
             feat = feat[:, :grid[0], :grid[1]].float()
@@ -93,9 +102,15 @@ def iter_features(model: torch.nn.Module, dataset, indices: Sequence[int], *,
             if with_labels:
                 labels = _patch_labels_of(sample, item, grid, patch, num_classes, ignore_index)
             out = device if device is not None else feat.device
-            yield ImageFeatures(index=i, img_path=sample.img_path, feats=feat.to(out),
-                                img_shape=(height, width), ori_shape=tuple(sample.ori_shape[:2]),
-                                labels=None if labels is None else labels.to(out))
+            fresh[i] = ImageFeatures(index=i, img_path=sample.img_path, feats=feat.to(out),
+                                     img_shape=(height, width),
+                                     ori_shape=tuple(sample.ori_shape[:2]),
+                                     labels=None if labels is None else labels.to(out))
+            if memo is not None:
+                memo[keys[i]] = fresh[i]
+        for i in chunk:
+            record = fresh[i] if i in fresh else memo[keys[i]]
+            yield dataclasses.replace(record, index=i)
         if bar is not None:
             for _ in chunk:
                 bar.update()

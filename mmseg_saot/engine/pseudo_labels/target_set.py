@@ -36,7 +36,7 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
                      keys: Sequence[str], cache: PseudoLabelCache, fingerprint: Dict,
                      num_classes: int, ignore_index: int = 255, batch_size: int = 8,
                      feature_index: int = -1, num_source_images: Optional[int] = None,
-                     target_mean_images: int = 64) -> Dict:
+                     target_mean_images: int = 64, memo: Optional[Dict] = None) -> Dict:
     """Fill ``cache`` with the pseudo-labels of every image of ``target_set``.
 
     Args:
@@ -51,6 +51,7 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
         feature_index: which backbone output the labeller reads.
         num_source_images: how many sources form the bank (evenly spaced; None: all).
         target_mean_images: how many targets fix the target mean feature.
+        memo: feature memo shared with other passes (see :func:`iter_features`).
 
     Returns:
         The final manifest.
@@ -79,10 +80,10 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
         f'rank {rank} labels {len(mine)}')
     labeler = _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine,
                                rank, num_classes, ignore_index, batch_size, feature_index,
-                               num_source_images, target_mean_images)
+                               num_source_images, target_mean_images, memo)
     patch = int(getattr(model.backbone, 'patch_size', 14))
     for record in iter_features(model, target_set, mine, batch_size=batch_size,
-                                feature_index=feature_index,
+                                feature_index=feature_index, memo=memo,
                                 progress='pseudo-labelling' if rank == 0 else None):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # all-ignore images are reported below
@@ -97,7 +98,7 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
 
 def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, rank,
                      num_classes, ignore_index, batch_size, feature_index,
-                     num_source_images, target_mean_images):
+                     num_source_images, target_mean_images, memo):
     """Fit (rank 0, first run) or reload the labeller; None if this rank has no work."""
     must_fit = rank == 0 and not osp.isfile(cache.labeler_path)
     labeler, sources = None, None
@@ -105,7 +106,7 @@ def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, ra
         indices = evenly_spaced(len(source_set), num_source_images)
         sources = usable_sources(list(iter_features(
             model, source_set, indices, batch_size=batch_size, feature_index=feature_index,
-            with_labels=True, num_classes=num_classes, ignore_index=ignore_index,
+            with_labels=True, num_classes=num_classes, ignore_index=ignore_index, memo=memo,
             progress='source features' if rank == 0 else None)), ignore_index)
         labeler = build_labeler(labeler_cfg, feat_dim=sources[0].feats.shape[0],
                                 num_classes=num_classes, ignore_index=ignore_index)
@@ -113,7 +114,8 @@ def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, ra
     if must_fit:
         sample = list(iter_features(model, target_set,
                                     evenly_spaced(len(target_set), target_mean_images),
-                                    batch_size=batch_size, feature_index=feature_index))
+                                    batch_size=batch_size, feature_index=feature_index,
+                                    memo=memo))
         fit_labeler(labeler, sources, sample)
         buffer = io.BytesIO()
         torch.save(labeler.state_dict(), buffer)

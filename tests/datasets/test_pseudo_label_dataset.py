@@ -1,0 +1,70 @@
+"""PseudoLabelDataset and the pixel-weight transforms."""
+import numpy as np
+import pytest
+import torch
+from conftest import write_tiny_uda_data
+from PIL import Image
+
+from mmseg_saot.datasets import PseudoLabelDataset
+from mmseg_saot.datasets.pseudo_label_cache import PseudoLabelCache
+from mmseg_saot.utils.errors import UserInputError
+
+PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+            dict(type='LoadPixelWeights'),
+            dict(type='RandomResize', scale=(84, 56), ratio_range=(1.5, 1.5), keep_ratio=True),
+            dict(type='RandomCrop', crop_size=(42, 42)), dict(type='RandomFlip', prob=1.0),
+            dict(type='PackSegInputsWithWeights')]
+
+
+def target_cfg(root):
+    return dict(type='CityscapesDataset', data_root=str(root / 'cs'),
+                data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train'),
+                pipeline=[])
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = write_tiny_uda_data(tmp_path, num_target=2)
+    return PseudoLabelDataset(target_cfg(root), str(tmp_path / 'cache'), PIPELINE)
+
+
+def test_samples_point_at_the_cache_and_keep_the_truth_aside(dataset, tmp_path):
+    assert dataset.keys() == ['demo/demo_000000_000019_leftImg8bit',
+                              'demo/demo_000001_000019_leftImg8bit']
+    info = dataset.get_data_info(0)
+    assert info['seg_map_path'] == str(tmp_path / 'cache' / 'labels' / (dataset.key(0) + '.png'))
+    assert info['pixel_weight_path'].endswith(dataset.key(0) + '.png')
+    assert info['gt_seg_map_path'].endswith('_gtFine_labelTrainIds.png')
+
+
+def test_a_missing_pseudo_label_names_the_image_and_the_fix(dataset):
+    with pytest.raises(UserInputError, match='generate_pseudo_labels.py'):
+        dataset[0]
+
+
+def test_weights_move_with_the_labels_through_resize_crop_and_flip(dataset):
+    # labels encode their column, weights encode the same column: after the
+    # geometric transforms they must still agree pixel by pixel
+    cache = PseudoLabelCache(dataset.pseudo_label_dir)
+    columns = np.tile((np.arange(84) % 19).astype(np.uint8), (56, 1))
+    for key in dataset.keys():
+        cache.write(key, columns, (columns * 10).astype(np.uint8))
+    sample = dataset[0]['data_samples']
+    labels = sample.gt_sem_seg.data[0]
+    weights = sample.gt_pixel_weight.data[0]
+    assert labels.shape == weights.shape == (42, 42)
+    torch.testing.assert_close(weights, labels.float() * 10 / 255)
+
+
+def test_work_dir_placeholder_must_be_filled(tmp_path):
+    root = write_tiny_uda_data(tmp_path, num_target=1)
+    with pytest.raises(UserInputError, match='tools/train.py'):
+        PseudoLabelDataset(target_cfg(root), '{work_dir}/pseudo_labels', PIPELINE)
+
+
+def test_weight_and_label_of_different_sizes_are_named(dataset):
+    cache = PseudoLabelCache(dataset.pseudo_label_dir)
+    cache.write(dataset.key(0), np.zeros((56, 84), np.uint8), np.zeros((56, 84), np.uint8))
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(cache.confidence_path(dataset.key(0)))
+    with pytest.raises(ValueError, match='confidence'):
+        dataset[0]

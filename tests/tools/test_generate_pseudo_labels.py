@@ -1,0 +1,63 @@
+"""tools/generate_pseudo_labels.py on tiny data: table, JSON, overlays, the cache."""
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_uda_config, write_tiny_uda_data
+from PIL import Image
+
+TOOL = str(Path(__file__).resolve().parents[2] / 'tools' / 'generate_pseudo_labels.py')
+
+
+@pytest.fixture(scope='module')
+def generated(python, tmp_path_factory):
+    data = write_tiny_uda_data(tmp_path_factory.mktemp('data'), num_target=4)
+    config = tmp_path_factory.mktemp('cfg') / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    work_dir = tmp_path_factory.mktemp('work')
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(work_dir),
+                             '--methods', 'nn', 'ot_unbalanced', 'saot', '--num-overlays', '2',
+                             '--device', 'cpu'],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work_dir, result.stdout
+
+
+def test_prints_a_per_class_table_for_every_method(generated):
+    _, stdout = generated
+    header = next(line for line in stdout.splitlines() if line.startswith('class'))
+    assert header.split()[1:] == ['nn', 'ot_unbalanced', 'saot']
+    assert any(line.startswith('road') for line in stdout.splitlines())
+    assert 'mIoU (all)' in stdout and 'saot / nn = ' in stdout
+
+
+def test_json_holds_per_class_iou_and_the_cache_matches(generated):
+    work_dir, _ = generated
+    report = json.loads((work_dir / 'pseudo_label_eval' / 'pseudo_label_miou.json').read_text())
+    assert report['num_images'] == 4 and set(report['methods']) == {'nn', 'ot_unbalanced', 'saot'}
+    saot = report['methods']['saot']
+    assert 0 <= saot['miou'] <= 100 and saot['per_class_iou']['road'] is not None
+    assert saot['per_class_iou']['bicycle'] is None  # absent from the ground truth
+    assert saot['cache_mismatches'] == 0  # the training cache = this tool's labels
+    manifest = json.loads((work_dir / 'pseudo_labels' / 'manifest.json').read_text())
+    assert manifest['complete'] and manifest['num_images'] == 4
+
+
+def test_overlays_show_image_label_confidence_and_truth(generated):
+    work_dir, _ = generated
+    overlays = sorted((work_dir / 'pseudo_label_eval' / 'overlays' / 'saot').glob('*.png'))
+    assert len(overlays) == 2
+    panel = np.asarray(Image.open(overlays[0]))
+    assert panel.shape == (56, 4 * 84 + 3 * 4, 3)  # four panels with 4 px gaps
+
+
+def test_a_config_without_the_hook_is_a_clear_message(python, tmp_path):
+    config = tmp_path / 'plain.py'
+    config.write_text("_base_ = ['mmseg::_base_/default_runtime.py']\n"
+                      "train_dataloader = dict(dataset=dict(type='CityscapesDataset'))\n")
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w')],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert 'no SAOTPseudoLabelHook' in result.stderr and 'Traceback' not in result.stderr
