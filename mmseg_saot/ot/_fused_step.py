@@ -93,8 +93,12 @@ class FusedIteration:
     same ``f``, ``g`` tensors while the loop passes them back, and copies new ones.
     """
 
-    BLOCK_R, BLOCK_C = 8, 512  # rows product: rows per program, columns per step
-    COLS_BLOCK_R, COLS_BLOCK_C = 32, 128  # split columns product (as _triton_matvec)
+    # Product tiles, from tools/tune_fused_blocks.py on an H200 at N = M = 16384
+    # (benchmarks/fused_tuning.md): 64-row column tiles cut the fp16/bf16 column
+    # product most (fp16 0.78 -> 0.58 ms/iteration); 16 x 256 row tiles were the best
+    # or within noise of it for every storage.
+    BLOCK_R, BLOCK_C = 16, 256  # rows product: rows per program, columns per step
+    COLS_BLOCK_R, COLS_BLOCK_C = 64, 128  # split columns product
     ROWS_WARPS, COLS_WARPS = 4, 4  # warps per program of the two products
     BLOCK = 1024  # vector kernels: entries per program
 

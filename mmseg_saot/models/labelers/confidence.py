@@ -34,18 +34,34 @@ def filter_confidence(labels: torch.Tensor, confidence: torch.Tensor, *,
     if mode == 'none':
         return labels.clone()
     if mode == 'quantile':
-        cut = torch.zeros_like(conf)
-        for c in range(num_classes):
-            members = (labels == c) & keep
-            if bool(members.any()):
-                cut[members] = _quantile(conf[members], quantile)
-        keep = keep & (conf >= cut) & (conf >= threshold)
+        cut = class_quantiles(labels, conf, keep, quantile, num_classes)
+        safe = torch.where(keep, labels, torch.zeros_like(labels)).long()
+        keep = keep & (conf >= cut[safe]) & (conf >= threshold)
     else:
         keep = keep & (conf >= threshold)
     return torch.where(keep, labels, torch.full_like(labels, ignore_index))
 
 
-def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
-    """Lower ``q``-quantile of a 1-D tensor (no size limit, unlike ``torch.quantile``)."""
-    ordered = values.sort().values
-    return ordered[min(int(q * ordered.numel()), ordered.numel() - 1)]
+def class_quantiles(labels: torch.Tensor, conf: torch.Tensor, keep: torch.Tensor, q: float,
+                    num_classes: int) -> torch.Tensor:
+    """Lower ``q``-quantile of the confidences of each class, without a per-class loop.
+
+    For a class with n kept pixels it is the ``min(floor(q n), n - 1)``-th smallest of
+    their confidences (0 for a class without pixels). One stable sort by confidence and
+    one stable sort by class order all pixels class by class (no host syncs: on a GPU
+    this is a handful of kernels instead of ~100 for a loop over classes).
+
+    Returns:
+        ``(num_classes,)`` thresholds, dtype of ``conf``.
+    """
+    flat_conf = conf.reshape(-1)
+    classes = torch.where(keep, labels, torch.full_like(labels, num_classes)).reshape(-1).long()
+    by_conf = flat_conf.sort(stable=True).indices
+    by_class = classes[by_conf].sort(stable=True).indices
+    ordered = flat_conf[by_conf[by_class]]  # class-major, ascending confidence
+    counts = torch.bincount(classes, minlength=num_classes + 1)[:num_classes]
+    starts = counts.cumsum(0) - counts
+    offset = torch.minimum((counts.double() * q).floor().long(), (counts - 1).clamp_min(0))
+    index = (starts + offset).clamp(max=max(ordered.numel() - 1, 0))
+    values = ordered[index] if ordered.numel() else torch.zeros_like(counts, dtype=conf.dtype)
+    return torch.where(counts > 0, values, torch.zeros_like(values))

@@ -24,3 +24,27 @@ def test_quantile_is_per_class():
 def test_bad_mode_raises():
     with pytest.raises(ValueError, match='mode'):
         filter_confidence(torch.zeros(2, dtype=torch.long), torch.ones(2), mode='top')
+
+
+def _loop_reference(labels, conf, q, num_classes=19, ignore=255):
+    """The per-class loop the vectorised filter replaces."""
+    keep = labels != ignore
+    cut = torch.zeros_like(conf)
+    for c in range(num_classes):
+        members = (labels == c) & keep
+        if bool(members.any()):
+            ordered = conf[members].sort().values
+            cut[members] = ordered[min(int(q * ordered.numel()), ordered.numel() - 1)]
+    return torch.where(keep & (conf >= cut), labels, torch.full_like(labels, ignore))
+
+
+def test_vectorised_quantile_filter_equals_a_loop_over_classes_with_ties():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        shape = (int(torch.randint(1, 4, (1,), generator=gen)), 23, 17)
+        labels = torch.randint(0, 19, shape, generator=gen)
+        labels[torch.rand(shape, generator=gen) < 0.2] = 255
+        conf = (torch.rand(shape, generator=gen) * 10).round() / 10  # many ties
+        q = float(torch.rand(1, generator=gen))
+        assert torch.equal(filter_confidence(labels, conf, quantile=q),
+                           _loop_reference(labels, conf, q))
