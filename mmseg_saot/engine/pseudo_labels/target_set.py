@@ -99,7 +99,10 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
 def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, rank,
                      num_classes, ignore_index, batch_size, feature_index,
                      num_source_images, target_mean_images, memo):
-    """Fit (rank 0, first run) or reload the labeller; None if this rank has no work."""
+    """Fit (rank 0, first run) or reload the labeller; None if this rank has no work.
+
+    Called by every rank (it holds a barrier).
+    """
     must_fit = rank == 0 and not osp.isfile(cache.labeler_path)
     labeler, sources = None, None
     if mine or must_fit:
@@ -120,8 +123,8 @@ def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, ra
         buffer = io.BytesIO()
         torch.save(labeler.state_dict(), buffer)
         atomic_write_bytes(cache.labeler_path, buffer.getvalue())
-        return labeler
-    if mine:
+    barrier()  # every rank: the fitted labeller is on disk before others read it
+    if mine and not must_fit:
         state = torch.load(cache.labeler_path, map_location=sources[0].feats.device,
                            weights_only=True)
         fit_labeler(labeler, sources, [], state=state)

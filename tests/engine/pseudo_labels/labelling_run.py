@@ -1,6 +1,7 @@
 """Run SAOTPseudoLabelHook.run on a config, in-process or as a script (kill tests).
 
     python labelling_run.py CONFIG WORK_DIR [SECONDS_PER_IMAGE]
+    python labelling_run.py --ddp N CONFIG WORK_DIR     # N gloo processes on CPU
 
 The model is built after ``torch.manual_seed(0)``, so a random-weight backbone is the
 same in every process (the cache fingerprint includes its weights).
@@ -41,6 +42,28 @@ def run_labelling(config_path, work_dir, seconds_per_image: float = 0.0,
     return hook.run(model, dataset)
 
 
+def ddp_worker(rank: int, world_size: int, config_path: str, work_dir: str,
+               init_file: str) -> None:
+    """One rank of a gloo process group running the labelling."""
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                            world_size=world_size)
+    try:
+        manifest = run_labelling(config_path, work_dir)
+        print(f'rank {rank}: complete={manifest["complete"]}', flush=True)
+    finally:
+        dist.destroy_process_group()
+
+
 if __name__ == '__main__':
     torch.set_num_threads(1)
-    run_labelling(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
+    if sys.argv[1] == '--ddp':
+        import os
+        import torch.multiprocessing as mp
+        world, config, work = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        init = os.path.join(work, '.dist_init')
+        os.makedirs(work, exist_ok=True)
+        mp.spawn(ddp_worker, args=(world, config, work, init), nprocs=world)
+    else:
+        run_labelling(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)

@@ -110,6 +110,17 @@ def test_kill_9_mid_labelling_then_rerun_loses_nothing(python, config, reference
     assert not list((work_dir / 'pseudo_labels').rglob('*.tmp*'))
 
 
+def test_two_gloo_ranks_label_their_shards_into_the_same_cache(python, config, reference,
+                                                              tmp_path):
+    work_dir = tmp_path / 'ddp'
+    result = subprocess.run([python, str(SCRIPT), '--ddp', '2', str(config), str(work_dir)],
+                            cwd=SCRIPT.parent, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'rank 0: complete=True' in result.stdout and 'rank 1: complete=True' in result.stdout
+    assert 'rank 0 labels 6' in result.stdout + result.stderr  # its half of 12 (rank 1 logs errors only)
+    assert cache_files(work_dir / 'pseudo_labels') == cache_files(reference)
+
+
 def test_changed_settings_move_the_old_cache_aside(config, reference, tmp_path):
     work_dir = tmp_path / 'run'
     shutil.copytree(reference, work_dir / 'pseudo_labels')
