@@ -89,7 +89,7 @@ train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
                   dict(type='RandomCrop', crop_size=(42, 42)),
                   dict(type='RandomFlip', prob=0.5),
                   dict(type='PackSegInputsWithWeights')]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+train_dataloader = dict(batch_size=2, num_workers=1, persistent_workers=True,
     dataset=dict(dataset=dict(data_root={str(data_root / 'cs')!r},
                               pipeline=target_pipeline),
                  pipeline=train_pipeline))

@@ -28,6 +28,25 @@ def find_pseudo_label_dataset(dataset) -> PseudoLabelDataset:
         'configs/_base_/uda/saot_pseudo_labels.py, or drop the hook.')
 
 
+def restart_train_dataloader(runner) -> None:
+    """Give the training loop a fresh dataloader iterator.
+
+    ``IterBasedTrainLoop`` starts its iterator (and its workers, which prefetch)
+    when it is built, before any hook runs: samples prefetched before the
+    pseudo-labels existed failed. mmengine's ``InfiniteSampler`` keeps one index
+    generator for its lifetime, which the old iterator closes when it is dropped,
+    so the sampler gets a new one first (the same seeded order from the start).
+    """
+    loop = runner.train_loop
+    if not hasattr(loop, 'dataloader_iterator'):  # epoch loops iterate afresh anyway
+        return
+    from mmengine.runner.loops import _InfiniteDataloaderIterator
+    sampler = getattr(loop.dataloader, 'sampler', None)
+    if hasattr(sampler, '_indices_of_rank') and hasattr(sampler, 'indices'):
+        sampler.indices = sampler._indices_of_rank()
+    loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
+
+
 @HOOKS.register_module()
 class SAOTPseudoLabelHook(Hook):
     """Label every target training image with SAOT, once, before the first iteration.
@@ -37,8 +56,9 @@ class SAOTPseudoLabelHook(Hook):
     segmentor (its data preprocessor and backbone, in its feature dtype). The work is
     :func:`~mmseg_saot.engine.pseudo_labels.label_target_set`: a complete cache
     with the same fingerprint is reused, a partial one completed, and under DDP each
-    rank labels its own shard. Afterwards the training dataloader is restarted, so no
-    worker keeps a sample it tried to load before the labels existed.
+    rank labels its own shard. If labels were written, the training dataloader is
+    restarted (:func:`restart_train_dataloader`), so no worker keeps a sample it
+    tried to load before the labels existed.
 
     Args:
         source: config of the labelled source dataset the labels come from; its
@@ -67,11 +87,10 @@ class SAOTPseudoLabelHook(Hook):
     def before_train(self, runner) -> None:
         dataset = find_pseudo_label_dataset(runner.train_dataloader.dataset)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        complete_before = all(dataset.cache.has(key) for key in dataset.keys())
         self.run(model, dataset)
-        loop = runner.train_loop
-        if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop made it already
-            from mmengine.runner.loops import _InfiniteDataloaderIterator
-            loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
+        if not complete_before:
+            restart_train_dataloader(runner)
 
     def run(self, model: torch.nn.Module, dataset: PseudoLabelDataset,
             memo: Optional[dict] = None) -> dict:
