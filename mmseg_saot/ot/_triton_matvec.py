@@ -66,8 +66,9 @@ def rows_matvec(kernel: torch.Tensor, w: torch.Tensor, block_rows: int = 8,
     out = torch.empty((batch, num_rows), dtype=torch.float32, device=kernel.device)
     block_cols = min(block_cols, _next_power_of_2(num_cols))
     grid = (batch, _cdiv(num_rows, block_rows))
-    _kernels().rows_kernel[grid](kernel, w, out, num_rows, num_cols, kernel.stride(0), kernel.stride(1),
-                       w.stride(0), out.stride(0), BLOCK_R=block_rows, BLOCK_C=block_cols)
+    _kernels().rows_kernel[grid](kernel, w, out, num_rows, num_cols, kernel.stride(0),
+                                 kernel.stride(1), w.stride(0), out.stride(0),
+                                 BLOCK_R=block_rows, BLOCK_C=block_cols)
     return out
 
 
@@ -96,7 +97,8 @@ def cols_matvec(kernel: torch.Tensor, u: torch.Tensor, block_rows: int = 32,
         batch, num_rows, num_cols, block_rows, block_cols, splits)
     partial = torch.empty((batch, splits, num_cols), dtype=torch.float32, device=kernel.device)
     grid = (batch, col_programs, splits)
-    _kernels().cols_kernel[grid](kernel, u, partial, num_rows, num_cols, rows_per_split, kernel.stride(0),
-                       kernel.stride(1), u.stride(0), partial.stride(0), partial.stride(1),
-                       BLOCK_R=block_rows, BLOCK_C=block_cols)
+    _kernels().cols_kernel[grid](kernel, u, partial, num_rows, num_cols, rows_per_split,
+                                 kernel.stride(0), kernel.stride(1), u.stride(0),
+                                 partial.stride(0), partial.stride(1),
+                                 BLOCK_R=block_rows, BLOCK_C=block_cols)
     return partial.sum(dim=1)

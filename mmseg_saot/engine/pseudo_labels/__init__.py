@@ -6,5 +6,6 @@ from .target_set import label_target_set
 
 __all__ = [
     'PseudoLabelCache', 'fingerprint_hash', 'ImageFeatures', 'PseudoLabelInputError',
-    'iter_features', 'ImageLabels', 'build_labeler', 'fit_labeler', 'label_image', 'label_target_set'
+    'iter_features', 'ImageLabels', 'build_labeler', 'fit_labeler', 'label_image',
+    'label_target_set'
 ]

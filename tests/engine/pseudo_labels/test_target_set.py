@@ -117,7 +117,8 @@ def test_two_gloo_ranks_label_their_shards_into_the_same_cache(python, config, r
                             cwd=SCRIPT.parent, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'rank 0: complete=True' in result.stdout and 'rank 1: complete=True' in result.stdout
-    assert 'rank 0 labels 6' in result.stdout + result.stderr  # its half of 12 (rank 1 logs errors only)
+    # rank 0 labels its half of the 12 images (rank 1 logs errors only)
+    assert 'rank 0 labels 6' in result.stdout + result.stderr
     assert cache_files(work_dir / 'pseudo_labels') == cache_files(reference)
 
 
