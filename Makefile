@@ -1,5 +1,5 @@
 # Two commands set up a fresh machine (see README.md):
-#   make demo   the main job on the embedded demo data, CPU, ~25 minutes
+#   make demo   the main job on the embedded demo data, CPU, ~15 minutes
 #   make test   the test suite
 # Both create (or reuse) a virtualenv in .venv and install what they need.
 

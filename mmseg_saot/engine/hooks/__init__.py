@@ -1,3 +1,4 @@
+from .ema_teacher_hook import EMATeacherHook, ema_update
 from .pseudo_label_hook import SAOTPseudoLabelHook, find_pseudo_label_dataset
 
-__all__ = ['SAOTPseudoLabelHook', 'find_pseudo_label_dataset']
+__all__ = ['EMATeacherHook', 'ema_update', 'SAOTPseudoLabelHook', 'find_pseudo_label_dataset']

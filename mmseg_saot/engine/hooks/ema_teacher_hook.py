@@ -1,0 +1,94 @@
+"""EMA update of a teacher decode head from the student's, keyed on ``runner.iter``."""
+from typing import Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+from torch import nn
+
+from mmseg_saot.utils.errors import UserInputError
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """``teacher <- (1 - momentum) teacher + momentum student``, in place.
+
+    mmengine's convention: ``momentum`` is the weight of the new (student) value.
+    Floating-point parameters and buffers (e.g. BatchNorm running statistics) are
+    averaged; integer buffers (``num_batches_tracked``) are copied.
+
+    Raises:
+        ValueError: the two modules do not have the same tensors.
+    """
+    t_state, s_state = teacher.state_dict(keep_vars=True), student.state_dict(keep_vars=True)
+    if t_state.keys() != s_state.keys():
+        missing = sorted(set(t_state) ^ set(s_state))[:5]
+        raise ValueError(f'EMA teacher and student differ in their tensors, e.g. {missing}.')
+    for name, t_value in t_state.items():
+        s_value = s_state[name].detach()
+        if t_value.dtype.is_floating_point:
+            t_value.data.lerp_(s_value.to(t_value.dtype), momentum)
+        else:
+            t_value.data.copy_(s_value)
+
+
+@HOOKS.register_module()
+class EMATeacherHook(Hook):
+    """Keep ``model.<teacher>`` an exponential moving average of ``model.<student>``.
+
+    At the start of training from iteration 0 (not on resume) the teacher is copied
+    from the student, so a resumed run keeps the teacher saved in its checkpoint.
+    After every ``interval``-th iteration t (``runner.iter`` before the loop
+    increments it, counting from 0) the teacher moves towards the student with
+
+    .. math:: m_t = \\max(m, 1 / (t + 1)) \\ \\text{(ramp)}, \\quad
+              \\theta_T \\leftarrow (1 - m_t)\\,\\theta_T + m_t\\,\\theta_S,
+
+    mmengine's momentum convention (``m`` weighs the student); the ramp is
+    DAFormer's :math:`\\alpha_t = \\min(1 - 1/(t+1), \\alpha)` with :math:`m = 1 - \\alpha`,
+    so early teachers follow the student closely.
+
+    Args:
+        momentum: m, the student's weight per update (0.001 = alpha 0.999).
+        ramp: use :math:`m_t = \\max(m, 1/(t+1))`.
+        interval: update every ``interval`` iterations.
+        student, teacher: attribute names of the two modules on the (unwrapped) model.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self, momentum: float = 0.001, ramp: bool = True, interval: int = 1,
+                 student: str = 'decode_head', teacher: str = 'teacher_head') -> None:
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f'EMATeacherHook: momentum must be in (0, 1], got {momentum}.')
+        if interval < 1:
+            raise ValueError(f'EMATeacherHook: interval must be >= 1, got {interval}.')
+        self.momentum, self.ramp, self.interval = momentum, ramp, interval
+        self.student_name, self.teacher_name = student, teacher
+
+    def _modules(self, runner):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        found = [getattr(model, name, None) for name in (self.student_name, self.teacher_name)]
+        if not all(isinstance(m, nn.Module) for m in found):
+            raise UserInputError(
+                f'EMATeacherHook: the model ({type(model).__name__}) needs modules '
+                f'"{self.student_name}" (student) and "{self.teacher_name}" (teacher); set '
+                'the hook\'s student=/teacher= names or use the EMATeacherUDA segmentor.')
+        return found
+
+    def momentum_at(self, iteration: int) -> float:
+        """m_t of the update after iteration ``iteration`` (0-based)."""
+        return max(self.momentum, 1.0 / (iteration + 1)) if self.ramp else self.momentum
+
+    def before_train(self, runner) -> None:
+        student, teacher = self._modules(runner)
+        if runner.iter == 0:  # a fresh run; a resumed one keeps its checkpointed teacher
+            ema_update(teacher, student, 1.0)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
+                         outputs: Optional[dict] = None) -> None:
+        if (runner.iter + 1) % self.interval:
+            return
+        student, teacher = self._modules(runner)
+        ema_update(teacher, student, self.momentum_at(runner.iter))

@@ -1,0 +1,88 @@
+"""EMATeacherHook with a mocked runner: copy at iteration 0, EMA after each iteration."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.registry import MODEL_WRAPPERS
+from torch import nn
+
+from mmseg_saot.engine.hooks import EMATeacherHook, ema_update
+from mmseg_saot.utils.errors import UserInputError
+
+
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.decode_head = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+        self.teacher_head = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+
+
+def runner_at(model, iteration):
+    return SimpleNamespace(model=model, iter=iteration)
+
+
+def flat(module):
+    return torch.cat([t.detach().float().flatten() for t in module.state_dict().values()])
+
+
+def test_fresh_run_copies_the_student_into_the_teacher():
+    model = TwoHeads()
+    EMATeacherHook().before_train(runner_at(model, 0))
+    torch.testing.assert_close(flat(model.teacher_head), flat(model.decode_head))
+
+
+def test_resumed_run_keeps_its_teacher():
+    model = TwoHeads()
+    before = flat(model.teacher_head).clone()
+    EMATeacherHook().before_train(runner_at(model, 1000))
+    torch.testing.assert_close(flat(model.teacher_head), before)
+
+
+@pytest.mark.parametrize('ramp', [True, False])
+def test_update_follows_the_momentum_convention_and_ramp(ramp):
+    model = TwoHeads()
+    hook = EMATeacherHook(momentum=0.01, ramp=ramp)
+    for iteration in (0, 3, 500):
+        teacher, student = flat(model.teacher_head).clone(), flat(model.decode_head)
+        hook.after_train_iter(runner_at(model, iteration), 0)
+        m = max(0.01, 1 / (iteration + 1)) if ramp else 0.01
+        expected = (1 - m) * teacher + m * student
+        # num_batches_tracked (an integer buffer) is copied, not averaged
+        got = flat(model.teacher_head)
+        torch.testing.assert_close(got[:-1], expected[:-1])
+        assert got[-1] == student[-1]
+
+
+def test_interval_skips_iterations():
+    model = TwoHeads()
+    hook = EMATeacherHook(momentum=0.5, ramp=False, interval=2)
+    before = flat(model.teacher_head).clone()
+    hook.after_train_iter(runner_at(model, 0), 0)  # iteration 1 of 2: no update
+    torch.testing.assert_close(flat(model.teacher_head), before)
+    hook.after_train_iter(runner_at(model, 1), 0)
+    assert not torch.allclose(flat(model.teacher_head), before)
+
+
+@MODEL_WRAPPERS.register_module()
+class FakeDDP(nn.Module):
+    """A registered model wrapper (as MMDistributedDataParallel is), without a process group."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+
+def test_wrapped_model_is_unwrapped():
+    model = TwoHeads()
+    EMATeacherHook().before_train(runner_at(FakeDDP(model), 0))
+    torch.testing.assert_close(flat(model.teacher_head), flat(model.decode_head))
+
+
+def test_missing_teacher_is_a_clear_error():
+    with pytest.raises(UserInputError, match='teacher_head'):
+        EMATeacherHook().before_train(runner_at(nn.Module(), 0))
+
+
+def test_mismatched_modules_are_refused():
+    with pytest.raises(ValueError, match='differ'):
+        ema_update(nn.Linear(2, 2), nn.Linear(2, 3, bias=False), 0.5)
