@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_uda_data
+from tiny_uda import write_tiny_uda_data
 from PIL import Image
 
 from mmseg_saot.datasets import PseudoLabelDataset

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_uda_config, write_tiny_uda_data
+from tiny_uda import tiny_uda_config, write_tiny_uda_data
 from PIL import Image
 
 TOOL = str(Path(__file__).resolve().parents[2] / 'tools' / 'generate_pseudo_labels.py')

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_uda_config, write_tiny_uda_data
+from tiny_uda import tiny_uda_config, write_tiny_uda_data
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(REPO / 'tools' / 'train.py')

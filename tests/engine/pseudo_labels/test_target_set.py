@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_uda_config, write_scene, write_tiny_uda_data
+from tiny_uda import tiny_uda_config, write_scene, write_tiny_uda_data
 from labelling_run import run_labelling
 from PIL import Image
 

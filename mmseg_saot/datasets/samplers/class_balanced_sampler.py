@@ -1,0 +1,132 @@
+"""Rare-class sampling: draw images by the class statistics of their (pseudo-)labels."""
+import itertools
+import json
+import math
+import os
+import os.path as osp
+import warnings
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import torch
+from mmengine.dist import get_dist_info, sync_random_seed
+from mmseg.registry import DATA_SAMPLERS
+from torch.utils.data import Sampler
+
+from ..class_stats import STATS_FILENAME
+
+
+def class_probabilities(pixels: Dict[int, int], temperature: float) -> Dict[int, float]:
+    """P(c) proportional to ``exp((1 - f_c) / T)``, f_c the pixel share of class c.
+
+    Rare classes get more weight; ``T -> inf`` is uniform over classes, ``T -> 0``
+    picks the rarest (DAFormer's rare-class sampling).
+    """
+    total = sum(pixels.values())
+    if total == 0:
+        return {}
+    logits = {c: (1.0 - n / total) / temperature for c, n in pixels.items()}
+    top = max(logits.values())
+    weights = {c: math.exp(v - top) for c, v in logits.items()}
+    norm = sum(weights.values())
+    return {c: w / norm for c, w in weights.items()}
+
+
+@DATA_SAMPLERS.register_module()
+class ClassBalancedSampler(Sampler):
+    """Infinite sampler that first draws a class, then an image containing it.
+
+    The statistics come from ``sample_class_stats.json`` (per-image class pixel
+    counts, see :mod:`mmseg_saot.datasets.class_stats`): by default the one in a
+    :class:`PseudoLabelDataset`'s cache (written by the pseudo-label hook) or in the
+    dataset's ``data_root`` (written by the converters). They are read at every new
+    iteration pass and re-read whenever the file changes, so fresh pseudo-labels are
+    used as soon as the training iterator restarts. Until the file exists the
+    sampler draws uniformly (with a warning).
+
+    Classes with fewer than ``min_pixels`` pixels in an image do not count as
+    present in it; ignore (255) never counts. Deterministic for a given ``seed``;
+    under DDP all ranks draw one sequence and rank r takes items r, r + W, ...
+
+    Args:
+        dataset: the dataset sampled (``get_data_info(i)['seg_map_path']`` names the
+            label file of image i).
+        temperature: T of :func:`class_probabilities` (DAFormer: 0.01).
+        min_pixels: pixels a class needs in an image to count as present.
+        stats_file: explicit statistics file (default: see above).
+        ignore_index: the ignore label.
+        seed: random seed (None: one synchronised across ranks).
+    """
+
+    def __init__(self, dataset, temperature: float = 0.01, min_pixels: int = 3000,
+                 stats_file: Optional[str] = None, ignore_index: int = 255,
+                 seed: Optional[int] = None) -> None:
+        if temperature <= 0:
+            raise ValueError(f'ClassBalancedSampler: temperature must be > 0, got {temperature}.')
+        self.dataset, self.temperature, self.min_pixels = dataset, temperature, min_pixels
+        self.ignore_index = ignore_index
+        self.stats_file = stats_file or self._default_stats_file(dataset)
+        self.rank, self.world_size = get_dist_info()
+        self.seed = sync_random_seed() if seed is None else seed
+        self._loaded_stamp = None
+        self.class_probs: Dict[int, float] = {}
+        self.images_of_class: Dict[int, List[int]] = {}
+
+    @staticmethod
+    def _default_stats_file(dataset) -> str:
+        cache = getattr(dataset, 'cache', None)
+        root = cache.root if cache is not None else getattr(dataset, 'data_root', '') or ''
+        return osp.join(root, STATS_FILENAME)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def refresh(self) -> bool:
+        """(Re)read the statistics if the file changed; whether they are usable."""
+        try:
+            stamp = os.stat(self.stats_file).st_mtime_ns
+        except OSError:
+            return False
+        if stamp != self._loaded_stamp:
+            with open(self.stats_file) as f:
+                records = json.load(f)
+            self._index(records)
+            self._loaded_stamp = stamp
+        return bool(self.class_probs)
+
+    def _index(self, records: Sequence[dict]) -> None:
+        """Map the records to dataset indices; class pixel totals and image lists."""
+        root = osp.dirname(self.stats_file)
+        by_file = {osp.normpath(r['file']): r['counts'] for r in records}
+        pixels: Dict[int, int] = {}
+        images: Dict[int, List[int]] = {}
+        for index in range(len(self.dataset)):
+            seg = self.dataset.get_data_info(index).get('seg_map_path')
+            counts = by_file.get(osp.normpath(osp.relpath(seg, root))) if seg else None
+            for key, count in (counts or {}).items():
+                cls = int(key)
+                if cls == self.ignore_index:
+                    continue
+                pixels[cls] = pixels.get(cls, 0) + int(count)
+                if count >= self.min_pixels:
+                    images.setdefault(cls, []).append(index)
+        self.images_of_class = images
+        self.class_probs = {c: p for c, p in
+                            class_probabilities(pixels, self.temperature).items() if c in images}
+
+    def _draws(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed)
+        if not self.refresh():
+            warnings.warn(f'ClassBalancedSampler: no usable class statistics at '
+                          f'{self.stats_file} yet; drawing images uniformly until the '
+                          'iterator restarts after they are written.')
+            while True:
+                yield from torch.randperm(len(self.dataset), generator=gen).tolist()
+        classes = sorted(self.class_probs)
+        probs = torch.tensor([self.class_probs[c] for c in classes], dtype=torch.float64)
+        while True:
+            cls = classes[int(torch.multinomial(probs, 1, generator=gen))]
+            members = self.images_of_class[cls]
+            yield members[int(torch.randint(len(members), (1,), generator=gen))]
+
+    def __iter__(self) -> Iterator[int]:
+        yield from itertools.islice(self._draws(), self.rank, None, self.world_size)

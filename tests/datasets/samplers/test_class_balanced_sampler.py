@@ -1,0 +1,94 @@
+"""ClassBalancedSampler: rare classes drawn more, deterministic, DDP-sharded, refreshed."""
+import itertools
+import json
+import os
+import time
+from collections import Counter
+
+import pytest
+
+from mmseg_saot.datasets.samplers import ClassBalancedSampler, class_probabilities
+
+
+class LabelFiles:
+    """A dataset stand-in: image i's label file is <root>/labels/<i>.png."""
+
+    def __init__(self, root, size):
+        self.data_root, self.size = str(root), size
+
+    def __len__(self):
+        return self.size
+
+    def get_data_info(self, index):
+        return dict(seg_map_path=os.path.join(self.data_root, 'labels', f'{index}.png'))
+
+
+def write_stats(root, counts_per_image):
+    records = [dict(file=f'labels/{i}.png', counts={str(k): v for k, v in counts.items()})
+               for i, counts in enumerate(counts_per_image)]
+    (root / 'sample_class_stats.json').write_text(json.dumps(records))
+
+
+# images 0-8: road only; image 9: road + a little car (the rare class)
+COUNTS = [{0: 10000}] * 9 + [{0: 6000, 13: 4000, 255: 500}]
+
+
+def make_sampler(tmp_path, **kwargs):
+    write_stats(tmp_path, COUNTS)
+    kwargs.setdefault('seed', 0)
+    return ClassBalancedSampler(LabelFiles(tmp_path, len(COUNTS)), min_pixels=100, **kwargs)
+
+
+def test_class_probabilities_favour_rare_classes():
+    probs = class_probabilities({0: 900, 13: 100}, temperature=0.1)
+    assert probs[13] > probs[0] and sum(probs.values()) == pytest.approx(1.0)
+    flat = class_probabilities({0: 900, 13: 100}, temperature=1e6)
+    assert flat[0] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_rare_class_image_is_drawn_far_more_than_uniformly(tmp_path):
+    draws = list(itertools.islice(iter(make_sampler(tmp_path, temperature=0.1)), 2000))
+    share = Counter(draws)[9] / len(draws)
+    # P(car) = e^(1-f_car)/T / (...) ~ 1 here; plus its share of road draws
+    assert share > 0.9
+    uniform = list(itertools.islice(iter(make_sampler(tmp_path, temperature=1e6)), 2000))
+    assert 0.4 < Counter(uniform)[9] / 2000 < 0.65  # half the draws are car, half road
+
+
+def test_same_seed_same_sequence(tmp_path):
+    first = list(itertools.islice(iter(make_sampler(tmp_path, temperature=1.0)), 50))
+    again = list(itertools.islice(iter(make_sampler(tmp_path, temperature=1.0)), 50))
+    other = list(itertools.islice(iter(make_sampler(tmp_path, temperature=1.0, seed=1)), 50))
+    assert first == again and first != other
+
+
+def test_ranks_take_interleaved_shares_of_one_sequence(tmp_path):
+    whole = list(itertools.islice(iter(make_sampler(tmp_path, temperature=1.0)), 40))
+    shards = []
+    for rank in (0, 1):
+        sampler = make_sampler(tmp_path, temperature=1.0)
+        sampler.rank, sampler.world_size = rank, 2
+        shards.append(list(itertools.islice(iter(sampler), 20)))
+    assert shards[0] == whole[0::2] and shards[1] == whole[1::2]
+
+
+def test_new_statistics_are_read_by_the_next_iterator(tmp_path):
+    sampler = make_sampler(tmp_path, temperature=1.0)
+    assert 13 in sampler.class_probs or sampler.refresh()
+    time.sleep(0.01)
+    write_stats(tmp_path, [{0: 10000}] * 10)  # the car is gone
+    os.utime(tmp_path / 'sample_class_stats.json')
+    draws = list(itertools.islice(iter(sampler), 10))
+    assert set(sampler.class_probs) == {0} and len(draws) == 10
+
+
+def test_without_statistics_it_draws_uniformly_and_says_so(tmp_path):
+    sampler = ClassBalancedSampler(LabelFiles(tmp_path, 5), seed=0)
+    with pytest.warns(UserWarning, match='no usable class statistics'):
+        draws = list(itertools.islice(iter(sampler), 10))
+    assert sorted(draws[:5]) == [0, 1, 2, 3, 4]
+
+
+def test_bad_temperature_is_refused(tmp_path):
+    with pytest.raises(ValueError, match='temperature'):
+        ClassBalancedSampler(LabelFiles(tmp_path, 1), temperature=0)
