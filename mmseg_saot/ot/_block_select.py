@@ -59,9 +59,28 @@ def _select(coarse, mass_src, b_slots, selection, epsilon, rho_pair, theta, cove
     return keep
 
 
-def _coverage_mask(score, coverage):
-    """Per column, the fewest rows whose ``softmax(score)`` shares sum to ``coverage``."""
-    share = torch.softmax(score, dim=0)
-    sorted_share, order = share.sort(dim=0, descending=True)
-    before = sorted_share.cumsum(0) - sorted_share  # share of the better-ranked rows
-    return torch.zeros_like(share, dtype=torch.bool).scatter_(0, order, before < coverage)
+def _coverage_mask(score, coverage, first_k: int = 32):
+    """Per column, the fewest rows whose ``softmax(score)`` shares sum to ``coverage``.
+
+    Args:
+        score: ``(I, T)`` log-shares (up to a per-column constant).
+        coverage: share to reach, in (0, 1].
+        first_k: rows ranked in the first attempt; doubled until every column's top
+            rows reach ``coverage`` (rows ranked below that are never kept).
+
+    Returns:
+        ``(I, T)`` bool mask: row i is kept in column t if the rows ranked above it
+        carry less than ``coverage``.
+    """
+    share = torch.softmax(score.t(), dim=1)  # (T, I): ranking along contiguous rows
+    num_rows = share.shape[1]
+    k = min(num_rows, first_k)
+    while True:
+        # Partial sort: at SAOT's working point a target needs ~5-15 of 343 source
+        # blocks, and top-32 costs 20 ms against 50 ms for the full sort.
+        top, order = share.topk(k, dim=1)
+        before = top.cumsum(1) - top  # share of the better-ranked rows
+        if k == num_rows or bool((before[:, -1] + top[:, -1] >= coverage).all()):
+            break
+        k = min(num_rows, 2 * k)
+    return torch.zeros_like(share, dtype=torch.bool).scatter_(1, order, before < coverage).t()

@@ -400,10 +400,30 @@ class _Features:
                                             center=False, niter=2)
         return mean, basis
 
+    def inverse_norms(self, feats: torch.Tensor) -> Optional[torch.Tensor]:
+        """``(n,)`` inverse norms of ``feats`` as F.normalize applies them (cosine), else None."""
+        if self.metric != 'cosine':
+            return None
+        if feats is self.x:
+            return self.x_scale
+        return 1.0 / feats.norm(dim=1).clamp_min(1e-12)
+
     def project(self, feats: torch.Tensor, basis) -> torch.Tensor:
+        """``(n, dims)`` coordinates ``(prep(feats) - mean) @ basis``, fp32.
+
+        Cosine: ``prep(x) = x / |x|`` is linear per row, so the raw rows are projected
+        and the product scaled, ``(x @ V) / |x| - mean @ V``: no normalised copy of the
+        features (34 ms against 97 ms for the sources at SAOT's working point).
+        """
         mean, vecs = basis
-        out = [(self._prep(feats[i0:i0 + 8192]).float() - mean) @ vecs
-               for i0 in range(0, feats.shape[0], 8192)]
+        shift = mean @ vecs  # (dims,)
+        scale = self.inverse_norms(feats)
+        out = []
+        for i0 in range(0, feats.shape[0], 8192):
+            z = feats[i0:i0 + 8192].float() @ vecs  # (chunk, dims)
+            if scale is not None:
+                z.mul_(scale[i0:i0 + 8192, None].to(z.dtype))
+            out.append(z.sub_(shift))
         return torch.cat(out)
 
     def blocked(self, feats: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
@@ -426,14 +446,14 @@ class _Features:
         (:math:`1 - \\langle \\bar x_I, y_j\\rangle`); other metrics: cost to the block mean.
         """
         n = self.x.shape[0]
-        wa = _block_weights(a, src_blocks).to(self.x.dtype)
+        wa = _block_weights(a, src_blocks).to(self.x.dtype)  # (I, bs), 0 for padding
         wa = wa / wa.sum(1, keepdim=True)
-        xm = self.x.new_empty((src_blocks.shape[0], self.x.shape[1]))
-        step = max(1, 8192 // src_blocks.shape[1])
-        for i0 in range(0, src_blocks.shape[0], step):
-            idx = src_blocks[i0:i0 + step]
-            rows = self._sources(idx.clamp(max=n - 1).reshape(-1)).view(*idx.shape, -1)
-            xm[i0:i0 + step] = (rows * wa[i0:i0 + step, :, None]).sum(1)
+        idx = src_blocks.clamp(max=n - 1)  # padding: any row, weight 0
+        if self.x_scale is not None:  # mean of the unit rows: weight w_i / |x_i|
+            wa = wa * self.x_scale[idx]
+        # x_bar_I = sum_i w_i x_i as one weighted embedding-bag sum: the member rows
+        # are read in place, never gathered (8 ms against 88 ms at the working point).
+        xm = F.embedding_bag(idx, self.x, mode='sum', per_sample_weights=wa)  # (I, D)
         ys = yb.reshape(-1, yb.shape[-1])
         if self.metric == 'cosine':
             return (1.0 - matmul_fp32(xm, ys.t())).to(a.dtype)
