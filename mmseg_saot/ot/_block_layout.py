@@ -37,6 +37,7 @@ class _Support:
 
     def __init__(self, keep, src_blocks, tgt_blocks, num_src, num_tgt):
         bs, self.bt = src_blocks.shape[1], tgt_blocks.shape[1]
+        self.pair_block = bs
         counts = keep.sum(0)
         self.order = torch.argsort(counts, stable=True)
         sorted_counts = counts[self.order].tolist()
@@ -72,6 +73,57 @@ class _Support:
         real_tgt = (tgt_blocks < num_tgt).sum(1).to(torch.float64)
         self.num_entries = int((real_src[:, None] * keep * real_tgt[None, :]).sum())
         self.num_real_cols = sum(sorted_counts) * bs
+
+    def product_rows(self, keep: torch.Tensor, group: int):
+        """Where the rows of source-major cost products go in the flat layout.
+
+        Source blocks are taken ``group`` at a time; group ``q`` computes one product of
+        the targets of ``js_q`` (the target blocks keeping any of its source blocks,
+        ascending) against its ``group * bs`` sources: ``(|js_q| * bt, group * bs)``,
+        read as rows of ``bs`` entries in the order (target block, tile row, source block
+        of the group). A row of a kept tile (i, j) goes to the layout row
+        ``(pair_base[i, j] + r * row_stride[j]) / bs``; a row of a tile that j does not
+        keep (it is computed because j keeps the other block of the group) goes to a
+        scratch row past the layout, unique within its group.
+
+        Args:
+            keep: ``(I, J)`` kept pairs.
+            group: source blocks per product.
+
+        Returns:
+            ``(js, counts, dest, scratch)``: ``js`` the concatenated ``js_q`` (long),
+            ``counts`` the list of ``|js_q|``, ``dest`` ``(sum_q |js_q| * bt * group,)``
+            layout rows (units of ``bs`` entries) in product order, ``scratch`` the
+            number of scratch rows needed (at most that of one group).
+        """
+        num_i, num_j = keep.shape
+        bs = self.pair_block
+        num_q = -(-num_i // group)
+        pad = num_q * group - num_i
+        kept = torch.cat([keep, keep.new_zeros((pad, num_j))]).view(num_q, group, num_j)
+        union = kept.any(1)  # (Q, J): target blocks of each product
+        q_idx, js = union.nonzero(as_tuple=True)  # group-major, ascending j
+        counts = union.sum(1).tolist()
+        tile_kept = kept[q_idx, :, js]  # (P, group): tile (group source, j) kept
+        src_block = q_idx[:, None] * group + torch.arange(group, device=keep.device)
+        base = torch.cat([self.pair_base, self.pair_base.new_full((pad, num_j), -1)])
+        base = base[src_block, js[:, None]]  # (P, group) flat offset of the tile
+        # Unique scratch tiles within a group: rank of a dropped tile among its group's.
+        dropped = (~tile_kept).reshape(-1).long()  # (P * group,) in product order
+        before = dropped.cumsum(0) - dropped
+        sizes = torch.tensor(counts, device=keep.device) * group
+        group_start = torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
+        rank = before - before[group_start]
+        per_group = torch.zeros(num_q, dtype=torch.long, device=keep.device).index_add_(
+            0, q_idx, (~tile_kept).sum(1))
+        scratch_tiles = int(per_group.max()) if num_q else 0
+        r = torch.arange(self.bt, device=keep.device)
+        stride = self.row_stride[js]  # (P,)
+        layout = (base[:, None, :] + r[None, :, None] * stride[:, None, None]) // bs
+        scratch = (self.size // bs + rank.view(-1, 1, group) * self.bt +
+                   r[None, :, None])
+        dest = torch.where(tile_kept[:, None, :], layout, scratch)  # (P, bt, group)
+        return js, counts, dest.reshape(-1), scratch_tiles * self.bt
 
     @property
     def num_blocks(self) -> int:
