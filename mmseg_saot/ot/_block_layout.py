@@ -62,6 +62,9 @@ class _Support:
         # (N: padding) of every block-order column, ``col_rank`` (N+1,) the block-order
         # position of every source (N: a position in the dummy block).
         self.block_flat = torch.cat(src_block_ids)
+        self.block_offsets = [0]  # start of each bucket in block_flat
+        for ids in src_block_ids:
+            self.block_offsets.append(self.block_offsets[-1] + ids.shape[0])
         self.col_order = torch.cat([src_blocks.reshape(-1),
                                     src_blocks.new_full((bs,), num_src)])
         self.col_rank = torch.full((num_src + 1,), num_i * bs, dtype=torch.long,
@@ -181,6 +184,22 @@ class _Support:
         by_block = values.index_select(0, self.col_order).view(-1, self.pair_block)
         flat = by_block.index_select(0, self.block_flat).view(-1)
         return [part.view(s.shape) for part, s in zip(flat.split(self.col_sizes), self.src)]
+
+    def by_block(self, values: torch.Tensor) -> torch.Tensor:
+        """``(I + 1, bs, ...)``: per-source ``values`` ``(N + 1, ...)`` in block order
+        (row N, padding, wherever a block has no source)."""
+        return values.index_select(0, self.col_order).view(-1, self.pair_block,
+                                                            *values.shape[1:])
+
+    def chunk_cols(self, by_block: torch.Tensor, k: int, c0: int, c1: int) -> torch.Tensor:
+        """``(c1 - c0, W_k, ...)``: the values of the columns of blocks ``c0:c1`` of bucket
+        k, ``by_block`` from :meth:`by_block`, gathered as whole source blocks (for C
+        values per source: rows of ``bs * C`` entries instead of single entries)."""
+        nb = self.src[k].shape[1] // self.pair_block
+        start = self.block_offsets[k]
+        ids = self.block_flat[start + c0 * nb:start + c1 * nb]
+        return by_block.index_select(0, ids).view(c1 - c0, nb * self.pair_block,
+                                                   *by_block.shape[2:])
 
     def scatter_cols(self, parts, size: int) -> torch.Tensor:
         """Sum of the flattened per-bucket ``(J_k, W_k)`` column values into ``size``

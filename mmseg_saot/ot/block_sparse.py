@@ -141,26 +141,38 @@ class BlockSparseResult:
     _cost: Optional[torch.Tensor] = field(default=None, repr=False)  # flat support cost
     _support: Any = field(default=None, repr=False)
 
-    def support_batches(self, max_entries: int = 1 << 20):
+    def support_batches(self, max_entries: int = 1 << 20,
+                        col_values: Optional[torch.Tensor] = None):
         """Yield ``(target_idx (c, bt), source_idx (c, W), plan (c, bt, W))`` for chunks of
         ``c`` target blocks of one width bucket (at most ``max_entries`` plan entries).
 
-        The plan chunk is :math:`P^\\top` restricted to the blocks (rows = targets);
+        The plan chunk is :math:`P^\top` restricted to the blocks (rows = targets);
         padding slots have index ``M`` (targets) or ``N`` (sources) and plan exactly 0.
+
+        Args:
+            max_entries: plan entries per chunk.
+            col_values: optional ``(N + 1, C)`` per-source values (row N: padding); then
+                a 4th item, ``col_values[source_idx]`` ``(c, W, C)``, is yielded, gathered
+                as whole source blocks (label votes: one-hot rows).
         """
         pad = self.f.new_full((1,), -math.inf)
-        log_a = torch.cat([torch.log(self.a), pad])  # zero-mass dummies
-        log_b = torch.cat([torch.log(self.b), pad])
-        f = torch.cat([self.f, self.f.new_zeros(1)])
-        g = torch.cat([self.g, self.g.new_zeros(1)])
         sup = self._support
+        # a_i e^{f_i / eps} and b_j e^{g_j / eps} in log form; zero-mass dummies
+        col_term = torch.cat([torch.log(self.a) + self.f / self.epsilon, pad])
+        row_term = torch.cat([torch.log(self.b) + self.g / self.epsilon, pad])
+        col_blocks = sup.by_block(col_term)
+        val_blocks = None if col_values is None else sup.by_block(col_values)
         for k, c0, c1 in sup.chunks(max_entries):
             tgt = sup.tgt.reshape(-1)[sup.rows(k, c0, c1)].view(-1, sup.bt)
             src = sup.src[k][c0:c1]
             cost = sup.view(self._cost, k)[c0:c1].to(self.f.dtype)
-            expo = ((log_b[tgt] + g[tgt] / self.epsilon)[:, :, None] +
-                    (log_a[src] + f[src] / self.epsilon)[:, None, :] - cost / self.epsilon)
-            yield tgt, src, torch.exp(expo)
+            expo = torch.add(row_term[tgt][:, :, None] + sup.chunk_cols(col_blocks, k, c0, c1)
+                             [:, None, :], cost, alpha=-1.0 / self.epsilon)
+            plan = torch.exp_(expo)
+            if val_blocks is None:
+                yield tgt, src, plan
+            else:
+                yield tgt, src, plan, sup.chunk_cols(val_blocks, k, c0, c1)
 
     def support_blocks(self):
         """Yield ``(target_idx (bt,), source_idx (n,), plan block (bt, n))`` per target block.

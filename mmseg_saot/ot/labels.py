@@ -121,9 +121,9 @@ def transfer_labels(plan_or_result: Union[torch.Tensor, SinkhornResult, BlockSpa
         # Batched products over ~20 blocks each: torch's threads (0.06 s against 0.1 s
         # on one thread at SAOT's working point, 2-core EPYC).
         with cpu_threads(result.f.device, None):
-            for tgt, src, block in result.support_batches():
+            for tgt, _, block, hot in result.support_batches(col_values=onehot):
                 votes.index_add_(0, tgt.reshape(-1),
-                                 torch.bmm(block, onehot[src]).reshape(-1, num_classes))
+                                 torch.bmm(block, hot).reshape(-1, num_classes))
         votes = votes[:n_tgt]
         return _finish(votes, ignore_index)
     if isinstance(plan_or_result, SinkhornResult):
