@@ -36,8 +36,9 @@ def _select(coarse, mass_src, b_slots, selection, epsilon, rho_pair, theta, cove
         # mass comes from; keep, for each target, the source blocks within a factor
         # e^theta of its best one (g_j and b_j cancel), then take the union over the
         # targets of a block: mixed target blocks keep what each of their targets needs.
+        # (checks every 5 iterations: it stops up to 9 iterations sooner than every 10)
         res = sinkhorn(coarse, mass_src, b_slots, epsilon=epsilon, rho=rho_pair, tol=1e-5,
-                       num_iters=2000, warn=False)
+                       num_iters=2000, check_every=5, warn=False)
         score = torch.log(mass_src)[:, None] + (res.f[:, None] - coarse) / epsilon
         score = score - score.amax(dim=0, keepdim=True)
         if selection == 'truncation':

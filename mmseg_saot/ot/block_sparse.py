@@ -515,6 +515,10 @@ class _Features:
         ys = yb.reshape(-1, yb.shape[-1])
         tile_rows = torch.arange(bt, device=yb.device)
         tgt_all = (js_all[:, None] * bt + tile_rows).reshape(-1)  # target slots, product order
+        # Whole groups: a last, partial group gets padding blocks (their tiles, never
+        # kept, go to scratch rows), so every product has group * bs columns.
+        extra = -src_blocks.shape[0] % group
+        src_blocks = torch.cat([src_blocks, src_blocks.new_full((extra, bs), n)])
         padded_blocks = set((src_blocks[:, -1] >= n).nonzero()[:, 0].tolist())
         one = torch.ones((), dtype=ys.dtype, device=ys.device)
         fast = self.metric == 'cosine' and ys.dtype in (torch.float32, torch.float64)
@@ -534,7 +538,7 @@ class _Features:
                 full = self.cost(self.x.index_select(0, src_c), yt)
             if any(i in padded_blocks for i in range(i0, i0 + group)):
                 full[:, src >= n] = _PAD_COST
-            rows = count * bt * (src.shape[0] // bs)
+            rows = count * bt * group
             # (target block, tile row, source block) rows of bs entries -> layout rows
             out_rows.index_copy_(0, dest[d0:d0 + rows], full.reshape(-1, bs).to(dtype))
             p0, d0 = p0 + count, d0 + rows
