@@ -89,11 +89,16 @@ class BlockKernelOperator(Operator):
         f_hat = torch.empty_like(f)
         shifts = sup.gather_cols(shift)
         for k, c0, c1 in sup.chunks():
+            dest = sup.view(self.kernel, k)[c0:c1]
+            # exponent g/eps - C/eps, in the kernel's own memory when the dtypes match
             expo = torch.add(shifts[k][c0:c1, None, :], sup.view(self.cost, k)[c0:c1],
-                             alpha=-1.0 / eps)
+                             alpha=-1.0 / eps,
+                             out=dest if dest.dtype == self.cost.dtype else None)
             row_max = expo.amax(dim=-1, keepdim=True)
             f_hat[0, sup.rows(k, c0, c1)] = -eps * row_max.reshape(-1).to(f.dtype)
-            sup.view(self.kernel, k)[c0:c1].copy_(torch.exp_(expo.sub_(row_max)))
+            torch.exp_(expo.sub_(row_max))  # row maxima 1
+            if expo is not dest:
+                dest.copy_(expo)
         self.f_hat, self.g_hat = f_hat, (shift.to(g.dtype) * eps).unsqueeze(0)
         self.g_hat[:, -1] = 0.0
         self.f_ref, self.g_ref = f.clone(), g.clone()
