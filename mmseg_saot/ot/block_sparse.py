@@ -65,17 +65,19 @@ clustered features is diffuse (about 12 % of a target's mass comes from other cl
 covering 90 % of every target's true mass takes ~20-30 % of the entries. Labels are more
 robust: coverage 0.75 with 16-target blocks keeps 13 % of the entries and changes 0.84 %
 of the labels (0.7: 10-12 %, 1.0-1.2 %). With the padded layout (8 width buckets, 10 %
-padding) the whole labelling takes 1.3-1.6 s against 3.9-4.1 s dense on 2 CPU cores
-(2.4-3.1x; the ragged per-block loop took 3.8 s against 4.2 s): phases order 0.16-0.23 s,
-select 0.18-0.27 s, cost 0.32-0.42 s, solve 0.41-0.57 s (40 iterations of ~10 ms, ~6 ms
-of which are the two memory-bound products), transfer ~0.1 s. Order and select, a third
-of the time, do not shrink with the support, and the cost products are GEMM-bound at
-1.2x the support's entries, so 5x is out of reach there. On an H200: 0.17 s against
-0.034 s dense (the ragged loop: 0.6 s), now bound by the ~170 small cost products and
-host syncs of the cost and selection phases (cost 0.074 s, solve 0.048 s). Peak memory
-stays far below the dense solver's: the padded support cost and kernel take 71 MB at
-the working point against 480 MB (sampled peak RSS increase on CPU: 17-84 vs
-493-506 MB).
+padding) the whole labelling takes 0.8-1.16 s against 3.9-4.4 s dense on 2 CPU cores
+(3.8-4.9x, ``benchmarks/ot_cpu_block.md``; before the block-order column moves, direct
+cost rows and threaded loop: 1.3-1.6 s, 2.4-3.1x): phases order 0.15-0.19 s, select
+0.11-0.14 s, cost 0.31-0.35 s (~0.16 s of GEMM at 1.2x the support's entries), solve
+0.26-0.37 s (40 iterations, two memory-bound products of ~2.2 ms each on 2 threads),
+transfer ~0.04 s. Order and select do not shrink with the support, and cost and solve
+are near their GEMM and memory floors, so 5x is at the edge there. On an H200 (measured
+before these CPU changes): 0.17 s against 0.034 s dense (the ragged loop: 0.6 s), bound
+by the ~170 small cost products and host syncs of the cost and selection phases (cost
+0.074 s, solve 0.048 s). Peak memory stays far below the dense solver's: the padded
+support cost and kernel take 71 MB at the working point against 480 MB (sampled peak
+RSS increase on CPU: 18 vs 493-506 MB; 17-84 MB before the block means stopped
+gathering all sources).
 The dropped-mass diagnostic is large here (about 2 on CPU, 44 on the H200, for 64
 sampled targets) and correct: the target-centric selection leaves some sources without
 the targets they need, their restricted potentials rise by up to ~7 epsilon, and the
