@@ -18,10 +18,12 @@ def _rows_product(kernel: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     fp32, 2-core EPYC): numpy's ``matmul`` (a C loop of OpenBLAS gemv) 2.1-2.5 ms,
     ``torch.bmm`` with the vector as left operand 3.2 ms, ``torch.bmm`` / ``einsum`` /
     ``matmul`` with the vector as right column 12 ms (MKL's gemm path), one ``cpu_mv``
-    per block 4.4 ms. GPU and half storage: ``rows_matvec``.
+    per block 4.4 ms. On 2 threads (the block loop's default, ``cpu_threads``)
+    ``torch.bmm`` splits the batch: 1.3 ms against numpy's 1.6 ms (one thread).
+    GPU and half storage: ``rows_matvec``.
     """
     if not kernel.is_cuda and kernel.dtype == w.dtype:
-        if np is not None:
+        if np is not None and torch.get_num_threads() == 1:
             return torch.from_numpy(np.matmul(kernel.numpy(), w.numpy()[..., None])[..., 0])
         return torch.bmm(w.unsqueeze(1), kernel.transpose(1, 2)).squeeze(1)
     return rows_matvec(kernel, w)
@@ -32,7 +34,7 @@ def _cols_product(kernel: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     CPU fp32/fp64: ``torch.bmm`` with the vector as left operand, 2.4 ms in the setting
     of :func:`_rows_product` (numpy ``matmul`` 2.5 ms, one ``cpu_mv`` per block 7.5 ms,
-    ``einsum`` 12 ms). GPU and half storage: ``cols_matvec``.
+    ``einsum`` 12 ms; 1.1 ms on 2 threads). GPU and half storage: ``cols_matvec``.
     """
     if not kernel.is_cuda and kernel.dtype == u.dtype:
         return torch.bmm(u.unsqueeze(1), kernel).squeeze(1)
@@ -52,6 +54,11 @@ class BlockKernelOperator(Operator):
 
     kind = 'kernel'
     graph_safe = False  # host-side indexing: no CUDA graph capture
+    # CPU: the loop keeps torch's thread count (all cores). Unlike the dense loop's
+    # vector work, each product here is one batched call over ~170 blocks, which
+    # torch splits across threads: 40 iterations took 0.36-0.39 s on 2 threads
+    # against 0.47-0.57 s on one (working point, 2-core EPYC).
+    cpu_threads = None
 
     def __init__(self, cost, support, log_a, log_b, epsilon, storage_dtype):
         self.cost, self.support = cost, support
@@ -82,11 +89,16 @@ class BlockKernelOperator(Operator):
         f_hat = torch.empty_like(f)
         shifts = sup.gather_cols(shift)
         for k, c0, c1 in sup.chunks():
+            dest = sup.view(self.kernel, k)[c0:c1]
+            # exponent g/eps - C/eps, in the kernel's own memory when the dtypes match
             expo = torch.add(shifts[k][c0:c1, None, :], sup.view(self.cost, k)[c0:c1],
-                             alpha=-1.0 / eps)
+                             alpha=-1.0 / eps,
+                             out=dest if dest.dtype == self.cost.dtype else None)
             row_max = expo.amax(dim=-1, keepdim=True)
             f_hat[0, sup.rows(k, c0, c1)] = -eps * row_max.reshape(-1).to(f.dtype)
-            sup.view(self.kernel, k)[c0:c1].copy_(torch.exp_(expo.sub_(row_max)))
+            torch.exp_(expo.sub_(row_max))  # row maxima 1
+            if expo is not dest:
+                dest.copy_(expo)
         self.f_hat, self.g_hat = f_hat, (shift.to(g.dtype) * eps).unsqueeze(0)
         self.g_hat[:, -1] = 0.0
         self.f_ref, self.g_ref = f.clone(), g.clone()
@@ -136,6 +148,7 @@ class BlockLogOperator(Operator):
 
     kind = 'log'
     graph_safe = False  # host-side indexing: no CUDA graph capture
+    cpu_threads = None  # as BlockKernelOperator
 
     def __init__(self, cost, support, log_a, log_b, epsilon):
         self.cost, self.support = cost, support

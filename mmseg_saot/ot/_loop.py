@@ -56,14 +56,23 @@ from ._acceleration import Relaxation, Translation
 CPU_THREADS = 1
 
 
+_DEFAULT = object()  # sentinel: use the module's CPU_THREADS
+
+
 @contextlib.contextmanager
-def cpu_threads(device: torch.device):
-    """Run the enclosed iteration with ``CPU_THREADS`` torch threads on CPU."""
-    if device.type != 'cpu' or CPU_THREADS is None:
+def cpu_threads(device: torch.device, threads=_DEFAULT):
+    """Run the enclosed iteration with ``threads`` torch threads on CPU.
+
+    Args:
+        device: the solve's device; nothing changes off CPU.
+        threads: thread count; default ``CPU_THREADS``; ``None`` leaves torch's setting.
+    """
+    threads = CPU_THREADS if threads is _DEFAULT else threads
+    if device.type != 'cpu' or threads is None:
         yield
         return
     previous = torch.get_num_threads()
-    torch.set_num_threads(CPU_THREADS)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
@@ -210,8 +219,13 @@ def _epsilon_stages(cfg: LoopConfig, cost_range: Callable[[], float]):
 def run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torch.Tensor,
         cfg: LoopConfig, f0: Optional[torch.Tensor] = None, g0: Optional[torch.Tensor] = None,
         cost_range: Callable[[], float] = lambda: 1.0) -> LoopOutput:
-    """Run the dual iteration with operator ``op``; see the module docstring and ``_run``."""
-    with cpu_threads(log_a.device):
+    """Run the dual iteration with operator ``op``; see the module docstring and ``_run``.
+
+    On CPU the iteration runs on ``op.cpu_threads`` threads if the operator sets it
+    (``None``: torch's setting; batched block products gain from every core), else on
+    ``CPU_THREADS``.
+    """
+    with cpu_threads(log_a.device, getattr(op, 'cpu_threads', _DEFAULT)):
         return _run(op, make_fallback, log_a, log_b, cfg, f0, g0, cost_range)
 
 

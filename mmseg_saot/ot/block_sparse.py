@@ -35,11 +35,15 @@ The solver restricts the problem of :func:`sinkhorn` to a support
    grouped into at most 8 width buckets; bucket k is one dense ``(J_k, bt, W_k)`` tensor
    whose short rows are padded with a zero-mass dummy source (see :class:`_Support`).
    Costs are computed for 2 source blocks at a time against the target blocks that keep
-   them (no prepared copy of all sources is kept; cosine norms are applied to the
-   product) and their kept tiles scattered into the layout; nothing else is stored.
+   them (no prepared copy of all sources is kept; the gathered source rows are scaled
+   to unit norm), one GEMM with its offset (``1 - <y, x>``) each, whose rows of
+   ``block_size`` entries are copied straight into the layout (rows of tiles that are
+   not kept go to scratch rows); nothing else is stored.
 4. *Sinkhorn* on the support, with the same dual iteration as the dense solver
-   (``_loop.py``), in kernel space with absorption, each half-step one batched product
-   per bucket (a ``scatter_add_`` gathers the column sums), and a log-domain rescue.
+   (``_loop.py``, on all CPU threads here), in kernel space with absorption, each
+   half-step one batched product per bucket; column vectors are gathered and their
+   sums added as rows of ``block_size`` entries in source-block order (the layout's
+   columns are whole source blocks); a log-domain rescue.
 
 On request (``dropped_samples > 0`` or ``exact_dropped_mass=True``; off by default, it
 costs full cost rows), the mass that the dropped pairs would carry under the final
@@ -61,17 +65,19 @@ clustered features is diffuse (about 12 % of a target's mass comes from other cl
 covering 90 % of every target's true mass takes ~20-30 % of the entries. Labels are more
 robust: coverage 0.75 with 16-target blocks keeps 13 % of the entries and changes 0.84 %
 of the labels (0.7: 10-12 %, 1.0-1.2 %). With the padded layout (8 width buckets, 10 %
-padding) the whole labelling takes 1.3-1.6 s against 3.9-4.1 s dense on 2 CPU cores
-(2.4-3.1x; the ragged per-block loop took 3.8 s against 4.2 s): phases order 0.16-0.23 s,
-select 0.18-0.27 s, cost 0.32-0.42 s, solve 0.41-0.57 s (40 iterations of ~10 ms, ~6 ms
-of which are the two memory-bound products), transfer ~0.1 s. Order and select, a third
-of the time, do not shrink with the support, and the cost products are GEMM-bound at
-1.2x the support's entries, so 5x is out of reach there. On an H200: 0.17 s against
-0.034 s dense (the ragged loop: 0.6 s), now bound by the ~170 small cost products and
-host syncs of the cost and selection phases (cost 0.074 s, solve 0.048 s). Peak memory
-stays far below the dense solver's: the padded support cost and kernel take 71 MB at
-the working point against 480 MB (sampled peak RSS increase on CPU: 17-84 vs
-493-506 MB).
+padding) the whole labelling takes 0.8-1.16 s against 3.9-4.4 s dense on 2 CPU cores
+(3.8-4.9x, ``benchmarks/ot_cpu_block.md``; before the block-order column moves, direct
+cost rows and threaded loop: 1.3-1.6 s, 2.4-3.1x): phases order 0.15-0.19 s, select
+0.11-0.14 s, cost 0.31-0.35 s (~0.16 s of GEMM at 1.2x the support's entries), solve
+0.26-0.37 s (40 iterations, two memory-bound products of ~2.2 ms each on 2 threads),
+transfer ~0.04 s. Order and select do not shrink with the support, and cost and solve
+are near their GEMM and memory floors, so 5x is at the edge there. On an H200 (measured
+before these CPU changes): 0.17 s against 0.034 s dense (the ragged loop: 0.6 s), bound
+by the ~170 small cost products and host syncs of the cost and selection phases (cost
+0.074 s, solve 0.048 s). Peak memory stays far below the dense solver's: the padded
+support cost and kernel take 71 MB at the working point against 480 MB (sampled peak
+RSS increase on CPU: 18 vs 493-506 MB; 17-84 MB before the block means stopped
+gathering all sources).
 The dropped-mass diagnostic is large here (about 2 on CPU, 44 on the H200, for 64
 sampled targets) and correct: the target-centric selection leaves some sources without
 the targets they need, their restricted potentials rise by up to ~7 epsilon, and the
@@ -141,26 +147,38 @@ class BlockSparseResult:
     _cost: Optional[torch.Tensor] = field(default=None, repr=False)  # flat support cost
     _support: Any = field(default=None, repr=False)
 
-    def support_batches(self, max_entries: int = 1 << 20):
+    def support_batches(self, max_entries: int = 1 << 20,
+                        col_values: Optional[torch.Tensor] = None):
         """Yield ``(target_idx (c, bt), source_idx (c, W), plan (c, bt, W))`` for chunks of
         ``c`` target blocks of one width bucket (at most ``max_entries`` plan entries).
 
-        The plan chunk is :math:`P^\\top` restricted to the blocks (rows = targets);
+        The plan chunk is :math:`P^\top` restricted to the blocks (rows = targets);
         padding slots have index ``M`` (targets) or ``N`` (sources) and plan exactly 0.
+
+        Args:
+            max_entries: plan entries per chunk.
+            col_values: optional ``(N + 1, C)`` per-source values (row N: padding); then
+                a 4th item, ``col_values[source_idx]`` ``(c, W, C)``, is yielded, gathered
+                as whole source blocks (label votes: one-hot rows).
         """
         pad = self.f.new_full((1,), -math.inf)
-        log_a = torch.cat([torch.log(self.a), pad])  # zero-mass dummies
-        log_b = torch.cat([torch.log(self.b), pad])
-        f = torch.cat([self.f, self.f.new_zeros(1)])
-        g = torch.cat([self.g, self.g.new_zeros(1)])
         sup = self._support
+        # a_i e^{f_i / eps} and b_j e^{g_j / eps} in log form; zero-mass dummies
+        col_term = torch.cat([torch.log(self.a) + self.f / self.epsilon, pad])
+        row_term = torch.cat([torch.log(self.b) + self.g / self.epsilon, pad])
+        col_blocks = sup.by_block(col_term)
+        val_blocks = None if col_values is None else sup.by_block(col_values)
         for k, c0, c1 in sup.chunks(max_entries):
             tgt = sup.tgt.reshape(-1)[sup.rows(k, c0, c1)].view(-1, sup.bt)
             src = sup.src[k][c0:c1]
             cost = sup.view(self._cost, k)[c0:c1].to(self.f.dtype)
-            expo = ((log_b[tgt] + g[tgt] / self.epsilon)[:, :, None] +
-                    (log_a[src] + f[src] / self.epsilon)[:, None, :] - cost / self.epsilon)
-            yield tgt, src, torch.exp(expo)
+            expo = torch.add(row_term[tgt][:, :, None] + sup.chunk_cols(col_blocks, k, c0, c1)
+                             [:, None, :], cost, alpha=-1.0 / self.epsilon)
+            plan = torch.exp_(expo)
+            if val_blocks is None:
+                yield tgt, src, plan
+            else:
+                yield tgt, src, plan, sup.chunk_cols(val_blocks, k, c0, c1)
 
     def support_blocks(self):
         """Yield ``(target_idx (bt,), source_idx (n,), plan block (bt, n))`` per target block.
@@ -244,7 +262,10 @@ def block_sparse_sinkhorn(x: torch.Tensor,
         tree_dims: dimension of the PCA projection used to order points into blocks.
         ordering: ``'kmeans'`` (centroid order, cheap) or ``'tree'`` (PCA tree).
         num_iters, tol, check_every, omega, translation_invariant, warn: as in
-            :func:`sinkhorn`.
+            :func:`sinkhorn` (the same stopping rule: checking every 5 iterations stopped
+            the working point at 30 iterations instead of 40, but at a loose ``tol``
+            such as the labeller's 1e-2 it stops at a different iterate than the dense
+            solver and moves the result away from it).
         storage_dtype: dtype of the stored support kernel (default fp32/fp64 as x).
         dropped_samples: targets on which the dropped mass is evaluated (their full cost
             rows: ``dropped_samples / M`` of the dense cost); 0 (default): not evaluated.
@@ -400,10 +421,30 @@ class _Features:
                                             center=False, niter=2)
         return mean, basis
 
+    def inverse_norms(self, feats: torch.Tensor) -> Optional[torch.Tensor]:
+        """``(n,)`` inverse norms of ``feats`` as F.normalize applies them (cosine), else None."""
+        if self.metric != 'cosine':
+            return None
+        if feats is self.x:
+            return self.x_scale
+        return 1.0 / feats.norm(dim=1).clamp_min(1e-12)
+
     def project(self, feats: torch.Tensor, basis) -> torch.Tensor:
+        """``(n, dims)`` coordinates ``(prep(feats) - mean) @ basis``, fp32.
+
+        Cosine: ``prep(x) = x / |x|`` is linear per row, so the raw rows are projected
+        and the product scaled, ``(x @ V) / |x| - mean @ V``: no normalised copy of the
+        features (34 ms against 97 ms for the sources at SAOT's working point).
+        """
         mean, vecs = basis
-        out = [(self._prep(feats[i0:i0 + 8192]).float() - mean) @ vecs
-               for i0 in range(0, feats.shape[0], 8192)]
+        shift = mean @ vecs  # (dims,)
+        scale = self.inverse_norms(feats)
+        out = []
+        for i0 in range(0, feats.shape[0], 8192):
+            z = feats[i0:i0 + 8192].float() @ vecs  # (chunk, dims)
+            if scale is not None:
+                z.mul_(scale[i0:i0 + 8192, None].to(z.dtype))
+            out.append(z.sub_(shift))
         return torch.cat(out)
 
     def blocked(self, feats: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
@@ -426,14 +467,14 @@ class _Features:
         (:math:`1 - \\langle \\bar x_I, y_j\\rangle`); other metrics: cost to the block mean.
         """
         n = self.x.shape[0]
-        wa = _block_weights(a, src_blocks).to(self.x.dtype)
+        wa = _block_weights(a, src_blocks).to(self.x.dtype)  # (I, bs), 0 for padding
         wa = wa / wa.sum(1, keepdim=True)
-        xm = self.x.new_empty((src_blocks.shape[0], self.x.shape[1]))
-        step = max(1, 8192 // src_blocks.shape[1])
-        for i0 in range(0, src_blocks.shape[0], step):
-            idx = src_blocks[i0:i0 + step]
-            rows = self._sources(idx.clamp(max=n - 1).reshape(-1)).view(*idx.shape, -1)
-            xm[i0:i0 + step] = (rows * wa[i0:i0 + step, :, None]).sum(1)
+        idx = src_blocks.clamp(max=n - 1)  # padding: any row, weight 0
+        if self.x_scale is not None:  # mean of the unit rows: weight w_i / |x_i|
+            wa = wa * self.x_scale[idx]
+        # x_bar_I = sum_i w_i x_i as one weighted embedding-bag sum: the member rows
+        # are read in place, never gathered (8 ms against 88 ms at the working point).
+        xm = F.embedding_bag(idx, self.x, mode='sum', per_sample_weights=wa)  # (I, D)
         ys = yb.reshape(-1, yb.shape[-1])
         if self.metric == 'cosine':
             return (1.0 - matmul_fp32(xm, ys.t())).to(a.dtype)
@@ -460,41 +501,54 @@ class _Features:
                      group: int = 2) -> torch.Tensor:
         """Cost in the padded layout of ``support`` (a flat buffer), ``group`` source blocks
         at a time: the target blocks that keep any of them are gathered, one product
-        computed, and its kept ``(bt x bs)`` tiles scattered into the layout. Padding
-        columns get ``_PAD_COST``.
+        computed, and its rows of ``bs`` entries copied straight into the layout (rows of
+        tiles that their target block does not keep go to scratch rows, cut off at the
+        end; see :meth:`_Support.product_rows`). Padding columns get ``_PAD_COST``.
 
         Source-major because a source block is kept by ~23 target blocks at SAOT's working
         point: products of 128 sources x ~400 targets ran at near full GEMM speed, 0.45 s
         in all with 1.2x the support's entries, against 0.93 s (2.6x the entries) for
         products of 8 consecutive target blocks x the union of their source blocks.
+
+        Returns:
+            ``(support.size,)`` flat cost, ``dtype``.
         """
         n, bs, bt = self.x.shape[0], src_blocks.shape[1], support.bt
-        out = torch.full((support.size,), _PAD_COST, dtype=dtype, device=yb.device)
-        # Widths and offsets are whole source blocks: a tile row is one row of this view.
-        out_rows = out.view(-1, bs)
+        js_all, counts, dest, scratch = support.product_rows(keep, group)
+        out = torch.full((support.size + scratch * bs,), _PAD_COST, dtype=dtype,
+                         device=yb.device)
+        out_rows = out.view(-1, bs)  # widths and offsets are whole source blocks
         ys = yb.reshape(-1, yb.shape[-1])
         tile_rows = torch.arange(bt, device=yb.device)
-        for i0 in range(0, src_blocks.shape[0], group):
-            blocks = keep[i0:i0 + group]
-            js = blocks.any(0).nonzero()[:, 0]
+        tgt_all = (js_all[:, None] * bt + tile_rows).reshape(-1)  # target slots, product order
+        # Whole groups: a last, partial group gets padding blocks (their tiles, never
+        # kept, go to scratch rows), so every product has group * bs columns.
+        extra = -src_blocks.shape[0] % group
+        src_blocks = torch.cat([src_blocks, src_blocks.new_full((extra, bs), n)])
+        padded_blocks = set((src_blocks[:, -1] >= n).nonzero()[:, 0].tolist())
+        one = torch.ones((), dtype=ys.dtype, device=ys.device)
+        fast = self.metric == 'cosine' and ys.dtype in (torch.float32, torch.float64)
+        p0 = d0 = 0
+        for q, count in enumerate(counts):
+            i0 = q * group
             src = src_blocks[i0:i0 + group].reshape(-1)
-            tgt = (js[:, None] * bt + tile_rows).reshape(-1)  # slots of the blocks js
-            if self.metric == 'cosine':  # scale the product, not the gathered rows
-                prod = matmul_fp32(ys.index_select(0, tgt),
-                                   self.x.index_select(0, src.clamp(max=n - 1)).t())
-                full = (1.0 - prod * self.x_scale[src.clamp(max=n - 1)][None, :]).clamp_(0.0, 2.0)
+            src_c = src.clamp(max=n - 1)
+            yt = ys.index_select(0, tgt_all[p0 * bt:(p0 + count) * bt])
+            if fast:  # 1 - <y_j, x_i / |x_i|>: unit source rows, one GEMM with its offset
+                xs = self.x.index_select(0, src_c).mul_(self.x_scale[src_c, None])
+                full = torch.addmm(one, yt, xs.t(), alpha=-1.0).clamp_(0.0, 2.0)
+            elif self.metric == 'cosine':  # half features: fp32 product, then scale
+                prod = matmul_fp32(yt, self.x.index_select(0, src_c).t())
+                full = (1.0 - prod * self.x_scale[src_c][None, :]).clamp_(0.0, 2.0)
             else:
-                full = self.cost(self.x.index_select(0, src.clamp(max=n - 1)),
-                                 ys.index_select(0, tgt))
-            full[:, src >= n] = _PAD_COST
-            # (target block, row, source block, column) -> kept tiles, row by row
-            full = full.view(js.shape[0], bt, -1, bs).permute(0, 2, 1, 3)
-            jj, ii = blocks[:, js].t().nonzero(as_tuple=True)
-            base = support.pair_base[i0 + ii, js[jj]]
-            stride = support.row_stride[js[jj]]
-            dest = (base[:, None] + tile_rows * stride[:, None]) // bs
-            out_rows.index_copy_(0, dest.reshape(-1), full[jj, ii].reshape(-1, bs).to(dtype))
-        return out
+                full = self.cost(self.x.index_select(0, src_c), yt)
+            if any(i in padded_blocks for i in range(i0, i0 + group)):
+                full[:, src >= n] = _PAD_COST
+            rows = count * bt * group
+            # (target block, tile row, source block) rows of bs entries -> layout rows
+            out_rows.index_copy_(0, dest[d0:d0 + rows], full.reshape(-1, bs).to(dtype))
+            p0, d0 = p0 + count, d0 + rows
+        return out[:support.size]
 
 
 def _dropped_mass(feats, keep, src_blocks, tgt_blocks, f, g, a, b, epsilon, samples):

@@ -118,10 +118,12 @@ def transfer_labels(plan_or_result: Union[torch.Tensor, SinkhornResult, BlockSpa
         # blocks partition the targets, so the scatter writes each row once.
         onehot = torch.cat([onehot, onehot.new_zeros((1, num_classes))])
         votes = result.f.new_zeros((n_tgt + 1, num_classes))
-        with cpu_threads(result.f.device):
-            for tgt, src, block in result.support_batches():
+        # Batched products over ~20 blocks each: torch's threads (0.06 s against 0.1 s
+        # on one thread at SAOT's working point, 2-core EPYC).
+        with cpu_threads(result.f.device, None):
+            for tgt, _, block, hot in result.support_batches(col_values=onehot):
                 votes.index_add_(0, tgt.reshape(-1),
-                                 torch.bmm(block, onehot[src]).reshape(-1, num_classes))
+                                 torch.bmm(block, hot).reshape(-1, num_classes))
         votes = votes[:n_tgt]
         return _finish(votes, ignore_index)
     if isinstance(plan_or_result, SinkhornResult):
