@@ -40,6 +40,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--no-cache', action='store_true',
                         help='score only; do not write the training cache')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda if any)')
+    parser.add_argument('--feature-memo-gb', type=float, default=4.0,
+                        help='memory for features kept between the labelling and the '
+                        'comparison pass (beyond it images are recomputed)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     return parser.parse_args(argv)
@@ -61,7 +64,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
     import mmseg_saot  # noqa: F401  (registers the plugin)
     from mmseg_saot.engine.hooks import find_pseudo_label_dataset
     from mmseg_saot.engine.pseudo_labels.comparison import compare_methods
-    from mmseg_saot.engine.pseudo_labels.features import PseudoLabelInputError
+    from mmseg_saot.engine.pseudo_labels.features import FeatureMemo, PseudoLabelInputError
     from mmseg_saot.engine.pseudo_labels.scoring import format_table
 
     init_default_scope(cfg.get('default_scope', 'mmseg'))
@@ -76,7 +79,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
     out_dir = args.out_dir or osp.join(cfg.work_dir, 'pseudo_label_eval')
     os.makedirs(out_dir, exist_ok=True)
     main_method = hook.labeler_cfg.get('method', 'saot')
-    memo = {}  # each image through the backbone once, for both passes
+    # each image through the backbone once for both passes, within a memory budget
+    memo = FeatureMemo(int(args.feature_memo_gb * (1 << 30)))
     if not args.no_cache:  # (the metric trains with autograd: no global no_grad)
         hook.run(model, dataset, memo=memo)
     results = compare_methods(model, hook, dataset, args.methods, out_dir=out_dir,

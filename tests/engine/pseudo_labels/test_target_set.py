@@ -180,3 +180,14 @@ def test_sources_lacking_a_class_and_targets_of_other_sizes(tmp_path):
     assert manifest['class_histogram']['13'] == 0  # no source car: no target car
     odd_labels = tmp_path / 'run' / 'pseudo_labels' / 'labels' / 'demo' / (odd.stem + '.png')
     assert np.asarray(Image.open(odd_labels)).shape == (70, 60)
+
+
+def test_feature_memo_stops_at_its_budget():
+    import torch
+
+    from mmseg_saot.engine.pseudo_labels.features import FeatureMemo, ImageFeatures
+    memo = FeatureMemo(max_bytes=3 * 4 * 10)  # three 10-float feature maps
+    for i in range(5):
+        memo[('img', i)] = ImageFeatures(index=i, img_path=f'{i}.png', feats=torch.zeros(10),
+                                         img_shape=(1, 1), ori_shape=(1, 1))
+    assert len(memo) == 3 and memo.num_bytes == 120
