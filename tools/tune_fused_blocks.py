@@ -53,8 +53,9 @@ def main() -> None:
     ot, fused = import_ot()
     cls = fused.FusedIteration
     gen = torch.Generator(device='cuda').manual_seed(0)
-    x = torch.nn.functional.normalize(torch.randn(args.n, 1024, device='cuda', generator=gen), dim=1)
-    y = torch.nn.functional.normalize(torch.randn(args.n, 1024, device='cuda', generator=gen), dim=1)
+    unit = torch.nn.functional.normalize
+    x = unit(torch.randn(args.n, 1024, device='cuda', generator=gen), dim=1)
+    y = unit(torch.randn(args.n, 1024, device='cuda', generator=gen), dim=1)
     cost = (1 - x @ y.t()).clamp_min(0)
     del x, y
     storages = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
