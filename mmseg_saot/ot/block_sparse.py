@@ -28,8 +28,8 @@ The solver restricts the problem of :func:`sinkhorn` to a support
    labels at the same support in an analysis of the dense plan). ``'topk'`` keeps, per
    target, the ``topk`` source blocks of lowest block-average cost; ``'all'`` keeps
    every pair (then the result equals the dense solver). Each target block keeps at
-   least ``min_blocks`` source blocks and every source block at least one target block. For the cosine cost the
-   block-average cost is exact: :math:`\\bar C_{Ij} = 1 - \\langle \\bar x_I, y_j \\rangle`
+   least ``min_blocks`` source blocks and every source block at least one target
+   block. For the cosine cost the block-average cost is exact: :math:`\\bar C_{Ij} = 1 - \\langle \\bar x_I, y_j \\rangle`
    with the mass-weighted block mean of the unit features.
 3. *Layout and costs*: target blocks are sorted by width (kept source columns) and
    grouped into at most 8 width buckets; bucket k is one dense ``(J_k, bt, W_k)`` tensor
