@@ -30,7 +30,8 @@ The solver restricts the problem of :func:`sinkhorn` to a support
    every pair (then the result equals the dense solver). Each target block keeps at
    least ``min_blocks`` source blocks and every source block at least one target
    block. For the cosine cost the block-average cost is exact:
-   :math:`\\bar C_{Ij} = 1 - \\langle \\bar x_I, y_j \\rangle` with the mass-weighted block mean of the unit features.
+   :math:`\\bar C_{Ij} = 1 - \\langle \\bar x_I, y_j \\rangle` with the
+   mass-weighted block mean of the unit features.
 3. *Layout and costs*: target blocks are sorted by width (kept source columns) and
    grouped into at most 8 width buckets; bucket k is one dense ``(J_k, bt, W_k)`` tensor
    whose short rows are padded with a zero-mass dummy source (see :class:`_Support`).
