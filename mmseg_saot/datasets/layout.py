@@ -97,10 +97,13 @@ def check_dataset_folders(dataset_type: str,
 
 
 def _leaf_datasets(dataset_cfg: dict) -> Iterator[dict]:
-    """Yield the concrete dataset configs inside wrappers (Concat, Repeat)."""
+    """Yield the concrete dataset configs inside wrappers (Concat, Repeat, UDA pairs)."""
     if 'datasets' in dataset_cfg:
         for child in dataset_cfg['datasets']:
             yield from _leaf_datasets(child)
+    elif 'source' in dataset_cfg and 'target' in dataset_cfg:  # SourceTargetDataset
+        yield from _leaf_datasets(dataset_cfg['source'])
+        yield from _leaf_datasets(dataset_cfg['target'])
     elif 'dataset' in dataset_cfg:
         yield from _leaf_datasets(dataset_cfg['dataset'])
     else:

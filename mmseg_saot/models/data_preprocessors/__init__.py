@@ -1,0 +1,3 @@
+from .uda_data_preprocessor import UDADataPreProcessor
+
+__all__ = ['UDADataPreProcessor']
