@@ -5,13 +5,34 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
-from mmseg.models.losses import accuracy
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor, nn
 
 PIXEL_WEIGHT_KEY = 'gt_pixel_weight'
+
+
+@torch.no_grad()
+def pixel_accuracy(seg_logits: Tensor, seg_label: Tensor, ignore_index: int) -> Tensor:
+    """Top-1 accuracy (%) over the labelled pixels (0 if there are none).
+
+    mmseg's ``accuracy`` with topk=1, with the argmax as a running maximum over the
+    classes: on a CPU, a top-k or argmax across the channel dimension of
+    ``(8, 19, 224, 448)`` logits costs 2-4x as much.
+
+    Args:
+        seg_logits: ``(B, C, H, W)``.
+        seg_label: ``(B, H, W)``.
+    """
+    best, predicted = seg_logits[:, 0].clone(), torch.zeros_like(seg_label)
+    for cls in range(1, seg_logits.shape[1]):
+        better = seg_logits[:, cls] > best
+        best = torch.where(better, seg_logits[:, cls], best)
+        predicted.masked_fill_(better, cls)
+    valid = seg_label != ignore_index
+    correct = (predicted == seg_label) & valid
+    return correct.sum().float() * 100.0 / valid.sum().clamp(min=1)
 
 
 @MODELS.register_module()
@@ -155,6 +176,5 @@ class MLPHead(BaseDecodeHead):
                                 ignore_index=self.ignore_index)
             name = loss_decode.loss_name
             loss[name] = loss[name] + value if name in loss else value
-        loss['acc_seg'] = accuracy(seg_logits, seg_label,
-                                   ignore_index=self.ignore_index)
+        loss['acc_seg'] = pixel_accuracy(seg_logits, seg_label, self.ignore_index)
         return loss

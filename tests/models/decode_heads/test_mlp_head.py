@@ -121,3 +121,17 @@ def test_loss_backpropagates_to_the_head_only(inputs):
     _loss(head, inputs, labels).backward()
     assert all(p.grad is not None for p in head.parameters()
                if p.requires_grad)
+
+
+def test_pixel_accuracy_matches_mmseg_accuracy():
+    from mmseg.models.losses import accuracy
+
+    from mmseg_saot.models.decode_heads.mlp_head import pixel_accuracy
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 6, 7, generator=gen)
+    label = torch.randint(0, 5, (2, 6, 7), generator=gen)
+    label[0, :2] = 255
+    expected = accuracy(logits, label, ignore_index=255)
+    torch.testing.assert_close(pixel_accuracy(logits, label, 255).reshape(expected.shape),
+                               expected)
+    assert pixel_accuracy(logits, torch.full_like(label, 255), 255) == 0

@@ -1,0 +1,232 @@
+"""Frozen backbone + student MLP head + EMA-teacher head, for two-stage UDA."""
+import os.path as osp
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
+from torch import Tensor, nn
+
+from mmseg_saot.utils.errors import UserInputError
+from .feature_cache import FrozenFeatureCache, module_fingerprint
+from .self_training import (labelled_samples, pad_to, stack_labels, strong_view,
+                            teacher_labels, valid_pixels)
+
+STAGES = ('pseudo_labels', 'self_training')
+BRANCHES = ('teacher', 'student')
+
+
+@MODELS.register_module()
+class EMATeacherUDA(EncoderDecoder):
+    """SAOT's decoder training: stage 1 on SAOT pseudo-labels, stage 2 EMA self-training.
+
+    One frozen backbone is shared by the student head (``decode_head``, trained) and
+    the teacher head (``teacher_head``, the student's exponential moving average,
+    kept by :class:`~mmseg_saot.engine.hooks.EMATeacherHook`). :meth:`loss` adds the
+    named steps of the current stage, which
+    :class:`~mmseg_saot.engine.hooks.UDAStageHook` sets from ``runner.iter``:
+
+    * ``src.*``  (both stages, if ``source_weight > 0``): cross entropy on the labelled
+      source branch;
+    * ``tgt.*``  (stage ``'pseudo_labels'``): cross entropy on the target's SAOT
+      pseudo-labels, each pixel weighted by its SAOT confidence;
+    * ``mix.*``  (stage ``'self_training'``): the teacher labels the weak target view;
+      the student learns them on a strong view (ClassMix with the source, colour
+      jitter, blur), each pixel weighted by the teacher's confidence
+      (:func:`~.self_training.teacher_labels`).
+
+    A plain (single-branch) batch is a labelled set: its loss is ``sup.*``.
+    Training state (the stage, the iteration that seeds the augmentations) comes from
+    the hook at every iteration, never from the model's own counters, so a resumed run
+    continues exactly.
+
+    Args:
+        backbone, decode_head, neck, auxiliary_head, train_cfg, test_cfg,
+            data_preprocessor, init_cfg: as for ``EncoderDecoder``; use
+            ``UDADataPreProcessor`` for source/target batches.
+        source_weight: weight of the source loss (0 drops it; paper: 1).
+        pseudo_label_weight: weight of the SAOT pseudo-label loss in stage 1.
+        self_training_weight: weight of the teacher pseudo-label loss in stage 2.
+        teacher_threshold: teacher confidence below which a pixel weighs 0.
+        class_mix: paste source classes into the student's view (DACS ClassMix).
+        jitter_strength, jitter_probability, blur_probability: strong-view colour
+            jitter and blur (:mod:`.augmentations`).
+        predict_on: ``'teacher'`` or ``'student'``: the head used by predict/test.
+        feature_cache: keep backbone features of repeated inputs
+            (:class:`FrozenFeatureCache`); a deterministic pipeline then runs the
+            backbone once per image and view.
+        feature_cache_gb: the cache's memory budget (GiB).
+        feature_cache_dtype: its storage precision (``'fp16'``, ``'bf16'``, ``'fp32'``).
+        feature_cache_dir: also keep the features on disk, in a subfolder named by
+            a hash of the backbone's weights and config (runs of the same backbone
+            share it; ``'{work_dir}'`` is filled in by tools/train.py).
+        seed: seeds the strong views (with the iteration: ``seed * 100003 + iter``).
+    """
+
+    def __init__(self,
+                 backbone: ConfigType,
+                 decode_head: ConfigType,
+                 neck: OptConfigType = None,
+                 auxiliary_head: OptConfigType = None,
+                 train_cfg: OptConfigType = None,
+                 test_cfg: OptConfigType = None,
+                 data_preprocessor: OptConfigType = None,
+                 source_weight: float = 1.0,
+                 pseudo_label_weight: float = 1.0,
+                 self_training_weight: float = 1.0,
+                 teacher_threshold: float = 0.5,
+                 class_mix: bool = True,
+                 jitter_strength: float = 0.2,
+                 jitter_probability: float = 0.8,
+                 blur_probability: float = 0.5,
+                 predict_on: str = 'teacher',
+                 feature_cache: bool = False,
+                 feature_cache_gb: float = 8.0,
+                 feature_cache_dtype: str = 'fp16',
+                 feature_cache_dir: Optional[str] = None,
+                 seed: int = 0,
+                 init_cfg: OptConfigType = None) -> None:
+        super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
+                         auxiliary_head=auxiliary_head, train_cfg=train_cfg,
+                         test_cfg=test_cfg, data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        if predict_on not in BRANCHES:
+            raise ValueError(f'EMATeacherUDA: predict_on must be one of {BRANCHES}, '
+                             f'got {predict_on!r}.')
+        if not 0.0 <= teacher_threshold < 1.0:
+            raise ValueError('EMATeacherUDA: teacher_threshold must be in [0, 1), got '
+                             f'{teacher_threshold}.')
+        self.teacher_head = MODELS.build(decode_head)
+        self.teacher_head.requires_grad_(False)
+        self.source_weight = source_weight
+        self.pseudo_label_weight = pseudo_label_weight
+        self.self_training_weight = self_training_weight
+        self.teacher_threshold = teacher_threshold
+        self.class_mix = class_mix
+        self.jitter_strength = jitter_strength
+        self.jitter_probability = jitter_probability
+        self.blur_probability = blur_probability
+        self.predict_on = predict_on
+        self.seed = seed
+        self.feature_cache = None
+        if feature_cache:
+            folder = feature_cache_dir and osp.join(
+                feature_cache_dir, module_fingerprint(
+                    nn.ModuleList([self.backbone, getattr(self, 'neck', nn.Identity())]),
+                    repr((backbone, neck))))
+            self.feature_cache = FrozenFeatureCache(feature_cache_gb, feature_cache_dtype,
+                                                    folder)
+        self.stage, self.iteration = STAGES[0], None
+
+    # training state, set by UDAStageHook before every iteration
+    def set_train_state(self, stage: str, iteration: int) -> None:
+        """Select the loss steps of ``stage`` and seed the views of ``iteration``."""
+        if stage not in STAGES:
+            raise ValueError(f'EMATeacherUDA: stage must be one of {STAGES}, got {stage!r}.')
+        self.stage, self.iteration = stage, iteration
+
+    def train(self, mode: bool = True) -> 'EMATeacherUDA':
+        """The teacher always predicts in eval mode (BN statistics, no dropout)."""
+        super().train(mode)
+        self.teacher_head.eval()
+        return self
+
+    # features
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        """Backbone (+ neck) features, through the feature cache when enabled."""
+        if self.feature_cache is None:
+            return super().extract_feat(inputs)
+        return self.feature_cache.features(inputs, super().extract_feat)
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        """Logits of the ``predict_on`` head at input resolution."""
+        head = self.teacher_head if self.predict_on == 'teacher' else self.decode_head
+        return head.predict(self.extract_feat(inputs), batch_img_metas, self.test_cfg)
+
+    # loss steps
+    def loss(self, inputs, data_samples) -> Dict[str, Tensor]:
+        """The current stage's losses; see the class docstring for the steps."""
+        if not isinstance(inputs, dict):
+            return self.supervised_loss(inputs, data_samples, 'sup', 1.0)
+        losses: Dict[str, Tensor] = {}
+        if self.source_weight > 0 and 'source' in inputs:
+            losses.update(self.supervised_loss(inputs['source'], data_samples['source'],
+                                               'src', self.source_weight))
+        if 'target' in inputs and self.stage == 'pseudo_labels':
+            losses.update(self.supervised_loss(inputs['target'], data_samples['target'],
+                                               'tgt', self.pseudo_label_weight))
+        elif 'target' in inputs:
+            losses.update(self.self_training_loss(inputs, data_samples))
+        if not losses:
+            raise UserInputError('EMATeacherUDA: the batch gave no loss: its branches are '
+                                 f'{sorted(inputs)}; the UDA steps need "source" and/or '
+                                 '"target" (SourceTargetDataset).')
+        return losses
+
+    def supervised_loss(self, images: Tensor, samples: SampleList, prefix: str,
+                        weight: float) -> Dict[str, Tensor]:
+        """Student cross entropy on the samples' labels (and pixel weights)."""
+        losses = self.decode_head.loss(self.extract_feat(images), samples, self.train_cfg)
+        return add_prefix(self._scaled(losses, weight), prefix)
+
+    def self_training_loss(self, inputs: Dict[str, Tensor],
+                           data_samples: Dict[str, SampleList]) -> Dict[str, Tensor]:
+        """Teacher labels on the weak target view, student loss on the strong view."""
+        if self.iteration is None:
+            raise UserInputError('EMATeacherUDA: stage "self_training" needs the iteration '
+                                 'from UDAStageHook; add dict(type="UDAStageHook", ...) to '
+                                 'custom_hooks (see configs/_base_/uda/ema_self_training.py).')
+        target, target_samples = inputs['target'], data_samples['target']
+        labels, weights = self.teacher_pseudo_labels(target, target_samples)
+        source = source_labels = None
+        if self.class_mix:
+            if 'source' not in inputs or len(inputs['source']) != len(target):
+                raise UserInputError(
+                    'EMATeacherUDA: ClassMix pairs each target image with a source image; '
+                    'train on SourceTargetDataset (or set model.class_mix=False).')
+            # one canvas for both branches, padded as the preprocessor pads
+            size = tuple(max(a, b) for a, b in zip(inputs['source'].shape[-2:],
+                                                   target.shape[-2:]))
+            ignore = self.decode_head.ignore_index
+            source = pad_to(inputs['source'], size, 0.0)
+            source_labels = stack_labels(data_samples['source'], size, ignore).to(target.device)
+            target, labels = pad_to(target, size, 0.0), pad_to(labels, size, ignore)
+            weights = pad_to(weights, size, 0.0)
+        generator = torch.Generator().manual_seed(self.seed * 100003 + self.iteration)
+        mean, std = self._pixel_statistics()
+        images, labels, weights = strong_view(
+            source, source_labels, target, labels, weights, mean=mean, std=std,
+            generator=generator, class_mix=self.class_mix,
+            jitter_strength=self.jitter_strength,
+            jitter_probability=self.jitter_probability,
+            blur_probability=self.blur_probability,
+            ignore_index=self.decode_head.ignore_index)
+        samples = labelled_samples(target_samples, labels, weights)
+        feats = super().extract_feat(images)  # strong views never repeat: no cache
+        losses = self._scaled(self.decode_head.loss(feats, samples, self.train_cfg),
+                              self.self_training_weight)
+        losses['teacher_confident'] = (weights > 0).float().mean()
+        return add_prefix(losses, 'mix')
+
+    @torch.no_grad()
+    def teacher_pseudo_labels(self, images: Tensor, samples: SampleList):
+        """Teacher labels ``(B, H, W)`` and weights ``(B, H, W)`` of the weak view."""
+        logits = self.teacher_head(self.extract_feat(images))
+        logits = F.interpolate(logits, size=images.shape[-2:], mode='bilinear',
+                               align_corners=self.align_corners)
+        valid = valid_pixels(samples, images.shape[-2:], images.device)
+        return teacher_labels(logits, valid, threshold=self.teacher_threshold,
+                              ignore_index=self.decode_head.ignore_index)
+
+    def _pixel_statistics(self):
+        preprocessor = self.data_preprocessor
+        if not getattr(preprocessor, '_enable_normalize', False):
+            return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+        return (preprocessor.mean.flatten().tolist(), preprocessor.std.flatten().tolist())
+
+    @staticmethod
+    def _scaled(losses: Dict[str, Tensor], weight: float) -> Dict[str, Tensor]:
+        return {name: value * weight if name.startswith('loss') else value
+                for name, value in losses.items()}

@@ -1,0 +1,155 @@
+"""EMATeacherUDA: loss steps per stage, teacher untouched by gradients, predict_on."""
+import pytest
+import torch
+from mmengine.config import ConfigDict
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+from mmseg_saot.utils.errors import UserInputError
+
+SIZE = (28, 42)  # 2x3 patches of 14 px
+
+
+def build(**overrides):
+    init_default_scope('mmseg')
+    cfg = dict(
+        type='EMATeacherUDA',
+        data_preprocessor=dict(type='UDADataPreProcessor', mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
+                               size_divisor=14, seg_pad_val=255),
+        backbone=dict(type='DINOv2Backbone', model_name='vit_small_patch14_dinov2',
+                      out_indices=1, pretrained=False),
+        decode_head=dict(type='MLPHead', in_channels=[384], in_index=[0], channels=8,
+                         num_classes=4, dropout_ratio=0.0,
+                         norm_cfg=dict(type='BN', requires_grad=True)),
+        test_cfg=dict(mode='whole'))
+    cfg.update(overrides)
+    torch.manual_seed(0)
+    cfg = ConfigDict(cfg)
+    return MODELS.build(cfg)
+
+
+def branch(seed, weights=False):
+    gen = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for _ in range(2):
+        inputs.append(torch.randint(0, 256, (3, *SIZE), generator=gen, dtype=torch.uint8))
+        sample = SegDataSample(metainfo=dict(img_shape=SIZE, ori_shape=SIZE))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, *SIZE), generator=gen))
+        if weights:
+            sample.set_data({'gt_pixel_weight': PixelData(data=torch.rand(1, *SIZE,
+                                                                          generator=gen))})
+        samples.append(sample)
+    return inputs, samples
+
+
+def uda_batch(model):
+    (src, src_samples), (tgt, tgt_samples) = branch(0), branch(1, weights=True)
+    return model.data_preprocessor(dict(inputs=dict(source=src, target=tgt),
+                                        data_samples=dict(source=src_samples,
+                                                          target=tgt_samples)), True)
+
+
+def test_stage1_has_source_and_pseudo_label_losses():
+    model = build()
+    losses = model.loss(**uda_batch(model))
+    assert {'src.loss_ce', 'tgt.loss_ce', 'src.acc_seg', 'tgt.acc_seg'} <= set(losses)
+    assert not any(k.startswith('mix.') for k in losses)
+
+
+def test_source_weight_zero_drops_the_source_step_and_weights_scale():
+    model = build(source_weight=0.0, pseudo_label_weight=2.0)
+    losses = model.loss(**uda_batch(model))
+    assert not any(k.startswith('src.') for k in losses)
+    reference = build().loss(**uda_batch(model))['tgt.loss_ce']
+    torch.testing.assert_close(losses['tgt.loss_ce'], 2 * reference)
+
+
+def test_a_plain_batch_is_supervised():
+    model = build()
+    inputs, samples = branch(0)
+    data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
+    assert set(model.loss(**data)) == {'sup.loss_ce', 'sup.acc_seg'}
+
+
+def test_stage2_needs_the_stage_hook():
+    model = build()
+    model.stage = 'self_training'
+    with pytest.raises(UserInputError, match='UDAStageHook'):
+        model.loss(**uda_batch(model))
+
+
+def test_stage2_self_training_is_seeded_by_the_iteration():
+    model = build()
+    data = uda_batch(model)
+    model.set_train_state('self_training', 7)
+    first = model.loss(**data)
+    assert {'src.loss_ce', 'mix.loss_ce', 'mix.teacher_confident'} <= set(first)
+    assert not any(k.startswith('tgt.') for k in first)
+    again = model.loss(**data)
+    torch.testing.assert_close(first['mix.loss_ce'], again['mix.loss_ce'])
+    model.set_train_state('self_training', 8)
+    other = model.loss(**data)
+    assert not torch.allclose(first['mix.loss_ce'], other['mix.loss_ce'])
+
+
+def test_gradients_reach_the_student_only():
+    model = build()
+    model.set_train_state('self_training', 0)
+    losses = model.loss(**uda_batch(model))
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    assert all(p.grad is not None for p in model.decode_head.parameters() if p.requires_grad)
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher_head.parameters())
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_class_mix_without_a_source_branch_is_a_clear_error():
+    model = build()
+    model.set_train_state('self_training', 0)
+    tgt, samples = branch(1, weights=True)
+    data = model.data_preprocessor(dict(inputs=dict(target=tgt),
+                                        data_samples=dict(target=samples)), True)
+    with pytest.raises(UserInputError, match='ClassMix'):
+        model.loss(**data)
+    model.class_mix = False
+    assert 'mix.loss_ce' in model.loss(**data)
+
+
+def test_teacher_stays_in_eval_mode():
+    model = build()
+    model.train()
+    assert model.decode_head.training and not model.teacher_head.training
+
+
+def test_predict_on_selects_the_head():
+    model = build()
+    with torch.no_grad():
+        for p in model.teacher_head.conv_seg.parameters():
+            p.zero_()
+    inputs, samples = branch(2)
+    data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), False)
+    model.eval()
+    teacher = model.predict(**data)[0].seg_logits.data
+    assert torch.all(teacher == 0)  # a zeroed classifier
+    model.predict_on = 'student'
+    assert not torch.all(model.predict(**data)[0].seg_logits.data == 0)
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match='predict_on'):
+        build(predict_on='ema')
+    with pytest.raises(ValueError, match='teacher_threshold'):
+        build(teacher_threshold=1.5)
+    with pytest.raises(ValueError, match='stage'):
+        build().set_train_state('stage3', 0)
+
+
+def test_feature_cache_serves_repeated_inputs():
+    model = build(feature_cache=True, feature_cache_gb=0.1)
+    data = uda_batch(model)
+    first = model.loss(**data)
+    second = model.loss(**data)
+    assert model.feature_cache.hits == 4 and model.feature_cache.misses == 4
+    torch.testing.assert_close(first['tgt.loss_ce'], second['tgt.loss_ce'])
