@@ -1,4 +1,6 @@
 from .ema_teacher_hook import EMATeacherHook, ema_update
 from .pseudo_label_hook import SAOTPseudoLabelHook, find_pseudo_label_dataset
+from .uda_stage_hook import UDAStageHook
 
-__all__ = ['EMATeacherHook', 'ema_update', 'SAOTPseudoLabelHook', 'find_pseudo_label_dataset']
+__all__ = ['EMATeacherHook', 'ema_update', 'SAOTPseudoLabelHook',
+           'find_pseudo_label_dataset', 'UDAStageHook']

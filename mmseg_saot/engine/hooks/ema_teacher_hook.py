@@ -2,6 +2,7 @@
 from typing import Optional
 
 import torch
+from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
@@ -31,6 +32,19 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
             t_value.data.lerp_(s_value.to(t_value.dtype), momentum)
         else:
             t_value.data.copy_(s_value)
+
+
+@torch.no_grad()
+def average_float_buffers(module: nn.Module) -> None:
+    """Average floating-point buffers over the ranks, in place.
+
+    Parameters agree across DDP ranks, but each rank's BatchNorm statistics follow
+    its own batches (mmengine wraps with ``broadcast_buffers=False``): averaging
+    the teacher's keeps it one model on every rank.
+    """
+    for buffer in module.buffers():
+        if buffer.dtype.is_floating_point:
+            all_reduce(buffer, op='mean')
 
 
 @HOOKS.register_module()
@@ -92,3 +106,5 @@ class EMATeacherHook(Hook):
             return
         student, teacher = self._modules(runner)
         ema_update(teacher, student, self.momentum_at(runner.iter))
+        if get_world_size() > 1:
+            average_float_buffers(teacher)

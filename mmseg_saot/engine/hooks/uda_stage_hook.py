@@ -1,0 +1,60 @@
+"""Switch EMATeacherUDA from SAOT pseudo-labels (stage 1) to self-training (stage 2)."""
+from typing import Optional
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+
+from mmseg_saot.utils.errors import UserInputError
+
+
+@HOOKS.register_module()
+class UDAStageHook(Hook):
+    """Before every iteration, tell the model its stage and iteration (``runner.iter``).
+
+    Iterations ``[0, self_training_begin)`` are stage 1 (``'pseudo_labels'``: the
+    head learns the SAOT pseudo-labels); from ``self_training_begin`` on, stage 2
+    (``'self_training'``: the head learns the EMA teacher's labels). Both come from
+    the loop's counter, so a resumed run is in the right stage with the right
+    augmentation seeds.
+
+    Args:
+        self_training_begin: N1, the first iteration of stage 2 (0: self-training
+            only; at or beyond ``max_iters``: stage 1 only).
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, self_training_begin: int) -> None:
+        if self_training_begin < 0:
+            raise ValueError('UDAStageHook: self_training_begin must be >= 0, got '
+                             f'{self_training_begin}.')
+        self.self_training_begin = self_training_begin
+
+    @staticmethod
+    def _model(runner):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if not hasattr(model, 'set_train_state'):
+            raise UserInputError(
+                f'UDAStageHook: the model ({type(model).__name__}) has no stages; use '
+                "model=dict(type='EMATeacherUDA', ...) or drop the hook.")
+        return model
+
+    def stage_at(self, iteration: int) -> str:
+        return 'pseudo_labels' if iteration < self.self_training_begin else 'self_training'
+
+    def before_train(self, runner) -> None:
+        self._model(runner)
+        print_log(f'UDAStageHook: iterations [0, {self.self_training_begin}) learn the SAOT '
+                  f'pseudo-labels, [{self.self_training_begin}, {runner.max_iters}) the EMA '
+                  f'teacher\'s; starting at iteration {runner.iter} '
+                  f'({self.stage_at(runner.iter)}).', logger='current')
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
+        stage = self.stage_at(runner.iter)
+        if runner.iter == self.self_training_begin and runner.iter > 0:
+            print_log(f'UDAStageHook: stage 2 (EMA-teacher self-training) begins at '
+                      f'iteration {runner.iter}.', logger='current')
+        self._model(runner).set_train_state(stage, runner.iter)

@@ -1,0 +1,3 @@
+from .teacher_student_val_loop import TeacherStudentValLoop
+
+__all__ = ['TeacherStudentValLoop']

@@ -1,0 +1,46 @@
+"""UDAStageHook: the stage and iteration come from runner.iter (resume-safe)."""
+from unittest.mock import MagicMock
+
+import pytest
+from torch import nn
+
+from mmseg_saot.engine.hooks import UDAStageHook
+from mmseg_saot.utils.errors import UserInputError
+
+
+class StagedModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def set_train_state(self, stage, iteration):
+        self.calls.append((stage, iteration))
+
+
+def runner_at(iteration, model):
+    runner = MagicMock()
+    runner.iter, runner.max_iters, runner.model = iteration, 10, model
+    return runner
+
+
+def test_stage_switches_at_self_training_begin():
+    model, hook = StagedModel(), UDAStageHook(self_training_begin=4)
+    for it in (0, 3, 4, 9):
+        hook.before_train_iter(runner_at(it, model), batch_idx=it)
+    assert model.calls == [('pseudo_labels', 0), ('pseudo_labels', 3),
+                           ('self_training', 4), ('self_training', 9)]
+
+
+def test_a_resumed_run_starts_in_the_right_stage():
+    model, hook = StagedModel(), UDAStageHook(self_training_begin=4)
+    runner = runner_at(6, model)
+    hook.before_train(runner)
+    hook.before_train_iter(runner, batch_idx=0)
+    assert model.calls == [('self_training', 6)]
+
+
+def test_a_model_without_stages_is_a_clear_error():
+    with pytest.raises(UserInputError, match='EMATeacherUDA'):
+        UDAStageHook(self_training_begin=1).before_train(runner_at(0, nn.Linear(1, 1)))
+    with pytest.raises(ValueError, match='self_training_begin'):
+        UDAStageHook(self_training_begin=-1)
