@@ -50,6 +50,9 @@ def load_run_config(config_path: str,
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config_path))[0])
     fill_work_dir(cfg, cfg.work_dir)
+    if launcher != 'none':
+        from mmseg_saot.utils.cpu_distributed import prepare_cpu_distributed
+        prepare_cpu_distributed(cfg, launcher)
     return cfg
 
 

@@ -1,0 +1,46 @@
+"""tools/dist_train.sh: two gloo processes on CPU train both stages; one teacher."""
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import torch
+from tiny_uda import tiny_uda_config, write_tiny_uda_data
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_keep_identical_teachers(python, tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data')
+    config = tmp_path / 'tiny_ddp.py'
+    config.write_text(tiny_uda_config(data) + '''
+custom_imports = dict(imports=['mmseg_saot', 'rank_state_hook'], allow_failed_imports=False)
+custom_hooks = custom_hooks + [dict(type='RankStateHook')]
+train_cfg = dict(max_iters=5, val_interval=5)
+''')
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ, PYTHON=python, PORT=str(free_port()), OMP_NUM_THREADS='1',
+               PYTHONPATH=f'{REPO / "tests" / "tools"}:{os.environ.get("PYTHONPATH", "")}')
+    result = subprocess.run(['bash', str(REPO / 'tools' / 'dist_train.sh'), str(config), '2',
+                             '--work-dir', str(work_dir)], env=env, capture_output=True,
+                            text=True, timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert 'stage 2 (EMA-teacher self-training) begins at iteration 3' in log
+    assert 'teacher/mIoU' in log and 'student/mIoU' in log
+    ranks = [torch.load(work_dir / f'heads_rank{r}.pth', weights_only=True) for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys()
+    for key, value in ranks[0].items():
+        if key.startswith('teacher_head.'):  # parameters and BN statistics
+            assert torch.equal(value, ranks[1][key]), key
+        elif not key.split('.')[-1].startswith(('running_', 'num_batches')):
+            assert torch.equal(value, ranks[1][key]), key  # DDP-synchronised student
+    # the teacher moved away from its initial copy: it is an average, not the student
+    assert any(not torch.equal(ranks[0][k], ranks[0][k.replace('teacher_head', 'decode_head')])
+               for k in ranks[0] if k.startswith('teacher_head') and 'weight' in k)
