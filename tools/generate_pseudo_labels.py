@@ -13,6 +13,8 @@ overlay PNGs (image | pseudo-label | confidence | ground truth)::
 Point it at your own folders by config alone: the target is the dataset wrapped by
 ``PseudoLabelDataset`` in ``train_dataloader`` (its ``seg_map_path``, if any, is the
 ground truth used here for scoring only), the source is the hook's ``source``.
+``--split val`` scores the methods on ``val_dataloader``'s images and labels instead
+(read through the labelling pipeline; the training cache is left alone).
 """
 import argparse
 import json
@@ -39,6 +41,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='overlay PNGs per method (0: none)')
     parser.add_argument('--no-cache', action='store_true',
                         help='score only; do not write the training cache')
+    parser.add_argument('--split', choices=['train', 'val'], default='train',
+                        help='score the target train set (default) or the val set '
+                        '(implies --no-cache)')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda if any)')
     parser.add_argument('--feature-memo-gb', type=float, default=4.0,
                         help='memory for features kept between the labelling and the '
@@ -74,9 +79,13 @@ def run(cfg, args: argparse.Namespace) -> dict:
                                     'see configs/saot/gta2cs.py.')
     hook = HOOKS.build(hooks[0])
     dataset = find_pseudo_label_dataset(DATASETS.build(cfg.train_dataloader.dataset))
+    if args.split == 'val':
+        dataset = _val_as_target(cfg, dataset)
+        args.no_cache = True
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     model = MODELS.build(cfg.model).to(device).eval()
-    out_dir = args.out_dir or osp.join(cfg.work_dir, 'pseudo_label_eval')
+    out_dir = args.out_dir or osp.join(
+        cfg.work_dir, 'pseudo_label_eval' + ('_val' if args.split == 'val' else ''))
     os.makedirs(out_dir, exist_ok=True)
     main_method = hook.labeler_cfg.get('method', 'saot')
     # each image through the backbone once for both passes, within a memory budget
@@ -99,6 +108,14 @@ def run(cfg, args: argparse.Namespace) -> dict:
         f.write(table + '\n')
     print(f'table and JSON in {out_dir}; overlays in {osp.join(out_dir, "overlays")}')
     return report
+
+
+def _val_as_target(cfg, train_target):
+    """A PseudoLabelDataset over val_dataloader's dataset, read like the train target."""
+    from mmseg_saot.datasets import PseudoLabelDataset
+    val_cfg = dict(cfg.val_dataloader.dataset)
+    val_cfg['pipeline'] = train_target.target.pipeline.transforms  # the labelling pipeline
+    return PseudoLabelDataset(val_cfg, train_target.pseudo_label_dir + '.val-unused')
 
 
 def _print_ratio(results: dict) -> None:

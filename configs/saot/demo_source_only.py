@@ -1,23 +1,23 @@
 # The demo's source-only baseline: the MLP head trained on the labelled "game"
-# source (no pseudo-labels), evaluated on the "real" target. Compare with
-# demo.py, which trains the same head on SAOT pseudo-labels of the target.
+# source alone (no pseudo-labels, no self-training) for stage 1's iterations,
+# evaluated on the "real" target's val split.
 _base_ = ['./demo.py']
 
-source_train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale={{_base_.label_scale}}, ratio_range=(0.75, 1.5),
-         keep_ratio=True),
-    dict(type='RandomCrop', crop_size={{_base_.crop_size}}, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
+model = dict(predict_on='student')  # the trained head (no teacher needed)
 train_dataloader = dict(
+    sampler=dict(_delete_=True, type='InfiniteSampler', shuffle=True),
     dataset=dict(
         _delete_=True,
         type='GTA5Dataset',
         data_root='data/demo/gta5',
         data_prefix=dict(img_path='images', seg_map_path='labels'),
-        pipeline=source_train_pipeline))
-custom_hooks = []  # no pseudo-labelling stage
+        pipeline={{_base_.source_train_pipeline}}))
+custom_hooks = []  # no pseudo-labelling stage, no teacher
+val_cfg = dict(branches=('student', ))  # the teacher is never trained here
+train_cfg = dict(max_iters={{_base_.stage1_iters}},
+                 val_interval={{_base_.stage1_iters}})
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=30),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30,
+         end={{_base_.stage1_iters}}, by_epoch=False),
+]

@@ -1,4 +1,5 @@
 """tools/train.py and tools/test.py end to end on a tiny dataset (CPU)."""
+import json
 import os
 import signal
 import subprocess
@@ -51,9 +52,16 @@ def test_missing_config_is_a_clear_message(python, tmp_path):
 
 
 def head_state(checkpoint: Path) -> dict:
+    """Student and teacher heads of a checkpoint (the frozen ViT is not saved)."""
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    return {k: v for k, v in state['state_dict'].items()
-            if k.startswith('decode_head.')}
+    heads = {k: v for k, v in state['state_dict'].items()
+             if k.startswith(('decode_head.', 'teacher_head.'))}
+    assert any(k.startswith('teacher_head.') for k in heads)
+    return heads
+
+
+def final_eval(work_dir: Path) -> dict:
+    return json.loads((work_dir / 'eval' / 'iter_6.json').read_text())
 
 
 @pytest.fixture(scope='module')
@@ -62,7 +70,15 @@ def reference_run(python, tiny_config, tmp_path_factory) -> Path:
     work_dir = tmp_path_factory.mktemp('reference')
     result = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert 'mIoU' in result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert 'teacher/mIoU' in log and 'student/mIoU' in log
+    assert 'stage 2 (EMA-teacher self-training) begins at iteration 3' in log
+    assert 'mix.loss_ce' in log and 'tgt.loss_ce' in log and 'src.loss_ce' in log
+    # both heads evaluated after each stage, with per-class IoU
+    for it in (3, 6):
+        record = json.loads((work_dir / 'eval' / f'iter_{it}.json').read_text())
+        assert set(record) == {'iter', 'teacher', 'student'}
+        assert 'road' in record['teacher']['per_class_iou']
     return work_dir
 
 
@@ -77,11 +93,11 @@ def test_kill_then_resume_continues_the_run(python, tiny_config,
          '--cfg-options', 'train_cfg.max_iters=100000'],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (interrupted / 'iter_4.pth').exists():
+    pointer = interrupted / 'last_checkpoint'  # written once iter_4.pth is complete
+    while not (pointer.exists() and pointer.read_text().strip().endswith('iter_4.pth')):
         assert process.poll() is None and time.time() < deadline
-        time.sleep(0.2)
-    time.sleep(0.5)  # let iter_4 finish writing, then kill hard
-    os.kill(process.pid, signal.SIGKILL)
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)  # mid-stage-2, hard
     process.wait()
 
     resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', interrupted,
@@ -89,11 +105,17 @@ def test_kill_then_resume_continues_the_run(python, tiny_config,
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
     assert 'resumed' in log.lower()
+    assert 'starting at iteration 4 (self_training)' in log
     final = head_state(interrupted / 'iter_6.pth')
-    # same seed, same data order: the resumed run ends where an
-    # uninterrupted one does
+    # same seed, same data order, same augmentation seeds: the resumed run
+    # ends where an uninterrupted one does, teacher included (a teacher reset
+    # to the student at resume would differ)
     for key, value in final_reference.items():
         torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
+    reference_eval, resumed_eval = final_eval(reference_run), final_eval(interrupted)
+    for branch in ('teacher', 'student'):
+        assert (resumed_eval[branch]['metrics']['mIoU'] ==
+                reference_eval[branch]['metrics']['mIoU'])
 
 
 def test_test_tool_prints_per_class_iou(python, tiny_config, reference_run,
