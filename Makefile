@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA := data/demo
 DEMO_WORK_DIR := work_dirs/demo
-DEMO_STAGE1_ITERS := 200  # stage1_iters of configs/saot/demo.py
+# stage1_iters of configs/saot/demo.py (the table's SAOT+decoder column)
+DEMO_STAGE1_ITERS := 200
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test test-slow env demo-data weights clean-demo

@@ -50,8 +50,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     cfg.custom_hooks = []  # timing the step alone (no labelling, no EMA)
     with user_errors_exit():
         runner = Runner.from_cfg(cfg)
-    model, optim_wrapper = runner.model, runner.optim_wrapper
-    loader = iter(runner.train_dataloader)
+    model = runner.model
+    optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    loader = runner.train_loop.dataloader_iterator  # as tools/train.py iterates
     batches = [next(loader) for _ in range(args.iters)]
     model.train()
     torch.manual_seed(0)
