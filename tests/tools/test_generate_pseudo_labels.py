@@ -61,3 +61,18 @@ def test_a_config_without_the_hook_is_a_clear_message(python, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert 'no SAOTPseudoLabelHook' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_val_split_scores_the_val_images_and_leaves_the_cache_alone(python, tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2, num_val=3)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    work_dir = tmp_path / 'work'
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(work_dir),
+                             '--methods', 'nn', '--split', 'val', '--num-overlays', '0',
+                             '--device', 'cpu'], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((work_dir / 'pseudo_label_eval_val' / 'pseudo_label_miou.json')
+                        .read_text())
+    assert report['num_images'] == 3  # the val split, not the 2 train images
+    assert not (work_dir / 'pseudo_labels' / 'manifest.json').exists()

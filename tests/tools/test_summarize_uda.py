@@ -1,0 +1,58 @@
+"""tools/summarize_uda.py: one table from run evaluations and pseudo-label scores."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tools'))
+import summarize_uda  # noqa: E402
+
+
+def write_run(work_dir: Path, iteration: int, teacher: dict, student: dict) -> None:
+    (work_dir / 'eval').mkdir(parents=True, exist_ok=True)
+    record = dict(iter=iteration,
+                  teacher=dict(metrics={}, per_class_iou=teacher),
+                  student=dict(metrics={}, per_class_iou=student))
+    (work_dir / 'eval' / f'iter_{iteration}.json').write_text(json.dumps(record))
+
+
+@pytest.fixture
+def sources(tmp_path):
+    run = tmp_path / 'run'
+    write_run(run, 10, dict(road=50.0, car=10.0, bus=None), dict(road=40.0, car=0.0, bus=None))
+    write_run(run, 2, dict(road=1.0, car=1.0, bus=None), dict(road=2.0, car=4.0, bus=None))
+    scores = tmp_path / 'pl.json'
+    scores.write_text(json.dumps(dict(num_images=5, methods=dict(
+        nn=dict(per_class_iou=dict(road=30.0, car=None, bus=None))))))
+    return run, scores
+
+
+def test_columns_from_runs_and_pseudo_labels(sources, tmp_path, capsys):
+    run, scores = sources
+    out = tmp_path / 'table'
+    assert summarize_uda.main(['--column', f'NN=pl:{scores}:nn',
+                               '--column', f'early=run:{run}:student@2',
+                               '--column', f'final=run:{run}:teacher',
+                               '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert '| road | 30.0 | 2.0 | 50.0 |' in printed
+    assert '| car | - | 4.0 | 10.0 |' in printed
+    assert 'bus' not in printed  # absent from every ground truth
+    result = json.loads(out.with_suffix('.json').read_text())
+    assert result['NN']['miou'] == 30.0 and result['early']['miou'] == 3.0
+    assert result['final']['miou'] == 30.0  # the last evaluation by default
+    assert 'final: teacher head, iteration 10' in out.with_suffix('.md').read_text()
+
+
+def test_bad_columns_are_clear_messages(sources, python, tmp_path):
+    run, scores = sources
+    tool = str(Path(__file__).resolve().parents[2] / 'tools' / 'summarize_uda.py')
+    for spec, message in ((f'x=run:{run}:student@99', 'no evaluation at iteration 99'),
+                          (f'x=pl:{scores}:saot', "no method 'saot'"),
+                          ('x=foo', 'expected LABEL=')):
+        result = subprocess.run([python, tool, '--column', spec], capture_output=True,
+                                text=True)
+        assert result.returncode == 2 and message in result.stderr
+        assert 'Traceback' not in result.stderr
