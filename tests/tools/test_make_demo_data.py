@@ -127,3 +127,13 @@ def test_demo_trees_go_through_the_converters(demo, tmp_path):
     records = json.loads((root / 'sample_class_stats.json').read_text())
     assert records[0]['file'].startswith('gtFine/train/demo/')
     assert len(records) == 3
+
+
+def test_width_and_height_set_the_image_size(tool, tmp_path):
+    out = tmp_path / 'big'
+    assert tool.main(['--out', str(out), '--nproc', '1', '--width', '160', '--height', '96',
+                      '--num-source', '1', '--num-target-train', '1',
+                      '--num-target-val', '0']) == 0
+    for image in out.rglob('*.png'):
+        assert Image.open(image).size == (160, 96), image
+    assert json.loads((out / 'DONE.json').read_text())['config']['width'] == 160

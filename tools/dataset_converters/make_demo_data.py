@@ -19,7 +19,7 @@ run is redone from scratch. Usage::
 
     python tools/dataset_converters/make_demo_data.py [--out data/demo]
         [--num-source 200] [--num-target-train 150] [--num-target-val 50]
-        [--seed 0] [--nproc 2]
+        [--seed 0] [--nproc 2] [--width 448 --height 224]
 """
 import argparse
 import json
@@ -43,7 +43,7 @@ DOMAINS = {'source': 0, 'target': 1}
 SPLITS = {'train': 0, 'val': 1}
 CITY = 'demo'
 
-Job = Tuple[str, str, int, int, str]   # domain, split, index, seed, out dir
+Job = Tuple[str, str, int, int, str, int, int]  # domain, split, index, seed, out, w, h
 
 
 def scene_seed(seed: int, domain: str, split: str, index: int) -> List[int]:
@@ -94,9 +94,10 @@ def write_label_ids(path: Path, label_ids: np.ndarray, paletted: bool) -> None:
 
 def make_one(job: Job) -> str:
     """Render one scene and write its image and labels."""
-    domain, split, index, seed, out = job
+    domain, split, index, seed, out, width, height = job
     image, label_ids = streets.render_scene(
-        scene_seed(seed, domain, split, index), streets.STYLES[domain])
+        scene_seed(seed, domain, split, index), streets.STYLES[domain],
+        width=width, height=height)
     paths = output_paths(Path(out), domain, split, index)
     if not cv2.imwrite(str(paths['image']),
                        cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
@@ -113,7 +114,7 @@ def stamp_config(args) -> Dict:
     """What DONE.json must match for a run to be a no-op."""
     return dict(generator='mmseg_saot.datasets.synthetic_streets',
                 version=streets.GENERATOR_VERSION,
-                width=streets.WIDTH, height=streets.HEIGHT,
+                width=args.width, height=args.height,
                 num_source=args.num_source,
                 num_target_train=args.num_target_train,
                 num_target_val=args.num_target_val, seed=args.seed)
@@ -147,11 +148,12 @@ def clear_output(out: Path) -> None:
 
 
 def make_jobs(args, out: Path) -> List[Job]:
-    jobs = [('source', 'train', i, args.seed, str(out))
+    size = (args.width, args.height)
+    jobs = [('source', 'train', i, args.seed, str(out), *size)
             for i in range(args.num_source)]
-    jobs += [('target', 'train', i, args.seed, str(out))
+    jobs += [('target', 'train', i, args.seed, str(out), *size)
              for i in range(args.num_target_train)]
-    jobs += [('target', 'val', i, args.seed, str(out))
+    jobs += [('target', 'val', i, args.seed, str(out), *size)
              for i in range(args.num_target_val)]
     folders = {path.parent for job in jobs
                for path in output_paths(out, *job[:3]).values()}
@@ -200,12 +202,18 @@ def parse_args(argv=None):
     parser.add_argument('--num-target-val', type=int, default=50,
                         help='target val images')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--width', type=int, default=streets.WIDTH,
+                        help='image width (2048 and --height 1024: Cityscapes '
+                        'resolution, for full-size smoke runs)')
+    parser.add_argument('--height', type=int, default=streets.HEIGHT)
     parser.add_argument('--nproc', type=int, default=2,
                         help='worker processes')
     args = parser.parse_args(argv)
     for name in ('num_source', 'num_target_train', 'num_target_val'):
         if getattr(args, name) < 0:
             parser.error(f'--{name.replace("_", "-")} must be >= 0')
+    if args.width < 64 or args.height < 64:
+        parser.error('--width and --height must be >= 64')
     return args
 
 
