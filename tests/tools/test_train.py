@@ -74,6 +74,8 @@ def reference_run(python, tiny_config, tmp_path_factory) -> Path:
     assert 'teacher/mIoU' in log and 'student/mIoU' in log
     assert 'stage 2 (EMA-teacher self-training) begins at iteration 3' in log
     assert 'mix.loss_ce' in log and 'tgt.loss_ce' in log and 'src.loss_ce' in log
+    stage2_line = next(line for line in log.splitlines() if 'Iter(train) [5/6]' in line)
+    assert 'mix.loss_ce' in stage2_line and 'tgt.loss_ce' not in stage2_line
     # both heads evaluated after each stage, with per-class IoU
     for it in (3, 6):
         record = json.loads((work_dir / 'eval' / f'iter_{it}.json').read_text())

@@ -58,3 +58,12 @@ class UDAStageHook(Hook):
             print_log(f'UDAStageHook: stage 2 (EMA-teacher self-training) begins at '
                       f'iteration {runner.iter}.', logger='current')
         self._model(runner).set_train_state(stage, runner.iter)
+        if stage == 'self_training':
+            self._forget_stage1_scalars(runner)
+
+    @staticmethod
+    def _forget_stage1_scalars(runner) -> None:
+        """Drop the stage-1 loss history, so stage-2 logs do not repeat its last value."""
+        scalars = runner.message_hub.log_scalars
+        for key in [k for k in scalars if k.startswith('train/tgt.')]:
+            scalars.pop(key)

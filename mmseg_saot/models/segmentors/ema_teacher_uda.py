@@ -180,6 +180,9 @@ class EMATeacherUDA(EncoderDecoder):
                                  'custom_hooks (see configs/_base_/uda/ema_self_training.py).')
         target, target_samples = inputs['target'], data_samples['target']
         labels, weights = self.teacher_pseudo_labels(target, target_samples)
+        ignore = self.decode_head.ignore_index
+        # diagnostic: share of the target's pixels the teacher is confident about
+        confident = (weights > 0).sum() / (labels != ignore).sum().clamp(min=1)
         source = source_labels = None
         if self.class_mix:
             if 'source' not in inputs or len(inputs['source']) != len(target):
@@ -189,7 +192,6 @@ class EMATeacherUDA(EncoderDecoder):
             # one canvas for both branches, padded as the preprocessor pads
             size = tuple(max(a, b) for a, b in zip(inputs['source'].shape[-2:],
                                                    target.shape[-2:]))
-            ignore = self.decode_head.ignore_index
             source = pad_to(inputs['source'], size, 0.0)
             source_labels = stack_labels(data_samples['source'], size, ignore).to(target.device)
             target, labels = pad_to(target, size, 0.0), pad_to(labels, size, ignore)
@@ -201,13 +203,12 @@ class EMATeacherUDA(EncoderDecoder):
             generator=generator, class_mix=self.class_mix,
             jitter_strength=self.jitter_strength,
             jitter_probability=self.jitter_probability,
-            blur_probability=self.blur_probability,
-            ignore_index=self.decode_head.ignore_index)
+            blur_probability=self.blur_probability, ignore_index=ignore)
         samples = labelled_samples(target_samples, labels, weights)
         feats = super().extract_feat(images)  # strong views never repeat: no cache
         losses = self._scaled(self.decode_head.loss(feats, samples, self.train_cfg),
                               self.self_training_weight)
-        losses['teacher_confident'] = (weights > 0).float().mean()
+        losses['teacher_confident'] = confident.float()
         return add_prefix(losses, 'mix')
 
     @torch.no_grad()

@@ -2,6 +2,7 @@
 from unittest.mock import MagicMock
 
 import pytest
+from mmengine.logging import MessageHub
 from torch import nn
 
 from mmseg_saot.engine.hooks import UDAStageHook
@@ -20,6 +21,7 @@ class StagedModel(nn.Module):
 def runner_at(iteration, model):
     runner = MagicMock()
     runner.iter, runner.max_iters, runner.model = iteration, 10, model
+    runner.message_hub = MessageHub(f'stage_hook_test_{id(runner)}')
     return runner
 
 
@@ -44,3 +46,16 @@ def test_a_model_without_stages_is_a_clear_error():
         UDAStageHook(self_training_begin=1).before_train(runner_at(0, nn.Linear(1, 1)))
     with pytest.raises(ValueError, match='self_training_begin'):
         UDAStageHook(self_training_begin=-1)
+
+
+def test_stage2_logs_do_not_repeat_the_last_stage1_loss():
+    model, hook = StagedModel(), UDAStageHook(self_training_begin=2)
+    runner = runner_at(1, model)
+    runner.message_hub.update_scalar('train/tgt.loss_ce', 0.5)
+    runner.message_hub.update_scalar('train/src.loss_ce', 0.4)
+    hook.before_train_iter(runner, batch_idx=1)
+    assert 'train/tgt.loss_ce' in runner.message_hub.log_scalars
+    runner.iter = 2
+    hook.before_train_iter(runner, batch_idx=2)
+    assert 'train/tgt.loss_ce' not in runner.message_hub.log_scalars
+    assert 'train/src.loss_ce' in runner.message_hub.log_scalars  # both stages have it

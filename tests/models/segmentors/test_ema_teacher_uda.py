@@ -153,3 +153,11 @@ def test_feature_cache_serves_repeated_inputs():
     second = model.loss(**data)
     assert model.feature_cache.hits == 4 and model.feature_cache.misses == 4
     torch.testing.assert_close(first['tgt.loss_ce'], second['tgt.loss_ce'])
+
+
+def test_teacher_confident_is_the_share_of_confident_target_pixels():
+    model = build(teacher_threshold=0.0)
+    model.set_train_state('self_training', 0)
+    assert model.loss(**uda_batch(model))['mix.teacher_confident'] == 1.0
+    model.teacher_threshold = 0.999  # 4 classes: a random head is never that sure
+    assert model.loss(**uda_batch(model))['mix.teacher_confident'] == 0.0
