@@ -76,6 +76,7 @@ custom_hooks = [
             ann_file='ImageSets/Segmentation/aug.txt',
             pipeline=source_label_pipeline),
         labeler={{_base_.saot_labeler}},
+        num_classes=21,  # VOC: 20 classes + background
         num_source_images=1000,  # source bank: 1000 evenly spaced train+aug images
         batch_size=8,
         feature_index=-1),

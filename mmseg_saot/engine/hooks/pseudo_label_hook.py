@@ -98,6 +98,12 @@ class SAOTPseudoLabelHook(Hook):
 
         ``memo``: a feature memo to share with a later pass over the same images.
         """
+        head_classes = getattr(getattr(model, 'decode_head', None), 'num_classes', None)
+        if head_classes is not None and head_classes != self.num_classes:
+            raise UserInputError(
+                f'SAOTPseudoLabelHook: num_classes={self.num_classes} but the decode head '
+                f'predicts {head_classes} classes; set num_classes={head_classes} in the '
+                'hook (custom_hooks) so pseudo-labels use the head\'s label space.')
         source_set = DATASETS.build(self.source_cfg)
         keys = dataset.keys()
         fingerprint = make_fingerprint(
