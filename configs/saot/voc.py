@@ -11,8 +11,9 @@ _base_ = [
     '../_base_/schedules/head_20k.py',
     '../_base_/default_runtime.py',
 ]
-stage1_iters = 10000  # N1: iterations on SAOT pseudo-labels (our choice)
-stage2_iters = 10000  # N2: EMA self-training iterations (our choice)
+# N1: iterations on SAOT pseudo-labels (our choice); stage 2 runs from N1 to
+# train_cfg.max_iters = 20000 (schedules/head_20k.py: AdamW, poly decay)
+stage1_iters = 10000
 voc_root = 'data/VOCdevkit/VOC2012'
 label_scale = (512, 512)  # labelling resolution: 32x32 patches of 16 px
 data_preprocessor = dict(size_divisor=16,  # ViT-B/16 patch size
@@ -83,14 +84,6 @@ custom_hooks = [
     {{_base_.ema_teacher_hook}},
     dict(type='UDAStageHook', self_training_begin=stage1_iters),
 ]
-total_iters = stage1_iters + stage2_iters
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=500, end=total_iters,
-         by_epoch=False),
-]
-train_cfg = dict(max_iters=total_iters, val_interval=2000)
 val_cfg = {{_base_.val_loop}}
 val_evaluator = {{_base_.class_iou_evaluator}}
 test_evaluator = val_evaluator
