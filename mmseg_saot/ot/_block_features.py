@@ -45,8 +45,10 @@ class _Features:
         """``(mean, basis (D, dims))`` of the prepared features (randomised PCA, seeded)."""
         dims = min(dims, self.x.shape[1])
         gen = torch.Generator(device='cpu').manual_seed(0)
-        n_s = min(self.x.shape[0], 2048)
-        n_t = min(self.y.shape[0], 2048)
+        # 1024 + 1024 rows: half the time of 2048 + 2048 (21 vs 43 ms at the working
+        # point); which one gives the better blocks varies with the draw
+        n_s = min(self.x.shape[0], 1024)
+        n_t = min(self.y.shape[0], 1024)
         sample = torch.cat([
             self.x[torch.randperm(self.x.shape[0], generator=gen)[:n_s].to(self.x.device)],
             self.y[torch.randperm(self.y.shape[0], generator=gen)[:n_t].to(self.y.device)]])

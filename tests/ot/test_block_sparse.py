@@ -117,6 +117,19 @@ def test_kmeans_blocks_partition_points_and_group_clusters():
     assert padded.shape == (10, 50) and int((padded == 480).sum()) == 20
 
 
+def test_kmeans_helpers_nearest_centre_and_farthest_points():
+    from mmseg_saot.ot._block_order import _farthest_points, _nearest
+    gen = torch.Generator().manual_seed(1)
+    pts, centres = torch.randn(300, 6, generator=gen), torch.randn(7, 6, generator=gen)
+    assert torch.equal(_nearest(pts, centres), torch.cdist(pts, centres).argmin(1))
+    # greedy: the second centre is the point farthest from the first, and so on
+    line = torch.tensor([[0.0], [1.0], [10.0], [4.0]])
+    assert _farthest_points(line, 3).view(-1).tolist() == [0.0, 10.0, 4.0]
+    # more centroids than points: the points are repeated, none invented
+    few = _farthest_points(line[:2], 5)
+    assert few.shape == (5, 1) and set(few.view(-1).tolist()) == {0.0, 1.0}
+
+
 def test_support_matches_plan_and_topk_keeps_k_blocks():
     xs, _, xt, _ = _clustered(n_src=400, n_tgt=100)
     res = block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=1.0, block_size=20,
