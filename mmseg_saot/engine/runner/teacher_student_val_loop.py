@@ -1,9 +1,13 @@
 """Validation of both heads of an EMA-teacher model: ``teacher/mIoU``, ``student/mIoU``."""
+import copy
 import json
 import math
 import os
 import os.path as osp
 from typing import Sequence
+
+import torch
+from mmengine.runner.amp import autocast
 
 from mmengine.dist import is_main_process
 from mmengine.logging import print_log
@@ -16,15 +20,17 @@ BRANCHES = ('teacher', 'student')
 
 @LOOPS.register_module()
 class TeacherStudentValLoop(ValLoop):
-    """Run the validation set through the teacher head, then the student head.
+    """Validate the teacher and the student head in one pass over the validation set.
 
-    Metrics are logged as ``teacher/<name>`` and ``student/<name>``; the plain
-    names (``mIoU``, used by ``save_best``) are those of the model's ``predict_on``
-    head. The main process also writes ``<work_dir>/eval/iter_<N>.json`` with both
-    heads' metrics and, with :class:`~mmseg_saot.evaluation.ClassIoUMetric`, their
-    per-class IoU. A model without a teacher (no ``predict_on``) is validated once,
-    as by ``ValLoop``. With the model's feature cache on, the second pass reuses
-    the backbone features of the first.
+    Each batch goes through the backbone once (per image, or per crop in slide
+    inference) and through both heads (``EMATeacherUDA.val_step_branches``); each head
+    has its own copy of the evaluator. Metrics are logged as ``teacher/<name>`` and
+    ``student/<name>``; the plain names (``mIoU``, used by ``save_best``) are those of
+    the model's ``predict_on`` head, whose predictions also go to the ``after_val_iter``
+    hooks (visualisation). The main process also writes
+    ``<work_dir>/eval/iter_<N>.json`` with both heads' metrics and, with
+    :class:`~mmseg_saot.evaluation.ClassIoUMetric`, their per-class IoU. A model
+    without a teacher (no ``val_step_branches``) is validated as by ``ValLoop``.
 
     Args:
         runner, dataloader, evaluator, fp16: as for ``ValLoop``.
@@ -40,38 +46,48 @@ class TeacherStudentValLoop(ValLoop):
             raise ValueError(f'TeacherStudentValLoop: branches must be a non-empty subset of '
                              f'{BRANCHES}, got {tuple(branches)}.')
         self.branches = tuple(branches)
+        # one evaluator per head (copies made after ValLoop gave it the dataset meta)
+        self.evaluators = {branch: copy.deepcopy(self.evaluator) for branch in self.branches}
 
     def run(self) -> dict:
         model = self.runner.model.module if is_model_wrapper(self.runner.model) \
             else self.runner.model
-        if not hasattr(model, 'predict_on'):
+        if not hasattr(model, 'val_step_branches'):
             return super().run()
         self.runner.call_hook('before_val')
         self.runner.call_hook('before_val_epoch')
         self.runner.model.eval()
-        default, metrics, record = model.predict_on, {}, {}
-        try:
-            for branch in self.branches:
-                model.predict_on = branch
-                print_log(f'Validating the {branch} head', logger='current')
-                for idx, data_batch in enumerate(self.dataloader):
-                    self.run_iter(idx, data_batch)
-                branch_metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
-                metrics.update({f'{branch}/{k}': v for k, v in branch_metrics.items()})
-                if branch == default or len(self.branches) == 1:
-                    metrics.update(branch_metrics)
-                record[branch] = dict(metrics={k: float(v) for k, v in branch_metrics.items()},
-                                      per_class_iou=self._per_class_iou())
-        finally:
-            model.predict_on = default
+        shown = model.predict_on if model.predict_on in self.branches else self.branches[0]
+        print_log(f'Validating the {" and ".join(self.branches)} head(s)', logger='current')
+        for idx, data_batch in enumerate(self.dataloader):
+            self._run_branches_iter(model, idx, data_batch, shown)
+        metrics, record = {}, {}
+        for branch, evaluator in self.evaluators.items():
+            branch_metrics = evaluator.evaluate(len(self.dataloader.dataset))
+            metrics.update({f'{branch}/{k}': v for k, v in branch_metrics.items()})
+            if branch == shown:
+                metrics.update(branch_metrics)
+            record[branch] = dict(metrics={k: float(v) for k, v in branch_metrics.items()},
+                                  per_class_iou=self._per_class_iou(evaluator))
         self._write_record(record)
         self.runner.call_hook('after_val_epoch', metrics=metrics)
         self.runner.call_hook('after_val')
         return metrics
 
-    def _per_class_iou(self) -> dict:
+    @torch.no_grad()
+    def _run_branches_iter(self, model, idx: int, data_batch, shown: str) -> None:
+        self.runner.call_hook('before_val_iter', batch_idx=idx, data_batch=data_batch)
+        with autocast(enabled=self.fp16):
+            outputs = model.val_step_branches(data_batch, self.branches)
+        for branch, evaluator in self.evaluators.items():
+            evaluator.process(data_samples=outputs[branch], data_batch=data_batch)
+        self.runner.call_hook('after_val_iter', batch_idx=idx, data_batch=data_batch,
+                              outputs=outputs[shown])
+
+    @staticmethod
+    def _per_class_iou(evaluator) -> dict:
         """The ClassIoUMetric's per-class IoU, NaN (absent class) as None."""
-        for metric in self.evaluator.metrics:
+        for metric in evaluator.metrics:
             if getattr(metric, 'per_class_iou', None):
                 return {name: None if math.isnan(value) else value
                         for name, value in metric.per_class_iou.items()}

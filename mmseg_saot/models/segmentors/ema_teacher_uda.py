@@ -1,6 +1,8 @@
 """Frozen backbone + student MLP head + EMA-teacher head, for two-stage UDA."""
+import contextlib
+import copy
 import os.path as osp
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +121,7 @@ class EMATeacherUDA(EncoderDecoder):
             self.feature_cache = FrozenFeatureCache(feature_cache_gb, feature_cache_dtype,
                                                     folder)
         self.stage, self.iteration = STAGES[0], None
+        self._shared_feats = None  # per-call memo of val_step_branches
 
     # training state, set by UDAStageHook before every iteration
     def set_train_state(self, stage: str, iteration: int) -> None:
@@ -136,9 +139,55 @@ class EMATeacherUDA(EncoderDecoder):
     # features
     def extract_feat(self, inputs: Tensor) -> List[Tensor]:
         """Backbone (+ neck) features, through the feature cache when enabled."""
+        if self._shared_feats is not None:
+            key = (inputs.data_ptr(), tuple(inputs.shape), tuple(inputs.stride()))
+            if key not in self._shared_feats:
+                # the memo holds the input too: its memory cannot be reused while it lives
+                self._shared_feats[key] = (inputs, self._extract_feat(inputs))
+            return self._shared_feats[key][1]
+        return self._extract_feat(inputs)
+
+    def _extract_feat(self, inputs: Tensor) -> List[Tensor]:
         if self.feature_cache is None:
             return super().extract_feat(inputs)
         return self.feature_cache.features(inputs, super().extract_feat)
+
+    @contextlib.contextmanager
+    def _features_shared(self):
+        """Within the block, an input (or a crop view of it) goes through the backbone once."""
+        self._shared_feats = {}
+        try:
+            yield
+        finally:
+            self._shared_feats = None
+
+    @torch.no_grad()
+    def val_step_branches(self, data: dict, branches: Sequence[str]) -> Dict[str, SampleList]:
+        """Predictions of several heads on one batch, one backbone pass per image or crop.
+
+        Args:
+            data: a dataloader batch, as for ``val_step``.
+            branches: heads to predict with, from ``('teacher', 'student')``.
+
+        Returns:
+            ``{branch: data samples with pred_sem_seg}``, each branch on its own copy of
+            the batch's data samples.
+        """
+        unknown = [b for b in branches if b not in BRANCHES]
+        if unknown:
+            raise ValueError(f'EMATeacherUDA.val_step_branches: branches must be in '
+                             f'{BRANCHES}, got {tuple(branches)}.')
+        data = self.data_preprocessor(data, False)
+        default, outputs = self.predict_on, {}
+        with self._features_shared():
+            try:
+                for branch in branches:
+                    self.predict_on = branch
+                    outputs[branch] = self.predict(data['inputs'],
+                                                   copy.deepcopy(data['data_samples']))
+            finally:
+                self.predict_on = default
+        return outputs
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
         """Logits of the ``predict_on`` head at input resolution."""

@@ -1,4 +1,4 @@
-"""TeacherStudentValLoop with a mocked runner: both heads, prefixes, JSON, predict_on kept."""
+"""TeacherStudentValLoop with a mocked runner: both heads in one pass, prefixes, JSON."""
 import json
 from unittest.mock import MagicMock
 
@@ -18,17 +18,21 @@ GT = torch.tensor([[0, 0, 1, 1]])
 class TwoHeads(nn.Module):
     """Predicts all class 0 with the teacher, the truth with the student."""
 
-    def __init__(self):
+    def __init__(self, predict_on='teacher'):
         super().__init__()
-        self.predict_on, self.seen = 'teacher', []
+        self.predict_on, self.seen = predict_on, []
 
-    def val_step(self, batch):
-        self.seen.append(self.predict_on)
+    def val_step_branches(self, batch, branches):
+        self.seen.append(tuple(branches))
+        return {branch: [self.sample(branch)] for branch in branches}
+
+    @staticmethod
+    def sample(branch):
         sample = SegDataSample()
         sample.gt_sem_seg = PixelData(data=GT[None])
-        pred = torch.zeros_like(GT) if self.predict_on == 'teacher' else GT
+        pred = torch.zeros_like(GT) if branch == 'teacher' else GT
         sample.pred_sem_seg = PixelData(data=pred[None])
-        return [sample]
+        return sample
 
 
 def make_loop(tmp_path, model, **kwargs):
@@ -37,25 +41,37 @@ def make_loop(tmp_path, model, **kwargs):
     metric = ClassIoUMetric(iou_metrics=['mIoU'])
     runner.build_evaluator.return_value = Evaluator(metric)
     dataloader = MagicMock()
-    dataloader.__iter__.side_effect = lambda: iter([{}])
-    dataloader.dataset = MagicMock(metainfo=dict(classes=('a', 'b')), __len__=lambda s: 1)
+    dataloader.__iter__.side_effect = lambda: iter([{}, {}])  # two batches
+    dataloader.__len__.return_value = 2
+    dataloader.dataset = MagicMock(metainfo=dict(classes=('a', 'b')), __len__=lambda s: 2)
     return TeacherStudentValLoop(runner, dataloader, dict(type='ClassIoUMetric'), **kwargs)
 
 
 def test_both_heads_are_validated_and_written(tmp_path):
     model = TwoHeads()
-    metrics = make_loop(tmp_path, model).run()
-    assert model.seen == ['teacher', 'student'] and model.predict_on == 'teacher'
+    loop = make_loop(tmp_path, model)
+    metrics = loop.run()
+    # one pass over the data, both heads per batch; each head its own evaluator
+    assert model.seen == [('teacher', 'student')] * 2
     assert metrics['student/mIoU'] == 100.0 and metrics['teacher/mIoU'] < 100.0
     assert metrics['mIoU'] == metrics['teacher/mIoU']  # the predict_on head
+    shown = [c.kwargs['outputs'][0] for c in loop.runner.call_hook.call_args_list
+             if c.args[0] == 'after_val_iter']
+    assert len(shown) == 2 and all(torch.all(s.pred_sem_seg.data == 0) for s in shown)
     record = json.loads((tmp_path / 'eval' / 'iter_7.json').read_text())
     assert record['student']['per_class_iou'] == {'a': 100.0, 'b': 100.0}
     assert record['teacher']['per_class_iou']['b'] == 0.0
 
 
 def test_one_branch_only(tmp_path):
-    model = TwoHeads()
+    model = TwoHeads()  # predict_on 'teacher' is not validated: plain names = student's
     metrics = make_loop(tmp_path, model, branches=('student', )).run()
-    assert model.seen == ['student'] and metrics['mIoU'] == 100.0
+    assert model.seen == [('student', )] * 2 and metrics['mIoU'] == 100.0
+    assert 'teacher/mIoU' not in metrics
     with pytest.raises(ValueError, match='branches'):
         make_loop(tmp_path, model, branches=('ema', ))
+
+
+def test_student_predict_on_gives_the_plain_names(tmp_path):
+    metrics = make_loop(tmp_path, TwoHeads(predict_on='student')).run()
+    assert metrics['mIoU'] == metrics['student/mIoU'] == 100.0

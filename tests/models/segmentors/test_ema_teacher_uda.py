@@ -137,6 +137,36 @@ def test_predict_on_selects_the_head():
     assert not torch.all(model.predict(**data)[0].seg_logits.data == 0)
 
 
+@pytest.mark.parametrize('test_cfg', [dict(mode='whole'),
+                                      dict(mode='slide', crop_size=(28, 28), stride=(14, 14))])
+def test_val_step_branches_equals_val_step_per_head_with_one_backbone_pass(test_cfg):
+    model = build(test_cfg=test_cfg)
+    with torch.no_grad():  # teacher and student heads must differ
+        for p in model.teacher_head.conv_seg.parameters():
+            p.mul_(-1.0)
+    model.eval()
+    inputs, samples = branch(3)
+    batch = dict(inputs=inputs, data_samples=samples)
+    expected = {}
+    for head in ('teacher', 'student'):
+        model.predict_on = head
+        expected[head] = [s.seg_logits.data for s in model.val_step(batch)]
+    calls = []
+    model.backbone.register_forward_hook(lambda *args: calls.append(1))
+    model.predict_on = 'teacher'
+    outputs = model.val_step_branches(batch, ('teacher', 'student'))
+    crops = 1 if test_cfg['mode'] == 'whole' else 2  # 28 x 42 in 28 x 28 crops, stride 14
+    assert len(calls) == crops and model.predict_on == 'teacher'
+    for head in ('teacher', 'student'):
+        for got, want in zip(outputs[head], expected[head]):
+            torch.testing.assert_close(got.seg_logits.data, want)
+    assert not torch.equal(outputs['teacher'][0].seg_logits.data,
+                           outputs['student'][0].seg_logits.data)
+    assert outputs['teacher'][0] is not outputs['student'][0]  # own copies of the samples
+    with pytest.raises(ValueError, match='branches'):
+        model.val_step_branches(batch, ('ema', ))
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match='predict_on'):
         build(predict_on='ema')
