@@ -117,13 +117,15 @@ class FrozenFeatureCache:
         Returns:
             list of ``(B, C_i, h_i, w_i)`` fp32 maps on ``images.device``.
         """
-        keys = [image_key(image) for image in images]
+        keys = [image_key(image) for image in images.detach().cpu()]  # one copy per batch
         per_image: List[Optional[FeatureMaps]] = [self._lookup(key) for key in keys]
         missing = [i for i, maps in enumerate(per_image) if maps is None]
         if missing:
-            maps = compute(images[missing])
+            # rounded and moved to the CPU once per level; rows cloned, so that an entry
+            # holds its own image's memory, not the whole batch's
+            maps = [m.to(self.dtype).cpu() for m in compute(images[missing])]
             for row, index in enumerate(missing):
-                per_image[index] = tuple(m[row].to(self.dtype) for m in maps)
+                per_image[index] = tuple(m[row].clone() for m in maps)
                 if keys[index] not in self._entries:  # an image twice in one batch
                     self._store(keys[index], per_image[index], on_disk=False)
         self.misses += len(missing)

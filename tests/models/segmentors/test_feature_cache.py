@@ -95,3 +95,17 @@ def test_bad_options_are_named():
         FrozenFeatureCache(dtype='int8')
     with pytest.raises(ValueError, match='max_gb'):
         FrozenFeatureCache(max_gb=0)
+
+
+def test_mixed_batch_keeps_row_order_and_entries_own_their_memory():
+    backbone, batch = CountingBackbone(), images(4)
+    alone = FrozenFeatureCache(max_gb=1, dtype='fp32').features(batch, CountingBackbone())
+    cache = FrozenFeatureCache(max_gb=1, dtype='fp32')  # fp32: a row would be a view
+    cache.features(batch[[1, 3]], backbone)  # rows 1 and 3 cached first
+    mixed = cache.features(batch, backbone)  # hits at 1 and 3, misses at 0 and 2
+    assert backbone.images == 4 and (cache.hits, cache.misses) == (2, 4)
+    for a, b in zip(mixed, alone):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for maps in cache._entries.values():  # a row's entry is not a view of its batch
+        for m in maps:
+            assert m.untyped_storage().nbytes() == m.numel() * m.element_size()
