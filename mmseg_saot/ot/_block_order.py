@@ -51,12 +51,12 @@ def _kmeans_blocks(z: torch.Tensor, block: int, num_centroids: int = 64,
 def _farthest_points(pts: torch.Tensor, k: int) -> torch.Tensor:
     """``(k, d)`` points of ``pts`` chosen greedily, each the farthest from those before
     (the first one first): spreads the initial centroids over the clusters."""
-    chosen = [0]
+    chosen = [torch.zeros((), dtype=torch.long, device=pts.device)]
     dist = ((pts - pts[0]) ** 2).sum(1)
-    for _ in range(1, min(k, pts.shape[0])):
-        chosen.append(int(dist.argmax()))
+    for _ in range(1, min(k, pts.shape[0])):  # indices stay on the device: no syncs
+        chosen.append(dist.argmax())
         dist = torch.minimum(dist, ((pts - pts[chosen[-1]]) ** 2).sum(1))
-    centres = pts[chosen]
+    centres = pts[torch.stack(chosen)]
     if centres.shape[0] < k:  # fewer points than centroids: repeat some
         centres = centres[torch.arange(k, device=pts.device) % centres.shape[0]]
     return centres

@@ -7,12 +7,11 @@ import os.path as osp
 from typing import Sequence
 
 import torch
-from mmengine.runner.amp import autocast
-
 from mmengine.dist import is_main_process
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import ValLoop
+from mmengine.runner.amp import autocast
 from mmseg.registry import LOOPS
 
 BRANCHES = ('teacher', 'student')
