@@ -11,7 +11,7 @@ saot_labeler = dict(
     beta=1.0,  # weight of the prototype prior 1 - max_k cos(phi(t), p_{y,k})
     num_neighbors=8,  # K source images retrieved per target (global descriptor)
     solver='auto',  # dense below dense_max_entries N*M, block-sparse above
-    theta=4.0,  # block-sparse truncation threshold (issue 3 working point)
+    coverage=0.75,  # block-sparse support: share of each target's estimated mass kept
     num_iters=200,  # Sinkhorn iterations of each labelling solve
     tol=1e-2,  # marginal error at which a labelling solve stops
     metric_rank=32,  # rank of the learned metric's correction (phi = I + U V^T)

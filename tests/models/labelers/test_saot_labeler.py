@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from mmseg.registry import MODELS
 from mmseg_saot.models.labelers import METHODS, SAOTLabeler
+from mmseg_saot.ot import block_sparse_sinkhorn
 
 C, D = 3, 16
 
@@ -73,9 +74,27 @@ def test_block_sparse_switch_agrees_with_dense():
     src, src_lab = scenes(4, [0, 1, 2], seed=5)
     tgt, _ = scenes(1, [0, 1, 2], seed=6)
     dense = small('saot', solver='dense').fit(src, src_lab)
-    sparse = small('saot', solver='block_sparse', theta=20.0).fit(src, src_lab)
+    sparse = small('saot', solver='block_sparse', coverage=1.0).fit(src, src_lab)
     out_d, out_s = dense(tgt), sparse(tgt)
     torch.testing.assert_close(out_s.patch_probs, out_d.patch_probs, atol=2e-3, rtol=0)
+    with pytest.raises(ValueError, match='coverage'):
+        small('saot', coverage=0.0)
+
+
+def test_block_sparse_coverage_reaches_the_solver(monkeypatch):
+    from mmseg_saot.models.labelers import saot_labeler as module
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs)
+        return block_sparse_sinkhorn(*args, **kwargs)
+
+    monkeypatch.setattr(module, 'block_sparse_sinkhorn', recording)
+    src, src_lab = scenes(4, [0, 1, 2], seed=5)
+    tgt, _ = scenes(1, [0, 1, 2], seed=6)
+    small('saot', solver='block_sparse', coverage=0.4).fit(src, src_lab)(tgt)
+    assert seen and all(k['coverage'] == 0.4 and k.get('selection', 'coverage') == 'coverage'
+                        for k in seen)
 
 
 def test_all_ignore_source_raises():
