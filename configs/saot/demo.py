@@ -33,12 +33,8 @@ target_label_pipeline = [
     dict(type='Resize', scale=label_scale, keep_ratio=True),
     dict(type='PackSegInputs'),
 ]
-source_train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='Resize', scale=label_scale, keep_ratio=False),
-    dict(type='PackSegInputs'),
-]
+# whole source images, as the labeller reads them (no crops: cached features)
+source_train_pipeline = source_label_pipeline
 target_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),  # the pseudo-label PNG

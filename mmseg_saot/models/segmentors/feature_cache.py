@@ -120,16 +120,19 @@ class FrozenFeatureCache:
         keys = [image_key(image) for image in images.detach().cpu()]  # one copy per batch
         per_image: List[Optional[FeatureMaps]] = [self._lookup(key) for key in keys]
         missing = [i for i, maps in enumerate(per_image) if maps is None]
-        if missing:
-            # rounded and moved to the CPU once per level; rows cloned, so that an entry
-            # holds its own image's memory, not the whole batch's
-            maps = [m.to(self.dtype).cpu() for m in compute(images[missing])]
-            for row, index in enumerate(missing):
-                per_image[index] = tuple(m[row].clone() for m in maps)
-                if keys[index] not in self._entries:  # an image twice in one batch
-                    self._store(keys[index], per_image[index], on_disk=False)
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
+        if missing:
+            # rounded on the device, copied to the CPU once per level; rows cloned, so
+            # that an entry holds its own image's memory, not the whole batch's
+            rounded = [m.to(self.dtype) for m in compute(images[missing])]
+            host = [m.cpu() for m in rounded]
+            for row, index in enumerate(missing):
+                per_image[index] = tuple(m[row].clone() for m in host)
+                if keys[index] not in self._entries:  # an image twice in one batch
+                    self._store(keys[index], per_image[index], on_disk=False)
+            if len(missing) == len(keys):  # nothing cached: no copy back to the device
+                return [m.to(torch.float32) for m in rounded]
         return [torch.stack([maps[level] for maps in per_image]).to(images.device,
                                                                     torch.float32)
                 for level in range(len(per_image[0]))]
