@@ -1,5 +1,6 @@
 """MMSeg's IoU metric that also keeps its per-class values for tools to read."""
-from typing import Dict
+from types import MappingProxyType
+from typing import Dict, Mapping
 
 import numpy as np
 from mmseg.evaluation import IoUMetric
@@ -16,7 +17,8 @@ class ClassIoUMetric(IoUMetric):
     work_dir's ``eval/`` JSON files. Set on the rank that computes the metrics (0).
     """
 
-    per_class_iou: Dict[str, float] = {}
+    # empty until the first compute_metrics, which replaces it (never mutated in place)
+    per_class_iou: Mapping[str, float] = MappingProxyType({})
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         metrics = super().compute_metrics(results)

@@ -35,3 +35,15 @@ def test_a_class_predicted_but_absent_from_the_truth_is_nan():
     assert math.isnan(metric.per_class_iou['c'])
     assert metric.per_class_iou['a'] == 50.0 and metric.per_class_iou['b'] == 100.0
     assert metrics['mIoU'] < 75  # mmseg counts c as 0
+
+
+def test_instances_do_not_share_per_class_iou():
+    import pytest
+    fresh, used = ClassIoUMetric(), ClassIoUMetric()
+    with pytest.raises(TypeError):
+        fresh.per_class_iou['a'] = 1.0  # the class default is read-only
+    used.dataset_meta = dict(classes=('a', 'b'))
+    used.process({}, [sample([[0, 1]], [[0, 1]])])
+    used.evaluate(1)
+    assert used.per_class_iou == {'a': 100.0, 'b': 100.0}
+    assert dict(fresh.per_class_iou) == {}

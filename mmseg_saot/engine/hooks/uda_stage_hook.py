@@ -31,6 +31,7 @@ class UDAStageHook(Hook):
             raise ValueError('UDAStageHook: self_training_begin must be >= 0, got '
                              f'{self_training_begin}.')
         self.self_training_begin = self_training_begin
+        self._stage1_scalars_dropped = False  # once per process (a resume restores them)
 
     @staticmethod
     def _model(runner):
@@ -58,8 +59,9 @@ class UDAStageHook(Hook):
             print_log(f'UDAStageHook: stage 2 (EMA-teacher self-training) begins at '
                       f'iteration {runner.iter}.', logger='current')
         self._model(runner).set_train_state(stage, runner.iter)
-        if stage == 'self_training':
+        if stage == 'self_training' and not self._stage1_scalars_dropped:
             self._forget_stage1_scalars(runner)
+            self._stage1_scalars_dropped = True
 
     @staticmethod
     def _forget_stage1_scalars(runner) -> None:
