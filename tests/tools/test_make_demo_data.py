@@ -137,3 +137,32 @@ def test_width_and_height_set_the_image_size(tool, tmp_path):
     for image in out.rglob('*.png'):
         assert Image.open(image).size == (160, 96), image
     assert json.loads((out / 'DONE.json').read_text())['config']['width'] == 160
+
+
+def test_target_shift_moves_only_the_target_style(tool, tmp_path):
+    from mmseg_saot.datasets import synthetic_streets as streets
+    assert tool.domain_style('target', 1.0) == streets.TARGET_STYLE
+    assert tool.domain_style('target', 0.0) == streets.SOURCE_STYLE
+    assert tool.domain_style('source', 0.5) == streets.SOURCE_STYLE
+    half = tool.domain_style('target', 0.5)
+    assert half.saturation == pytest.approx(
+        (streets.SOURCE_STYLE.saturation + streets.TARGET_STYLE.saturation) / 2)
+    small = ['--nproc', '1', '--num-source', '1', '--num-target-train', '0',
+             '--num-target-val', '1', '--width', '160', '--height', '96']
+    val = 'cityscapes/leftImg8bit/val/demo/demo_000000_000019_leftImg8bit.png'
+    images = {}
+    for shift in ('0', '1'):
+        out = tmp_path / shift
+        assert tool.main(['--out', str(out), '--target-shift', shift] + small) == 0
+        images[shift] = (cv2.imread(str(out / 'gta5/images/00000.png')),
+                         cv2.imread(str(out / val)))
+        stamp = json.loads((out / 'DONE.json').read_text())['config']
+        # the default is not stamped, so older demo trees stay up to date
+        assert stamp.get('target_shift') == (0.0 if shift == '0' else None)
+    assert (images['0'][0] == images['1'][0]).all()   # same source
+    assert (images['0'][1] != images['1'][1]).any()   # another target
+    expected, _ = streets.render_scene(tool.scene_seed(0, 'target', 'val', 0),
+                                       streets.SOURCE_STYLE, width=160, height=96)
+    assert (images['0'][1] == cv2.cvtColor(expected, cv2.COLOR_RGB2BGR)).all()
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--target-shift', '1.5'])

@@ -20,6 +20,11 @@ run is redone from scratch. Usage::
     python tools/dataset_converters/make_demo_data.py [--out data/demo]
         [--num-source 200] [--num-target-train 150] [--num-target-val 50]
         [--seed 0] [--nproc 2] [--width 448 --height 224]
+        [--target-shift 1.0]
+
+``--target-shift`` sets how far the target style is from the source style
+(``blend_styles``: 0 = the source style, 1 = the "real" preset, the default);
+``tools/benchmark_shift.py`` uses it to score the labellers as the shift grows.
 """
 import argparse
 import json
@@ -43,7 +48,8 @@ DOMAINS = {'source': 0, 'target': 1}
 SPLITS = {'train': 0, 'val': 1}
 CITY = 'demo'
 
-Job = Tuple[str, str, int, int, str, int, int]  # domain, split, index, seed, out, w, h
+# domain, split, index, seed, out, width, height, target shift
+Job = Tuple[str, str, int, int, str, int, int, float]
 
 
 def scene_seed(seed: int, domain: str, split: str, index: int) -> List[int]:
@@ -92,11 +98,20 @@ def write_label_ids(path: Path, label_ids: np.ndarray, paletted: bool) -> None:
         raise OSError(f'cannot write {path}')
 
 
+def domain_style(domain: str, target_shift: float) -> streets.DomainStyle:
+    """The source preset, or the target preset moved ``target_shift`` of the
+    way from the source preset (1: the target preset itself)."""
+    if domain == 'source' or target_shift == 1.0:
+        return streets.STYLES[domain]
+    return streets.blend_styles(streets.SOURCE_STYLE, streets.TARGET_STYLE,
+                                target_shift)
+
+
 def make_one(job: Job) -> str:
     """Render one scene and write its image and labels."""
-    domain, split, index, seed, out, width, height = job
+    domain, split, index, seed, out, width, height, shift = job
     image, label_ids = streets.render_scene(
-        scene_seed(seed, domain, split, index), streets.STYLES[domain],
+        scene_seed(seed, domain, split, index), domain_style(domain, shift),
         width=width, height=height)
     paths = output_paths(Path(out), domain, split, index)
     if not cv2.imwrite(str(paths['image']),
@@ -111,13 +126,18 @@ def make_one(job: Job) -> str:
 
 
 def stamp_config(args) -> Dict:
-    """What DONE.json must match for a run to be a no-op."""
-    return dict(generator='mmseg_saot.datasets.synthetic_streets',
-                version=streets.GENERATOR_VERSION,
-                width=args.width, height=args.height,
-                num_source=args.num_source,
-                num_target_train=args.num_target_train,
-                num_target_val=args.num_target_val, seed=args.seed)
+    """What DONE.json must match for a run to be a no-op (the default
+    target shift is left out, so trees stamped before it existed still
+    match)."""
+    config = dict(generator='mmseg_saot.datasets.synthetic_streets',
+                  version=streets.GENERATOR_VERSION,
+                  width=args.width, height=args.height,
+                  num_source=args.num_source,
+                  num_target_train=args.num_target_train,
+                  num_target_val=args.num_target_val, seed=args.seed)
+    if args.target_shift != 1.0:
+        config['target_shift'] = args.target_shift
+    return config
 
 
 def read_stamp(out: Path) -> Optional[Dict]:
@@ -148,7 +168,7 @@ def clear_output(out: Path) -> None:
 
 
 def make_jobs(args, out: Path) -> List[Job]:
-    size = (args.width, args.height)
+    size = (args.width, args.height, args.target_shift)
     jobs = [('source', 'train', i, args.seed, str(out), *size)
             for i in range(args.num_source)]
     jobs += [('target', 'train', i, args.seed, str(out), *size)
@@ -208,7 +228,14 @@ def parse_args(argv=None):
     parser.add_argument('--height', type=int, default=streets.HEIGHT)
     parser.add_argument('--nproc', type=int, default=2,
                         help='worker processes')
+    parser.add_argument('--target-shift', type=float, default=1.0,
+                        help='how far the target style is from the source '
+                        'style, in [0, 1]: 0 = the source style, 1 = the '
+                        '"real" preset (default)')
     args = parser.parse_args(argv)
+    if not 0.0 <= args.target_shift <= 1.0:
+        parser.error(f'--target-shift must be in [0, 1], got '
+                     f'{args.target_shift}')
     for name in ('num_source', 'num_target_train', 'num_target_val'):
         if getattr(args, name) < 0:
             parser.error(f'--{name.replace("_", "-")} must be >= 0')

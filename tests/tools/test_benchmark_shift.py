@@ -1,0 +1,79 @@
+"""tools/benchmark_shift.py: per-shift runs, reuse of finished shifts, the table."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'benchmark_shift.py'
+
+
+@pytest.fixture
+def tool():
+    spec = importlib.util.spec_from_file_location('benchmark_shift_tool', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_report(folder: Path, mious: dict) -> None:
+    report = folder / 'pseudo_label_eval_val' / 'pseudo_label_miou.json'
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(dict(methods={m: dict(miou=v) for m, v in mious.items()})))
+
+
+def test_runs_missing_shifts_reuses_finished_ones_and_writes_the_table(tool, tmp_path,
+                                                                       monkeypatch):
+    work = tmp_path / 'work'
+    write_report(work / 'shift_0', dict(nn=30.0, saot=33.0))   # finished earlier
+    commands = []
+
+    def fake_run(command, log):  # stands in for the two tools
+        commands.append(command[1:])
+        if 'generate_pseudo_labels.py' in command[1]:
+            write_report(work / 'shift_0.5', dict(nn=20.0, saot=25.0))
+    monkeypatch.setattr(tool, 'run_logged', fake_run)
+    out = tmp_path / 'table.md'
+    assert tool.main(['--shifts', '0.5', '0', '--methods', 'nn', 'saot',
+                      '--work-dir', str(work), '--out', str(out)]) == 0
+    make, score = commands  # shift 0 was not run again
+    assert make[0].endswith('make_demo_data.py')
+    assert make[make.index('--target-shift') + 1] == '0.5'
+    assert make[make.index('--out') + 1] == str(work / 'shift_0.5' / 'data')
+    assert score[:2] == ['tools/generate_pseudo_labels.py', 'configs/saot/demo.py']
+    assert score[score.index('--split') + 1] == 'val'
+    assert (f'val_dataloader.dataset.data_root={work / "shift_0.5" / "data" / "cityscapes"}'
+            in score)
+    text = out.read_text()
+    assert '| 0 | 30.0 | 33.0 | 1.10x |' in text
+    assert '| 0.5 | 20.0 | 25.0 | 1.25x |' in text
+    assert text.index('| 0 |') < text.index('| 0.5 |')
+
+
+def test_a_report_without_every_method_is_scored_again(tool, tmp_path, monkeypatch):
+    write_report(tmp_path / 'shift_1', dict(nn=30.0))
+    calls = []
+
+    def fake_run(command, log):
+        calls.append(command)
+        write_report(tmp_path / 'shift_1', dict(nn=22.0, saot=25.0))
+    monkeypatch.setattr(tool, 'run_logged', fake_run)
+    args = tool.parse_args(['--methods', 'nn', 'saot', '--work-dir', str(tmp_path)])
+    assert tool.score_shift(1.0, args) == dict(nn=22.0, saot=25.0)
+    assert len(calls) == 2
+
+
+def test_shifts_outside_0_1_are_refused(tool, capsys):
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--shifts', '0.5', '1.5'])
+    assert '--shifts must be in [0, 1]' in capsys.readouterr().err
+
+
+def test_a_failing_step_stops_with_the_end_of_its_log(tool, tmp_path):
+    import sys
+    log = tmp_path / 'step.log'
+    with pytest.raises(SystemExit) as stop:
+        tool.run_logged([sys.executable, '-c', 'import sys; print("boom"); sys.exit(3)'],
+                        str(log))
+    assert 'exit 3' in str(stop.value) and 'boom' in str(stop.value)
+    assert str(log) in str(stop.value)
