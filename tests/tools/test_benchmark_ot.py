@@ -1,0 +1,60 @@
+"""tools/benchmark_ot.py: the street-scene working point of the block-sparse section."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'benchmark_ot.py'
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location('benchmark_ot_tool', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def scenes(tmp_path):
+    """A fake feature cache: 9 images of 4 x 8 patches, d 16, two seeds."""
+    gen = torch.Generator().manual_seed(0)
+    data = {}
+    for seed in (0, 3):
+        labels = torch.randint(0, 3, (9, 4, 8), generator=gen)
+        centres = torch.randn(3, 16, generator=gen) * 3
+        feats = centres[labels].permute(0, 3, 1, 2) + torch.randn(9, 16, 4, 8, generator=gen)
+        labels[1, 0, :5] = 255  # unlabelled source patches
+        labels[0, 1, :2] = 255  # unlabelled target patches
+        data[seed] = dict(feats=(feats + 5).half(), labels=labels.to(torch.uint8))
+    path = tmp_path / 'streets.pt'
+    torch.save(data, path)
+    return path
+
+
+def test_streets_problem_drops_unlabelled_sources_and_centres_each_domain(tool, scenes):
+    xs, ls, xt, lt = tool.streets_problem(str(scenes), 3)
+    assert xs.shape == (8 * 32 - 5, 16) and ls.shape == (8 * 32 - 5,)
+    assert xt.shape == (32, 16) and lt.shape == (32,)
+    assert not (ls == 255).any() and int((lt == 255).sum()) == 2
+    torch.testing.assert_close(xs.norm(dim=1), torch.ones(len(xs)))
+    # the +5 offset shared by every feature is gone: features are centred first
+    raw = torch.load(scenes)[3]['feats'].float().flatten(2).transpose(1, 2)
+    assert (xt * torch.nn.functional.normalize(raw[0], dim=1)).sum(1).mean() < 0.9
+
+
+def test_block_worker_solves_a_street_scene_and_scores_labelled_targets(tool, scenes):
+    common = dict(kind='block', device='cpu', dim=16, eps=0.05, rho=1.0, tol=1e-4, repeats=1,
+                  selection='coverage', coverage=1.0, theta=4.0, block_size=8,
+                  target_block_size=4, data='streets', features=str(scenes), seed=0)
+    dense = tool.block_worker(dict(common, mode='dense'))
+    block = tool.block_worker(dict(common, mode='block'))
+    assert len(dense['labels']) == len(block['labels']) == 32
+    assert dense['acc'] > 0.9  # separable classes; the two ignore targets are not scored
+    assert block['labels'] == dense['labels']  # coverage 1: every block kept
+
+
+def test_streets_features_needs_the_offline_weights(tool, tmp_path):
+    with pytest.raises(SystemExit, match='make weights'):
+        tool.streets_features([0], str(tmp_path / 'none.pt'), weights=str(tmp_path / 'w'))
