@@ -1,8 +1,8 @@
 """tools/benchmark_ot.py: the street-scene working point of the block-sparse section."""
-import importlib.util
 from pathlib import Path
 
 import pytest
+from tool_scripts import load_tool
 import torch
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'benchmark_ot.py'
@@ -10,10 +10,7 @@ TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'benchmark_ot.py'
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('benchmark_ot_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOL)
 
 
 @pytest.fixture

@@ -1,19 +1,16 @@
 """tools/benchmark_shift.py: per-shift runs, reuse of finished shifts, the table."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from tool_scripts import load_tool
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'benchmark_shift.py'
 
 
 @pytest.fixture
 def tool():
-    spec = importlib.util.spec_from_file_location('benchmark_shift_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOL)
 
 
 def write_report(folder: Path, mious: dict) -> None:

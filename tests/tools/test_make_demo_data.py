@@ -1,6 +1,5 @@
 """tools/dataset_converters/make_demo_data.py: layout, idempotence, and that
 its trees go through the GTA5 and Cityscapes converters."""
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from tool_scripts import load_tool
 from PIL import Image
 
 from mmseg_saot.datasets.cityscapes_labels import label_ids_to_train_ids
@@ -18,11 +18,7 @@ TINY = ['--num-source', '2', '--num-target-train', '2', '--num-target-val',
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f'{name}_tool',
-                                                  TOOLS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOLS / f'{name}.py')
 
 
 @pytest.fixture(scope='module')
