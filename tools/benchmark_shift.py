@@ -4,8 +4,9 @@ For each shift ``t`` the demo's 50 target val images are rendered again (same se
 with the target style moved ``t`` of the way from the source ("game") style to the
 "real" preset (``make_demo_data.py --target-shift t``; 1 is the demo itself) and scored
 by ``tools/generate_pseudo_labels.py --split val``, the same code path as the demo's
-method table. The source (``data/demo/gta5``, from ``make demo``) is the same for
-every shift. Prints and writes one table: mIoU per method and shift, and saot / nn::
+method table. The source (``data/demo/gta5``: run ``make demo-data weights`` first) is
+the same for every shift; a missing one stops the sweep with that tool's message.
+Prints and writes one table: mIoU per method and shift, and saot / nn::
 
     python tools/benchmark_shift.py                      # shifts 0, 0.25, ..., 1
     python tools/benchmark_shift.py --shifts 0.5 1 --methods nn saot
@@ -47,6 +48,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     bad = [s for s in args.shifts if not 0.0 <= s <= 1.0]
     if bad:
         parser.error(f'--shifts must be in [0, 1], got {bad}')
+    # the tools run from the repository root: paths given here are from the caller's
+    args.work_dir, args.out = osp.abspath(args.work_dir), osp.abspath(args.out)
+    if osp.exists(args.config):
+        args.config = osp.abspath(args.config)
     return args
 
 
@@ -102,8 +107,6 @@ def format_table(results: Dict[float, Dict[str, float]], methods: List[str]) -> 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if not osp.isdir(osp.join(ROOT, 'data', 'demo', 'gta5')):
-        sys.exit('data/demo/gta5 is missing: run `make demo-data` (or `make demo`) first')
     results = {}
     for shift in sorted(args.shifts):
         start = time.perf_counter()

@@ -31,12 +31,14 @@ def test_runs_missing_shifts_reuses_finished_ones_and_writes_the_table(tool, tmp
             write_report(work / 'shift_0.5', dict(nn=20.0, saot=25.0))
     monkeypatch.setattr(tool, 'run_logged', fake_run)
     out = tmp_path / 'table.md'
+    monkeypatch.chdir(tmp_path)  # relative paths are the caller's; the tools run in the repo
     assert tool.main(['--shifts', '0.5', '0', '--methods', 'nn', 'saot',
-                      '--work-dir', str(work), '--out', str(out)]) == 0
+                      '--work-dir', 'work', '--out', 'table.md']) == 0
     make, score = commands  # shift 0 was not run again
     assert make[0].endswith('make_demo_data.py')
     assert make[make.index('--target-shift') + 1] == '0.5'
     assert make[make.index('--out') + 1] == str(work / 'shift_0.5' / 'data')
+    # not a file from tmp_path: the default config, read from the repository root
     assert score[:2] == ['tools/generate_pseudo_labels.py', 'configs/saot/demo.py']
     assert score[score.index('--split') + 1] == 'val'
     assert (f'val_dataloader.dataset.data_root={work / "shift_0.5" / "data" / "cityscapes"}'
