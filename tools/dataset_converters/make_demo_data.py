@@ -168,12 +168,12 @@ def clear_output(out: Path) -> None:
 
 
 def make_jobs(args, out: Path) -> List[Job]:
-    size = (args.width, args.height, args.target_shift)
-    jobs = [('source', 'train', i, args.seed, str(out), *size)
+    rendering = (args.width, args.height, args.target_shift)
+    jobs = [('source', 'train', i, args.seed, str(out), *rendering)
             for i in range(args.num_source)]
-    jobs += [('target', 'train', i, args.seed, str(out), *size)
+    jobs += [('target', 'train', i, args.seed, str(out), *rendering)
              for i in range(args.num_target_train)]
-    jobs += [('target', 'val', i, args.seed, str(out), *size)
+    jobs += [('target', 'val', i, args.seed, str(out), *rendering)
              for i in range(args.num_target_val)]
     folders = {path.parent for job in jobs
                for path in output_paths(out, *job[:3]).values()}
