@@ -70,15 +70,23 @@ def run_logged(command: List[str], log: str) -> None:
                  f'{log}:\n{tail}')
 
 
+def read_mious(report_path: str, methods: List[str]) -> Optional[Dict[str, float]]:
+    """mIoU (%) of ``methods`` from a generate_pseudo_labels report; None if one is missing."""
+    with open(report_path) as f:
+        scored = json.load(f)['methods']
+    if not all(m in scored for m in methods):
+        return None
+    return {m: scored[m]['miou'] for m in methods}
+
+
 def score_shift(shift: float, args: argparse.Namespace) -> Dict[str, float]:
     """mIoU (%) of each method on the val images at ``shift``, from a run or a finished one."""
     folder = osp.join(args.work_dir, shift_name(shift))
     report_path = osp.join(folder, 'pseudo_label_eval_val', 'pseudo_label_miou.json')
     if osp.exists(report_path) and not args.force:
-        with open(report_path) as f:
-            methods = json.load(f)['methods']
-        if all(m in methods for m in args.methods):
-            return {m: methods[m]['miou'] for m in args.methods}
+        finished = read_mious(report_path, args.methods)
+        if finished is not None:
+            return finished
     os.makedirs(folder, exist_ok=True)
     data = osp.join(folder, 'data')
     run_logged([sys.executable, 'tools/dataset_converters/make_demo_data.py', '--out', data,
@@ -89,9 +97,7 @@ def score_shift(shift: float, args: argparse.Namespace) -> Dict[str, float]:
                 '--methods', *args.methods, '--cfg-options',
                 f'val_dataloader.dataset.data_root={osp.join(data, "cityscapes")}'],
                osp.join(folder, 'generate_pseudo_labels.log'))
-    with open(report_path) as f:
-        methods = json.load(f)['methods']
-    return {m: methods[m]['miou'] for m in args.methods}
+    return read_mious(report_path, args.methods)
 
 
 def format_table(results: Dict[float, Dict[str, float]], methods: List[str]) -> str:
