@@ -101,8 +101,8 @@ def write_label_ids(path: Path, label_ids: np.ndarray, paletted: bool) -> None:
 def domain_style(domain: str, target_shift: float) -> streets.DomainStyle:
     """The source preset, or the target preset moved ``target_shift`` of the
     way from the source preset (1: the target preset itself)."""
-    if domain == 'source' or target_shift == 1.0:
-        return streets.STYLES[domain]
+    if domain == 'source':
+        return streets.SOURCE_STYLE
     return streets.blend_styles(streets.SOURCE_STYLE, streets.TARGET_STYLE,
                                 target_shift)
 
