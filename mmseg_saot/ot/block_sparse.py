@@ -69,7 +69,9 @@ of the labels (0.7: 10-12 %, 1.0-1.2 %). That is the benchmark's draw (seed 0) o
 synthetic working point; on four other draws the plans are more diffuse and coverage 0.75
 keeps 24-49 % of the entries and changes 0.1-3.5 % of the labels (near-ties of the dense
 vote); coverage 0.95 keeps 36-70 % and changes at most 0.95 %
-(``benchmarks/ot_cpu_block_seeds.md``). With the padded layout (8 width buckets, 10 %
+(``benchmarks/ot_cpu_block_seeds.md``). Real ViT-S/14 features of street scenes behave
+like the diffuse draws: 0.75 keeps 20-27 % and changes 2.2-3.9 %, 0.95 keeps 32-40 % and
+changes 0.9-1.4 % (``benchmarks/ot_cpu_block_streets*.md``). With the padded layout (8 width buckets, 10 %
 padding) the whole labelling takes 0.8-1.16 s against 3.9-4.4 s dense on 2 CPU cores
 (3.8-4.9x on the benchmark's draw, ``benchmarks/ot_cpu_block.md``; before the block-order
 column moves, direct cost rows and threaded loop: 1.3-1.6 s, 2.4-3.1x): phases order
