@@ -45,7 +45,6 @@ import importlib
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -467,7 +466,6 @@ def _ambiguous_share(probs):
 
 
 STREETS_SIZE = (518, 1036)  # 37 x 74 patches of 14 px, as the synthetic working point
-IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 WEIGHTS_HINT = 'run `make weights` (README, "Offline weights")'
 
 
@@ -509,6 +507,7 @@ def streets_features_worker(spec):
     from mmseg_saot.datasets.cityscapes_labels import label_ids_to_train_ids
     from mmseg_saot.models.backbones.dinov2 import DINOv2Backbone
     from mmseg_saot.models.labelers.patch_labels import patch_labels
+    from mmseg_saot.utils.imagenet import normalize_images
     from mmseg_saot.utils.weights import DEFAULT_WEIGHTS_FILE, default_weights_cache
     weights = os.path.expanduser(spec['weights'] or
                                  str(default_weights_cache() / DEFAULT_WEIGHTS_FILE))
@@ -517,8 +516,6 @@ def streets_features_worker(spec):
                  f'{weights}: {WEIGHTS_HINT}.')
     backbone = DINOv2Backbone('vit_small_patch14_dinov2', out_indices=[11],
                               checkpoint=weights).eval()
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     height, width = STREETS_SIZE
     os.makedirs(spec['folder'], exist_ok=True)
     for seed in spec['seeds']:
@@ -529,7 +526,7 @@ def streets_features_worker(spec):
                                                     height=height)
             images.append(torch.from_numpy(image).permute(2, 0, 1).float())
             labels.append(torch.from_numpy(label_ids_to_train_ids(label_ids)).long())
-        images = (torch.stack(images) - mean) / std
+        images = normalize_images(torch.stack(images))
         with torch.no_grad():
             feats = torch.cat([backbone(images[i:i + 3])[-1] for i in range(0, 9, 3)])
         path = streets_seed_file(spec['folder'], seed)
@@ -682,19 +679,9 @@ def fullres_section(args, device, isolate, lines):
 
 
 def machine_line(device):
-    if device.startswith('cuda'):
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-        try:
-            with open('/proc/cpuinfo') as fh:
-                for line in fh:
-                    if line.startswith('model name'):
-                        name = line.split(':', 1)[1].strip()
-                        break
-        except OSError:
-            pass
-        name += f', {os.cpu_count()} cores'
+    import_ot()  # the package without its mmseg-importing __init__
+    from mmseg_saot.utils.machine import describe_device
+    name = describe_device(device)
     versions = [f'torch {torch.__version__}']
     for mod in ('ot', 'geomloss'):
         try:

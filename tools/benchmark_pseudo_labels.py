@@ -37,7 +37,6 @@ PRESETS = {
     'paper': dict(model='vit_large_patch14_dinov2', size=(518, 1036), sources=64, targets=128,
                   batch=16, checkpoint=None),
 }
-MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 
 def import_labelers():
@@ -141,12 +140,11 @@ def demo_scenes(root: str, count: int, source: bool, size) -> Tuple[torch.Tensor
 
 def features(backbone, images, batch, device) -> List[torch.Tensor]:
     """Last-block features of ``images`` in batches (bf16 autocast on CUDA)."""
-    mean = torch.tensor(MEAN, device=device)[:, None, None]
-    std = torch.tensor(STD, device=device)[:, None, None]
+    from mmseg_saot.utils.imagenet import normalize_images
     out = []
     with torch.no_grad(), torch.autocast('cuda', torch.bfloat16, enabled=device == 'cuda'):
         for i in range(0, len(images), batch):
-            x = (images[i:i + batch].to(device) - mean) / std
+            x = normalize_images(images[i:i + batch].to(device))
             out.append(backbone(x).float())
     return out
 
@@ -222,7 +220,8 @@ def main(argv=None) -> str:
         sync(device)
         backbone_s += t1 - t0
         labeler_s += time.perf_counter() - t1
-    name = torch.cuda.get_device_name() if device == 'cuda' else f'CPU, {os.cpu_count()} cores'
+    from mmseg_saot.utils.machine import describe_device
+    name = describe_device(device)
     rows = [('backbone only', num_targets / backbone_s), ('labeller only', num_targets / labeler_s),
             ('end to end', num_targets / (backbone_s + labeler_s))]
     table = '\n'.join([

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import platform
 import subprocess
 import sys
 import time
@@ -121,7 +120,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'target shift {shift:g}: {summary} ({time.perf_counter() - start:.0f} s)',
               flush=True)
     table = format_table(results, args.methods)
-    machine = f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs'
+    sys.path.insert(0, ROOT)
+    from mmseg_saot.utils.machine import describe_device
+    machine = describe_device('cpu')
     text = (f'Pseudo-label mIoU (%) of the demo\'s 50 target val images, target style moved '
             f'`shift` of the way from the source style to the "real" preset (1 = the demo), '
             f'{args.config}; `python tools/benchmark_shift.py` on {machine}.\n\n{table}\n')
