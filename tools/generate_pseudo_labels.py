@@ -48,6 +48,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--feature-memo-gb', type=float, default=4.0,
                         help='memory for features kept between the labelling and the '
                         'comparison pass (beyond it images are recomputed)')
+    parser.add_argument('--feature-cache', metavar='DIR',
+                        help='also keep the frozen features on disk under DIR and reuse them '
+                        'in later runs (a labeller sweep, another split of the same images); '
+                        'one subfolder per backbone, weights and preprocessing; fp32, 0.8 MB '
+                        'per ViT-S/14 image at 448x224, 4.2 MB at 1036x518')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     return parser.parse_args(argv)
@@ -69,6 +74,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
     import mmseg_saot  # noqa: F401  (registers the plugin)
     from mmseg_saot.engine.hooks import find_pseudo_label_dataset
     from mmseg_saot.engine.pseudo_labels.comparison import compare_methods
+    from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
     from mmseg_saot.engine.pseudo_labels.features import FeatureMemo, PseudoLabelInputError
     from mmseg_saot.engine.pseudo_labels.scoring import format_table
 
@@ -89,7 +95,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     main_method = hook.labeler_cfg.get('method', 'saot')
     # each image through the backbone once for both passes, within a memory budget
-    memo = FeatureMemo(int(args.feature_memo_gb * (1 << 30)))
+    store = FeatureStore(args.feature_cache, model) if args.feature_cache else None
+    memo = FeatureMemo(int(args.feature_memo_gb * (1 << 30)), store=store)
     if not args.no_cache:  # (the metric trains with autograd: no global no_grad)
         hook.run(model, dataset, memo=memo)
     results = compare_methods(model, hook, dataset, args.methods, out_dir=out_dir,
@@ -106,6 +113,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
         json.dump(report, f, indent=2)
     with open(osp.join(out_dir, 'pseudo_label_miou.txt'), 'w') as f:
         f.write(table + '\n')
+    if store is not None:
+        print(f'feature cache {store.folder}: {store.hits} images read, {store.misses} computed')
     print(f'table and JSON in {out_dir}; overlays in {osp.join(out_dir, "overlays")}')
     return report
 

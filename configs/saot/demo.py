@@ -22,6 +22,9 @@ model = dict(
     feature_cache_gb=3.0,
     feature_cache_dir='work_dirs/demo_feature_cache')
 
+# The pipelines below restate gta2cs.py's at the demo's label_scale: a base
+# config's variables are evaluated before this file overrides label_scale, so
+# its pipelines keep (1036, 518) unless they are written out again.
 source_label_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),

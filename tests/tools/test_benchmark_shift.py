@@ -41,9 +41,12 @@ def test_runs_missing_shifts_reuses_finished_ones_and_writes_the_table(tool, tmp
     # not a file from tmp_path: the default config, read from the repository root
     assert score[:2] == ['tools/generate_pseudo_labels.py', 'configs/saot/demo.py']
     assert score[score.index('--split') + 1] == 'val'
+    # one feature store for every shift: the source images go through the backbone once
+    assert score[score.index('--feature-cache') + 1] == str(work / 'features')
     assert (f'val_dataloader.dataset.data_root={work / "shift_0.5" / "data" / "cityscapes"}'
             in score)
     text = out.read_text()
+    assert 'configs/saot/demo.py;' in text and str(tool.ROOT) not in text
     assert '| 0 | 30.0 | 33.0 | 1.10x |' in text
     assert '| 0.5 | 20.0 | 25.0 | 1.25x |' in text
     assert text.index('| 0 |') < text.index('| 0.5 |')

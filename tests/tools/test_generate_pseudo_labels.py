@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
+import torch
 from tiny_uda import tiny_uda_config, write_tiny_uda_data
 from PIL import Image
 
@@ -76,3 +78,29 @@ def test_val_split_scores_the_val_images_and_leaves_the_cache_alone(python, tmp_
                         .read_text())
     assert report['num_images'] == 3  # the val split, not the 2 train images
     assert not (work_dir / 'pseudo_labels' / 'manifest.json').exists()
+
+
+def test_feature_cache_lets_a_second_run_skip_the_backbone(python, tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data', num_source=3, num_target=2, num_val=2)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    weights = tmp_path / 'vit.pth'  # fixed weights: the same backbone in both runs
+    torch.save(timm.create_model('vit_small_patch14_dinov2', num_classes=0).state_dict(),
+               weights)
+    reports = []
+    for run in ('first', 'second'):
+        result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / run),
+                                 '--methods', 'nn', 'saot', '--split', 'val',
+                                 '--num-overlays', '0', '--device', 'cpu',
+                                 '--feature-cache', str(tmp_path / 'features'),
+                                 '--cfg-options', f'model.backbone.checkpoint={weights}'],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports.append(json.loads((tmp_path / run / 'pseudo_label_eval_val' /
+                                   'pseudo_label_miou.json').read_text()))
+        line = next(ln for ln in result.stdout.splitlines() if ln.startswith('feature cache'))
+        computed = 5 if run == 'first' else 0  # 3 sources + 2 val targets
+        assert line.endswith(f'{5 - computed} images read, {computed} computed'), line
+    for method in ('nn', 'saot'):  # the stored features are the computed ones
+        first, second = (r['methods'][method] for r in reports)
+        assert second['per_class_iou'] == first['per_class_iou']

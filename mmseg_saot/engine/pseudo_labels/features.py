@@ -10,6 +10,7 @@ from mmengine.utils import ProgressBar
 
 from mmseg_saot.models.labelers.patch_labels import patch_labels
 from mmseg_saot.utils.errors import UserInputError
+from .feature_store import FeatureStore
 
 
 class PseudoLabelInputError(UserInputError, ValueError):
@@ -21,12 +22,19 @@ class FeatureMemo(dict):
 
     Images beyond the budget are simply recomputed by the next pass (the same
     values: nothing is rounded for storage), so a large target set (ViT-L/14 on
-    Cityscapes' 2975 images would need ~33 GB) never exhausts memory.
+    Cityscapes' 2975 images would need ~33 GB) never exhausts memory. With a
+    ``store`` the features also go to disk and later runs read them back
+    (see :class:`~.feature_store.FeatureStore`).
+
+    Args:
+        max_bytes: memory budget.
+        store: optional disk store shared across runs.
     """
 
-    def __init__(self, max_bytes: int = 4 << 30) -> None:
+    def __init__(self, max_bytes: int = 4 << 30, store: Optional[FeatureStore] = None) -> None:
         super().__init__()
         self.max_bytes, self.num_bytes = max_bytes, 0
+        self.store = store
 
     def __setitem__(self, key, record: 'ImageFeatures') -> None:
         size = record.feats.numel() * record.feats.element_size()
@@ -102,7 +110,9 @@ def iter_features(model: torch.nn.Module, dataset, indices: Sequence[int], *,
         device: where features are returned (default: the model's device).
         memo: a dict shared by calls that read the same images with the same model
             (e.g. the labelling pass and the method comparison of one tool run):
-            features are computed once per image file and feature index.
+            features are computed once per image file and feature index. A
+            :class:`FeatureMemo` with a ``store`` also looks images up on disk (after
+            loading them: the key hashes the pipeline's output) and saves new ones.
     """
     indices = list(indices)
     if progress and indices:
@@ -115,20 +125,29 @@ def iter_features(model: torch.nn.Module, dataset, indices: Sequence[int], *,
                 for i in chunk}
         todo = [i for i in chunk if memo is None or keys[i] not in memo]
         items = [load_item(dataset, i) for i in todo]
-        fresh = {}
-        for i, item, sample, feat in _forward_by_size(model, todo, items, feature_index):
+        store = getattr(memo, 'store', None)
+        label_settings = (num_classes, ignore_index, patch) if with_labels else None
+        out = device if device is not None else _model_device(model)
+        fresh, store_keys = _read_store(store, todo, items, feature_index, label_settings, out)
+        compute = [(i, item) for i, item in zip(todo, items) if i not in fresh]
+        for i, item, sample, feat in _forward_by_size(model, [i for i, _ in compute],
+                                                      [item for _, item in compute],
+                                                      feature_index):
             height, width = sample.img_shape[:2]
             grid = (math.ceil(height / patch), math.ceil(width / patch))
             feat = feat[:, :grid[0], :grid[1]].float()
             labels = None
             if with_labels:
                 labels = _patch_labels_of(sample, item, grid, patch, num_classes, ignore_index)
-            out = device if device is not None else feat.device
+            if store is not None:
+                store.save(store_keys[i], feats=feat, labels=labels, img_shape=(height, width),
+                           ori_shape=sample.ori_shape[:2])
             fresh[i] = ImageFeatures(index=i, img_path=sample.img_path, feats=feat.to(out),
                                      img_shape=(height, width),
                                      ori_shape=tuple(sample.ori_shape[:2]),
                                      labels=None if labels is None else labels.to(out))
-            if memo is not None:
+        if memo is not None:
+            for i in todo:
                 memo[keys[i]] = fresh[i]
         for i in chunk:
             record = fresh[i] if i in fresh else memo[keys[i]]
@@ -138,6 +157,36 @@ def iter_features(model: torch.nn.Module, dataset, indices: Sequence[int], *,
                 bar.update()
     if bar is not None:
         print(flush=True)
+
+
+def _model_device(model) -> torch.device:
+    return next(model.backbone.parameters(), torch.empty(0)).device
+
+
+def _read_store(store: Optional[FeatureStore], indices: List[int], items: List[dict],
+                feature_index: int, label_settings, device):
+    """``({index: record}, {index: store key})``: the images found in ``store``, and the
+    keys of all (the others are saved under them once computed); empty without a store."""
+    found, keys = {}, {}
+    if store is None:
+        return found, keys
+    for index, item in zip(indices, items):
+        keys[index] = store.key(item, feature_index=feature_index,
+                                label_settings=label_settings)
+        entry = store.load(keys[index])
+        if entry is not None:
+            found[index] = _record_of(index, item, entry, device)
+    return found, keys
+
+
+def _record_of(index: int, item: dict, entry: dict, device) -> ImageFeatures:
+    """The :class:`ImageFeatures` of a stored entry, for ``dataset[index]`` = ``item``."""
+    labels = entry['labels']
+    return ImageFeatures(index=index, img_path=item['data_samples'].img_path,
+                         feats=entry['feats'].to(device),
+                         img_shape=tuple(entry['img_shape']),
+                         ori_shape=tuple(entry['ori_shape']),
+                         labels=None if labels is None else labels.to(device))
 
 
 def _forward_by_size(model, chunk, items, feature_index):

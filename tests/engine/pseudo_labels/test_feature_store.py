@@ -1,0 +1,119 @@
+"""The disk feature store: a hit gives the features a miss computes; keys see every change."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmseg.registry import DATASETS, MODELS
+from PIL import Image
+from tiny_uda import tiny_uda_config, write_tiny_uda_data
+
+from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
+from mmseg_saot.engine.pseudo_labels.features import FeatureMemo, iter_features
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    data = write_tiny_uda_data(tmp_path_factory.mktemp('data'), num_source=3, num_target=2)
+    config = tmp_path_factory.mktemp('cfg') / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    cfg = Config.fromfile(str(config))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    return data, model, cfg.custom_hooks[0]['source']
+
+
+def source_features(model, source_cfg, memo=None, **kwargs):
+    dataset = DATASETS.build(source_cfg)
+    return list(iter_features(model, dataset, range(len(dataset)), batch_size=2,
+                              with_labels=True, memo=memo, **kwargs))
+
+
+def test_a_second_run_reads_every_image_from_disk_with_the_same_numbers(setup, tmp_path):
+    _, model, source_cfg = setup
+    reference = source_features(model, source_cfg)
+    first = FeatureStore(str(tmp_path), model)
+    source_features(model, source_cfg, memo=FeatureMemo(store=first))
+    assert (first.hits, first.misses) == (0, 3)
+    entry_bytes = reference[0].feats.numel() * 4 + reference[0].labels.numel() * 8
+    sizes = [path.stat().st_size for path in Path(first.folder).rglob('*.pt')]
+    assert len(sizes) == 3 and max(sizes) < entry_bytes + 4096  # its own image, not the batch
+    images_through_backbone = []
+    handle = model.backbone.register_forward_hook(
+        lambda module, args, output: images_through_backbone.append(args[0].shape[0]))
+    try:
+        second = FeatureStore(str(tmp_path), model)  # a new run: an empty memory memo
+        stored = source_features(model, source_cfg, memo=FeatureMemo(store=second))
+    finally:
+        handle.remove()
+    assert (second.hits, second.misses, sum(images_through_backbone)) == (3, 0, 0)
+    for ref, got in zip(reference, stored):
+        assert got.index == ref.index and got.img_path == ref.img_path
+        assert got.img_shape == ref.img_shape and got.ori_shape == ref.ori_shape
+        assert torch.equal(got.feats, ref.feats) and torch.equal(got.labels, ref.labels)
+
+
+def test_other_weights_or_normalisation_use_another_folder(setup, tmp_path):
+    _, model, _ = setup
+    folder = FeatureStore(str(tmp_path), model).folder
+    assert FeatureStore(str(tmp_path), model).folder == folder
+    block = next(model.backbone.parameters())
+    with torch.no_grad():
+        block.add_(1e-3)
+        try:
+            assert FeatureStore(str(tmp_path), model).folder != folder
+        finally:
+            block.sub_(1e-3)
+    mean = model.data_preprocessor.mean.clone()
+    model.data_preprocessor.mean.add_(1.0)
+    try:
+        assert FeatureStore(str(tmp_path), model).folder != folder
+    finally:
+        model.data_preprocessor.mean.copy_(mean)
+
+
+def test_key_changes_with_pixels_labels_output_index_and_label_settings(setup):
+    _, _, source_cfg = setup
+    item = DATASETS.build(source_cfg)[0]
+    settings = (19, 255, 14)
+    key = FeatureStore.key(item, feature_index=-1, label_settings=settings)
+    assert FeatureStore.key(item, feature_index=-1, label_settings=settings) == key
+    assert FeatureStore.key(item, feature_index=-2, label_settings=settings) != key
+    assert FeatureStore.key(item, feature_index=-1, label_settings=(19, 0, 14)) != key
+    assert FeatureStore.key(item, feature_index=-1, label_settings=None) != key
+    item['data_samples'].gt_sem_seg.data[0, 0, 0] += 1
+    assert FeatureStore.key(item, feature_index=-1, label_settings=settings) != key
+    image_only = FeatureStore.key(item, feature_index=-1)
+    item['inputs'][0, 0, 0] += 1
+    assert FeatureStore.key(item, feature_index=-1) != image_only
+
+
+def test_an_edited_image_file_is_computed_again(setup, tmp_path):
+    data, model, source_cfg = setup
+    store = FeatureStore(str(tmp_path), model)
+    source_features(model, source_cfg, memo=FeatureMemo(store=store))
+    image = sorted(Path(data, 'gta5', 'images').glob('*.png'))[0]
+    original = image.read_bytes()
+    try:
+        pixels = np.asarray(Image.open(image)).copy()
+        pixels[:8] = 255 - pixels[:8]
+        Image.fromarray(pixels).save(image)
+        again = FeatureStore(str(tmp_path), model)
+        source_features(model, source_cfg, memo=FeatureMemo(store=again))
+        assert (again.hits, again.misses) == (2, 1)
+    finally:
+        image.write_bytes(original)
+
+
+def test_a_truncated_entry_is_a_miss_and_is_rewritten(setup, tmp_path):
+    _, model, source_cfg = setup
+    store = FeatureStore(str(tmp_path), model)
+    source_features(model, source_cfg, memo=FeatureMemo(store=store))
+    entry = sorted(Path(store.folder).rglob('*.pt'))[0]
+    entry.write_bytes(entry.read_bytes()[:100])
+    again = FeatureStore(str(tmp_path), model)
+    source_features(model, source_cfg, memo=FeatureMemo(store=again))
+    assert (again.hits, again.misses) == (2, 1)
+    assert torch.load(entry, weights_only=True)['feats'].dim() == 3
+    assert not list(Path(store.folder).rglob('*.tmp'))
