@@ -12,10 +12,11 @@ pixels, with ignored pixels under ``"255"``, so the counts of an image sum to
 its height x width. Pure numpy and json: no mmseg or mmengine.
 """
 import json
-import os
 from typing import Dict, Iterable, List, Mapping
 
 import numpy as np
+
+from mmseg_saot.utils.atomic import atomic_write_text
 
 STATS_FILENAME = 'sample_class_stats.json'
 
@@ -47,11 +48,7 @@ def total_class_counts(records: Iterable[Mapping]) -> Dict[int, int]:
 def save_class_stats(path: str, records: List[Mapping]) -> None:
     """Write records sorted by file name, atomically (temp file + rename)."""
     records = sorted(records, key=lambda record: record['file'])
-    tmp_path = f'{path}.tmp{os.getpid()}'
-    with open(tmp_path, 'w') as f:
-        json.dump(records, f, indent=None, separators=(',', ':'))
-        f.write('\n')
-    os.replace(tmp_path, path)
+    atomic_write_text(path, json.dumps(records, indent=None, separators=(',', ':')) + '\n')
 
 
 def load_class_stats(path: str) -> List[Dict]:

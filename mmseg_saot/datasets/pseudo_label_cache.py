@@ -24,6 +24,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 from PIL import Image
 
+from mmseg_saot.utils.atomic import atomic_write_bytes
+
 MANIFEST = 'manifest.json'
 LABELER_STATE = 'labeler.pth'
 STATE_NEW, STATE_PARTIAL, STATE_COMPLETE = 'new', 'partial', 'complete'
@@ -33,15 +35,6 @@ def fingerprint_hash(fingerprint: Dict[str, Any]) -> str:
     """sha256 of a JSON-serialisable fingerprint (keys sorted)."""
     text = json.dumps(fingerprint, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _png_bytes(array: np.ndarray) -> bytes:

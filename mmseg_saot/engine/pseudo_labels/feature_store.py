@@ -13,13 +13,13 @@ weights, another normalisation, another resize or an edited image file are never
 back. Features are stored in fp32 as computed: a hit gives the numbers a miss would.
 """
 import hashlib
-import os
 import os.path as osp
 from typing import Optional, Tuple
 
 import torch
 
 from mmseg_saot.models.segmentors.feature_cache import module_fingerprint
+from mmseg_saot.utils.atomic import atomic_torch_save
 
 
 def _update_with_tensor(digest, tensor: torch.Tensor) -> None:
@@ -99,11 +99,8 @@ class FeatureStore:
     def save(self, key: str, *, feats: torch.Tensor, labels: Optional[torch.Tensor],
              img_shape: Tuple[int, int], ori_shape: Tuple[int, int]) -> None:
         """Write one entry atomically (a temporary file, then a rename)."""
-        path = self._path(key)
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        tmp = f'{path}.{os.getpid()}.tmp'
         # cloned: a row of a batch is a view, and torch.save writes a view's whole storage
-        torch.save(dict(feats=feats.detach().float().cpu().clone(),
-                        labels=None if labels is None else labels.detach().cpu().clone(),
-                        img_shape=tuple(img_shape), ori_shape=tuple(ori_shape)), tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(dict(feats=feats.detach().float().cpu().clone(),
+                               labels=None if labels is None else labels.detach().cpu().clone(),
+                               img_shape=tuple(img_shape), ori_shape=tuple(ori_shape)),
+                          self._path(key))

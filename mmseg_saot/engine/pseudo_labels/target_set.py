@@ -6,7 +6,6 @@ the same metric and prototypes, and every label depends on its image alone (the
 labeller's target mean is fixed from a fixed sample). A run killed at any point and
 started again completes the cache to exactly what an uninterrupted run writes.
 """
-import io
 import logging
 import os.path as osp
 import warnings
@@ -20,7 +19,8 @@ from mmengine.logging import print_log
 from mmseg_saot.datasets.class_stats import class_pixel_counts, save_class_stats, \
     total_class_counts
 from mmseg_saot.datasets.pseudo_label_cache import (STATE_COMPLETE, PseudoLabelCache,
-                                                     atomic_write_bytes, fingerprint_hash)
+                                                     fingerprint_hash)
+from mmseg_saot.utils.atomic import atomic_torch_save
 from .features import PseudoLabelInputError, iter_features
 from .labelling import build_labeler, fit_labeler, label_image, usable_sources
 
@@ -120,9 +120,7 @@ def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, ra
                                     batch_size=batch_size, feature_index=feature_index,
                                     memo=memo))
         fit_labeler(labeler, sources, sample)
-        buffer = io.BytesIO()
-        torch.save(labeler.state_dict(), buffer)
-        atomic_write_bytes(cache.labeler_path, buffer.getvalue())
+        atomic_torch_save(labeler.state_dict(), cache.labeler_path)
     barrier()  # every rank: the fitted labeller is on disk before others read it
     if mine and not must_fit:
         state = torch.load(cache.labeler_path, map_location=sources[0].feats.device,

@@ -2,7 +2,6 @@
 import copy
 import json
 import math
-import os
 import os.path as osp
 from typing import Sequence
 
@@ -13,6 +12,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import ValLoop
 from mmengine.runner.amp import autocast
 from mmseg.registry import LOOPS
+
+from mmseg_saot.utils.atomic import atomic_write_text
 
 BRANCHES = ('teacher', 'student')
 
@@ -95,9 +96,5 @@ class TeacherStudentValLoop(ValLoop):
     def _write_record(self, record: dict) -> None:
         if not is_main_process():
             return
-        folder = osp.join(self.runner.work_dir, 'eval')
-        os.makedirs(folder, exist_ok=True)
-        path = osp.join(folder, f'iter_{self.runner.iter}.json')
-        with open(path + '.tmp', 'w') as f:
-            json.dump(dict(iter=self.runner.iter, **record), f, indent=1)
-        os.replace(path + '.tmp', path)
+        path = osp.join(self.runner.work_dir, 'eval', f'iter_{self.runner.iter}.json')
+        atomic_write_text(path, json.dumps(dict(iter=self.runner.iter, **record), indent=1))

@@ -7,11 +7,12 @@ resize, flip) hits the cache from its second epoch on, while a random crop or a
 photometric change simply gives a new key — never a stale feature.
 """
 import hashlib
-import os
 import os.path as osp
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from mmseg_saot.utils.atomic import atomic_torch_save
 
 _STORAGE_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}
 
@@ -90,11 +91,7 @@ class FrozenFeatureCache:
             self._entries[key] = maps
             self.num_bytes += size
         if self.folder is not None and not on_disk:
-            path = self._path(key)
-            os.makedirs(osp.dirname(path), exist_ok=True)
-            tmp = f'{path}.{os.getpid()}.tmp'
-            torch.save(maps, tmp)
-            os.replace(tmp, path)
+            atomic_torch_save(maps, self._path(key))
 
     def _lookup(self, key: str) -> Optional[FeatureMaps]:
         if key in self._entries:

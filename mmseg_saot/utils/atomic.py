@@ -1,0 +1,39 @@
+"""Whole-or-nothing file writes: a temporary file in the same folder, then a rename.
+
+``os.replace`` is atomic on POSIX, so a reader (another rank, a resumed run) sees the
+old file or the new one, never a partial one, even when the writer is killed; a write
+that fails (a full disk, an object that cannot be saved) leaves no temporary behind.
+"""
+import io
+import os
+import os.path as osp
+import uuid
+from typing import Any
+
+import torch
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (creating its folder) through a temporary file."""
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    tmp = f'{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save(obj, path)`` atomically (the object is serialised before any write)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())

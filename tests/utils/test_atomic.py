@@ -1,0 +1,38 @@
+import threading
+
+import pytest
+import torch
+
+from mmseg_saot.utils.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_text
+
+
+def test_writes_create_the_folder_and_leave_no_temporary(tmp_path):
+    atomic_write_bytes(str(tmp_path / 'a' / 'b.bin'), b'\x00\x01')
+    atomic_write_text(str(tmp_path / 'a' / 'c.json'), '{"ü": 1}')
+    atomic_torch_save(dict(x=torch.arange(3)), str(tmp_path / 'd.pt'))
+    assert (tmp_path / 'a' / 'b.bin').read_bytes() == b'\x00\x01'
+    assert (tmp_path / 'a' / 'c.json').read_text(encoding='utf-8') == '{"ü": 1}'
+    assert torch.equal(torch.load(tmp_path / 'd.pt', weights_only=True)['x'], torch.arange(3))
+    assert sorted(p.name for p in tmp_path.rglob('*')) == ['a', 'b.bin', 'c.json', 'd.pt']
+
+
+def test_a_failed_save_keeps_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / 'state.pt'
+    atomic_torch_save([1, 2], str(path))
+    with pytest.raises(Exception):
+        atomic_torch_save(dict(lock=threading.Lock()), str(path))  # cannot be pickled
+    assert torch.load(path, weights_only=True) == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ['state.pt']
+
+
+def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / 'labels.png'
+    atomic_write_bytes(str(path), b'old')
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr('os.replace', killed)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(str(path), b'new')
+    assert path.read_bytes() == b'old' and [p.name for p in tmp_path.iterdir()] == ['labels.png']
