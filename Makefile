@@ -58,4 +58,5 @@ test-slow: $(STAMP)
 	$(PY) -m pytest tests -m slow
 
 clean-demo:
-	rm -rf $(DEMO_DATA) $(DEMO_WORK_DIR) $(DEMO_WORK_DIR)_source_only work_dirs/demo_feature_cache
+	rm -rf $(DEMO_DATA) $(DEMO_WORK_DIR) $(DEMO_WORK_DIR)_source_only work_dirs/demo_feature_cache \
+		work_dirs/demo_label_features

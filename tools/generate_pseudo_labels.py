@@ -50,9 +50,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'comparison pass (beyond it images are recomputed)')
     parser.add_argument('--feature-cache', metavar='DIR',
                         help='also keep the frozen features on disk under DIR and reuse them '
-                        'in later runs (a labeller sweep, another split of the same images); '
-                        'one subfolder per backbone, weights and preprocessing; fp32, 0.8 MB '
-                        'per ViT-S/14 image at 448x224, 4.2 MB at 1036x518')
+                        'in later runs (a labeller sweep, another split of the same images, '
+                        'train.py); one subfolder per backbone, weights and preprocessing; '
+                        'fp32, 0.8 MB per ViT-S/14 image at 448x224, 4.2 MB at 1036x518 '
+                        '(default: the hook\'s feature_store_dir, if any)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     return parser.parse_args(argv)
@@ -95,7 +96,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     main_method = hook.labeler_cfg.get('method', 'saot')
     # each image through the backbone once for both passes, within a memory budget
-    store = FeatureStore(args.feature_cache, model) if args.feature_cache else None
+    store_dir = args.feature_cache or hook.feature_store_dir
+    store = FeatureStore(store_dir, model) if store_dir else None
     memo = FeatureMemo(int(args.feature_memo_gb * (1 << 30)), store=store)
     if not args.no_cache:  # (the metric trains with autograd: no global no_grad)
         hook.run(model, dataset, memo=memo)

@@ -77,7 +77,10 @@ custom_hooks = [
         labeler={{_base_.saot_labeler}},
         num_source_images=None,  # all 200 demo source images form the bank
         batch_size=8,
-        feature_index=-1),
+        feature_index=-1,
+        # the labeller's features on disk: the main run reads the 200 sources that
+        # `make demo`'s val scoring (generate_pseudo_labels.py) put there
+        feature_store_dir='work_dirs/demo_label_features'),
     dict(type='EMATeacherHook',
          momentum=0.02,  # short CPU schedule: the teacher spans ~50 iterations
          ramp=True),

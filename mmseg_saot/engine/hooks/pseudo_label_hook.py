@@ -7,6 +7,8 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import DATASETS, HOOKS
 
 from mmseg_saot.datasets.pseudo_label_dataset import PseudoLabelDataset
+from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
+from mmseg_saot.engine.pseudo_labels.features import FeatureMemo
 from mmseg_saot.engine.pseudo_labels.fingerprint import make_fingerprint
 from mmseg_saot.engine.pseudo_labels.target_set import label_target_set
 from mmseg_saot.utils.errors import UserInputError
@@ -70,6 +72,12 @@ class SAOTPseudoLabelHook(Hook):
         feature_index: which backbone output the labeller reads (-1: the last block).
         num_source_images: source images in the bank, evenly spaced (None: all).
         target_mean_images: target images that fix the target mean feature.
+        feature_store_dir: optional folder of a disk store of the features the labeller
+            reads (:class:`~mmseg_saot.engine.pseudo_labels.FeatureStore`, also
+            ``tools/generate_pseudo_labels.py --feature-cache``, which defaults to it):
+            images already stored, e.g. the sources after the tool scored the val split,
+            skip the backbone. The stored values are the computed ones, so the labels do
+            not depend on it, and it is not part of the cache fingerprint.
     """
 
     priority = 'NORMAL'
@@ -77,12 +85,14 @@ class SAOTPseudoLabelHook(Hook):
     def __init__(self, source: dict, labeler: dict, num_classes: int = 19,
                  ignore_index: int = 255, batch_size: int = 8, feature_index: int = -1,
                  num_source_images: Optional[int] = None,
-                 target_mean_images: int = 64) -> None:
+                 target_mean_images: int = 64,
+                 feature_store_dir: Optional[str] = None) -> None:
         self.source_cfg, self.labeler_cfg = source, labeler
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.batch_size, self.feature_index = batch_size, feature_index
         self.num_source_images = num_source_images
         self.target_mean_images = target_mean_images
+        self.feature_store_dir = feature_store_dir
 
     def before_train(self, runner) -> None:
         dataset = find_pseudo_label_dataset(runner.train_dataloader.dataset)
@@ -96,7 +106,8 @@ class SAOTPseudoLabelHook(Hook):
             memo: Optional[dict] = None) -> dict:
         """Fill ``dataset``'s cache using ``model``'s backbone; returns the manifest.
 
-        ``memo``: a feature memo to share with a later pass over the same images.
+        ``memo``: a feature memo to share with a later pass over the same images
+        (default: a new one, on ``feature_store_dir`` if set).
         """
         head_classes = getattr(getattr(model, 'decode_head', None), 'num_classes', None)
         if head_classes is not None and head_classes != self.num_classes:
@@ -104,6 +115,8 @@ class SAOTPseudoLabelHook(Hook):
                 f'SAOTPseudoLabelHook: num_classes={self.num_classes} but the decode head '
                 f'predicts {head_classes} classes; set num_classes={head_classes} in the '
                 'hook (custom_hooks) so pseudo-labels use the head\'s label space.')
+        if memo is None and self.feature_store_dir:
+            memo = FeatureMemo(store=FeatureStore(self.feature_store_dir, model))
         source_set = DATASETS.build(self.source_cfg)
         keys = dataset.keys()
         fingerprint = make_fingerprint(

@@ -73,6 +73,19 @@ def test_rerun_reuses_a_complete_cache_without_rewriting(config, reference, tmp_
     assert before == after
 
 
+def test_a_feature_store_gives_the_same_cache_and_serves_a_second_run(config, reference,
+                                                                      tmp_path):
+    store = tmp_path / 'features'
+    options = {'custom_hooks.0.feature_store_dir': str(store)}
+    run_labelling(config, tmp_path / 'first', cfg_options=options)
+    entries = {p: p.stat().st_mtime_ns for p in store.rglob('*.pt')}
+    assert len(entries) == 4 + 12  # the source bank and every target image
+    run_labelling(config, tmp_path / 'second', cfg_options=options)
+    assert {p: p.stat().st_mtime_ns for p in store.rglob('*.pt')} == entries  # read, not redone
+    for run in ('first', 'second'):
+        assert cache_files(tmp_path / run / 'pseudo_labels') == cache_files(reference)
+
+
 def test_partial_cache_is_completed_to_the_uninterrupted_result(config, reference,
                                                                 tmp_path):
     work_dir = tmp_path / 'run'
