@@ -122,7 +122,12 @@ def run(cfg, args: argparse.Namespace) -> dict:
 
 
 def _val_as_target(cfg, train_target):
-    """A PseudoLabelDataset over val_dataloader's dataset, read like the train target."""
+    """A PseudoLabelDataset over val_dataloader's dataset, read like the train target.
+
+    The view gives the comparison its keys and ground-truth paths; its cache folder
+    (``<train cache>.val-unused``) is never created or read: ``--split val`` implies
+    ``--no-cache``, and the cache check of the main method is off then.
+    """
     from mmseg_saot.datasets import PseudoLabelDataset
     val_cfg = dict(cfg.val_dataloader.dataset)
     val_cfg['pipeline'] = train_target.target.pipeline.transforms  # the labelling pipeline
