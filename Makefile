@@ -37,7 +37,7 @@ demo: demo-data weights
 	# 1. the pseudo-labelling ladder (NN, kNN, OT ablations, SAOT) scored on the
 	#    target val split
 	$(PY) tools/generate_pseudo_labels.py configs/saot/demo.py --work-dir $(DEMO_WORK_DIR) \
-		--split val --num-overlays 4
+		--split val --num-overlays 4 --oracle
 	# 2. the source-only baseline: the MLP head on the labelled source alone
 	$(PY) tools/train.py configs/saot/demo_source_only.py --work-dir $(DEMO_WORK_DIR)_source_only
 	# 3. the pipeline: SAOT pseudo-labels of the target train set, stage 1 on

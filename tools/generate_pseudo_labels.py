@@ -48,6 +48,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--feature-memo-gb', type=float, default=4.0,
                         help='memory for features kept between the labelling and the '
                         'comparison pass (beyond it images are recomputed)')
+    parser.add_argument('--oracle', action='store_true',
+                        help='also score patch_oracle: the ground truth\'s own majority label '
+                        'per backbone patch, upsampled like the methods\' labels (the '
+                        'ceiling of patch-level transfer at the labelling resolution)')
     parser.add_argument('--feature-cache', metavar='DIR',
                         help='also keep the frozen features on disk under DIR and reuse them '
                         'in later runs (a labeller sweep, another split of the same images, '
@@ -103,7 +107,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
         hook.run(model, dataset, memo=memo)
     results = compare_methods(model, hook, dataset, args.methods, out_dir=out_dir,
                               num_overlays=args.num_overlays, memo=memo,
-                              main_method=None if args.no_cache else main_method)
+                              main_method=None if args.no_cache else main_method,
+                              oracle=args.oracle)
     table = format_table(results, dataset.metainfo['classes'])
     print(f'\nPseudo-label IoU (%) on {len(dataset)} target images, per method:\n{table}')
     _print_ratio(results)
@@ -135,10 +140,17 @@ def _val_as_target(cfg, train_target):
 
 
 def _print_ratio(results: dict) -> None:
+    from mmseg_saot.engine.pseudo_labels.oracle import PATCH_ORACLE
     if 'nn' in results and 'saot' in results and results['nn']['miou'] > 0:
-        others = [r['miou'] for m, r in results.items() if m != 'saot']
+        others = [r['miou'] for m, r in results.items() if m not in ('saot', PATCH_ORACLE)]
         print(f'saot / nn = {results["saot"]["miou"] / results["nn"]["miou"]:.2f}x; '
               f'saot - best other = {results["saot"]["miou"] - max(others):+.1f} mIoU')
+    if PATCH_ORACLE in results and results[PATCH_ORACLE]['miou'] > 0:
+        ceiling = results[PATCH_ORACLE]['miou']
+        shares = ', '.join(f'{m} {100 * r["miou"] / ceiling:.0f} %' for m, r in results.items()
+                           if m != PATCH_ORACLE)
+        print(f'{PATCH_ORACLE} (the true patch labels, upsampled alike) = {ceiling:.1f} mIoU; '
+              f'share of it: {shares}')
 
 
 if __name__ == '__main__':

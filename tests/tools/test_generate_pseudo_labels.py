@@ -21,7 +21,7 @@ def generated(python, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp('work')
     result = subprocess.run([python, TOOL, str(config), '--work-dir', str(work_dir),
                              '--methods', 'nn', 'ot_unbalanced', 'saot', '--num-overlays', '2',
-                             '--device', 'cpu'],
+                             '--device', 'cpu', '--oracle'],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return work_dir, result.stdout
@@ -30,15 +30,26 @@ def generated(python, tmp_path_factory):
 def test_prints_a_per_class_table_for_every_method(generated):
     _, stdout = generated
     header = next(line for line in stdout.splitlines() if line.startswith('class'))
-    assert header.split()[1:] == ['nn', 'ot_unbalanced', 'saot']
+    assert header.split()[1:] == ['nn', 'ot_unbalanced', 'saot', 'patch_oracle']
     assert any(line.startswith('road') for line in stdout.splitlines())
     assert 'mIoU (all)' in stdout and 'saot / nn = ' in stdout
+    assert 'patch_oracle (the true patch labels, upsampled alike) = ' in stdout
+
+
+def test_the_patch_oracle_bounds_every_method(generated):
+    work_dir, _ = generated
+    report = json.loads((work_dir / 'pseudo_label_eval' / 'pseudo_label_miou.json').read_text())
+    oracle = report['methods']['patch_oracle']
+    assert oracle['miou'] > 60  # road and building are whole patches; 18 x 28 px cars are not
+    assert all(r['miou'] <= oracle['miou'] for r in report['methods'].values())
+    assert oracle['kept_percent'] > 95  # no confidence filter
 
 
 def test_json_holds_per_class_iou_and_the_cache_matches(generated):
     work_dir, _ = generated
     report = json.loads((work_dir / 'pseudo_label_eval' / 'pseudo_label_miou.json').read_text())
-    assert report['num_images'] == 4 and set(report['methods']) == {'nn', 'ot_unbalanced', 'saot'}
+    assert report['num_images'] == 4
+    assert set(report['methods']) == {'nn', 'ot_unbalanced', 'saot', 'patch_oracle'}
     saot = report['methods']['saot']
     assert 0 <= saot['miou'] <= 100 and saot['per_class_iou']['road'] is not None
     assert saot['per_class_iou']['bicycle'] is None  # absent from the ground truth

@@ -16,6 +16,7 @@ from PIL import Image
 from mmseg_saot.models.labelers import METHODS
 from .features import PseudoLabelInputError, iter_features
 from .labelling import build_labeler, fit_labeler, label_image, usable_sources
+from .oracle import PATCH_ORACLE, patch_oracle_labels
 from .overlays import save_overlay
 from .scoring import PseudoLabelScore
 from .target_set import evenly_spaced
@@ -24,7 +25,7 @@ from .target_set import evenly_spaced
 def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str], *,
                     out_dir: str, num_overlays: int = 8,
                     main_method: Optional[str] = None,
-                    memo: Optional[Dict] = None) -> Dict[str, Dict]:
+                    memo: Optional[Dict] = None, oracle: bool = False) -> Dict[str, Dict]:
     """Pseudo-label ``dataset``'s targets with each of ``methods``; score against truth.
 
     Args:
@@ -37,6 +38,8 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
         num_overlays: overlay images per method (evenly spaced over the set).
         main_method: also compared image by image with the cache (None: skip).
         memo: feature memo shared with the labelling pass (see :func:`iter_features`).
+        oracle: also score :data:`~.oracle.PATCH_ORACLE`, the ground truth's own patch
+            labels upsampled like the methods' (their ceiling at this resolution).
 
     Returns:
         ``{method: PseudoLabelScore.summary(...)}`` plus, for ``main_method``,
@@ -55,6 +58,8 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
     palette = dataset.metainfo.get('palette') or [[c * 13 % 256] * 3 for c in range(len(classes))]
     ignore = hook.ignore_index
     labelers, scores = _fit_all(model, hook, methods, target, memo)
+    if oracle:
+        scores[PATCH_ORACLE] = PseudoLabelScore(hook.num_classes, hook.ignore_index)
     patch = int(getattr(model.backbone, 'patch_size', 14))
     shown = set(evenly_spaced(len(dataset), num_overlays))
     mismatches = 0
@@ -62,6 +67,8 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
                                 feature_index=hook.feature_index, memo=memo,
                                 progress=f'labelling with {len(methods)} methods'):
         gt = _read_gt(gt_paths[record.index])
+        if oracle:
+            _score_oracle(scores[PATCH_ORACLE], gt, record, patch, hook, gt_paths[record.index])
         for method, labeler in labelers.items():
             start = time.perf_counter()
             out = label_image(labeler, record, patch)
@@ -79,7 +86,7 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
             if method == main_method and dataset.cache.has(dataset.key(record.index)):
                 cached = dataset.cache.read_labels(dataset.key(record.index))
                 mismatches += int((cached != out.labels).sum())
-    results = {m: scores[m].summary(classes) for m in methods}
+    results = {m: scores[m].summary(classes) for m in scores}
     if main_method in results:
         results[main_method]['cache_mismatches'] = mismatches
     return results
@@ -113,6 +120,18 @@ def _fit_all(model, hook, methods, target, memo):
         scores[method].seconds = time.perf_counter() - start
         labelers[method] = labeler
     return labelers, scores
+
+
+def _score_oracle(score: PseudoLabelScore, gt: np.ndarray, record, patch: int, hook,
+                  gt_path: str) -> None:
+    start = time.perf_counter()
+    try:
+        labels = patch_oracle_labels(gt, record, patch, num_classes=hook.num_classes,
+                                     ignore_index=hook.ignore_index)
+        score.add(labels, labels, gt)
+    except ValueError as err:
+        raise PseudoLabelInputError(f'{gt_path}: {err}') from err
+    score.seconds += time.perf_counter() - start
 
 
 def _read_gt(path: str) -> np.ndarray:

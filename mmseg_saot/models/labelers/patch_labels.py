@@ -1,4 +1,7 @@
-"""Patch-level labels of pixel label maps: what a source patch votes for in transfer."""
+"""Patch-level labels of pixel label maps (what a source patch votes for in transfer),
+and patch-level soft labels back to pixels (what a target pixel receives)."""
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 
@@ -37,3 +40,25 @@ def patch_labels(labels: torch.Tensor, patch: int = 14, num_classes: int = 19,
     hist = F.avg_pool2d(onehot.permute(0, 3, 1, 2), patch)  # (B, C, h, w) fractions
     cls = hist.argmax(1)
     return torch.where(hist.sum(1) >= min_valid, cls, torch.full_like(cls, ignore_index))
+
+
+def patch_probs_to_pixels(probs: torch.Tensor, out_size: Tuple[int, int],
+                          ignore_index: int = 255) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Upsample ``(1, C, h, w)`` patch soft labels to ``(H, W)`` labels and confidence.
+
+    Bilinear over the patch grid; a pixel is ``ignore_index`` when less than half of its
+    interpolation weight comes from patches with mass (rows of zeros); its confidence is
+    the upsampled maximum probability, clamped to [0, 1].
+
+    Args:
+        probs: ``(1, C, h, w)`` class probabilities per patch (rows may sum to < 1).
+        out_size: ``(H, W)``, usually ``(h * patch, w * patch)``.
+        ignore_index: label of pixels without enough mass.
+
+    Returns:
+        ``(H, W)`` long labels and ``(H, W)`` float confidence.
+    """
+    up = F.interpolate(probs, size=out_size, mode='bilinear', align_corners=False)[0]
+    conf, labels = up.max(0)
+    labels = torch.where(up.sum(0) >= 0.5, labels, torch.full_like(labels, ignore_index))
+    return labels, conf.clamp(0.0, 1.0)

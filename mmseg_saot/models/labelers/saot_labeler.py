@@ -14,6 +14,7 @@ from mmseg_saot.ot import (block_sparse_sinkhorn, knn_transfer, nn_transfer, sin
 from .confidence import filter_confidence
 from .metric import LowRankMetric
 from .metric_training import MetricTrainingLog, train_metric
+from .patch_labels import patch_probs_to_pixels
 from .prototypes import ClassPrototypes
 from .retrieval import global_descriptor, retrieve
 
@@ -376,13 +377,4 @@ class SAOTLabeler(nn.Module):
 
     def _to_pixels(self, probs: torch.Tensor,
                    out_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Upsample ``(1, C, h, w)`` soft labels to ``(H, W)`` labels and confidence.
-
-        A pixel is ignore when less than half of its interpolation weight comes from
-        patches that received mass; its confidence is the (upsampled) max probability.
-        """
-        up = F.interpolate(probs, size=out_size, mode='bilinear', align_corners=False)[0]
-        conf, labels = up.max(0)
-        labels = torch.where(up.sum(0) >= 0.5, labels, torch.full_like(labels,
-                                                                       self.ignore_index))
-        return labels, conf.clamp(0.0, 1.0)
+        return patch_probs_to_pixels(probs, out_size, self.ignore_index)
