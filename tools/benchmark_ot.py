@@ -663,7 +663,7 @@ def fullres_section(args, device, isolate, lines):
     common = dict(device=device, dim=1024, eps=args.eps, rho=args.rho, tol=args.block_tol,
                   repeats=1, selection='coverage', coverage=args.block_coverage, theta=args.theta,
                   block_size=64, target_block_size=16, target_hw=(73, 146), kind='block')
-    lines += [f'10658 targets against 85264 sources, d 1024, same settings as the working '
+    lines += ['10658 targets against 85264 sources, d 1024, same settings as the working '
               'point; peak = torch.cuda.max_memory_allocated above the resident features.', '',
               '| solver | time (s) | peak GPU mem (GiB) | support | fits 16 GiB |',
               '|---|---|---|---|---|']
