@@ -8,9 +8,10 @@ runs once per image; later runs only load and preprocess the image to find its f
 An entry's key hashes the pipeline's output for the image (the resized ``uint8``
 tensor, and the label map when labels are asked for), the backbone output index and
 the label settings; entries live in a subfolder named by the fingerprint of the
-backbone's weights and the data preprocessor, so features of another backbone, other
-weights, another normalisation, another resize or an edited image file are never read
-back. Features are stored in fp32 as computed: a hit gives the numbers a miss would.
+backbone (weights, output blocks, norm, dtype) and the data preprocessor, so features
+of another backbone, other weights or blocks, another normalisation, another resize or
+an edited image file are never read back. Features are stored in fp32 as computed: a
+hit gives the numbers a miss would.
 """
 import hashlib
 import os.path as osp
@@ -28,15 +29,24 @@ def _update_with_tensor(digest, tensor: torch.Tensor) -> None:
     digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
 
 
+_BACKBONE_SETTINGS = ('model_name', 'out_indices', 'norm', 'feature_dtype', 'patch_size')
+_PREPROCESSOR_SETTINGS = ('channel_conversion', '_enable_normalize', 'size', 'size_divisor',
+                          'pad_val', 'test_cfg')
+
+
+def _settings(module: torch.nn.Module, names) -> str:
+    return type(module).__name__ + ' ' + ' '.join(
+        f'{name}={getattr(module, name, None)!r}' for name in names)
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """A hash of ``model.backbone``'s weights and ``model.data_preprocessor``'s settings."""
+    """A hash of ``model.backbone``'s weights and settings (which blocks it outputs, their
+    norm and dtype) and of ``model.data_preprocessor``'s (mean/std, channel order, padding)."""
     preprocessor = model.data_preprocessor
-    settings = ' '.join(f'{name}={getattr(preprocessor, name, None)!r}' for name in
-                        ('channel_conversion', '_enable_normalize', 'size', 'size_divisor',
-                         'pad_val', 'test_cfg'))
-    return module_fingerprint(model.backbone,
-                              config=f'{type(preprocessor).__name__} {settings} ' +
-                              module_fingerprint(preprocessor))
+    config = ' | '.join([_settings(model.backbone, _BACKBONE_SETTINGS),
+                         _settings(preprocessor, _PREPROCESSOR_SETTINGS),
+                         module_fingerprint(preprocessor)])
+    return module_fingerprint(model.backbone, config=config)
 
 
 class FeatureStore:

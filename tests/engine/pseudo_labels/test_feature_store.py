@@ -54,7 +54,7 @@ def test_a_second_run_reads_every_image_from_disk_with_the_same_numbers(setup, t
         assert torch.equal(got.feats, ref.feats) and torch.equal(got.labels, ref.labels)
 
 
-def test_other_weights_or_normalisation_use_another_folder(setup, tmp_path):
+def test_other_weights_blocks_or_normalisation_use_another_folder(setup, tmp_path):
     _, model, _ = setup
     folder = FeatureStore(str(tmp_path), model).folder
     assert FeatureStore(str(tmp_path), model).folder == folder
@@ -65,6 +65,12 @@ def test_other_weights_or_normalisation_use_another_folder(setup, tmp_path):
             assert FeatureStore(str(tmp_path), model).folder != folder
         finally:
             block.sub_(1e-3)
+    out_indices = model.backbone.out_indices
+    model.backbone.out_indices = [0]  # the same weights, another block's features
+    try:
+        assert FeatureStore(str(tmp_path), model).folder != folder
+    finally:
+        model.backbone.out_indices = out_indices
     mean = model.data_preprocessor.mean.clone()
     model.data_preprocessor.mean.add_(1.0)
     try:
