@@ -507,6 +507,7 @@ def streets_features_worker(spec):
     from mmseg_saot.datasets.cityscapes_labels import label_ids_to_train_ids
     from mmseg_saot.models.backbones.dinov2 import DINOv2Backbone
     from mmseg_saot.models.labelers.patch_labels import patch_labels
+    from mmseg_saot.utils.atomic import atomic_torch_save
     from mmseg_saot.utils.imagenet import normalize_images
     from mmseg_saot.utils.weights import DEFAULT_WEIGHTS_FILE, default_weights_cache
     weights = os.path.expanduser(spec['weights'] or
@@ -529,11 +530,10 @@ def streets_features_worker(spec):
         images = normalize_images(torch.stack(images))
         with torch.no_grad():
             feats = torch.cat([backbone(images[i:i + 3])[-1] for i in range(0, 9, 3)])
-        path = streets_seed_file(spec['folder'], seed)
-        torch.save(dict(feats=feats.half(),
-                        labels=patch_labels(torch.stack(labels)).to(torch.uint8)),
-                   path + '.tmp')
-        os.replace(path + '.tmp', path)  # a finished seed survives an interrupt
+        # a finished seed survives an interrupt
+        atomic_torch_save(dict(feats=feats.half(),
+                               labels=patch_labels(torch.stack(labels)).to(torch.uint8)),
+                          streets_seed_file(spec['folder'], seed))
         print(f'  street scenes seed {seed}: features {tuple(feats.shape)}', flush=True)
     return dict(seeds=spec['seeds'])
 

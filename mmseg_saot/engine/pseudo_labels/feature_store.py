@@ -19,14 +19,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from mmseg_saot.models.segmentors.feature_cache import module_fingerprint
+from mmseg_saot.models.segmentors.feature_cache import module_fingerprint, update_digest
 from mmseg_saot.utils.atomic import atomic_torch_save
-
-
-def _update_with_tensor(digest, tensor: torch.Tensor) -> None:
-    data = tensor.detach().contiguous().cpu()
-    digest.update(f'{tuple(data.shape)}{data.dtype}'.encode())
-    digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
 
 
 _BACKBONE_SETTINGS = ('model_name', 'out_indices', 'norm', 'feature_dtype', 'patch_size')
@@ -79,9 +73,9 @@ class FeatureStore:
                 stored too (the label map is then hashed as well), else None.
         """
         digest = hashlib.blake2b(f'{feature_index} {label_settings}'.encode(), digest_size=16)
-        _update_with_tensor(digest, item['inputs'])
+        update_digest(digest, item['inputs'])
         if label_settings is not None and 'gt_sem_seg' in item['data_samples']:
-            _update_with_tensor(digest, item['data_samples'].gt_sem_seg.data)
+            update_digest(digest, item['data_samples'].gt_sem_seg.data)
         return digest.hexdigest()
 
     def _path(self, key: str) -> str:

@@ -83,6 +83,14 @@ class ImageLabels:
     all_ignore: bool
 
 
+def to_file_size(maps: torch.Tensor, record: ImageFeatures) -> torch.Tensor:
+    """Pixel maps over an image's padded patch grid, cropped to the resized image and
+    resized (nearest) to the file's size: ``(K, h p, w p)`` -> ``(K, H, W)`` float."""
+    crop_h, crop_w = record.img_shape
+    return F.interpolate(maps[None, :, :crop_h, :crop_w].float(), size=record.ori_shape,
+                         mode='nearest')[0]
+
+
 def label_image(labeler: SAOTLabeler, record: ImageFeatures, patch: int) -> ImageLabels:
     """Pseudo-label one target image at its file's resolution.
 
@@ -91,10 +99,8 @@ def label_image(labeler: SAOTLabeler, record: ImageFeatures, patch: int) -> Imag
     """
     height, width = record.feats.shape[-2:]
     out = labeler(record.feats[None], out_size=(height * patch, width * patch))
-    crop_h, crop_w = record.img_shape
-    maps = torch.stack([out.labels[0], out.raw_labels[0], out.confidence[0]]).float()
-    maps = F.interpolate(maps[None, :, :crop_h, :crop_w], size=record.ori_shape,
-                         mode='nearest')[0]
+    maps = to_file_size(torch.stack([out.labels[0], out.raw_labels[0], out.confidence[0]]),
+                        record)
     labels, raw = (m.round().to(torch.uint8).cpu().numpy() for m in maps[:2])
     confidence = (maps[2].nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8)
     return ImageLabels(labels=labels, raw_labels=raw, confidence=confidence.cpu().numpy(),

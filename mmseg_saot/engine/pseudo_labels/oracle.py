@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from mmseg_saot.models.labelers.patch_labels import patch_labels, patch_probs_to_pixels
 from .features import ImageFeatures
+from .labelling import to_file_size
 
 PATCH_ORACLE = 'patch_oracle'
 
@@ -23,8 +24,8 @@ def patch_oracle_labels(gt: np.ndarray, record: ImageFeatures, patch: int, *,
     The ground truth is resized (nearest) to the resized image the features were computed
     on, reduced to the majority class of each patch's labelled pixels
     (:func:`patch_labels`; a patch with none has no mass), made one-hot,
-    upsampled with :func:`patch_probs_to_pixels` over the padded grid, cropped and resized
-    back to the file's size (nearest) as in :func:`~.labelling.label_image`.
+    upsampled with :func:`patch_probs_to_pixels` over the padded grid and brought to the
+    file's size by :func:`~.labelling.to_file_size`, as the labellers' outputs are.
 
     Args:
         gt: ``(H, W)`` ground-truth train ids at the file's size.
@@ -39,9 +40,8 @@ def patch_oracle_labels(gt: np.ndarray, record: ImageFeatures, patch: int, *,
         ValueError: a ground-truth value outside ``[0, num_classes)`` and not ignore.
     """
     grid_h, grid_w = record.feats.shape[-2:]
-    crop_h, crop_w = record.img_shape
     truth = torch.from_numpy(gt.astype(np.int64))[None, None].float()
-    truth = F.interpolate(truth, size=(crop_h, crop_w), mode='nearest')[0].long()
+    truth = F.interpolate(truth, size=tuple(record.img_shape), mode='nearest')[0].long()
     # any labelled pixel decides a patch (padding and ignore pixels are never scored)
     cells = patch_labels(truth, patch=patch, num_classes=num_classes,
                          ignore_index=ignore_index, min_valid=1e-6)[0, :grid_h, :grid_w]
@@ -49,6 +49,4 @@ def patch_oracle_labels(gt: np.ndarray, record: ImageFeatures, patch: int, *,
     probs = F.one_hot(torch.where(labelled, cells, 0), num_classes).float()
     probs = (probs * labelled[..., None]).permute(2, 0, 1)[None]
     labels, _ = patch_probs_to_pixels(probs, (grid_h * patch, grid_w * patch), ignore_index)
-    labels = F.interpolate(labels[None, None, :crop_h, :crop_w].float(), size=record.ori_shape,
-                           mode='nearest')[0, 0]
-    return labels.to(torch.uint8).numpy()
+    return to_file_size(labels[None], record)[0].to(torch.uint8).numpy()

@@ -19,27 +19,32 @@ _STORAGE_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.
 FeatureMaps = Tuple[torch.Tensor, ...]
 
 
+def update_digest(digest, tensor: torch.Tensor) -> None:
+    """Feed a tensor's shape, dtype and values (its bytes, on the CPU) to a hashlib digest."""
+    data = tensor.detach().contiguous().cpu()
+    digest.update(f'{tuple(data.shape)}{data.dtype}'.encode())
+    digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+
+
 def image_key(image: torch.Tensor) -> str:
     """A 128-bit hash of one image tensor's shape, dtype and values."""
-    data = image.detach().contiguous().cpu()
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f'{tuple(data.shape)}{data.dtype}'.encode())
-    digest.update(memoryview(data.view(torch.uint8).numpy()))
+    update_digest(digest, image)
     return digest.hexdigest()
 
 
 def module_fingerprint(module: torch.nn.Module, config: str = '') -> str:
     """A hash of a module's parameters and buffers (names and values) and ``config``.
 
-    Disk caches live in a subfolder named by it, so features of another backbone,
-    other weights or other output blocks are never read back.
+    Disk caches live in a subfolder named by it, so features of another backbone or
+    other weights are never read back; settings that change the output without a
+    tensor (which blocks are read, a dtype) must come in through ``config``.
     """
     digest = hashlib.blake2b(config.encode(), digest_size=8)
     tensors = list(module.named_parameters()) + list(module.named_buffers())
     for name, tensor in sorted(tensors, key=lambda item: item[0]):
-        data = tensor.detach().contiguous().cpu()
-        digest.update(f'{name}{tuple(data.shape)}{data.dtype}'.encode())
-        digest.update(memoryview(data.view(torch.uint8).reshape(-1).numpy()))
+        digest.update(name.encode())
+        update_digest(digest, tensor)
     return digest.hexdigest()
 
 
