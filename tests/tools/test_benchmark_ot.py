@@ -59,3 +59,33 @@ def test_streets_features_needs_the_offline_weights(tool, tmp_path):
 def test_cached_seeds_are_not_recomputed(tool, scenes):
     # both seeds are in the folder: no backbone run, so no weights needed
     assert tool.streets_features([0, 3], str(scenes), weights='/nonexistent') is None
+
+
+def test_truncation_labels_vote_with_dense_potentials_on_the_block_support(tool):
+    import mmseg_saot.ot as ot
+    # Unstructured features and labels: near-tied votes, so truncation and the
+    # restricted potentials both move labels.
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.nn.functional.normalize(torch.randn(96, 8, generator=gen), dim=1)
+    xt = torch.nn.functional.normalize(torch.randn(32, 8, generator=gen), dim=1)
+    ls = torch.randint(0, 3, (96,), generator=gen)
+    block = ot.block_sparse_sinkhorn(xs, xt, epsilon=0.05, rho=1.0, tol=1e-6, block_size=8,
+                                     target_block_size=4, selection='topk', topk=3)
+    support = block.plan > 0
+    assert 0.1 < float(support.float().mean()) < 0.9  # some blocks dropped
+    dense = ot.sinkhorn(ot.cosine_cost(xs, xt), epsilon=0.05, rho=1.0, tol=1e-6)
+    votes = (dense.plan * support).t() @ torch.nn.functional.one_hot(ls, 19).float()
+    got = tool.truncation_labels(ot, block, xs, xt, ls, dict(eps=0.05, rho=1.0, tol=1e-6))
+    assert got == votes.argmax(1).tolist()
+    # neither the block solution's labels nor the dense ones
+    assert got != ot.transfer_labels(block, ls, 19).labels.tolist()
+    assert got != ot.transfer_labels(dense, ls, 19).labels.tolist()
+    assert tool.changed_share([0, 1, 2, 3], [0, 1, 5, 5]) == 0.5
+
+
+def test_block_worker_reports_truncation_labels(tool, scenes):
+    spec = dict(kind='block', device='cpu', dim=16, eps=0.05, rho=1.0, tol=1e-4, repeats=1,
+                selection='coverage', coverage=1.0, theta=4.0, block_size=8,
+                target_block_size=4, data='streets', features=str(scenes), seed=0, mode='block')
+    block = tool.block_worker(spec)
+    assert block['truncation_labels'] == block['labels']  # full support: nothing truncated
