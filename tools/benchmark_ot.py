@@ -49,6 +49,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 import warnings
@@ -429,16 +430,18 @@ def block_worker(spec):
                                             target_hw=tuple(spec.get('target_hw', (37, 74))),
                                             seed=spec.get('seed', 0))
     xs, ls, xt = xs.to(device), ls.to(device), xt.to(device)
+    dense_f = {}  # the dense solution's source potential, for the block run's diagnostic
 
     def solve():
         if spec['mode'] == 'dense':
             res = ot_mod.sinkhorn(ot_mod.cosine_cost(xs, xt), epsilon=spec['eps'],
                                   rho=spec['rho'], tol=spec['tol'])
-            transfer = ot_mod.transfer_labels(res, ls, 19)
+            dense_f['f'] = res.f
+            transfer = ot_mod.transfer_labels(res, ls, NUM_CLASSES)
             return transfer.labels, dict(ambiguous=_ambiguous_share(transfer.probs))
         res = block_solve()
         extra = dict(support=res.support_fraction, phases=res.timings)
-        return ot_mod.transfer_labels(res, ls, 19).labels, extra
+        return ot_mod.transfer_labels(res, ls, NUM_CLASSES).labels, extra
 
     def block_solve(**kwargs):
         return ot_mod.block_sparse_sinkhorn(
@@ -450,18 +453,22 @@ def block_worker(spec):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         times, peak, (labels, extra) = timed_runs(solve, spec['repeats'], device)
+        if spec['mode'] == 'dense' and spec.get('potentials_out'):
+            torch.save(dense_f['f'].cpu(), spec['potentials_out'])
         if spec['mode'] != 'dense':  # the dropped-mass diagnostic is opt-in: one extra run
             res = block_solve(dropped_samples=64)
             extra.update(dropped=res.dropped_mass, dropped_worst=res.dropped_mass_worst,
-                         dropped_time=res.timings['dropped_mass'],
-                         truncation_labels=truncation_labels(ot_mod, res, xs, xt, ls, spec))
+                         dropped_time=res.timings['dropped_mass'])
+            if spec.get('dense_potentials'):
+                f = torch.load(spec['dense_potentials'], weights_only=True).to(device)
+                extra['truncation_labels'] = truncation_labels(ot_mod, res, f, ls)
     labelled = lt != 255  # street scenes: patches without a majority class
     acc = float((labels.cpu() == lt)[labelled].float().mean())
     return dict(time=statistics.median(times), times=times, peak_mb=peak, acc=acc,
                 labels=labels.cpu().tolist(), **extra)
 
 
-def truncation_labels(ot_mod, block_res, xs, xt, source_labels, spec):
+def truncation_labels(ot_mod, block_res, dense_f, source_labels):
     """Target labels of the dense solution's plan restricted to the block support.
 
     The block-sparse labels differ from the dense ones for two reasons: the support
@@ -469,13 +476,27 @@ def truncation_labels(ot_mod, block_res, xs, xt, source_labels, spec):
     has other potentials (a source that lost targets raises its potential and sends
     more mass to the ones it kept). Voting with the dense potentials on the same
     support keeps the first and removes the second. Labels do not depend on the target
-    potentials (each target's votes are normalised), so only ``f`` matters.
+    potential (each target's votes are normalised), so only the dense ``f`` is needed.
+
+    Args:
+        block_res: the block-sparse result (its support and target potential are used).
+        dense_f: ``(N,)`` source potential of the dense solution of the same problem.
+        source_labels: ``(N,)`` source labels.
     """
-    dense = ot_mod.sinkhorn(ot_mod.cosine_cost(xs, xt), epsilon=spec['eps'], rho=spec['rho'],
-                            tol=spec['tol'])
-    restricted = dataclasses.replace(block_res, f=dense.f.to(block_res.f.dtype),
-                                     g=dense.g.to(block_res.g.dtype))
-    return ot_mod.transfer_labels(restricted, source_labels, 19).labels.cpu().tolist()
+    restricted = dataclasses.replace(block_res, f=dense_f.to(block_res.f))
+    return ot_mod.transfer_labels(restricted, source_labels, NUM_CLASSES).labels.cpu().tolist()
+
+
+def dense_and_block(spec, isolate):
+    """``(dense, block)`` results of one working point. The block run's truncation-only
+    labels use the dense run's potential (through a temporary file), not a second
+    dense solve."""
+    with tempfile.TemporaryDirectory() as folder:
+        potentials = os.path.join(folder, 'dense_f.pt')
+        dense = run_isolated(dict(spec, mode='dense', potentials_out=potentials), isolate)
+        found = potentials if os.path.exists(potentials) else None
+        block = run_isolated(dict(spec, mode='block', dense_potentials=found), isolate)
+    return dense, block
 
 
 def _ambiguous_share(probs):
@@ -484,6 +505,7 @@ def _ambiguous_share(probs):
     return float(((top2[:, 0] - top2[:, 1]) < 0.1).float().mean())
 
 
+NUM_CLASSES = 19  # Cityscapes train ids, both working points
 STREETS_SIZE = (518, 1036)  # 37 x 74 patches of 14 px, as the synthetic working point
 WEIGHTS_HINT = 'run `make weights` (README, "Offline weights")'
 
@@ -598,9 +620,8 @@ def block_section(args, device, isolate, lines):
                   data=args.block_data, features=args.streets_features)
     if args.block_data == 'streets':
         streets_features(args.block_seeds, args.streets_features)
-    first = dict(common, kind='block', seed=args.block_seeds[0])
-    dense = run_isolated(dict(first, mode='dense'), isolate)
-    sparse = run_isolated(dict(first, mode='block'), isolate)
+    dense, sparse = dense_and_block(dict(common, kind='block', seed=args.block_seeds[0]),
+                                    isolate)
     lines += ['## Block-sparse vs dense at the SAOT working point', '',
               'One 37 x 74-patch target (2738 points) against 8 sources of the same size (up '
               f'to 21904 points; {block_problem_text(args, args.block_seeds[0])}), '
@@ -621,11 +642,11 @@ def block_section(args, device, isolate, lines):
         lines += [f'| failed: {dense.get("note")} / {sparse.get("note")} | | | | | | | |', '']
         return
     changed = changed_share(dense['labels'], sparse['labels'])
-    truncated = changed_share(dense['labels'], sparse['truncation_labels'])
+    truncated = truncation_cell(dense, sparse)
     lines.append(f"| dense | {dense['time']:.2f} | {dense['peak_mb']:.0f} | 1.00 | - | - | 0 | "
                  f"{dense['acc']:.4f} |")
     lines.append(f"| block-sparse | {sparse['time']:.2f} | {sparse['peak_mb']:.0f} | "
-                 f"{sparse['support']:.2f} | {100 * changed:.2f} % | {100 * truncated:.2f} % | "
+                 f"{sparse['support']:.2f} | {100 * changed:.2f} % | {truncated} | "
                  f"{sparse['dropped']:.1e} | {sparse['acc']:.4f} |")
     lines.append(f"| ratio dense / block | {dense['time'] / sparse['time']:.2f}x | "
                  f"{dense['peak_mb'] / max(sparse['peak_mb'], 1e-9):.2f}x | | | | | |")
@@ -652,6 +673,13 @@ def changed_share(reference, labels):
     return sum(p != q for p, q in zip(reference, labels)) / len(reference)
 
 
+def truncation_cell(dense, block):
+    """The "truncation only" table cell: share of labels changed, or - if not measured."""
+    if 'truncation_labels' not in block:
+        return '-'
+    return f"{100 * changed_share(dense['labels'], block['truncation_labels']):.2f} %"
+
+
 def seed_rows(common, seeds, isolate, lines, done, what):
     """The same comparison on other seeds: draws of the synthetic working point, or
     street-scene sets (``--block-data streets``).
@@ -667,19 +695,18 @@ def seed_rows(common, seeds, isolate, lines, done, what):
               '< 0.1 | label acc. vs truth dense / block |',
               '|---|---|---|---|---|---|---|---|---|---|']
     for seed in seeds:
-        dense, sparse = done.get(seed) or (
-            run_isolated(dict(common, mode=mode, kind='block', seed=seed), isolate)
-            for mode in ('dense', 'block'))
+        dense, sparse = done.get(seed) or dense_and_block(dict(common, kind='block', seed=seed),
+                                                          isolate)
         if 'labels' not in dense or 'labels' not in sparse:
             lines.append(f'| {seed} | failed: {dense.get("note")} / {sparse.get("note")} '
                          '| | | | | | | | |')
             continue
         changed = changed_share(dense['labels'], sparse['labels'])
-        truncated = changed_share(dense['labels'], sparse['truncation_labels'])
+        truncated = truncation_cell(dense, sparse)
         lines.append(f"| {seed} | {dense['time']:.2f} | {sparse['time']:.2f} | "
                      f"{dense['time'] / sparse['time']:.2f}x | {dense['peak_mb']:.0f} / "
                      f"{sparse['peak_mb']:.0f} | {sparse['support']:.2f} | "
-                     f"{100 * changed:.2f} % | {100 * truncated:.2f} % | "
+                     f"{100 * changed:.2f} % | {truncated} | "
                      f"{100 * dense['ambiguous']:.1f} % | "
                      f"{dense['acc']:.4f} / {sparse['acc']:.4f} |")
         print(f'  block seed {seed}: {lines[-1]}', flush=True)

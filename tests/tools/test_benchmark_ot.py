@@ -75,7 +75,7 @@ def test_truncation_labels_vote_with_dense_potentials_on_the_block_support(tool)
     assert 0.1 < float(support.float().mean()) < 0.9  # some blocks dropped
     dense = ot.sinkhorn(ot.cosine_cost(xs, xt), epsilon=0.05, rho=1.0, tol=1e-6)
     votes = (dense.plan * support).t() @ torch.nn.functional.one_hot(ls, 19).float()
-    got = tool.truncation_labels(ot, block, xs, xt, ls, dict(eps=0.05, rho=1.0, tol=1e-6))
+    got = tool.truncation_labels(ot, block, dense.f, ls)
     assert got == votes.argmax(1).tolist()
     # neither the block solution's labels nor the dense ones
     assert got != ot.transfer_labels(block, ls, 19).labels.tolist()
@@ -83,9 +83,10 @@ def test_truncation_labels_vote_with_dense_potentials_on_the_block_support(tool)
     assert tool.changed_share([0, 1, 2, 3], [0, 1, 5, 5]) == 0.5
 
 
-def test_block_worker_reports_truncation_labels(tool, scenes):
+def test_block_run_reports_truncation_labels_from_the_dense_run(tool, scenes):
     spec = dict(kind='block', device='cpu', dim=16, eps=0.05, rho=1.0, tol=1e-4, repeats=1,
                 selection='coverage', coverage=1.0, theta=4.0, block_size=8,
-                target_block_size=4, data='streets', features=str(scenes), seed=0, mode='block')
-    block = tool.block_worker(spec)
+                target_block_size=4, data='streets', features=str(scenes), seed=0)
+    dense, block = tool.dense_and_block(spec, isolate=False)
+    assert tool.truncation_cell(dense, block) == '0.00 %'
     assert block['truncation_labels'] == block['labels']  # full support: nothing truncated
