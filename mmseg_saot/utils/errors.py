@@ -11,3 +11,19 @@ class UserInputError(Exception):
 
 class WeightsError(UserInputError, ValueError):
     """Backbone weights are missing, unreadable or do not fit the model."""
+
+
+class ConfigError(UserInputError, ValueError):
+    """An option of a config has a bad value.
+
+    Raised by the plugin's registered components when they are built; the message
+    names the component and the option (``MLPHead: num_layers must be >= 1``), and
+    the tools print it without a traceback.
+    """
+
+
+def check_positive_int(component: str, name: str, value) -> int:
+    """``value`` if it is an integer >= 1 (a bool is not), else a :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f'{component}: {name} must be an integer >= 1, got {value!r}.')
+    return value

@@ -51,6 +51,14 @@ def test_missing_config_is_a_clear_message(python, tmp_path):
     assert 'Traceback' not in result.stderr
 
 
+def test_bad_model_option_is_a_clear_message(python, tiny_config, tmp_path):
+    result = run_tool(python, TRAIN, tiny_config, '--work-dir', tmp_path / 'run',
+                      '--cfg-options', 'model.decode_head.num_layers=0')
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr + result.stdout
+    assert 'error: MLPHead: num_layers must be an integer >= 1, got 0.' in result.stderr
+
+
 def head_state(checkpoint: Path) -> dict:
     """Student and teacher heads of a checkpoint (the frozen ViT is not saved)."""
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)

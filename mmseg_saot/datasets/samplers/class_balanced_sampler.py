@@ -12,6 +12,7 @@ from mmengine.dist import get_dist_info, sync_random_seed
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
+from mmseg_saot.utils.errors import ConfigError
 from ..class_stats import STATS_FILENAME
 
 
@@ -61,7 +62,7 @@ class ClassBalancedSampler(Sampler):
                  stats_file: Optional[str] = None, ignore_index: int = 255,
                  seed: Optional[int] = None) -> None:
         if temperature <= 0:
-            raise ValueError(f'ClassBalancedSampler: temperature must be > 0, got {temperature}.')
+            raise ConfigError(f'ClassBalancedSampler: temperature must be > 0, got {temperature}.')
         self.dataset, self.temperature, self.min_pixels = dataset, temperature, min_pixels
         self.ignore_index = ignore_index
         self.stats_file = stats_file or self._default_stats_file(dataset)

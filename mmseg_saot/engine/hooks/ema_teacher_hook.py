@@ -8,7 +8,7 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import ConfigError, UserInputError
 
 
 @torch.no_grad()
@@ -75,9 +75,9 @@ class EMATeacherHook(Hook):
     def __init__(self, momentum: float = 0.001, ramp: bool = True, interval: int = 1,
                  student: str = 'decode_head', teacher: str = 'teacher_head') -> None:
         if not 0.0 < momentum <= 1.0:
-            raise ValueError(f'EMATeacherHook: momentum must be in (0, 1], got {momentum}.')
+            raise ConfigError(f'EMATeacherHook: momentum must be in (0, 1], got {momentum}.')
         if interval < 1:
-            raise ValueError(f'EMATeacherHook: interval must be >= 1, got {interval}.')
+            raise ConfigError(f'EMATeacherHook: interval must be >= 1, got {interval}.')
         self.momentum, self.ramp, self.interval = momentum, ramp, interval
         self.student_name, self.teacher_name = student, teacher
 

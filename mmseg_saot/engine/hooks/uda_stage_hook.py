@@ -6,7 +6,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import ConfigError, UserInputError
 
 
 @HOOKS.register_module()
@@ -28,8 +28,8 @@ class UDAStageHook(Hook):
 
     def __init__(self, self_training_begin: int) -> None:
         if self_training_begin < 0:
-            raise ValueError('UDAStageHook: self_training_begin must be >= 0, got '
-                             f'{self_training_begin}.')
+            raise ConfigError('UDAStageHook: self_training_begin must be >= 0, got '
+                              f'{self_training_begin}.')
         self.self_training_begin = self_training_begin
         self._stage1_scalars_dropped = False  # once per process (a resume restores them)
 

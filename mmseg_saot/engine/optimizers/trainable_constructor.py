@@ -6,6 +6,8 @@ from mmseg.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
                             OPTIMIZERS)
 from torch import nn
 
+from mmseg_saot.utils.errors import ConfigError
+
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class TrainableOptimWrapperConstructor(DefaultOptimWrapperConstructor):
@@ -24,8 +26,8 @@ class TrainableOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         trainable = [group for group in param_groups
                      if group['params'][0].requires_grad]
         if not trainable:
-            raise ValueError('TrainableOptimWrapperConstructor: the model has '
-                             'no trainable parameters.')
+            raise ConfigError('TrainableOptimWrapperConstructor: the model has '
+                              'no trainable parameters.')
         optimizer_cfg = self.optimizer_cfg.copy()
         optimizer_cfg['params'] = trainable
         optimizer = OPTIMIZERS.build(optimizer_cfg)

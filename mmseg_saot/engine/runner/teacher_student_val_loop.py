@@ -14,6 +14,7 @@ from mmengine.runner.amp import autocast
 from mmseg.registry import LOOPS
 
 from mmseg_saot.utils.atomic import atomic_write_text
+from mmseg_saot.utils.errors import ConfigError
 
 BRANCHES = ('teacher', 'student')
 
@@ -43,8 +44,8 @@ class TeacherStudentValLoop(ValLoop):
         super().__init__(runner, dataloader, evaluator, fp16)
         unknown = [b for b in branches if b not in BRANCHES]
         if unknown or not branches:
-            raise ValueError(f'TeacherStudentValLoop: branches must be a non-empty subset of '
-                             f'{BRANCHES}, got {tuple(branches)}.')
+            raise ConfigError(f'TeacherStudentValLoop: branches must be a non-empty subset of '
+                              f'{BRANCHES}, got {tuple(branches)}.')
         self.branches = tuple(branches)
         # one evaluator per head (copies made after ValLoop gave it the dataset meta)
         self.evaluators = {branch: copy.deepcopy(self.evaluator) for branch in self.branches}

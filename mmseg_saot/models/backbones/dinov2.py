@@ -9,7 +9,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import nn
 
-from mmseg_saot.utils.errors import WeightsError
+from mmseg_saot.utils.errors import ConfigError, WeightsError
 from .vit_checkpoint import load_vit_weights
 
 _AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -23,7 +23,7 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
         raise ImportError('DINOv2Backbone needs timm >= 1.0.20: '
                           '`pip install "timm>=1.0.20"`') from err
     if not timm.is_model(model_name):
-        raise ValueError(
+        raise ConfigError(
             f'DINOv2Backbone: timm has no model "{model_name}". Use a timm '
             'ViT name such as vit_small_patch14_dinov2, '
             'vit_large_patch14_reg4_dinov2 or vit_base_patch16_224.dino '
@@ -41,8 +41,8 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
             'model.backbone.checkpoint=/path/to/weights.safetensors '
             '(and pretrained=False).') from err
     if not hasattr(vit, 'forward_intermediates'):
-        raise ValueError(f'DINOv2Backbone: timm model "{model_name}" has no '
-                         'forward_intermediates(); use a ViT.')
+        raise ConfigError(f'DINOv2Backbone: timm model "{model_name}" has no '
+                          'forward_intermediates(); use a ViT.')
     return vit
 
 
@@ -112,9 +112,9 @@ class DINOv2Backbone(BaseModule):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if feature_dtype is not None and feature_dtype not in _AUTOCAST_DTYPES:
-            raise ValueError(f'DINOv2Backbone: feature_dtype must be one of '
-                             f'{sorted(_AUTOCAST_DTYPES)} or None, got '
-                             f'{feature_dtype!r}.')
+            raise ConfigError(f'DINOv2Backbone: feature_dtype must be one of '
+                              f'{sorted(_AUTOCAST_DTYPES)} or None, got '
+                              f'{feature_dtype!r}.')
         self.vit = _create_timm_vit(model_name,
                                     pretrained and checkpoint is None)
         if checkpoint is not None:
@@ -143,18 +143,18 @@ class DINOv2Backbone(BaseModule):
         depth = len(self.vit.blocks)
         if isinstance(out_indices, int):
             if not 1 <= out_indices <= depth:
-                raise ValueError(f'DINOv2Backbone: out_indices={out_indices} '
-                                 f'must be in [1, {depth}] (last n blocks).')
+                raise ConfigError(f'DINOv2Backbone: out_indices={out_indices} '
+                                  f'must be in [1, {depth}] (last n blocks).')
             return list(range(depth - out_indices, depth))
         resolved = []
         for index in out_indices:
             if not -depth <= index < depth:
-                raise ValueError(f'DINOv2Backbone: block index {index} is out '
-                                 f'of range for a {depth}-block ViT.')
+                raise ConfigError(f'DINOv2Backbone: block index {index} is out '
+                                  f'of range for a {depth}-block ViT.')
             resolved.append(index % depth)
         if len(set(resolved)) != len(resolved):
-            raise ValueError(f'DINOv2Backbone: out_indices {list(out_indices)}'
-                             ' name a block twice.')
+            raise ConfigError(f'DINOv2Backbone: out_indices {list(out_indices)}'
+                              ' name a block twice.')
         return sorted(resolved)
 
     def init_weights(self) -> None:

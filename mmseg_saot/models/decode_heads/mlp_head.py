@@ -10,6 +10,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor, nn
 
+from mmseg_saot.utils.errors import ConfigError, check_positive_int
+
 PIXEL_WEIGHT_KEY = 'gt_pixel_weight'
 
 
@@ -92,13 +94,18 @@ class MLPHead(BaseDecodeHead):
         in_channels = ([in_channels] if isinstance(in_channels, int) else
                        list(in_channels))
         in_index = [in_index] if isinstance(in_index, int) else list(in_index)
+        for width in in_channels:
+            check_positive_int('MLPHead', 'in_channels', width)
+        check_positive_int('MLPHead', 'channels', channels)
+        check_positive_int('MLPHead', 'num_classes', num_classes)
+        if not 0.0 <= dropout_ratio < 1.0:
+            raise ConfigError(f'MLPHead: dropout_ratio must be in [0, 1), got '
+                              f'{dropout_ratio!r}.')
         if len(in_channels) != len(in_index):
-            raise ValueError(
+            raise ConfigError(
                 f'MLPHead: in_channels {in_channels} and in_index {in_index} '
                 'must have the same length (one entry per feature map).')
-        if num_layers < 1:
-            raise ValueError(f'MLPHead: num_layers must be >= 1, got '
-                             f'{num_layers}.')
+        check_positive_int('MLPHead', 'num_layers', num_layers)
         super().__init__(
             in_channels=in_channels, channels=channels,
             num_classes=num_classes, in_index=in_index,

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from mmseg_saot.ot import cosine_cost
+from mmseg_saot.utils.errors import ConfigError
 
 
 class LowRankMetric(nn.Module):
@@ -36,8 +37,8 @@ class LowRankMetric(nn.Module):
                  seed: int = 0) -> None:
         super().__init__()
         if dim < 1 or rank < 0:
-            raise ValueError(f'LowRankMetric: need dim >= 1 and rank >= 0, got dim={dim}, '
-                             f'rank={rank}.')
+            raise ConfigError(f'LowRankMetric: need dim >= 1 and rank >= 0, got dim={dim}, '
+                              f'rank={rank}.')
         gen = torch.Generator().manual_seed(seed)
         self.dim, self.rank = dim, rank
         self.down = nn.Parameter(torch.randn(dim, rank, generator=gen) * init_std)  # U

@@ -11,6 +11,7 @@ from torch import nn
 
 from mmseg_saot.ot import (block_sparse_sinkhorn, knn_transfer, nn_transfer, sinkhorn,
                            transfer_labels)
+from mmseg_saot.utils.errors import ConfigError
 from .confidence import filter_confidence
 from .metric import LowRankMetric
 from .metric_training import MetricTrainingLog, train_metric
@@ -159,10 +160,10 @@ class SAOTLabeler(nn.Module):
                  seed: int = 0) -> None:
         super().__init__()
         if method not in METHODS:
-            raise ValueError(f'SAOTLabeler: method must be one of {list(METHODS)}, got '
-                             f'{method!r}.')
+            raise ConfigError(f'SAOTLabeler: method must be one of {list(METHODS)}, got '
+                              f'{method!r}.')
         if solver not in SOLVERS:
-            raise ValueError(f'SAOTLabeler: solver must be one of {SOLVERS}, got {solver!r}.')
+            raise ConfigError(f'SAOTLabeler: solver must be one of {SOLVERS}, got {solver!r}.')
         self.method, self.switches = method, METHODS[method]
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.epsilon = epsilon
@@ -171,7 +172,7 @@ class SAOTLabeler(nn.Module):
         self.alpha, self.beta = alpha, beta
         self.num_neighbors, self.solver = num_neighbors, solver
         if not 0.0 < coverage <= 1.0:
-            raise ValueError(f'SAOTLabeler: coverage must be in (0, 1], got {coverage}.')
+            raise ConfigError(f'SAOTLabeler: coverage must be in (0, 1], got {coverage}.')
         self.dense_max_entries, self.coverage = dense_max_entries, coverage
         self.dense_max_entries_gpu = dense_max_entries_gpu
         self.num_iters, self.tol = num_iters, tol

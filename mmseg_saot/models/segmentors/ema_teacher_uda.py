@@ -11,7 +11,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 from torch import Tensor, nn
 
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import ConfigError, UserInputError
 from .feature_cache import FrozenFeatureCache, module_fingerprint
 from .self_training import (labelled_samples, pad_to, stack_labels, strong_view,
                             teacher_labels, valid_pixels)
@@ -95,11 +95,11 @@ class EMATeacherUDA(EncoderDecoder):
                          test_cfg=test_cfg, data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg)
         if predict_on not in BRANCHES:
-            raise ValueError(f'EMATeacherUDA: predict_on must be one of {BRANCHES}, '
-                             f'got {predict_on!r}.')
+            raise ConfigError(f'EMATeacherUDA: predict_on must be one of {BRANCHES}, '
+                              f'got {predict_on!r}.')
         if not 0.0 <= teacher_threshold < 1.0:
-            raise ValueError('EMATeacherUDA: teacher_threshold must be in [0, 1), got '
-                             f'{teacher_threshold}.')
+            raise ConfigError('EMATeacherUDA: teacher_threshold must be in [0, 1), got '
+                              f'{teacher_threshold}.')
         self.teacher_head = MODELS.build(decode_head)
         self.teacher_head.requires_grad_(False)
         self.source_weight = source_weight

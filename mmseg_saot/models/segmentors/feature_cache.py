@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from mmseg_saot.utils.atomic import atomic_torch_save
+from mmseg_saot.utils.errors import ConfigError
 
 _STORAGE_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}
 
@@ -72,10 +73,10 @@ class FrozenFeatureCache:
     def __init__(self, max_gb: float = 8.0, dtype: str = 'fp16',
                  folder: Optional[str] = None) -> None:
         if dtype not in _STORAGE_DTYPES:
-            raise ValueError(f'feature_cache: dtype must be one of {sorted(_STORAGE_DTYPES)}, '
-                             f'got {dtype!r}.')
+            raise ConfigError(f'feature_cache: dtype must be one of {sorted(_STORAGE_DTYPES)}, '
+                              f'got {dtype!r}.')
         if max_gb <= 0:
-            raise ValueError(f'feature_cache: max_gb must be > 0, got {max_gb}.')
+            raise ConfigError(f'feature_cache: max_gb must be > 0, got {max_gb}.')
         self.max_bytes = int(max_gb * (1 << 30))
         self.dtype = _STORAGE_DTYPES[dtype]
         self.num_bytes = 0

@@ -4,6 +4,7 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 from mmseg_saot.models.decode_heads import MLPHead
+from mmseg_saot.utils.errors import ConfigError
 
 
 def make_head(**kwargs) -> MLPHead:
@@ -48,6 +49,19 @@ def test_mismatched_in_channels_and_in_index():
 def test_num_layers_must_be_positive():
     with pytest.raises(ValueError, match='num_layers'):
         make_head(num_layers=0)
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('num_classes', 'abc', "num_classes must be an integer >= 1, got 'abc'"),
+    ('num_classes', 0, 'num_classes must be an integer >= 1, got 0'),
+    ('channels', 2.5, 'channels must be an integer >= 1, got 2.5'),
+    ('in_channels', [8, True], 'in_channels must be an integer >= 1, got True'),
+    ('dropout_ratio', 1.5, r'dropout_ratio must be in \[0, 1\), got 1.5'),
+])
+def test_bad_option_is_a_config_error_naming_it(option, value, message):
+    # a ConfigError is what the tools print without a traceback
+    with pytest.raises(ConfigError, match=f'MLPHead: {message}'):
+        make_head(**{option: value})
 
 
 def _loss(head, inputs, labels, weights=None):
