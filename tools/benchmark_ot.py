@@ -751,8 +751,10 @@ def machine_line(device):
 
 
 def main(argv=None):
+    from mmseg_saot.utils.machine import device_option
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        type=device_option)
     parser.add_argument('--sizes', default=None, help='comma-separated N = M (default: CPU '
                         '1024,4096; GPU 1024,4096,16384,32768)')
     parser.add_argument('--dims', default='384,1024')

@@ -142,7 +142,8 @@ def features(backbone, images, batch, device) -> List[torch.Tensor]:
     """Last-block features of ``images`` in batches (bf16 autocast on CUDA)."""
     from mmseg_saot.utils.imagenet import normalize_images
     out = []
-    with torch.no_grad(), torch.autocast('cuda', torch.bfloat16, enabled=device == 'cuda'):
+    on_gpu = torch.device(device).type == 'cuda'
+    with torch.no_grad(), torch.autocast('cuda', torch.bfloat16, enabled=on_gpu):
         for i in range(0, len(images), batch):
             x = normalize_images(images[i:i + batch].to(device))
             out.append(backbone(x).float())
@@ -150,14 +151,15 @@ def features(backbone, images, batch, device) -> List[torch.Tensor]:
 
 
 def sync(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> str:
+    from mmseg_saot.utils.machine import device_option
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--preset', choices=list(PRESETS), default='demo')
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', type=device_option, help='cpu or cuda[:N]')
     parser.add_argument('--targets', type=int, help='target images timed')
     parser.add_argument('--sources', type=int, help='source images in the bank')
     parser.add_argument('--model', help='timm model name (overrides the preset)')
@@ -206,7 +208,7 @@ def main(argv=None) -> str:
             for b in range(4):
                 labeler(probe[b:b + 1], out_size=(h * 14, w * 14))
             sync(device)
-        sort = 'cuda_time_total' if device == 'cuda' else 'cpu_time_total'
+        sort = 'cuda_time_total' if torch.device(device).type == 'cuda' else 'cpu_time_total'
         print(prof.key_averages().table(sort_by=sort, row_limit=25))
     backbone_s = labeler_s = 0.0
     for i in range(batch, batch + num_targets, batch):

@@ -30,6 +30,7 @@ from mmseg_saot.utils.cli import check_data_or_exit, load_run_config, user_error
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from mmseg_saot.models.labelers import METHODS
+    from mmseg_saot.utils.machine import device_option
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config with a SAOTPseudoLabelHook')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS),
@@ -44,7 +45,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--split', choices=['train', 'val'], default='train',
                         help='score the target train set (default) or the val set '
                         '(implies --no-cache)')
-    parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda if any)')
+    parser.add_argument('--device', default=None, type=device_option,
+                        help='cpu or cuda[:N] (default: cuda if any)')
     parser.add_argument('--feature-memo-gb', type=float, default=4.0,
                         help='memory for features kept between the labelling and the '
                         'comparison pass (beyond it images are recomputed)')
