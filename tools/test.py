@@ -5,14 +5,13 @@ mIoU on the config's test split.
 """
 import argparse
 import os
-import os.path as osp
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
-from mmseg_saot.utils.cli import (check_data_or_exit, exit_with,
+from mmseg_saot.utils.cli import (check_checkpoint_or_exit, check_data_or_exit,
                                   load_run_config, user_errors_exit)
 
 
@@ -38,8 +37,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        exit_with(f'checkpoint "{args.checkpoint}" does not exist.')
+    check_checkpoint_or_exit(args.checkpoint, 'CHECKPOINT')
     cfg = load_run_config(args.config, args.cfg_options, args.work_dir,
                           args.launcher)
     cfg.load_from = args.checkpoint

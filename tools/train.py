@@ -11,8 +11,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
-from mmseg_saot.utils.cli import (check_data_or_exit, enable_amp,
-                                  load_run_config, user_errors_exit)
+from mmseg_saot.utils.cli import (check_checkpoint_or_exit, check_data_or_exit,
+                                  enable_amp, load_run_config, user_errors_exit)
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,6 +43,8 @@ def main() -> None:
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume
+    if cfg.get('load_from'):
+        check_checkpoint_or_exit(cfg.load_from, 'load_from')
     check_data_or_exit(cfg)
     with user_errors_exit():
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else

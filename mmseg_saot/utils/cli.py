@@ -94,6 +94,46 @@ def check_data_or_exit(cfg: Config) -> None:
         check_data_layout(cfg)
 
 
+def check_checkpoint_or_exit(path: str, option: str) -> None:
+    """Stop with a readable message if ``path`` is not a loadable checkpoint.
+
+    Loads it as the runner will (``weights_only=True``, MMEngine's types allowed by
+    :mod:`mmseg_saot.utils.compat`), so a missing, truncated or foreign file is
+    reported here, naming ``option``, instead of as a traceback from inside the
+    runner (whose torch message would suggest turning ``weights_only`` off).
+
+    Args:
+        path: the checkpoint file.
+        option: where it came from, e.g. ``'CHECKPOINT'`` or ``'load_from'``.
+    """
+    import pickle
+
+    import torch
+    if not osp.isfile(path):
+        exit_with(f'{option}: checkpoint "{path}" does not exist.')
+    try:
+        torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        reason = _load_failure(err)
+        exit_with(f'{option}: "{path}" is not a readable checkpoint ({reason}). '
+                  'Give a .pth written by tools/train.py (or any MMEngine checkpoint of '
+                  'tensors); files holding other Python objects are refused, as '
+                  'weights-only loading stays on.')
+
+
+def _load_failure(err: Exception) -> str:
+    """One line saying why ``torch.load`` failed (the weights-only unpickler's own
+    reason, not torch's advice to turn ``weights_only`` off)."""
+    text = str(err)
+    marker = 'WeightsUnpickler error:'
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[0].split(' was not an allowed global')[0][:200]
+
+
 @contextlib.contextmanager
 def user_errors_exit() -> Iterator[None]:
     """Turn :class:`UserInputError` (bad file, folder or option) into a

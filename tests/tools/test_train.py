@@ -59,6 +59,15 @@ def test_bad_model_option_is_a_clear_message(python, tiny_config, tmp_path):
     assert 'error: MLPHead: num_layers must be an integer >= 1, got 0.' in result.stderr
 
 
+def test_unreadable_checkpoint_is_a_clear_message(python, tiny_config, tmp_path):
+    garbage = tmp_path / 'iter_1.pth'
+    garbage.write_text('not a checkpoint')
+    tested = run_tool(python, TEST, tiny_config, garbage, '--work-dir', tmp_path / 'run')
+    assert tested.returncode == 2
+    assert 'Traceback' not in tested.stderr + tested.stdout
+    assert f'error: CHECKPOINT: "{garbage}" is not a readable checkpoint' in tested.stderr
+
+
 def head_state(checkpoint: Path) -> dict:
     """Student and teacher heads of a checkpoint (the frozen ViT is not saved)."""
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)

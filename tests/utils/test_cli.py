@@ -1,0 +1,47 @@
+import datetime
+
+import pytest
+import torch
+
+from mmseg_saot.utils.cli import check_checkpoint_or_exit
+
+
+def _exit_message(path, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_checkpoint_of_tensors_passes(tmp_path, capsys):
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'meta': {'iter': 1}, 'state_dict': {'w': torch.ones(2)}}, path)
+    check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    assert capsys.readouterr().err == ''
+
+
+def test_missing_truncated_and_garbage_files_name_the_option(tmp_path, capsys):
+    assert _exit_message(tmp_path / 'nope.pth', capsys) == \
+        f'error: CHECKPOINT: checkpoint "{tmp_path / "nope.pth"}" does not exist.\n'
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': torch.ones(64)}}, good)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:100])
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_text('not a checkpoint')
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    for path in (truncated, garbage, empty):
+        message = _exit_message(path, capsys)
+        assert message.startswith(f'error: CHECKPOINT: "{path}" is not a readable checkpoint (')
+        assert 'tools/train.py' in message
+        assert 'set to `False`' not in message  # never torch's advice to drop weights_only
+
+
+def test_foreign_objects_are_refused_and_weights_only_stays_on(tmp_path, capsys):
+    path = tmp_path / 'foreign.pth'
+    torch.save({'state_dict': {}, 'when': datetime.date(2020, 1, 1)}, path)
+    message = _exit_message(path, capsys)
+    assert '(Unsupported global: GLOBAL datetime.date)' in message
+    with pytest.raises(Exception):
+        torch.load(path)  # the check allow-listed nothing
