@@ -751,6 +751,7 @@ def machine_line(device):
 
 
 def main(argv=None):
+    from mmseg_saot.utils.arg_types import positive_float, positive_int
     from mmseg_saot.utils.machine import device_option
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
@@ -758,18 +759,18 @@ def main(argv=None):
     parser.add_argument('--sizes', default=None, help='comma-separated N = M (default: CPU '
                         '1024,4096; GPU 1024,4096,16384,32768)')
     parser.add_argument('--dims', default='384,1024')
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--iters', type=int, default=100)
-    parser.add_argument('--eps', type=float, default=0.05)
-    parser.add_argument('--rho', type=float, default=1.0)
-    parser.add_argument('--theta', type=float, default=4.0, help='block-sparse truncation')
-    parser.add_argument('--block-coverage', type=float, default=0.75,
+    parser.add_argument('--repeats', type=positive_int, default=3)
+    parser.add_argument('--iters', type=positive_int, default=100)
+    parser.add_argument('--eps', type=positive_float, default=0.05)
+    parser.add_argument('--rho', type=positive_float, default=1.0)
+    parser.add_argument('--theta', type=positive_float, default=4.0, help='block-sparse truncation')
+    parser.add_argument('--block-coverage', type=positive_float, default=0.75,
                         help="block-sparse: estimated share of each target's mass kept "
                         '(the solver default)')
     parser.add_argument('--block-seeds', type=lambda v: [int(x) for x in v.split(',')],
                         default=[0, 1, 2], help='draws of the synthetic working point for '
                         'the block-sparse section (the first one gets the detailed table)')
-    parser.add_argument('--block-tol', type=float, default=1e-4,
+    parser.add_argument('--block-tol', type=positive_float, default=1e-4,
                         help='tolerance of the working-point solves (labels are stable by 1e-4)')
     parser.add_argument('--block-data', choices=['synthetic', 'streets'], default='synthetic',
                         help='block-sparse section: synthetic clustered features (d 1024) or '
@@ -779,7 +780,7 @@ def main(argv=None):
                         default=os.path.join(ROOT, 'work_dirs', 'benchmark_ot', 'streets'),
                         help='folder caching the street-scene features, one file per seed '
                         '(reused between runs)')
-    parser.add_argument('--accuracy-size', type=int, default=None)
+    parser.add_argument('--accuracy-size', type=positive_int, default=None)
     parser.add_argument('--sections', default='speed,iters,accuracy,block,fullres')
     parser.add_argument('--out', default=None)
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)

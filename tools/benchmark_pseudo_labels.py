@@ -156,14 +156,15 @@ def sync(device: str) -> None:
 
 
 def main(argv=None) -> str:
+    from mmseg_saot.utils.arg_types import positive_int
     from mmseg_saot.utils.machine import device_option
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--preset', choices=list(PRESETS), default='demo')
     parser.add_argument('--device', default='cpu', type=device_option, help='cpu or cuda[:N]')
-    parser.add_argument('--targets', type=int, help='target images timed')
-    parser.add_argument('--sources', type=int, help='source images in the bank')
+    parser.add_argument('--targets', type=positive_int, help='target images timed')
+    parser.add_argument('--sources', type=positive_int, help='source images in the bank')
     parser.add_argument('--model', help='timm model name (overrides the preset)')
-    parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
+    parser.add_argument('--size', type=positive_int, nargs=2, metavar=('H', 'W'),
                         help='image size (overrides the preset)')
     parser.add_argument('--solver', default='auto', choices=['auto', 'dense', 'block_sparse'])
     parser.add_argument('--profile', action='store_true',

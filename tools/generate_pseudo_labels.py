@@ -25,6 +25,7 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
+from mmseg_saot.utils.arg_types import non_negative_float, non_negative_int
 from mmseg_saot.utils.cli import check_data_or_exit, load_run_config, user_errors_exit
 
 
@@ -38,7 +39,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the run folder (default as tools/train.py)')
     parser.add_argument('--out-dir', help='table, JSON and overlays '
                         '(default: <work_dir>/pseudo_label_eval)')
-    parser.add_argument('--num-overlays', type=int, default=8,
+    parser.add_argument('--num-overlays', type=non_negative_int, default=8,
                         help='overlay PNGs per method (0: none)')
     parser.add_argument('--no-cache', action='store_true',
                         help='score only; do not write the training cache')
@@ -47,7 +48,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '(implies --no-cache)')
     parser.add_argument('--device', default=None, type=device_option,
                         help='cpu or cuda[:N] (default: cuda if any)')
-    parser.add_argument('--feature-memo-gb', type=float, default=4.0,
+    parser.add_argument('--feature-memo-gb', type=non_negative_float, default=4.0,
                         help='memory for features kept between the labelling and the '
                         'comparison pass (beyond it images are recomputed)')
     parser.add_argument('--oracle', action='store_true',

@@ -29,6 +29,7 @@ import numpy as np
 
 from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import class_stats
+from mmseg_saot.utils.arg_types import positive_int
 from mmseg_saot.utils.parallel import map_with_progress
 
 EXPECTED_LAYOUT = ('CITYSCAPES_ROOT/leftImg8bit/{train,val}/<city>/'
@@ -182,7 +183,7 @@ def parse_args(argv=None):
         description='Create Cityscapes *_gtFine_labelTrainIds.png files.')
     parser.add_argument('root', metavar='CITYSCAPES_ROOT',
                         help=f'Cityscapes folder: {EXPECTED_LAYOUT}')
-    parser.add_argument('--nproc', type=int, default=os.cpu_count() or 1,
+    parser.add_argument('--nproc', type=positive_int, default=os.cpu_count() or 1,
                         help='worker processes (default: all cores)')
     parser.add_argument('--class-stats', action='store_true',
                         help='also write CITYSCAPES_ROOT/'

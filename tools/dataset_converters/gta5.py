@@ -28,6 +28,7 @@ import numpy as np
 
 from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import class_stats
+from mmseg_saot.utils.arg_types import positive_int
 from mmseg_saot.utils.parallel import map_with_progress
 
 EXPECTED_LAYOUT = 'GTA5_ROOT/images/*.png, GTA5_ROOT/labels/*.png'
@@ -207,7 +208,7 @@ def parse_args(argv=None):
         'write per-image class pixel counts.')
     parser.add_argument('root', metavar='GTA5_ROOT',
                         help=f'GTA5 folder: {EXPECTED_LAYOUT}')
-    parser.add_argument('--nproc', type=int, default=os.cpu_count() or 1,
+    parser.add_argument('--nproc', type=positive_int, default=os.cpu_count() or 1,
                         help='worker processes (default: all cores)')
     parser.add_argument('--out-dir', default=None,
                         help='where to write *_labelTrainIds.png '

@@ -1,0 +1,40 @@
+import argparse
+
+import pytest
+
+from mmseg_saot.utils import arg_types
+
+
+@pytest.mark.parametrize('kind, text, value', [
+    (arg_types.positive_int, '3', 3),
+    (arg_types.non_negative_int, '0', 0),
+    (arg_types.positive_float, '1e-3', 1e-3),
+    (arg_types.non_negative_float, '0', 0.0),
+])
+def test_values_in_range_pass(kind, text, value):
+    assert kind(text) == value
+
+
+@pytest.mark.parametrize('kind, text, message', [
+    (arg_types.positive_int, '0', 'must be an integer >= 1, got "0"'),
+    (arg_types.positive_int, '1.5', 'must be an integer >= 1, got "1.5"'),
+    (arg_types.non_negative_int, '-1', 'must be an integer >= 0, got "-1"'),
+    (arg_types.positive_float, '0', 'must be a number > 0, got "0"'),
+    (arg_types.positive_float, 'nan', 'must be a number > 0, got "nan"'),
+    (arg_types.positive_float, 'abc', 'must be a number > 0, got "abc"'),
+    (arg_types.non_negative_float, '-0.5', 'must be a number >= 0, got "-0.5"'),
+    (arg_types.non_negative_float, 'inf', 'must be a number >= 0, got "inf"'),
+])
+def test_values_out_of_range_say_what_is_expected(kind, text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        kind(text)
+    assert str(info.value) == message
+
+
+def test_a_tool_rejects_a_bad_value_before_any_work(capsys):
+    from tool_scripts import load_tool
+    tool = load_tool('tools/generate_pseudo_labels.py')
+    with pytest.raises(SystemExit) as info:
+        tool.parse_args(['configs/saot/demo.py', '--num-overlays', '-1'])
+    assert info.value.code == 2
+    assert 'argument --num-overlays: must be an integer >= 0, got "-1"' in capsys.readouterr().err
