@@ -1,4 +1,5 @@
 """Errors caused by user input; the tools print them without a traceback."""
+from typing import Optional
 
 
 class UserInputError(Exception):
@@ -26,4 +27,20 @@ def check_positive_int(component: str, name: str, value) -> int:
     """``value`` if it is an integer >= 1 (a bool is not), else a :class:`ConfigError`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f'{component}: {name} must be an integer >= 1, got {value!r}.')
+    return value
+
+
+def check_number(component: str, name: str, value, *, above: Optional[float] = None,
+                 at_least: Optional[float] = None, at_most: Optional[float] = None,
+                 below: Optional[float] = None) -> float:
+    """``value`` if it is a real number (not a bool) within the given bounds, else a
+    :class:`ConfigError` such as ``SAOTLabeler: epsilon must be a number > 0, got -1.``
+    (``inf`` passes where no upper bound is given; NaN never)."""
+    bounds = [(above, '>', lambda v, b: v > b), (at_least, '>=', lambda v, b: v >= b),
+              (at_most, '<=', lambda v, b: v <= b), (below, '<', lambda v, b: v < b)]
+    wanted = [(b, sign, ok) for b, sign, ok in bounds if b is not None]
+    real = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if not real or not all(ok(value, b) for b, _, ok in wanted):
+        rule = ' and '.join(f'{sign} {b:g}' for b, sign, _ in wanted)
+        raise ConfigError(f'{component}: {name} must be a number {rule}, got {value!r}.')
     return value

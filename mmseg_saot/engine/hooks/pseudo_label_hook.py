@@ -9,9 +9,10 @@ from mmseg.registry import DATASETS, HOOKS
 from mmseg_saot.datasets.pseudo_label_dataset import PseudoLabelDataset
 from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
 from mmseg_saot.engine.pseudo_labels.features import FeatureMemo
+from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
 from mmseg_saot.engine.pseudo_labels.fingerprint import make_fingerprint
 from mmseg_saot.engine.pseudo_labels.target_set import label_target_set
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import ConfigError, UserInputError, check_positive_int
 
 
 def find_pseudo_label_dataset(dataset) -> PseudoLabelDataset:
@@ -47,6 +48,16 @@ def restart_train_dataloader(runner) -> None:
     if hasattr(sampler, '_indices_of_rank') and hasattr(sampler, 'indices'):
         sampler.indices = sampler._indices_of_rank()
     loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
+
+
+def _check_labeler(labeler: dict, num_classes: int, ignore_index: int) -> None:
+    """Build the labeller once, on an 8-wide dummy feature, so that a bad option (out of
+    range, or a misspelt keyword) stops the run when the hook is built, not after the
+    features of the source set were computed."""
+    try:
+        build_labeler(labeler, feat_dim=8, num_classes=num_classes, ignore_index=ignore_index)
+    except TypeError as err:  # an unknown keyword: the registry names the class
+        raise ConfigError(f'SAOTPseudoLabelHook: labeler: {err}') from None
 
 
 @HOOKS.register_module()
@@ -87,6 +98,12 @@ class SAOTPseudoLabelHook(Hook):
                  num_source_images: Optional[int] = None,
                  target_mean_images: int = 64,
                  feature_store_dir: Optional[str] = None) -> None:
+        check_positive_int('SAOTPseudoLabelHook', 'num_classes', num_classes)
+        check_positive_int('SAOTPseudoLabelHook', 'batch_size', batch_size)
+        check_positive_int('SAOTPseudoLabelHook', 'target_mean_images', target_mean_images)
+        if num_source_images is not None:
+            check_positive_int('SAOTPseudoLabelHook', 'num_source_images', num_source_images)
+        _check_labeler(labeler, num_classes, ignore_index)
         self.source_cfg, self.labeler_cfg = source, labeler
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.batch_size, self.feature_index = batch_size, feature_index

@@ -1,11 +1,12 @@
-"""SAOTPseudoLabelHook refuses a label space other than the decode head's."""
+"""SAOTPseudoLabelHook refuses a label space other than the decode head's, and bad options
+when it is built."""
 from types import SimpleNamespace
 
 import pytest
 from torch import nn
 
 from mmseg_saot.engine.hooks import SAOTPseudoLabelHook
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import ConfigError, UserInputError
 
 
 def test_num_classes_must_match_the_decode_head():
@@ -15,3 +16,22 @@ def test_num_classes_must_match_the_decode_head():
     model.decode_head = SimpleNamespace(num_classes=21)
     with pytest.raises(UserInputError, match='num_classes=21'):
         hook.run(model, dataset=None)
+
+
+@pytest.mark.parametrize('labeler, hook_options, message', [
+    (dict(type='SAOTLabeler', epsilon=-1.0), {},
+     'SAOTLabeler: epsilon must be a number > 0, got -1.0.'),
+    (dict(type='SAOTLabeler', rho=(0.1, 0.0)), {},
+     'SAOTLabeler: rho must be a number > 0, got 0.0.'),
+    (dict(type='SAOTLabeler', epsilonn=0.1), {},
+     "SAOTPseudoLabelHook: labeler: .*unexpected keyword argument 'epsilonn'"),
+    (dict(type='SAOTLabeler'), dict(batch_size=0),
+     'SAOTPseudoLabelHook: batch_size must be an integer >= 1, got 0.'),
+    (dict(type='SAOTLabeler'), dict(num_source_images=0),
+     'SAOTPseudoLabelHook: num_source_images must be an integer >= 1, got 0.'),
+])
+def test_bad_options_stop_when_the_hook_is_built(labeler, hook_options, message):
+    # built by the runner before any feature is computed; tools print ConfigError
+    with pytest.raises(ConfigError, match=message):
+        SAOTPseudoLabelHook(source=dict(type='GTA5Dataset'), labeler=labeler,
+                            **hook_options)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 from mmseg_saot.models.labelers import METHODS, SAOTLabeler
 from mmseg_saot.ot import block_sparse_sinkhorn
+from mmseg_saot.utils.errors import ConfigError
 
 C, D = 3, 16
 
@@ -79,6 +80,22 @@ def test_block_sparse_switch_agrees_with_dense():
     torch.testing.assert_close(out_s.patch_probs, out_d.patch_probs, atol=2e-3, rtol=0)
     with pytest.raises(ValueError, match='coverage'):
         small('saot', coverage=0.0)
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('epsilon', 0.0, 'epsilon must be a number > 0, got 0.0'),
+    ('rho', -1.0, 'rho must be a number > 0, got -1.0'),
+    ('rho', (1.0, 2.0, 3.0), r'rho must be a number or a pair \(rho_src, rho_tgt\)'),
+    ('tol', 'small', "tol must be a number > 0, got 'small'"),
+    ('num_neighbors', 0, 'num_neighbors must be an integer >= 1, got 0'),
+    ('knn_k', 2.5, 'knn_k must be an integer >= 1, got 2.5'),
+    ('confidence_quantile', 1.0, r'confidence_quantile must be a number >= 0 and < 1, got 1.0'),
+    ('confidence_mode', 'top', "confidence_mode must be one of .*, got 'top'"),
+])
+def test_option_out_of_range_is_a_config_error(option, value, message):
+    with pytest.raises(ConfigError, match=f'SAOTLabeler: {message}'):
+        SAOTLabeler(**{option: value})
+    SAOTLabeler(rho=math.inf)  # a hard marginal is a valid rho
 
 
 def test_block_sparse_coverage_reaches_the_solver(monkeypatch):
