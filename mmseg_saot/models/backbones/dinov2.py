@@ -137,6 +137,32 @@ class DINOv2Backbone(BaseModule):
                   f'{len(self.out_indices)} maps of {self.embed_dim} channels '
                   f'from blocks {self.out_indices}', logger='current')
 
+    def check_head(self, head: nn.Module, owner: str) -> None:
+        """Raise a ConfigError if ``head`` does not take this backbone's maps.
+
+        A swapped ``model_name`` (ViT-B: 768 channels, ViT-L: 1024) needs the head's
+        ``in_channels`` to follow; checked when the model is built, not at the first
+        forward after the whole target set was pseudo-labelled.
+
+        Args:
+            head: a decode head with ``in_channels`` and ``in_index`` (lists or ints).
+            owner: the segmentor's name, for the message.
+        """
+        in_channels = getattr(head, 'in_channels', None)
+        in_index = getattr(head, 'in_index', None)
+        if in_channels is None or in_index is None:
+            return
+        in_channels = [in_channels] if isinstance(in_channels, int) else list(in_channels)
+        in_index = [in_index] if isinstance(in_index, int) else list(in_index)
+        num_maps = len(self.out_indices)
+        bad_index = [i for i in in_index if not -num_maps <= i < num_maps]
+        if bad_index or any(c != self.embed_dim for c in in_channels):
+            raise ConfigError(
+                f'{owner}: the decode head takes in_index={in_index} with in_channels='
+                f'{in_channels}, but the backbone {self.model_name} gives {num_maps} '
+                f'maps of {self.embed_dim} channels; set model.decode_head.in_channels='
+                f'{[self.embed_dim] * len(in_index)} (and in_index within 0..{num_maps - 1}).')
+
     def _resolve_indices(
             self, out_indices: Union[int, Sequence[int]]) -> List[int]:
         """Turn ``out_indices`` into sorted non-negative block indices."""

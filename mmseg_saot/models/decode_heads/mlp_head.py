@@ -124,6 +124,12 @@ class MLPHead(BaseDecodeHead):
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         """Per-pixel logits on the first selected map's grid."""
         feature_maps = self._transform_inputs(inputs)
+        widths = [feature_map.shape[1] for feature_map in feature_maps]
+        if widths != list(self.in_channels):
+            raise ConfigError(
+                f'MLPHead: the maps in_index={self.in_index} have {widths} channels but '
+                f'in_channels is {self.in_channels}; set model.decode_head.in_channels='
+                f'{widths} (the backbone\'s embed_dim per map).')
         grid = feature_maps[0].shape[2:]
         projected = [
             resize(projection(feature_map), size=grid, mode='bilinear',

@@ -100,6 +100,8 @@ class EMATeacherUDA(EncoderDecoder):
         if not 0.0 <= teacher_threshold < 1.0:
             raise ConfigError('EMATeacherUDA: teacher_threshold must be in [0, 1), got '
                               f'{teacher_threshold}.')
+        if neck is None and hasattr(self.backbone, 'check_head'):
+            self.backbone.check_head(self.decode_head, 'EMATeacherUDA')
         self.teacher_head = MODELS.build(decode_head)
         self.teacher_head.requires_grad_(False)
         self.source_weight = source_weight

@@ -149,3 +149,10 @@ def test_pixel_accuracy_matches_mmseg_accuracy():
     torch.testing.assert_close(pixel_accuracy(logits, label, 255).reshape(expected.shape),
                                expected)
     assert pixel_accuracy(logits, torch.full_like(label, 255), 255) == 0
+
+
+def test_maps_of_another_width_name_the_in_channels_to_set(inputs):
+    head = make_head(in_channels=[8, 16])  # the second map has 8 channels
+    with pytest.raises(ConfigError, match=r'maps in_index=\[0, 1\] have \[8, 8\] channels but '
+                       r'in_channels is \[8, 16\]; set model.decode_head.in_channels=\[8, 8\]'):
+        head(inputs)

@@ -7,7 +7,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import ConfigError, UserInputError
 
 SIZE = (28, 42)  # 2x3 patches of 14 px
 
@@ -191,3 +191,16 @@ def test_teacher_confident_is_the_share_of_confident_target_pixels():
     assert model.loss(**uda_batch(model))['mix.teacher_confident'] == 1.0
     model.teacher_threshold = 0.999  # 4 classes: a random head is never that sure
     assert model.loss(**uda_batch(model))['mix.teacher_confident'] == 0.0
+
+
+@pytest.mark.parametrize('head_change, message', [
+    (dict(in_channels=[768]), r'in_channels=\[768\], but the backbone vit_small_patch14_dinov2 '
+     r'gives 1 maps of 384 channels; set model.decode_head.in_channels=\[384\]'),
+    (dict(in_channels=[384, 384], in_index=[0, 1]), r'in_index=\[0, 1\].*in_index within 0..0'),
+])
+def test_a_head_that_does_not_fit_the_backbone_stops_the_build(head_change, message):
+    head = dict(type='MLPHead', in_channels=[384], in_index=[0], channels=8, num_classes=4,
+                norm_cfg=dict(type='BN', requires_grad=True))
+    head.update(head_change)
+    with pytest.raises(ConfigError, match=f'EMATeacherUDA: .*{message}'):
+        build(decode_head=head)
