@@ -27,6 +27,20 @@ from typing import Dict, List, Optional, Tuple
 Column = Dict[str, Optional[float]]
 
 
+def _load_json(path: str) -> dict:
+    """The JSON object in ``path``; a ValueError naming the file if it is missing or bad."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f'{path} does not exist.') from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f'{path} is not valid JSON ({err}).') from None
+    if not isinstance(data, dict):
+        raise ValueError(f'{path} holds a JSON {type(data).__name__}, not an object.')
+    return data
+
+
 def read_run(work_dir: str, branch: str, iteration: Optional[int]) -> Tuple[Column, str]:
     """Per-class IoU of one head of a run at ``iteration`` (default: the last eval)."""
     records = sorted(glob.glob(osp.join(work_dir, 'eval', 'iter_*.json')),
@@ -38,20 +52,20 @@ def read_run(work_dir: str, branch: str, iteration: Optional[int]) -> Tuple[Colu
             f'no evaluation {"at iteration " + str(iteration) if iteration else ""} in '
             f'{work_dir}/eval/: train with val_cfg=dict(type="TeacherStudentValLoop") and '
             'val_evaluator=dict(type="ClassIoUMetric").')
-    with open(records[-1]) as f:
-        record = json.load(f)
+    record = _load_json(records[-1])
     if branch not in record or not record[branch].get('per_class_iou'):
-        raise KeyError(f'{records[-1]} has no per-class IoU for the {branch} head.')
+        heads = sorted(k for k, v in record.items() if isinstance(v, dict))
+        raise ValueError(f'{records[-1]} has no per-class IoU for the {branch} head; it has '
+                         f'{heads}.')
     column = dict(record[branch]['per_class_iou'])
     return column, f'{branch} head, iteration {record["iter"]}'
 
 
 def read_pseudo_labels(path: str, method: str) -> Tuple[Column, str]:
     """Per-class IoU of one method in a ``pseudo_label_miou.json``."""
-    with open(path) as f:
-        report = json.load(f)
+    report = _load_json(path)
     if method not in report.get('methods', {}):
-        raise KeyError(f'{path} has no method {method!r}; it has '
+        raise ValueError(f'{path} has no method {method!r}; it has '
                        f'{sorted(report.get("methods", {}))}.')
     return (dict(report['methods'][method]['per_class_iou']),
             f'{method} pseudo-labels, {report.get("num_images", "?")} images')
@@ -68,6 +82,9 @@ def read_column(spec: str) -> Tuple[str, Column, str]:
     if kind == 'pl':
         return (label, *read_pseudo_labels(where, what))
     branch, _, iteration = what.partition('@')
+    if iteration and not iteration.isdigit():
+        raise ValueError(f'--column {spec!r}: @ITER must be an iteration number, got '
+                         f'{iteration!r}.')
     return (label, *read_run(where, branch, int(iteration) if iteration else None))
 
 
@@ -99,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         columns = [read_column(spec) for spec in args.column]
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     table = format_table(columns)

@@ -49,8 +49,14 @@ def test_columns_from_runs_and_pseudo_labels(sources, tmp_path, capsys):
 def test_bad_columns_are_clear_messages(sources, python, tmp_path):
     run, scores = sources
     tool = str(Path(__file__).resolve().parents[2] / 'tools' / 'summarize_uda.py')
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"methods": ')
     for spec, message in ((f'x=run:{run}:student@99', 'no evaluation at iteration 99'),
+                          (f'x=run:{run}:student@last', "@ITER must be an iteration number"),
+                          (f'x=run:{run}:ema', "per-class IoU for the ema head; it has ["),
                           (f'x=pl:{scores}:saot', "no method 'saot'"),
+                          (f'x=pl:{broken}:nn', f'{broken} is not valid JSON ('),
+                          (f'x=pl:{tmp_path}/nope.json:nn', f'{tmp_path}/nope.json does not exist.'),
                           ('x=foo', 'expected LABEL=')):
         result = subprocess.run([python, tool, '--column', spec], capture_output=True,
                                 text=True)
