@@ -56,7 +56,8 @@ def test_bad_columns_are_clear_messages(sources, python, tmp_path):
                           (f'x=run:{run}:ema', "per-class IoU for the ema head; it has ["),
                           (f'x=pl:{scores}:saot', "no method 'saot'"),
                           (f'x=pl:{broken}:nn', f'{broken} is not valid JSON ('),
-                          (f'x=pl:{tmp_path}/nope.json:nn', f'{tmp_path}/nope.json does not exist.'),
+                          (f'x=pl:{tmp_path}/nope.json:nn',
+                           f'{tmp_path}/nope.json does not exist.'),
                           ('x=foo', 'expected LABEL=')):
         result = subprocess.run([python, tool, '--column', spec], capture_output=True,
                                 text=True)
