@@ -40,7 +40,7 @@ import numpy as np
 
 from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import synthetic_streets as streets
-from mmseg_saot.utils.arg_types import non_negative_float, positive_int
+from mmseg_saot.utils.arg_types import non_negative_int, positive_int
 from mmseg_saot.utils.parallel import map_with_progress
 
 STAMP = 'DONE.json'
@@ -216,20 +216,20 @@ def parse_args(argv=None):
         description='Generate the synthetic two-domain street-scene demo '
         'data in the GTA5 and Cityscapes layouts.')
     parser.add_argument('--out', default='data/demo', help='output folder')
-    parser.add_argument('--num-source', type=positive_int, default=200,
+    parser.add_argument('--num-source', type=non_negative_int, default=200,
                         help='source ("game", GTA5 layout) images')
-    parser.add_argument('--num-target-train', type=positive_int, default=150,
+    parser.add_argument('--num-target-train', type=non_negative_int, default=150,
                         help='target ("real", Cityscapes layout) train images')
-    parser.add_argument('--num-target-val', type=positive_int, default=50,
+    parser.add_argument('--num-target-val', type=non_negative_int, default=50,
                         help='target val images')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--width', type=positive_int, default=streets.WIDTH,
+    parser.add_argument('--width', type=int, default=streets.WIDTH,
                         help='image width (2048 and --height 1024: Cityscapes '
                         'resolution, for full-size smoke runs)')
-    parser.add_argument('--height', type=positive_int, default=streets.HEIGHT)
+    parser.add_argument('--height', type=int, default=streets.HEIGHT)
     parser.add_argument('--nproc', type=positive_int, default=2,
                         help='worker processes')
-    parser.add_argument('--target-shift', type=non_negative_float, default=1.0,
+    parser.add_argument('--target-shift', type=float, default=1.0,
                         help='how far the target style is from the source '
                         'style, in [0, 1]: 0 = the source style, 1 = the '
                         '"real" preset (default)')
@@ -237,9 +237,6 @@ def parse_args(argv=None):
     if not 0.0 <= args.target_shift <= 1.0:
         parser.error(f'--target-shift must be in [0, 1], got '
                      f'{args.target_shift}')
-    for name in ('num_source', 'num_target_train', 'num_target_val'):
-        if getattr(args, name) < 0:
-            parser.error(f'--{name.replace("_", "-")} must be >= 0')
     if args.width < 64 or args.height < 64:
         parser.error('--width and --height must be >= 64')
     return args
