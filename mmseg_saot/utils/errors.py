@@ -18,8 +18,8 @@ class ConfigError(UserInputError, ValueError):
     """An option of a config has a bad value.
 
     Raised by the plugin's registered components when they are built; the message
-    names the component and the option (``MLPHead: num_layers must be >= 1``), and
-    the tools print it without a traceback.
+    names the component and the option (``MLPHead: num_layers must be an integer
+    >= 1, got 0.``), and the tools print it without a traceback.
     """
 
 
@@ -31,13 +31,12 @@ def check_positive_int(component: str, name: str, value) -> int:
 
 
 def check_number(component: str, name: str, value, *, above: Optional[float] = None,
-                 at_least: Optional[float] = None, at_most: Optional[float] = None,
-                 below: Optional[float] = None) -> float:
+                 at_least: Optional[float] = None, below: Optional[float] = None) -> float:
     """``value`` if it is a real number (not a bool) within the given bounds, else a
     :class:`ConfigError` such as ``SAOTLabeler: epsilon must be a number > 0, got -1.``
     (``inf`` passes where no upper bound is given; NaN never)."""
     bounds = [(above, '>', lambda v, b: v > b), (at_least, '>=', lambda v, b: v >= b),
-              (at_most, '<=', lambda v, b: v <= b), (below, '<', lambda v, b: v < b)]
+              (below, '<', lambda v, b: v < b)]
     wanted = [(b, sign, ok) for b, sign, ok in bounds if b is not None]
     real = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
     if not real or not all(ok(value, b) for b, _, ok in wanted):

@@ -9,8 +9,8 @@ from mmseg.registry import DATASETS, HOOKS
 from mmseg_saot.datasets.pseudo_label_dataset import PseudoLabelDataset
 from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
 from mmseg_saot.engine.pseudo_labels.features import FeatureMemo
-from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
 from mmseg_saot.engine.pseudo_labels.fingerprint import make_fingerprint
+from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
 from mmseg_saot.engine.pseudo_labels.target_set import label_target_set
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_positive_int
 
