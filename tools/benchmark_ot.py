@@ -751,8 +751,7 @@ def machine_line(device):
 
 
 def main(argv=None):
-    from mmseg_saot.utils.arg_types import positive_float, positive_int
-    from mmseg_saot.utils.machine import device_option
+    from mmseg_saot.utils.arg_types import device_option, positive_float, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         type=device_option)

@@ -156,8 +156,7 @@ def sync(device: str) -> None:
 
 
 def main(argv=None) -> str:
-    from mmseg_saot.utils.arg_types import positive_int
-    from mmseg_saot.utils.machine import device_option
+    from mmseg_saot.utils.arg_types import device_option, positive_int
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--preset', choices=list(PRESETS), default='demo')
     parser.add_argument('--device', default='cpu', type=device_option, help='cpu or cuda[:N]')

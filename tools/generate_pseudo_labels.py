@@ -25,13 +25,12 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
-from mmseg_saot.utils.arg_types import non_negative_float, non_negative_int
+from mmseg_saot.utils.arg_types import device_option, non_negative_float, non_negative_int
 from mmseg_saot.utils.cli import check_data_or_exit, load_run_config, user_errors_exit
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from mmseg_saot.models.labelers import METHODS
-    from mmseg_saot.utils.machine import device_option
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config with a SAOTPseudoLabelHook')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS),

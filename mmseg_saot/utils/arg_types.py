@@ -1,4 +1,5 @@
-"""``type=`` functions for the tools' numeric options: a bad value is a usage error.
+"""``type=`` functions for the tools' numeric and device options: a bad value is a usage
+error.
 
 argparse prints an :class:`argparse.ArgumentTypeError` as
 ``tool: error: argument --nproc: must be an integer >= 1, got "0"`` and exits with
@@ -40,3 +41,37 @@ def positive_float(text: str) -> float:
 def non_negative_float(text: str) -> float:
     """A finite number >= 0."""
     return _number(float, text, 0.0, True)
+
+
+def device_option(value: str) -> str:
+    """``type=`` of the tools' ``--device`` options: a device this machine has.
+
+    Args:
+        value: the option's text, e.g. ``'cpu'``, ``'cuda'`` or ``'cuda:1'``.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        argparse.ArgumentTypeError: not a torch device, not CPU or CUDA, or a GPU this
+            machine does not have; argparse prints it as a usage error naming the option.
+    """
+    import torch  # only when a tool parses --device
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f'"{value}" is not a device; use cpu, cuda or cuda:N') from None
+    if device.type == 'cpu':
+        return value
+    if device.type != 'cuda':
+        raise argparse.ArgumentTypeError(f'"{value}": only cpu and cuda are supported')
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise argparse.ArgumentTypeError(
+            f'"{value}": this machine has no usable CUDA GPU '
+            '(torch.cuda.is_available() is False); use --device cpu')
+    if device.index is not None and device.index >= count:
+        raise argparse.ArgumentTypeError(
+            f'"{value}": this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}')
+    return value

@@ -1,4 +1,5 @@
 import argparse
+from unittest import mock
 
 import pytest
 
@@ -38,3 +39,33 @@ def test_a_tool_rejects_a_bad_value_before_any_work(capsys):
         tool.parse_args(['configs/saot/demo.py', '--num-overlays', '-1'])
     assert info.value.code == 2
     assert 'argument --num-overlays: must be an integer >= 0, got "-1"' in capsys.readouterr().err
+
+
+def test_device_option_keeps_cpu_and_names_what_is_wrong():
+    assert arg_types.device_option('cpu') == 'cpu'
+    with pytest.raises(argparse.ArgumentTypeError, match='"tpu" is not a device'):
+        arg_types.device_option('tpu')
+    with pytest.raises(argparse.ArgumentTypeError, match='only cpu and cuda'):
+        arg_types.device_option('meta')
+
+
+def test_device_option_checks_the_gpus_this_machine_has():
+    with mock.patch('torch.cuda.is_available', return_value=False):
+        with pytest.raises(argparse.ArgumentTypeError, match='no usable CUDA GPU.*--device cpu'):
+            arg_types.device_option('cuda')
+    with mock.patch('torch.cuda.is_available', return_value=True), \
+            mock.patch('torch.cuda.device_count', return_value=2):
+        assert arg_types.device_option('cuda') == 'cuda'
+        assert arg_types.device_option('cuda:1') == 'cuda:1'
+        with pytest.raises(argparse.ArgumentTypeError, match='2 CUDA GPU.*cuda:0 to cuda:1'):
+            arg_types.device_option('cuda:2')
+
+
+def test_device_option_is_a_usage_error_of_the_option():
+    parser = argparse.ArgumentParser(prog='tool')
+    parser.add_argument('--device', type=arg_types.device_option)
+    with mock.patch('sys.stderr') as stderr, pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(['--device', 'tpu'])
+    assert exit_info.value.code == 2
+    printed = ''.join(call.args[0] for call in stderr.write.call_args_list)
+    assert 'argument --device: "tpu" is not a device' in printed

@@ -1,8 +1,5 @@
-import argparse
 import os
 from unittest import mock
-
-import pytest
 
 from mmseg_saot.utils import machine
 
@@ -26,32 +23,3 @@ def test_cuda_line_is_the_gpu_name():
         assert machine.describe_device('cuda:1') == 'NVIDIA H100'
     get.assert_called_once_with('cuda:1')
 
-
-def test_device_option_keeps_cpu_and_names_what_is_wrong():
-    assert machine.device_option('cpu') == 'cpu'
-    with pytest.raises(argparse.ArgumentTypeError, match='"tpu" is not a device'):
-        machine.device_option('tpu')
-    with pytest.raises(argparse.ArgumentTypeError, match='only cpu and cuda'):
-        machine.device_option('meta')
-
-
-def test_device_option_checks_the_gpus_this_machine_has():
-    with mock.patch('torch.cuda.is_available', return_value=False):
-        with pytest.raises(argparse.ArgumentTypeError, match='no usable CUDA GPU.*--device cpu'):
-            machine.device_option('cuda')
-    with mock.patch('torch.cuda.is_available', return_value=True), \
-            mock.patch('torch.cuda.device_count', return_value=2):
-        assert machine.device_option('cuda') == 'cuda'
-        assert machine.device_option('cuda:1') == 'cuda:1'
-        with pytest.raises(argparse.ArgumentTypeError, match='2 CUDA GPU.*cuda:0 to cuda:1'):
-            machine.device_option('cuda:2')
-
-
-def test_device_option_is_a_usage_error_of_the_option():
-    parser = argparse.ArgumentParser(prog='tool')
-    parser.add_argument('--device', type=machine.device_option)
-    with mock.patch('sys.stderr') as stderr, pytest.raises(SystemExit) as exit_info:
-        parser.parse_args(['--device', 'tpu'])
-    assert exit_info.value.code == 2
-    printed = ''.join(call.args[0] for call in stderr.write.call_args_list)
-    assert 'argument --device: "tpu" is not a device' in printed

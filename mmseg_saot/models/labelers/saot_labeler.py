@@ -11,10 +11,11 @@ from torch import nn
 
 from mmseg_saot.ot import (block_sparse_sinkhorn, knn_transfer, nn_transfer, sinkhorn,
                            transfer_labels)
-from mmseg_saot.utils.errors import ConfigError, check_number, check_positive_int
-from .confidence import FILTER_MODES, filter_confidence
+from mmseg_saot.utils.errors import ConfigError
+from .confidence import filter_confidence
 from .metric import LowRankMetric
 from .metric_training import MetricTrainingLog, train_metric
+from .options import check_labeler_options
 from .patch_labels import patch_probs_to_pixels
 from .prototypes import ClassPrototypes
 from .retrieval import global_descriptor, retrieve
@@ -50,34 +51,6 @@ class PseudoLabels:
     patch_probs: torch.Tensor
     patch_mass: torch.Tensor
     all_ignore: torch.Tensor
-
-
-# Options checked when the labeller is built (a bad value otherwise fails deep inside a
-# solve, after the features of every image were computed): name -> bounds.
-_POSITIVE_INTS = ('num_classes', 'feat_dim', 'num_neighbors', 'num_iters', 'metric_pairs',
-                  'metric_patches', 'num_prototypes', 'knn_k')
-_NUMBER_BOUNDS = {
-    'epsilon': dict(above=0.0), 'alpha': dict(at_least=0.0), 'beta': dict(at_least=0.0),
-    'tol': dict(above=0.0), 'metric_lr': dict(above=0.0), 'knn_temperature': dict(above=0.0),
-    'metric_steps': dict(at_least=0), 'metric_rank': dict(at_least=0),
-    'dense_max_entries': dict(at_least=0), 'dense_max_entries_gpu': dict(at_least=0),
-    'confidence_threshold': dict(at_least=0.0),  # above 1 drops all: reported as all-ignore
-    'confidence_quantile': dict(at_least=0.0, below=1.0),
-}
-
-
-def _check_options(options: dict) -> None:
-    """ConfigError naming the first option of ``SAOTLabeler`` out of its range."""
-    for name in _POSITIVE_INTS:
-        check_positive_int('SAOTLabeler', name, options[name])
-    for name, bounds in _NUMBER_BOUNDS.items():
-        check_number('SAOTLabeler', name, options[name], **bounds)
-    rho = options['rho']
-    for value in (tuple(rho) if isinstance(rho, Sequence) else (rho,)):
-        check_number('SAOTLabeler', 'rho', value, above=0.0)
-    if isinstance(rho, Sequence) and len(rho) != 2:
-        raise ConfigError(f'SAOTLabeler: rho must be a number or a pair (rho_src, rho_tgt), '
-                          f'got {rho!r}.')
 
 
 @MODELS.register_module()
@@ -192,10 +165,7 @@ class SAOTLabeler(nn.Module):
                               f'{method!r}.')
         if solver not in SOLVERS:
             raise ConfigError(f'SAOTLabeler: solver must be one of {SOLVERS}, got {solver!r}.')
-        if confidence_mode not in FILTER_MODES:
-            raise ConfigError(f'SAOTLabeler: confidence_mode must be one of {FILTER_MODES}, '
-                              f'got {confidence_mode!r}.')
-        _check_options(locals())
+        check_labeler_options(locals())
         self.method, self.switches = method, METHODS[method]
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.epsilon = epsilon
