@@ -38,13 +38,30 @@ from typing import Callable, Optional
 import torch
 
 from ._matvec import cols_matvec, np, rows_matvec
-from .costs import rows_per_block
+from .costs import DenseCost, rows_per_block
 
 # Absorb into the stored kernel when an exponent (f_i + g_j - C_ij)/eps has moved by
 # more than this many units since the last absorption (see `drift`). fp16's range
 # (6e-8 .. 65504) leaves little headroom.
 ABSORB_THRESHOLD = {torch.float64: 200.0, torch.float32: 30.0, torch.bfloat16: 30.0,
                     torch.float16: 6.0}
+
+
+def rebuild_rows(num_rows: int, num_cols: int, batch: int, device_type: str,
+                 temporaries: bool) -> int:
+    """Rows per chunk of a kernel rebuild or absorption.
+
+    On CPU a chunk is ~8 MB of fp32 so that it stays in the last-level cache. On a
+    GPU the chunks only bound the temporaries a pass allocates (64 MB of fp32); a
+    pass without any (an in-place fp32/fp64 rebuild from a stored cost of the same
+    dtype without masked columns, or an absorption) takes the whole kernel at once:
+    each chunk costs some ten kernel launches, and at SAOT's working point (N = 21904,
+    M = 2738) 28 chunks of 8 MB were half of the labeller's launches.
+    """
+    if device_type != 'cpu' and not temporaries:
+        return num_rows
+    budget = 1 << 23 if device_type == 'cpu' else 1 << 26
+    return min(num_rows, rows_per_block(num_cols, budget, batch))
 
 
 def drift(f, g, f_ref, g_ref, epsilon) -> torch.Tensor:
@@ -216,7 +233,14 @@ class KernelOperator(Operator):
                                         -math.inf).to(log_b.dtype).unsqueeze(1)
         self.f_hat = self.g_hat = self.f_ref = self.g_ref = None
         self.num_rebuilds = 0
-        self.rebuild_rows = min(num_rows, rows_per_block(num_cols, 1 << 23, batch))
+        # a rebuild allocates nothing N x M-sized when the cost rows are views in the
+        # kernel's dtype (exponents formed in the kernel) and no column is masked
+        in_place = (isinstance(source, DenseCost) and
+                    source.cost.dtype == source.dtype == storage_dtype)
+        self.rebuild_rows = rebuild_rows(num_rows, num_cols, batch, log_a.device.type,
+                                         temporaries=not in_place or self.col_mask is not None)
+        self.absorb_rows = rebuild_rows(num_rows, num_cols, batch, log_a.device.type,
+                                        temporaries=False)
         # Fused CPU pass: row blocks of ~8 MB stay in the last-level cache between
         # their two uses (measured best at 4-8 MB on a 32 MB-L3 EPYC).
         self.fused_rows = min(num_rows, max(16, (1 << 23) // max(1, 4 * num_cols)))
@@ -277,8 +301,8 @@ class KernelOperator(Operator):
         u = torch.exp(du - c).to(self.mv_dtype)
         v = torch.exp(dv + c).to(self.mv_dtype).unsqueeze(1)
         num_rows = self.kernel.shape[1]
-        for r0 in range(0, num_rows, self.rebuild_rows):
-            r1 = min(r0 + self.rebuild_rows, num_rows)
+        for r0 in range(0, num_rows, self.absorb_rows):
+            r1 = min(r0 + self.absorb_rows, num_rows)
             self.kernel[:, r0:r1].mul_(u[:, r0:r1, None]).mul_(v)
         self._set_references(f, g, f, g)
 

@@ -1,0 +1,83 @@
+"""Chunking of the stored-kernel operator's rebuilds and absorptions (_operators.py)."""
+import math
+
+import pytest
+import torch
+
+from mmseg_saot.ot import _operators, sinkhorn
+from mmseg_saot.ot._operators import KernelOperator, rebuild_rows
+from mmseg_saot.ot.costs import DenseCost
+
+
+def test_rebuild_rows_cpu_chunks_stay_cache_sized():
+    # 8 MB of fp32 rows on CPU, whether or not a pass allocates temporaries
+    for temporaries in (False, True):
+        assert rebuild_rows(21904, 2738, 1, 'cpu', temporaries) == (1 << 23) // (4 * 2738)
+    assert rebuild_rows(10, 2738, 1, 'cpu', True) == 10
+
+
+def test_rebuild_rows_gpu_takes_the_whole_kernel_without_temporaries():
+    assert rebuild_rows(21904, 2738, 1, 'cuda', temporaries=False) == 21904
+    # with temporaries, 64 MB of fp32 per chunk, per problem of the batch
+    assert rebuild_rows(16384, 16384, 2, 'cuda', temporaries=True) == (1 << 26) // (4 * 16384 * 2)
+
+
+def _operator(cost, epsilon=0.05, storage=torch.float32, log_b=None):
+    n, m = cost.shape
+    log_a = torch.full((1, n), -math.log(n), dtype=torch.float64)
+    log_b = torch.full((1, m), -math.log(m), dtype=torch.float64) if log_b is None else log_b
+    return KernelOperator(DenseCost(cost), log_a, log_b, epsilon, storage)
+
+
+@pytest.mark.parametrize('storage', [torch.float32, torch.float16])
+def test_whole_and_chunked_passes_build_the_same_kernel(storage):
+    gen = torch.Generator().manual_seed(0)
+    cost = torch.rand(300, 70, generator=gen) * 2
+    f = torch.randn(1, 300, generator=gen, dtype=torch.float64) * 0.3
+    g = torch.randn(1, 70, generator=gen, dtype=torch.float64) * 0.3
+    ops = []
+    for rows in (7, 300):  # chunks of 7 rows vs the whole kernel at once
+        op = _operator(cost, storage=storage)
+        op.rebuild_rows = op.absorb_rows = rows
+        op.set_epsilon(0.05, torch.zeros_like(f), torch.zeros_like(g))
+        if storage == torch.float32:
+            op._absorb(f, g)
+        else:
+            op._rebuild(f, g)
+        ops.append(op)
+    assert torch.equal(ops[0].kernel, ops[1].kernel)
+    assert torch.equal(ops[0].f_hat, ops[1].f_hat)
+
+
+def test_in_place_rule_reads_storage_and_masked_columns(monkeypatch):
+    calls = []
+    real = _operators.rebuild_rows
+
+    def spy(num_rows, num_cols, batch, device_type, temporaries):
+        calls.append(temporaries)
+        return real(num_rows, num_cols, batch, device_type, temporaries)
+
+    monkeypatch.setattr(_operators, 'rebuild_rows', spy)
+    cost = torch.rand(20, 10)
+    _operator(cost)  # fp32 cost, fp32 kernel: rows are views, exponents in place
+    _operator(cost, storage=torch.float16)  # fp32 exponents next to an fp16 kernel
+    _operator(cost.half(), storage=torch.float16)  # fp16 rows are converted to fp32
+    masked = torch.zeros(1, 10, dtype=torch.float64)
+    masked[0, 3] = -math.inf  # a column of zero mass: masked maxima are temporaries
+    _operator(cost, log_b=masked)
+    # (rebuild, absorb) per operator; absorptions never allocate
+    assert calls == [False, False, True, False, True, False, True, False]
+
+
+def test_sinkhorn_unchanged_by_whole_kernel_passes(monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    cost = torch.rand(400, 90, generator=gen) * 2
+    results = []
+    for chunk in (lambda num_rows: 7, lambda num_rows: num_rows):  # chunked, then whole
+        monkeypatch.setattr(_operators, 'rebuild_rows',
+                            lambda num_rows, num_cols, batch, device_type, temporaries,
+                            chunk=chunk: chunk(num_rows))
+        results.append(sinkhorn(cost, epsilon=0.02, rho=1.0, num_iters=300, tol=1e-5))
+    chunked, whole = results
+    assert whole.num_iters == chunked.num_iters and bool(whole.converged)
+    assert torch.equal(whole.f, chunked.f) and torch.equal(whole.g, chunked.g)
