@@ -112,13 +112,28 @@ def check_checkpoint_or_exit(path: str, option: str) -> None:
     if not osp.isfile(path):
         exit_with(f'{option}: checkpoint "{path}" does not exist.')
     try:
-        torch.load(path, map_location='cpu', weights_only=True)
+        _load_weights_only(torch, path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         reason = _load_failure(err)
         exit_with(f'{option}: "{path}" is not a readable checkpoint ({reason}). '
                   'Give a .pth written by tools/train.py (or any MMEngine checkpoint of '
                   'tensors); files holding other Python objects are refused, as '
                   'weights-only loading stays on.')
+
+
+def _load_weights_only(torch, path: str) -> None:
+    """``torch.load`` as the runner does, without reading the tensors' data.
+
+    Zip checkpoints (torch's format since 1.6) are memory-mapped, so only the pickled
+    structure is read and checked; the runner's own load then reads the weights once.
+    Files in the legacy format cannot be mapped and are loaded in full.
+    """
+    try:
+        torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if 'mmap can only be used' not in str(err):
+            raise
+        torch.load(path, map_location='cpu', weights_only=True)
 
 
 def _load_failure(err: Exception) -> str:

@@ -20,6 +20,29 @@ def test_a_checkpoint_of_tensors_passes(tmp_path, capsys):
     assert capsys.readouterr().err == ''
 
 
+def test_a_legacy_format_checkpoint_passes(tmp_path, capsys):
+    # not a zip file, so it cannot be memory-mapped: loaded in full instead
+    path = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, path, _use_new_zipfile_serialization=False)
+    check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    assert capsys.readouterr().err == ''
+
+
+def test_the_check_maps_zip_checkpoints_instead_of_reading_them(tmp_path, monkeypatch):
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, path)
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', spy)
+    check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    assert calls == [dict(map_location='cpu', weights_only=True, mmap=True)]
+
+
 def test_missing_truncated_and_garbage_files_name_the_option(tmp_path, capsys):
     assert _exit_message(tmp_path / 'nope.pth', capsys) == \
         f'error: CHECKPOINT: checkpoint "{tmp_path / "nope.pth"}" does not exist.\n'
