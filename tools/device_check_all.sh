@@ -9,13 +9,9 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/device_check_all}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  python3 -c "import torch, triton, mmseg, mmengine, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'mmseg', mmseg.__version__, 'mmengine', mmengine.__version__, 'timm', timm.__version__)"
-} 2>&1 | tee "$OUT/machine.txt"
+source tools/device_env.sh
+install_carried_wheels || exit 1
+describe_machine torch triton mmseg mmengine timm
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
     local name=$1 limit=$2 start rc

@@ -11,14 +11,11 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ot_device_check}
-mkdir -p "$OUT"
+source tools/device_env.sh
 if ls .whl/*.whl > /dev/null 2>&1; then  # POT and geomloss for the baseline rows
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    install_carried_wheels
 fi
-export PYTHONPATH=/tmp/site:$PWD
-{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-} 2>&1 | tee "$OUT/machine.txt"
+describe_machine torch triton
 
 start=$(date +%s)
 timeout 160 python3 tools/run_ot_tests.py tests/ot -q -k "not interpreter" > "$OUT/tests.log" 2>&1

@@ -10,13 +10,9 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/smoke_full_resolution_out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  python3 -c "import torch, mmseg, mmengine, timm; print('torch', torch.__version__, 'mmseg', mmseg.__version__, 'mmengine', mmengine.__version__, 'timm', timm.__version__)"
-} 2>&1 | tee "$OUT/machine.txt"
+source tools/device_env.sh
+install_carried_wheels || exit 1
+describe_machine torch mmseg mmengine timm
 start=$(date +%s)
 set -o pipefail
 timeout "${SMOKE_TIMEOUT:-420}" python3 tools/smoke_full_resolution.py \
