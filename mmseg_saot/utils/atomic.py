@@ -32,6 +32,17 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode('utf-8'))
 
 
+def atomic_write_png(path: str, image: Any) -> None:
+    """Encode ``image`` as PNG with OpenCV (uint8/uint16, ``(H, W)`` or BGR ``(H, W, 3)``)
+    and write it to ``path`` atomically."""
+    import cv2
+    ok, encoded = cv2.imencode('.png', image)
+    if not ok:
+        raise OSError(f'cannot encode an image of shape {getattr(image, "shape", None)} as '
+                      f'PNG for {path}')
+    atomic_write_bytes(str(path), encoded.tobytes())
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
     """``torch.save(obj, path)`` atomically (the object is serialised before any write)."""
     buffer = io.BytesIO()

@@ -3,7 +3,8 @@ import threading
 import pytest
 import torch
 
-from mmseg_saot.utils.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from mmseg_saot.utils.atomic import (atomic_torch_save, atomic_write_bytes, atomic_write_png,
+                                      atomic_write_text)
 
 
 def test_writes_create_the_folder_and_leave_no_temporary(tmp_path):
@@ -36,3 +37,22 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(str(path), b'new')
     assert path.read_bytes() == b'old' and [p.name for p in tmp_path.iterdir()] == ['labels.png']
+
+
+def test_atomic_write_png_round_trips_and_matches_imwrite(tmp_path):
+    import cv2
+    import numpy as np
+    image = (np.arange(24 * 16) % 255).astype(np.uint8).reshape(24, 16)
+    path = tmp_path / 'labels' / 'a.png'
+    atomic_write_png(str(path), image)
+    assert np.array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), image)
+    cv2.imwrite(str(tmp_path / 'b.png'), image)
+    assert path.read_bytes() == (tmp_path / 'b.png').read_bytes()
+    assert sorted(p.name for p in path.parent.iterdir()) == ['a.png']
+
+
+def test_atomic_write_png_that_cannot_encode_leaves_nothing(tmp_path):
+    import numpy as np
+    with pytest.raises(Exception):
+        atomic_write_png(str(tmp_path / 'bad.png'), np.zeros((4, 4, 7), np.uint8))
+    assert list(tmp_path.iterdir()) == []

@@ -30,6 +30,7 @@ import numpy as np
 from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import class_stats
 from mmseg_saot.utils.arg_types import positive_int
+from mmseg_saot.utils.atomic import atomic_write_png
 from mmseg_saot.utils.parallel import map_with_progress
 
 EXPECTED_LAYOUT = ('CITYSCAPES_ROOT/leftImg8bit/{train,val}/<city>/'
@@ -81,7 +82,8 @@ def train_ids_path(annotation: Path) -> Path:
 
 
 def _tmp_png(path: Path) -> Path:
-    """A hidden temporary name next to ``path`` that still ends in .png."""
+    """A hidden temporary name next to ``path`` that still ends in .png (for
+    cityscapesscripts, which writes the file itself)."""
     return path.with_name(f'.{path.name}.{os.getpid()}.tmp.png')
 
 
@@ -108,10 +110,7 @@ def convert_label_ids(png_file: Path, out_file: Path) -> None:
     if label_ids is None or label_ids.ndim != 2:
         raise AnnotationError(f'cannot read {png_file} as a single-channel '
                               'label-id image')
-    tmp = _tmp_png(out_file)
-    if not cv2.imwrite(str(tmp), labels.label_ids_to_train_ids(label_ids)):
-        raise AnnotationError(f'cannot write {tmp}')
-    os.replace(tmp, out_file)
+    atomic_write_png(out_file, labels.label_ids_to_train_ids(label_ids))
 
 
 def read_counts(train_ids_file: Path) -> Dict[str, int]:

@@ -29,6 +29,7 @@ import numpy as np
 from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import class_stats
 from mmseg_saot.utils.arg_types import positive_int
+from mmseg_saot.utils.atomic import atomic_write_png
 from mmseg_saot.utils.parallel import map_with_progress
 
 EXPECTED_LAYOUT = 'GTA5_ROOT/images/*.png, GTA5_ROOT/labels/*.png'
@@ -75,18 +76,6 @@ def read_label_ids(path: str) -> np.ndarray:
     return array
 
 
-def write_png_atomic(path: str, array: np.ndarray) -> None:
-    """Write a uint8 single-channel PNG through a temporary file, so an
-    interrupted run never leaves a truncated file that later looks done."""
-    import cv2
-    path = str(path)
-    tmp = os.path.join(os.path.dirname(path),
-                       f'.{os.path.basename(path)}.{os.getpid()}.tmp.png')
-    if not cv2.imwrite(tmp, array):
-        raise OSError(f'cannot write {tmp}')
-    os.replace(tmp, path)
-
-
 def read_train_ids(path: str) -> np.ndarray:
     """Read a train-id PNG written by this tool."""
     import cv2
@@ -105,7 +94,7 @@ def train_id_path(label_file: Path, out_dir: Path) -> Path:
 def convert_label_file(src: str, dst: str) -> Dict[str, int]:
     """Convert one label-id PNG to train ids; return its class pixel counts."""
     train_ids = labels.label_ids_to_train_ids(read_label_ids(src))
-    write_png_atomic(dst, train_ids)
+    atomic_write_png(dst, train_ids)
     return class_stats.class_pixel_counts(train_ids)
 
 

@@ -28,7 +28,6 @@ run is redone from scratch. Usage::
 """
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -41,6 +40,7 @@ import numpy as np
 from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import synthetic_streets as streets
 from mmseg_saot.utils.arg_types import non_negative_int, positive_int
+from mmseg_saot.utils.atomic import atomic_write_text
 from mmseg_saot.utils.parallel import map_with_progress
 
 STAMP = 'DONE.json'
@@ -204,9 +204,7 @@ def generate(args) -> Tuple[bool, float]:
     seconds = time.perf_counter() - start
     stamp = dict(config=config, seconds=round(seconds, 1),
                  source=str(out / 'gta5'), target=str(out / 'cityscapes'))
-    tmp = out / f'.{STAMP}.tmp'
-    tmp.write_text(json.dumps(stamp, indent=2) + '\n')
-    os.replace(tmp, out / STAMP)
+    atomic_write_text(str(out / STAMP), json.dumps(stamp, indent=2) + '\n')
     (out / IN_PROGRESS).unlink(missing_ok=True)
     return True, seconds
 
