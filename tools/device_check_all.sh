@@ -12,6 +12,7 @@ OUT=${OUT:-/tmp/device_check_all}
 source tools/device_env.sh
 install_carried_wheels || exit 1
 describe_machine torch triton mmseg mmengine timm
+: > "$OUT/steps.txt"
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
     local name=$1 limit=$2 start rc

@@ -56,7 +56,8 @@ def rebuild_rows(num_rows: int, num_cols: int, batch: int, device_type: str,
     pass without any (an in-place fp32/fp64 rebuild from a stored cost of the same
     dtype without masked columns, or an absorption) takes the whole kernel at once:
     each chunk costs some ten kernel launches, and at SAOT's working point (N = 21904,
-    M = 2738) 28 chunks of 8 MB were half of the labeller's launches.
+    M = 2738) 28 chunks of 8 MB made 515 of the labeller's 937 operator calls per
+    target (counted on an H200).
     """
     if device_type != 'cpu' and not temporaries:
         return num_rows
