@@ -11,8 +11,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
-from mmseg_saot.utils.cli import (check_checkpoint_or_exit, check_data_or_exit,
-                                  load_run_config, user_errors_exit)
+from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
+                                  check_data_or_exit, load_run_config, user_errors_exit)
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,6 +57,7 @@ def main() -> None:
     with user_errors_exit():
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
+    check_checkpoint_fits_or_exit(runner.model, args.checkpoint, args.config)
     with user_errors_exit():
         runner.test()
 

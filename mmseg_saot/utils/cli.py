@@ -121,7 +121,7 @@ def check_checkpoint_or_exit(path: str, option: str) -> None:
                   'weights-only loading stays on.')
 
 
-def _load_weights_only(torch, path: str) -> None:
+def _load_weights_only(torch, path: str):
     """``torch.load`` as the runner does, without reading the tensors' data.
 
     Zip checkpoints (torch's format since 1.6) are memory-mapped, so only the pickled
@@ -129,11 +129,57 @@ def _load_weights_only(torch, path: str) -> None:
     Files in the legacy format cannot be mapped and are loaded in full.
     """
     try:
-        torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        return torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except RuntimeError as err:
         if 'mmap can only be used' not in str(err):
             raise
-        torch.load(path, map_location='cpu', weights_only=True)
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def check_checkpoint_fits_or_exit(model, path: str, config: str) -> None:
+    """Stop if the checkpoint at ``path`` does not hold every weight of ``model``.
+
+    MMEngine loads checkpoints non-strictly: a checkpoint of another model, or of
+    this one with other settings (classes, head width), only logs a warning, and the
+    run then evaluates randomly initialised layers. Call this once the runner has
+    built the model (wrappers such as DDP or the TTA model are looked through); it
+    names the missing and the mismatched weights. Extra weights in the checkpoint
+    are left to MMEngine's warning. The frozen ViT is not part of the model's
+    ``state_dict`` (see ``DINOv2Backbone``), so head-only checkpoints fit.
+
+    Args:
+        model: the built model.
+        path: the checkpoint file (already checked by :func:`check_checkpoint_or_exit`).
+        config: the config file, for the message.
+    """
+    import torch
+    while isinstance(getattr(model, 'module', None), torch.nn.Module):
+        model = model.module
+    checkpoint = _load_weights_only(torch, path)
+    saved = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    saved = {key[len('module.'):] if key.startswith('module.') else key: value
+             for key, value in saved.items()}
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in saved]
+    mismatched = [f'{key} ({tuple(saved[key].shape)} in the checkpoint, '
+                  f'{tuple(value.shape)} in the model)' for key, value in expected.items()
+                  if key in saved and getattr(saved[key], 'shape', None) != value.shape]
+    if not missing and not mismatched:
+        return
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} of the model\'s {len(expected)} weights are missing '
+                        f'({_first(missing)})')
+    if mismatched:
+        problems.append(f'{len(mismatched)} weights have another shape ({_first(mismatched)})')
+    exit_with(f'CHECKPOINT: "{path}" does not fit the model of {config}: '
+              f'{"; ".join(problems)}. Give a checkpoint that tools/train.py wrote for this '
+              'config, or the --cfg-options it was trained with.')
+
+
+def _first(items, count: int = 3) -> str:
+    shown = ', '.join(items[:count])
+    return shown + (f', ... ({len(items) - count} more)' if len(items) > count else '')
 
 
 def _load_failure(err: Exception) -> str:

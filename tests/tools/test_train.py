@@ -68,6 +68,16 @@ def test_unreadable_checkpoint_is_a_clear_message(python, tiny_config, tmp_path)
     assert f'error: CHECKPOINT: "{garbage}" is not a readable checkpoint' in tested.stderr
 
 
+def test_checkpoint_of_another_model_is_a_clear_message(python, tiny_config, tmp_path):
+    other = tmp_path / 'other.pth'  # readable, but holds none of the model's weights
+    torch.save({'meta': {}, 'state_dict': {'backbone.w': torch.ones(2)}}, other)
+    tested = run_tool(python, TEST, tiny_config, other, '--work-dir', tmp_path / 'run')
+    assert tested.returncode == 2
+    assert 'Traceback' not in tested.stderr + tested.stdout
+    assert f'error: CHECKPOINT: "{other}" does not fit the model of {tiny_config}' in tested.stderr
+    assert 'Iter(test)' not in tested.stdout + tested.stderr  # stopped before evaluating
+
+
 def head_state(checkpoint: Path) -> dict:
     """Student and teacher heads of a checkpoint (the frozen ViT is not saved)."""
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)

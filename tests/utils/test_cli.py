@@ -3,7 +3,7 @@ import datetime
 import pytest
 import torch
 
-from mmseg_saot.utils.cli import check_checkpoint_or_exit
+from mmseg_saot.utils.cli import check_checkpoint_fits_or_exit, check_checkpoint_or_exit
 
 
 def _exit_message(path, capsys) -> str:
@@ -68,3 +68,55 @@ def test_foreign_objects_are_refused_and_weights_only_stays_on(tmp_path, capsys)
     assert '(Unsupported global: GLOBAL datetime.date)' in message
     with pytest.raises(Exception):
         torch.load(path)  # the check allow-listed nothing
+
+
+class _Head(torch.nn.Module):
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.conv_seg = torch.nn.Conv2d(4, classes, 1)
+        self.bn = torch.nn.BatchNorm2d(4)
+
+
+class _Wrapper(torch.nn.Module):  # DDP / TTA-model style: the model as .module
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+
+def _fit_message(model, path, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        check_checkpoint_fits_or_exit(model, str(path), 'cfg.py')
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_checkpoint_of_the_model_fits_through_wrappers_and_prefixes(tmp_path, capsys):
+    head = _Head()
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'meta': {}, 'state_dict': head.state_dict()}, path)
+    check_checkpoint_fits_or_exit(_Wrapper(_Wrapper(_Head())), str(path), 'cfg.py')
+    prefixed = tmp_path / 'ddp.pth'  # saved from a DDP-wrapped model, extra key
+    state = {f'module.{k}': v for k, v in head.state_dict().items()}
+    torch.save(dict(state, extra=torch.ones(1)), prefixed)  # no 'state_dict' wrapper
+    check_checkpoint_fits_or_exit(_Head(), str(prefixed), 'cfg.py')
+    assert capsys.readouterr().err == ''
+
+
+def test_missing_weights_are_named(tmp_path, capsys):
+    path = tmp_path / 'other.pth'
+    torch.save({'state_dict': {'backbone.w': torch.ones(2)}}, path)
+    message = _fit_message(_Head(), path, capsys)
+    assert message.startswith(f'error: CHECKPOINT: "{path}" does not fit the model of cfg.py: '
+                              "7 of the model's 7 weights are missing (conv_seg.weight, "
+                              'conv_seg.bias, bn.weight, ... (4 more)).')
+    assert 'tools/train.py' in message
+
+
+def test_other_shapes_are_named(tmp_path, capsys):
+    path = tmp_path / 'five_classes.pth'
+    torch.save({'state_dict': _Head(classes=5).state_dict()}, path)
+    message = _fit_message(_Head(classes=3), path, capsys)
+    assert ('2 weights have another shape (conv_seg.weight ((5, 4, 1, 1) in the checkpoint, '
+            '(3, 4, 1, 1) in the model), conv_seg.bias ((5,) in the checkpoint, (3,) in the '
+            'model))') in message
+    assert 'missing' not in message
