@@ -5,14 +5,17 @@ datasets exist before anything is built.
 """
 import argparse
 import os
+import os.path as osp
+from typing import Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.config import DictAction
-from mmengine.runner import Runner
+from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
 
-from mmseg_saot.utils.cli import (check_checkpoint_or_exit, check_data_or_exit,
-                                  enable_amp, load_run_config, user_errors_exit)
+from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
+                                  check_data_or_exit, enable_amp, load_run_config,
+                                  user_errors_exit)
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,6 +39,18 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def checkpoint_to_resume(cfg, work_dir: str) -> Optional[str]:
+    """The checkpoint ``runner.train()`` will resume from, as MMEngine picks it:
+    ``load_from`` if set, else the one ``work_dir/last_checkpoint`` names."""
+    if not cfg.resume:
+        return None
+    if cfg.get('load_from'):
+        return cfg.load_from
+    if not osp.exists(osp.join(work_dir, 'last_checkpoint')):
+        return None  # a fresh run: MMEngine starts from scratch
+    return find_latest_checkpoint(work_dir)
+
+
 def main() -> None:
     args = parse_args()
     cfg = load_run_config(args.config, args.cfg_options, args.work_dir,
@@ -49,6 +64,10 @@ def main() -> None:
     with user_errors_exit():
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
+    resume_from = checkpoint_to_resume(cfg, runner.work_dir)
+    if resume_from:  # MMEngine loads it non-strictly: it must be this model's
+        check_checkpoint_or_exit(resume_from, '--resume')
+        check_checkpoint_fits_or_exit(runner.model, resume_from, args.config, '--resume')
     with user_errors_exit():
         runner.train()
 

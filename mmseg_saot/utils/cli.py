@@ -136,7 +136,8 @@ def _load_weights_only(torch, path: str):
         return torch.load(path, map_location='cpu', weights_only=True)
 
 
-def check_checkpoint_fits_or_exit(model, path: str, config: str) -> None:
+def check_checkpoint_fits_or_exit(model, path: str, config: str,
+                                  option: str = 'CHECKPOINT') -> None:
     """Stop if the checkpoint at ``path`` does not hold every weight of ``model``.
 
     MMEngine loads checkpoints non-strictly: a checkpoint of another model, or of
@@ -151,6 +152,7 @@ def check_checkpoint_fits_or_exit(model, path: str, config: str) -> None:
         model: the built model.
         path: the checkpoint file (already checked by :func:`check_checkpoint_or_exit`).
         config: the config file, for the message.
+        option: where the checkpoint came from, e.g. ``'CHECKPOINT'`` or ``'--resume'``.
     """
     import torch
     while isinstance(getattr(model, 'module', None), torch.nn.Module):
@@ -172,9 +174,10 @@ def check_checkpoint_fits_or_exit(model, path: str, config: str) -> None:
                         f'({_first(missing)})')
     if mismatched:
         problems.append(f'{len(mismatched)} weights have another shape ({_first(mismatched)})')
-    exit_with(f'CHECKPOINT: "{path}" does not fit the model of {config}: '
-              f'{"; ".join(problems)}. Give a checkpoint that tools/train.py wrote for this '
-              'config, or the --cfg-options it was trained with.')
+    exit_with(f'{option}: "{path}" does not fit the model of {config}: '
+              f'{"; ".join(problems)}. Use a checkpoint that tools/train.py wrote with this '
+              'config and these --cfg-options (to resume: their --work-dir; after changing '
+              'the model, start a new --work-dir).')
 
 
 def _first(items, count: int = 3) -> str:

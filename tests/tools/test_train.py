@@ -78,6 +78,26 @@ def test_checkpoint_of_another_model_is_a_clear_message(python, tiny_config, tmp
     assert 'Iter(test)' not in tested.stdout + tested.stderr  # stopped before evaluating
 
 
+def test_resume_from_another_model_is_a_clear_message(python, tiny_config, tmp_path):
+    # a work dir whose last checkpoint is of another model (the config was edited)
+    work_dir = tmp_path / 'run'
+    work_dir.mkdir()
+    other = work_dir / 'iter_4.pth'
+    torch.save({'meta': {}, 'state_dict': {'decode_head.conv_seg.weight': torch.ones(2)}},
+               other)
+    (work_dir / 'last_checkpoint').write_text(str(other))
+    resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume')
+    assert resumed.returncode == 2
+    assert 'Traceback' not in resumed.stderr + resumed.stdout
+    assert f'error: --resume: "{other}" does not fit the model of {tiny_config}' in resumed.stderr
+    assert 'decode_head.conv_seg.weight ((2,) in the checkpoint' in resumed.stderr
+    # the file last_checkpoint names is gone: named too, before any training
+    other.unlink()
+    resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume')
+    assert resumed.returncode == 2
+    assert f'error: --resume: checkpoint "{other}" does not exist.' in resumed.stderr
+
+
 def head_state(checkpoint: Path) -> dict:
     """Student and teacher heads of a checkpoint (the frozen ViT is not saved)."""
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
