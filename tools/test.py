@@ -12,7 +12,8 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
-                                  check_data_or_exit, load_run_config, user_errors_exit)
+                                  check_data_or_exit, exit_with, load_run_config,
+                                  user_errors_exit)
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,6 +51,12 @@ def main() -> None:
         hook.interval = 1
         cfg.visualizer.save_dir = args.show_dir
     if args.tta:
+        missing = [key for key in ('tta_pipeline', 'tta_model') if not cfg.get(key)]
+        if missing:
+            exit_with(f'--tta: {args.config} defines no {" and no ".join(missing)}. Add '
+                      f'{"it" if len(missing) == 1 else "them"} to the config (as in '
+                      "MMSegmentation's configs/_base_/datasets/ and default_runtime.py) or "
+                      'test without --tta.')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model

@@ -51,6 +51,18 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
+# tools/test.py --tta: the demo scale x 0.75, 1 and 1.25, each also flipped
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(336, 168), keep_ratio=True),
+         dict(type='Resize', scale=label_scale, keep_ratio=True),
+         dict(type='Resize', scale=(560, 280), keep_ratio=True)],
+        [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+         dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackSegInputs')]])
+]
 source_set = dict(
     type='GTA5Dataset',
     data_root=f'{demo_root}/gta5',

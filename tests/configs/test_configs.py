@@ -36,3 +36,19 @@ def test_gta2cs_crops_are_whole_patches():
     cfg = Config.fromfile(str(CONFIGS / 'saot' / 'gta2cs.py'))
     assert all(side % 14 == 0 for side in cfg.gta5_crop_size)
     assert cfg.model.backbone.model_name == 'vit_large_patch14_dinov2'
+
+
+@pytest.mark.parametrize('path', EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_has_test_time_augmentation_around_its_test_scale(path):
+    cfg = Config.fromfile(str(path))  # for tools/test.py --tta
+    assert cfg.tta_model.type == 'SegTTAModel'
+    augment = next(t for t in cfg.tta_pipeline if t['type'] == 'TestTimeAug')
+    resizes = augment['transforms'][0]
+    assert len(resizes) >= 3 and [f['direction'] for f in augment['transforms'][1]] == \
+        ['horizontal', 'horizontal']
+    if path.name == 'voc.py':  # MMSegmentation's VOC augmentation (scale factors)
+        assert 1.0 in [r['scale_factor'] for r in resizes]
+        return
+    test_scale = next(t['scale'] for t in cfg.test_dataloader.dataset.pipeline
+                      if t['type'] == 'Resize')
+    assert tuple(test_scale) in [tuple(r['scale']) for r in resizes]

@@ -174,3 +174,19 @@ def test_test_tool_prints_per_class_iou(python, tiny_config, reference_run,
     assert tested.returncode == 0, tested.stderr[-3000:]
     output = tested.stdout + tested.stderr
     assert 'per class results' in output and 'road' in output
+
+
+def test_test_tool_with_test_time_augmentation(python, tiny_config, reference_run, tmp_path):
+    checkpoint = reference_run / 'iter_6.pth'
+    tested = run_tool(python, TEST, tiny_config, checkpoint, '--tta', '--work-dir',
+                      tmp_path / 'tta')
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    output = tested.stdout + tested.stderr
+    assert 'per class results' in output and 'road' in output
+    # a config without a TTA pipeline: the option is named, no traceback
+    no_tta = tmp_path / 'no_tta.py'
+    no_tta.write_text(tiny_config.read_text() + '\ntta_pipeline = None\n')
+    tested = run_tool(python, TEST, no_tta, checkpoint, '--tta', '--work-dir', tmp_path / 'x')
+    assert tested.returncode == 2
+    assert 'Traceback' not in tested.stderr + tested.stdout
+    assert f'error: --tta: {no_tta} defines no tta_pipeline. Add it' in tested.stderr

@@ -31,3 +31,16 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
+# test-time augmentation (tools/test.py --tta): the test scale x 0.75, 1 and
+# 1.25, each also flipped; SegTTAModel (default_runtime) averages the 6 views
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(777, 389), keep_ratio=True),
+         dict(type='Resize', scale=(1036, 518), keep_ratio=True),
+         dict(type='Resize', scale=(1295, 648), keep_ratio=True)],
+        [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+         dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackSegInputs')]])
+]
