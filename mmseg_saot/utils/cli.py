@@ -145,8 +145,9 @@ def check_checkpoint_fits_or_exit(model, path: str, config: str,
     run then evaluates randomly initialised layers. Call this once the runner has
     built the model (wrappers such as DDP or the TTA model are looked through); it
     names the missing and the mismatched weights. Extra weights in the checkpoint
-    are left to MMEngine's warning. The frozen ViT is not part of the model's
-    ``state_dict`` (see ``DINOv2Backbone``), so head-only checkpoints fit.
+    are left to MMEngine's warning. Frozen parameters may be absent (the model keeps
+    its own: head-only checkpoints fit, with or without ``DINOv2Backbone``'s
+    ``save_frozen_weights``); any weight present must have the model's shape.
 
     Args:
         model: the built model.
@@ -162,7 +163,8 @@ def check_checkpoint_fits_or_exit(model, path: str, config: str,
     saved = {key[len('module.'):] if key.startswith('module.') else key: value
              for key, value in saved.items()}
     expected = model.state_dict()
-    missing = [key for key in expected if key not in saved]
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    missing = [key for key in expected if key not in saved and key not in frozen]
     mismatched = [f'{key} ({tuple(saved[key].shape)} in the checkpoint, '
                   f'{tuple(value.shape)} in the model)' for key, value in expected.items()
                   if key in saved and getattr(saved[key], 'shape', None) != value.shape]

@@ -102,6 +102,19 @@ def test_a_checkpoint_of_the_model_fits_through_wrappers_and_prefixes(tmp_path, 
     assert capsys.readouterr().err == ''
 
 
+def test_frozen_parameters_may_be_absent_but_not_misshapen(tmp_path, capsys):
+    model = _Head()
+    model.conv_seg.requires_grad_(False)  # e.g. a frozen backbone saved in the state dict
+    path = tmp_path / 'head_only.pth'
+    torch.save({'state_dict': {k: v for k, v in model.state_dict().items()
+                               if not k.startswith('conv_seg.')}}, path)
+    check_checkpoint_fits_or_exit(model, str(path), 'cfg.py')
+    assert capsys.readouterr().err == ''
+    path = tmp_path / 'other_frozen.pth'
+    torch.save({'state_dict': _Head(classes=5).state_dict()}, path)
+    assert '2 weights have another shape' in _fit_message(model, path, capsys)
+
+
 def test_missing_weights_are_named(tmp_path, capsys):
     path = tmp_path / 'other.pth'
     torch.save({'state_dict': {'backbone.w': torch.ones(2)}}, path)
