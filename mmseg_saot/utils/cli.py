@@ -74,7 +74,15 @@ def fill_work_dir(node, work_dir: str):
 
 
 def enable_amp(cfg: Config) -> None:
-    """Switch ``cfg.optim_wrapper`` to automatic mixed precision."""
+    """Switch ``cfg.optim_wrapper`` to automatic mixed precision (``--amp``).
+
+    MMEngine's ``AmpOptimWrapper`` needs an accelerator; on a CPU-only machine this
+    stops with a message instead of its assertion from inside the runner.
+    """
+    from mmengine.device import get_device
+    if get_device() == 'cpu':
+        exit_with('--amp needs a GPU (or an NPU, MLU or MUSA device) and this machine has '
+                  'none; train without --amp.')
     wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper_type == 'AmpOptimWrapper':
         print_log('AMP training is already enabled in your config.',

@@ -3,7 +3,8 @@ import datetime
 import pytest
 import torch
 
-from mmseg_saot.utils.cli import check_checkpoint_fits_or_exit, check_checkpoint_or_exit
+from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
+                                  enable_amp)
 
 
 def _exit_message(path, capsys) -> str:
@@ -133,3 +134,37 @@ def test_other_shapes_are_named(tmp_path, capsys):
             '(3, 4, 1, 1) in the model), conv_seg.bias ((5,) in the checkpoint, (3,) in the '
             'model))') in message
     assert 'missing' not in message
+
+
+@pytest.fixture
+def device(monkeypatch):
+    import mmengine.device
+
+    def use(name):
+        monkeypatch.setattr(mmengine.device, 'get_device', lambda: name)
+    return use
+
+
+def test_amp_without_an_accelerator_is_a_clear_message(device, capsys):
+    from mmengine.config import Config
+    device('cpu')
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    with pytest.raises(SystemExit) as exit_info:
+        enable_amp(cfg)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ('error: --amp needs a GPU (or an NPU, MLU or MUSA device) '
+                                       'and this machine has none; train without --amp.\n')
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+
+
+def test_amp_on_a_gpu_switches_the_optim_wrapper(device, capsys):
+    from mmengine.config import Config
+    device('cuda')
+    cfg = Config(dict(optim_wrapper=dict(optimizer=dict(type='AdamW'))))
+    enable_amp(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    other = Config(dict(optim_wrapper=dict(type='MyWrapper')))
+    with pytest.raises(SystemExit):
+        enable_amp(other)
+    assert '"MyWrapper"' in capsys.readouterr().err
