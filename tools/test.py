@@ -38,7 +38,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    check_checkpoint_or_exit(args.checkpoint, 'CHECKPOINT')
+    checkpoint = check_checkpoint_or_exit(args.checkpoint, 'CHECKPOINT')
     cfg = load_run_config(args.config, args.cfg_options, args.work_dir,
                           args.launcher)
     cfg.load_from = args.checkpoint
@@ -64,7 +64,8 @@ def main() -> None:
     with user_errors_exit():
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
-    check_checkpoint_fits_or_exit(runner.model, args.checkpoint, args.config)
+    check_checkpoint_fits_or_exit(runner.model, checkpoint, args.checkpoint, args.config)
+    del checkpoint  # the runner loads the weights itself
     with user_errors_exit():
         runner.test()
 

@@ -66,8 +66,10 @@ def main() -> None:
                   RUNNERS.build(cfg))
     resume_from = checkpoint_to_resume(cfg, runner.work_dir)
     if resume_from:  # MMEngine loads it non-strictly: it must be this model's
-        check_checkpoint_or_exit(resume_from, '--resume')
-        check_checkpoint_fits_or_exit(runner.model, resume_from, args.config, '--resume')
+        checkpoint = check_checkpoint_or_exit(resume_from, '--resume')
+        check_checkpoint_fits_or_exit(runner.model, checkpoint, resume_from, args.config,
+                                      '--resume')
+        del checkpoint  # the runner loads the weights itself
     with user_errors_exit():
         runner.train()
 

@@ -3,7 +3,7 @@ import contextlib
 import logging
 import os.path as osp
 import sys
-from typing import Iterator, NoReturn, Optional
+from typing import Any, Iterator, NoReturn, Optional
 
 from mmengine.config import Config
 from mmengine.logging import print_log
@@ -102,7 +102,7 @@ def check_data_or_exit(cfg: Config) -> None:
         check_data_layout(cfg)
 
 
-def check_checkpoint_or_exit(path: str, option: str) -> None:
+def check_checkpoint_or_exit(path: str, option: str) -> Any:
     """Stop with a readable message if ``path`` is not a loadable checkpoint.
 
     Loads it as the runner will (``weights_only=True``, MMEngine's types allowed by
@@ -113,6 +113,10 @@ def check_checkpoint_or_exit(path: str, option: str) -> None:
     Args:
         path: the checkpoint file.
         option: where it came from, e.g. ``'CHECKPOINT'`` or ``'load_from'``.
+
+    Returns:
+        The loaded checkpoint, memory-mapped where the file allows (for
+        :func:`check_checkpoint_fits_or_exit`, so the file is parsed once).
     """
     import pickle
 
@@ -120,7 +124,7 @@ def check_checkpoint_or_exit(path: str, option: str) -> None:
     if not osp.isfile(path):
         exit_with(f'{option}: checkpoint "{path}" does not exist.')
     try:
-        _load_weights_only(torch, path)
+        return _load_weights_only(torch, path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         reason = _load_failure(err)
         exit_with(f'{option}: "{path}" is not a readable checkpoint ({reason}). '
@@ -144,9 +148,9 @@ def _load_weights_only(torch, path: str):
         return torch.load(path, map_location='cpu', weights_only=True)
 
 
-def check_checkpoint_fits_or_exit(model, path: str, config: str,
+def check_checkpoint_fits_or_exit(model, checkpoint: Any, path: str, config: str,
                                   option: str = 'CHECKPOINT') -> None:
-    """Stop if the checkpoint at ``path`` does not hold every weight of ``model``.
+    """Stop if ``checkpoint`` (read from ``path``) does not hold every weight of ``model``.
 
     MMEngine loads checkpoints non-strictly: a checkpoint of another model, or of
     this one with other settings (classes, head width), only logs a warning, and the
@@ -159,14 +163,14 @@ def check_checkpoint_fits_or_exit(model, path: str, config: str,
 
     Args:
         model: the built model.
-        path: the checkpoint file (already checked by :func:`check_checkpoint_or_exit`).
+        checkpoint: what :func:`check_checkpoint_or_exit` returned for ``path``.
+        path: the checkpoint file, for the message.
         config: the config file, for the message.
         option: where the checkpoint came from, e.g. ``'CHECKPOINT'`` or ``'--resume'``.
     """
     import torch
     while isinstance(getattr(model, 'module', None), torch.nn.Module):
         model = model.module
-    checkpoint = _load_weights_only(torch, path)
     saved = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
     saved = {key[len('module.'):] if key.startswith('module.') else key: value
              for key, value in saved.items()}

@@ -84,9 +84,14 @@ class _Wrapper(torch.nn.Module):  # DDP / TTA-model style: the model as .module
         self.module = module
 
 
+def _fits(model, path) -> None:
+    checkpoint = check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    check_checkpoint_fits_or_exit(model, checkpoint, str(path), 'cfg.py')
+
+
 def _fit_message(model, path, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        check_checkpoint_fits_or_exit(model, str(path), 'cfg.py')
+        _fits(model, path)
     assert exit_info.value.code == 2
     return capsys.readouterr().err
 
@@ -95,11 +100,11 @@ def test_a_checkpoint_of_the_model_fits_through_wrappers_and_prefixes(tmp_path, 
     head = _Head()
     path = tmp_path / 'iter_1.pth'
     torch.save({'meta': {}, 'state_dict': head.state_dict()}, path)
-    check_checkpoint_fits_or_exit(_Wrapper(_Wrapper(_Head())), str(path), 'cfg.py')
+    _fits(_Wrapper(_Wrapper(_Head())), path)
     prefixed = tmp_path / 'ddp.pth'  # saved from a DDP-wrapped model, extra key
     state = {f'module.{k}': v for k, v in head.state_dict().items()}
     torch.save(dict(state, extra=torch.ones(1)), prefixed)  # no 'state_dict' wrapper
-    check_checkpoint_fits_or_exit(_Head(), str(prefixed), 'cfg.py')
+    _fits(_Head(), prefixed)
     assert capsys.readouterr().err == ''
 
 
@@ -109,7 +114,7 @@ def test_frozen_parameters_may_be_absent_but_not_misshapen(tmp_path, capsys):
     path = tmp_path / 'head_only.pth'
     torch.save({'state_dict': {k: v for k, v in model.state_dict().items()
                                if not k.startswith('conv_seg.')}}, path)
-    check_checkpoint_fits_or_exit(model, str(path), 'cfg.py')
+    _fits(model, path)
     assert capsys.readouterr().err == ''
     path = tmp_path / 'other_frozen.pth'
     torch.save({'state_dict': _Head(classes=5).state_dict()}, path)
