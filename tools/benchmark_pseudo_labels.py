@@ -150,6 +150,56 @@ def features(backbone, images, batch, device) -> List[torch.Tensor]:
     return out
 
 
+# Parts of one labeller call whose operator calls --count-ops reports apart:
+# (label, module, attribute path of the function or method).
+COUNTED_PARTS = (
+    ('kernel rebuild/absorb', 'mmseg_saot.ot._operators', 'KernelOperator.refresh'),
+    ('final marginal error', 'mmseg_saot.ot._loop', 'marginal_error'),
+    ('label transfer', 'mmseg_saot.models.labelers.saot_labeler', 'transfer_labels'),
+)
+
+
+def count_operator_calls(call) -> dict:
+    """ATen operator calls made by ``call()``, in total and per part of COUNTED_PARTS.
+
+    Each call is a dispatch of the torch library (views included); on a GPU almost
+    every non-view call is a kernel launch, so the counts show where a launch-bound
+    labeller spends its host time.
+    """
+    import contextlib
+    from unittest import mock
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+    parts = ['other']
+    counts = dict.fromkeys([label for label, _, _ in COUNTED_PARTS] + ['other'], 0)
+
+    def tagged(label, fn):
+        def wrapper(*args, **kwargs):
+            parts.append(label)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                parts.pop()
+        return wrapper
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            counts[parts[-1]] += 1
+            return func(*args, **(kwargs or {}))
+
+    with contextlib.ExitStack() as stack:
+        for label, module, path in COUNTED_PARTS:
+            owner = importlib.import_module(module)
+            *outer, name = path.split('.')
+            for attr in outer:
+                owner = getattr(owner, attr)
+            stack.enter_context(mock.patch.object(owner, name,
+                                                  tagged(label, getattr(owner, name))))
+        with Counter():
+            call()
+    return dict(counts, total=sum(counts.values()))
+
+
 def sync(device: str) -> None:
     if torch.device(device).type == 'cuda':
         torch.cuda.synchronize(device)
@@ -168,6 +218,8 @@ def main(argv=None) -> str:
     parser.add_argument('--solver', default='auto', choices=['auto', 'dense', 'block_sparse'])
     parser.add_argument('--profile', action='store_true',
                         help='print a torch.profiler table of 4 labeller calls')
+    parser.add_argument('--count-ops', action='store_true',
+                        help='print the operator calls of one labeller call, per part')
     parser.add_argument('--demo-root', default='data/demo')
     parser.add_argument('--out', help='also write the table (markdown) here')
     args = parser.parse_args(argv)
@@ -210,6 +262,11 @@ def main(argv=None) -> str:
             sync(device)
         sort = 'cuda_time_total' if torch.device(device).type == 'cuda' else 'cpu_time_total'
         print(prof.key_averages().table(sort_by=sort, row_limit=25))
+    if args.count_ops:
+        probe = features(backbone, tgt_img[:1], 1, device)[0]
+        calls = count_operator_calls(lambda: labeler(probe, out_size=(h * 14, w * 14)))
+        print('operator calls of one labeller call (one target): ' +
+              ', '.join(f'{label} {n}' for label, n in calls.items()))
     backbone_s = labeler_s = 0.0
     for i in range(batch, batch + num_targets, batch):
         sync(device)
