@@ -176,6 +176,29 @@ def test_test_tool_prints_per_class_iou(python, tiny_config, reference_run,
     assert 'per class results' in output and 'road' in output
 
 
+def test_mmseg_inference_apis_run_a_trained_checkpoint(tiny_data, tiny_config, reference_run,
+                                                       tmp_path):
+    from mmseg.apis import MMSegInferencer, inference_model, init_model
+    checkpoint = reference_run / 'iter_6.pth'
+    model = init_model(str(tiny_config), str(checkpoint), device='cpu')
+    # the trained heads are the checkpoint's; the frozen ViT comes from the config
+    state = model.state_dict()
+    for key, value in head_state(checkpoint).items():
+        torch.testing.assert_close(state[key], value)
+    assert model.dataset_meta['classes'][:2] == ('road', 'sidewalk')
+    image = str(sorted((tiny_data / 'cs' / 'leftImg8bit' / 'val').rglob('*.png'))[0])
+    result = inference_model(model, image)
+    assert tuple(result.pred_sem_seg.data.shape) == (1, 56, 84)
+    assert int(result.pred_sem_seg.data.max()) < 19
+
+    inferencer = MMSegInferencer(model=str(tiny_config), weights=str(checkpoint),
+                                 device='cpu')
+    outputs = inferencer(image, out_dir=str(tmp_path / 'out'))
+    assert outputs['predictions'].shape == (56, 84)
+    assert len(list((tmp_path / 'out' / 'pred').glob('*.png'))) == 1
+    assert len(list((tmp_path / 'out' / 'vis').glob('*.png'))) == 1
+
+
 def test_test_tool_with_test_time_augmentation(python, tiny_config, reference_run, tmp_path):
     checkpoint = reference_run / 'iter_6.pth'
     tested = run_tool(python, TEST, tiny_config, checkpoint, '--tta', '--work-dir',

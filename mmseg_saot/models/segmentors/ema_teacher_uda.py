@@ -65,6 +65,9 @@ class EMATeacherUDA(EncoderDecoder):
             a hash of the backbone's weights and config (runs of the same backbone
             share it; ``'{work_dir}'`` is filled in by tools/train.py).
         seed: seeds the strong views (with the iteration: ``seed * 100003 + iter``).
+        pretrained: accepted for ``EncoderDecoder``'s interface (``mmseg.apis.init_model``
+            sets it to None); anything else is an error: the backbone takes its
+            weights from its own ``checkpoint`` option.
     """
 
     def __init__(self,
@@ -89,7 +92,13 @@ class EMATeacherUDA(EncoderDecoder):
                  feature_cache_dtype: str = 'fp16',
                  feature_cache_dir: Optional[str] = None,
                  seed: int = 0,
+                 pretrained: Optional[str] = None,
                  init_cfg: OptConfigType = None) -> None:
+        if pretrained is not None:  # mmseg.apis.init_model passes None
+            raise ConfigError(
+                f'EMATeacherUDA: model.pretrained={pretrained!r} is not used; the frozen '
+                'backbone loads its weights from model.backbone.checkpoint (a local file) '
+                'or model.backbone.pretrained=True (timm hub). Remove model.pretrained.')
         super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
                          auxiliary_head=auxiliary_head, train_cfg=train_cfg,
                          test_cfg=test_cfg, data_preprocessor=data_preprocessor,

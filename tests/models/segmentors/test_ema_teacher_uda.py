@@ -174,6 +174,12 @@ def test_bad_options_are_named():
         build(teacher_threshold=1.5)
     with pytest.raises(ValueError, match='stage'):
         build().set_train_state('stage3', 0)
+    with pytest.raises(ConfigError, match='model.backbone.checkpoint'):
+        build(pretrained='dinov2.pth')
+
+
+def test_pretrained_none_is_accepted_as_mmseg_init_model_passes_it():
+    assert build(pretrained=None).predict_on == 'teacher'
 
 
 def test_feature_cache_serves_repeated_inputs():
