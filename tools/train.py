@@ -4,8 +4,10 @@ The interface of MMSegmentation's tools/train.py, plus a check that the
 datasets exist before anything is built.
 """
 import argparse
+import glob
 import os
 import os.path as osp
+import re
 from typing import Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
@@ -14,8 +16,8 @@ from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
 
 from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
-                                  check_data_or_exit, enable_amp, load_run_config,
-                                  user_errors_exit)
+                                  check_data_or_exit, enable_amp, exit_with,
+                                  load_run_config, user_errors_exit)
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,9 +48,31 @@ def checkpoint_to_resume(cfg, work_dir: str) -> Optional[str]:
         return None
     if cfg.get('load_from'):
         return cfg.load_from
-    if not osp.exists(osp.join(work_dir, 'last_checkpoint')):
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.exists(pointer):
         return None  # a fresh run: MMEngine starts from scratch
-    return find_latest_checkpoint(work_dir)
+    named = find_latest_checkpoint(work_dir)
+    if not named:  # MMEngine would try to load '' and fail deep inside
+        newest = newest_checkpoint(work_dir)
+        fix = (f'resume from the newest checkpoint there: --resume --cfg-options '
+               f'load_from={newest}' if newest else
+               'no checkpoint is left there: train without --resume')
+        exit_with(f'--resume: {pointer} is empty (the run was stopped while writing it); '
+                  f'{fix}')
+    return named
+
+
+def newest_checkpoint(work_dir: str) -> Optional[str]:
+    """The ``iter_N.pth`` (else ``epoch_N.pth``) of ``work_dir`` with the largest N."""
+    for kind in ('iter', 'epoch'):
+        found = []
+        for path in glob.glob(osp.join(work_dir, f'{kind}_*.pth')):
+            match = re.fullmatch(rf'{kind}_(\d+)\.pth', osp.basename(path))
+            if match:
+                found.append((int(match.group(1)), path))
+        if found:
+            return max(found)[1]
+    return None
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """tools/train.py and tools/test.py end to end on a tiny dataset (CPU)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -165,6 +166,30 @@ def test_kill_then_resume_continues_the_run(python, tiny_config,
     for branch in ('teacher', 'student'):
         assert (resumed_eval[branch]['metrics']['mIoU'] ==
                 reference_eval[branch]['metrics']['mIoU'])
+
+
+def test_resume_with_an_empty_last_checkpoint_names_the_newest_checkpoint(
+        python, tiny_config, reference_run, tmp_path):
+    # stopped while MMEngine wrote work_dir/last_checkpoint: the file is empty
+    work_dir = tmp_path / 'run'
+    work_dir.mkdir()
+    for name in ('iter_2.pth', 'iter_4.pth'):  # 4 > 2 by number, not by name alone
+        shutil.copy(reference_run / name, work_dir / name)
+    (work_dir / 'iter_10.pth.tmp').write_text('')  # not a checkpoint
+    (work_dir / 'last_checkpoint').write_text('')
+    resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume')
+    assert resumed.returncode == 2
+    assert 'Traceback' not in resumed.stderr + resumed.stdout
+    newest = work_dir / 'iter_4.pth'
+    assert (f'error: --resume: {work_dir / "last_checkpoint"} is empty (the run was stopped '
+            f'while writing it); resume from the newest checkpoint there: --resume '
+            f'--cfg-options load_from={newest}') in resumed.stderr
+    # the command it names continues the run from iteration 4 to the end
+    resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume',
+                       '--cfg-options', f'load_from={newest}')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'starting at iteration 4' in resumed.stdout + resumed.stderr
+    assert (work_dir / 'iter_6.pth').exists()
 
 
 def test_test_tool_prints_per_class_iou(python, tiny_config, reference_run,
