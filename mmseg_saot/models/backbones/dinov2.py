@@ -31,6 +31,14 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
     try:
         vit = timm.create_model(model_name, pretrained=pretrained,
                                 num_classes=0, dynamic_img_size=True)
+    except TypeError as err:
+        if 'dynamic_img_size' not in str(err):
+            raise
+        raise ConfigError(
+            f'DINOv2Backbone: timm model "{model_name}" is not a Vision Transformer '
+            '(it takes no dynamic_img_size); the backbone needs a timm ViT such as '
+            'vit_small_patch14_dinov2 or vit_base_patch16_224.dino '
+            '(see timm.list_models("vit_*")).') from err
     except Exception as err:  # hub unreachable, auth, missing file...
         if not pretrained:
             raise

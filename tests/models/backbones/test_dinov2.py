@@ -4,7 +4,7 @@ from mmseg.registry import MODELS
 from safetensors.torch import save_file
 
 from mmseg_saot.models.backbones import DINOv2Backbone
-from mmseg_saot.utils.errors import WeightsError
+from mmseg_saot.utils.errors import ConfigError, WeightsError
 
 VIT_S = 'vit_small_patch14_dinov2'
 VIT_B16 = 'vit_base_patch16_224.dino'
@@ -70,6 +70,13 @@ def test_missing_checkpoint_path_is_a_clear_error(tmp_path):
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match='timm has no model'):
         DINOv2Backbone(model_name='vit_tiny_patch99_nothing')
+
+
+@pytest.mark.parametrize('pretrained', [False, True])
+def test_a_timm_model_that_is_not_a_vit_is_a_clear_error(pretrained):
+    # named before any weights are fetched: pretrained=True must not blame the hub
+    with pytest.raises(ConfigError, match='"resnet18" is not a Vision Transformer'):
+        DINOv2Backbone(model_name='resnet18', pretrained=pretrained)
 
 
 @pytest.mark.parametrize('suffix', ['.safetensors', '.pth'])
