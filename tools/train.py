@@ -8,13 +8,16 @@ import glob
 import os
 import os.path as osp
 import re
+import sys
 from typing import Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.config import DictAction
+from mmengine.dist import get_rank
 from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
 
+from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
 from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
                                   check_data_or_exit, enable_amp, exit_with,
                                   load_run_config, user_errors_exit)
@@ -94,9 +97,32 @@ def main() -> None:
         check_checkpoint_fits_or_exit(runner.model, checkpoint, resume_from, args.config,
                                       '--resume')
         del checkpoint  # the runner loads the weights itself
-    with user_errors_exit():
-        runner.train()
+    for hook in runner.hooks:  # before the DataLoader workers fork: they ignore Ctrl-C
+        if isinstance(hook, SaveOnInterruptHook):
+            hook.install()
+    try:
+        with user_errors_exit():
+            runner.train()
+    except TrainingInterrupted as stop:
+        if get_rank() == 0:
+            again = (f'python tools/train.py {args.config} --work-dir {runner.work_dir} '
+                     '--resume' if args.launcher == 'none' else
+                     f'the same launch with --work-dir {runner.work_dir} --resume (e.g. '
+                     f'tools/dist_train.sh {args.config} NUM_GPUS --work-dir '
+                     f'{runner.work_dir} --resume)')
+            print(f'Stopped after iteration {stop.iteration}; {stop.checkpoint} holds the '
+                  f'run. Continue with: {again}', file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print(f'Interrupted. {runner.work_dir} keeps its checkpoints and the pseudo-labels '
+              f'written so far; continue with: python tools/train.py {args.config} '
+              f'--work-dir {runner.work_dir} --resume', file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before training began (building the runner, say)
+        print('Interrupted.', file=sys.stderr)
+        sys.exit(130)

@@ -1,7 +1,9 @@
 """tools/dist_train.sh: two gloo processes on CPU train both stages; one teacher."""
 import os
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -44,3 +46,32 @@ train_cfg = dict(max_iters=5, val_interval=5)
     # the teacher moved away from its initial copy: it is an average, not the student
     assert any(not torch.equal(ranks[0][k], ranks[0][k.replace('teacher_head', 'decode_head')])
                for k in ranks[0] if k.startswith('teacher_head') and 'weight' in k)
+
+
+def test_ctrl_c_stops_every_rank_at_the_same_iteration_with_a_checkpoint(python, tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data')
+    config = tmp_path / 'tiny_ddp.py'
+    config.write_text(tiny_uda_config(data))
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ, PYTHON=python, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    # a session of its own: Ctrl-C reaches torchrun and both ranks, as in a terminal
+    process = subprocess.Popen(
+        ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
+         str(work_dir), '--cfg-options', 'train_cfg.max_iters=100000'], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    pointer, deadline = work_dir / 'last_checkpoint', time.time() + 600
+    while not (pointer.exists() and pointer.read_text().strip().endswith('iter_2.pth')):
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    log, _ = process.communicate(timeout=300)
+    # each rank got it twice (terminal and torchrun's forward): one request per rank
+    assert log.count('SIGINT: finishing this iteration') == 2, log[-4000:]
+    stopped = [line for line in log.splitlines() if line.startswith('Stopped after')]
+    assert len(stopped) == 1, log[-4000:]  # rank 0 speaks for both
+    iteration = int(stopped[0].split()[3].rstrip(';'))
+    checkpoint = work_dir / f'iter_{iteration}.pth'
+    assert checkpoint.exists() and pointer.read_text() == str(checkpoint)
+    assert f'tools/dist_train.sh {config} NUM_GPUS --work-dir {work_dir} --resume' in stopped[0]
+    saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    assert saved['meta']['iter'] == iteration

@@ -168,6 +168,39 @@ def test_kill_then_resume_continues_the_run(python, tiny_config,
                 reference_eval[branch]['metrics']['mIoU'])
 
 
+def test_ctrl_c_saves_the_iteration_and_resume_ends_where_an_uninterrupted_run_does(
+        python, tiny_config, reference_run, tmp_path):
+    work_dir = tmp_path / 'interrupted'
+    process = subprocess.Popen(
+        [python, TRAIN, str(tiny_config), '--work-dir', str(work_dir),
+         '--cfg-options', 'train_cfg.max_iters=100000'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    pointer = work_dir / 'last_checkpoint'
+    while not (pointer.exists() and pointer.read_text().strip().endswith('iter_2.pth')):
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)  # as Ctrl-C: training goes on to the iteration's end
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert 'Traceback' not in stdout + stderr
+    stopped = next(line for line in stderr.splitlines() if line.startswith('Stopped after'))
+    iteration = int(stopped.split()[3].rstrip(';'))
+    assert 3 <= iteration <= 5  # the interval checkpoints are 2, 4, 6
+    checkpoint = work_dir / f'iter_{iteration}.pth'
+    assert stopped == (f'Stopped after iteration {iteration}; {checkpoint} holds the run. '
+                       f'Continue with: python tools/train.py {tiny_config} --work-dir '
+                       f'{work_dir} --resume')
+    assert pointer.read_text() == str(checkpoint)
+
+    resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f'starting at iteration {iteration}' in resumed.stdout + resumed.stderr
+    final, reference = head_state(work_dir / 'iter_6.pth'), head_state(reference_run / 'iter_6.pth')
+    for key, value in reference.items():
+        torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
+
+
 def test_resume_with_an_empty_last_checkpoint_names_the_newest_checkpoint(
         python, tiny_config, reference_run, tmp_path):
     # stopped while MMEngine wrote work_dir/last_checkpoint: the file is empty

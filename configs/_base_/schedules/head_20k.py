@@ -23,4 +23,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000,
                     max_keep_ckpts=2, save_best='mIoU'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    visualization=dict(type='SegVisualizationHook'),
+    # Ctrl-C or SIGTERM: finish the iteration, save iter_<N>.pth, stop (tools/train.py
+    # prints the --resume command); a second signal stops at once, without saving
+    interrupt=dict(type='SaveOnInterruptHook'))

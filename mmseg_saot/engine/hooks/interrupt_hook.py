@@ -1,0 +1,221 @@
+"""Ctrl-C (SIGINT) or SIGTERM during training: finish the iteration, save, stop."""
+import os
+import os.path as osp
+import signal
+import sys
+import threading
+import time
+from types import CodeType
+from typing import Dict, Optional, Sequence
+
+import torch
+from mmengine import dist
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.runner import IterBasedTrainLoop
+from mmseg.registry import HOOKS
+
+from mmseg_saot.utils.atomic import atomic_write_text
+from mmseg_saot.utils.errors import ConfigError
+
+
+class TrainingInterrupted(Exception):
+    """Raised by :class:`SaveOnInterruptHook` once its checkpoint is on disk.
+
+    Attributes:
+        checkpoint: path of the checkpoint a ``--resume`` continues from.
+        iteration: iterations done (the checkpoint's ``meta['iter']``).
+    """
+
+    def __init__(self, checkpoint: str, iteration: int) -> None:
+        super().__init__(f'training interrupted after iteration {iteration}; '
+                         f'saved {checkpoint}')
+        self.checkpoint, self.iteration = checkpoint, iteration
+
+
+# A repeat within this many seconds is the same interrupt: a terminal's Ctrl-C reaches
+# each DDP rank twice, from the terminal and forwarded by torchrun, milliseconds apart.
+REPEAT_WINDOW_S = 1.0
+
+
+class InterruptSignals:
+    """The process's SIGINT/SIGTERM handlers while a training run may be interrupted.
+
+    A signal that arrives while the armed training loop's ``run`` is on the stack
+    (its iterations, their data loading, validation) only sets :attr:`requested`,
+    once; a second one (at least ``REPEAT_WINDOW_S`` later), or any signal outside
+    that loop (building, pseudo-labelling, after a crash), goes to the handler that
+    was there before (Python's: ``KeyboardInterrupt``), which is restored. Forked
+    DataLoader workers inherit the handler and ignore the signal (the main process
+    decides; a worker that died on Ctrl-C would fail the iteration being finished).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.requested_at = 0.0
+        self.signal_name = ''
+        self.owner_pid: Optional[int] = None
+        self.loop_code: Optional[CodeType] = None  # the armed loop's ``run``
+        self._previous: Dict[int, object] = {}
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._previous)
+
+    @property
+    def armed(self) -> bool:
+        return self.installed and self.loop_code is not None
+
+    def install(self, signal_names: Sequence[str]) -> bool:
+        """Install the handlers (main thread only; elsewhere nothing happens)."""
+        if self.installed or threading.current_thread() is not threading.main_thread():
+            return self.installed
+        self.owner_pid, self.requested, self.loop_code = os.getpid(), False, None
+        for name in signal_names:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self._handle)
+        return True
+
+    def arm(self, loop) -> None:
+        """Signals inside ``loop.run`` (an ``IterBasedTrainLoop``) request a stop."""
+        self.loop_code = type(loop).run.__code__
+
+    def disarm(self) -> None:
+        self.loop_code = None
+
+    def uninstall(self) -> None:
+        """Restore the handlers that were there before :meth:`install`."""
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
+        self.loop_code = None
+
+    def _in_loop(self, frame) -> bool:
+        while frame is not None:
+            if frame.f_code is self.loop_code:
+                return True
+            frame = frame.f_back
+        return False
+
+    def _handle(self, number: int, frame) -> None:
+        if os.getpid() != self.owner_pid:
+            return  # a forked DataLoader worker: the main process decides
+        now = time.monotonic()
+        if self.requested and now - self.requested_at < REPEAT_WINDOW_S:
+            return  # the same interrupt, forwarded (torchrun passes Ctrl-C on to ranks)
+        if self.requested or self.loop_code is None or not self._in_loop(frame):
+            self._pass_on(number, frame)
+            return
+        self.requested, self.requested_at = True, now
+        self.signal_name = signal.Signals(number).name
+        try:  # the signal may have arrived inside a write to stderr
+            print(f'\n{self.signal_name}: finishing this iteration, then saving a '
+                  f'checkpoint (send it again, {REPEAT_WINDOW_S:g} s or more later, to stop '
+                  'at once without saving).', file=sys.stderr, flush=True)
+        except RuntimeError:
+            pass
+
+    def _pass_on(self, number: int, frame) -> None:
+        """Restore the previous handlers and let the previous one handle ``number``."""
+        previous = self._previous.get(number, signal.SIG_DFL)
+        self.uninstall()
+        if callable(previous):
+            previous(number, frame)  # Python's SIGINT handler: KeyboardInterrupt
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), number)  # the default action (SIGTERM: terminate)
+
+
+#: One set of handlers per process (signal handlers are process-wide).
+SIGNALS = InterruptSignals()
+
+
+@HOOKS.register_module()
+class SaveOnInterruptHook(Hook):
+    """On Ctrl-C or SIGTERM, end training at the iteration's end with a checkpoint.
+
+    The first signal lets the current iteration (and the hooks after it: the EMA
+    teacher update, the interval checkpoint) finish; this hook, the last to run
+    after the iteration, then saves ``iter_<N>.pth`` with the optimizer and
+    scheduler states (unless the ``CheckpointHook`` just saved that iteration),
+    points ``work_dir/last_checkpoint`` at it and raises
+    :class:`TrainingInterrupted`; ``tools/train.py`` turns that into a message with
+    the ``--resume`` command. Under DDP the ranks agree on the request at every
+    iteration (one all-reduce of a flag), so all stop at the same iteration. A signal
+    before the first iteration stops at once, as without the hook (the pseudo-label
+    cache keeps what it wrote). Iteration-based loops only: elsewhere the hook does
+    nothing.
+
+    ``tools/train.py`` installs the handlers before the runner builds its
+    DataLoaders, so that forked workers ignore the signal; other entry points get
+    them at ``before_run`` (workers started earlier keep Python's default).
+
+    Args:
+        signals: names of the signals handled.
+    """
+
+    priority = 'LOWEST'  # after EMATeacherHook and CheckpointHook
+
+    def __init__(self, signals: Sequence[str] = ('SIGINT', 'SIGTERM')) -> None:
+        unknown = [name for name in signals if not isinstance(getattr(signal, str(name), None),
+                                                                signal.Signals)]
+        if unknown or not signals:
+            raise ConfigError(f'SaveOnInterruptHook: signals must be signal names such as '
+                              f"('SIGINT', 'SIGTERM'), got {list(signals)}.")
+        self.signals = tuple(signals)
+        self._installed_here = False
+
+    def install(self) -> None:
+        """Install the signal handlers now (before DataLoader workers are forked)."""
+        if not SIGNALS.installed:
+            self._installed_here = SIGNALS.install(self.signals)
+
+    def before_run(self, runner) -> None:
+        self.install()
+
+    def before_train(self, runner) -> None:
+        if not isinstance(runner.train_loop, IterBasedTrainLoop):
+            print_log('SaveOnInterruptHook: only iteration-based loops resume from a '
+                      'mid-run checkpoint; Ctrl-C stops at once here.', logger='current')
+            return
+        if SIGNALS.installed:
+            SIGNALS.arm(runner.train_loop)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        if not SIGNALS.armed or not self._stop_requested():
+            return
+        iteration = runner.iter + 1
+        filename = f'iter_{iteration}.pth'
+        path = osp.join(runner.work_dir, filename)
+        if not self._just_saved(runner.work_dir, path):
+            runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
+            if dist.is_main_process():  # only once the checkpoint is complete
+                atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), path)
+        print_log(f'SaveOnInterruptHook: {SIGNALS.signal_name or "a signal"} -> stopped '
+                  f'after iteration {iteration}; checkpoint {path}.', logger='current')
+        SIGNALS.disarm()
+        raise TrainingInterrupted(path, iteration)
+
+    def after_train(self, runner) -> None:
+        SIGNALS.disarm()
+
+    def after_run(self, runner) -> None:
+        if self._installed_here:
+            SIGNALS.uninstall()
+            self._installed_here = False
+
+    @staticmethod
+    def _just_saved(work_dir: str, path: str) -> bool:
+        """Whether ``work_dir/last_checkpoint`` names ``path`` (CheckpointHook saved it)."""
+        named = osp.join(work_dir, 'last_checkpoint')
+        if not osp.exists(named):
+            return False
+        with open(named) as f:
+            return osp.abspath(f.read().strip()) == osp.abspath(path)
+
+    @staticmethod
+    def _stop_requested() -> bool:
+        flag = torch.tensor([float(SIGNALS.requested)])
+        if dist.get_world_size() > 1:  # every rank stops at the same iteration
+            dist.all_reduce(flag, op='max')
+        return bool(flag.item() > 0)

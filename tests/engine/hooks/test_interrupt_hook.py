@@ -1,0 +1,152 @@
+"""SaveOnInterruptHook: the first signal stops training at the iteration's end, saved."""
+import multiprocessing
+import os
+import signal
+from unittest.mock import MagicMock
+
+import pytest
+from mmengine.runner import IterBasedTrainLoop
+
+from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
+from mmseg_saot.engine.hooks.interrupt_hook import REPEAT_WINDOW_S, SIGNALS
+from mmseg_saot.utils.errors import ConfigError
+
+
+@pytest.fixture
+def hook():
+    hook = SaveOnInterruptHook()
+    yield hook
+    SIGNALS.uninstall()  # whatever a test left, the next starts with Python's handlers
+    SIGNALS.requested = False
+
+
+class Loop(IterBasedTrainLoop):
+    """An iteration-based loop whose ``run`` calls what it is given (no runner)."""
+
+    def __init__(self):
+        pass
+
+    def run(self, step=lambda: None):
+        return step()
+
+
+def in_loop(step):
+    """Run ``step`` as the training loop's iterations do: inside ``Loop.run``."""
+    return Loop().run(step)
+
+
+def interrupt(number=signal.SIGINT):
+    os.kill(os.getpid(), number)
+
+
+def iter_runner(work_dir, iteration=4):
+    runner = MagicMock()
+    runner.train_loop = Loop()
+    runner.work_dir, runner.iter, runner.epoch = str(work_dir), iteration, 0
+    runner.save_checkpoint.side_effect = lambda out_dir, name, **kw: open(
+        os.path.join(out_dir, name), 'w').close()
+    return runner
+
+
+def test_first_signal_in_training_saves_at_the_iteration_end_and_stops(hook, tmp_path):
+    runner = iter_runner(tmp_path)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    hook.after_train_iter(runner, 0)  # no signal yet: nothing happens
+    runner.save_checkpoint.assert_not_called()
+    in_loop(interrupt)  # during an iteration: only flags the request
+    assert SIGNALS.requested
+    with pytest.raises(TrainingInterrupted) as stop:
+        hook.after_train_iter(runner, 0)
+    path = str(tmp_path / 'iter_5.pth')
+    assert (stop.value.checkpoint, stop.value.iteration) == (path, 5)
+    runner.save_checkpoint.assert_called_once_with(str(tmp_path), 'iter_5.pth', by_epoch=False)
+    assert (tmp_path / 'last_checkpoint').read_text() == path
+    hook.after_run(runner)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_iteration_the_checkpoint_hook_just_saved_is_not_saved_again(hook, tmp_path):
+    runner = iter_runner(tmp_path, iteration=3)
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    hook.before_run(runner)
+    hook.before_train(runner)
+    in_loop(lambda: interrupt(signal.SIGTERM))
+    with pytest.raises(TrainingInterrupted, match='iter_4.pth'):
+        hook.after_train_iter(runner, 0)
+    runner.save_checkpoint.assert_not_called()
+
+
+def test_a_second_signal_stops_at_once_but_a_forwarded_copy_does_not(hook, tmp_path):
+    runner = iter_runner(tmp_path)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    in_loop(interrupt)
+    # torchrun forwards the terminal's Ctrl-C to each rank: the copy is the same request
+    in_loop(interrupt)
+    assert SIGNALS.installed and SIGNALS.requested
+    SIGNALS.requested_at -= REPEAT_WINDOW_S  # the user presses Ctrl-C again, later
+    with pytest.raises(KeyboardInterrupt):
+        in_loop(interrupt)
+    assert not SIGNALS.installed  # Python's handlers are back
+
+
+def test_before_the_iterations_a_signal_interrupts_at_once(hook, tmp_path):
+    hook.before_run(iter_runner(tmp_path))  # installed, not armed: pseudo-labelling
+    with pytest.raises(KeyboardInterrupt):
+        in_loop(interrupt)
+    assert not SIGNALS.requested and not SIGNALS.installed
+
+
+def test_outside_the_loop_an_armed_handler_passes_the_signal_on(hook, tmp_path):
+    # e.g. training crashed in a notebook: the next Ctrl-C must interrupt as usual
+    runner = iter_runner(tmp_path)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    with pytest.raises(KeyboardInterrupt):
+        interrupt()
+    assert not SIGNALS.requested and not SIGNALS.installed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_handler_that_was_there_before_gets_the_signals_passed_on(hook, tmp_path):
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        hook.before_run(iter_runner(tmp_path))
+        interrupt()  # not armed: the earlier handler (a notebook kernel's, say) gets it
+        assert received == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_an_epoch_based_loop_is_left_alone(hook, tmp_path):
+    runner = iter_runner(tmp_path)
+    runner.train_loop = MagicMock()  # not iteration-based
+    hook.before_run(runner)
+    hook.before_train(runner)
+    assert not SIGNALS.armed
+    with pytest.raises(KeyboardInterrupt):
+        in_loop(interrupt)
+
+
+def _signal_self_and_report(queue):
+    interrupt()  # as the main process would pass it on, a worker of its own would die
+    queue.put('alive')
+
+
+def test_forked_workers_ignore_the_signal(hook, tmp_path):
+    hook.install()
+    SIGNALS.arm(Loop())
+    context = multiprocessing.get_context('fork')  # how DataLoader workers start on Linux
+    queue = context.Queue()
+    worker = context.Process(target=_signal_self_and_report, args=(queue,))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0 and queue.get(timeout=10) == 'alive'
+    assert not SIGNALS.requested  # the worker's signal did not stop the main process
+
+
+def test_bad_signal_names_are_named():
+    with pytest.raises(ConfigError, match='SIGNOPE'):
+        SaveOnInterruptHook(signals=('SIGINT', 'SIGNOPE'))
