@@ -156,9 +156,9 @@ class SaveOnInterruptHook(Hook):
     priority = 'LOWEST'  # after EMATeacherHook and CheckpointHook
 
     def __init__(self, signals: Sequence[str] = ('SIGINT', 'SIGTERM')) -> None:
-        unknown = [name for name in signals if not isinstance(getattr(signal, str(name), None),
-                                                                signal.Signals)]
-        if unknown or not signals:
+        known = [isinstance(getattr(signal, str(name), None), signal.Signals)
+                 for name in signals]
+        if not signals or not all(known):
             raise ConfigError(f'SaveOnInterruptHook: signals must be signal names such as '
                               f"('SIGINT', 'SIGTERM'), got {list(signals)}.")
         self.signals = tuple(signals)
