@@ -26,7 +26,8 @@ from typing import List, Optional
 from mmengine.config import DictAction
 
 from mmseg_saot.utils.arg_types import device_option, non_negative_float, non_negative_int
-from mmseg_saot.utils.cli import check_data_or_exit, load_run_config, user_errors_exit
+from mmseg_saot.utils.cli import (check_data_or_exit, interrupt_exits, load_run_config,
+                                  user_errors_exit)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -156,4 +157,6 @@ def _print_ratio(results: dict) -> None:
 
 
 if __name__ == '__main__':
-    sys.exit(0 if main() is not None else 1)
+    with interrupt_exits('Pseudo-labels already written to the cache are kept; the same '
+                         'command completes it.'):
+        sys.exit(0 if main() is not None else 1)

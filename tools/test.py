@@ -12,8 +12,8 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
-                                  check_data_or_exit, exit_with, load_run_config,
-                                  user_errors_exit)
+                                  check_data_or_exit, exit_with, interrupt_exits,
+                                  load_run_config, user_errors_exit)
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,4 +71,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with interrupt_exits():
+        main()

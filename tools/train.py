@@ -20,7 +20,7 @@ from mmseg.registry import RUNNERS
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
 from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
                                   check_data_or_exit, enable_amp, exit_with,
-                                  load_run_config, user_errors_exit)
+                                  interrupt_exits, load_run_config, user_errors_exit)
 
 
 def parse_args() -> argparse.Namespace:
@@ -100,29 +100,26 @@ def main() -> None:
     for hook in runner.hooks:  # before the DataLoader workers fork: they ignore Ctrl-C
         if isinstance(hook, SaveOnInterruptHook):
             hook.install()
+    again = resume_command(args, runner.work_dir)
     try:
-        with user_errors_exit():
+        with user_errors_exit(), interrupt_exits(
+                f'{runner.work_dir} keeps its checkpoints and the pseudo-labels written so '
+                f'far; continue with: {again}'):
             runner.train()
     except TrainingInterrupted as stop:
         if get_rank() == 0:
-            again = (f'python tools/train.py {args.config} --work-dir {runner.work_dir} '
-                     '--resume' if args.launcher == 'none' else
-                     f'the same launch with --work-dir {runner.work_dir} --resume (e.g. '
-                     f'tools/dist_train.sh {args.config} NUM_GPUS --work-dir '
-                     f'{runner.work_dir} --resume)')
             print(f'Stopped after iteration {stop.iteration}; {stop.checkpoint} holds the '
                   f'run. Continue with: {again}', file=sys.stderr)
         sys.exit(130)
-    except KeyboardInterrupt:
-        print(f'Interrupted. {runner.work_dir} keeps its checkpoints and the pseudo-labels '
-              f'written so far; continue with: python tools/train.py {args.config} '
-              f'--work-dir {runner.work_dir} --resume', file=sys.stderr)
-        sys.exit(130)
 
+
+def resume_command(args: argparse.Namespace, work_dir: str) -> str:
+    """The command that continues this run from its last checkpoint."""
+    if args.launcher == 'none':
+        return f'python tools/train.py {args.config} --work-dir {work_dir} --resume'
+    return (f'the same launch with --work-dir {work_dir} --resume (e.g. tools/dist_train.sh '
+            f'{args.config} NUM_GPUS --work-dir {work_dir} --resume)')
 
 if __name__ == '__main__':
-    try:
+    with interrupt_exits():  # before training began (building the runner, say)
         main()
-    except KeyboardInterrupt:  # before training began (building the runner, say)
-        print('Interrupted.', file=sys.stderr)
-        sys.exit(130)

@@ -220,3 +220,14 @@ def user_errors_exit() -> Iterator[None]:
         yield
     except UserInputError as err:
         exit_with(str(err))
+
+
+@contextlib.contextmanager
+def interrupt_exits(message: str = '') -> Iterator[None]:
+    """Turn Ctrl-C (``KeyboardInterrupt``) into ``Interrupted. <message>`` on stderr
+    and exit code 130 (the shell's code for SIGINT) instead of a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f'Interrupted. {message}'.rstrip(), file=sys.stderr)
+        sys.exit(130)

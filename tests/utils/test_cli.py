@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
-                                  enable_amp)
+                                  enable_amp, interrupt_exits)
 
 
 def _exit_message(path, capsys) -> str:
@@ -173,3 +173,13 @@ def test_amp_on_a_gpu_switches_the_optim_wrapper(device, capsys):
     with pytest.raises(SystemExit):
         enable_amp(other)
     assert '"MyWrapper"' in capsys.readouterr().err
+
+
+def test_interrupt_exits_turns_ctrl_c_into_a_message_and_code_130(capsys):
+    with pytest.raises(SystemExit) as stop:
+        with interrupt_exits('The cache is kept.'):
+            raise KeyboardInterrupt
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == 'Interrupted. The cache is kept.\n'
+    with interrupt_exits():  # nothing interrupted: nothing happens
+        pass
