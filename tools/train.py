@@ -120,6 +120,7 @@ def resume_command(args: argparse.Namespace, work_dir: str) -> str:
     return (f'the same launch with --work-dir {work_dir} --resume (e.g. tools/dist_train.sh '
             f'{args.config} NUM_GPUS --work-dir {work_dir} --resume)')
 
+
 if __name__ == '__main__':
     with interrupt_exits():  # before training began (building the runner, say)
         main()
