@@ -70,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     cfg = load_run_config(args.config, args.cfg_options, args.work_dir)
     check_data_or_exit(cfg)
-    with user_errors_exit():
+    with user_errors_exit(cfg):
         return run(cfg, args)
 
 

@@ -61,12 +61,12 @@ def main() -> None:
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
     check_data_or_exit(cfg)
-    with user_errors_exit():
+    with user_errors_exit(cfg):
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
     check_checkpoint_fits_or_exit(runner.model, checkpoint, args.checkpoint, args.config)
     del checkpoint  # the runner loads the weights itself
-    with user_errors_exit():
+    with user_errors_exit(cfg):
         runner.test()
 
 

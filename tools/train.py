@@ -88,7 +88,7 @@ def main() -> None:
     if cfg.get('load_from'):
         check_checkpoint_or_exit(cfg.load_from, 'load_from')
     check_data_or_exit(cfg)
-    with user_errors_exit():
+    with user_errors_exit(cfg):
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
     resume_from = checkpoint_to_resume(cfg, runner.work_dir)
@@ -102,7 +102,7 @@ def main() -> None:
             hook.install()
     again = resume_command(args, runner.work_dir)
     try:
-        with user_errors_exit(), interrupt_exits(
+        with user_errors_exit(cfg), interrupt_exits(
                 f'{runner.work_dir} keeps its checkpoints and the pseudo-labels written so '
                 f'far; continue with: {again}'):
             runner.train()

@@ -8,6 +8,7 @@ from typing import Any, Iterator, NoReturn, Optional
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from mmseg_saot.utils.build_errors import explain_build_error
 from mmseg_saot.utils.errors import UserInputError
 
 WORK_DIR_TOKEN = '{work_dir}'
@@ -213,13 +214,24 @@ def _load_failure(err: Exception) -> str:
 
 
 @contextlib.contextmanager
-def user_errors_exit() -> Iterator[None]:
-    """Turn :class:`UserInputError` (bad file, folder or option) into a
-    message and exit code 2 instead of a traceback."""
+def user_errors_exit(cfg: Optional[Config] = None) -> Iterator[None]:
+    """Turn :class:`UserInputError` (bad file, folder or option) and a misspelt option
+    or type of a registry-built component (:func:`explain_build_error`) into a message
+    and exit code 2 instead of a traceback.
+
+    Args:
+        cfg: the run's config, to name the config entry at fault (and its file).
+    """
     try:
         yield
     except UserInputError as err:
         exit_with(str(err))
+    except (TypeError, KeyError) as err:
+        source = (cfg.filename if cfg is not None and cfg.filename else None) or 'the config'
+        message = explain_build_error(err, cfg, source)
+        if message is None:
+            raise
+        exit_with(message)
 
 
 @contextlib.contextmanager

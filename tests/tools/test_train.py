@@ -60,6 +60,21 @@ def test_bad_model_option_is_a_clear_message(python, tiny_config, tmp_path):
     assert 'error: MLPHead: num_layers must be an integer >= 1, got 0.' in result.stderr
 
 
+@pytest.mark.parametrize('option, message', [
+    ('model.decode_head.num_clases=5', "model.decode_head.num_clases: MLPHead has no option "
+     "'num_clases' (from the config or --cfg-options). Did you mean 'num_classes'?"),
+    ('model.decode_head.type=MLPHeadd', "model.decode_head.type='MLPHeadd' is not a "
+     "registered mmseg::model type"),
+])
+def test_misspelt_option_or_type_is_named_with_the_closest_match(python, tiny_config, tmp_path,
+                                                                 option, message):
+    result = run_tool(python, TRAIN, tiny_config, '--work-dir', tmp_path / 'run',
+                      '--cfg-options', option)
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr + result.stdout
+    assert f'error: {tiny_config}: {message}' in result.stderr
+
+
 def test_unreadable_checkpoint_is_a_clear_message(python, tiny_config, tmp_path):
     garbage = tmp_path / 'iter_1.pth'
     garbage.write_text('not a checkpoint')

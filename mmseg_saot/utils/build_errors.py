@@ -1,0 +1,144 @@
+"""Readable messages for config mistakes that MMEngine's registry build reports raw.
+
+A misspelt option (``--cfg-options model.decode_head.num_clases=5``) or type
+(``type='MLPHeadd'``) ends in ``build_from_cfg`` as a ``TypeError`` or ``KeyError``
+traceback. :func:`explain_build_error` recognises the two, finds the config entry
+that caused them and says what the component accepts, with the closest match.
+"""
+import difflib
+import inspect
+import re
+from typing import Any, Iterator, List, Optional, Tuple
+
+_BUILD_FUNCTION = 'build_from_cfg'
+_UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
+_MISSING = re.compile(r"missing \d+ required (?:positional|keyword-only) arguments?: (.+)$")
+
+
+def _build_frames(err: BaseException) -> List[Tuple[dict, bool]]:
+    """``(locals, raised_there)`` of each ``build_from_cfg`` frame of the traceback,
+    innermost last; ``raised_there``: the error was raised in that very frame.
+
+    A call with bad keyword arguments fails in the caller's frame, before the
+    constructor runs.
+    """
+    frames, tb = [], err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == _BUILD_FUNCTION:
+            frames.append((dict(tb.tb_frame.f_locals), tb.tb_next is None))
+        tb = tb.tb_next
+    return frames
+
+
+def _raised_in_build(err: BaseException) -> Optional[dict]:
+    """Locals of the build whose config caused ``err``, or None.
+
+    Either the error was raised in ``build_from_cfg`` itself, or a constructor
+    passed an unexpected keyword on to its base class (``**kwargs``): then the
+    innermost build whose arguments hold that keyword. Other errors from inside a
+    constructor are not config mistakes of this kind.
+    """
+    frames = _build_frames(err)
+    if not frames:
+        return None
+    build, raised_there = frames[-1]
+    if raised_there:
+        return build
+    unexpected = _UNEXPECTED.search(str(err)) if isinstance(err, TypeError) else None
+    if unexpected:
+        for build, _ in reversed(frames):
+            if unexpected.group(1) in (build.get('args') or {}):
+                return build
+    return None
+
+
+def _walk(node: Any, path: str) -> Iterator[Tuple[str, dict]]:
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f'{path}.{key}' if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _walk(value, f'{path}.{index}')
+
+
+def find_config_entry(cfg: Any, type_name: str, keys: List[str]) -> Optional[str]:
+    """Dotted path (``--cfg-options`` style) of the first entry of type ``type_name``
+    holding every key of ``keys``; None if there is none."""
+    if cfg is None:
+        return None
+    root = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg
+    for path, node in _walk(root, ''):
+        if node.get('type') == type_name and all(key in node for key in keys):
+            return path
+    return None
+
+
+def _parameters(obj_cls: Any) -> List[str]:
+    """Keyword options of ``obj_cls``, with those its ``**kwargs`` pass to base classes."""
+    owners = obj_cls.__mro__ if inspect.isclass(obj_cls) else (obj_cls,)
+    names: List[str] = []
+    for owner in owners:
+        try:
+            signature = inspect.signature(owner.__init__ if inspect.isclass(owner) else owner)
+        except (TypeError, ValueError):
+            continue
+        params = signature.parameters.values()
+        names += [p.name for p in params if p.name not in names and p.name != 'self' and
+                  p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break  # nothing passes on to the next base
+    return names
+
+
+def _closest(word: str, choices: List[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1)
+    return f' Did you mean {match[0]!r}?' if match else ''
+
+
+def explain_build_error(err: BaseException, cfg: Any = None,
+                        config_path: str = 'the config') -> Optional[str]:
+    """A message for a misspelt option or type of a registry-built component.
+
+    Args:
+        err: the exception the build raised.
+        cfg: the run's config, to name the entry (optional).
+        config_path: the config file, for the message.
+
+    Returns:
+        The message, or None if ``err`` is not such a mistake (re-raise it then).
+    """
+    build = _raised_in_build(err)
+    if build is None:
+        return None
+    obj_type = build.get('obj_type')
+    type_name = obj_type if isinstance(obj_type, str) else getattr(obj_type, '__name__', '?')
+    if isinstance(err, KeyError):
+        registry = build.get('registry')
+        if registry is None or not isinstance(obj_type, str):
+            return None
+        names = sorted(set(registry.module_dict) |
+                       set(getattr(getattr(registry, 'parent', None), 'module_dict', {})))
+        where = find_config_entry(cfg, obj_type, [])
+        entry = f'{where}.type' if where else 'type'
+        return (f'{config_path}: {entry}={obj_type!r} is not a registered '
+                f'{registry.scope}::{registry.name} type (check the spelling, or add the '
+                f'module that registers it to custom_imports).{_closest(obj_type, names)}')
+    if not isinstance(err, TypeError):
+        return None
+    params = _parameters(build.get('obj_cls'))
+    unexpected, missing = _UNEXPECTED.search(str(err)), _MISSING.search(str(err))
+    if unexpected:
+        key = unexpected.group(1)
+        where = find_config_entry(cfg, type_name, [key])
+        entry = f'{where}.{key}' if where else key
+        accepted = f' It takes: {", ".join(params)}.' if params else ''
+        return (f'{config_path}: {entry}: {type_name} has no option {key!r} (from the config '
+                f'or --cfg-options).{_closest(key, params)}{accepted}')
+    if missing:
+        names = re.findall(r"'(\w+)'", missing.group(1))
+        where = find_config_entry(cfg, type_name, [])
+        entry = f'{where}: ' if where else ''
+        return (f'{config_path}: {entry}{type_name} needs {", ".join(names)}; set it in the '
+                f'config or with --cfg-options {(where + ".") if where else ""}{names[0]}=...')
+    return None

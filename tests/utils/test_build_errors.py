@@ -1,0 +1,68 @@
+"""explain_build_error: misspelt options and types of registry-built components."""
+import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS, MODELS
+
+import mmseg_saot  # noqa: F401  registers MLPHead
+from mmseg_saot.utils.build_errors import explain_build_error, find_config_entry
+
+HEAD = dict(type='MLPHead', in_channels=[8], in_index=[0], channels=4, num_classes=3)
+
+
+def build_error(registry, cfg):
+    init_default_scope('mmseg')
+    with pytest.raises((TypeError, KeyError)) as caught:
+        registry.build(cfg)
+    return caught.value
+
+
+def test_an_unknown_option_is_named_with_its_config_entry_and_closest_match():
+    head = dict(HEAD, num_clases=5)
+    cfg = Config(dict(model=dict(decode_head=head)))
+    message = explain_build_error(build_error(MODELS, head), cfg, 'run.py')
+    assert message.startswith("run.py: model.decode_head.num_clases: MLPHead has no option "
+                              "'num_clases' (from the config or --cfg-options). Did you mean "
+                              "'num_classes'? It takes: in_channels, channels, num_classes,")
+
+
+def test_an_option_passed_on_to_a_base_class_lists_the_base_class_options():
+    dataset = dict(type='CityscapesDataset', data_roott='x', lazy_init=True)
+    message = explain_build_error(build_error(DATASETS, dataset), None)
+    assert "CityscapesDataset has no option 'data_roott'" in message
+    assert "Did you mean 'data_root'?" in message and 'img_suffix' in message
+
+
+def test_an_unknown_type_is_named_with_the_closest_registered_one():
+    head = dict(HEAD, type='MLPHeadd')
+    message = explain_build_error(build_error(MODELS, head),
+                                  Config(dict(model=dict(decode_head=head))))
+    assert ("the config: model.decode_head.type='MLPHeadd' is not a registered "
+            "mmseg::model type") in message
+    assert "Did you mean 'MLPHead'?" in message
+
+
+def test_a_missing_option_is_named():
+    head = dict(type='MLPHead', in_index=[0], channels=4, num_classes=3)
+    message = explain_build_error(build_error(MODELS, head), None)
+    assert 'MLPHead needs in_channels' in message
+
+
+@MODELS.register_module()
+class BrokenInside:
+    """A component whose constructor has a bug of its own (not a config mistake)."""
+
+    def __init__(self, size: int = 1):
+        dict(**{'size': size}).update(1, 2)  # TypeError from inside __init__
+
+
+def test_errors_from_inside_a_constructor_are_not_explained_away():
+    err = build_error(MODELS, dict(type='BrokenInside'))
+    assert explain_build_error(err, None) is None
+    assert explain_build_error(ValueError('x'), None) is None
+
+
+def test_find_config_entry_walks_dicts_and_lists():
+    cfg = dict(custom_hooks=[dict(type='A'), dict(type='B', momentum=1)])
+    assert find_config_entry(cfg, 'B', ['momentum']) == 'custom_hooks.1'
+    assert find_config_entry(cfg, 'B', ['nope']) is None
