@@ -6,15 +6,23 @@ Each ``--column LABEL=SOURCE`` is one column; SOURCE is either
   read from ``WORK_DIR/eval/iter_<ITER>.json`` (written by ``TeacherStudentValLoop``;
   default: the last one), or
 * ``pl:JSON:METHOD``: a pseudo-labelling method scored by
-  ``tools/generate_pseudo_labels.py`` (its ``pseudo_label_miou.json``).
+  ``tools/generate_pseudo_labels.py`` (its ``pseudo_label_miou.json``), or
+* ``ref:FILE``: per-class IoU (%) of any other method, such as another UDA method's
+  published table row or a model tested elsewhere: a CSV of ``class,IoU`` lines
+  (``mIoU,<value>`` gives the reported mean) or a JSON object ``{"per_class_iou":
+  {class: IoU}, "miou": <reported mean>, "source": "<where from>"}`` (or just
+  ``{class: IoU}``). Class names must be those of the other columns.
 
-mIoU is the mean over the classes present in the ground truth, for every column::
+mIoU is the mean over the classes present in the ground truth, for every column,
+except a ``ref`` column that reports its own (shown with ``*``)::
 
     python tools/summarize_uda.py --out work_dirs/demo/uda_table \\
         --column source-only=run:work_dirs/demo_source_only:student \\
-        --column NN=pl:work_dirs/demo/pseudo_label_eval_val/pseudo_label_miou.json:nn
+        --column NN=pl:work_dirs/demo/pseudo_label_eval_val/pseudo_label_miou.json:nn \\
+        --column DAFormer=ref:my_baselines/daformer_gta2cs.csv
 """
 import argparse
+import csv
 import glob
 import json
 import math
@@ -22,9 +30,23 @@ import os
 import os.path as osp
 import re
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 Column = Dict[str, Optional[float]]
+
+
+class Source(NamedTuple):
+    """One ``--column``."""
+
+    label: str
+    iou: Column  # per-class IoU (%), None for a class absent from the ground truth
+    what: str  # where it comes from, for the notes under the table
+    reported_miou: Optional[float] = None  # a ref column's own mean, if it gives one
+    reference: bool = False  # a ref: column (not measured by this repository's tools)
+
+    @property
+    def miou(self) -> float:
+        return mean_iou(self.iou, self.reported_miou)
 
 
 def _load_json(path: str) -> dict:
@@ -71,58 +93,117 @@ def read_pseudo_labels(path: str, method: str) -> Tuple[Column, str]:
             f'{method} pseudo-labels, {report.get("num_images", "?")} images')
 
 
-def read_column(spec: str) -> Tuple[str, Column, str]:
-    """``LABEL=run:DIR:BRANCH[@ITER]`` or ``LABEL=pl:JSON:METHOD``."""
+def _iou_value(path: str, name: str, text) -> Optional[float]:
+    if text is None or (isinstance(text, str) and text.strip() in ('', '-')):
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f'{path}: the IoU of {name!r} is {text!r}, not a number.') from None
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f'{path}: the IoU of {name!r} is {value}; IoU is in % (0 to 100).')
+    return value
+
+
+def read_reference(path: str) -> Tuple[Column, str, Optional[float]]:
+    """Per-class IoU (%) of another method from a CSV or JSON file (see the module doc)."""
+    if path.endswith('.csv'):
+        try:
+            with open(path, newline='') as f:
+                rows = [row for row in csv.reader(f) if row and row[0].strip()]
+        except FileNotFoundError:
+            raise ValueError(f'{path} does not exist.') from None
+        if rows and rows[0][0].strip().lower() == 'class':
+            rows = rows[1:]  # header
+        if any(len(row) < 2 for row in rows):
+            raise ValueError(f'{path}: every line must be class,IoU.')
+        entries, source = {row[0].strip(): row[1] for row in rows}, 'reference'
+    else:
+        data = _load_json(path)
+        entries = data.get('per_class_iou', data)
+        source = str(data.get('source', 'reference'))
+        if 'miou' in data:
+            entries = dict(entries, mIoU=data['miou'])
+    reported = entries.pop('mIoU', entries.pop('miou', None))
+    column = {name: _iou_value(path, name, value) for name, value in entries.items()}
+    if not column:
+        raise ValueError(f'{path} lists no class.')
+    return column, f'{source} ({path})', _iou_value(path, 'mIoU', reported)
+
+
+def read_column(spec: str) -> Source:
+    """``LABEL=run:DIR:BRANCH[@ITER]``, ``LABEL=pl:JSON:METHOD`` or ``LABEL=ref:FILE``."""
     label, _, source = spec.partition('=')
     kind, _, rest = source.partition(':')
+    if kind == 'ref' and label and rest:
+        return Source(label, *read_reference(rest), reference=True)
     where, _, what = rest.rpartition(':')
     if not label or kind not in ('run', 'pl') or not where or not what:
-        raise ValueError(f'--column {spec!r}: expected LABEL=run:WORK_DIR:BRANCH[@ITER] or '
-                         'LABEL=pl:JSON:METHOD.')
+        raise ValueError(f'--column {spec!r}: expected LABEL=run:WORK_DIR:BRANCH[@ITER], '
+                         'LABEL=pl:JSON:METHOD or LABEL=ref:FILE.')
     if kind == 'pl':
-        return (label, *read_pseudo_labels(where, what))
+        return Source(label, *read_pseudo_labels(where, what))
     branch, _, iteration = what.partition('@')
     if iteration and not iteration.isdigit():
         raise ValueError(f'--column {spec!r}: @ITER must be an iteration number, got '
                          f'{iteration!r}.')
-    return (label, *read_run(where, branch, int(iteration) if iteration else None))
+    return Source(label, *read_run(where, branch, int(iteration) if iteration else None))
 
 
-def mean_iou(column: Column) -> float:
+def check_class_names(columns: List[Source]) -> None:
+    """Every class of a ``ref`` column must be one of the measured columns' classes."""
+    known = list(dict.fromkeys(c for column in columns if not column.reference
+                               for c in column.iou))
+    for column in columns:
+        unknown = [c for c in column.iou if known and c not in known]
+        if unknown:
+            raise ValueError(f'--column {column.label}: {column.what} names classes the other '
+                             f'columns do not have: {unknown}; use these names: {known}.')
+
+
+def mean_iou(column: Column, reported: Optional[float] = None) -> float:
+    if reported is not None:
+        return reported
     values = [v for v in column.values() if v is not None]
     return sum(values) / len(values) if values else math.nan
 
 
-def format_table(columns: List[Tuple[str, Column, str]]) -> str:
+def format_table(columns: List[Source]) -> str:
     """Markdown table: classes as rows (those in some column's truth), mIoU last."""
-    labels = [label for label, _, _ in columns]
-    classes = [c for c in columns[0][1] if any(col.get(c) is not None for _, col, _ in columns)]
+    labels = [column.label for column in columns]
+    classes = [c for c in dict.fromkeys(c for column in columns for c in column.iou)
+               if any(column.iou.get(c) is not None for column in columns)]
     lines = ['| class | ' + ' | '.join(labels) + ' |',
              '|---|' + '---:|' * len(labels)]
     for cls in classes:
-        cells = [col.get(cls) for _, col, _ in columns]
+        cells = [column.iou.get(cls) for column in columns]
         lines.append(f'| {cls} | ' + ' | '.join('-' if v is None else f'{v:.1f}'
                                                 for v in cells) + ' |')
-    lines.append('| **mIoU** | ' + ' | '.join(f'**{mean_iou(col):.1f}**'
-                                               for _, col, _ in columns) + ' |')
+    lines.append('| **mIoU** | ' + ' | '.join(
+        f'**{column.miou:.1f}**' + ('*' if column.reported_miou is not None else '')
+        for column in columns) + ' |')
     return '\n'.join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--column', action='append', required=True,
-                        help='LABEL=run:WORK_DIR:BRANCH[@ITER] or LABEL=pl:JSON:METHOD')
+                        help='LABEL=run:WORK_DIR:BRANCH[@ITER], LABEL=pl:JSON:METHOD or '
+                        'LABEL=ref:FILE (CSV or JSON of per-class IoU)')
     parser.add_argument('--out', help='write <out>.md and <out>.json')
     args = parser.parse_args(argv)
     try:
         columns = [read_column(spec) for spec in args.column]
+        check_class_names(columns)
     except (OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     table = format_table(columns)
-    notes = '\n'.join(f'- {label}: {what}' for label, _, what in columns)
+    notes = '\n'.join(f'- {column.label}: {column.what}' + (
+        ' (* mIoU as reported there)' if column.reported_miou is not None else '')
+        for column in columns)
     print(f'\nPer-class IoU (%) on the target val split\n\n{table}\n\n{notes}')
-    drops = [f'{a[0]} -> {b[0]}: {mean_iou(b[1]) - mean_iou(a[1]):+.1f}'
+    drops = [f'{a.label} -> {b.label}: {b.miou - a.miou:+.1f}'
              for a, b in zip(columns, columns[1:])]
     print('\nmIoU change, column to column: ' + '; '.join(drops))
     if args.out:
@@ -130,8 +211,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(args.out + '.md', 'w') as f:
             f.write(table + '\n\n' + notes + '\n')
         with open(args.out + '.json', 'w') as f:
-            json.dump({label: dict(per_class_iou=col, miou=round(mean_iou(col), 2), source=what)
-                       for label, col, what in columns}, f, indent=1)
+            json.dump({column.label: dict(per_class_iou=column.iou, miou=round(column.miou, 2),
+                                          source=column.what)
+                       for column in columns}, f, indent=1)
     return 0
 
 

@@ -63,3 +63,44 @@ def test_bad_columns_are_clear_messages(sources, python, tmp_path):
                                 text=True)
         assert result.returncode == 2 and message in result.stderr
         assert 'Traceback' not in result.stderr
+
+
+def test_reference_columns_from_csv_and_json(sources, tmp_path, capsys):
+    run, _ = sources
+    published = tmp_path / 'other_method.csv'  # e.g. another UDA method's table row
+    published.write_text('class,IoU\nroad,90.5\ncar,-\nmIoU,61.2\n')
+    by_hand = tmp_path / 'partial.json'
+    by_hand.write_text(json.dumps(dict(per_class_iou=dict(road=80.0, car=20.0),
+                                       source='paper, Table 2')))
+    flat = tmp_path / 'flat.json'
+    flat.write_text(json.dumps(dict(road=70.0)))
+    out = tmp_path / 'table'
+    assert summarize_uda.main(['--column', f'ours=run:{run}:teacher',
+                               '--column', f'other=ref:{published}',
+                               '--column', f'paper=ref:{by_hand}',
+                               '--column', f'flat=ref:{flat}', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert '| road | 50.0 | 90.5 | 80.0 | 70.0 |' in printed
+    assert '| car | 10.0 | - | 20.0 | - |' in printed
+    # a reported mean is shown as reported (*), the others are means of their classes
+    assert '| **mIoU** | **30.0** | **61.2*** | **50.0** | **70.0** |' in printed
+    assert f'- other: reference ({published}) (* mIoU as reported there)' in printed
+    assert f'- paper: paper, Table 2 ({by_hand})' in printed
+    result = json.loads(out.with_suffix('.json').read_text())
+    assert result['other']['miou'] == 61.2 and result['other']['per_class_iou']['car'] is None
+
+
+@pytest.mark.parametrize('text, message', [
+    ('road,90\nlorry,10\n', "names classes the other columns do not have: ['lorry']; use "
+     "these names: ['road', 'car', 'bus']"),
+    ('road,0.9x\n', "the IoU of 'road' is '0.9x', not a number"),
+    ('road,150\n', 'IoU is in % (0 to 100)'),
+    ('road\n', 'every line must be class,IoU'),
+])
+def test_bad_reference_files_are_clear_messages(sources, tmp_path, capsys, text, message):
+    run, _ = sources
+    reference = tmp_path / 'ref.csv'
+    reference.write_text(text)
+    assert summarize_uda.main(['--column', f'ours=run:{run}:teacher',
+                               '--column', f'other=ref:{reference}']) == 2
+    assert message in capsys.readouterr().err
