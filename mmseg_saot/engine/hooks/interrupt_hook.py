@@ -109,9 +109,9 @@ class InterruptSignals:
         self.requested, self.requested_at = True, now
         self.signal_name = signal.Signals(number).name
         try:  # the signal may have arrived inside a write to stderr
-            print(f'\n{self.signal_name}: finishing this iteration, then saving a '
-                  f'checkpoint (send it again, {REPEAT_WINDOW_S:g} s or more later, to stop '
-                  'at once without saving).', file=sys.stderr, flush=True)
+            print(f'\n{self.signal_name}: finishing this iteration (and a validation under '
+                  f'way), then saving a checkpoint; send it again, {REPEAT_WINDOW_S:g} s or '
+                  'more later, to stop at once without saving.', file=sys.stderr, flush=True)
         except RuntimeError:
             pass
 
