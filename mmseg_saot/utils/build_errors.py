@@ -111,23 +111,33 @@ def explain_build_error(err: BaseException, cfg: Any = None,
     build = _raised_in_build(err)
     if build is None:
         return None
+    if isinstance(err, KeyError):
+        return _unknown_type(build, cfg, config_path)
+    if isinstance(err, TypeError):
+        return _bad_arguments(str(err), build, cfg, config_path)
+    return None
+
+
+def _unknown_type(build: dict, cfg: Any, config_path: str) -> Optional[str]:
+    """``type='MLPHeadd'``: not in the registry the build looked in."""
+    registry, obj_type = build.get('registry'), build.get('obj_type')
+    if registry is None or not isinstance(obj_type, str):
+        return None
+    names = sorted(set(registry.module_dict) |
+                   set(getattr(getattr(registry, 'parent', None), 'module_dict', {})))
+    where = find_config_entry(cfg, obj_type, [])
+    entry = f'{where}.type' if where else 'type'
+    return (f'{config_path}: {entry}={obj_type!r} is not a registered '
+            f'{registry.scope}::{registry.name} type (check the spelling, or add the '
+            f'module that registers it to custom_imports).{_closest(obj_type, names)}')
+
+
+def _bad_arguments(message: str, build: dict, cfg: Any, config_path: str) -> Optional[str]:
+    """An option the component does not take, or one it needs and did not get."""
     obj_type = build.get('obj_type')
     type_name = obj_type if isinstance(obj_type, str) else getattr(obj_type, '__name__', '?')
-    if isinstance(err, KeyError):
-        registry = build.get('registry')
-        if registry is None or not isinstance(obj_type, str):
-            return None
-        names = sorted(set(registry.module_dict) |
-                       set(getattr(getattr(registry, 'parent', None), 'module_dict', {})))
-        where = find_config_entry(cfg, obj_type, [])
-        entry = f'{where}.type' if where else 'type'
-        return (f'{config_path}: {entry}={obj_type!r} is not a registered '
-                f'{registry.scope}::{registry.name} type (check the spelling, or add the '
-                f'module that registers it to custom_imports).{_closest(obj_type, names)}')
-    if not isinstance(err, TypeError):
-        return None
     params = _parameters(build.get('obj_cls'))
-    unexpected, missing = _UNEXPECTED.search(str(err)), _MISSING.search(str(err))
+    unexpected, missing = _UNEXPECTED.search(message), _MISSING.search(message)
     if unexpected:
         key = unexpected.group(1)
         where = find_config_entry(cfg, type_name, [key])
