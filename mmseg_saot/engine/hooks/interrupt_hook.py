@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 from types import CodeType
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmengine import dist
@@ -56,6 +56,8 @@ class InterruptSignals:
         self.signal_name = ''
         self.owner_pid: Optional[int] = None
         self.loop_code: Optional[CodeType] = None  # the armed loop's ``run``
+        # (checkpoint, iteration) while validating an iteration already saved
+        self.saved: Optional[Tuple[str, int]] = None
         self._previous: Dict[int, object] = {}
 
     @property
@@ -81,14 +83,14 @@ class InterruptSignals:
         self.loop_code = type(loop).run.__code__
 
     def disarm(self) -> None:
-        self.loop_code = None
+        self.loop_code, self.saved = None, None
 
     def uninstall(self) -> None:
         """Restore the handlers that were there before :meth:`install`."""
         for number, previous in self._previous.items():
             signal.signal(number, previous)
         self._previous = {}
-        self.loop_code = None
+        self.loop_code, self.saved = None, None
 
     def _in_loop(self, frame) -> bool:
         while frame is not None:
@@ -108,12 +110,13 @@ class InterruptSignals:
             return
         self.requested, self.requested_at = True, now
         self.signal_name = signal.Signals(number).name
-        try:  # the signal may have arrived inside a write to stderr
-            print(f'\n{self.signal_name}: finishing this iteration (and a validation under '
-                  f'way), then saving a checkpoint; send it again, {REPEAT_WINDOW_S:g} s or '
-                  'more later, to stop at once without saving.', file=sys.stderr, flush=True)
-        except RuntimeError:
-            pass
+        if self.saved is not None:  # a validation of a saved iteration: nothing to wait for
+            _tell(f'{self.signal_name}: stopping now; {self.saved[0]} holds iteration '
+                  f'{self.saved[1]} (the validation under way is dropped).')
+            raise TrainingInterrupted(*self.saved)
+        _tell(f'{self.signal_name}: finishing this iteration (and a validation under way), '
+              f'then saving a checkpoint; send it again, {REPEAT_WINDOW_S:g} s or more later, '
+              'to stop at once without saving.')
 
     def _pass_on(self, number: int, frame) -> None:
         """Restore the previous handlers and let the previous one handle ``number``."""
@@ -123,6 +126,13 @@ class InterruptSignals:
             previous(number, frame)  # Python's SIGINT handler: KeyboardInterrupt
         elif previous == signal.SIG_DFL:
             os.kill(os.getpid(), number)  # the default action (SIGTERM: terminate)
+
+
+def _tell(message: str) -> None:
+    try:  # the signal may have arrived inside a write to stderr
+        print(f'\n{message}', file=sys.stderr, flush=True)
+    except RuntimeError:
+        pass
 
 
 #: One set of handlers per process (signal handlers are process-wide).
@@ -182,7 +192,7 @@ class SaveOnInterruptHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        if not SIGNALS.armed or not self._stop_requested():
+        if not SIGNALS.armed or not self._on_any_rank(SIGNALS.requested)[0]:
             return
         iteration = runner.iter + 1
         filename = f'iter_{iteration}.pth'
@@ -195,6 +205,24 @@ class SaveOnInterruptHook(Hook):
                   f'after iteration {iteration}; checkpoint {path}.', logger='current')
         SIGNALS.disarm()
         raise TrainingInterrupted(path, iteration)
+
+    def before_val_epoch(self, runner) -> None:
+        """Validation inside training of an iteration already saved: a signal during it
+        (or one that came before it) stops at once, as nothing is left to save."""
+        if not SIGNALS.armed:
+            return
+        path = osp.join(runner.work_dir, f'iter_{runner.iter}.pth')
+        # every rank takes part (only the main process may see the checkpoint)
+        requested, saved = self._on_any_rank(SIGNALS.requested,
+                                             self._just_saved(runner.work_dir, path))
+        if saved:
+            SIGNALS.saved = (path, runner.iter)
+            if requested:
+                SIGNALS.disarm()
+                raise TrainingInterrupted(path, runner.iter)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        SIGNALS.saved = None
 
     def after_train(self, runner) -> None:
         SIGNALS.disarm()
@@ -214,8 +242,9 @@ class SaveOnInterruptHook(Hook):
             return osp.abspath(f.read().strip()) == osp.abspath(path)
 
     @staticmethod
-    def _stop_requested() -> bool:
-        flag = torch.tensor([float(SIGNALS.requested)])
-        if dist.get_world_size() > 1:  # every rank stops at the same iteration
-            dist.all_reduce(flag, op='max')
-        return bool(flag.item() > 0)
+    def _on_any_rank(*flags: bool) -> Tuple[bool, ...]:
+        """Each flag, true if it is true on any rank (so all ranks act alike)."""
+        values = torch.tensor([float(flag) for flag in flags])
+        if dist.get_world_size() > 1:
+            dist.all_reduce(values, op='max')
+        return tuple(bool(v > 0) for v in values)

@@ -77,6 +77,41 @@ def test_an_iteration_the_checkpoint_hook_just_saved_is_not_saved_again(hook, tm
     runner.save_checkpoint.assert_not_called()
 
 
+def test_during_validation_of_a_saved_iteration_a_signal_stops_at_once(hook, tmp_path):
+    runner = iter_runner(tmp_path, iteration=4)  # validating after iteration 4
+    saved = str(tmp_path / 'iter_4.pth')
+    (tmp_path / 'last_checkpoint').write_text(saved)  # the CheckpointHook saved it
+    hook.before_run(runner)
+    hook.before_train(runner)
+    hook.before_val_epoch(runner)
+    with pytest.raises(TrainingInterrupted) as stop:
+        in_loop(interrupt)  # raised by the handler: the validation is dropped
+    assert (stop.value.checkpoint, stop.value.iteration) == (saved, 4)
+    runner.save_checkpoint.assert_not_called()
+
+
+def test_a_signal_before_such_a_validation_stops_before_it(hook, tmp_path):
+    runner = iter_runner(tmp_path, iteration=4)
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    hook.before_run(runner)
+    hook.before_train(runner)
+    in_loop(interrupt)  # came after the iteration's hooks had run
+    with pytest.raises(TrainingInterrupted, match='iteration 4'):
+        hook.before_val_epoch(runner)
+
+
+def test_validation_of_an_unsaved_iteration_finishes_first(hook, tmp_path):
+    runner = iter_runner(tmp_path, iteration=3)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    hook.before_val_epoch(runner)
+    in_loop(interrupt)  # only flags: the next iteration's end saves
+    assert SIGNALS.requested
+    hook.after_val_epoch(runner)
+    with pytest.raises(TrainingInterrupted, match='iter_4.pth'):
+        hook.after_train_iter(runner, 0)
+
+
 def test_a_second_signal_stops_at_once_but_a_forwarded_copy_does_not(hook, tmp_path):
     runner = iter_runner(tmp_path)
     hook.before_run(runner)
