@@ -43,7 +43,8 @@ class InterruptSignals:
 
     A signal that arrives while the armed training loop's ``run`` is on the stack
     (its iterations, their data loading, validation) only sets :attr:`requested`,
-    once; a second one (at least ``REPEAT_WINDOW_S`` later), or any signal outside
+    once (or, during the validation of an iteration already saved, raises
+    :class:`TrainingInterrupted` at once: there is nothing to wait for); a second one (at least ``REPEAT_WINDOW_S`` later), or any signal outside
     that loop (building, pseudo-labelling, after a crash), goes to the handler that
     was there before (Python's: ``KeyboardInterrupt``), which is restored. Forked
     DataLoader workers inherit the handler and ignore the signal (the main process
@@ -150,8 +151,10 @@ class SaveOnInterruptHook(Hook):
     points ``work_dir/last_checkpoint`` at it and raises
     :class:`TrainingInterrupted`; ``tools/train.py`` turns that into a message with
     the ``--resume`` command. Under DDP the ranks agree on the request at every
-    iteration (one all-reduce of a flag), so all stop at the same iteration. A signal
-    before the first iteration stops at once, as without the hook (the pseudo-label
+    iteration (one all-reduce of a flag), so all stop at the same iteration. A
+    validation inside training whose iteration is already saved (the CheckpointHook's
+    interval) is not waited for: a signal during it, or just before it, stops at once.
+    A signal before the first iteration stops at once, as without the hook (the pseudo-label
     cache keeps what it wrote). Iteration-based loops only: elsewhere the hook does
     nothing.
 
