@@ -2,6 +2,7 @@
 import multiprocessing
 import os
 import signal
+import subprocess
 from unittest.mock import MagicMock
 
 import pytest
@@ -185,3 +186,15 @@ def test_forked_workers_ignore_the_signal(hook, tmp_path):
 def test_bad_signal_names_are_named():
     with pytest.raises(ConfigError, match='SIGNOPE'):
         SaveOnInterruptHook(signals=('SIGINT', 'SIGNOPE'))
+
+
+def test_outside_the_loop_sigterm_keeps_its_default_action(python):
+    # SIGTERM's default is to terminate: a scheduler's SIGTERM while not training still does
+    script = ('import os, signal\n'
+              'from mmseg_saot.engine.hooks.interrupt_hook import SIGNALS\n'
+              "SIGNALS.install(['SIGTERM'])\n"
+              'os.kill(os.getpid(), signal.SIGTERM)\n'
+              "print('survived')\n")
+    result = subprocess.run([python, '-c', script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
+    assert 'survived' not in result.stdout
