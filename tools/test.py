@@ -5,12 +5,15 @@ mIoU on the config's test split.
 """
 import argparse
 import os
+import sys
+from typing import Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
+from mmseg_saot.utils.arg_types import non_negative_float
 from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
                                   check_data_or_exit, exit_with, interrupt_exits,
                                   load_run_config, user_errors_exit)
@@ -23,6 +26,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='where metrics are written')
     parser.add_argument('--out', help='folder to save predicted label maps')
     parser.add_argument('--show-dir', help='folder to save painted images')
+    parser.add_argument('--show', action='store_true',
+                        help='show painted predictions in a window (needs a display)')
+    parser.add_argument('--wait-time', type=non_negative_float, default=2.0,
+                        help='seconds each image is shown with --show (default 2)')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (config tta_pipeline)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -36,6 +43,23 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def paint_predictions(cfg, show_dir: Optional[str], show: bool, wait_time: float) -> None:
+    """Let the visualization hook paint every test image: into ``show_dir`` and/or a
+    window (``show``, ``wait_time`` seconds each), as MMSegmentation's test.py does."""
+    if show and sys.platform.startswith('linux') and not (
+            os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')):
+        exit_with('--show needs a display and this session has none (DISPLAY is not set); '
+                  'save the painted images with --show-dir DIR instead.')
+    hook = cfg.default_hooks.visualization
+    hook.draw = True
+    hook.interval = 1
+    if show:
+        hook.show = True
+        hook.wait_time = wait_time
+    if show_dir:
+        cfg.visualizer.save_dir = show_dir
+
+
 def main() -> None:
     args = parse_args()
     checkpoint = check_checkpoint_or_exit(args.checkpoint, 'CHECKPOINT')
@@ -45,11 +69,8 @@ def main() -> None:
     if args.out:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
-    if args.show_dir:
-        hook = cfg.default_hooks.visualization
-        hook.draw = True
-        hook.interval = 1
-        cfg.visualizer.save_dir = args.show_dir
+    if args.show or args.show_dir:
+        paint_predictions(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         missing = [key for key in ('tta_pipeline', 'tta_model') if not cfg.get(key)]
         if missing:

@@ -1,0 +1,40 @@
+"""tools/test.py options that need no run: painting predictions (--show, --show-dir)."""
+import pytest
+from mmengine.config import Config
+from tool_scripts import REPO_ROOT, load_tool
+
+
+@pytest.fixture(scope='module')
+def tool():
+    return load_tool('tools/test.py')
+
+
+def demo_config() -> Config:
+    return Config.fromfile(str(REPO_ROOT / 'configs' / 'saot' / 'demo.py'))
+
+
+def test_show_dir_paints_every_image_into_the_folder(tool):
+    cfg = demo_config()
+    tool.paint_predictions(cfg, 'painted', show=False, wait_time=2.0)
+    hook = cfg.default_hooks.visualization
+    assert (hook.draw, hook.interval, cfg.visualizer.save_dir) == (True, 1, 'painted')
+    assert not hook.get('show', False)
+
+
+def test_show_opens_a_window_for_wait_time_seconds(tool, monkeypatch):
+    monkeypatch.setenv('DISPLAY', ':0')
+    cfg = demo_config()
+    tool.paint_predictions(cfg, None, show=True, wait_time=0.5)
+    hook = cfg.default_hooks.visualization
+    assert (hook.draw, hook.show, hook.wait_time) == (True, True, 0.5)
+
+
+def test_show_without_a_display_is_a_clear_message(tool, monkeypatch, capsys):
+    monkeypatch.setattr(tool.sys, 'platform', 'linux')
+    monkeypatch.delenv('DISPLAY', raising=False)
+    monkeypatch.delenv('WAYLAND_DISPLAY', raising=False)
+    with pytest.raises(SystemExit) as stop:
+        tool.paint_predictions(demo_config(), None, show=True, wait_time=2.0)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert 'error: --show needs a display' in err and 'with --show-dir DIR instead' in err
