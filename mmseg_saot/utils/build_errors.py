@@ -10,6 +10,8 @@ import inspect
 import re
 from typing import Any, Iterator, List, Optional, Tuple
 
+# The frame read is mmengine.registry.build_from_cfg's (mmengine 0.10: its locals
+# obj_type, obj_cls, args, registry); where a name is missing, the error is left as it is.
 _BUILD_FUNCTION = 'build_from_cfg'
 _UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
 _MISSING = re.compile(r"missing \d+ required (?:positional|keyword-only) arguments?: (.+)$")
