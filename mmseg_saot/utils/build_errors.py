@@ -137,7 +137,9 @@ def _unknown_type(build: dict, cfg: Any, config_path: str) -> Optional[str]:
 def _bad_arguments(message: str, build: dict, cfg: Any, config_path: str) -> Optional[str]:
     """An option the component does not take, or one it needs and did not get."""
     obj_type = build.get('obj_type')
-    type_name = obj_type if isinstance(obj_type, str) else getattr(obj_type, '__name__', '?')
+    type_name = obj_type if isinstance(obj_type, str) else getattr(obj_type, '__name__', None)
+    if type_name is None:
+        return None
     params = _parameters(build.get('obj_cls'))
     unexpected, missing = _UNEXPECTED.search(message), _MISSING.search(message)
     if unexpected:
