@@ -72,11 +72,22 @@ def test_unknown_model_name_is_a_clear_error():
         DINOv2Backbone(model_name='vit_tiny_patch99_nothing')
 
 
-@pytest.mark.parametrize('pretrained', [False, True])
-def test_a_timm_model_that_is_not_a_vit_is_a_clear_error(pretrained):
-    # named before any weights are fetched: pretrained=True must not blame the hub
+def test_a_timm_model_that_is_not_a_vit_is_a_clear_error():
     with pytest.raises(ConfigError, match='"resnet18" is not a Vision Transformer'):
-        DINOv2Backbone(model_name='resnet18', pretrained=pretrained)
+        DINOv2Backbone(model_name='resnet18', pretrained=False)
+
+
+def test_a_non_vit_with_pretrained_weights_does_not_blame_the_hub(monkeypatch):
+    import timm
+
+    def create_model(name, pretrained=False, **kwargs):
+        # what timm raises for a non-ViT, before it would fetch any weights (no hub here)
+        raise TypeError("ResNet.__init__() got an unexpected keyword argument "
+                        "'dynamic_img_size'")
+
+    monkeypatch.setattr(timm, 'create_model', create_model)
+    with pytest.raises(ConfigError, match='"resnet18" is not a Vision Transformer'):
+        DINOv2Backbone(model_name='resnet18', pretrained=True)
 
 
 @pytest.mark.parametrize('suffix', ['.safetensors', '.pth'])
