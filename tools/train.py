@@ -85,18 +85,20 @@ def main() -> None:
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume
-    if cfg.get('load_from'):
-        check_checkpoint_or_exit(cfg.load_from, 'load_from')
+    loaded = (check_checkpoint_or_exit(cfg.load_from, 'load_from')
+              if cfg.get('load_from') else None)
     check_data_or_exit(cfg)
     with user_errors_exit(cfg):
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
     resume_from = checkpoint_to_resume(cfg, runner.work_dir)
     if resume_from:  # MMEngine loads it non-strictly: it must be this model's
-        checkpoint = check_checkpoint_or_exit(resume_from, '--resume')
+        checkpoint = (loaded if resume_from == cfg.get('load_from') else
+                      check_checkpoint_or_exit(resume_from, '--resume'))
         check_checkpoint_fits_or_exit(runner.model, checkpoint, resume_from, args.config,
                                       '--resume')
-        del checkpoint  # the runner loads the weights itself
+        del checkpoint
+    del loaded  # the runner loads the weights itself
     for hook in runner.hooks:  # before the DataLoader workers fork: they ignore Ctrl-C
         if isinstance(hook, SaveOnInterruptHook):
             hook.install()
