@@ -18,16 +18,14 @@ ground truth used here for scoring only), the source is the hook's ``source``.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 from typing import List, Optional
 
-from mmengine.config import DictAction
 
 from mmseg_saot.utils.arg_types import device_option, non_negative_float, non_negative_int
-from mmseg_saot.utils.cli import (check_data_or_exit, interrupt_exits, load_run_config,
-                                  user_errors_exit)
+from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_folder_or_exit,
+                                  interrupt_exits, load_run_config, user_errors_exit)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -61,7 +59,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'train.py); one subfolder per backbone, weights and preprocessing; '
                         'fp32, 0.8 MB per ViT-S/14 image at 448x224, 4.2 MB at 1036x518 '
                         '(default: the hook\'s feature_store_dir, if any)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config settings, key=value')
     return parser.parse_args(argv)
 
@@ -100,7 +98,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
     model = MODELS.build(cfg.model).to(device).eval()
     out_dir = args.out_dir or osp.join(
         cfg.work_dir, 'pseudo_label_eval' + ('_val' if args.split == 'val' else ''))
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_folder_or_exit(out_dir, '--out-dir' if args.out_dir else 'the output folder')
     main_method = hook.labeler_cfg.get('method', 'saot')
     # each image through the backbone once for both passes, within a memory budget
     store_dir = args.feature_cache or hook.feature_store_dir

@@ -9,13 +9,13 @@ import sys
 from typing import Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
-from mmengine.config import DictAction
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from mmseg_saot.utils.arg_types import non_negative_float
-from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
-                                  check_data_or_exit, exit_with, interrupt_exits,
+from mmseg_saot.utils.cli import (CfgOptionsAction, check_checkpoint_fits_or_exit,
+                                  check_checkpoint_or_exit, check_data_or_exit,
+                                  ensure_folder_or_exit, exit_with, interrupt_exits,
                                   load_run_config, user_errors_exit)
 
 
@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
                         help='seconds each image is shown with --show (default 2)')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (config tta_pipeline)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config settings (key=value)')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -57,6 +57,7 @@ def paint_predictions(cfg, show_dir: Optional[str], show: bool, wait_time: float
         hook.show = True
         hook.wait_time = wait_time
     if show_dir:
+        ensure_folder_or_exit(show_dir, '--show-dir')
         cfg.visualizer.save_dir = show_dir
 
 
@@ -67,6 +68,7 @@ def main() -> None:
                           args.launcher)
     cfg.load_from = args.checkpoint
     if args.out:
+        ensure_folder_or_exit(args.out, '--out')
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     if args.show or args.show_dir:

@@ -12,13 +12,12 @@ import sys
 from typing import Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
-from mmengine.config import DictAction
 from mmengine.dist import get_rank
 from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
 
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
-from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
+from mmseg_saot.utils.cli import (CfgOptionsAction, check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
                                   check_data_or_exit, enable_amp, exit_with,
                                   interrupt_exits, load_run_config, user_errors_exit)
 
@@ -32,7 +31,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed-precision training')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options', nargs='+', action=CfgOptionsAction,
         help='override config settings, e.g. train_cfg.max_iters=100 '
         'model.backbone.checkpoint=/path/w.safetensors')
     parser.add_argument('--launcher', default='none',

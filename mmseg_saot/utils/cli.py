@@ -1,11 +1,14 @@
-"""Shared plumbing of ``tools/train.py`` and ``tools/test.py``."""
+"""Shared plumbing of ``tools/train.py``, ``tools/test.py`` and
+``tools/generate_pseudo_labels.py``: config loading and command-line errors."""
+import argparse
 import contextlib
 import logging
+import os
 import os.path as osp
 import sys
-from typing import Any, Iterator, NoReturn, Optional
+from typing import Any, Iterator, NoReturn, Optional, Sequence
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from mmseg_saot.utils.build_errors import explain_build_error
@@ -13,11 +16,77 @@ from mmseg_saot.utils.errors import UserInputError
 
 WORK_DIR_TOKEN = '{work_dir}'
 
+# What each --launcher reads from the environment (MMEngine's init_dist), and who sets it.
+LAUNCHER_ENV = {
+    'pytorch': ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+    'slurm': ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+    'mpi': ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_LOCAL_RANK', 'OMPI_COMM_WORLD_SIZE',
+            'MASTER_ADDR'),
+}
+LAUNCHER_START = {
+    'pytorch': 'torchrun sets them for each process: start with tools/dist_train.sh CONFIG '
+               'NUM_GPUS (tools/dist_test.sh CONFIG CHECKPOINT NUM_GPUS to test) or '
+               'torchrun --nproc_per_node=NUM_GPUS tools/train.py CONFIG --launcher pytorch',
+    'slurm': 'srun sets them for each task: start the command with srun',
+    'mpi': 'mpirun sets the OMPI_ ones (MASTER_ADDR is yours to set): start the command '
+           'with mpirun',
+}
+
 
 def exit_with(message: str, code: int = 2) -> NoReturn:
     """Print ``message`` to stderr (no traceback) and exit with ``code``."""
     print(f'error: {message}', file=sys.stderr)
     sys.exit(code)
+
+
+class CfgOptionsAction(DictAction):
+    """``--cfg-options KEY=VALUE ...``: MMEngine's ``DictAction``, but an item it cannot
+    read (no ``=``, an empty key part, unbalanced brackets) is a usage error that names
+    the item instead of a traceback from inside MMEngine."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Sequence[str], option_string: Optional[str] = None) -> None:
+        for item in values:
+            key, sep, value = item.partition('=')
+            if not sep or '' in key.split('.'):
+                parser.error(f'{option_string}: {item!r} is not KEY=VALUE with a dotted key '
+                             '(e.g. train_cfg.max_iters=100); quote a value that has '
+                             'spaces: "model.backbone.out_indices=[5, 11]"')
+            try:
+                self._parse_iterable(value)
+            except AssertionError as err:  # MMEngine asserts balanced brackets
+                parser.error(f'{option_string}: {item!r}: {err}; close the brackets, and '
+                             'quote a value that has spaces as one argument: '
+                             '"model.backbone.out_indices=[5, 11]"')
+        super().__call__(parser, namespace, values, option_string)
+
+
+def check_launcher_env_or_exit(launcher: str) -> None:
+    """Stop with a message if ``--launcher`` lacks the environment its processes get
+    from their starter (torchrun, srun, mpirun), instead of MMEngine's ``KeyError``."""
+    missing = [name for name in LAUNCHER_ENV.get(launcher, ()) if name not in os.environ]
+    if missing:
+        exit_with(f'--launcher {launcher}: the environment lacks {", ".join(missing)}; '
+                  f'{LAUNCHER_START[launcher]}. Without --launcher the command runs as one '
+                  'process.')
+
+
+def ensure_folder_or_exit(path: str, option: str) -> None:
+    """Create folder ``path`` with its parents, or stop with a message naming ``option``.
+
+    Args:
+        path (str): the folder.
+        option (str): where the path came from (``--work-dir``, ``--out``, ...).
+    """
+    if osp.exists(path) and not osp.isdir(path):
+        exit_with(f'{option}: {path} exists and is not a folder; pick another path.')
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        exit_with(f'{option}: cannot create the folder {path} ({err.strerror}); pick a '
+                  'writable path.')
+    if not os.access(path, os.W_OK | os.X_OK):
+        exit_with(f'{option}: the folder {path} is not writable; pick a writable path.')
 
 
 def load_run_config(config_path: str,
@@ -46,12 +115,17 @@ def load_run_config(config_path: str,
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
-        cfg.work_dir = work_dir
+        cfg.work_dir, source = work_dir, '--work-dir'
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config_path))[0])
+        source = 'work_dir (the default for this config)'
+    else:
+        source = f'work_dir (set in {config_path} or --cfg-options)'
+    ensure_folder_or_exit(cfg.work_dir, source)
     fill_work_dir(cfg, cfg.work_dir)
     if launcher != 'none':
+        check_launcher_env_or_exit(launcher)
         from mmseg_saot.utils.cpu_distributed import prepare_cpu_distributed
         prepare_cpu_distributed(cfg, launcher)
     return cfg

@@ -52,6 +52,24 @@ def test_missing_config_is_a_clear_message(python, tmp_path):
     assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.parametrize('args, message', [
+    (['--cfg-options', 'train_cfg.max_iters'],
+     "train.py: error: --cfg-options: 'train_cfg.max_iters' is not KEY=VALUE"),
+    (['--launcher', 'pytorch'], 'error: --launcher pytorch: the environment lacks RANK'),
+    (['--work-dir', '{file}'], 'error: --work-dir: {file} exists and is not a folder'),
+])
+def test_bad_command_line_is_a_clear_message(python, tiny_config, tmp_path, args, message):
+    taken = tmp_path / 'taken'
+    taken.write_text('')
+    env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE')}
+    result = subprocess.run([python, str(TRAIN), str(tiny_config),
+                             *[a.format(file=taken) for a in args]],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr + result.stdout
+    assert message.format(file=taken) in result.stderr
+
+
 def test_bad_model_option_is_a_clear_message(python, tiny_config, tmp_path):
     result = run_tool(python, TRAIN, tiny_config, '--work-dir', tmp_path / 'run',
                       '--cfg-options', 'model.decode_head.num_layers=0')

@@ -1,10 +1,13 @@
+import argparse
 import datetime
 
 import pytest
 import torch
 
-from mmseg_saot.utils.cli import (check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
-                                  enable_amp, interrupt_exits)
+from mmseg_saot.utils.cli import (LAUNCHER_ENV, CfgOptionsAction,
+                                  check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
+                                  check_launcher_env_or_exit, enable_amp,
+                                  ensure_folder_or_exit, interrupt_exits, load_run_config)
 
 
 def _exit_message(path, capsys) -> str:
@@ -183,3 +186,84 @@ def test_interrupt_exits_turns_ctrl_c_into_a_message_and_code_130(capsys):
     assert capsys.readouterr().err == 'Interrupted. The cache is kept.\n'
     with interrupt_exits():  # nothing interrupted: nothing happens
         pass
+
+
+def _cfg_options_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='train.py')
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction)
+    return parser
+
+
+def test_cfg_options_read_as_mmengine_reads_them():
+    from mmengine.config import DictAction
+    items = ['train_cfg.max_iters=100', 'model.backbone.out_indices=[5, 11]', 'a.b=x=y',
+             'c=', 'd=(1,2)', 'e=True']
+    reference = argparse.ArgumentParser()
+    reference.add_argument('--cfg-options', nargs='+', action=DictAction)
+    ours = _cfg_options_parser().parse_args(['--cfg-options', *items]).cfg_options
+    assert ours == reference.parse_args(['--cfg-options', *items]).cfg_options
+    assert ours['model.backbone.out_indices'] == [5, 11] and ours['a.b'] == 'x=y'
+
+
+@pytest.mark.parametrize('item, reason', [
+    ('train_cfg.max_iters', 'is not KEY=VALUE'),
+    ('11]', 'is not KEY=VALUE'),  # the tail of an unquoted "x=[5, 11]"
+    ('=5', 'is not KEY=VALUE'),
+    ('train_cfg..max_iters=5', 'is not KEY=VALUE'),
+    ('model.backbone.out_indices=[5,', 'Imbalanced brackets'),
+])
+def test_a_malformed_cfg_option_is_a_usage_error_naming_it(item, reason, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cfg_options_parser().parse_args(['--cfg-options', 'a=1', item])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"train.py: error: --cfg-options: {item!r}" in err
+    assert reason in err and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('launcher', sorted(LAUNCHER_ENV))
+def test_a_launcher_without_its_environment_names_what_is_missing(launcher, monkeypatch,
+                                                                   capsys):
+    needed = LAUNCHER_ENV[launcher]
+    for name in needed:
+        monkeypatch.setenv(name, '0')
+    check_launcher_env_or_exit(launcher)  # all there: passes
+    monkeypatch.delenv(needed[0])
+    with pytest.raises(SystemExit) as exit_info:
+        check_launcher_env_or_exit(launcher)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: --launcher {launcher}: the environment lacks {needed[0]};')
+    assert {'pytorch': 'tools/dist_train.sh', 'slurm': 'srun', 'mpi': 'mpirun'}[launcher] in err
+    check_launcher_env_or_exit('none')
+
+
+def test_ensure_folder_creates_parents_and_refuses_files(tmp_path, capsys):
+    folder = tmp_path / 'a' / 'b'
+    ensure_folder_or_exit(str(folder), '--out')
+    assert folder.is_dir()
+    ensure_folder_or_exit(str(folder), '--out')  # exists: fine
+    afile = tmp_path / 'file'
+    afile.write_text('x')
+    for path, message in [(afile, f'--out: {afile} exists and is not a folder'),
+                          (afile / 'sub', f'--out: cannot create the folder {afile / "sub"}')]:
+        with pytest.raises(SystemExit) as exit_info:
+            ensure_folder_or_exit(str(path), '--out')
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.startswith(f'error: {message}')
+    assert afile.read_text() == 'x'
+
+
+def test_load_run_config_names_where_an_unusable_work_dir_came_from(tmp_path, capsys):
+    afile = tmp_path / 'file'
+    afile.write_text('x')
+    config = tmp_path / 'cfg.py'
+    config.write_text(f'work_dir = {str(afile)!r}\n')
+    for work_dir, source in [(str(afile), '--work-dir'),
+                             (None, f'work_dir (set in {config} or --cfg-options)')]:
+        with pytest.raises(SystemExit):
+            load_run_config(str(config), work_dir=work_dir)
+        assert capsys.readouterr().err.startswith(f'error: {source}: {afile} exists and is '
+                                                  'not a folder')
+    cfg = load_run_config(str(config), work_dir=str(tmp_path / 'run'))
+    assert cfg.work_dir == str(tmp_path / 'run') and (tmp_path / 'run').is_dir()
