@@ -17,6 +17,7 @@ from mmseg_saot.utils.cli import (CfgOptionsAction, check_checkpoint_fits_or_exi
                                   check_checkpoint_or_exit, check_data_or_exit,
                                   ensure_folder_or_exit, exit_with, interrupt_exits,
                                   load_run_config, user_errors_exit)
+from mmseg_saot.utils.run_options import check_run_options
 
 
 def parse_args() -> argparse.Namespace:
@@ -85,6 +86,7 @@ def main() -> None:
         cfg.model = cfg.tta_model
     check_data_or_exit(cfg)
     with user_errors_exit(cfg):
+        check_run_options(cfg, args.config, training=False)
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
     check_checkpoint_fits_or_exit(runner.model, checkpoint, args.checkpoint, args.config)

@@ -17,9 +17,11 @@ from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
 
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
-from mmseg_saot.utils.cli import (CfgOptionsAction, check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
-                                  check_data_or_exit, enable_amp, exit_with,
-                                  interrupt_exits, load_run_config, user_errors_exit)
+from mmseg_saot.utils.cli import (CfgOptionsAction, check_checkpoint_fits_or_exit,
+                                  check_checkpoint_or_exit, check_data_or_exit, enable_amp,
+                                  exit_with, interrupt_exits, load_run_config,
+                                  user_errors_exit)
+from mmseg_saot.utils.run_options import check_run_options
 
 
 def parse_args() -> argparse.Namespace:
@@ -88,6 +90,7 @@ def main() -> None:
               if cfg.get('load_from') else None)
     check_data_or_exit(cfg)
     with user_errors_exit(cfg):
+        check_run_options(cfg, args.config)
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
     resume_from = checkpoint_to_resume(cfg, runner.work_dir)

@@ -56,6 +56,8 @@ def test_missing_config_is_a_clear_message(python, tmp_path):
     (['--cfg-options', 'train_cfg.max_iters'],
      "train.py: error: --cfg-options: 'train_cfg.max_iters' is not KEY=VALUE"),
     (['--launcher', 'pytorch'], 'error: --launcher pytorch: the environment lacks RANK'),
+    (['--cfg-options', 'train_cfg.val_interval=0'],  # MMEngine: integer modulo by zero
+     'train_cfg.val_interval must be an integer >= 1, got 0 (from the config or --cfg-options)'),
     (['--work-dir', '{file}'], 'error: --work-dir: {file} exists and is not a folder'),
 ])
 def test_bad_command_line_is_a_clear_message(python, tiny_config, tmp_path, args, message):

@@ -1,0 +1,83 @@
+"""Checks of the runner options a user most often changes, before the runner is built.
+
+MMEngine and torch reject a bad value of these only when the runner builds the part
+that reads it (a DataLoader, the optimizer, a loop, a hook), with a traceback from deep
+inside: ``batch_size should be a positive integer value``, ``integer modulo by zero``
+(``val_interval=0``), ``end should be larger than begin`` (``max_iters=0``). Checked
+on the merged config, the same values give one message naming the config key.
+"""
+from typing import Iterator, Mapping
+
+from mmseg_saot.utils.errors import ConfigError
+
+TRAIN_DATALOADERS = ('train_dataloader', 'val_dataloader')
+
+
+def check_run_options(cfg: Mapping, source: str, training: bool = True) -> None:
+    """Raise :class:`ConfigError` naming every bad runner option of ``cfg``.
+
+    Args:
+        cfg: the merged config (``--cfg-options`` applied).
+        source: what the message names first (the config file).
+        training: check what ``runner.train()`` reads (train and val dataloaders, loop,
+            optimizer, schedulers, logger); else what ``runner.test()`` reads (the
+            test dataloader).
+    """
+    problems = list(_train_problems(cfg) if training else
+                    _dataloader_problems(cfg, 'test_dataloader'))
+    if problems:
+        raise ConfigError(f'{source}: {"; ".join(problems)} (from the config or '
+                          '--cfg-options).')
+
+
+def _train_problems(cfg: Mapping) -> Iterator[str]:
+    for name in TRAIN_DATALOADERS:
+        yield from _dataloader_problems(cfg, name)
+    loop = cfg.get('train_cfg') or {}
+    for key in ('max_iters', 'max_epochs', 'val_interval'):
+        if key in loop:
+            yield from _int_problem(f'train_cfg.{key}', loop[key], minimum=1)
+    if 'val_begin' in loop:
+        yield from _int_problem('train_cfg.val_begin', loop['val_begin'], minimum=0)
+    optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer') or {}
+    for key in ('lr', 'weight_decay'):
+        if key in optimizer:
+            yield from _number_problem(f'optim_wrapper.optimizer.{key}', optimizer[key])
+    logger = (cfg.get('default_hooks') or {}).get('logger') or {}
+    if 'interval' in logger:
+        yield from _int_problem('default_hooks.logger.interval', logger['interval'], minimum=1)
+    yield from _scheduler_problems(cfg.get('param_scheduler'))
+
+
+def _dataloader_problems(cfg: Mapping, name: str) -> Iterator[str]:
+    loader = cfg.get(name)
+    if not isinstance(loader, Mapping):
+        return
+    if 'batch_size' in loader:
+        yield from _int_problem(f'{name}.batch_size', loader['batch_size'], minimum=1)
+    workers = loader.get('num_workers', 0)
+    yield from _int_problem(f'{name}.num_workers', workers, minimum=0)
+    if loader.get('persistent_workers') and workers == 0:
+        yield (f'{name}.persistent_workers=True needs {name}.num_workers >= 1, or set it '
+               'to False')
+
+
+def _scheduler_problems(schedulers) -> Iterator[str]:
+    if isinstance(schedulers, Mapping):
+        schedulers = [schedulers]
+    for index, scheduler in enumerate(schedulers or []):
+        begin, end = scheduler.get('begin', 0), scheduler.get('end')
+        if isinstance(begin, (int, float)) and isinstance(end, (int, float)) and end <= begin:
+            yield (f'param_scheduler[{index}] ({scheduler.get("type")}) ends at {end}, not '
+                   f'after its begin {begin}')
+
+
+def _int_problem(key: str, value, minimum: int) -> Iterator[str]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        yield f'{key} must be an integer >= {minimum}, got {value!r}'
+
+
+def _number_problem(key: str, value) -> Iterator[str]:
+    real = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if not real or value < 0:
+        yield f'{key} must be a number >= 0, got {value!r}'

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+from mmseg_saot.utils.errors import ConfigError
+from mmseg_saot.utils.run_options import check_run_options
+
+CONFIGS = sorted((Path(__file__).parents[2] / 'configs' / 'saot').glob('*.py'))
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda path: path.name)
+def test_every_shipped_config_passes(config):
+    cfg = Config.fromfile(config)
+    check_run_options(cfg, config.name)
+    check_run_options(cfg, config.name, training=False)
+
+
+def _base() -> Config:
+    return Config(dict(
+        train_dataloader=dict(batch_size=2, num_workers=2, persistent_workers=True),
+        val_dataloader=dict(batch_size=1, num_workers=0, persistent_workers=False),
+        test_dataloader=dict(batch_size=1, num_workers=0),
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=100, val_interval=50),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01)),
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=10)),
+        param_scheduler=[dict(type='LinearLR', begin=0, end=10),
+                         dict(type='PolyLR', begin=10, end=100)]))
+
+
+def _message(options: dict, training: bool = True) -> str:
+    cfg = _base()
+    cfg.merge_from_dict(options)
+    with pytest.raises(ConfigError) as error:
+        check_run_options(cfg, 'cfg.py', training=training)
+    message = str(error.value)
+    assert message.startswith('cfg.py: ') and message.endswith(
+        ' (from the config or --cfg-options).')
+    return message
+
+
+def test_good_options_pass():
+    check_run_options(_base(), 'cfg.py')
+    check_run_options(_base(), 'cfg.py', training=False)
+
+
+@pytest.mark.parametrize('key, value, expected', [
+    ('train_dataloader.batch_size', 0, 'train_dataloader.batch_size must be an integer >= 1, '
+     'got 0'),
+    ('val_dataloader.batch_size', 1.5, 'val_dataloader.batch_size must be an integer >= 1, '
+     'got 1.5'),
+    ('train_dataloader.num_workers', -1, 'train_dataloader.num_workers must be an integer >= 0, '
+     'got -1'),
+    ('train_dataloader.num_workers', 0, 'train_dataloader.persistent_workers=True needs '
+     'train_dataloader.num_workers >= 1, or set it to False'),
+    ('train_cfg.max_iters', 0, 'train_cfg.max_iters must be an integer >= 1, got 0'),
+    ('train_cfg.max_iters', 'abc', "train_cfg.max_iters must be an integer >= 1, got 'abc'"),
+    ('train_cfg.val_interval', 0, 'train_cfg.val_interval must be an integer >= 1, got 0'),
+    ('train_cfg.val_begin', -1, 'train_cfg.val_begin must be an integer >= 0, got -1'),
+    ('optim_wrapper.optimizer.lr', -1, 'optim_wrapper.optimizer.lr must be a number >= 0, '
+     'got -1'),
+    ('optim_wrapper.optimizer.weight_decay', 'x', 'optim_wrapper.optimizer.weight_decay must '
+     "be a number >= 0, got 'x'"),
+    ('default_hooks.logger.interval', 0, 'default_hooks.logger.interval must be an integer '
+     '>= 1, got 0'),
+    ('param_scheduler.1.end', 10, 'param_scheduler[1] (PolyLR) ends at 10, not after its '
+     'begin 10'),
+])
+def test_each_bad_option_is_named(key, value, expected):
+    assert _message({key: value}) == f'cfg.py: {expected} (from the config or --cfg-options).'
+
+
+def test_every_problem_is_listed_and_test_runs_check_the_test_dataloader_only():
+    message = _message({'train_dataloader.batch_size': 0, 'optim_wrapper.optimizer.lr': -1})
+    assert 'train_dataloader.batch_size' in message and '; optim_wrapper.optimizer.lr' in message
+    cfg = _base()
+    cfg.merge_from_dict({'train_dataloader.batch_size': 0})
+    check_run_options(cfg, 'cfg.py', training=False)  # tools/test.py never reads it
+    assert 'test_dataloader.batch_size' in _message({'test_dataloader.batch_size': 0},
+                                                    training=False)
