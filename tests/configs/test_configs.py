@@ -52,3 +52,20 @@ def test_experiment_has_test_time_augmentation_around_its_test_scale(path):
     test_scale = next(t['scale'] for t in cfg.test_dataloader.dataset.pipeline
                       if t['type'] == 'Resize')
     assert tuple(test_scale) in [tuple(r['scale']) for r in resizes]
+
+
+def test_the_readme_short_run_recipe_names_the_right_entries():
+    # README, "Train, test, multi-GPU": --cfg-options custom_hooks.2.self_training_begin=2000
+    # param_scheduler.1.end=4000 with train_cfg.max_iters=4000
+    from mmseg_saot.utils.run_options import check_run_options
+    cfg = Config.fromfile(CONFIGS / 'saot' / 'gta2cs.py')
+    readme = (CONFIGS.parent / 'README.md').read_text()
+    options = {'train_cfg.max_iters': 4000, 'custom_hooks.2.self_training_begin': 2000,
+               'param_scheduler.1.end': 4000}
+    assert ' '.join(f'{k}={v}' for k, v in options.items() if k != 'train_cfg.max_iters') \
+        in readme
+    cfg.merge_from_dict(options)
+    assert cfg.custom_hooks[2]['type'] == 'UDAStageHook'
+    assert cfg.param_scheduler[1]['type'] == 'PolyLR'
+    assert cfg.param_scheduler[1]['end'] == cfg.train_cfg.max_iters
+    check_run_options(cfg, 'gta2cs.py')

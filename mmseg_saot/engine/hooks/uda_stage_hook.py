@@ -1,4 +1,5 @@
 """Switch EMATeacherUDA from SAOT pseudo-labels (stage 1) to self-training (stage 2)."""
+import logging
 from typing import Optional
 
 from mmengine.hooks import Hook
@@ -51,6 +52,22 @@ class UDAStageHook(Hook):
                   f'pseudo-labels, [{self.self_training_begin}, {runner.max_iters}) the EMA '
                   f'teacher\'s; starting at iteration {runner.iter} '
                   f'({self.stage_at(runner.iter)}).', logger='current')
+        if 0 < runner.max_iters <= self.self_training_begin:
+            print_log(self._no_stage2_message(runner), logger='current', level=logging.WARNING)
+
+    def _no_stage2_message(self, runner) -> str:
+        """Stage 2 is out of reach: say so and how to shorten both stages."""
+        hooks = runner.cfg.get('custom_hooks') or []
+        index = next((i for i, hook in enumerate(hooks)
+                      if isinstance(hook, dict) and hook.get('type') in ('UDAStageHook',
+                                                                         UDAStageHook)), None)
+        key = ('the self_training_begin of UDAStageHook in custom_hooks' if index is None else
+               f'custom_hooks.{index}.self_training_begin')
+        half = max(1, runner.max_iters // 2)
+        return (f'UDAStageHook: train_cfg.max_iters={runner.max_iters} ends before stage 2 '
+                f'begins (self_training_begin={self.self_training_begin}): this run never '
+                'self-trains. To shorten both stages, lower the hook\'s begin too, e.g. '
+                f'--cfg-options train_cfg.max_iters={runner.max_iters} {key}={half}.')
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch: Optional[dict] = None) -> None:

@@ -59,3 +59,29 @@ def test_stage2_logs_do_not_repeat_the_last_stage1_loss():
     hook.before_train_iter(runner, batch_idx=2)
     assert 'train/tgt.loss_ce' not in runner.message_hub.log_scalars
     assert 'train/src.loss_ce' in runner.message_hub.log_scalars  # both stages have it
+
+
+@pytest.mark.parametrize('begin, max_iters, warns', [(10, 10, True), (12, 10, True),
+                                                     (9, 10, False), (0, 10, False)])
+def test_a_run_that_ends_before_stage2_warns_with_the_option_to_lower(begin, max_iters, warns,
+                                                                       monkeypatch):
+    from mmengine.config import Config
+
+    from mmseg_saot.engine.hooks import uda_stage_hook
+    logged = []
+    monkeypatch.setattr(uda_stage_hook, 'print_log',
+                        lambda message, **kwargs: logged.append((message, kwargs)))
+    runner = runner_at(0, StagedModel())
+    runner.max_iters = max_iters
+    runner.cfg = Config(dict(custom_hooks=[dict(type='EMATeacherHook'),
+                                           dict(type='UDAStageHook', self_training_begin=begin)]))
+    UDAStageHook(self_training_begin=begin).before_train(runner)
+    warnings = [message for message, kwargs in logged if kwargs.get('level') is not None]
+    if not warns:
+        assert warnings == []
+        return
+    assert warnings == [
+        f'UDAStageHook: train_cfg.max_iters={max_iters} ends before stage 2 begins '
+        f'(self_training_begin={begin}): this run never self-trains. To shorten both stages, '
+        "lower the hook's begin too, e.g. --cfg-options train_cfg.max_iters=10 "
+        'custom_hooks.1.self_training_begin=5.']
