@@ -65,15 +65,22 @@ def _load_json(path: str) -> dict:
 
 def read_run(work_dir: str, branch: str, iteration: Optional[int]) -> Tuple[Column, str]:
     """Per-class IoU of one head of a run at ``iteration`` (default: the last eval)."""
+    if not osp.isdir(work_dir):
+        raise FileNotFoundError(f'run folder {work_dir} does not exist.')
     records = sorted(glob.glob(osp.join(work_dir, 'eval', 'iter_*.json')),
                      key=lambda p: int(re.findall(r'iter_(\d+)', p)[-1]))
-    if iteration is not None:
-        records = [p for p in records if p.endswith(f'iter_{iteration}.json')]
     if not records:
         raise FileNotFoundError(
-            f'no evaluation {"at iteration " + str(iteration) if iteration else ""} in '
-            f'{work_dir}/eval/: train with val_cfg=dict(type="TeacherStudentValLoop") and '
+            f'no evaluation in {work_dir}/eval/: train with '
+            'val_cfg=dict(type="TeacherStudentValLoop") and '
             'val_evaluator=dict(type="ClassIoUMetric").')
+    if iteration is not None:
+        found = [p for p in records if p.endswith(f'iter_{iteration}.json')]
+        if not found:
+            kept = ', '.join(re.findall(r'iter_(\d+)', p)[-1] for p in records)
+            raise FileNotFoundError(f'no evaluation at iteration {iteration} in '
+                                    f'{work_dir}/eval/; it has iterations {kept}.')
+        records = found
     record = _load_json(records[-1])
     if branch not in record or not record[branch].get('per_class_iou'):
         heads = sorted(k for k, v in record.items() if isinstance(v, dict))
@@ -207,14 +214,24 @@ def main(argv: Optional[List[str]] = None) -> int:
              for a, b in zip(columns, columns[1:])]
     print('\nmIoU change, column to column: ' + '; '.join(drops))
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out + '.md', 'w') as f:
-            f.write(table + '\n\n' + notes + '\n')
-        with open(args.out + '.json', 'w') as f:
-            json.dump({column.label: dict(per_class_iou=column.iou, miou=round(column.miou, 2),
-                                          source=column.what)
-                       for column in columns}, f, indent=1)
+        try:
+            write_outputs(args.out, table, notes, columns)
+        except OSError as err:
+            print(f'error: --out {args.out}: cannot write there ({err.strerror}: '
+                  f'{err.filename}); pick a writable path.', file=sys.stderr)
+            return 2
     return 0
+
+
+def write_outputs(out: str, table: str, notes: str, columns: List[Source]) -> None:
+    """``<out>.md`` (table and notes) and ``<out>.json`` (per column)."""
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    with open(out + '.md', 'w') as f:
+        f.write(table + '\n\n' + notes + '\n')
+    with open(out + '.json', 'w') as f:
+        json.dump({column.label: dict(per_class_iou=column.iou, miou=round(column.miou, 2),
+                                      source=column.what)
+                   for column in columns}, f, indent=1)
 
 
 if __name__ == '__main__':

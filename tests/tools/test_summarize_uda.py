@@ -65,6 +65,27 @@ def test_bad_columns_are_clear_messages(sources, python, tmp_path):
         assert 'Traceback' not in result.stderr
 
 
+def test_missing_runs_iterations_and_unwritable_out_are_named(sources, tmp_path, capsys):
+    run, _ = sources
+    afile = tmp_path / 'afile'
+    afile.write_text('')
+    empty = tmp_path / 'empty_run'
+    empty.mkdir()
+    for args, message in (
+            ([f'x=run:{tmp_path}/nope:teacher'], f'error: run folder {tmp_path}/nope does not '
+             'exist.'),
+            ([f'x=run:{empty}:teacher'], f'error: no evaluation in {empty}/eval/: train with '),
+            ([f'x=run:{run}:teacher@7'], f'error: no evaluation at iteration 7 in {run}/eval/; '
+             'it has iterations 2, 10.'),
+            ([f'x=run:{run}:teacher', '--out', f'{afile}/table'],
+             f'error: --out {afile}/table: cannot write there (')):
+        argv = ['--column', args[0], *args[1:]]
+        assert summarize_uda.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message), err
+    assert afile.read_text() == ''
+
+
 def test_reference_columns_from_csv_and_json(sources, tmp_path, capsys):
     run, _ = sources
     published = tmp_path / 'other_method.csv'  # e.g. another UDA method's table row
