@@ -17,12 +17,12 @@ from typing import List, Optional
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from mmseg_saot.utils.arg_types import positive_int
+    from mmseg_saot.utils.arg_types import output_file, positive_int
     from mmseg_saot.utils.cli import CfgOptionsAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='a config whose model is EMATeacherUDA')
     parser.add_argument('--iters', type=positive_int, default=10, help='batches timed per mode')
-    parser.add_argument('--out', help='JSON file for the result')
+    parser.add_argument('--out', type=output_file, help='JSON file for the result')
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='key=value overrides, as for tools/train.py')
     return parser.parse_args(argv)

@@ -751,7 +751,8 @@ def machine_line(device):
 
 
 def main(argv=None):
-    from mmseg_saot.utils.arg_types import device_option, positive_float, positive_int
+    from mmseg_saot.utils.arg_types import (device_option, output_file, positive_float,
+                                            positive_int)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         type=device_option)
@@ -781,7 +782,8 @@ def main(argv=None):
                         '(reused between runs)')
     parser.add_argument('--accuracy-size', type=positive_int, default=None)
     parser.add_argument('--sections', default='speed,iters,accuracy,block,fullres')
-    parser.add_argument('--out', default=None)
+    parser.add_argument('--out', type=output_file, default=None,
+                        help='the table (default: benchmarks/ot_<device>.md)')
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

@@ -206,7 +206,7 @@ def sync(device: str) -> None:
 
 
 def main(argv=None) -> str:
-    from mmseg_saot.utils.arg_types import device_option, positive_int
+    from mmseg_saot.utils.arg_types import device_option, output_file, positive_int
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--preset', choices=list(PRESETS), default='demo')
     parser.add_argument('--device', default='cpu', type=device_option, help='cpu or cuda[:N]')
@@ -221,7 +221,8 @@ def main(argv=None) -> str:
     parser.add_argument('--count-ops', action='store_true',
                         help='print the operator calls of one labeller call, per part')
     parser.add_argument('--demo-root', default='data/demo')
-    parser.add_argument('--out', help='also write the table (markdown) here')
+    parser.add_argument('--out', type=output_file,
+                        help='also write the table (markdown) here')
     args = parser.parse_args(argv)
     preset = dict(PRESETS[args.preset])
     preset['model'] = args.model or preset['model']

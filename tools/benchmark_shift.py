@@ -31,6 +31,7 @@ DEFAULT_METHODS = ['nn', 'knn', 'ot_unbalanced', 'ot_metric', 'saot']
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    from mmseg_saot.utils.arg_types import output_file
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default='configs/saot/demo.py',
                         help='the demo config (its source set and labeller)')
@@ -41,7 +42,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='labelling methods (see generate_pseudo_labels.py)')
     parser.add_argument('--work-dir', default='work_dirs/demo_shift',
                         help='target images and per-shift results')
-    parser.add_argument('--out', default='benchmarks/demo_shift.md',
+    parser.add_argument('--out', default='benchmarks/demo_shift.md', type=output_file,
                         help='where the table is written')
     parser.add_argument('--force', action='store_true',
                         help='score every shift again, even finished ones')

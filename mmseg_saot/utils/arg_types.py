@@ -1,5 +1,5 @@
-"""``type=`` functions for the tools' numeric and device options: a bad value is a usage
-error.
+"""``type=`` functions for the tools' numeric, device and output-file options: a bad
+value is a usage error.
 
 argparse prints an :class:`argparse.ArgumentTypeError` as
 ``tool: error: argument --nproc: must be an integer >= 1, got "0"`` and exits with
@@ -8,6 +8,10 @@ whole labelling pass).
 """
 import argparse
 import math
+import os
+import os.path as osp
+
+from mmseg_saot.utils.paths import why_not_creatable, writable_folder
 
 
 def _number(kind, text: str, lowest, inclusive: bool):
@@ -75,3 +79,25 @@ def device_option(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f'"{value}": this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}')
     return value
+
+
+def output_file(path: str) -> str:
+    """``type=`` of the benchmarks' ``--out``: a file that can be written, checked before
+    the minutes of measuring that precede the write (its folder is created here).
+
+    Raises:
+        argparse.ArgumentTypeError: the path is a folder, or its folder cannot be made
+            or written (a file in the way, no permission).
+    """
+    if osp.isdir(path):
+        raise argparse.ArgumentTypeError(f'"{path}" is a folder; give a file name in it')
+    folder = osp.dirname(osp.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(
+            f'"{path}": cannot create its folder {folder} '
+            f'({why_not_creatable(folder, err)})') from None
+    if not writable_folder(folder):
+        raise argparse.ArgumentTypeError(f'"{path}": its folder {folder} is not writable')
+    return path

@@ -13,6 +13,7 @@ from mmengine.logging import print_log
 
 from mmseg_saot.utils.build_errors import explain_build_error
 from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.paths import why_not_creatable, writable_folder
 
 WORK_DIR_TOKEN = '{work_dir}'
 
@@ -83,9 +84,9 @@ def ensure_folder_or_exit(path: str, option: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
-        exit_with(f'{option}: cannot create the folder {path} ({err.strerror}); pick a '
-                  'writable path.')
-    if not os.access(path, os.W_OK | os.X_OK):
+        exit_with(f'{option}: cannot create the folder {path} '
+                  f'({why_not_creatable(path, err)}); pick a writable path.')
+    if not writable_folder(path):
         exit_with(f'{option}: the folder {path} is not writable; pick a writable path.')
 
 

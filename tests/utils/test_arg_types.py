@@ -69,3 +69,34 @@ def test_device_option_is_a_usage_error_of_the_option():
     assert exit_info.value.code == 2
     printed = ''.join(call.args[0] for call in stderr.write.call_args_list)
     assert 'argument --device: "tpu" is not a device' in printed
+
+
+def test_output_file_makes_its_folder_and_names_what_is_in_the_way(tmp_path):
+    out = tmp_path / 'new' / 'table.md'
+    assert arg_types.output_file(str(out)) == str(out)
+    assert out.parent.is_dir() and not out.exists()  # the folder only; the tool writes
+    afile = tmp_path / 'afile'
+    afile.write_text('kept')
+    for path, message in [
+            (tmp_path, f'"{tmp_path}" is a folder; give a file name in it'),
+            (afile / 'x' / 't.md', f'"{afile}/x/t.md": cannot create its folder {afile}/x '
+             f'({afile} is a file)')]:
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            arg_types.output_file(str(path))
+        assert str(info.value) == message
+    assert afile.read_text() == 'kept'
+
+
+@pytest.mark.parametrize('tool', ['benchmark_ot.py', 'benchmark_pseudo_labels.py',
+                                  'benchmark_shift.py'])
+def test_benchmarks_check_out_before_measuring(tool, tmp_path, capsys):
+    from tool_scripts import load_tool
+    module = load_tool(f'tools/{tool}')
+    afile = tmp_path / 'afile'
+    afile.write_text('')
+    parse = getattr(module, 'parse_args', None) or module.main
+    with pytest.raises(SystemExit) as info:
+        parse(['--out', str(afile / 'table.md')])
+    assert info.value.code == 2
+    assert f'argument --out: "{afile}/table.md": cannot create its folder' in \
+        capsys.readouterr().err
