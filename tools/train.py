@@ -4,19 +4,19 @@ The interface of MMSegmentation's tools/train.py, plus a check that the
 datasets exist before anything is built.
 """
 import argparse
-import glob
 import os
 import os.path as osp
-import re
 import sys
 from typing import Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.dist import get_rank
-from mmengine.runner import Runner, find_latest_checkpoint
+from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
+from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, newest_checkpoint,
+                                          read_last_checkpoint)
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_checkpoint_fits_or_exit,
                                   check_checkpoint_or_exit, check_data_or_exit, enable_amp,
                                   exit_with, interrupt_exits, load_run_config,
@@ -52,31 +52,19 @@ def checkpoint_to_resume(cfg, work_dir: str) -> Optional[str]:
         return None
     if cfg.get('load_from'):
         return cfg.load_from
-    pointer = osp.join(work_dir, 'last_checkpoint')
-    if not osp.exists(pointer):
+    named = read_last_checkpoint(work_dir)
+    if named is None:
         return None  # a fresh run: MMEngine starts from scratch
-    named = find_latest_checkpoint(work_dir)
     if not named:  # MMEngine would try to load '' and fail deep inside
-        newest = newest_checkpoint(work_dir)
+        template = (cfg.get('default_hooks') or {}).get('checkpoint', {}).get('filename_tmpl')
+        newest = newest_checkpoint(work_dir, ((template,) if template else ()) +
+                                   DEFAULT_TEMPLATES)
         fix = (f'resume from the newest checkpoint there: --resume --cfg-options '
                f'load_from={newest}' if newest else
                'no checkpoint is left there: train without --resume')
-        exit_with(f'--resume: {pointer} is empty (the run was stopped while writing it); '
-                  f'{fix}')
+        exit_with(f'--resume: {osp.join(work_dir, "last_checkpoint")} is empty (the run was '
+                  f'stopped while writing it); {fix}')
     return named
-
-
-def newest_checkpoint(work_dir: str) -> Optional[str]:
-    """The ``iter_N.pth`` (else ``epoch_N.pth``) of ``work_dir`` with the largest N."""
-    for kind in ('iter', 'epoch'):
-        found = []
-        for path in glob.glob(osp.join(work_dir, f'{kind}_*.pth')):
-            match = re.fullmatch(rf'{kind}_(\d+)\.pth', osp.basename(path))
-            if match:
-                found.append((int(match.group(1)), path))
-        if found:
-            return max(found)[1]
-    return None
 
 
 def main() -> None:

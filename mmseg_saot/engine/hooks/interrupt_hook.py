@@ -16,6 +16,7 @@ from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
 
 from mmseg_saot.utils.atomic import atomic_write_text
+from mmseg_saot.utils.checkpoints import read_last_checkpoint
 from mmseg_saot.utils.errors import ConfigError
 
 
@@ -238,11 +239,8 @@ class SaveOnInterruptHook(Hook):
     @staticmethod
     def _just_saved(work_dir: str, path: str) -> bool:
         """Whether ``work_dir/last_checkpoint`` names ``path`` (CheckpointHook saved it)."""
-        named = osp.join(work_dir, 'last_checkpoint')
-        if not osp.exists(named):
-            return False
-        with open(named) as f:
-            return osp.abspath(f.read().strip()) == osp.abspath(path)
+        named = read_last_checkpoint(work_dir)
+        return bool(named) and osp.abspath(named) == osp.abspath(path)
 
     @staticmethod
     def _on_any_rank(*flags: bool) -> Tuple[bool, ...]:
