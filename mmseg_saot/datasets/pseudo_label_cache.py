@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from mmseg_saot.utils.atomic import atomic_write_bytes
+from mmseg_saot.utils.paths import ensure_folder
 
 MANIFEST = 'manifest.json'
 LABELER_STATE = 'labeler.pth'
@@ -124,7 +125,7 @@ class PseudoLabelCache:
             while osp.exists(stale if not suffix else f'{stale}.{suffix}'):
                 suffix += 1
             os.replace(self.root, stale if not suffix else f'{stale}.{suffix}')
-        os.makedirs(self.root, exist_ok=True)
+        ensure_folder(self.root, 'pseudo_label_dir (the pseudo-label cache)')
         self.write_manifest(dict(config_hash=config_hash, complete=False,
                                  fingerprint=fingerprint))
         return STATE_NEW

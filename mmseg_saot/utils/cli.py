@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 
 from mmseg_saot.utils.build_errors import explain_build_error
 from mmseg_saot.utils.errors import UserInputError
-from mmseg_saot.utils.paths import why_not_creatable, writable_folder
+from mmseg_saot.utils.paths import ensure_folder
 
 WORK_DIR_TOKEN = '{work_dir}'
 
@@ -73,21 +73,12 @@ def check_launcher_env_or_exit(launcher: str) -> None:
 
 
 def ensure_folder_or_exit(path: str, option: str) -> None:
-    """Create folder ``path`` with its parents, or stop with a message naming ``option``.
-
-    Args:
-        path (str): the folder.
-        option (str): where the path came from (``--work-dir``, ``--out``, ...).
-    """
-    if osp.exists(path) and not osp.isdir(path):
-        exit_with(f'{option}: {path} exists and is not a folder; pick another path.')
+    """Create folder ``path`` with its parents, or stop with a message naming ``option``
+    (see :func:`mmseg_saot.utils.paths.ensure_folder`)."""
     try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as err:
-        exit_with(f'{option}: cannot create the folder {path} '
-                  f'({why_not_creatable(path, err)}); pick a writable path.')
-    if not writable_folder(path):
-        exit_with(f'{option}: the folder {path} is not writable; pick a writable path.')
+        ensure_folder(path, option)
+    except UserInputError as err:
+        exit_with(str(err))
 
 
 def load_run_config(config_path: str,

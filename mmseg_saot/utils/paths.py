@@ -1,6 +1,8 @@
-"""Say why a folder cannot be created, in the words a user can act on."""
+"""Create the folders a user names, and say why one cannot be, in words a user can act on."""
 import os
 import os.path as osp
+
+from mmseg_saot.utils.errors import UserInputError
 
 
 def why_not_creatable(folder: str, err: OSError) -> str:
@@ -23,3 +25,25 @@ def why_not_creatable(folder: str, err: OSError) -> str:
 def writable_folder(folder: str) -> bool:
     """Whether files can be created in the existing ``folder``."""
     return os.access(folder, os.W_OK | os.X_OK)
+
+
+def ensure_folder(folder: str, option: str) -> None:
+    """Create ``folder`` with its parents, or raise :class:`UserInputError` naming
+    ``option`` (where the path came from) and the reason.
+
+    Args:
+        folder: the folder.
+        option: the config option or command-line flag that gave it.
+    """
+    if osp.exists(folder) and not osp.isdir(folder):
+        raise UserInputError(f'{option}: {folder} exists and is not a folder; pick another '
+                             'path.')
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(f'{option}: cannot create the folder {folder} '
+                             f'({why_not_creatable(folder, err)}); pick a writable path.') \
+            from None
+    if not writable_folder(folder):
+        raise UserInputError(f'{option}: the folder {folder} is not writable; pick a writable '
+                             'path.')

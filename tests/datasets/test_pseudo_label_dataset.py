@@ -68,3 +68,11 @@ def test_weight_and_label_of_different_sizes_are_named(dataset):
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(cache.confidence_path(dataset.key(0)))
     with pytest.raises(ValueError, match='confidence'):
         dataset[0]
+
+
+def test_a_cache_folder_that_cannot_be_made_is_named(tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('')
+    with pytest.raises(UserInputError, match=r'^pseudo_label_dir \(the pseudo-label cache\): '
+                       f'cannot create the folder {afile}/pl'):
+        PseudoLabelCache(str(afile / 'pl')).open(dict(method='saot'))

@@ -21,6 +21,7 @@ import torch
 
 from mmseg_saot.models.segmentors.feature_cache import module_fingerprint, update_digest
 from mmseg_saot.utils.atomic import atomic_torch_save
+from mmseg_saot.utils.paths import ensure_folder
 
 
 _BACKBONE_SETTINGS = ('model_name', 'out_indices', 'norm', 'feature_dtype', 'patch_size')
@@ -58,6 +59,8 @@ class FeatureStore:
     """
 
     def __init__(self, folder: str, model: torch.nn.Module) -> None:
+        ensure_folder(folder, 'feature store (SAOTPseudoLabelHook feature_store_dir or '
+                      '--feature-cache)')
         self.folder = osp.join(folder, model_fingerprint(model))
         self.hits = self.misses = 0
 

@@ -12,6 +12,7 @@ from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 from torch import Tensor, nn
 
 from mmseg_saot.utils.errors import ConfigError, UserInputError
+from mmseg_saot.utils.paths import ensure_folder
 from .feature_cache import FrozenFeatureCache, module_fingerprint
 from .self_training import (labelled_samples, pad_to, stack_labels, strong_view,
                             teacher_labels, valid_pixels)
@@ -125,6 +126,8 @@ class EMATeacherUDA(EncoderDecoder):
         self.seed = seed
         self.feature_cache = None
         if feature_cache:
+            if feature_cache_dir:
+                ensure_folder(feature_cache_dir, 'model.feature_cache_dir')
             folder = feature_cache_dir and osp.join(
                 feature_cache_dir, module_fingerprint(
                     nn.ModuleList([self.backbone, getattr(self, 'neck', nn.Identity())]),

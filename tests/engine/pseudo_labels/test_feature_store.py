@@ -123,3 +123,12 @@ def test_a_truncated_entry_is_a_miss_and_is_rewritten(setup, tmp_path):
     assert (again.hits, again.misses) == (2, 1)
     assert torch.load(entry, weights_only=True)['feats'].dim() == 3
     assert not list(Path(store.folder).rglob('*.tmp'))
+
+
+def test_a_store_folder_that_cannot_be_made_is_named(tmp_path):
+    from mmseg_saot.utils.errors import UserInputError
+    afile = tmp_path / 'afile'
+    afile.write_text('')
+    with pytest.raises(UserInputError, match=r'^feature store \(SAOTPseudoLabelHook '
+                       r'feature_store_dir or --feature-cache\): '):
+        FeatureStore(str(afile), torch.nn.Linear(1, 1))

@@ -210,3 +210,13 @@ def test_a_head_that_does_not_fit_the_backbone_stops_the_build(head_change, mess
     head.update(head_change)
     with pytest.raises(ConfigError, match=f'EMATeacherUDA: .*{message}'):
         build(decode_head=head)
+
+
+def test_a_feature_cache_dir_that_cannot_be_made_is_named(tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('')
+    with pytest.raises(UserInputError, match=f'^model.feature_cache_dir: cannot create the '
+                       f'folder {afile}/fc '):
+        build(feature_cache=True, feature_cache_dir=str(afile / 'fc'))
+    model = build(feature_cache=True, feature_cache_dir=str(tmp_path / 'fc'))
+    assert model.feature_cache.folder.startswith(str(tmp_path / 'fc'))

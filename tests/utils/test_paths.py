@@ -1,0 +1,42 @@
+import os
+
+import pytest
+
+from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.paths import ensure_folder, why_not_creatable
+
+
+def test_ensure_folder_creates_parents_and_keeps_existing_ones(tmp_path):
+    folder = tmp_path / 'a' / 'b'
+    ensure_folder(str(folder), 'opt')
+    (folder / 'kept.txt').write_text('x')
+    ensure_folder(str(folder), 'opt')
+    assert (folder / 'kept.txt').read_text() == 'x'
+
+
+def test_a_file_in_the_way_is_named_with_the_option(tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    with pytest.raises(UserInputError, match=f'^opt: {afile} exists and is not a folder; '):
+        ensure_folder(str(afile), 'opt')
+    deep = afile / 'b' / 'c'
+    with pytest.raises(UserInputError) as info:
+        ensure_folder(str(deep), 'model.feature_cache_dir')
+    assert str(info.value) == (f'model.feature_cache_dir: cannot create the folder {deep} '
+                               f'({afile} is a file); pick a writable path.')
+    assert afile.read_text() == 'x'
+
+
+def test_other_failures_give_the_system_reason(tmp_path):
+    err = OSError(13, 'Permission denied')
+    assert why_not_creatable(str(tmp_path / 'x'), err) == 'Permission denied'
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root may write anywhere')
+def test_a_read_only_folder_is_refused(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(UserInputError, match='cannot create the folder'):
+            ensure_folder(str(tmp_path / 'x'), 'opt')
+    finally:
+        tmp_path.chmod(0o700)
