@@ -57,6 +57,7 @@ import warnings
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECTIONS = ('speed', 'iters', 'accuracy', 'block', 'fullres')
 
 
 def import_ot():
@@ -781,7 +782,8 @@ def main(argv=None):
                         help='folder caching the street-scene features, one file per seed '
                         '(reused between runs)')
     parser.add_argument('--accuracy-size', type=positive_int, default=None)
-    parser.add_argument('--sections', default='speed,iters,accuracy,block,fullres')
+    parser.add_argument('--sections', default=','.join(SECTIONS),
+                        help='comma-separated, run in this order: ' + ','.join(SECTIONS))
     parser.add_argument('--out', type=output_file, default=None,
                         help='the table (default: benchmarks/ot_<device>.md)')
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
@@ -799,20 +801,30 @@ def main(argv=None):
                                                   '1024,4096')).split(',')]
     args.dims = [int(d) for d in args.dims.split(',')]
     sections = args.sections.split(',')
+    unknown = [name for name in sections if name not in SECTIONS]
+    if unknown:
+        parser.error(f'--sections: unknown {", ".join(unknown)}; choose from '
+                     f'{",".join(SECTIONS)}')
     isolate = not gpu
     lines = [f'# OT benchmark ({device})', '', machine_line(device), '',
              f'Command: `python tools/benchmark_ot.py {" ".join(sys.argv[1:])}`', '']
     start = time.perf_counter()
-    if 'speed' in sections:
-        speed_section(args, device, isolate, lines)
-    if 'iters' in sections:
-        iterations_section(args, lines)
-    if 'accuracy' in sections:
-        accuracy_section(args, device, lines)
-    if 'block' in sections:
-        block_section(args, device, isolate, lines)
-    if 'fullres' in sections:
-        fullres_section(args, device, isolate, lines)
+    runs = dict(speed=lambda: speed_section(args, device, isolate, lines),
+                iters=lambda: iterations_section(args, lines),
+                accuracy=lambda: accuracy_section(args, device, lines),
+                block=lambda: block_section(args, device, isolate, lines),
+                fullres=lambda: fullres_section(args, device, isolate, lines))
+    interrupted = None
+    try:
+        for name, run_section in runs.items():
+            if name in sections:
+                interrupted = name
+                run_section()
+        interrupted = None
+    except KeyboardInterrupt:  # keep the sections already measured
+        lines += ['', f'**Interrupted (Ctrl-C) in the {interrupted} section**: the sections '
+                  'above it are complete, that one may be cut short, later ones did not run.',
+                  '']
     lines.append(f'Total benchmark time: {time.perf_counter() - start:.0f} s.')
     text = '\n'.join(lines) + '\n'
     out = args.out or os.path.join(ROOT, 'benchmarks', f'ot_{device.split(":")[0]}.md')
@@ -820,6 +832,9 @@ def main(argv=None):
     with open(out, 'w') as fh:
         fh.write(text)
     print(text)
+    if interrupted:
+        print(f'Interrupted; the sections measured so far are in {out}.', file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == '__main__':

@@ -90,3 +90,35 @@ def test_block_run_reports_truncation_labels_from_the_dense_run(tool, scenes):
     dense, block = tool.dense_and_block(spec, isolate=False)
     assert tool.truncation_cell(dense, block) == '0.00 %'
     assert block['truncation_labels'] == block['labels']  # full support: nothing truncated
+
+
+def test_ctrl_c_keeps_the_sections_already_measured(tool, tmp_path, monkeypatch, capsys):
+    def iterations(args, lines):
+        lines.append('| iterations table |')
+
+    def accuracy(args, device, lines):
+        lines.append('| accuracy half')
+        raise KeyboardInterrupt
+
+    def block(*args):
+        raise AssertionError('a later section must not run')
+
+    monkeypatch.setattr(tool, 'iterations_section', iterations)
+    monkeypatch.setattr(tool, 'accuracy_section', accuracy)
+    monkeypatch.setattr(tool, 'block_section', block)
+    out = tmp_path / 'ot.md'
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--device', 'cpu', '--sections', 'iters,accuracy,block', '--out', str(out)])
+    assert stop.value.code == 130
+    text = out.read_text()
+    assert '| iterations table |' in text and '| accuracy half' in text
+    assert '**Interrupted (Ctrl-C) in the accuracy section**' in text
+    assert f'the sections measured so far are in {out}' in capsys.readouterr().err
+
+
+def test_an_unknown_section_is_a_usage_error(tool, capsys):
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--sections', 'speed,blocks'])
+    assert stop.value.code == 2
+    assert '--sections: unknown blocks; choose from speed,iters,accuracy,block,fullres' in \
+        capsys.readouterr().err
