@@ -81,6 +81,22 @@ def ensure_folder_or_exit(path: str, option: str) -> None:
         exit_with(str(err))
 
 
+def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Load a config file and apply ``--cfg-options``; a missing file stops with a message.
+
+    Args:
+        config_path (str): the config file.
+        cfg_options (dict, optional): ``--cfg-options`` overrides.
+    """
+    if not osp.isfile(config_path):
+        exit_with(f'config file "{config_path}" does not exist (configs live '
+                  'under configs/saot/, e.g. configs/saot/gta2cs.py).')
+    cfg = Config.fromfile(config_path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
 def load_run_config(config_path: str,
                     cfg_options: Optional[dict] = None,
                     work_dir: Optional[str] = None,
@@ -99,13 +115,8 @@ def load_run_config(config_path: str,
     Returns:
         Config: the merged config.
     """
-    if not osp.isfile(config_path):
-        exit_with(f'config file "{config_path}" does not exist (configs live '
-                  'under configs/saot/, e.g. configs/saot/gta2cs.py).')
-    cfg = Config.fromfile(config_path)
+    cfg = load_config(config_path, cfg_options)
     cfg.launcher = launcher
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
         cfg.work_dir, source = work_dir, '--work-dir'
     elif cfg.get('work_dir') is None:
@@ -298,6 +309,39 @@ def user_errors_exit(cfg: Optional[Config] = None) -> Iterator[None]:
         if message is None:
             raise
         exit_with(message)
+    except Exception as err:
+        message = explain_data_read_failure(err, cfg)
+        if message is None:
+            raise
+        exit_with(message)
+
+
+# the loading transforms of mmcv and mmseg (image, label map)
+LOADING_MODULES = ('mmcv/transforms/loading.py', 'mmseg/datasets/transforms/loading.py')
+
+
+def explain_data_read_failure(err: BaseException, cfg: Optional[Config] = None
+                              ) -> Optional[str]:
+    """One line for an error raised while a loading transform read a sample (a corrupt
+    or missing image or label map), else None.
+
+    In a DataLoader worker the error reaches the main process as text (torch re-raises
+    it with the worker's traceback in the message), so both the frames and the message
+    are searched for the loading transforms.
+    """
+    import traceback
+    text = str(err)
+    frames = [frame.filename.replace('\\', '/') for frame in
+              traceback.extract_tb(err.__traceback__)]
+    if not any(module in place for module in LOADING_MODULES for place in frames + [text]):
+        return None
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    cause = lines[-1] if 'Original Traceback' in text and lines else \
+        f'{type(err).__name__}: {lines[0] if lines else ""}'.rstrip(': ')
+    config = (cfg.filename if cfg is not None and cfg.filename else None) or 'CONFIG'
+    return (f'reading a data sample failed ({cause}). `python tools/check_data.py {config}` '
+            'lists every unreadable or unusable image and label map of the config, with its '
+            'file.')
 
 
 @contextlib.contextmanager

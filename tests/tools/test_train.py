@@ -269,6 +269,25 @@ def test_test_tool_prints_per_class_iou(python, tiny_config, reference_run,
     assert 'per class results' in output and 'road' in output
 
 
+@pytest.mark.parametrize('workers', [0, 1])
+def test_a_corrupt_val_image_is_one_line_naming_it_and_check_data(python, tiny_data,
+                                                                   reference_run, tmp_path,
+                                                                   workers):
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_data, data)
+    broken = sorted((data / 'cs' / 'leftImg8bit' / 'val').rglob('*.png'))[0]
+    broken.write_bytes(b'not a png')
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    tested = run_tool(python, TEST, config, reference_run / 'iter_6.pth', '--work-dir',
+                      tmp_path / 'test', '--cfg-options',
+                      f'test_dataloader.num_workers={workers}')
+    assert tested.returncode == 2
+    assert 'Traceback' not in tested.stderr + tested.stdout
+    assert (f'error: reading a data sample failed (AssertionError: failed to load image: '
+            f'{broken}). `python tools/check_data.py {config}` lists') in tested.stderr
+
+
 def test_mmseg_inference_apis_run_a_trained_checkpoint(tiny_data, tiny_config, reference_run,
                                                        tmp_path):
     from mmseg.apis import MMSegInferencer, inference_model, init_model

@@ -7,7 +7,8 @@ import torch
 from mmseg_saot.utils.cli import (LAUNCHER_ENV, CfgOptionsAction,
                                   check_checkpoint_fits_or_exit, check_checkpoint_or_exit,
                                   check_launcher_env_or_exit, enable_amp,
-                                  ensure_folder_or_exit, interrupt_exits, load_run_config)
+                                  ensure_folder_or_exit, interrupt_exits, load_run_config,
+                                  user_errors_exit)
 
 
 def _exit_message(path, capsys) -> str:
@@ -267,3 +268,29 @@ def test_load_run_config_names_where_an_unusable_work_dir_came_from(tmp_path, ca
                                                   'not a folder')
     cfg = load_run_config(str(config), work_dir=str(tmp_path / 'run'))
     assert cfg.work_dir == str(tmp_path / 'run') and (tmp_path / 'run').is_dir()
+
+
+def test_a_loading_transform_failure_is_explained_from_frames_or_worker_text(tmp_path):
+    from mmcv.transforms import LoadImageFromFile
+
+    from mmseg_saot.utils.cli import explain_data_read_failure
+    garbage = tmp_path / 'x.png'
+    garbage.write_bytes(b'not a png')
+    with pytest.raises(AssertionError) as info:  # raised in mmcv/transforms/loading.py
+        LoadImageFromFile()(dict(img_path=str(garbage)))
+    assert explain_data_read_failure(info.value) == (
+        f'reading a data sample failed (AssertionError: failed to load image: {garbage}). '
+        '`python tools/check_data.py CONFIG` lists every unreadable or unusable image and '
+        'label map of the config, with its file.')
+    worker = RuntimeError(  # how torch re-raises a DataLoader worker's error
+        'Caught UnidentifiedImageError in DataLoader worker process 0.\n'
+        'Original Traceback (most recent call last):\n'
+        '  File "/env/mmseg/datasets/transforms/loading.py", line 110, in _load_seg_map\n'
+        'PIL.UnidentifiedImageError: cannot identify image file <_io.BytesIO>\n')
+    assert explain_data_read_failure(worker).startswith(
+        'reading a data sample failed (PIL.UnidentifiedImageError: cannot identify image '
+        'file <_io.BytesIO>). `python tools/check_data.py CONFIG`')
+    assert explain_data_read_failure(ValueError('a bug of ours')) is None
+    with pytest.raises(ValueError, match='a bug of ours'):  # still raised, with traceback
+        with user_errors_exit():
+            raise ValueError('a bug of ours')

@@ -1,0 +1,104 @@
+"""Read every image and label map of a dataset and say what the pipeline would trip on.
+
+``tools/check_data.py`` runs this over a config's datasets. Each sample is read as
+MMSeg's loading transforms read it (the image with mmcv's default backend, the label
+map with Pillow, ``flag='unchanged'``) and checked for what otherwise surfaces as a
+traceback mid-training or as silently wrong labels:
+
+* an image or label map that cannot be decoded (truncated download, not an image);
+* a label map of another size than its image;
+* a label map with colour channels (an RGB rendering of the classes instead of one
+  channel of class ids) or with values above 255 (``uint8`` would wrap them);
+* label values that are neither a class id nor the ignore index, after the dataset's
+  ``reduce_zero_label`` and ``label_map`` (labels not converted to train ids).
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+def label_value_problem(values: Sequence[int], num_classes: int, ignore_index: int,
+                        reduce_zero_label: bool = False,
+                        label_map: Optional[Dict[int, int]] = None) -> Optional[str]:
+    """What is wrong with a label map's distinct ``values``, or None.
+
+    Args:
+        values: the distinct values of the label map as stored.
+        num_classes: classes of the dataset (valid ids ``0 .. num_classes - 1``).
+        ignore_index: the value that marks unlabelled pixels.
+        reduce_zero_label: the dataset's setting (0 becomes ignore, the rest ``v - 1``).
+        label_map: the dataset's old-id -> new-id map (custom classes), if any.
+    """
+    stored = np.asarray(sorted(set(int(v) for v in values)), dtype=np.int64)
+    if stored.size and stored.max() > 255:
+        return (f'values up to {stored.max()} (a 16-bit label map); MMSeg reads labels as '
+                '8-bit, so they would wrap around')
+    loaded = stored.copy()
+    if reduce_zero_label:
+        loaded = np.where(stored == 0, 255, stored - 1)
+        loaded[loaded == 254] = 255
+    if label_map:
+        loaded = np.asarray([label_map.get(int(v), int(v)) for v in loaded], dtype=np.int64)
+    bad = sorted(int(s) for s, v in zip(stored, loaded)
+                 if v != ignore_index and not 0 <= v < num_classes)
+    if not bad:
+        return None
+    shown = ', '.join(map(str, bad[:8])) + (', ...' if len(bad) > 8 else '')
+    return (f'label values {shown} are not class ids 0-{num_classes - 1} nor the ignore '
+            f'index {ignore_index} (labels not converted to train ids?)')
+
+
+def check_sample(img_path: str, seg_map_path: Optional[str], num_classes: int,
+                 ignore_index: int = 255, reduce_zero_label: bool = False,
+                 label_map: Optional[Dict[int, int]] = None) -> List[str]:
+    """The problems of one sample, each ``'<file>: <problem>'``; empty if it is fine.
+
+    Args:
+        img_path: the image.
+        seg_map_path: its label map, or None (unlabelled target images).
+        num_classes, ignore_index, reduce_zero_label, label_map: the dataset's, as in
+            :func:`label_value_problem`.
+    """
+    import mmcv
+    from PIL import Image
+    problems = []
+    image_hw = None
+    try:
+        image = mmcv.imread(img_path)
+        if image is None:
+            raise ValueError('not a readable image')
+        image_hw = image.shape[:2]
+    except Exception as err:  # any decoder failure is the file's problem
+        problems.append(f'{img_path}: cannot read the image ({_reason(err)})')
+    if seg_map_path is None:
+        return problems
+    try:
+        with Image.open(seg_map_path) as label:
+            label.load()
+            array = np.asarray(label)
+    except Exception as err:
+        problems.append(f'{seg_map_path}: cannot read the label map ({_reason(err)})')
+        return problems
+    if array.ndim == 3 and array.shape[2] > 1:
+        problems.append(f'{seg_map_path}: the label map has {array.shape[2]} channels; MMSeg '
+                        'needs one channel of class ids (a grayscale or palette PNG)')
+        return problems
+    if image_hw is not None and tuple(array.shape[:2]) != tuple(image_hw):
+        problems.append(f'{seg_map_path}: the label map is {array.shape[1]}x{array.shape[0]} '
+                        f'but its image is {image_hw[1]}x{image_hw[0]}')
+    problem = label_value_problem(np.unique(array), num_classes, ignore_index,
+                                  reduce_zero_label, label_map)
+    if problem:
+        problems.append(f'{seg_map_path}: {problem}')
+    return problems
+
+
+def check_pair(paths: Tuple[str, Optional[str]], **settings) -> List[str]:
+    """:func:`check_sample` of an ``(img_path, seg_map_path)`` pair (a picklable function
+    for a process pool); ``settings`` are its keyword arguments."""
+    return check_sample(*paths, **settings)
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else ''
+    return f'{type(err).__name__}: {text}' if text else type(err).__name__

@@ -1,0 +1,53 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_uda import tiny_uda_config, write_tiny_uda_data
+from tool_scripts import load_tool
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data')
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    return data, config
+
+
+def test_clean_data_passes(tiny, capsys):
+    _, config = tiny
+    assert load_tool('tools/check_data.py').main([str(config)]) == 0
+    out = capsys.readouterr().out
+    assert '[train: GTA5Dataset' in out and '4 samples, 0 problems' in out
+    assert '[val: CityscapesDataset' in out and out.rstrip().endswith('every sample is usable')
+
+
+@pytest.mark.parametrize('nproc', [1, 2])
+def test_unusable_files_are_listed_with_their_problem(tiny, tmp_path, capsys, nproc):
+    data, config = tiny
+    labels = sorted((data / 'gta5' / 'labels').glob('*.png'))
+    labels[0].write_bytes(b'garbage')
+    Image.fromarray(np.full((56, 84), 33, np.uint8)).save(labels[1])  # a raw label id
+    val_image = sorted((data / 'cs' / 'leftImg8bit' / 'val').rglob('*.png'))[0]
+    val_image.write_bytes(val_image.read_bytes()[:100])  # truncated download
+    report = tmp_path / 'report.json'
+    code = load_tool('tools/check_data.py').main(
+        [str(config), '--nproc', str(nproc), '--out', str(report)])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert f'  {labels[0]}: cannot read the label map (UnidentifiedImageError' in out
+    assert f'  {labels[1]}: label values 33 are not class ids 0-18 nor the ignore index 255' \
+        in out
+    assert f'  {val_image}: cannot read the image' in out
+    assert out.rstrip().endswith('3 problems: fix or remove those files (or drop them from the '
+                                 'split list)')
+    saved = json.loads(report.read_text())
+    assert sum(len(entry['problems']) for entry in saved.values()) == 3
+
+
+def test_splits_limit_what_is_read(tiny, capsys):
+    data, config = tiny
+    sorted((data / 'gta5' / 'labels').glob('*.png'))[0].write_bytes(b'garbage')
+    assert load_tool('tools/check_data.py').main([str(config), '--splits', 'val']) == 0
+    assert 'GTA5Dataset' not in capsys.readouterr().out

@@ -1,0 +1,136 @@
+"""Read every image and label map of a config's datasets and list what is unusable.
+
+    python tools/check_data.py configs/saot/gta2cs.py                  # every split
+    python tools/check_data.py configs/saot/gta2cs.py --splits val --nproc 8
+
+For the train split this covers the source and target sets of the training data and
+the pseudo-labeller's source bank; for val and test their datasets. Each sample is
+read as MMSeg's loading transforms read it, and listed if its image or label map
+cannot be decoded, the label map's size differs from the image's, the label map has
+colour channels or 16-bit values, or its values are neither class ids nor the ignore
+index (see ``mmseg_saot/datasets/integrity.py``). Exit code 0 when every sample is
+usable, 1 when some are not (their files are listed, and all of them are written to
+``--out`` as JSON), 2 for a bad command line or config.
+"""
+import argparse
+import functools
+import json
+import multiprocessing
+import sys
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
+from mmengine.registry import init_default_scope
+from mmengine.utils import ProgressBar
+from mmseg.registry import DATASETS
+
+from mmseg_saot.datasets.integrity import check_pair
+from mmseg_saot.datasets.layout import _leaf_datasets
+from mmseg_saot.utils.arg_types import output_file, positive_int
+from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, interrupt_exits,
+                                  load_config, user_errors_exit)
+
+SPLITS = ('train', 'val', 'test')
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='the experiment config')
+    parser.add_argument('--splits', nargs='+', choices=SPLITS, default=list(SPLITS),
+                        help='dataloaders to check (default: all)')
+    parser.add_argument('--nproc', type=positive_int, default=1,
+                        help='processes reading files')
+    parser.add_argument('--max-listed', type=positive_int, default=20,
+                        help='problems printed per dataset (--out has them all)')
+    parser.add_argument('--out', type=output_file, help='JSON report of every problem')
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
+                        help='override config settings, key=value')
+    return parser.parse_args(argv)
+
+
+def dataset_configs(cfg, splits) -> Iterator[Tuple[str, dict]]:
+    """``(split, leaf dataset config)`` for each distinct dataset of ``splits``."""
+    seen = set()
+    for split in splits:
+        roots = []
+        loader = cfg.get(f'{split}_dataloader')
+        if loader and 'dataset' in loader:
+            roots.append(loader['dataset'])
+        if split == 'train':  # the pseudo-labeller's labelled source bank
+            roots += [hook['source'] for hook in cfg.get('custom_hooks', None) or []
+                      if isinstance(hook.get('source'), dict)]
+        for root in roots:
+            for leaf in _leaf_datasets(root):
+                key = json.dumps({k: v for k, v in leaf.items() if k != 'pipeline'},
+                                 sort_keys=True, default=str)
+                if key not in seen:
+                    seen.add(key)
+                    yield split, leaf
+
+
+def check_dataset(split: str, leaf: dict, nproc: int) -> Tuple[str, int, List[str]]:
+    """``(name, number of samples, problems)`` of one dataset config of ``split``."""
+    dataset = DATASETS.build(dict(leaf, pipeline=[]))
+    name = f'{type(dataset).__name__} {getattr(dataset, "data_root", "") or ""}'.strip()
+    items = [(info['img_path'], info.get('seg_map_path'))
+             for info in (dataset.get_data_info(i) for i in range(len(dataset)))]
+    check = functools.partial(
+        check_pair, num_classes=len(dataset.metainfo['classes']),
+        ignore_index=getattr(dataset, 'ignore_index', 255),
+        reduce_zero_label=bool(getattr(dataset, 'reduce_zero_label', False)),
+        label_map=getattr(dataset, 'label_map', None))
+    print(f'[{split}: {name}] reading {len(items)} samples', flush=True)
+    progress = ProgressBar(len(items))
+    problems = []
+    if nproc == 1:
+        results = map(check, items)
+    else:
+        pool = multiprocessing.Pool(nproc)
+        results = pool.imap(check, items, chunksize=8)
+    try:
+        for found in results:
+            problems += found
+            progress.update()
+    finally:
+        if nproc > 1:
+            pool.terminate()
+    print()
+    return name, len(items), problems
+
+
+def _count(number: int, noun: str) -> str:
+    return f'{number} {noun}{"" if number == 1 else "s"}'
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    check_data_or_exit(cfg)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    report: Dict[str, dict] = {}
+    with user_errors_exit(cfg):
+        for split, leaf in dataset_configs(cfg, args.splits):
+            name, count, problems = check_dataset(split, leaf, args.nproc)
+            report[f'{split}: {name}'] = dict(samples=count, problems=problems)
+    total = 0
+    for title, entry in report.items():
+        problems = entry['problems']
+        total += len(problems)
+        print(f'[{title}] {entry["samples"]} samples, {_count(len(problems), "problem")}')
+        for line in problems[:args.max_listed]:
+            print(f'  {line}')
+        if len(problems) > args.max_listed:
+            print(f'  ... {len(problems) - args.max_listed} more'
+                  + (f' (all in {args.out})' if args.out else ' (--out FILE lists all)'))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(report, f, indent=1)
+    print('every sample is usable' if not total else
+          f'{_count(total, "problem")}: fix or remove those files (or drop them from the '
+          'split list)')
+    return 1 if total else 0
+
+
+if __name__ == '__main__':
+    with interrupt_exits():
+        sys.exit(main())
