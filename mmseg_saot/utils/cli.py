@@ -12,6 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from mmseg_saot.utils.build_errors import explain_build_error
+from mmseg_saot.utils.data_errors import explain_data_read_failure
 from mmseg_saot.utils.errors import UserInputError
 from mmseg_saot.utils.paths import ensure_folder
 
@@ -314,34 +315,6 @@ def user_errors_exit(cfg: Optional[Config] = None) -> Iterator[None]:
         if message is None:
             raise
         exit_with(message)
-
-
-# the loading transforms of mmcv and mmseg (image, label map)
-LOADING_MODULES = ('mmcv/transforms/loading.py', 'mmseg/datasets/transforms/loading.py')
-
-
-def explain_data_read_failure(err: BaseException, cfg: Optional[Config] = None
-                              ) -> Optional[str]:
-    """One line for an error raised while a loading transform read a sample (a corrupt
-    or missing image or label map), else None.
-
-    In a DataLoader worker the error reaches the main process as text (torch re-raises
-    it with the worker's traceback in the message), so both the frames and the message
-    are searched for the loading transforms.
-    """
-    import traceback
-    text = str(err)
-    frames = [frame.filename.replace('\\', '/') for frame in
-              traceback.extract_tb(err.__traceback__)]
-    if not any(module in place for module in LOADING_MODULES for place in frames + [text]):
-        return None
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    cause = lines[-1] if 'Original Traceback' in text and lines else \
-        f'{type(err).__name__}: {lines[0] if lines else ""}'.rstrip(': ')
-    config = (cfg.filename if cfg is not None and cfg.filename else None) or 'CONFIG'
-    return (f'reading a data sample failed ({cause}). `python tools/check_data.py {config}` '
-            'lists every unreadable or unusable image and label map of the config, with its '
-            'file.')
 
 
 @contextlib.contextmanager
