@@ -54,3 +54,37 @@ def test_no_trainable_parameters_is_an_error():
     frozen = torch.nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match='no trainable'):
         build()(frozen)
+
+
+def test_frozen_tensors_give_one_summary_instead_of_a_warning_each(segmentor, monkeypatch):
+    import logging
+
+    from mmengine.logging import MMLogger
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = MMLogger.get_current_instance()
+    keep = Keep(level=logging.DEBUG)
+    logger.addHandler(keep)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        build()(segmentor)
+        build(dict(custom_keys={'conv_seg': dict(lr_mult=10.0)}))(segmentor)
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(previous)
+    messages = [record.getMessage() for record in records]
+    assert not [m for m in messages if 'requires_grad=False' in m and 'skipped' in m]
+    frozen = [p for p in segmentor.parameters() if not p.requires_grad]
+    head = sum(p.numel() for p in segmentor.decode_head.parameters())
+    summary = (f'TrainableOptimWrapperConstructor: {head:,} parameters '
+               f'({len(list(segmentor.decode_head.parameters()))} tensors) are trained; '
+               f'{sum(p.numel() for p in frozen):,} ({len(frozen)} tensors, '
+               'requires_grad=False) are frozen and left out.')
+    assert messages.count(summary) == 2
+    assert not any(isinstance(f, logging.Filter) and type(f).__name__ == '_DropFrozenNotices'
+                   for f in logger.filters)  # the filter is removed again
