@@ -55,16 +55,23 @@ def checkpoint_to_resume(cfg, work_dir: str) -> Optional[str]:
     named = read_last_checkpoint(work_dir)
     if named is None:
         return None  # a fresh run: MMEngine starts from scratch
+    pointer = osp.join(work_dir, 'last_checkpoint')
     if not named:  # MMEngine would try to load '' and fail deep inside
-        template = (cfg.get('default_hooks') or {}).get('checkpoint', {}).get('filename_tmpl')
-        newest = newest_checkpoint(work_dir, ((template,) if template else ()) +
-                                   DEFAULT_TEMPLATES)
-        fix = (f'resume from the newest checkpoint there: --resume --cfg-options '
-               f'load_from={newest}' if newest else
-               'no checkpoint is left there: train without --resume')
-        exit_with(f'--resume: {osp.join(work_dir, "last_checkpoint")} is empty (the run was '
-                  f'stopped while writing it); {fix}')
+        exit_with(f'--resume: {pointer} is empty (the run was stopped while writing it); '
+                  f'{_resume_fix(cfg, work_dir)}')
+    if not osp.exists(named):
+        exit_with(f'--resume: {pointer} names {named}, which does not exist (deleted or '
+                  f'moved); {_resume_fix(cfg, work_dir)}')
     return named
+
+
+def _resume_fix(cfg, work_dir: str) -> str:
+    """How to go on when last_checkpoint is unusable: the newest checkpoint there, if any."""
+    template = (cfg.get('default_hooks') or {}).get('checkpoint', {}).get('filename_tmpl')
+    newest = newest_checkpoint(work_dir, ((template,) if template else ()) + DEFAULT_TEMPLATES)
+    if newest:
+        return f'resume from the newest checkpoint there: --resume --cfg-options load_from={newest}'
+    return 'no checkpoint is left there: train without --resume'
 
 
 def main() -> None:

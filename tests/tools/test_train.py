@@ -325,3 +325,23 @@ def test_test_tool_with_test_time_augmentation(python, tiny_config, reference_ru
     assert tested.returncode == 2
     assert 'Traceback' not in tested.stderr + tested.stdout
     assert f'error: --tta: {no_tta} defines no tta_pipeline. Add it' in tested.stderr
+
+
+def test_resume_when_last_checkpoint_names_a_deleted_file_names_the_newest(tmp_path, capsys):
+    from mmengine.config import Config
+    from tool_scripts import load_tool
+    train = load_tool('tools/train.py')
+    cfg = Config(dict(resume=True))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_40.pth'))
+    for name in ('iter_10.pth', 'iter_20.pth'):
+        (tmp_path / name).write_bytes(b'')
+    with pytest.raises(SystemExit) as stop:
+        train.checkpoint_to_resume(cfg, str(tmp_path))
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        f'error: --resume: {tmp_path}/last_checkpoint names {tmp_path}/iter_40.pth, which does '
+        'not exist (deleted or moved); resume from the newest checkpoint there: --resume '
+        f'--cfg-options load_from={tmp_path}/iter_20.pth\n')
+    (tmp_path / 'iter_40.pth').write_bytes(b'')  # there again: resumed from
+    assert train.checkpoint_to_resume(cfg, str(tmp_path)) == str(tmp_path / 'iter_40.pth')
+    assert train.checkpoint_to_resume(Config(dict(resume=False)), str(tmp_path)) is None
