@@ -8,6 +8,10 @@ fi
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
+if ! [[ "$GPUS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: NUM_GPUS must be a whole number >= 1 (processes to start), got \"$GPUS\"" >&2
+  exit 2
+fi
 shift 3
 PYTHON=${PYTHON:-python}
 PORT=${PORT:-29500}

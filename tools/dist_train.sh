@@ -9,6 +9,10 @@ if [ $# -lt 2 ]; then
 fi
 CONFIG=$1
 GPUS=$2
+if ! [[ "$GPUS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: NUM_GPUS must be a whole number >= 1 (processes to start), got \"$GPUS\"" >&2
+  exit 2
+fi
 shift 2
 PYTHON=${PYTHON:-python}
 NNODES=${NNODES:-1}

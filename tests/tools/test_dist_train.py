@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from tiny_uda import tiny_uda_config, write_tiny_uda_data
 
@@ -75,3 +76,12 @@ def test_ctrl_c_stops_every_rank_at_the_same_iteration_with_a_checkpoint(python,
     assert f'tools/dist_train.sh {config} NUM_GPUS --work-dir {work_dir} --resume' in stopped[0]
     saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
     assert saved['meta']['iter'] == iteration
+
+
+@pytest.mark.parametrize('script, args', [('dist_train.sh', ['abc']),
+                                          ('dist_test.sh', ['x.pth', '0'])])
+def test_a_bad_process_count_is_a_usage_error(script, args):
+    result = subprocess.run(['bash', str(REPO / 'tools' / script), 'configs/saot/demo.py',
+                             *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: NUM_GPUS must be a whole number >= 1')
