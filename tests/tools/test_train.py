@@ -131,7 +131,9 @@ def test_resume_from_another_model_is_a_clear_message(python, tiny_config, tmp_p
     other.unlink()
     resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume')
     assert resumed.returncode == 2
-    assert f'error: --resume: checkpoint "{other}" does not exist.' in resumed.stderr
+    assert (f'error: --resume: {work_dir}/last_checkpoint names {other}, which does not '
+            'exist (deleted or moved); no checkpoint is left there: train without --resume'
+            in resumed.stderr)
 
 
 def head_state(checkpoint: Path) -> dict:
