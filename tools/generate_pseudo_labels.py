@@ -22,7 +22,6 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-
 from mmseg_saot.utils.arg_types import device_option, non_negative_float, non_negative_int
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_folder_or_exit,
                                   interrupt_exits, load_run_config, user_errors_exit)

@@ -67,7 +67,7 @@ def checkpoint_to_resume(cfg, work_dir: str) -> Optional[str]:
 
 def _resume_fix(cfg, work_dir: str) -> str:
     """How to go on when last_checkpoint is unusable: the newest checkpoint there, if any."""
-    template = (cfg.get('default_hooks') or {}).get('checkpoint', {}).get('filename_tmpl')
+    template = ((cfg.get('default_hooks') or {}).get('checkpoint') or {}).get('filename_tmpl')
     newest = newest_checkpoint(work_dir, ((template,) if template else ()) + DEFAULT_TEMPLATES)
     if newest:
         return f'resume from the newest checkpoint there: --resume --cfg-options load_from={newest}'

@@ -347,3 +347,9 @@ def test_resume_when_last_checkpoint_names_a_deleted_file_names_the_newest(tmp_p
     (tmp_path / 'iter_40.pth').write_bytes(b'')  # there again: resumed from
     assert train.checkpoint_to_resume(cfg, str(tmp_path)) == str(tmp_path / 'iter_40.pth')
     assert train.checkpoint_to_resume(Config(dict(resume=False)), str(tmp_path)) is None
+    # checkpoints turned off in the config (default_hooks.checkpoint=None): still a hint
+    (tmp_path / 'iter_40.pth').unlink()
+    with pytest.raises(SystemExit):
+        train.checkpoint_to_resume(Config(dict(resume=True, default_hooks=dict(checkpoint=None))),
+                                   str(tmp_path))
+    assert f'load_from={tmp_path}/iter_20.pth' in capsys.readouterr().err
