@@ -66,6 +66,8 @@ def _scheduler_problems(schedulers) -> Iterator[str]:
     if isinstance(schedulers, Mapping):
         schedulers = [schedulers]
     for index, scheduler in enumerate(schedulers or []):
+        if not isinstance(scheduler, Mapping):
+            continue  # MMEngine reports a scheduler that is not a config itself
         begin, end = scheduler.get('begin', 0), scheduler.get('end')
         if isinstance(begin, (int, float)) and isinstance(end, (int, float)) and end <= begin:
             yield (f'param_scheduler[{index}] ({scheduler.get("type")}) ends at {end}, not '
