@@ -291,6 +291,18 @@ def _load_failure(err: Exception) -> str:
     return lines[0].split(' was not an allowed global')[0][:200]
 
 
+def user_message(err: UserInputError) -> str:
+    """The message of ``err`` as raised, also when a DataLoader worker raised it: torch
+    re-raises it in the main process with the worker's traceback as its message, so
+    only what follows the final ``<module>.<class>: `` line is kept."""
+    text = str(err)
+    if 'Original Traceback' not in text:
+        return text
+    prefix = f'\n{type(err).__module__}.{type(err).__qualname__}: '
+    start = text.rfind(prefix)
+    return text if start < 0 else text[start + len(prefix):].strip()
+
+
 @contextlib.contextmanager
 def user_errors_exit(cfg: Optional[Config] = None) -> Iterator[None]:
     """Turn :class:`UserInputError` (bad file, folder or option) and a misspelt option
@@ -303,7 +315,7 @@ def user_errors_exit(cfg: Optional[Config] = None) -> Iterator[None]:
     try:
         yield
     except UserInputError as err:
-        exit_with(str(err))
+        exit_with(user_message(err))
     except (TypeError, KeyError) as err:
         source = (cfg.filename if cfg is not None and cfg.filename else None) or 'the config'
         message = explain_build_error(err, cfg, source)

@@ -275,3 +275,24 @@ def test_user_errors_exit_leaves_other_errors_with_their_traceback():
     with pytest.raises(ValueError, match='a bug of ours'):
         with user_errors_exit():
             raise ValueError('a bug of ours')
+
+
+class _BadSample(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        from mmseg_saot.datasets.layout import DataLayoutError
+        raise DataLayoutError('/data/x.png is missing.\nExpected layout: data/x/*.png.')
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_a_user_error_raised_in_a_dataloader_worker_prints_its_own_message(workers, capsys):
+    loader = torch.utils.data.DataLoader(_BadSample(), num_workers=workers)
+    with pytest.raises(SystemExit) as stop:
+        with user_errors_exit():
+            next(iter(loader))
+    assert stop.value.code == 2
+    # not torch's "Caught DataLayoutError in DataLoader worker process 0. Original Traceback"
+    assert capsys.readouterr().err == ('error: /data/x.png is missing.\n'
+                                       'Expected layout: data/x/*.png.\n')
