@@ -91,4 +91,28 @@ class PseudoLabelDataset(Dataset):
                 f'PseudoLabelDataset: no pseudo-label for {info["img_path"]} in '
                 f'{self.cache.root}. SAOTPseudoLabelHook writes them before training; offline, '
                 'run tools/generate_pseudo_labels.py with the same config.')
-        return self.pipeline(info)
+        try:
+            return self.pipeline(info)
+        except Exception as err:
+            broken = _unreadable([info['seg_map_path'], info['pixel_weight_path']])
+            if not broken:
+                raise
+            raise UserInputError(
+                f'PseudoLabelDataset: the pseudo-label cache file {" and ".join(broken)} of '
+                f'{info["img_path"]} cannot be read ({type(err).__name__}: '
+                f'{str(err).splitlines()[0] if str(err) else ""}). Delete '
+                f'{info["seg_map_path"]} and {info["pixel_weight_path"]} and run the same '
+                'command again: SAOTPseudoLabelHook labels the missing image again.') from None
+
+
+def _unreadable(paths: List[str]) -> List[str]:
+    """Those of ``paths`` that Pillow cannot decode."""
+    from PIL import Image
+    broken = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # any decoder failure: the file is the problem
+            broken.append(path)
+    return broken

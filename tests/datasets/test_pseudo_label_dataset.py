@@ -76,3 +76,22 @@ def test_a_cache_folder_that_cannot_be_made_is_named(tmp_path):
     with pytest.raises(UserInputError, match=r'^pseudo_label_dir \(the pseudo-label cache\): '
                        f'cannot create the folder {afile}/pl'):
         PseudoLabelCache(str(afile / 'pl')).open(dict(method='saot'))
+
+
+def test_an_unreadable_cache_file_is_named_with_the_fix(dataset):
+    cache = PseudoLabelCache(dataset.pseudo_label_dir)
+    for key in dataset.keys():
+        cache.write(key, np.zeros((56, 84), np.uint8), np.full((56, 84), 255, np.uint8))
+    info = dataset.get_data_info(0)
+    with open(info['pixel_weight_path'], 'wb') as f:
+        f.write(b'half a png')
+    with pytest.raises(UserInputError) as error:
+        dataset[0]
+    message = str(error.value)
+    assert message.startswith(f'PseudoLabelDataset: the pseudo-label cache file '
+                              f'{info["pixel_weight_path"]} of {info["img_path"]} cannot be '
+                              'read (UnidentifiedImageError: ')
+    assert message.endswith(f'Delete {info["seg_map_path"]} and {info["pixel_weight_path"]} '
+                            'and run the same command again: SAOTPseudoLabelHook labels the '
+                            'missing image again.')
+    assert dataset[1]['data_samples'].gt_pixel_weight.data.shape[-2:] == (42, 42)
