@@ -74,6 +74,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
 def run(cfg, args: argparse.Namespace) -> dict:
     import torch
     from mmengine.registry import init_default_scope
+    from mmengine.runner import set_random_seed
     from mmseg.registry import DATASETS, HOOKS, MODELS
 
     import mmseg_saot  # noqa: F401  (registers the plugin)
@@ -94,6 +95,13 @@ def run(cfg, args: argparse.Namespace) -> dict:
         dataset = _val_as_target(cfg, dataset)
         args.no_cache = True
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    # seeded as the Runner of tools/train.py seeds before it builds the model, so a
+    # backbone without pretrained weights is the same here and there (one cache for both)
+    randomness = cfg.get('randomness') or {}
+    if randomness.get('seed') is not None:
+        set_random_seed(seed=randomness['seed'],
+                        deterministic=randomness.get('deterministic', False),
+                        diff_rank_seed=randomness.get('diff_rank_seed', False))
     model = MODELS.build(cfg.model).to(device).eval()
     out_dir = args.out_dir or osp.join(
         cfg.work_dir, 'pseudo_label_eval' + ('_val' if args.split == 'val' else ''))

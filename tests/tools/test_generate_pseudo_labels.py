@@ -27,6 +27,21 @@ def generated(python, tmp_path_factory):
     return work_dir, result.stdout
 
 
+def test_a_rerun_reuses_the_cache_of_a_backbone_without_weights(python, generated, tmp_path):
+    # seeded like tools/train.py's Runner: the random ViT is the same in every run, so its
+    # cache is reused (and train.py reuses it too) instead of being moved aside as stale
+    work_dir, _ = generated
+    config = next(Path(work_dir).parent.glob('cfg*/tiny.py'))  # the fixture's
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(work_dir),
+                             '--methods', 'nn', '--num-overlays', '0', '--device', 'cpu',
+                             '--out-dir', str(tmp_path)],  # the fixture's table stays
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'reusing the complete cache {work_dir}/pseudo_labels' in result.stdout + \
+        result.stderr
+    assert not list(Path(work_dir).glob('pseudo_labels.stale-*'))
+
+
 def test_prints_a_per_class_table_for_every_method(generated):
     _, stdout = generated
     header = next(line for line in stdout.splitlines() if line.startswith('class'))
