@@ -16,7 +16,7 @@ TOOL = str(Path(__file__).resolve().parents[2] / 'tools' / 'generate_pseudo_labe
 @pytest.fixture(scope='module')
 def generated(python, tmp_path_factory):
     data = write_tiny_uda_data(tmp_path_factory.mktemp('data'), num_target=4)
-    config = tmp_path_factory.mktemp('cfg') / 'tiny.py'
+    config = tmp_path_factory.mktemp('generated_cfg', numbered=False) / 'tiny.py'
     config.write_text(tiny_uda_config(data))
     work_dir = tmp_path_factory.mktemp('work')
     result = subprocess.run([python, TOOL, str(config), '--work-dir', str(work_dir),
@@ -31,7 +31,7 @@ def test_a_rerun_reuses_the_cache_of_a_backbone_without_weights(python, generate
     # seeded like tools/train.py's Runner: the random ViT is the same in every run, so its
     # cache is reused (and train.py reuses it too) instead of being moved aside as stale
     work_dir, _ = generated
-    config = next(Path(work_dir).parent.glob('cfg*/tiny.py'))  # the fixture's
+    config = Path(work_dir).parent / 'generated_cfg' / 'tiny.py'  # the fixture's
     result = subprocess.run([python, TOOL, str(config), '--work-dir', str(work_dir),
                              '--methods', 'nn', '--num-overlays', '0', '--device', 'cpu',
                              '--out-dir', str(tmp_path)],  # the fixture's table stays
