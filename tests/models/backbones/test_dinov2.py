@@ -79,15 +79,21 @@ def test_a_timm_model_that_is_not_a_vit_is_a_clear_error():
 
 def test_a_non_vit_with_pretrained_weights_does_not_blame_the_hub(monkeypatch):
     import timm
+    calls = []
 
     def create_model(name, pretrained=False, **kwargs):
-        # what timm raises for a non-ViT, before it would fetch any weights (no hub here)
+        # what timm raises for a non-ViT, before it would fetch any weights
+        calls.append((name, pretrained))
         raise TypeError("ResNet.__init__() got an unexpected keyword argument "
                         "'dynamic_img_size'")
 
+    # never the hub: timm's model factory is the stub above, and the Hugging Face
+    # client is offline should anything get past it
     monkeypatch.setattr(timm, 'create_model', create_model)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     with pytest.raises(ConfigError, match='"resnet18" is not a Vision Transformer'):
-        DINOv2Backbone(model_name='resnet18', pretrained=True)
+        DINOv2Backbone(model_name='resnet18', pretrained=True)  # stubbed: no download
+    assert calls == [('resnet18', True)]  # the stub, not timm, was asked for weights
 
 
 @pytest.mark.parametrize('suffix', ['.safetensors', '.pth'])
