@@ -25,12 +25,10 @@ from mmengine.utils import ProgressBar
 from mmseg.registry import DATASETS
 
 from mmseg_saot.datasets.integrity import check_pair
-from mmseg_saot.datasets.layout import _leaf_datasets
+from mmseg_saot.datasets.layout import SPLITS, dataset_roots, leaf_datasets
 from mmseg_saot.utils.arg_types import output_file, positive_int
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, interrupt_exits,
                                   load_config, user_errors_exit)
-
-SPLITS = ('train', 'val', 'test')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -51,21 +49,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def dataset_configs(cfg, splits) -> Iterator[Tuple[str, dict]]:
     """``(split, leaf dataset config)`` for each distinct dataset of ``splits``."""
     seen = set()
-    for split in splits:
-        roots = []
-        loader = cfg.get(f'{split}_dataloader')
-        if loader and 'dataset' in loader:
-            roots.append(loader['dataset'])
-        if split == 'train':  # the pseudo-labeller's labelled source bank
-            roots += [hook['source'] for hook in cfg.get('custom_hooks', None) or []
-                      if isinstance(hook.get('source'), dict)]
-        for root in roots:
-            for leaf in _leaf_datasets(root):
-                key = json.dumps({k: v for k, v in leaf.items() if k != 'pipeline'},
-                                 sort_keys=True, default=str)
-                if key not in seen:
-                    seen.add(key)
-                    yield split, leaf
+    for split, root in dataset_roots(cfg, splits):
+        for leaf in leaf_datasets(root):
+            key = json.dumps({k: v for k, v in leaf.items() if k != 'pipeline'},
+                             sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                yield split, leaf
 
 
 def check_dataset(split: str, leaf: dict, nproc: int) -> Tuple[str, int, List[str]]:

@@ -8,7 +8,7 @@ dataset and is also called by the plugin's own dataset classes.
 """
 import os
 import os.path as osp
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
 from mmseg_saot.utils.errors import UserInputError
 
@@ -96,18 +96,34 @@ def check_dataset_folders(dataset_type: str,
                               + _advice(dataset_type, root))
 
 
-def _leaf_datasets(dataset_cfg: dict) -> Iterator[dict]:
+def leaf_datasets(dataset_cfg: dict) -> Iterator[dict]:
     """Yield the concrete dataset configs inside wrappers (Concat, Repeat, UDA pairs)."""
     if 'datasets' in dataset_cfg:
         for child in dataset_cfg['datasets']:
-            yield from _leaf_datasets(child)
+            yield from leaf_datasets(child)
     elif 'source' in dataset_cfg and 'target' in dataset_cfg:  # SourceTargetDataset
-        yield from _leaf_datasets(dataset_cfg['source'])
-        yield from _leaf_datasets(dataset_cfg['target'])
+        yield from leaf_datasets(dataset_cfg['source'])
+        yield from leaf_datasets(dataset_cfg['target'])
     elif 'dataset' in dataset_cfg:
-        yield from _leaf_datasets(dataset_cfg['dataset'])
+        yield from leaf_datasets(dataset_cfg['dataset'])
     else:
         yield dataset_cfg
+
+
+SPLITS = ('train', 'val', 'test')
+
+
+def dataset_roots(cfg, splits=SPLITS) -> Iterator[Tuple[str, dict]]:
+    """``(split, dataset config)`` of each dataloader of ``splits`` in a config, plus the
+    pseudo-labelling hook's labelled source set (with ``'train'``)."""
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if loader and 'dataset' in loader:
+            yield split, loader['dataset']
+        if split == 'train':
+            for hook in cfg.get('custom_hooks', None) or []:
+                if isinstance(hook.get('source'), dict):
+                    yield split, hook['source']
 
 
 # Defaults of the dataset classes this check knows about.
@@ -124,15 +140,8 @@ def check_data_layout(cfg) -> None:
     Raises:
         DataLayoutError: naming the missing folder, the layout and the fix.
     """
-    roots = [loader['dataset'] for loader in (
-        cfg.get(key) for key in ('train_dataloader', 'val_dataloader',
-                                 'test_dataloader'))
-             if loader and 'dataset' in loader]
-    # the labelled source set of the pseudo-labelling hook
-    roots += [hook['source'] for hook in cfg.get('custom_hooks', None) or []
-              if isinstance(hook.get('source'), dict)]
-    for root in roots:
-        for dataset in _leaf_datasets(root):
+    for _, root in dataset_roots(cfg):
+        for dataset in leaf_datasets(root):
             dataset_type = str(dataset.get('type', ''))
             check_dataset_folders(
                 dataset_type, dataset.get('data_root'),
