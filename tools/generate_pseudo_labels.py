@@ -97,11 +97,9 @@ def run(cfg, args: argparse.Namespace) -> dict:
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     # seeded as the Runner of tools/train.py seeds before it builds the model, so a
     # backbone without pretrained weights is the same here and there (one cache for both)
-    randomness = cfg.get('randomness') or {}
+    randomness = dict(cfg.get('randomness') or {})  # seed, deterministic, diff_rank_seed
     if randomness.get('seed') is not None:
-        set_random_seed(seed=randomness['seed'],
-                        deterministic=randomness.get('deterministic', False),
-                        diff_rank_seed=randomness.get('diff_rank_seed', False))
+        set_random_seed(**randomness)
     model = MODELS.build(cfg.model).to(device).eval()
     out_dir = args.out_dir or osp.join(
         cfg.work_dir, 'pseudo_label_eval' + ('_val' if args.split == 'val' else ''))
