@@ -8,10 +8,10 @@ whole labelling pass).
 """
 import argparse
 import math
-import os
 import os.path as osp
 
-from mmseg_saot.utils.paths import why_not_creatable, writable_folder
+from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.paths import ensure_folder
 
 
 def _number(kind, text: str, lowest, inclusive: bool):
@@ -91,13 +91,8 @@ def output_file(path: str) -> str:
     """
     if osp.isdir(path):
         raise argparse.ArgumentTypeError(f'"{path}" is a folder; give a file name in it')
-    folder = osp.dirname(osp.abspath(path))
     try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as err:
-        raise argparse.ArgumentTypeError(
-            f'"{path}": cannot create its folder {folder} '
-            f'({why_not_creatable(folder, err)})') from None
-    if not writable_folder(folder):
-        raise argparse.ArgumentTypeError(f'"{path}": its folder {folder} is not writable')
+        ensure_folder(osp.dirname(osp.abspath(path)), option=f'"{path}"')
+    except UserInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return path

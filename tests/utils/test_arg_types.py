@@ -79,8 +79,8 @@ def test_output_file_makes_its_folder_and_names_what_is_in_the_way(tmp_path):
     afile.write_text('kept')
     for path, message in [
             (tmp_path, f'"{tmp_path}" is a folder; give a file name in it'),
-            (afile / 'x' / 't.md', f'"{afile}/x/t.md": cannot create its folder {afile}/x '
-             f'({afile} is a file)')]:
+            (afile / 'x' / 't.md', f'"{afile}/x/t.md": cannot create the folder {afile}/x '
+             f'({afile} is a file); pick a writable path.')]:
         with pytest.raises(argparse.ArgumentTypeError) as info:
             arg_types.output_file(str(path))
         assert str(info.value) == message
@@ -98,5 +98,5 @@ def test_benchmarks_check_out_before_measuring(tool, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         parse(['--out', str(afile / 'table.md')])
     assert info.value.code == 2
-    assert f'argument --out: "{afile}/table.md": cannot create its folder' in \
-        capsys.readouterr().err
+    assert (f'argument --out: "{afile}/table.md": {afile} exists and is not a folder; '
+            'pick another path.') in capsys.readouterr().err
