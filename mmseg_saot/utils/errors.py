@@ -23,10 +23,35 @@ class ConfigError(UserInputError, ValueError):
     """
 
 
+def integer_problem(name: str, value, minimum: int) -> Optional[str]:
+    """``'<name> must be an integer >= <minimum>, got <value>'`` unless ``value`` is one
+    (a bool is not), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return f'{name} must be an integer >= {minimum}, got {value!r}'
+    return None
+
+
+def number_problem(name: str, value, *, above: Optional[float] = None,
+                   at_least: Optional[float] = None,
+                   below: Optional[float] = None) -> Optional[str]:
+    """``'<name> must be a number > 0, got -1'`` unless ``value`` is a real number (not a
+    bool) within the given bounds, else None (``inf`` passes where no upper bound is given;
+    NaN never)."""
+    bounds = [(above, '>', lambda v, b: v > b), (at_least, '>=', lambda v, b: v >= b),
+              (below, '<', lambda v, b: v < b)]
+    wanted = [(b, sign, ok) for b, sign, ok in bounds if b is not None]
+    real = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if not real or not all(ok(value, b) for b, _, ok in wanted):
+        rule = ' and '.join(f'{sign} {b:g}' for b, sign, _ in wanted)
+        return f'{name} must be a number {rule}, got {value!r}'
+    return None
+
+
 def check_positive_int(component: str, name: str, value) -> int:
     """``value`` if it is an integer >= 1 (a bool is not), else a :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f'{component}: {name} must be an integer >= 1, got {value!r}.')
+    problem = integer_problem(name, value, minimum=1)
+    if problem:
+        raise ConfigError(f'{component}: {problem}.')
     return value
 
 
@@ -35,11 +60,7 @@ def check_number(component: str, name: str, value, *, above: Optional[float] = N
     """``value`` if it is a real number (not a bool) within the given bounds, else a
     :class:`ConfigError` such as ``SAOTLabeler: epsilon must be a number > 0, got -1.``
     (``inf`` passes where no upper bound is given; NaN never)."""
-    bounds = [(above, '>', lambda v, b: v > b), (at_least, '>=', lambda v, b: v >= b),
-              (below, '<', lambda v, b: v < b)]
-    wanted = [(b, sign, ok) for b, sign, ok in bounds if b is not None]
-    real = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    if not real or not all(ok(value, b) for b, _, ok in wanted):
-        rule = ' and '.join(f'{sign} {b:g}' for b, sign, _ in wanted)
-        raise ConfigError(f'{component}: {name} must be a number {rule}, got {value!r}.')
+    problem = number_problem(name, value, above=above, at_least=at_least, below=below)
+    if problem:
+        raise ConfigError(f'{component}: {problem}.')
     return value

@@ -8,7 +8,7 @@ on the merged config, the same values give one message naming the config key.
 """
 from typing import Iterator, Mapping
 
-from mmseg_saot.utils.errors import ConfigError
+from mmseg_saot.utils.errors import ConfigError, integer_problem, number_problem
 
 TRAIN_DATALOADERS = ('train_dataloader', 'val_dataloader')
 
@@ -75,11 +75,12 @@ def _scheduler_problems(schedulers) -> Iterator[str]:
 
 
 def _int_problem(key: str, value, minimum: int) -> Iterator[str]:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        yield f'{key} must be an integer >= {minimum}, got {value!r}'
+    problem = integer_problem(key, value, minimum)
+    if problem:
+        yield problem
 
 
 def _number_problem(key: str, value) -> Iterator[str]:
-    real = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    if not real or value < 0:
-        yield f'{key} must be a number >= 0, got {value!r}'
+    problem = number_problem(key, value, at_least=0)
+    if problem:
+        yield problem
