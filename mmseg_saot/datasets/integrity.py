@@ -60,7 +60,6 @@ def check_sample(img_path: str, seg_map_path: Optional[str], num_classes: int,
             :func:`label_value_problem`.
     """
     import mmcv
-    from PIL import Image
     problems = []
     image_hw = None
     try:
@@ -69,15 +68,13 @@ def check_sample(img_path: str, seg_map_path: Optional[str], num_classes: int,
             raise ValueError('not a readable image')
         image_hw = image.shape[:2]
     except Exception as err:  # any decoder failure is the file's problem
-        problems.append(f'{img_path}: cannot read the image ({_reason(err)})')
+        problems.append(f'{img_path}: cannot read the image ({error_reason(err)})')
     if seg_map_path is None:
         return problems
     try:
-        with Image.open(seg_map_path) as label:
-            label.load()
-            array = np.asarray(label)
-    except Exception as err:
-        problems.append(f'{seg_map_path}: cannot read the label map ({_reason(err)})')
+        array = read_label_map(seg_map_path)
+    except Exception as err:  # any decoder failure is the file's problem
+        problems.append(f'{seg_map_path}: cannot read the label map ({error_reason(err)})')
         return problems
     if array.ndim == 3 and array.shape[2] > 1:
         problems.append(f'{seg_map_path}: the label map has {array.shape[2]} channels; MMSeg '
@@ -99,6 +96,27 @@ def check_pair(paths: Tuple[str, Optional[str]], **settings) -> List[str]:
     return check_sample(*paths, **settings)
 
 
-def _reason(err: Exception) -> str:
+def read_label_map(path: str) -> np.ndarray:
+    """The label map at ``path`` as Pillow decodes it (as MMSeg's ``LoadAnnotations`` with
+    its default backend does); raises whatever the decoder raises."""
+    from PIL import Image
+    with Image.open(path) as label:
+        label.load()
+        return np.asarray(label)
+
+
+def unreadable_label_maps(paths: Sequence[str]) -> List[str]:
+    """Those of ``paths`` that :func:`read_label_map` cannot decode."""
+    broken = []
+    for path in paths:
+        try:
+            read_label_map(path)
+        except Exception:  # any decoder failure: the file is the problem
+            broken.append(path)
+    return broken
+
+
+def error_reason(err: Exception) -> str:
+    """``'<ErrorType>: <first line of its message>'`` (the type alone if it has none)."""
     text = str(err).splitlines()[0] if str(err) else ''
     return f'{type(err).__name__}: {text}' if text else type(err).__name__

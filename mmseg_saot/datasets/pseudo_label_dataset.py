@@ -7,6 +7,7 @@ from mmengine.dataset import Compose
 from mmseg.registry import DATASETS
 from torch.utils.data import Dataset
 
+from .integrity import error_reason, unreadable_label_maps
 from .pseudo_label_cache import PseudoLabelCache
 from mmseg_saot.utils.cli import WORK_DIR_TOKEN
 from mmseg_saot.utils.errors import UserInputError
@@ -94,25 +95,12 @@ class PseudoLabelDataset(Dataset):
         try:
             return self.pipeline(info)
         except Exception as err:
-            broken = _unreadable([info['seg_map_path'], info['pixel_weight_path']])
+            broken = unreadable_label_maps([info['seg_map_path'], info['pixel_weight_path']])
             if not broken:
                 raise
             raise UserInputError(
                 f'PseudoLabelDataset: the pseudo-label cache file {" and ".join(broken)} of '
-                f'{info["img_path"]} cannot be read ({type(err).__name__}: '
-                f'{str(err).splitlines()[0] if str(err) else ""}). Delete '
+                f'{info["img_path"]} cannot be read ({error_reason(err)}). Delete '
                 f'{info["seg_map_path"]} and {info["pixel_weight_path"]} and run the same '
                 'command again: SAOTPseudoLabelHook labels the missing image again.') from None
 
-
-def _unreadable(paths: List[str]) -> List[str]:
-    """Those of ``paths`` that Pillow cannot decode."""
-    from PIL import Image
-    broken = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.load()
-        except Exception:  # any decoder failure: the file is the problem
-            broken.append(path)
-    return broken

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmseg_saot.datasets.integrity import check_sample, label_value_problem
+from mmseg_saot.datasets.integrity import (check_sample, error_reason, label_value_problem,
+                                           read_label_map, unreadable_label_maps)
 
 
 def _write(path, array, mode=None):
@@ -37,6 +38,20 @@ def test_unreadable_files_are_named(image, tmp_path):
     _write(truncated, np.zeros((60, 80)))
     truncated.write_bytes(truncated.read_bytes()[:-40])
     assert 'cannot read the label map' in check_sample(image, str(truncated), 19)[0]
+
+
+def test_label_maps_are_read_as_stored_and_the_unreadable_ones_listed(tmp_path):
+    good, garbage = tmp_path / 'good.png', tmp_path / 'garbage.png'
+    _write(good, [[3, 255], [0, 7]])
+    garbage.write_bytes(b'\x89PNG not really')
+    assert read_label_map(str(good)).tolist() == [[3, 255], [0, 7]]
+    missing = str(tmp_path / 'missing.png')
+    assert unreadable_label_maps([str(good), str(garbage), missing]) == [str(garbage), missing]
+
+
+def test_error_reason_is_the_type_and_the_first_line():
+    assert error_reason(OSError('truncated\nmore detail')) == 'OSError: truncated'
+    assert error_reason(KeyError()) == 'KeyError'
 
 
 def test_size_channels_and_values_are_checked(image, tmp_path):
