@@ -50,10 +50,12 @@ class PseudoLabelCache:
 
     Args:
         root: the cache folder.
+        option: where ``root`` came from, named when its folder cannot be made.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, option: str = 'the pseudo-label cache') -> None:
         self.root = root
+        self.option = option
 
     def label_path(self, key: str) -> str:
         return osp.join(self.root, 'labels', key + '.png')
@@ -125,7 +127,7 @@ class PseudoLabelCache:
             while osp.exists(stale if not suffix else f'{stale}.{suffix}'):
                 suffix += 1
             os.replace(self.root, stale if not suffix else f'{stale}.{suffix}')
-        ensure_folder(self.root, 'pseudo_label_dir (the pseudo-label cache)')
+        ensure_folder(self.root, self.option)
         self.write_manifest(dict(config_hash=config_hash, complete=False,
                                  fingerprint=fingerprint))
         return STATE_NEW

@@ -47,7 +47,9 @@ class PseudoLabelDataset(Dataset):
             # name when labelling) rather than a numpy error in mmengine
             dataset = DATASETS.build(dict(dict(serialize_data=False), **dataset))
         self.target = dataset
-        self.cache = PseudoLabelCache(pseudo_label_dir)
+        self.cache = PseudoLabelCache(
+            pseudo_label_dir, option='PseudoLabelDataset pseudo_label_dir (in the shipped '
+            'configs train_dataloader.dataset.target.pseudo_label_dir)')
         self.pipeline = Compose(pipeline or [])
 
     @property

@@ -71,11 +71,17 @@ def test_weight_and_label_of_different_sizes_are_named(dataset):
 
 
 def test_a_cache_folder_that_cannot_be_made_is_named(tmp_path):
+    root = write_tiny_uda_data(tmp_path, num_target=1)
     afile = tmp_path / 'afile'
     afile.write_text('')
-    with pytest.raises(UserInputError, match=r'^pseudo_label_dir \(the pseudo-label cache\): '
+    with pytest.raises(UserInputError, match=r'^the pseudo-label cache: '
                        f'cannot create the folder {afile}/pl'):
         PseudoLabelCache(str(afile / 'pl')).open(dict(method='saot'))
+    dataset = PseudoLabelDataset(target_cfg(root), str(afile / 'pl'), PIPELINE)
+    with pytest.raises(UserInputError, match=r'^PseudoLabelDataset pseudo_label_dir \(in the '
+                       r'shipped configs train_dataloader\.dataset\.target\.pseudo_label_dir\): '
+                       f'cannot create the folder {afile}/pl'):
+        dataset.cache.open(dict(method='saot'))
 
 
 def test_an_unreadable_cache_file_is_named_with_the_fix(dataset):
