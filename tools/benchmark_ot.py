@@ -752,14 +752,16 @@ def machine_line(device):
 
 
 def main(argv=None):
-    from mmseg_saot.utils.arg_types import (device_option, output_file, positive_float,
-                                            positive_int)
+    from mmseg_saot.utils.arg_types import (device_option, non_negative_int_list, output_file,
+                                            positive_float, positive_int, positive_int_list)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         type=device_option)
-    parser.add_argument('--sizes', default=None, help='comma-separated N = M (default: CPU '
-                        '1024,4096; GPU 1024,4096,16384,32768)')
-    parser.add_argument('--dims', default='384,1024')
+    parser.add_argument('--sizes', type=positive_int_list, default=None,
+                        help='comma-separated N = M (default: CPU 1024,4096; GPU '
+                        '1024,4096,16384,32768)')
+    parser.add_argument('--dims', type=positive_int_list, default='384,1024',
+                        help='comma-separated feature dimensions d')
     parser.add_argument('--repeats', type=positive_int, default=3)
     parser.add_argument('--iters', type=positive_int, default=100)
     parser.add_argument('--eps', type=positive_float, default=0.05)
@@ -768,7 +770,7 @@ def main(argv=None):
     parser.add_argument('--block-coverage', type=positive_float, default=0.75,
                         help="block-sparse: estimated share of each target's mass kept "
                         '(the solver default)')
-    parser.add_argument('--block-seeds', type=lambda v: [int(x) for x in v.split(',')],
+    parser.add_argument('--block-seeds', type=non_negative_int_list,
                         default=[0, 1, 2], help='draws of the synthetic working point for '
                         'the block-sparse section (the first one gets the detailed table)')
     parser.add_argument('--block-tol', type=positive_float, default=1e-4,
@@ -797,11 +799,9 @@ def main(argv=None):
         return
     device = args.device
     gpu = device.startswith('cuda')
-    args.sizes = [int(s) for s in (args.sizes or ('1024,4096,16384,32768' if gpu else
-                                                  '1024,4096')).split(',')]
-    args.dims = [int(d) for d in args.dims.split(',')]
-    sections = args.sections.split(',')
-    unknown = [name for name in sections if name not in SECTIONS]
+    args.sizes = args.sizes or ([1024, 4096, 16384, 32768] if gpu else [1024, 4096])
+    sections = [name.strip() for name in args.sections.split(',')]
+    unknown = [f'"{name}"' if not name else name for name in sections if name not in SECTIONS]
     if unknown:
         parser.error(f'--sections: unknown {", ".join(unknown)}; choose from '
                      f'{",".join(SECTIONS)}')

@@ -20,11 +20,12 @@ images (after a warm-up batch), and the one-off fit (metric training + prototype
 import argparse
 import glob
 import importlib
+import math
 import os
 import sys
 import time
 import types
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -78,14 +79,43 @@ class StandInViT(nn.Module):
         return x.transpose(1, 2).reshape(b, d, h, w)
 
 
+def create_timm_vit(name: str) -> nn.Module:
+    """A timm ViT without its head, with dynamic position embeddings, random weights.
+
+    The checks and messages are ``DINOv2Backbone``'s, which this tool does not build (it
+    runs without the MMSeg stack).
+
+    Raises:
+        ImportError: timm is not installed.
+        UserInputError: timm has no model ``name``, or it is not a Vision Transformer.
+    """
+    import timm
+    from mmseg_saot.utils.errors import UserInputError
+    if not timm.is_model(name):
+        raise UserInputError(
+            f'--model: timm has no model "{name}"; use a timm ViT name such as '
+            'vit_small_patch14_dinov2 or vit_large_patch14_dinov2 '
+            '(see timm.list_models("*dinov2*")).')
+    not_vit = UserInputError(
+        f'--model: timm model "{name}" is not a Vision Transformer; use a timm ViT such as '
+        'vit_small_patch14_dinov2 or vit_base_patch16_224.dino (see timm.list_models("vit_*")).')
+    try:
+        vit = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
+    except TypeError as err:  # not a ViT: it takes no dynamic_img_size
+        if 'dynamic_img_size' not in str(err):
+            raise
+        raise not_vit from None
+    if not hasattr(vit, 'patch_embed') or not hasattr(vit, 'num_prefix_tokens'):
+        raise not_vit
+    return vit
+
+
 class TimmViT(nn.Module):
     """A timm ViT returning the last block's patch-feature map."""
 
     def __init__(self, name: str, checkpoint: str = None):
         super().__init__()
-        import timm
-        self.vit = timm.create_model(name, pretrained=False, num_classes=0,
-                                     dynamic_img_size=True)
+        self.vit = create_timm_vit(name)
         if checkpoint:
             from mmseg_saot.models.backbones.vit_checkpoint import load_vit_weights
             load_vit_weights(self.vit, os.path.expanduser(checkpoint))
@@ -98,6 +128,11 @@ class TimmViT(nn.Module):
 
 
 def build_backbone(name: str, checkpoint: str, device: str) -> Tuple[nn.Module, str]:
+    """The timm ViT ``name`` (the stand-in ViT-L/14 without timm) and a description.
+
+    Raises:
+        UserInputError: ``name`` is not a timm ViT, or ``checkpoint`` does not fit it.
+    """
     try:
         model, kind = TimmViT(name, checkpoint), f'timm {name}'
         if checkpoint:
@@ -105,6 +140,15 @@ def build_backbone(name: str, checkpoint: str, device: str) -> Tuple[nn.Module, 
     except ImportError:
         model, kind = StandInViT(), 'stand-in ViT-L/14 (timm not installed)'
     return model.to(device).eval().requires_grad_(False), kind
+
+
+def size_problem(size: Tuple[int, int], patch: int, model: str) -> Optional[str]:
+    """Why images of ``size`` (H, W) cannot go through a ViT of ``patch`` px, or None."""
+    if size[0] % patch == 0 and size[1] % patch == 0:
+        return None
+    fit = [max(1, math.ceil(side / patch)) * patch for side in size]
+    return (f'--size {size[0]} {size[1]}: height and width must be multiples of the patch '
+            f'size {patch} of {model}; use e.g. --size {fit[0]} {fit[1]}')
 
 
 def random_scenes(count: int, size: Tuple[int, int], seed: int) -> Tuple[torch.Tensor,
@@ -232,10 +276,18 @@ def main(argv=None) -> str:
     device, size, batch = args.device, preset['size'], preset['batch']
     labelers = import_labelers()
     from mmseg_saot.models.labelers.patch_labels import patch_labels
+    from mmseg_saot.utils.errors import UserInputError
     checkpoint = preset['checkpoint']
     if checkpoint and not os.path.exists(os.path.expanduser(checkpoint)):
         checkpoint = None
-    backbone, kind = build_backbone(preset['model'], checkpoint, device)
+    try:
+        backbone, kind = build_backbone(preset['model'], checkpoint, device)
+    except UserInputError as err:
+        parser.error(str(err))
+    patch = backbone.patch
+    problem = size_problem(size, patch, kind)
+    if problem:
+        parser.error(problem)
     if args.preset == 'demo':
         src_img, src_lab = demo_scenes(args.demo_root, num_sources, True, size)
         tgt_img, _ = demo_scenes(args.demo_root, num_targets + batch, False, size)
@@ -243,7 +295,7 @@ def main(argv=None) -> str:
         src_img, src_lab = random_scenes(num_sources, size, seed=0)
         tgt_img, _ = random_scenes(num_targets + batch, size, seed=1)
     src_feats = torch.cat(features(backbone, src_img, batch, device))
-    src_patch = patch_labels(src_lab.to(device), patch=14)
+    src_patch = patch_labels(src_lab.to(device), patch=patch)
     labeler = labelers.SAOTLabeler(feat_dim=src_feats.shape[1], num_neighbors=8,
                                    solver=args.solver).to(device)
     sync(device)
@@ -254,18 +306,18 @@ def main(argv=None) -> str:
     fit_seconds = time.perf_counter() - start
     features(backbone, tgt_img[:batch], batch, device)  # warm-up
     h, w = src_feats.shape[-2:]
-    labeler(features(backbone, tgt_img[:1], 1, device)[0], out_size=(h * 14, w * 14))
+    labeler(features(backbone, tgt_img[:1], 1, device)[0], out_size=(h * patch, w * patch))
     if args.profile:
         probe = features(backbone, tgt_img[:4], 4, device)[0]
         with torch.profiler.profile() as prof:
             for b in range(4):
-                labeler(probe[b:b + 1], out_size=(h * 14, w * 14))
+                labeler(probe[b:b + 1], out_size=(h * patch, w * patch))
             sync(device)
         sort = 'cuda_time_total' if torch.device(device).type == 'cuda' else 'cpu_time_total'
         print(prof.key_averages().table(sort_by=sort, row_limit=25))
     if args.count_ops:
         probe = features(backbone, tgt_img[:1], 1, device)[0]
-        calls = count_operator_calls(lambda: labeler(probe, out_size=(h * 14, w * 14)))
+        calls = count_operator_calls(lambda: labeler(probe, out_size=(h * patch, w * patch)))
         print('operator calls of one labeller call (one target): ' +
               ', '.join(f'{label} {n}' for label, n in calls.items()))
     backbone_s = labeler_s = 0.0
@@ -276,7 +328,7 @@ def main(argv=None) -> str:
         sync(device)
         t1 = time.perf_counter()
         for b in range(feats.shape[0]):  # one image per call: batch-independent labels
-            labeler(feats[b:b + 1], out_size=(h * 14, w * 14))
+            labeler(feats[b:b + 1], out_size=(h * patch, w * patch))
         sync(device)
         backbone_s += t1 - t0
         labeler_s += time.perf_counter() - t1

@@ -16,6 +16,7 @@ import argparse
 import functools
 import json
 import multiprocessing
+import os.path as osp
 import sys
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -25,7 +26,7 @@ from mmengine.utils import ProgressBar
 from mmseg.registry import DATASETS
 
 from mmseg_saot.datasets.integrity import check_pair
-from mmseg_saot.datasets.layout import SPLITS, dataset_roots, leaf_datasets
+from mmseg_saot.datasets.layout import SPLITS, dataset_roots, leaf_datasets, loads_labels
 from mmseg_saot.utils.arg_types import output_file, positive_int
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, interrupt_exits,
                                   load_config, user_errors_exit)
@@ -49,7 +50,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def dataset_configs(cfg, splits) -> Iterator[Tuple[str, dict]]:
     """``(split, leaf dataset config)`` for each distinct dataset of ``splits``."""
     seen = set()
-    for split, root in dataset_roots(cfg, splits):
+    for split, _, root in dataset_roots(cfg, splits):
         for leaf in leaf_datasets(root):
             key = json.dumps({k: v for k, v in leaf.items() if k != 'pipeline'},
                              sort_keys=True, default=str)
@@ -62,14 +63,20 @@ def check_dataset(split: str, leaf: dict, nproc: int) -> Tuple[str, int, List[st
     """``(name, number of samples, problems)`` of one dataset config of ``split``."""
     dataset = DATASETS.build(dict(leaf, pipeline=[]))
     name = f'{type(dataset).__name__} {getattr(dataset, "data_root", "") or ""}'.strip()
-    items = [(info['img_path'], info.get('seg_map_path'))
+    # labels that nothing reads (a PseudoLabelDataset's targets, a format_only test set)
+    # are checked where they are, and their absence is no problem
+    label_folder = (getattr(dataset, 'data_prefix', None) or {}).get('seg_map_path')
+    labelled = loads_labels(leaf) or bool(label_folder and osp.isdir(label_folder))
+    items = [(info['img_path'], info.get('seg_map_path') if labelled else None)
              for info in (dataset.get_data_info(i) for i in range(len(dataset)))]
     check = functools.partial(
         check_pair, num_classes=len(dataset.metainfo['classes']),
         ignore_index=getattr(dataset, 'ignore_index', 255),
         reduce_zero_label=bool(getattr(dataset, 'reduce_zero_label', False)),
         label_map=getattr(dataset, 'label_map', None))
-    print(f'[{split}: {name}] reading {len(items)} samples', flush=True)
+    print(f'[{split}: {name}] reading {len(items)} samples'
+          + ('' if labelled else ' (images only: no label folder, and none is read)'),
+          flush=True)
     progress = ProgressBar(len(items))
     problems = []
     if nproc == 1:

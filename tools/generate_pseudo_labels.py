@@ -79,7 +79,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
 
     import mmseg_saot  # noqa: F401  (registers the plugin)
     from mmseg_saot.engine.hooks import find_pseudo_label_dataset
-    from mmseg_saot.engine.pseudo_labels.comparison import compare_methods
+    from mmseg_saot.engine.pseudo_labels.comparison import (compare_methods,
+                                                            missing_ground_truth)
     from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
     from mmseg_saot.engine.pseudo_labels.features import FeatureMemo, PseudoLabelInputError
     from mmseg_saot.engine.pseudo_labels.scoring import format_table
@@ -109,8 +110,18 @@ def run(cfg, args: argparse.Namespace) -> dict:
     store_dir = args.feature_cache or hook.feature_store_dir
     store = FeatureStore(store_dir, model) if store_dir else None
     memo = FeatureMemo(int(args.feature_memo_gb * (1 << 30)), store=store)
+    unscored = missing_ground_truth(dataset)
+    if unscored and (args.no_cache or args.split == 'val'):
+        raise PseudoLabelInputError(
+            f'{unscored}: nothing to score the methods against. Give the target set its '
+            'label maps (data_prefix.seg_map_path of the dataset that PseudoLabelDataset '
+            'wraps), or run without --split val / --no-cache to only write the pseudo-labels.')
     if not args.no_cache:  # (the metric trains with autograd: no global no_grad)
         hook.run(model, dataset, memo=memo)
+    if unscored:
+        print(f'\n{unscored}: the pseudo-labels of the {len(dataset)} target images are in '
+              f'{dataset.pseudo_label_dir}, not scored.')
+        return dict(config=args.config, num_images=len(dataset), methods={})
     results = compare_methods(model, hook, dataset, args.methods, out_dir=out_dir,
                               num_overlays=args.num_overlays, memo=memo,
                               main_method=None if args.no_cache else main_method,

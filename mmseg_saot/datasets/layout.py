@@ -39,14 +39,15 @@ class DataLayoutError(UserInputError, FileNotFoundError):
     """A dataset folder or file is missing; the message says how to fix it."""
 
 
-def _advice(dataset_type: str, data_root: str) -> str:
+def _advice(dataset_type: str, data_root: str, key: Optional[str]) -> str:
     layout, preparation = PREPARATION.get(
         dataset_type, ('the folders named in the config', 'see README.md'))
     if 'demo' in str(data_root):
         preparation = DEMO_HINT
+    elsewhere = (f'--cfg-options {key}.data_root=/my/data' if key else
+                 'set the data_root of this dataset in the config')
     return (f'Expected layout: {layout}.\nTo prepare it: {preparation}.\n'
-            'Or point the config elsewhere, e.g. '
-            '--cfg-options train_dataloader.dataset.data_root=/my/data')
+            f'Or point the config elsewhere: {elsewhere}')
 
 
 def _has_file_with_suffix(folder: str, suffix: str) -> bool:
@@ -60,7 +61,9 @@ def check_dataset_folders(dataset_type: str,
                           data_root: Optional[str],
                           data_prefix: dict,
                           img_suffix: str = '',
-                          ann_file: Optional[str] = None) -> None:
+                          ann_file: Optional[str] = None,
+                          labels_required: bool = True,
+                          key: Optional[str] = None) -> None:
     """Raise :class:`DataLayoutError` if a dataset's folders are unusable.
 
     Args:
@@ -70,6 +73,10 @@ def check_dataset_folders(dataset_type: str,
             root unless absolute, as MMSeg resolves them).
         img_suffix (str): suffix the images must have.
         ann_file (str, optional): split file, relative to the root.
+        labels_required (bool): whether the ``seg_map_path`` folder must exist (False
+            where nothing reads the label maps: see :func:`loads_labels`).
+        key (str, optional): the dataset's config key (``test_dataloader.dataset``),
+            named in the advice.
     """
     root = data_root or ''
 
@@ -80,10 +87,10 @@ def check_dataset_folders(dataset_type: str,
     if root and not osp.isdir(root):
         problem = f'dataset root "{root}" does not exist'
     else:
-        for key in ('img_path', 'seg_map_path'):
-            folder = data_prefix.get(key)
+        for name in ('img_path', 'seg_map_path') if labels_required else ('img_path',):
+            folder = data_prefix.get(name)
             if folder is not None and not osp.isdir(resolve(folder)):
-                problem = f'folder "{resolve(folder)}" ({key}) does not exist'
+                problem = f'folder "{resolve(folder)}" ({name}) does not exist'
                 break
         if problem is None and ann_file and not osp.isfile(resolve(ann_file)):
             problem = f'split file "{resolve(ann_file)}" does not exist'
@@ -92,38 +99,62 @@ def check_dataset_folders(dataset_type: str,
                 and not _has_file_with_suffix(resolve(img_dir), img_suffix)):
             problem = (f'no "*{img_suffix}" image under "{resolve(img_dir)}"')
     if problem:
-        raise DataLayoutError(f'{dataset_type}: {problem}.\n'
-                              + _advice(dataset_type, root))
+        where = f' ({key})' if key else ''
+        raise DataLayoutError(f'{dataset_type}{where}: {problem}.\n'
+                              + _advice(dataset_type, root, key))
 
 
 def leaf_datasets(dataset_cfg: dict) -> Iterator[dict]:
     """Yield the concrete dataset configs inside wrappers (Concat, Repeat, UDA pairs)."""
+    for _, leaf in leaf_dataset_keys(dataset_cfg, ''):
+        yield leaf
+
+
+def leaf_dataset_keys(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, dict]]:
+    """``(config key, config)`` of each concrete dataset inside ``dataset_cfg`` (whose own
+    key is ``key``): ``train_dataloader.dataset.target.dataset`` for the Cityscapes set
+    that a PseudoLabelDataset wraps in a SourceTargetDataset."""
     if 'datasets' in dataset_cfg:
-        for child in dataset_cfg['datasets']:
-            yield from leaf_datasets(child)
+        for index, child in enumerate(dataset_cfg['datasets']):
+            yield from leaf_dataset_keys(child, f'{key}.datasets.{index}')
     elif 'source' in dataset_cfg and 'target' in dataset_cfg:  # SourceTargetDataset
-        yield from leaf_datasets(dataset_cfg['source'])
-        yield from leaf_datasets(dataset_cfg['target'])
+        yield from leaf_dataset_keys(dataset_cfg['source'], f'{key}.source')
+        yield from leaf_dataset_keys(dataset_cfg['target'], f'{key}.target')
     elif 'dataset' in dataset_cfg:
-        yield from leaf_datasets(dataset_cfg['dataset'])
+        yield from leaf_dataset_keys(dataset_cfg['dataset'], f'{key}.dataset')
     else:
-        yield dataset_cfg
+        yield key, dataset_cfg
+
+
+def loads_labels(dataset_cfg: dict) -> bool:
+    """Whether a dataset's own pipeline reads its label maps (holds a ``LoadAnnotations``
+    transform); True where the pipeline is not a list of transform configs.
+
+    Images without labels are a normal input where nothing reads labels: the target
+    images that a PseudoLabelDataset wraps (their labels only score the pseudo-labels),
+    a test set predicted with ``format_only=True``.
+    """
+    pipeline = dataset_cfg.get('pipeline')
+    if not isinstance(pipeline, (list, tuple)):
+        return True
+    return any(isinstance(step, dict) and str(step.get('type', '')).endswith('LoadAnnotations')
+               for step in pipeline)
 
 
 SPLITS = ('train', 'val', 'test')
 
 
-def dataset_roots(cfg, splits=SPLITS) -> Iterator[Tuple[str, dict]]:
-    """``(split, dataset config)`` of each dataloader of ``splits`` in a config, plus the
-    pseudo-labelling hook's labelled source set (with ``'train'``)."""
+def dataset_roots(cfg, splits=SPLITS) -> Iterator[Tuple[str, str, dict]]:
+    """``(split, config key, dataset config)`` of each dataloader of ``splits`` in a
+    config, plus the pseudo-labelling hook's labelled source set (with ``'train'``)."""
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
         if loader and 'dataset' in loader:
-            yield split, loader['dataset']
+            yield split, f'{split}_dataloader.dataset', loader['dataset']
         if split == 'train':
-            for hook in cfg.get('custom_hooks', None) or []:
+            for index, hook in enumerate(cfg.get('custom_hooks', None) or []):
                 if isinstance(hook.get('source'), dict):
-                    yield split, hook['source']
+                    yield split, f'custom_hooks.{index}.source', hook['source']
 
 
 # Defaults of the dataset classes this check knows about.
@@ -140,11 +171,11 @@ def check_data_layout(cfg) -> None:
     Raises:
         DataLayoutError: naming the missing folder, the layout and the fix.
     """
-    for _, root in dataset_roots(cfg):
-        for dataset in leaf_datasets(root):
+    for _, root_key, root in dataset_roots(cfg):
+        for key, dataset in leaf_dataset_keys(root, root_key):
             dataset_type = str(dataset.get('type', ''))
             check_dataset_folders(
                 dataset_type, dataset.get('data_root'),
                 dict(dataset.get('data_prefix', {})),
                 dataset.get('img_suffix', _IMG_SUFFIX.get(dataset_type, '')),
-                dataset.get('ann_file'))
+                dataset.get('ann_file'), labels_required=loads_labels(dataset), key=key)

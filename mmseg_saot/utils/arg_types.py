@@ -9,6 +9,7 @@ whole labelling pass).
 import argparse
 import math
 import os.path as osp
+from typing import List
 
 from mmseg_saot.utils.errors import UserInputError
 from mmseg_saot.utils.paths import ensure_folder
@@ -35,6 +36,32 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """An integer >= 0."""
     return _number(int, text, 0, True)
+
+
+def _int_list(text: str, lowest: int) -> List[int]:
+    """The comma-separated integers >= ``lowest`` in ``text``; an
+    :class:`argparse.ArgumentTypeError` naming the first bad item otherwise."""
+    rule = f'comma-separated integers >= {lowest}'
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f'must be {rule}, got "{text}"')
+    values = []
+    for item in text.split(','):
+        try:
+            values.append(_number(int, item.strip(), lowest, True))
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f'must be {rule}; "{item}" in "{text}" is not one') from None
+    return values
+
+
+def positive_int_list(text: str) -> List[int]:
+    """Comma-separated integers >= 1, e.g. ``1024,4096`` (sizes, dimensions)."""
+    return _int_list(text, 1)
+
+
+def non_negative_int_list(text: str) -> List[int]:
+    """Comma-separated integers >= 0, e.g. ``0,1,2`` (seeds)."""
+    return _int_list(text, 0)
 
 
 def positive_float(text: str) -> float:

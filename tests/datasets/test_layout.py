@@ -80,3 +80,50 @@ def test_dataset_class_loads_a_relative_root(tmp_path, monkeypatch):
                           lazy_init=False)
     assert len(dataset) == 1
     assert dataset.get_data_info(0)["img_path"] == osp.join("gta5", "images", "00001.png")
+
+
+def uda_config(root, target_pipeline) -> Config:
+    cs = dict(type='CityscapesDataset', data_root=str(root / 'cs'), pipeline=target_pipeline,
+              data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train'))
+    return Config(dict(train_dataloader=dict(dataset=dict(
+        type='SourceTargetDataset',
+        source=dict(type='GTA5Dataset', data_root=str(root / 'gta5'),
+                    data_prefix=dict(img_path='images', seg_map_path='labels'),
+                    pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]),
+        target=dict(type='PseudoLabelDataset', dataset=cs, pseudo_label_dir='pl')))))
+
+
+def make_unlabelled_cityscapes(root):
+    images = root / 'cs' / 'leftImg8bit' / 'train' / 'city'
+    images.mkdir(parents=True)
+    (images / 'a_leftImg8bit.png').write_bytes(b'')
+
+
+def test_target_images_need_no_labels_where_nothing_reads_them(tmp_path):
+    make_gta5(tmp_path / 'gta5')
+    make_unlabelled_cityscapes(tmp_path)
+    check_data_layout(uda_config(tmp_path, [dict(type='LoadImageFromFile')]))
+    with pytest.raises(DataLayoutError) as info:  # a pipeline that reads them needs them
+        check_data_layout(uda_config(tmp_path, [dict(type='LoadImageFromFile'),
+                                                dict(type='mmseg.LoadAnnotations')]))
+    message = str(info.value)
+    assert message.startswith('CityscapesDataset (train_dataloader.dataset.target.dataset): '
+                              f'folder "{tmp_path}/cs/gtFine/train" (seg_map_path) does not '
+                              'exist.')
+    assert message.endswith('--cfg-options train_dataloader.dataset.target.dataset.data_root='
+                            '/my/data')
+
+
+def test_a_test_set_without_labels_passes_and_errors_name_the_key(tmp_path):
+    make_unlabelled_cityscapes(tmp_path)
+    test_set = dict(type='CityscapesDataset', data_root=str(tmp_path / 'cs'),
+                    data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/x'),
+                    pipeline=[dict(type='LoadImageFromFile'), dict(type='PackSegInputs')])
+    check_data_layout(Config(dict(test_dataloader=dict(dataset=test_set))))
+    hooks = [dict(type='EMATeacherHook'),
+             dict(type='SAOTPseudoLabelHook', source=dict(
+                 type='GTA5Dataset', data_root=str(tmp_path / 'none'),
+                 data_prefix=dict(img_path='images', seg_map_path='labels')))]
+    with pytest.raises(DataLayoutError, match=r'^GTA5Dataset \(custom_hooks\.1\.source\): '
+                       'dataset root'):
+        check_data_layout(Config(dict(custom_hooks=hooks, train_dataloader=None)))

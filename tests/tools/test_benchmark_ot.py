@@ -122,3 +122,47 @@ def test_an_unknown_section_is_a_usage_error(tool, capsys):
     assert stop.value.code == 2
     assert '--sections: unknown blocks; choose from speed,iters,accuracy,block,fullres' in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('--sizes', '0', 'must be comma-separated integers >= 1; "0" in "0" is not one'),
+    ('--sizes', '-5', 'must be comma-separated integers >= 1; "-5" in "-5" is not one'),
+    ('--sizes', '16,abc', 'must be comma-separated integers >= 1; "abc" in "16,abc" is not one'),
+    ('--sizes', '', 'must be comma-separated integers >= 1, got ""'),
+    ('--dims', '0', 'must be comma-separated integers >= 1; "0" in "0" is not one'),
+    ('--dims', '384,', 'must be comma-separated integers >= 1; "" in "384," is not one'),
+    ('--block-seeds', '0,x', 'must be comma-separated integers >= 0; "x" in "0,x" is not one'),
+    ('--block-seeds', '-1', 'must be comma-separated integers >= 0; "-1" in "-1" is not one'),
+])
+def test_bad_lists_are_usage_errors_before_any_solve(tool, tmp_path, monkeypatch, capsys,
+                                                     option, value, message):
+    def section(*args):
+        raise AssertionError('no section may run')
+
+    for name in ('speed_section', 'block_section'):
+        monkeypatch.setattr(tool, name, section)
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--device', 'cpu', '--sections', 'speed,block', '--out',
+                   str(tmp_path / 'ot.md'), option, value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f'argument {option}: {message}' in err and 'Traceback' not in err
+
+
+def test_lists_are_parsed_into_integers(tool, tmp_path, monkeypatch):
+    seen = {}
+
+    def section(args, device, isolate, lines):
+        seen.update(sizes=args.sizes, dims=args.dims, seeds=args.block_seeds)
+
+    monkeypatch.setattr(tool, 'speed_section', section)
+    tool.main(['--device', 'cpu', '--sections', 'speed', '--out', str(tmp_path / 'ot.md'),
+               '--sizes', '16, 32', '--block-seeds', '0,3'])
+    assert seen == dict(sizes=[16, 32], dims=[384, 1024], seeds=[0, 3])
+
+
+def test_an_empty_section_name_is_named(tool, capsys):
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--sections', ''])
+    assert stop.value.code == 2
+    assert '--sections: unknown ""; choose from' in capsys.readouterr().err

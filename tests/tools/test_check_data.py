@@ -51,3 +51,14 @@ def test_splits_limit_what_is_read(tiny, capsys):
     sorted((data / 'gta5' / 'labels').glob('*.png'))[0].write_bytes(b'garbage')
     assert load_tool('tools/check_data.py').main([str(config), '--splits', 'val']) == 0
     assert 'GTA5Dataset' not in capsys.readouterr().out
+
+
+def test_unlabelled_targets_are_checked_as_images_only(tiny, capsys):
+    import shutil
+    data, config = tiny
+    shutil.rmtree(data / 'cs' / 'gtFine' / 'train')  # the UDA target: images only
+    assert load_tool('tools/check_data.py').main([str(config), '--splits', 'train']) == 0
+    out = capsys.readouterr().out
+    assert (f'[train: CityscapesDataset {data}/cs] reading 6 samples (images only: no label '
+            'folder, and none is read)') in out
+    assert out.rstrip().endswith('every sample is usable')

@@ -130,3 +130,39 @@ def test_feature_cache_lets_a_second_run_skip_the_backbone(python, tmp_path):
     for method in ('nn', 'saot'):  # the stored features are the computed ones
         first, second = (r['methods'][method] for r in reports)
         assert second['per_class_iou'] == first['per_class_iou']
+
+
+def test_unlabelled_targets_are_labelled_and_not_scored(python, tmp_path):
+    import shutil
+    data = write_tiny_uda_data(tmp_path / 'data', num_source=3, num_target=2, num_val=1)
+    shutil.rmtree(data / 'cs' / 'gtFine' / 'train')  # target images only, as in UDA
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    work_dir = tmp_path / 'work'
+    command = [python, TOOL, str(config), '--work-dir', str(work_dir), '--methods', 'nn',
+               '--num-overlays', '0', '--device', 'cpu']
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f'the target images have no ground truth (no label maps under '
+            f'{data}/cs/gtFine/train): the pseudo-labels of the 2 target images are in '
+            f'{work_dir}/pseudo_labels, not scored.') in result.stdout
+    assert len(list((work_dir / 'pseudo_labels' / 'labels').rglob('*.png'))) == 2
+    result = subprocess.run(command + ['--no-cache'], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert 'nothing to score the methods against' in result.stderr
+
+
+def test_targets_with_some_label_maps_missing_are_named(python, tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data', num_source=3, num_target=2, num_val=1)
+    labels = sorted((data / 'cs' / 'gtFine' / 'train').rglob('*.png'))
+    labels[1].unlink()
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w'),
+                             '--methods', 'nn', '--device', 'cpu'],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert (f'1 of the 2 target images have no ground-truth label map (the first: '
+            f'{labels[1]})') in result.stderr
+    assert not (tmp_path / 'w' / 'pseudo_labels').exists()  # said before any labelling

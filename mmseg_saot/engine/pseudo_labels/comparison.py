@@ -49,11 +49,10 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
     if unknown:
         raise PseudoLabelInputError(f'--methods: unknown {unknown}; choose from {list(METHODS)}.')
     target = dataset.target
+    missing = missing_ground_truth(dataset)
+    if missing:
+        raise PseudoLabelInputError(f'{missing}: nothing to score the methods against.')
     gt_paths = [dataset.get_data_info(i)['gt_seg_map_path'] for i in range(len(dataset))]
-    if not gt_paths or any(p is None for p in gt_paths):
-        raise PseudoLabelInputError(
-            'the target dataset has no ground truth to score against: give the dataset '
-            'wrapped by PseudoLabelDataset a data_prefix.seg_map_path (used for scoring only).')
     classes = list(dataset.metainfo['classes'])
     palette = dataset.metainfo.get('palette') or [[c * 13 % 256] * 3 for c in range(len(classes))]
     ignore = hook.ignore_index
@@ -90,6 +89,31 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
     if main_method in results:
         results[main_method]['cache_mismatches'] = mismatches
     return results
+
+
+def missing_ground_truth(dataset) -> Optional[str]:
+    """Why the targets of a :class:`PseudoLabelDataset` cannot be scored, or None when
+    every target image has a label map to score against.
+
+    No ``seg_map_path`` in the wrapped dataset's ``data_prefix`` and a label folder that
+    does not exist (unlabelled target images, the usual case in UDA) both read as "no
+    ground truth".
+
+    Raises:
+        PseudoLabelInputError: only some target images have a label map (naming how many
+            and the first that lacks one): a score over part of the set would mislead.
+    """
+    paths = [dataset.get_data_info(i)['gt_seg_map_path'] for i in range(len(dataset))]
+    absent = [p for p in paths if p is None or not osp.isfile(p)]
+    if not absent:
+        return None
+    if len(absent) < len(paths):
+        raise PseudoLabelInputError(
+            f'{len(absent)} of the {len(paths)} target images have no ground-truth label map '
+            f'(the first: {absent[0]}); give every image its label map, or none.')
+    folder = (getattr(dataset.target, 'data_prefix', None) or {}).get('seg_map_path')
+    where = f'no label maps under {folder}' if folder else 'no data_prefix.seg_map_path'
+    return f'the target images have no ground truth ({where})'
 
 
 def _fit_all(model, hook, methods, target, memo):
