@@ -102,7 +102,7 @@ def _count(number: int, noun: str) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
-    check_data_or_exit(cfg)
+    check_data_or_exit(cfg, args.splits)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     report: Dict[str, dict] = {}
     with user_errors_exit(cfg):

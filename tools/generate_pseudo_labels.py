@@ -66,7 +66,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     cfg = load_run_config(args.config, args.cfg_options, args.work_dir)
-    check_data_or_exit(cfg)
+    check_data_or_exit(cfg, ('train', 'val') if args.split == 'val' else ('train',))
     with user_errors_exit(cfg):
         return run(cfg, args)
 

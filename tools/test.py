@@ -84,7 +84,7 @@ def main() -> None:
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
-    check_data_or_exit(cfg)
+    check_data_or_exit(cfg, splits=('test',))
     with user_errors_exit(cfg):
         check_run_options(cfg, args.config, training=False)
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else

@@ -83,7 +83,7 @@ def main() -> None:
     cfg.resume = args.resume
     loaded = (check_checkpoint_or_exit(cfg.load_from, 'load_from')
               if cfg.get('load_from') else None)
-    check_data_or_exit(cfg)
+    check_data_or_exit(cfg, splits=('train', 'val'))  # what training builds
     with user_errors_exit(cfg):
         check_run_options(cfg, args.config)
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else

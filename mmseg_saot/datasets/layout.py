@@ -162,16 +162,18 @@ _IMG_SUFFIX = {'GTA5Dataset': '.png', 'CityscapesDataset': '_leftImg8bit.png',
                'PascalVOCDataset': '.jpg'}
 
 
-def check_data_layout(cfg) -> None:
-    """Check every dataloader's dataset folders in an MMEngine config.
+def check_data_layout(cfg, splits=SPLITS) -> None:
+    """Check the dataset folders of the dataloaders of ``splits`` in an MMEngine config.
 
     Args:
         cfg (mmengine.Config): the full config.
+        splits: the dataloaders a tool builds (``tools/test.py``: ``('test',)``; training
+            does not need the test set's folders, testing not the training sets').
 
     Raises:
         DataLayoutError: naming the missing folder, the layout and the fix.
     """
-    for _, root_key, root in dataset_roots(cfg):
+    for _, root_key, root in dataset_roots(cfg, splits):
         for key, dataset in leaf_dataset_keys(root, root_key):
             dataset_type = str(dataset.get('type', ''))
             check_dataset_folders(

@@ -174,11 +174,12 @@ def enable_amp(cfg: Config) -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
-def check_data_or_exit(cfg: Config) -> None:
-    """Stop with a readable message if a dataset folder is missing."""
+def check_data_or_exit(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) -> None:
+    """Stop with a readable message if a dataset folder of the dataloaders of ``splits``
+    (those the tool builds) is missing."""
     from mmseg_saot.datasets import check_data_layout
     with user_errors_exit():
-        check_data_layout(cfg)
+        check_data_layout(cfg, tuple(splits))
 
 
 def check_checkpoint_or_exit(path: str, option: str) -> Any:

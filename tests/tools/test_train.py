@@ -271,6 +271,24 @@ def test_test_tool_prints_per_class_iou(python, tiny_config, reference_run,
     assert 'per class results' in output and 'road' in output
 
 
+def test_test_tool_predicts_unlabelled_images_without_the_training_data(
+        python, tiny_config, tiny_data, reference_run, tmp_path):
+    # images only, in a folder of their own; the training sets are not on this machine
+    own = tmp_path / 'own' / 'leftImg8bit' / 'val'
+    shutil.copytree(tiny_data / 'cs' / 'leftImg8bit' / 'val', own)
+    config = tmp_path / 'own.py'
+    config.write_text(
+        f"_base_ = [{str(tiny_config)!r}]\n"
+        f"test_dataloader = dict(dataset=dict(data_root={str(tmp_path / 'own')!r}, pipeline=["
+        "dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]))\n"
+        "test_evaluator = dict(format_only=True)\n"
+        "train_dataloader = dict(dataset=dict(source=dict(data_root='/nonexistent')))\n")
+    tested = run_tool(python, TEST, config, reference_run / 'iter_6.pth', '--work-dir',
+                      tmp_path / 'test', '--out', tmp_path / 'pred')
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert len(list((tmp_path / 'pred').rglob('*.png'))) == len(list(own.rglob('*.png'))) > 0
+
+
 @pytest.mark.parametrize('workers', [0, 1])
 def test_a_corrupt_val_image_is_one_line_naming_it_and_check_data(python, tiny_data,
                                                                    reference_run, tmp_path,
