@@ -32,13 +32,13 @@ def integer_problem(name: str, value, minimum: int) -> Optional[str]:
 
 
 def number_problem(name: str, value, *, above: Optional[float] = None,
-                   at_least: Optional[float] = None,
-                   below: Optional[float] = None) -> Optional[str]:
+                   at_least: Optional[float] = None, below: Optional[float] = None,
+                   at_most: Optional[float] = None) -> Optional[str]:
     """``'<name> must be a number > 0, got -1'`` unless ``value`` is a real number (not a
     bool) within the given bounds, else None (``inf`` passes where no upper bound is given;
     NaN never)."""
     bounds = [(above, '>', lambda v, b: v > b), (at_least, '>=', lambda v, b: v >= b),
-              (below, '<', lambda v, b: v < b)]
+              (below, '<', lambda v, b: v < b), (at_most, '<=', lambda v, b: v <= b)]
     wanted = [(b, sign, ok) for b, sign, ok in bounds if b is not None]
     real = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
     if not real or not all(ok(value, b) for b, _, ok in wanted):
@@ -47,20 +47,28 @@ def number_problem(name: str, value, *, above: Optional[float] = None,
     return None
 
 
-def check_positive_int(component: str, name: str, value) -> int:
-    """``value`` if it is an integer >= 1 (a bool is not), else a :class:`ConfigError`."""
-    problem = integer_problem(name, value, minimum=1)
+def check_integer(component: str, name: str, value, minimum: int) -> int:
+    """``value`` if it is an integer >= ``minimum`` (a bool is not), else a
+    :class:`ConfigError` naming ``component`` and ``name``."""
+    problem = integer_problem(name, value, minimum)
     if problem:
         raise ConfigError(f'{component}: {problem}.')
     return value
 
 
+def check_positive_int(component: str, name: str, value) -> int:
+    """``value`` if it is an integer >= 1 (a bool is not), else a :class:`ConfigError`."""
+    return check_integer(component, name, value, minimum=1)
+
+
 def check_number(component: str, name: str, value, *, above: Optional[float] = None,
-                 at_least: Optional[float] = None, below: Optional[float] = None) -> float:
+                 at_least: Optional[float] = None, below: Optional[float] = None,
+                 at_most: Optional[float] = None) -> float:
     """``value`` if it is a real number (not a bool) within the given bounds, else a
     :class:`ConfigError` such as ``SAOTLabeler: epsilon must be a number > 0, got -1.``
     (``inf`` passes where no upper bound is given; NaN never)."""
-    problem = number_problem(name, value, above=above, at_least=at_least, below=below)
+    problem = number_problem(name, value, above=above, at_least=at_least, below=below,
+                             at_most=at_most)
     if problem:
         raise ConfigError(f'{component}: {problem}.')
     return value

@@ -42,3 +42,13 @@ def test_checks_raise_config_errors_that_name_the_component():
         check_number('SAOTLabeler', 'epsilon', -1, above=0)
     assert check_positive_int('MLPHead', 'num_layers', 2) == 2
     assert check_number('SAOTLabeler', 'epsilon', 0.05, above=0) == 0.05
+
+
+def test_upper_bounds_and_integer_minimums():
+    assert number_problem('m', 1.0, above=0, at_most=1) is None
+    assert number_problem('m', 1.5, above=0, at_most=1) == \
+        'm must be a number > 0 and <= 1, got 1.5'
+    from mmseg_saot.utils.errors import check_integer
+    assert check_integer('Hook', 'begin', 0, minimum=0) == 0
+    with pytest.raises(ConfigError, match=r"^Hook: begin must be an integer >= 0, got '3'\.$"):
+        check_integer('Hook', 'begin', '3', minimum=0)

@@ -12,7 +12,7 @@ from mmengine.dist import get_dist_info, sync_random_seed
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from mmseg_saot.utils.errors import ConfigError
+from mmseg_saot.utils.errors import check_integer, check_number
 from ..class_stats import STATS_FILENAME
 
 
@@ -61,8 +61,8 @@ class ClassBalancedSampler(Sampler):
     def __init__(self, dataset, temperature: float = 0.01, min_pixels: int = 3000,
                  stats_file: Optional[str] = None, ignore_index: int = 255,
                  seed: Optional[int] = None) -> None:
-        if temperature <= 0:
-            raise ConfigError(f'ClassBalancedSampler: temperature must be > 0, got {temperature}.')
+        check_number('ClassBalancedSampler', 'temperature', temperature, above=0.0)
+        check_integer('ClassBalancedSampler', 'min_pixels', min_pixels, minimum=0)
         self.dataset, self.temperature, self.min_pixels = dataset, temperature, min_pixels
         self.ignore_index = ignore_index
         self.stats_file = stats_file or self._default_stats_file(dataset)

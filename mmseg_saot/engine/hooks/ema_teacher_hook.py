@@ -8,7 +8,7 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
-from mmseg_saot.utils.errors import ConfigError, UserInputError
+from mmseg_saot.utils.errors import UserInputError, check_number, check_positive_int
 
 
 @torch.no_grad()
@@ -74,10 +74,8 @@ class EMATeacherHook(Hook):
 
     def __init__(self, momentum: float = 0.001, ramp: bool = True, interval: int = 1,
                  student: str = 'decode_head', teacher: str = 'teacher_head') -> None:
-        if not 0.0 < momentum <= 1.0:
-            raise ConfigError(f'EMATeacherHook: momentum must be in (0, 1], got {momentum}.')
-        if interval < 1:
-            raise ConfigError(f'EMATeacherHook: interval must be >= 1, got {interval}.')
+        check_number('EMATeacherHook', 'momentum', momentum, above=0.0, at_most=1.0)
+        check_positive_int('EMATeacherHook', 'interval', interval)
         self.momentum, self.ramp, self.interval = momentum, ramp, interval
         self.student_name, self.teacher_name = student, teacher
 

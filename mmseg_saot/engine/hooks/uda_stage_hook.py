@@ -7,7 +7,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
-from mmseg_saot.utils.errors import ConfigError, UserInputError
+from mmseg_saot.utils.errors import UserInputError, check_integer
 
 
 @HOOKS.register_module()
@@ -28,10 +28,8 @@ class UDAStageHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, self_training_begin: int) -> None:
-        if self_training_begin < 0:
-            raise ConfigError('UDAStageHook: self_training_begin must be >= 0, got '
-                              f'{self_training_begin}.')
-        self.self_training_begin = self_training_begin
+        self.self_training_begin = check_integer('UDAStageHook', 'self_training_begin',
+                                                 self_training_begin, minimum=0)
         self._stage1_scalars_dropped = False  # once per process (a resume restores them)
 
     @staticmethod

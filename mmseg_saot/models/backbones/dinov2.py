@@ -175,6 +175,11 @@ class DINOv2Backbone(BaseModule):
             self, out_indices: Union[int, Sequence[int]]) -> List[int]:
         """Turn ``out_indices`` into sorted non-negative block indices."""
         depth = len(self.vit.blocks)
+        if not _is_int(out_indices) and not (
+                isinstance(out_indices, Sequence) and not isinstance(out_indices, str)
+                and len(out_indices) and all(_is_int(i) for i in out_indices)):
+            raise ConfigError(f'DINOv2Backbone: out_indices must be an integer n (the last n '
+                              f'blocks) or a list of block indices, got {out_indices!r}.')
         if isinstance(out_indices, int):
             if not 1 <= out_indices <= depth:
                 raise ConfigError(f'DINOv2Backbone: out_indices={out_indices} '
@@ -228,3 +233,7 @@ class DINOv2Backbone(BaseModule):
                 images, indices=self.out_indices, norm=self.norm,
                 output_fmt='NCHW', intermediates_only=True)
         return tuple(feature_map.float() for feature_map in maps)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

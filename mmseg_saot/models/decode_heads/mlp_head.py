@@ -10,7 +10,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor, nn
 
-from mmseg_saot.utils.errors import ConfigError, check_positive_int
+from mmseg_saot.utils.errors import ConfigError, check_number, check_positive_int
 
 PIXEL_WEIGHT_KEY = 'gt_pixel_weight'
 
@@ -98,9 +98,7 @@ class MLPHead(BaseDecodeHead):
             check_positive_int('MLPHead', 'in_channels', width)
         check_positive_int('MLPHead', 'channels', channels)
         check_positive_int('MLPHead', 'num_classes', num_classes)
-        if not 0.0 <= dropout_ratio < 1.0:
-            raise ConfigError(f'MLPHead: dropout_ratio must be in [0, 1), got '
-                              f'{dropout_ratio!r}.')
+        check_number('MLPHead', 'dropout_ratio', dropout_ratio, at_least=0.0, below=1.0)
         if len(in_channels) != len(in_index):
             raise ConfigError(
                 f'MLPHead: in_channels {in_channels} and in_index {in_index} '

@@ -15,6 +15,7 @@ _NUMBER_BOUNDS = {
     'dense_max_entries': dict(at_least=0), 'dense_max_entries_gpu': dict(at_least=0),
     'confidence_threshold': dict(at_least=0.0),  # above 1 drops all: reported as all-ignore
     'confidence_quantile': dict(at_least=0.0, below=1.0),
+    'coverage': dict(above=0.0, at_most=1.0),
 }
 
 

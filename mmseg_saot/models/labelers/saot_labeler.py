@@ -173,8 +173,6 @@ class SAOTLabeler(nn.Module):
         self.rho = (math.inf, math.inf) if self.switches['balanced'] else rho_pair
         self.alpha, self.beta = alpha, beta
         self.num_neighbors, self.solver = num_neighbors, solver
-        if not 0.0 < coverage <= 1.0:
-            raise ConfigError(f'SAOTLabeler: coverage must be in (0, 1], got {coverage}.')
         self.dense_max_entries, self.coverage = dense_max_entries, coverage
         self.dense_max_entries_gpu = dense_max_entries_gpu
         self.num_iters, self.tol = num_iters, tol

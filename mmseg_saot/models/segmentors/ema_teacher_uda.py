@@ -11,7 +11,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 from torch import Tensor, nn
 
-from mmseg_saot.utils.errors import ConfigError, UserInputError
+from mmseg_saot.utils.errors import ConfigError, UserInputError, check_number
 from mmseg_saot.utils.paths import ensure_folder
 from .feature_cache import FrozenFeatureCache, module_fingerprint
 from .self_training import (labelled_samples, pad_to, stack_labels, strong_view,
@@ -107,9 +107,16 @@ class EMATeacherUDA(EncoderDecoder):
         if predict_on not in BRANCHES:
             raise ConfigError(f'EMATeacherUDA: predict_on must be one of {BRANCHES}, '
                               f'got {predict_on!r}.')
-        if not 0.0 <= teacher_threshold < 1.0:
-            raise ConfigError('EMATeacherUDA: teacher_threshold must be in [0, 1), got '
-                              f'{teacher_threshold}.')
+        numbers = dict(source_weight=(source_weight, dict(at_least=0.0)),
+                       pseudo_label_weight=(pseudo_label_weight, dict(at_least=0.0)),
+                       self_training_weight=(self_training_weight, dict(at_least=0.0)),
+                       teacher_threshold=(teacher_threshold, dict(at_least=0.0, below=1.0)),
+                       jitter_strength=(jitter_strength, dict(at_least=0.0)),
+                       jitter_probability=(jitter_probability, dict(at_least=0.0, at_most=1.0)),
+                       blur_probability=(blur_probability, dict(at_least=0.0, at_most=1.0)),
+                       feature_cache_gb=(feature_cache_gb, dict(above=0.0)))
+        for name, (value, bounds) in numbers.items():
+            check_number('EMATeacherUDA', name, value, **bounds)
         if neck is None and hasattr(self.backbone, 'check_head'):
             self.backbone.check_head(self.decode_head, 'EMATeacherUDA')
         self.teacher_head = MODELS.build(decode_head)

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from mmseg_saot.utils.atomic import atomic_torch_save
-from mmseg_saot.utils.errors import ConfigError
+from mmseg_saot.utils.errors import ConfigError, check_number
 
 _STORAGE_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}
 
@@ -75,8 +75,7 @@ class FrozenFeatureCache:
         if dtype not in _STORAGE_DTYPES:
             raise ConfigError(f'feature_cache: dtype must be one of {sorted(_STORAGE_DTYPES)}, '
                               f'got {dtype!r}.')
-        if max_gb <= 0:
-            raise ConfigError(f'feature_cache: max_gb must be > 0, got {max_gb}.')
+        check_number('feature_cache', 'max_gb', max_gb, above=0.0)
         self.max_bytes = int(max_gb * (1 << 30))
         self.dtype = _STORAGE_DTYPES[dtype]
         self.num_bytes = 0

@@ -92,3 +92,14 @@ def test_without_statistics_it_draws_uniformly_and_says_so(tmp_path):
 def test_bad_temperature_is_refused(tmp_path):
     with pytest.raises(ValueError, match='temperature'):
         ClassBalancedSampler(LabelFiles(tmp_path, 1), temperature=0)
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('temperature', 'abc', "temperature must be a number > 0, got 'abc'"),
+    ('temperature', 0.0, 'temperature must be a number > 0, got 0.0'),
+    ('min_pixels', -1, 'min_pixels must be an integer >= 0, got -1'),
+])
+def test_bad_options_are_named(tmp_path, option, value, message):
+    from mmseg_saot.utils.errors import ConfigError
+    with pytest.raises(ConfigError, match=f'^ClassBalancedSampler: {message}.$'):
+        ClassBalancedSampler(LabelFiles(tmp_path, 2), **{option: value})

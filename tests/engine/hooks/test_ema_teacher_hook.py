@@ -7,7 +7,7 @@ from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
 from mmseg_saot.engine.hooks import EMATeacherHook, ema_update
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import ConfigError, UserInputError
 
 
 class TwoHeads(nn.Module):
@@ -86,3 +86,13 @@ def test_missing_teacher_is_a_clear_error():
 def test_mismatched_modules_are_refused():
     with pytest.raises(ValueError, match='differ'):
         ema_update(nn.Linear(2, 2), nn.Linear(2, 3, bias=False), 0.5)
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('momentum', 'abc', "momentum must be a number > 0 and <= 1, got 'abc'"),
+    ('momentum', 0.0, 'momentum must be a number > 0 and <= 1, got 0.0'),
+    ('interval', 0, 'interval must be an integer >= 1, got 0'),
+])
+def test_bad_options_are_config_errors_naming_them(option, value, message):
+    with pytest.raises(ConfigError, match=f'^EMATeacherHook: {message}.$'):
+        EMATeacherHook(**{option: value})

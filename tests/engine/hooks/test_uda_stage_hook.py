@@ -6,7 +6,7 @@ from mmengine.logging import MessageHub
 from torch import nn
 
 from mmseg_saot.engine.hooks import UDAStageHook
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import ConfigError, UserInputError
 
 
 class StagedModel(nn.Module):
@@ -85,3 +85,10 @@ def test_a_run_that_ends_before_stage2_warns_with_the_option_to_lower(begin, max
         f'(self_training_begin={begin}): this run never self-trains. To shorten both stages, '
         "lower the hook's begin too, e.g. --cfg-options train_cfg.max_iters=10 "
         'custom_hooks.1.self_training_begin=5.']
+
+
+@pytest.mark.parametrize('bad', ['abc', -1, 2.5, None])
+def test_a_stage_switch_that_is_not_an_iteration_is_named(bad):
+    with pytest.raises(ConfigError, match=f'^UDAStageHook: self_training_begin must be an '
+                                          f'integer >= 0, got {bad!r}.$'):
+        UDAStageHook(self_training_begin=bad)

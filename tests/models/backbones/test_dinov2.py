@@ -55,7 +55,7 @@ def test_out_indices_forms_agree(vit_s):
     assert not torch.allclose(first(images)[0], last_two[0])
 
 
-@pytest.mark.parametrize('bad', [0, 13, [12], [3, 3]])
+@pytest.mark.parametrize('bad', [0, 13, [12], [3, 3], 'abc', [1, 'x'], [], True])
 def test_bad_out_indices_are_explained(bad):
     with pytest.raises(ValueError, match='out_indices|block index'):
         DINOv2Backbone(model_name=VIT_S, out_indices=bad)

@@ -35,3 +35,18 @@ def test_a_plain_batch_is_preprocessed_as_by_the_parent():
     inputs, samples = batch([(14, 14)] * 2, 102)
     out = pre(dict(inputs=inputs, data_samples=samples), training=False)
     assert out['inputs'].shape == (2, 3, 14, 14) and torch.all(out['inputs'] == 1.0)
+
+
+def test_padding_options_are_checked_when_built():
+    import pytest
+
+    from mmseg_saot.utils.errors import ConfigError
+    with pytest.raises(ConfigError, match="^UDADataPreProcessor: size_divisor must be an "
+                                          "integer >= 1, got 'abc'.$"):
+        UDADataPreProcessor(size_divisor='abc')
+    with pytest.raises(ConfigError, match=r'^UDADataPreProcessor: size must be None or '
+                                          r'\(height, width\)'):
+        UDADataPreProcessor(size=(0, 14))
+    built = UDADataPreProcessor(size=[28, 42], size_divisor=14, pad_val=1, seg_pad_val=7)
+    assert (built.size, built.size_divisor, built.pad_val, built.seg_pad_val) == \
+        ([28, 42], 14, 1, 7)

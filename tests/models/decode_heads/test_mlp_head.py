@@ -56,7 +56,8 @@ def test_num_layers_must_be_positive():
     ('num_classes', 0, 'num_classes must be an integer >= 1, got 0'),
     ('channels', 2.5, 'channels must be an integer >= 1, got 2.5'),
     ('in_channels', [8, True], 'in_channels must be an integer >= 1, got True'),
-    ('dropout_ratio', 1.5, r'dropout_ratio must be in \[0, 1\), got 1.5'),
+    ('dropout_ratio', 1.5, r'dropout_ratio must be a number >= 0 and < 1, got 1.5'),
+    ('dropout_ratio', 'abc', r"dropout_ratio must be a number >= 0 and < 1, got 'abc'"),
 ])
 def test_bad_option_is_a_config_error_naming_it(option, value, message):
     # a ConfigError is what the tools print without a traceback

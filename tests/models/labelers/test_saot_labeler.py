@@ -91,6 +91,8 @@ def test_block_sparse_switch_agrees_with_dense():
     ('knn_k', 2.5, 'knn_k must be an integer >= 1, got 2.5'),
     ('confidence_quantile', 1.0, r'confidence_quantile must be a number >= 0 and < 1, got 1.0'),
     ('confidence_mode', 'top', "confidence_mode must be one of .*, got 'top'"),
+    ('coverage', 'abc', r"coverage must be a number > 0 and <= 1, got 'abc'"),
+    ('coverage', 1.5, r'coverage must be a number > 0 and <= 1, got 1.5'),
 ])
 def test_option_out_of_range_is_a_config_error(option, value, message):
     with pytest.raises(ConfigError, match=f'SAOTLabeler: {message}'):

@@ -212,6 +212,17 @@ def test_a_head_that_does_not_fit_the_backbone_stops_the_build(head_change, mess
         build(decode_head=head)
 
 
+@pytest.mark.parametrize('option, value, message', [
+    ('teacher_threshold', 1.0, 'teacher_threshold must be a number >= 0 and < 1, got 1.0'),
+    ('source_weight', 'abc', "source_weight must be a number >= 0, got 'abc'"),
+    ('blur_probability', 2, 'blur_probability must be a number >= 0 and <= 1, got 2'),
+    ('feature_cache_gb', 'abc', "feature_cache_gb must be a number > 0, got 'abc'"),
+])
+def test_a_bad_number_is_named_when_the_model_is_built(option, value, message):
+    with pytest.raises(ConfigError, match=f'^EMATeacherUDA: {message}.$'):
+        build(**{option: value})
+
+
 def test_a_feature_cache_dir_that_cannot_be_made_is_named(tmp_path):
     afile = tmp_path / 'afile'
     afile.write_text('')

@@ -109,3 +109,13 @@ def test_mixed_batch_keeps_row_order_and_entries_own_their_memory():
     for maps in cache._entries.values():  # a row's entry is not a view of its batch
         for m in maps:
             assert m.untyped_storage().nbytes() == m.numel() * m.element_size()
+
+
+def test_a_budget_that_is_not_a_positive_number_is_named():
+    import pytest
+
+    from mmseg_saot.utils.errors import ConfigError
+    for bad in ('abc', 0, -1.0):
+        with pytest.raises(ConfigError, match=f'^feature_cache: max_gb must be a number > 0, '
+                                              f'got {bad!r}.$'):
+            FrozenFeatureCache(max_gb=bad)
