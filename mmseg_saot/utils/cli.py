@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 
 from mmseg_saot.utils.build_errors import explain_build_error
 from mmseg_saot.utils.data_errors import explain_data_read_failure
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import UserInputError, load_failure_reason
 from mmseg_saot.utils.paths import ensure_folder
 
 WORK_DIR_TOKEN = '{work_dir}'
@@ -206,7 +206,7 @@ def check_checkpoint_or_exit(path: str, option: str) -> Any:
     try:
         return _load_weights_only(torch, path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        reason = _load_failure(err)
+        reason = load_failure_reason(err)
         exit_with(f'{option}: "{path}" is not a readable checkpoint ({reason}). '
                   'Give a .pth written by tools/train.py (or any MMEngine checkpoint of '
                   'tensors); files holding other Python objects are refused, as '
@@ -277,19 +277,6 @@ def check_checkpoint_fits_or_exit(model, checkpoint: Any, path: str, config: str
 def _first(items, count: int = 3) -> str:
     shown = ', '.join(items[:count])
     return shown + (f', ... ({len(items) - count} more)' if len(items) > count else '')
-
-
-def _load_failure(err: Exception) -> str:
-    """One line saying why ``torch.load`` failed (the weights-only unpickler's own
-    reason, not torch's advice to turn ``weights_only`` off)."""
-    text = str(err)
-    marker = 'WeightsUnpickler error:'
-    if marker in text:
-        text = text.split(marker, 1)[1]
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    return lines[0].split(' was not an allowed global')[0][:200]
 
 
 def user_message(err: UserInputError) -> str:

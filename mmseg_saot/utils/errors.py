@@ -72,3 +72,21 @@ def check_number(component: str, name: str, value, *, above: Optional[float] = N
     if problem:
         raise ConfigError(f'{component}: {problem}.')
     return value
+
+
+def load_failure_reason(err: BaseException, limit: int = 200) -> str:
+    """One line saying why ``torch.load`` (or a safetensors read) failed: the
+    weights-only unpickler's own reason, without torch's advice to turn ``weights_only``
+    off or its parenthetical hints, cut at a word to at most ``limit`` characters."""
+    text = str(err)
+    marker = 'WeightsUnpickler error:'
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    line = lines[0].split(' was not an allowed global')[0]
+    line = line.split(' (this is a common error')[0]
+    if len(line) > limit:
+        line = line[:limit].rsplit(' ', 1)[0] + ' ...'
+    return line

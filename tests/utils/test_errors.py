@@ -52,3 +52,19 @@ def test_upper_bounds_and_integer_minimums():
     assert check_integer('Hook', 'begin', 0, minimum=0) == 0
     with pytest.raises(ConfigError, match=r"^Hook: begin must be an integer >= 0, got '3'\.$"):
         check_integer('Hook', 'begin', '3', minimum=0)
+
+
+def test_load_failure_reason_keeps_the_cause_and_drops_the_advice():
+    from mmseg_saot.utils.errors import load_failure_reason
+    torn = RuntimeError('PytorchStreamReader failed reading zip archive: failed finding '
+                        'central directory (this is a common error that can occur when '
+                        'your checkpoint file is corrupted)')
+    assert load_failure_reason(torn) == ('PytorchStreamReader failed reading zip archive: '
+                                         'failed finding central directory')
+    pickled = RuntimeError('Weights only load failed. Please file an issue.\n'
+                           'WeightsUnpickler error: Unsupported global: GLOBAL x.Y was not '
+                           'an allowed global by default.')
+    assert load_failure_reason(pickled) == 'Unsupported global: GLOBAL x.Y'
+    assert load_failure_reason(EOFError()) == 'EOFError'
+    long = load_failure_reason(ValueError('word ' * 100), limit=30)
+    assert long == 'word word word word word word ...' and len(long) <= 34

@@ -21,6 +21,7 @@ from mmseg_saot.datasets.class_stats import class_pixel_counts, save_class_stats
 from mmseg_saot.datasets.pseudo_label_cache import (STATE_COMPLETE, PseudoLabelCache,
                                                      fingerprint_hash)
 from mmseg_saot.utils.atomic import atomic_torch_save
+from mmseg_saot.utils.errors import load_failure_reason
 from .features import PseudoLabelInputError, iter_features
 from .labelling import build_labeler, fit_labeler, label_image, usable_sources
 
@@ -103,7 +104,8 @@ def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, ra
 
     Called by every rank (it holds a barrier).
     """
-    must_fit = rank == 0 and not osp.isfile(cache.labeler_path)
+    saved = _saved_labeler_state(cache.labeler_path) if rank == 0 else None
+    must_fit = rank == 0 and saved is None
     labeler, sources = None, None
     if mine or must_fit:
         indices = evenly_spaced(len(source_set), num_source_images)
@@ -123,10 +125,25 @@ def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, ra
         atomic_torch_save(labeler.state_dict(), cache.labeler_path)
     barrier()  # every rank: the fitted labeller is on disk before others read it
     if mine and not must_fit:
-        state = torch.load(cache.labeler_path, map_location=sources[0].feats.device,
-                           weights_only=True)
+        state = saved if saved is not None else torch.load(
+            cache.labeler_path, map_location=sources[0].feats.device, weights_only=True)
         fit_labeler(labeler, sources, [], state=state)
     return labeler
+
+
+def _saved_labeler_state(path: str) -> Optional[dict]:
+    """The fitted labeller's state in the cache, or None if it is absent or unreadable
+    (a disk error, a file cut by a crash outside :func:`atomic_torch_save`): it is then
+    fitted again, as after a deleted ``labeler.pth``; the fit is seeded, so the labels
+    already in the cache stay those of the same labeller."""
+    if not osp.isfile(path):
+        return None
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # any reader failure: the file is the problem
+        print_log(f'{path} cannot be read ({load_failure_reason(err)}); fitting the '
+                  'labeller again.', logger='current', level=logging.WARNING)
+        return None
 
 
 def _finish(cache: PseudoLabelCache, keys: Sequence[str], fingerprint: Dict,

