@@ -19,13 +19,15 @@ import hashlib
 import json
 import os
 import os.path as osp
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 from PIL import Image
 
 from mmseg_saot.utils.atomic import atomic_write_bytes
+from mmseg_saot.utils.errors import UserInputError
 from mmseg_saot.utils.paths import ensure_folder
+from .integrity import error_reason, read_label_map
 
 MANIFEST = 'manifest.json'
 LABELER_STATE = 'labeler.pth'
@@ -88,7 +90,29 @@ class PseudoLabelCache:
         atomic_write_bytes(self.label_path(key), _png_bytes(labels))
 
     def read_labels(self, key: str) -> np.ndarray:
-        return np.asarray(Image.open(self.label_path(key)))
+        """The ``(H, W)`` labels of ``key``; an unreadable file is a UserInputError that
+        names it and the fix (see :meth:`unreadable_message`)."""
+        try:
+            return read_label_map(self.label_path(key))
+        except Exception as err:  # any decoder failure: the file is the problem
+            raise UserInputError(self.unreadable_message(
+                key, [self.label_path(key)], err)) from None
+
+    def unreadable_message(self, key: str, broken: List[str], err: Exception,
+                           image: Optional[str] = None) -> str:
+        """Why ``broken`` files of ``key`` cannot be used and how to mend the cache.
+
+        Args:
+            key: the image's cache key.
+            broken: the unreadable files among its label and confidence PNGs.
+            err: the reader's error.
+            image: the target image, named when given.
+        """
+        of_image = f' of {image}' if image else ''
+        return (f'the pseudo-label cache file {" and ".join(broken)}{of_image} cannot be '
+                f'read ({error_reason(err)}). Delete {self.label_path(key)} and '
+                f'{self.confidence_path(key)} and run the same command again: '
+                'SAOTPseudoLabelHook labels the missing image again.')
 
     def read_manifest(self) -> Optional[Dict[str, Any]]:
         """The manifest, or None when there is none (or it is unreadable)."""

@@ -7,7 +7,7 @@ from mmengine.dataset import Compose
 from mmseg.registry import DATASETS
 from torch.utils.data import Dataset
 
-from .integrity import error_reason, unreadable_label_maps
+from .integrity import unreadable_label_maps
 from .pseudo_label_cache import PseudoLabelCache
 from mmseg_saot.utils.cli import WORK_DIR_TOKEN
 from mmseg_saot.utils.errors import UserInputError
@@ -100,9 +100,6 @@ class PseudoLabelDataset(Dataset):
             broken = unreadable_label_maps([info['seg_map_path'], info['pixel_weight_path']])
             if not broken:
                 raise
-            raise UserInputError(
-                f'PseudoLabelDataset: the pseudo-label cache file {" and ".join(broken)} of '
-                f'{info["img_path"]} cannot be read ({error_reason(err)}). Delete '
-                f'{info["seg_map_path"]} and {info["pixel_weight_path"]} and run the same '
-                'command again: SAOTPseudoLabelHook labels the missing image again.') from None
+            raise UserInputError('PseudoLabelDataset: ' + self.cache.unreadable_message(
+                self.key(index), broken, err, image=info['img_path'])) from None
 

@@ -166,3 +166,18 @@ def test_targets_with_some_label_maps_missing_are_named(python, tmp_path):
     assert (f'1 of the 2 target images have no ground-truth label map (the first: '
             f'{labels[1]})') in result.stderr
     assert not (tmp_path / 'w' / 'pseudo_labels').exists()  # said before any labelling
+
+
+def test_an_unreadable_cached_label_is_named_with_the_fix(python, generated, tmp_path):
+    import shutil
+    work_dir = tmp_path / 'work'
+    shutil.copytree(generated[0], work_dir)
+    broken = sorted((work_dir / 'pseudo_labels' / 'labels').rglob('*.png'))[1]
+    broken.write_bytes(b'\x89PNG torn')
+    config = Path(generated[0]).parent / 'generated_cfg' / 'tiny.py'  # the fixture's
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(work_dir),
+                             '--methods', 'saot', '--num-overlays', '0', '--device', 'cpu'],
+                            capture_output=True, text=True, timeout=600)  # checks the cache
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert f'error: the pseudo-label cache file {broken} cannot be read (' in result.stderr
+    assert f'Delete {broken} and ' in result.stderr
