@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mmseg_saot.utils.errors import error_reason
+
 
 def label_value_problem(values: Sequence[int], num_classes: int, ignore_index: int,
                         reduce_zero_label: bool = False,
@@ -114,9 +116,3 @@ def unreadable_label_maps(paths: Sequence[str]) -> List[str]:
         except Exception:  # any decoder failure: the file is the problem
             broken.append(path)
     return broken
-
-
-def error_reason(err: Exception) -> str:
-    """``'<ErrorType>: <first line of its message>'`` (the type alone if it has none)."""
-    text = str(err).splitlines()[0] if str(err) else ''
-    return f'{type(err).__name__}: {text}' if text else type(err).__name__

@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 
 from mmseg_saot.utils.atomic import atomic_write_bytes
-from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.errors import UserInputError, error_reason
 from mmseg_saot.utils.paths import ensure_folder
-from .integrity import error_reason, read_label_map
+from .integrity import read_label_map
 
 MANIFEST = 'manifest.json'
 LABELER_STATE = 'labeler.pth'

@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 
 from mmseg_saot.utils.build_errors import explain_build_error
 from mmseg_saot.utils.data_errors import explain_data_read_failure
-from mmseg_saot.utils.errors import UserInputError, load_failure_reason
+from mmseg_saot.utils.errors import UserInputError, error_reason, load_failure_reason
 from mmseg_saot.utils.paths import ensure_folder
 
 WORK_DIR_TOKEN = '{work_dir}'
@@ -92,10 +92,32 @@ def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
     if not osp.isfile(config_path):
         exit_with(f'config file "{config_path}" does not exist (configs live '
                   'under configs/saot/, e.g. configs/saot/gta2cs.py).')
-    cfg = Config.fromfile(config_path)
+    try:
+        cfg = Config.fromfile(config_path)
+    except Exception as err:  # the file's content: Python or YAML errors, missing bases
+        exit_with(config_load_problem(config_path, err))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def config_load_problem(config_path: str, err: Exception) -> str:
+    """One line saying why MMEngine could not load ``config_path``: the file and line of
+    a syntax error (MMEngine reports ``<unknown>``), a missing ``_base_`` file, or the
+    error's own words."""
+    if isinstance(err, SyntaxError):
+        import ast
+        where = f'config "{config_path}"'
+        try:
+            with open(config_path, encoding='utf-8') as f:
+                ast.parse(f.read())
+            where += ' (in one of its _base_ files)'
+        except (SyntaxError, OSError, ValueError):
+            pass  # the error is in the file itself (or it cannot be read again)
+        return f'{where}, line {err.lineno}: syntax error: {err.msg}.'
+    if isinstance(err, FileNotFoundError) and err.filename:
+        return f'config "{config_path}": the file {err.filename} it names does not exist.'
+    return f'config "{config_path}" cannot be loaded ({error_reason(err)}).'
 
 
 def load_run_config(config_path: str,

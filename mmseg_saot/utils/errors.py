@@ -90,3 +90,9 @@ def load_failure_reason(err: BaseException, limit: int = 200) -> str:
     if len(line) > limit:
         line = line[:limit].rsplit(' ', 1)[0] + ' ...'
     return line
+
+
+def error_reason(err: BaseException) -> str:
+    """``'<ErrorType>: <first line of its message>'`` (the type alone if it has none)."""
+    text = str(err).splitlines()[0] if str(err) else ''
+    return f'{type(err).__name__}: {text}' if text else type(err).__name__

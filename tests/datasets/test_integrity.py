@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmseg_saot.datasets.integrity import (check_sample, error_reason, label_value_problem,
-                                           read_label_map, unreadable_label_maps)
+from mmseg_saot.datasets.integrity import (check_sample, label_value_problem, read_label_map,
+                                           unreadable_label_maps)
 
 
 def _write(path, array, mode=None):
@@ -47,11 +47,6 @@ def test_label_maps_are_read_as_stored_and_the_unreadable_ones_listed(tmp_path):
     assert read_label_map(str(good)).tolist() == [[3, 255], [0, 7]]
     missing = str(tmp_path / 'missing.png')
     assert unreadable_label_maps([str(good), str(garbage), missing]) == [str(garbage), missing]
-
-
-def test_error_reason_is_the_type_and_the_first_line():
-    assert error_reason(OSError('truncated\nmore detail')) == 'OSError: truncated'
-    assert error_reason(KeyError()) == 'KeyError'
 
 
 def test_size_channels_and_values_are_checked(image, tmp_path):

@@ -100,3 +100,32 @@ def test_benchmarks_check_out_before_measuring(tool, tmp_path, capsys):
     assert info.value.code == 2
     assert (f'argument --out: "{afile}/table.md": {afile} exists and is not a folder; '
             'pick another path.') in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('kind, text, value', [
+    (arg_types.positive_int_list, '1024', [1024]),
+    (arg_types.positive_int_list, '1024, 4096', [1024, 4096]),
+    (arg_types.non_negative_int_list, '0,1,2', [0, 1, 2]),
+])
+def test_int_lists_in_range_pass(kind, text, value):
+    assert kind(text) == value
+
+
+@pytest.mark.parametrize('kind, text, message', [
+    (arg_types.positive_int_list, '', 'must be comma-separated integers >= 1, got ""'),
+    (arg_types.positive_int_list, ' ', 'must be comma-separated integers >= 1, got " "'),
+    (arg_types.positive_int_list, '0', 'must be comma-separated integers >= 1; "0" in "0" '
+     'is not one'),
+    (arg_types.positive_int_list, '16,abc', 'must be comma-separated integers >= 1; "abc" in '
+     '"16,abc" is not one'),
+    (arg_types.positive_int_list, '16,,32', 'must be comma-separated integers >= 1; "" in '
+     '"16,,32" is not one'),
+    (arg_types.positive_int_list, '1.5', 'must be comma-separated integers >= 1; "1.5" in '
+     '"1.5" is not one'),
+    (arg_types.non_negative_int_list, '0,-1', 'must be comma-separated integers >= 0; "-1" '
+     'in "0,-1" is not one'),
+])
+def test_int_lists_name_the_bad_item(kind, text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        kind(text)
+    assert str(info.value) == message

@@ -296,3 +296,26 @@ def test_a_user_error_raised_in_a_dataloader_worker_prints_its_own_message(worke
     # not torch's "Caught DataLayoutError in DataLoader worker process 0. Original Traceback"
     assert capsys.readouterr().err == ('error: /data/x.png is missing.\n'
                                        'Expected layout: data/x/*.png.\n')
+
+
+def test_a_config_that_does_not_load_is_one_line_naming_the_file_and_line(tmp_path, capsys):
+    from mmseg_saot.utils.cli import load_config
+    broken = tmp_path / 'broken.py'
+    broken.write_text("_base_ = []\nmodel = dict(\n")
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = [{str(broken)!r}]\n")
+    undefined = tmp_path / 'undefined.py'
+    undefined.write_text("model = dict(a=undefined_name)\n")
+    orphan = tmp_path / 'orphan.py'
+    orphan.write_text("_base_ = ['gone.py']\n")
+    for path, message in [
+            (broken, f'config "{broken}", line 2: syntax error: \'(\' was never closed.'),
+            (child, f'config "{child}" (in one of its _base_ files), line 2: syntax error'),
+            (undefined, f'config "{undefined}" cannot be loaded (NameError: name '
+             "'undefined_name' is not defined)."),
+            (orphan, f'config "{orphan}": the file {tmp_path}/gone.py it names does not '
+             'exist.')]:
+        with pytest.raises(SystemExit) as stop:
+            load_config(str(path))
+        assert stop.value.code == 2
+        assert f'error: {message}' in capsys.readouterr().err

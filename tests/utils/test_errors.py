@@ -68,3 +68,9 @@ def test_load_failure_reason_keeps_the_cause_and_drops_the_advice():
     assert load_failure_reason(EOFError()) == 'EOFError'
     long = load_failure_reason(ValueError('word ' * 100), limit=30)
     assert long == 'word word word word word word ...' and len(long) <= 34
+
+
+def test_error_reason_is_the_type_and_the_first_line():
+    from mmseg_saot.utils.errors import error_reason
+    assert error_reason(OSError('truncated\nmore detail')) == 'OSError: truncated'
+    assert error_reason(KeyError()) == 'KeyError'
