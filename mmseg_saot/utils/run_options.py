@@ -23,14 +23,30 @@ def check_run_options(cfg: Mapping, source: str, training: bool = True) -> None:
             optimizer, schedulers, logger); else what ``runner.test()`` reads (the
             test dataloader).
     """
-    problems = list(_train_problems(cfg) if training else
-                    _dataloader_problems(cfg, 'test_dataloader'))
+    problems = list(_train_problems(cfg) if training else _test_problems(cfg))
     if problems:
         raise ConfigError(f'{source}: {"; ".join(problems)} (from the config or '
                           '--cfg-options).')
 
 
+def _loop_parts_problem(cfg: Mapping, split: str, required: bool) -> Iterator[str]:
+    """MMEngine builds a val or test loop from three keys: all set, or all unset where the
+    loop is not ``required`` (the runner refuses a mix when it is built)."""
+    keys = [f'{split}_dataloader', f'{split}_cfg', f'{split}_evaluator']
+    missing = [key for key in keys if cfg.get(key) is None]
+    if missing and (required or len(missing) < len(keys)):
+        needs = 'tools/test.py needs' if required else 'the runner needs all or none of'
+        yield f'{needs} {", ".join(keys)}; {" and ".join(missing)} not set'
+
+
+def _test_problems(cfg: Mapping) -> Iterator[str]:
+    yield from _loop_parts_problem(cfg, 'test', required=True)
+    yield from _dataloader_problems(cfg, 'test_dataloader')
+
+
 def _train_problems(cfg: Mapping) -> Iterator[str]:
+    for split in ('val', 'test'):
+        yield from _loop_parts_problem(cfg, split, required=False)
     for name in TRAIN_DATALOADERS:
         yield from _dataloader_problems(cfg, name)
     loop = cfg.get('train_cfg') or {}

@@ -25,7 +25,9 @@ def _base() -> Config:
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01)),
         default_hooks=dict(logger=dict(type='LoggerHook', interval=10)),
         param_scheduler=[dict(type='LinearLR', begin=0, end=10),
-                         dict(type='PolyLR', begin=10, end=100)]))
+                         dict(type='PolyLR', begin=10, end=100)],
+        val_cfg=dict(type='ValLoop'), val_evaluator=dict(type='IoUMetric'),
+        test_cfg=dict(type='TestLoop'), test_evaluator=dict(type='IoUMetric')))
 
 
 def _message(options: dict, training: bool = True) -> str:
@@ -78,3 +80,14 @@ def test_every_problem_is_listed_and_test_runs_check_the_test_dataloader_only():
     check_run_options(cfg, 'cfg.py', training=False)  # tools/test.py never reads it
     assert 'test_dataloader.batch_size' in _message({'test_dataloader.batch_size': 0},
                                                     training=False)
+
+
+def test_a_val_or_test_loop_with_a_part_unset_is_named():
+    assert _message({'test_evaluator': None}, training=False) == (
+        'cfg.py: tools/test.py needs test_dataloader, test_cfg, test_evaluator; '
+        'test_evaluator not set (from the config or --cfg-options).')
+    assert 'val_cfg not set' in _message({'val_cfg': None})  # the runner refuses a mix
+    assert 'test_dataloader not set' in _message({'test_dataloader': None})
+    cfg = _base()
+    cfg.merge_from_dict({'val_dataloader': None, 'val_cfg': None, 'val_evaluator': None})
+    check_run_options(cfg, 'cfg.py')  # training without validation
