@@ -142,12 +142,21 @@ def build_backbone(name: str, checkpoint: str, device: str) -> Tuple[nn.Module, 
     return model.to(device).eval().requires_grad_(False), kind
 
 
-def size_problem(size: Tuple[int, int], patch: int, model: str) -> Optional[str]:
-    """Why images of ``size`` (H, W) cannot go through a ViT of ``patch`` px, or None."""
+def size_problem(size: Tuple[int, int], patch: int, model: str,
+                 preset: Optional[str] = None) -> Optional[str]:
+    """Why images of ``size`` (H, W) cannot go through a ViT of ``patch`` px, or None.
+
+    Args:
+        size: the image height and width.
+        patch: the backbone's patch size in pixels.
+        model: the backbone, for the message.
+        preset: the preset that gave ``size``; None if ``--size`` did.
+    """
     if size[0] % patch == 0 and size[1] % patch == 0:
         return None
+    given = f'the {preset} preset\'s size' if preset else '--size'
     fit = [max(1, math.ceil(side / patch)) * patch for side in size]
-    return (f'--size {size[0]} {size[1]}: height and width must be multiples of the patch '
+    return (f'{given} {size[0]} {size[1]}: height and width must be multiples of the patch '
             f'size {patch} of {model}; use e.g. --size {fit[0]} {fit[1]}')
 
 
@@ -256,7 +265,8 @@ def main(argv=None) -> str:
     parser.add_argument('--device', default='cpu', type=device_option, help='cpu or cuda[:N]')
     parser.add_argument('--targets', type=positive_int, help='target images timed')
     parser.add_argument('--sources', type=positive_int, help='source images in the bank')
-    parser.add_argument('--model', help='timm model name (overrides the preset)')
+    parser.add_argument('--model', help='timm ViT name (overrides the preset; random weights '
+                        'unless it is the preset model)')
     parser.add_argument('--size', type=positive_int, nargs=2, metavar=('H', 'W'),
                         help='image size (overrides the preset)')
     parser.add_argument('--solver', default='auto', choices=['auto', 'dense', 'block_sparse'])
@@ -277,15 +287,17 @@ def main(argv=None) -> str:
     labelers = import_labelers()
     from mmseg_saot.models.labelers.patch_labels import patch_labels
     from mmseg_saot.utils.errors import UserInputError
-    checkpoint = preset['checkpoint']
-    if checkpoint and not os.path.exists(os.path.expanduser(checkpoint)):
+    checkpoint = preset['checkpoint']  # the preset model's weights, not another model's
+    if checkpoint and (preset['model'] != PRESETS[args.preset]['model'] or
+                       not os.path.exists(os.path.expanduser(checkpoint))):
         checkpoint = None
     try:
         backbone, kind = build_backbone(preset['model'], checkpoint, device)
     except UserInputError as err:
         parser.error(str(err))
     patch = backbone.patch
-    problem = size_problem(size, patch, kind)
+    problem = size_problem(size, patch, kind.split(' (')[0],
+                           preset=None if args.size else args.preset)
     if problem:
         parser.error(problem)
     if args.preset == 'demo':

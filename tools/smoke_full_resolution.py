@@ -24,17 +24,33 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The options, checked before the data generation that precedes the training run.
+
+    Exits with code 2 (a usage error) if ``--config`` is not a file or ``--out`` cannot
+    be a folder.
+    """
+    from mmseg_saot.utils.arg_types import positive_int
+    from mmseg_saot.utils.errors import UserInputError
+    from mmseg_saot.utils.paths import ensure_folder
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default=osp.join(REPO, 'configs', 'saot', 'gta2cs.py'))
     parser.add_argument('--out', default='work_dirs/smoke_full_resolution',
                         help='data and work_dir go under it')
-    parser.add_argument('--num-images', type=int, default=8,
+    parser.add_argument('--num-images', type=positive_int, default=8,
                         help='source images, and target train images')
-    parser.add_argument('--stage-iters', type=int, default=10,
+    parser.add_argument('--stage-iters', type=positive_int, default=10,
                         help='iterations of each stage (N1 = N2)')
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='extra tools/train.py overrides (key=value)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.config):
+        parser.error(f'--config {args.config}: no such file; give a config file such as '
+                     f'{osp.join(REPO, "configs", "saot", "gta2cs.py")}')
+    try:
+        ensure_folder(args.out, option='--out')
+    except UserInputError as err:
+        parser.error(str(err))
+    return args
 
 
 def run(command: List[str]) -> None:

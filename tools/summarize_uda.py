@@ -11,10 +11,14 @@ Each ``--column LABEL=SOURCE`` is one column; SOURCE is either
   published table row or a model tested elsewhere: a CSV of ``class,IoU`` lines
   (``mIoU,<value>`` gives the reported mean) or a JSON object ``{"per_class_iou":
   {class: IoU}, "miou": <reported mean>, "source": "<where from>"}`` (or just
-  ``{class: IoU}``). Class names must be those of the other columns.
+  ``{class: IoU}``), UTF-8. Class names must be those of the other columns, each once.
 
-mIoU is the mean over the classes present in the ground truth, for every column,
-except a ``ref`` column that reports its own (shown with ``*``)::
+Every LABEL must be different. mIoU is the mean over the classes present in the ground
+truth, for every column, except a ``ref`` column that reports its own (shown with ``*``).
+A ``ref`` column without its own mean gets the mean over the classes it gives an IoU
+for; when those are not the classes the measured (``run``/``pl``) columns cover, the
+mIoU row compares means over different classes: the mean is kept, and a warning
+(repeated in the notes) says how many classes it covers against the others'::
 
     python tools/summarize_uda.py --out work_dirs/demo/uda_table \\
         --column source-only=run:work_dirs/demo_source_only:student \\
@@ -24,6 +28,7 @@ except a ``ref`` column that reports its own (shown with ``*``)::
 import argparse
 import csv
 import glob
+import io
 import json
 import math
 import os
@@ -49,13 +54,28 @@ class Source(NamedTuple):
         return mean_iou(self.iou, self.reported_miou)
 
 
-def _load_json(path: str) -> dict:
-    """The JSON object in ``path``; a ValueError naming the file if it is missing or bad."""
+def read_text(path: str) -> str:
+    """The UTF-8 text of ``path`` (a leading byte order mark dropped); a ValueError naming
+    the file and the line of the first bad byte if it is missing or not UTF-8."""
     try:
-        with open(path) as f:
-            data = json.load(f)
+        with open(path, 'rb') as f:
+            data = f.read()
     except FileNotFoundError:
         raise ValueError(f'{path} does not exist.') from None
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b'\n') + 1
+        raise ValueError(f'{path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line '
+                         f'{line}); save it as UTF-8.') from None
+    return text[1:] if text.startswith('\ufeff') else text
+
+
+def _load_json(path: str) -> dict:
+    """The JSON object in ``path``; a ValueError naming the file if it is missing or bad."""
+    text = read_text(path)
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f'{path} is not valid JSON ({err}).') from None
     if not isinstance(data, dict):
@@ -112,19 +132,30 @@ def _iou_value(path: str, name: str, text) -> Optional[float]:
     return value
 
 
+def _read_csv(path: str) -> Dict[str, str]:
+    """``{class: IoU text}`` of a ``class,IoU`` CSV (an optional ``class,...`` header and
+    a ``mIoU,<value>`` line included); a ValueError naming the file if it is missing, not
+    UTF-8, has a short line or lists a name twice."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=''))
+    rows = [(reader.line_num, row) for row in reader if row and row[0].strip()]
+    if rows and rows[0][1][0].strip().lower() == 'class':
+        rows = rows[1:]  # header
+    if any(len(row) < 2 for _, row in rows):
+        raise ValueError(f'{path}: every line must be class,IoU.')
+    entries, lines = {}, {}
+    for line, row in rows:
+        name = row[0].strip()
+        if name in entries:
+            raise ValueError(f'{path}: {name!r} is listed twice (lines {lines[name]} and '
+                             f'{line}); keep one line per class.')
+        entries[name], lines[name] = row[1], line
+    return entries
+
+
 def read_reference(path: str) -> Tuple[Column, str, Optional[float]]:
     """Per-class IoU (%) of another method from a CSV or JSON file (see the module doc)."""
     if path.endswith('.csv'):
-        try:
-            with open(path, newline='') as f:
-                rows = [row for row in csv.reader(f) if row and row[0].strip()]
-        except FileNotFoundError:
-            raise ValueError(f'{path} does not exist.') from None
-        if rows and rows[0][0].strip().lower() == 'class':
-            rows = rows[1:]  # header
-        if any(len(row) < 2 for row in rows):
-            raise ValueError(f'{path}: every line must be class,IoU.')
-        entries, source = {row[0].strip(): row[1] for row in rows}, 'reference'
+        entries, source = _read_csv(path), 'reference'
     else:
         data = _load_json(path)
         entries = data.get('per_class_iou', data)
@@ -168,6 +199,44 @@ def check_class_names(columns: List[Source]) -> None:
                              f'columns do not have: {unknown}; use these names: {known}.')
 
 
+def check_labels(specs: List[str]) -> None:
+    """Every ``--column`` LABEL must be new: the JSON output is keyed by label."""
+    seen = set()
+    for spec in specs:
+        label = spec.partition('=')[0]
+        if label and label in seen:
+            raise ValueError(f'--column: the label {label!r} is given twice; give every '
+                             'column its own label.')
+        seen.add(label)
+
+
+def covered(column: Source) -> List[str]:
+    """The classes a column's computed mIoU is the mean over (those with a value)."""
+    return [c for c, v in column.iou.items() if v is not None]
+
+
+def partial_references(columns: List[Source]) -> Dict[str, str]:
+    """``{label: why}`` for each ``ref`` column whose computed mIoU is not over the classes
+    of the others: the measured columns' classes, or with none, all columns' classes."""
+    basis = [column for column in columns if not column.reference] or columns
+    others = list(dict.fromkeys(c for column in basis for c in covered(column)))
+    found = {}
+    for column in columns:
+        if not column.reference or column.reported_miou is not None:
+            continue
+        own = covered(column)
+        lacks = [c for c in others if c not in own]
+        adds = [c for c in own if c not in others]
+        if lacks or adds:
+            what = '; '.join(part for part in (
+                f'it lacks {", ".join(lacks)}' if lacks else '',
+                f'it adds {", ".join(adds)}' if adds else '') if part)
+            found[column.label] = (
+                f'its mIoU is the mean over the {len(own)} class{"es" * (len(own) != 1)} '
+                f'it gives, the other columns\' over {len(others)} ({what})')
+    return found
+
+
 def mean_iou(column: Column, reported: Optional[float] = None) -> float:
     if reported is not None:
         return reported
@@ -196,23 +265,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--column', action='append', required=True,
                         help='LABEL=run:WORK_DIR:BRANCH[@ITER], LABEL=pl:JSON:METHOD or '
-                        'LABEL=ref:FILE (CSV or JSON of per-class IoU)')
+                        'LABEL=ref:FILE (CSV or JSON of per-class IoU); one LABEL per column. '
+                        'A ref column without its reported mean gets the mean over the '
+                        'classes it gives; a warning says when those are not the other '
+                        "columns' classes")
     parser.add_argument('--out', help='write <out>.md and <out>.json')
     args = parser.parse_args(argv)
     try:
+        check_labels(args.column)
         columns = [read_column(spec) for spec in args.column]
         check_class_names(columns)
     except (OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    partial = partial_references(columns)
+    for label, why in partial.items():
+        print(f'warning: --column {label}: {why}; the mIoU row compares means over '
+              'different classes. Give every class, or the reported mean as mIoU,<value>.',
+              file=sys.stderr)
     table = format_table(columns)
     notes = '\n'.join(f'- {column.label}: {column.what}' + (
-        ' (* mIoU as reported there)' if column.reported_miou is not None else '')
+        ' (* mIoU as reported there)' if column.reported_miou is not None else '') + (
+        f' ({partial[column.label]})' if column.label in partial else '')
         for column in columns)
     print(f'\nPer-class IoU (%) on the target val split\n\n{table}\n\n{notes}')
     drops = [f'{a.label} -> {b.label}: {b.miou - a.miou:+.1f}'
              for a, b in zip(columns, columns[1:])]
-    print('\nmIoU change, column to column: ' + '; '.join(drops))
+    if drops:
+        print('\nmIoU change, column to column: ' + '; '.join(drops))
     if args.out:
         try:
             write_outputs(args.out, table, notes, columns)

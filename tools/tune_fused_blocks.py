@@ -3,7 +3,8 @@
 Prints ms / iteration at N = M (default 16384) for fp32, fp16 and bf16 storage, one
 row per setting of ``FusedIteration``'s product tiling (rows product: BLOCK_R x
 BLOCK_C, warps; columns product: COLS_BLOCK_R x COLS_BLOCK_C, warps), varied one
-product at a time from the defaults, with the memory floor of each storage::
+product at a time from the defaults, with the memory floor of each storage. Needs a
+CUDA GPU and Triton (``tools/benchmark_ot.py --device cpu`` times the CPU solvers)::
 
     python tools/tune_fused_blocks.py --n 16384 --out benchmarks/fused_tuning.md
 """
@@ -45,11 +46,27 @@ def time_solve(ot, cost, storage, iters=100, repeats=3) -> float:
     return 1000 * sorted(times)[len(times) // 2] / iters
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The options; exits with code 2 (a usage error) on a bad value or without a CUDA
+    GPU or Triton, before the N x N cost matrix is made."""
+    _, fused = import_ot()  # first: the package without its mmseg-importing __init__
+    from mmseg_saot.utils.arg_types import output_file, positive_int
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--n', type=int, default=16384)
-    parser.add_argument('--out')
-    args = parser.parse_args()
+    parser.add_argument('--n', type=positive_int, default=16384, help='N = M')
+    parser.add_argument('--out', type=output_file, help='also write the table (markdown) here')
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error('this tool times the fused CUDA iteration and needs a CUDA GPU; '
+                     'torch.cuda.is_available() is False here (run it on a GPU machine; '
+                     'tools/benchmark_ot.py --device cpu times the CPU solvers)')
+    if fused._kernels() is None:
+        parser.error('this tool times the fused Triton kernels and needs Triton: '
+                     '`pip install triton` (CUDA builds of torch ship it)')
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     ot, fused = import_ot()
     cls = fused.FusedIteration
     gen = torch.Generator(device='cuda').manual_seed(0)

@@ -162,3 +162,15 @@ def test_target_shift_moves_only_the_target_style(tool, tmp_path):
     assert (images['0'][1] == cv2.cvtColor(expected, cv2.COLOR_RGB2BGR)).all()
     with pytest.raises(SystemExit):
         tool.parse_args(['--target-shift', '1.5'])
+
+
+def test_an_out_that_is_a_file_is_named(tool, tmp_path, capsys):
+    afile = tmp_path / 'afile'
+    afile.write_text('kept')
+    for out, message in ((afile, f'error: --out: {afile} exists and is not a folder; pick '
+                          'another path.'),
+                         (afile / 'demo', f'error: --out: cannot create the folder '
+                          f'{afile}/demo ({afile} is a file); pick a writable path.')):
+        assert tool.main(['--out', str(out), '--nproc', '1'] + TINY) == 2
+        assert capsys.readouterr().err.strip() == message
+    assert afile.read_text() == 'kept'

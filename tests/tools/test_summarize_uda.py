@@ -125,3 +125,77 @@ def test_bad_reference_files_are_clear_messages(sources, tmp_path, capsys, text,
     assert summarize_uda.main(['--column', f'ours=run:{run}:teacher',
                                '--column', f'other=ref:{reference}']) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_label_given_twice_is_refused(sources, capsys):
+    run, _ = sources
+    assert summarize_uda.main(['--column', f'A=run:{run}:teacher',
+                               '--column', f'A=run:{run}:student']) == 2
+    assert capsys.readouterr().err == ("error: --column: the label 'A' is given twice; give "
+                                       'every column its own label.\n')
+
+
+@pytest.mark.parametrize('name, content, message', [
+    ('twice.csv', b'class,IoU\nroad,90\ncar,5\nroad,80\n',
+     "{path}: 'road' is listed twice (lines 2 and 4); keep one line per class."),
+    ('latin1.csv', b'road,90\ncar\xff,5\n',
+     '{path} is not UTF-8 text (byte 0xff on line 2); save it as UTF-8.'),
+    ('latin1.json', b'{"road": 90,\n "car\xff": 5}',
+     '{path} is not UTF-8 text (byte 0xff on line 2); save it as UTF-8.'),
+])
+def test_reference_files_with_a_class_twice_or_not_utf8_are_named(sources, tmp_path, capsys,
+                                                                   name, content, message):
+    run, _ = sources
+    reference = tmp_path / name
+    reference.write_bytes(content)
+    assert summarize_uda.main(['--column', f'ours=run:{run}:teacher',
+                               '--column', f'other=ref:{reference}']) == 2
+    assert capsys.readouterr().err == f'error: {message.format(path=reference)}\n'
+
+
+def test_a_csv_with_a_byte_order_mark_reads_its_header(sources, tmp_path, capsys):
+    run, _ = sources
+    reference = tmp_path / 'excel.csv'
+    reference.write_bytes('class,IoU\nroad,90\ncar,10\n'.encode('utf-8-sig'))
+    assert summarize_uda.main(['--column', f'ours=run:{run}:teacher',
+                               '--column', f'other=ref:{reference}']) == 0
+    assert '| **mIoU** | **30.0** | **50.0** |' in capsys.readouterr().out
+
+
+def test_one_column_has_no_change_line(sources, capsys):
+    run, _ = sources
+    assert summarize_uda.main(['--column', f'ours=run:{run}:teacher']) == 0
+    assert 'mIoU change' not in capsys.readouterr().out
+
+
+def test_a_partial_reference_mean_is_kept_with_a_warning(sources, tmp_path, capsys):
+    run, _ = sources
+    partial = tmp_path / 'partial.csv'
+    partial.write_text('road,70\n')
+    extra = tmp_path / 'extra.json'
+    extra.write_text(json.dumps(dict(road=70.0, car=10.0, bus=40.0)))
+    full = tmp_path / 'full.csv'
+    full.write_text('road,70\ncar,10\nbus,-\n')
+    reported = tmp_path / 'reported.csv'
+    reported.write_text('road,70\nmIoU,55\n')
+    out = tmp_path / 'table'
+    assert summarize_uda.main(['--column', f'ours=run:{run}:teacher',
+                               '--column', f'partial=ref:{partial}',
+                               '--column', f'extra=ref:{extra}',
+                               '--column', f'full=ref:{full}',
+                               '--column', f'reported=ref:{reported}',
+                               '--out', str(out)]) == 0
+    captured = capsys.readouterr()
+    # the mean over the classes a reference gives, as documented
+    assert '| **mIoU** | **30.0** | **70.0** | **40.0** | **40.0** | **55.0*** |' in captured.out
+    assert captured.err.splitlines() == [
+        "warning: --column partial: its mIoU is the mean over the 1 class it gives, the other "
+        "columns' over 2 (it lacks car); the mIoU row compares means over different classes. "
+        'Give every class, or the reported mean as mIoU,<value>.',
+        "warning: --column extra: its mIoU is the mean over the 3 classes it gives, the other "
+        "columns' over 2 (it adds bus); the mIoU row compares means over different classes. "
+        'Give every class, or the reported mean as mIoU,<value>.']
+    notes = out.with_suffix('.md').read_text()
+    assert f"- partial: reference ({partial}) (its mIoU is the mean over the 1 class it " \
+           "gives, the other columns' over 2 (it lacks car))" in notes
+    assert json.loads(out.with_suffix('.json').read_text())['partial']['miou'] == 70.0

@@ -41,7 +41,9 @@ from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import synthetic_streets as streets
 from mmseg_saot.utils.arg_types import non_negative_int, positive_int
 from mmseg_saot.utils.atomic import atomic_write_text
+from mmseg_saot.utils.errors import UserInputError
 from mmseg_saot.utils.parallel import map_with_progress
+from mmseg_saot.utils.paths import ensure_folder
 
 STAMP = 'DONE.json'
 IN_PROGRESS = 'INCOMPLETE'
@@ -188,12 +190,16 @@ def generate(args) -> Tuple[bool, float]:
 
     Returns:
         (whether anything was generated, seconds taken).
+
+    Raises:
+        UserInputError: ``--out`` is a file or cannot be created.
+        RefuseError: ``--out`` holds data this tool did not write.
     """
     out = Path(args.out)
     config = stamp_config(args)
     if read_stamp(out) == config:
         return False, 0.0
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(str(out), option='--out')
     clear_output(out)
     start = time.perf_counter()
     jobs = make_jobs(args, out)
@@ -244,7 +250,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         generated, seconds = generate(args)
-    except RefuseError as error:
+    except (RefuseError, UserInputError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
     if not generated:

@@ -1,0 +1,40 @@
+"""tools/smoke_full_resolution.py: its options are checked before any data is generated."""
+import pytest
+from tool_scripts import load_tool
+
+
+@pytest.fixture
+def tool(monkeypatch):
+    module = load_tool('tools/smoke_full_resolution.py')
+
+    def run(command):
+        raise AssertionError(f'nothing may run: {command}')
+
+    monkeypatch.setattr(module, 'run', run)
+    return module
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--num-images', '0'], 'argument --num-images: must be an integer >= 1, got "0"'),
+    (['--stage-iters', '-1'], 'argument --stage-iters: must be an integer >= 1, got "-1"'),
+    (['--config', '{tmp}/nope.py'], '--config {tmp}/nope.py: no such file; give a config file '
+     'such as '),
+    (['--out', '{tmp}/afile'], '--out: {tmp}/afile exists and is not a folder; pick another '
+     'path.'),
+])
+def test_bad_options_are_usage_errors_before_any_work(tool, tmp_path, capsys, args, message):
+    (tmp_path / 'afile').write_text('')
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--out', str(tmp_path / 'out'), *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f'error: {message.format(tmp=tmp_path)}' in err and 'Traceback' not in err
+
+
+def test_good_options_pass(tool, tmp_path):
+    args = tool.parse_args(['--out', str(tmp_path / 'out'), '--num-images', '2',
+                            '--stage-iters', '1'])
+    assert (args.num_images, args.stage_iters) == (2, 1)
+    assert (tmp_path / 'out').is_dir()
+    assert 'train_cfg.max_iters=2' in tool.overrides('data', args)
