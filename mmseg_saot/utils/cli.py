@@ -97,8 +97,36 @@ def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
     except Exception as err:  # the file's content: Python or YAML errors, missing bases
         exit_with(config_load_problem(config_path, err))
     if cfg_options:
+        for key in cfg_options:
+            problem = list_index_problem(cfg, key)
+            if problem:
+                exit_with(f'--cfg-options {key}=...: {problem}.')
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def list_index_problem(cfg: Config, key: str) -> Optional[str]:
+    """Why a dotted ``--cfg-options`` key names a list entry the config does not have
+    (``custom_hooks.3.type`` with three hooks), or None. MMEngine raises a KeyError
+    that prints the whole list instead."""
+    node, path = cfg, []
+    for part in key.split('.'):
+        if isinstance(node, (list, tuple)):
+            if not part.isdigit():
+                return None  # MMEngine's own error names the key
+            index = int(part)
+            if index >= len(node):
+                listed = '.'.join(path)
+                return (f'{listed} has {len(node)} entr{"y" if len(node) == 1 else "ies"} '
+                        f'(0-{len(node) - 1}), not {index}' if node else
+                        f'{listed} is an empty list')
+            node = node[index]
+        elif isinstance(node, (dict, Config)) and part in node:
+            node = node[part]
+        else:
+            return None  # a new key: MMEngine adds it
+        path.append(part)
+    return None
 
 
 def config_load_problem(config_path: str, err: Exception) -> str:

@@ -319,3 +319,20 @@ def test_a_config_that_does_not_load_is_one_line_naming_the_file_and_line(tmp_pa
             load_config(str(path))
         assert stop.value.code == 2
         assert f'error: {message}' in capsys.readouterr().err
+
+
+def test_a_list_entry_the_config_does_not_have_is_named(tmp_path, capsys):
+    from mmseg_saot.utils.cli import list_index_problem, load_config
+    config = tmp_path / 'c.py'
+    config.write_text("custom_hooks = [dict(type='A'), dict(type='B'), dict(type='C')]\n"
+                      "param_scheduler = []\nmodel = dict(head=dict(in_index=[0]))\n")
+    with pytest.raises(SystemExit) as stop:
+        load_config(str(config), {'custom_hooks.3.type': 'Foo'})
+    assert stop.value.code == 2
+    assert ('error: --cfg-options custom_hooks.3.type=...: custom_hooks has 3 entries (0-2), '
+            'not 3.') in capsys.readouterr().err
+    cfg = load_config(str(config), {'custom_hooks.2.type': 'Foo', 'model.head.new': 1})
+    assert cfg.custom_hooks[2].type == 'Foo' and cfg.model.head.new == 1
+    assert list_index_problem(cfg, 'param_scheduler.0.end') == 'param_scheduler is an empty list'
+    assert list_index_problem(cfg, 'model.head.in_index.1') == \
+        'model.head.in_index has 1 entry (0-0), not 1'
