@@ -1,6 +1,7 @@
 """Create the folders a user names, and say why one cannot be, in words a user can act on."""
 import os
 import os.path as osp
+import tempfile
 
 from mmseg_saot.utils.errors import UserInputError
 
@@ -23,8 +24,15 @@ def why_not_creatable(folder: str, err: OSError) -> str:
 
 
 def writable_folder(folder: str) -> bool:
-    """Whether files can be created in the existing ``folder``."""
-    return os.access(folder, os.W_OK | os.X_OK)
+    """Whether files can be created in the existing ``folder``: one is (and is removed
+    again), since permission bits do not tell for root or on a read-only file system."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix='.write-check-'):
+            return True
+    except OSError:
+        return False
 
 
 def ensure_folder(folder: str, option: str) -> None:

@@ -40,3 +40,19 @@ def test_a_read_only_folder_is_refused(tmp_path):
             ensure_folder(str(tmp_path / 'x'), 'opt')
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_an_existing_folder_where_no_file_can_be_made_is_refused(tmp_path, monkeypatch):
+    # what root meets on a read-only mount: the permission bits allow, the write fails
+    import tempfile
+    (tmp_path / 'ro').mkdir()
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, 'Read-only file system')
+    monkeypatch.setattr(tempfile, 'TemporaryFile', refuse)
+    with pytest.raises(UserInputError, match=f'^--work-dir: the folder {tmp_path}/ro is not '
+                       'writable; pick a writable path.$'):
+        ensure_folder(str(tmp_path / 'ro'), '--work-dir')
+    monkeypatch.undo()
+    ensure_folder(str(tmp_path / 'ro'), '--work-dir')
+    assert list((tmp_path / 'ro').iterdir()) == []  # the check leaves nothing behind
