@@ -251,6 +251,9 @@ def check_checkpoint_or_exit(path: str, option: str) -> Any:
     import pickle
 
     import torch
+    if osp.isdir(path):
+        exit_with(f'{option}: "{path}" is a folder; give the checkpoint file in it (e.g. '
+                  f'{osp.join(path, "iter_<N>.pth")}).')
     if not osp.isfile(path):
         exit_with(f'{option}: checkpoint "{path}" does not exist.')
     try:

@@ -141,3 +141,16 @@ def test_cli_with_worker_processes(python, gta5_root):
     assert result.returncode == 0, result.stderr
     assert (gta5_root / 'labels' / '00002_labelTrainIds.png').is_file()
     assert 'class stats of 2 images' in result.stdout
+
+
+def test_a_file_root_and_converted_only_labels_are_named(tool, tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('')
+    with pytest.raises(tool.LayoutError, match=f'GTA5 root {afile} is a file, not a folder'):
+        tool.check_layout(afile)
+    labels = tmp_path / 'gta5' / 'labels'
+    labels.mkdir(parents=True)
+    (labels / f'00001{tool.TRAIN_ID_SUFFIX}').write_bytes(b'')
+    with pytest.raises(tool.LayoutError, match='holds no label-id PNGs to convert \\(only '
+                       'converted'):
+        tool.check_layout(tmp_path / 'gta5')

@@ -336,3 +336,8 @@ def test_a_list_entry_the_config_does_not_have_is_named(tmp_path, capsys):
     assert list_index_problem(cfg, 'param_scheduler.0.end') == 'param_scheduler is an empty list'
     assert list_index_problem(cfg, 'model.head.in_index.1') == \
         'model.head.in_index has 1 entry (0-0), not 1'
+
+
+def test_a_checkpoint_folder_is_named_as_one(tmp_path, capsys):
+    assert f'error: CHECKPOINT: "{tmp_path}" is a folder; give the checkpoint file in it (e.g. ' \
+        f'{tmp_path}/iter_<N>.pth).' in _exit_message(tmp_path, capsys)

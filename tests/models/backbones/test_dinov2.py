@@ -65,6 +65,8 @@ def test_missing_checkpoint_path_is_a_clear_error(tmp_path):
     missing = tmp_path / 'nope.safetensors'
     with pytest.raises(WeightsError, match='nope.safetensors.*does not exist'):
         DINOv2Backbone(model_name=VIT_S, checkpoint=str(missing))
+    with pytest.raises(WeightsError, match=f'checkpoint "{tmp_path}" is a folder'):
+        DINOv2Backbone(model_name=VIT_S, checkpoint=str(tmp_path))
 
 
 @pytest.mark.parametrize('name', ['vit.pth', 'vit.safetensors'])
