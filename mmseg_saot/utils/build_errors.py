@@ -98,6 +98,17 @@ def _closest(word: str, choices: List[str]) -> str:
     return f' Did you mean {match[0]!r}?' if match else ''
 
 
+def unknown_option_hint(message: str, obj_cls: Any) -> str:
+    """For a ``got an unexpected keyword argument 'x'`` ``message`` of building
+    ``obj_cls``: the closest option it takes and the list of them; else ``''``."""
+    unexpected = _UNEXPECTED.search(message)
+    if not unexpected:
+        return ''
+    params = _parameters(obj_cls)
+    accepted = f' It takes: {", ".join(params)}.' if params else ''
+    return f'{_closest(unexpected.group(1), params)}{accepted}'
+
+
 def explain_build_error(err: BaseException, cfg: Any = None,
                         config_path: str = 'the config') -> Optional[str]:
     """A message for a misspelt option or type of a registry-built component.

@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmseg.registry import DATASETS, HOOKS
+from mmseg.registry import DATASETS, HOOKS, MODELS
 
 from mmseg_saot.datasets.pseudo_label_dataset import PseudoLabelDataset
 from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
@@ -12,6 +12,7 @@ from mmseg_saot.engine.pseudo_labels.features import FeatureMemo
 from mmseg_saot.engine.pseudo_labels.fingerprint import make_fingerprint
 from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
 from mmseg_saot.engine.pseudo_labels.target_set import label_target_set
+from mmseg_saot.utils.build_errors import unknown_option_hint
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_positive_int
 
 
@@ -57,7 +58,9 @@ def _check_labeler(labeler: dict, num_classes: int, ignore_index: int) -> None:
     try:
         build_labeler(labeler, feat_dim=8, num_classes=num_classes, ignore_index=ignore_index)
     except TypeError as err:  # an unknown keyword: the registry names the class
-        raise ConfigError(f'SAOTPseudoLabelHook: labeler: {err}') from None
+        labeler_cls = MODELS.get(labeler.get('type', 'SAOTLabeler'))
+        raise ConfigError(f'SAOTPseudoLabelHook: labeler: {err}.'
+                          f'{unknown_option_hint(str(err), labeler_cls)}') from None
 
 
 @HOOKS.register_module()
