@@ -139,7 +139,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
         f.write(table + '\n')
     if store is not None:
         print(f'feature cache {store.folder}: {store.hits} images read, {store.misses} computed')
-    print(f'table and JSON in {out_dir}; overlays in {osp.join(out_dir, "overlays")}')
+    overlays = f'; overlays in {osp.join(out_dir, "overlays")}' if args.num_overlays else ''
+    print(f'table and JSON in {out_dir}{overlays}')
     return report
 
 

@@ -40,6 +40,7 @@ def test_a_rerun_reuses_the_cache_of_a_backbone_without_weights(python, generate
     assert f'reusing the complete cache {work_dir}/pseudo_labels' in result.stdout + \
         result.stderr
     assert not list(Path(work_dir).glob('pseudo_labels.stale-*'))
+    assert f'table and JSON in {tmp_path}\n' in result.stdout  # no overlays asked for
 
 
 def test_prints_a_per_class_table_for_every_method(generated):
@@ -74,7 +75,8 @@ def test_json_holds_per_class_iou_and_the_cache_matches(generated):
 
 
 def test_overlays_show_image_label_confidence_and_truth(generated):
-    work_dir, _ = generated
+    work_dir, stdout = generated
+    assert f'overlays in {work_dir}/pseudo_label_eval/overlays' in stdout
     overlays = sorted((work_dir / 'pseudo_label_eval' / 'overlays' / 'saot').glob('*.png'))
     assert len(overlays) == 2
     panel = np.asarray(Image.open(overlays[0]))
