@@ -46,9 +46,11 @@ class UDAStageHook(Hook):
 
     def before_train(self, runner) -> None:
         self._model(runner)
-        print_log(f'UDAStageHook: iterations [0, {self.self_training_begin}) learn the SAOT '
-                  f'pseudo-labels, [{self.self_training_begin}, {runner.max_iters}) the EMA '
-                  f'teacher\'s; starting at iteration {runner.iter} '
+        stage1_end = min(self.self_training_begin, runner.max_iters)
+        stage2 = (f', [{self.self_training_begin}, {runner.max_iters}) the EMA teacher\'s'
+                  if self.self_training_begin < runner.max_iters else ' (no stage 2)')
+        print_log(f'UDAStageHook: iterations [0, {stage1_end}) learn the SAOT pseudo-labels'
+                  f'{stage2}; starting at iteration {runner.iter} '
                   f'({self.stage_at(runner.iter)}).', logger='current')
         if 0 < runner.max_iters <= self.self_training_begin:
             print_log(self._no_stage2_message(runner), logger='current', level=logging.WARNING)

@@ -77,6 +77,11 @@ def test_a_run_that_ends_before_stage2_warns_with_the_option_to_lower(begin, max
                                            dict(type='UDAStageHook', self_training_begin=begin)]))
     UDAStageHook(self_training_begin=begin).before_train(runner)
     warnings = [message for message, kwargs in logged if kwargs.get('level') is not None]
+    stage1_end = min(begin, max_iters)
+    stage2 = (f', [{begin}, {max_iters}) the EMA teacher\'s' if not warns else ' (no stage 2)')
+    assert logged[0][0] == (f'UDAStageHook: iterations [0, {stage1_end}) learn the SAOT '
+                            f'pseudo-labels{stage2}; starting at iteration 0 '
+                            f'({"pseudo_labels" if begin else "self_training"}).')
     if not warns:
         assert warnings == []
         return
