@@ -94,7 +94,14 @@ def main() -> None:
                       check_checkpoint_or_exit(resume_from, '--resume'))
         check_checkpoint_fits_or_exit(runner.model, checkpoint, resume_from, args.config,
                                       '--resume')
+        max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+        done = finished_at(checkpoint, max_iters)
         del checkpoint
+        if done is not None:
+            print(f'--resume: {resume_from} is iteration {done}, and train_cfg.max_iters is '
+                  f'{max_iters}: nothing is left to train. To train longer, resume '
+                  'with a larger --cfg-options train_cfg.max_iters=...', file=sys.stderr)
+            return
     del loaded  # the runner loads the weights itself
     for hook in runner.hooks:  # before the DataLoader workers fork: they ignore Ctrl-C
         if isinstance(hook, SaveOnInterruptHook):
@@ -110,6 +117,16 @@ def main() -> None:
             print(f'Stopped after iteration {stop.iteration}; {stop.checkpoint} holds the '
                   f'run. Continue with: {again}', file=sys.stderr)
         sys.exit(130)
+
+
+def finished_at(checkpoint, max_iters: Optional[int]) -> Optional[int]:
+    """The iteration of a checkpoint that already reached ``max_iters`` (an iteration-based
+    run), else None."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    done = meta.get('iter') if isinstance(meta, dict) else None
+    if isinstance(done, int) and isinstance(max_iters, int) and done >= max_iters:
+        return done
+    return None
 
 
 def resume_command(args: argparse.Namespace, work_dir: str) -> str:

@@ -203,6 +203,13 @@ def test_kill_then_resume_continues_the_run(python, tiny_config,
     for branch in ('teacher', 'student'):
         assert (resumed_eval[branch]['metrics']['mIoU'] ==
                 reference_eval[branch]['metrics']['mIoU'])
+    # once more on the finished run: said, and nothing is trained or rewritten
+    stamp = (interrupted / 'iter_6.pth').stat().st_mtime_ns
+    again = run_tool(python, TRAIN, tiny_config, '--work-dir', interrupted, '--resume')
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (f'--resume: {interrupted}/iter_6.pth is iteration 6, and train_cfg.max_iters is 6: '
+            'nothing is left to train.') in again.stderr
+    assert (interrupted / 'iter_6.pth').stat().st_mtime_ns == stamp
 
 
 def test_ctrl_c_saves_the_iteration_and_resume_ends_where_an_uninterrupted_run_does(
