@@ -62,6 +62,14 @@ def paint_predictions(cfg, show_dir: Optional[str], show: bool, wait_time: float
         cfg.visualizer.save_dir = show_dir
 
 
+def drop_training_parts(cfg) -> None:
+    """Testing builds no training loop: without one, nothing can build the training
+    dataloader (MMSeg's visualization hook reads ``runner.iter``, which would build the
+    whole training set, sampler included, just to number the painted images)."""
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+        cfg[key] = None
+
+
 def main() -> None:
     args = parse_args()
     checkpoint = check_checkpoint_or_exit(args.checkpoint, 'CHECKPOINT')
@@ -84,6 +92,7 @@ def main() -> None:
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
+    drop_training_parts(cfg)
     check_data_or_exit(cfg, splits=('test',))
     with user_errors_exit(cfg):
         check_run_options(cfg, args.config, training=False)

@@ -291,9 +291,11 @@ def test_test_tool_predicts_unlabelled_images_without_the_training_data(
         "test_evaluator = dict(format_only=True)\n"
         "train_dataloader = dict(dataset=dict(source=dict(data_root='/nonexistent')))\n")
     tested = run_tool(python, TEST, config, reference_run / 'iter_6.pth', '--work-dir',
-                      tmp_path / 'test', '--out', tmp_path / 'pred')
+                      tmp_path / 'test', '--out', tmp_path / 'pred', '--show-dir',
+                      tmp_path / 'painted')  # painting built the training set before
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert len(list((tmp_path / 'pred').rglob('*.png'))) == len(list(own.rglob('*.png'))) > 0
+    assert len(list((tmp_path / 'painted').rglob('*.png'))) == len(list(own.rglob('*.png')))
 
 
 @pytest.mark.parametrize('workers', [0, 1])
