@@ -16,7 +16,8 @@ from mmseg_saot.utils.arg_types import non_negative_float
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_checkpoint_fits_or_exit,
                                   check_checkpoint_or_exit, check_data_or_exit,
                                   ensure_folder_or_exit, exit_with, interrupt_exits,
-                                  load_run_config, user_errors_exit)
+                                  load_run_config, save_config_with_templates,
+                                  user_errors_exit)
 from mmseg_saot.utils.run_options import check_run_options
 
 
@@ -98,6 +99,7 @@ def main() -> None:
         check_run_options(cfg, args.config, training=False)
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
+        save_config_with_templates(runner, cfg)
     check_checkpoint_fits_or_exit(runner.model, checkpoint, args.checkpoint, args.config)
     del checkpoint  # the runner loads the weights itself
     with user_errors_exit(cfg):

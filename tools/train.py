@@ -20,7 +20,7 @@ from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, newest_checkpoint,
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_checkpoint_fits_or_exit,
                                   check_checkpoint_or_exit, check_data_or_exit, enable_amp,
                                   exit_with, interrupt_exits, load_run_config,
-                                  user_errors_exit)
+                                  save_config_with_templates, user_errors_exit)
 from mmseg_saot.utils.run_options import check_run_options
 
 
@@ -88,6 +88,7 @@ def main() -> None:
         check_run_options(cfg, args.config)
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
+        save_config_with_templates(runner, cfg)
     resume_from = checkpoint_to_resume(cfg, runner.work_dir)
     if resume_from:  # MMEngine loads it non-strictly: it must be this model's
         checkpoint = (loaded if resume_from == cfg.get('load_from') else

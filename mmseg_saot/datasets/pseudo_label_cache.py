@@ -17,11 +17,13 @@ to ``<root>.stale-<hash>``.
 """
 import hashlib
 import json
+import logging
 import os
 import os.path as osp
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+from mmengine.logging import print_log
 from PIL import Image
 
 from mmseg_saot.utils.atomic import atomic_write_bytes
@@ -150,7 +152,11 @@ class PseudoLabelCache:
             suffix = 0
             while osp.exists(stale if not suffix else f'{stale}.{suffix}'):
                 suffix += 1
-            os.replace(self.root, stale if not suffix else f'{stale}.{suffix}')
+            moved = stale if not suffix else f'{stale}.{suffix}'
+            os.replace(self.root, moved)
+            print_log(f'{self.root} held pseudo-labels of other settings (config hash {old}); '
+                      f'moved them to {moved} and labelling again.', logger='current',
+                      level=logging.WARNING)
         ensure_folder(self.root, self.option)
         self.write_manifest(dict(config_hash=config_hash, complete=False,
                                  fingerprint=fingerprint))

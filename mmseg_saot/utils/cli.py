@@ -2,13 +2,15 @@
 ``tools/generate_pseudo_labels.py``: config loading and command-line errors."""
 import argparse
 import contextlib
+import copy
 import logging
 import os
 import os.path as osp
 import sys
-from typing import Any, Iterator, NoReturn, Optional, Sequence
+from typing import Any, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import get_rank
 from mmengine.logging import print_log
 
 from mmseg_saot.utils.build_errors import explain_build_error
@@ -17,6 +19,7 @@ from mmseg_saot.utils.errors import UserInputError, error_reason, load_failure_r
 from mmseg_saot.utils.paths import ensure_folder
 
 WORK_DIR_TOKEN = '{work_dir}'
+_TEMPLATES_ATTR = '_work_dir_templates'  # on a Config object, outside its dict
 
 # What each --launcher reads from the environment (MMEngine's init_dist), and who sets it.
 LAUNCHER_ENV = {
@@ -177,7 +180,8 @@ def load_run_config(config_path: str,
     else:
         source = f'work_dir (set in {config_path} or --cfg-options)'
     ensure_folder_or_exit(cfg.work_dir, source)
-    fill_work_dir(cfg, cfg.work_dir)
+    # kept beside the config (not in it) for save_config_with_templates
+    object.__setattr__(cfg, _TEMPLATES_ATTR, fill_work_dir(cfg, cfg.work_dir))
     if launcher != 'none':
         check_launcher_env_or_exit(launcher)
         from mmseg_saot.utils.cpu_distributed import prepare_cpu_distributed
@@ -185,21 +189,56 @@ def load_run_config(config_path: str,
     return cfg
 
 
-def fill_work_dir(node, work_dir: str):
+def fill_work_dir(node, work_dir: str,
+                  path: Tuple = ()) -> List[Tuple[Tuple, str]]:
     """Replace ``'{work_dir}'`` in every string of a config, in place.
 
     Paths that belong to a run (the pseudo-label cache) are written as
     ``'{work_dir}/pseudo_labels'`` in configs; the work_dir is known only here.
+
+    Returns:
+        ``(key path, string as written)`` of each string filled in.
     """
     if isinstance(node, Config):
         node = node._cfg_dict  # the ConfigDict behind a Config
+    filled = []
     items = node.items() if isinstance(node, dict) else enumerate(node)
     for key, value in list(items):
         if isinstance(value, str) and WORK_DIR_TOKEN in value:
             node[key] = value.replace(WORK_DIR_TOKEN, work_dir)
+            filled.append((path + (key,), value))
         elif isinstance(value, (dict, list)):
-            fill_work_dir(value, work_dir)
-    return node
+            filled += fill_work_dir(value, work_dir, path + (key,))
+    return filled
+
+
+def save_config_with_templates(runner, cfg: Config) -> None:
+    """Rewrite the config the runner saved in its work_dir with ``'{work_dir}'`` back in
+    the strings :func:`load_run_config` filled in (rank 0).
+
+    MMEngine saves the config as the run used it. A run started again from that file
+    with another ``--work-dir`` would otherwise write its pseudo-labels into the first
+    run's folder, and move that run's labels aside when the settings differ.
+
+    Args:
+        runner: the built runner (it has saved its config).
+        cfg: the config :func:`load_run_config` returned.
+    """
+    templates = getattr(cfg, _TEMPLATES_ATTR, None)
+    if not templates or get_rank() != 0:
+        return
+    saved = copy.deepcopy(runner.cfg)
+    for path, template in templates:
+        node = saved._cfg_dict
+        try:
+            for key in path[:-1]:
+                node = node[key]
+            if node[path[-1]] == template.replace(WORK_DIR_TOKEN, cfg.work_dir):
+                node[path[-1]] = template
+        except (KeyError, IndexError, TypeError):
+            continue  # changed after loading: saved as the run used it
+    name = osp.basename(cfg.filename) if cfg.filename else f'{runner.timestamp}.py'
+    saved.dump(osp.join(runner.work_dir, name))
 
 
 def enable_amp(cfg: Config) -> None:

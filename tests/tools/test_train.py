@@ -276,6 +276,10 @@ def test_test_tool_prints_per_class_iou(python, tiny_config, reference_run,
     assert tested.returncode == 0, tested.stderr[-3000:]
     output = tested.stdout + tested.stderr
     assert 'per class results' in output and 'road' in output
+    # the run's saved config keeps '{work_dir}': a run from it writes into its own folder
+    saved = (reference_run / 'tiny.py').read_text()
+    assert "pseudo_label_dir='{work_dir}/pseudo_labels'" in saved
+    assert f'{reference_run}/pseudo_labels' not in saved
 
 
 def test_test_tool_predicts_unlabelled_images_without_the_training_data(

@@ -341,3 +341,30 @@ def test_a_list_entry_the_config_does_not_have_is_named(tmp_path, capsys):
 def test_a_checkpoint_folder_is_named_as_one(tmp_path, capsys):
     assert f'error: CHECKPOINT: "{tmp_path}" is a folder; give the checkpoint file in it (e.g. ' \
         f'{tmp_path}/iter_<N>.pth).' in _exit_message(tmp_path, capsys)
+
+
+def test_the_saved_config_keeps_work_dir_templates(tmp_path):
+    from types import SimpleNamespace
+
+    from mmengine.config import Config
+
+    from mmseg_saot.utils.cli import load_run_config, save_config_with_templates
+    source = tmp_path / 'exp.py'
+    source.write_text("pseudo_label_dir = '{work_dir}/pseudo_labels'\n"
+                      "train_dataloader = dict(dataset=dict(target=dict("
+                      "pseudo_label_dir='{work_dir}/pseudo_labels')))\n"
+                      "load_from = None\n")
+    work_dir = str(tmp_path / 'run1')
+    cfg = load_run_config(str(source), work_dir=work_dir)
+    assert cfg.train_dataloader.dataset.target.pseudo_label_dir == f'{work_dir}/pseudo_labels'
+    cfg.load_from = f'{work_dir}/iter_4.pth'  # set later, by a tool: saved as used
+    runner = SimpleNamespace(cfg=cfg, work_dir=work_dir, timestamp='t')
+    save_config_with_templates(runner, cfg)
+    saved = Config.fromfile(str(tmp_path / 'run1' / 'exp.py'))
+    assert saved.pseudo_label_dir == '{work_dir}/pseudo_labels'
+    assert saved.train_dataloader.dataset.target.pseudo_label_dir == '{work_dir}/pseudo_labels'
+    assert saved.load_from == f'{work_dir}/iter_4.pth'
+    # a run from the saved file with another --work-dir writes into its own folder
+    again = load_run_config(str(tmp_path / 'run1' / 'exp.py'), work_dir=str(tmp_path / 'run2'))
+    assert again.train_dataloader.dataset.target.pseudo_label_dir == \
+        f'{tmp_path}/run2/pseudo_labels'

@@ -140,13 +140,20 @@ def test_two_gloo_ranks_label_their_shards_into_the_same_cache(python, config, r
     assert cache_files(work_dir / 'pseudo_labels') == cache_files(reference)
 
 
-def test_changed_settings_move_the_old_cache_aside(config, reference, tmp_path):
+def test_changed_settings_move_the_old_cache_aside(config, reference, tmp_path, monkeypatch):
+    from mmseg_saot.datasets import pseudo_label_cache
+    logged = []
+    monkeypatch.setattr(pseudo_label_cache, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
     work_dir = tmp_path / 'run'
     shutil.copytree(reference, work_dir / 'pseudo_labels')
     run_labelling(config, work_dir,
                   cfg_options={'custom_hooks.0.labeler.confidence_quantile': 0.5})
     stale = list(work_dir.glob('pseudo_labels.stale-*'))
     assert len(stale) == 1 and cache_files(stale[0]) == cache_files(reference)
+    assert logged == [f'{work_dir}/pseudo_labels held pseudo-labels of other settings (config '
+                      f'hash {stale[0].name[-8:]}); moved them to {stale[0]} and labelling '
+                      'again.']
     new = json.loads((work_dir / 'pseudo_labels' / 'manifest.json').read_text())
     assert new['complete']
     assert new['fingerprint']['labeler']['confidence_quantile'] == 0.5
