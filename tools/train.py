@@ -6,8 +6,9 @@ datasets exist before anything is built.
 import argparse
 import os
 import os.path as osp
+import shlex
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.dist import get_rank
@@ -130,12 +131,36 @@ def finished_at(checkpoint, max_iters: Optional[int]) -> Optional[int]:
     return None
 
 
-def resume_command(args: argparse.Namespace, work_dir: str) -> str:
-    """The command that continues this run from its last checkpoint."""
+def resume_command(args: argparse.Namespace, work_dir: str,
+                   argv: Optional[List[str]] = None) -> str:
+    """The command that continues this run from its last checkpoint: this command line
+    (``argv``, default ``sys.argv[1:]``: its ``--cfg-options`` and ``--amp`` included,
+    shell-quoted) with ``--work-dir`` set to the run's folder and ``--resume``."""
+    kept = _without_run_options(sys.argv[1:] if argv is None else argv)
+    tail = ['--work-dir', work_dir, '--resume']
     if args.launcher == 'none':
-        return f'python tools/train.py {args.config} --work-dir {work_dir} --resume'
-    return (f'the same launch with --work-dir {work_dir} --resume (e.g. tools/dist_train.sh '
-            f'{args.config} NUM_GPUS --work-dir {work_dir} --resume)')
+        return 'python tools/train.py ' + shlex.join(kept + tail)
+    options = [item for item in kept if item != args.config]
+    example = shlex.join([args.config, 'NUM_GPUS'] + options + tail)
+    return (f'the same launch with --work-dir {shlex.quote(work_dir)} --resume (e.g. '
+            f'tools/dist_train.sh {example})')
+
+
+def _without_run_options(argv: List[str]) -> List[str]:
+    """``argv`` without the options a resume sets or its launcher adds (``--resume``,
+    ``--work-dir``, ``--launcher``, ``--local-rank``)."""
+    dropped_with_value = ('--work-dir', '--launcher', '--local_rank', '--local-rank')
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == '--resume' or item.split('=', 1)[0] in dropped_with_value and '=' in item:
+            continue
+        elif item in dropped_with_value:
+            skip = True
+        else:
+            kept.append(item)
+    return kept
 
 
 if __name__ == '__main__':

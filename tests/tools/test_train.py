@@ -233,8 +233,8 @@ def test_ctrl_c_saves_the_iteration_and_resume_ends_where_an_uninterrupted_run_d
     assert 3 <= iteration <= 5  # the interval checkpoints are 2, 4, 6
     checkpoint = work_dir / f'iter_{iteration}.pth'
     assert stopped == (f'Stopped after iteration {iteration}; {checkpoint} holds the run. '
-                       f'Continue with: python tools/train.py {tiny_config} --work-dir '
-                       f'{work_dir} --resume')
+                       f'Continue with: python tools/train.py {tiny_config} --cfg-options '
+                       f'train_cfg.max_iters=100000 --work-dir {work_dir} --resume')
     assert pointer.read_text() == str(checkpoint)
 
     resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume')
@@ -384,3 +384,21 @@ def test_resume_when_last_checkpoint_names_a_deleted_file_names_the_newest(tmp_p
         train.checkpoint_to_resume(Config(dict(resume=True, default_hooks=dict(checkpoint=None))),
                                    str(tmp_path))
     assert f'load_from={tmp_path}/iter_20.pth' in capsys.readouterr().err
+
+
+def test_the_resume_command_repeats_the_options_of_the_run():
+    from types import SimpleNamespace
+
+    from tool_scripts import load_tool
+    train = load_tool('tools/train.py')
+    argv = ['cfg.py', '--work-dir', 'old', '--amp', '--cfg-options', 'a.b=1',
+            "c=[1, 2]", '--launcher=none', '--resume']
+    args = SimpleNamespace(config='cfg.py', launcher='none')
+    assert train.resume_command(args, '/runs/my run', argv) == (
+        "python tools/train.py cfg.py --amp --cfg-options a.b=1 'c=[1, 2]' "
+        "--work-dir '/runs/my run' --resume")
+    args.launcher = 'pytorch'
+    argv = ['cfg.py', '--launcher', 'pytorch', '--local-rank=0', '--cfg-options', 'a.b=1']
+    assert train.resume_command(args, '/runs/r', argv) == (
+        'the same launch with --work-dir /runs/r --resume (e.g. tools/dist_train.sh cfg.py '
+        'NUM_GPUS --cfg-options a.b=1 --work-dir /runs/r --resume)')
