@@ -9,6 +9,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 from mmengine.dist import get_dist_info, sync_random_seed
+from mmengine.logging import print_log
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
@@ -117,9 +118,7 @@ class ClassBalancedSampler(Sampler):
     def _draws(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed)
         if not self.refresh():
-            warnings.warn(f'ClassBalancedSampler: no usable class statistics at '
-                          f'{self.stats_file} yet; drawing images uniformly until the '
-                          'iterator restarts after they are written.')
+            self._report_uniform()
             while True:
                 yield from torch.randperm(len(self.dataset), generator=gen).tolist()
         classes = sorted(self.class_probs)
@@ -128,6 +127,26 @@ class ClassBalancedSampler(Sampler):
             cls = classes[int(torch.multinomial(probs, 1, generator=gen))]
             members = self.images_of_class[cls]
             yield members[int(torch.randint(len(members), (1,), generator=gen))]
+
+    def _report_uniform(self) -> None:
+        """Say that images are drawn uniformly for now: in a note where the pseudo-label
+        hook is about to write the statistics (the training loop draws its first indices
+        when it is built, before the hook labels, and the hook restarts it), else in a
+        warning."""
+        if not osp.exists(self.stats_file) and self._stats_come_from_the_hook():
+            print_log(f'ClassBalancedSampler: {self.stats_file} is written with the '
+                      'pseudo-labels; class-balanced sampling starts when they are.',
+                      logger='current')
+            return
+        warnings.warn(f'ClassBalancedSampler: no usable class statistics at '
+                      f'{self.stats_file} yet; drawing images uniformly until the '
+                      'iterator restarts after they are written.')
+
+    def _stats_come_from_the_hook(self) -> bool:
+        cache = getattr(self.dataset, 'cache', None)
+        return (cache is not None and
+                osp.normpath(self.stats_file) == osp.normpath(self._default_stats_file(
+                    self.dataset)))
 
     def __iter__(self) -> Iterator[int]:
         yield from itertools.islice(self._draws(), self.rank, None, self.world_size)

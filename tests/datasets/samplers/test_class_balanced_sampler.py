@@ -89,6 +89,30 @@ def test_without_statistics_it_draws_uniformly_and_says_so(tmp_path):
     assert sorted(draws[:5]) == [0, 1, 2, 3, 4]
 
 
+def test_statistics_the_hook_is_about_to_write_are_a_note_not_a_warning(tmp_path,
+                                                                          monkeypatch):
+    import warnings
+
+    from mmseg_saot.datasets.samplers import class_balanced_sampler
+    dataset = LabelFiles(tmp_path, 5)
+    dataset.cache = type('Cache', (), {'root': str(tmp_path / 'pseudo_labels')})()
+    notes = []
+    monkeypatch.setattr(class_balanced_sampler, 'print_log',
+                        lambda message, **kwargs: notes.append(message))
+    sampler = ClassBalancedSampler(dataset, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the loop draws before the hook labels: no warning
+        draws = list(itertools.islice(iter(sampler), 10))
+    assert sorted(draws[:5]) == [0, 1, 2, 3, 4]
+    assert notes == [f'ClassBalancedSampler: {tmp_path}/pseudo_labels/sample_class_stats.json '
+                     'is written with the pseudo-labels; class-balanced sampling starts when '
+                     'they are.']
+    # another statistics file that is missing is the user's: a warning
+    sampler = ClassBalancedSampler(dataset, seed=0, stats_file=str(tmp_path / 'mine.json'))
+    with pytest.warns(UserWarning, match='no usable class statistics'):
+        list(itertools.islice(iter(sampler), 1))
+
+
 def test_bad_temperature_is_refused(tmp_path):
     with pytest.raises(ValueError, match='temperature'):
         ClassBalancedSampler(LabelFiles(tmp_path, 1), temperature=0)
