@@ -15,6 +15,10 @@ fi
 shift 3
 PYTHON=${PYTHON:-python}
 PORT=${PORT:-29500}
+if ! [[ "$PORT" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$PORT" -gt 65535 ]; then
+  echo "error: PORT must be a port number 1-65535 (the rendezvous port of the processes), got \"$PORT\"" >&2
+  exit 2
+fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 PYTHONPATH="$HERE/..:${PYTHONPATH:-}" \

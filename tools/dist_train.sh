@@ -18,6 +18,10 @@ PYTHON=${PYTHON:-python}
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
+if ! [[ "$PORT" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$PORT" -gt 65535 ]; then
+  echo "error: PORT must be a port number 1-65535 (the rendezvous port of the processes), got \"$PORT\"" >&2
+  exit 2
+fi
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 

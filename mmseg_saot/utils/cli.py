@@ -68,7 +68,18 @@ class CfgOptionsAction(DictAction):
 
 def check_launcher_env_or_exit(launcher: str) -> None:
     """Stop with a message if ``--launcher`` lacks the environment its processes get
-    from their starter (torchrun, srun, mpirun), instead of MMEngine's ``KeyError``."""
+    from their starter (torchrun, srun, mpirun), instead of MMEngine's ``KeyError``; or
+    if it is ``'none'`` in one of several processes started together (each would run
+    the whole job)."""
+    if launcher == 'none':
+        world = os.environ.get('WORLD_SIZE', '1')
+        if world.isdigit() and int(world) > 1:
+            exit_with(f'--launcher is none (the default), but this is one of {world} '
+                      f'processes started together (WORLD_SIZE={world}, set by torchrun): each '
+                      'would run the whole job into the same work_dir. Add --launcher pytorch '
+                      '(tools/dist_train.sh does, unless its arguments say --launcher none), '
+                      'or run the command alone.')
+        return
     missing = [name for name in LAUNCHER_ENV.get(launcher, ()) if name not in os.environ]
     if missing:
         exit_with(f'--launcher {launcher}: the environment lacks {", ".join(missing)}; '
@@ -182,8 +193,8 @@ def load_run_config(config_path: str,
     ensure_folder_or_exit(cfg.work_dir, source)
     # kept beside the config (not in it) for save_config_with_templates
     object.__setattr__(cfg, _TEMPLATES_ATTR, fill_work_dir(cfg, cfg.work_dir))
+    check_launcher_env_or_exit(launcher)
     if launcher != 'none':
-        check_launcher_env_or_exit(launcher)
         from mmseg_saot.utils.cpu_distributed import prepare_cpu_distributed
         prepare_cpu_distributed(cfg, launcher)
     return cfg

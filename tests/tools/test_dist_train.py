@@ -73,9 +73,22 @@ def test_ctrl_c_stops_every_rank_at_the_same_iteration_with_a_checkpoint(python,
     iteration = int(stopped[0].split()[3].rstrip(';'))
     checkpoint = work_dir / f'iter_{iteration}.pth'
     assert checkpoint.exists() and pointer.read_text() == str(checkpoint)
-    assert f'tools/dist_train.sh {config} NUM_GPUS --work-dir {work_dir} --resume' in stopped[0]
+    assert (f'tools/dist_train.sh {config} NUM_GPUS --cfg-options train_cfg.max_iters=100000 '
+            f'--work-dir {work_dir} --resume') in stopped[0]
     saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
     assert saved['meta']['iter'] == iteration
+
+
+@pytest.mark.parametrize('script, args', [('dist_train.sh', ['2']),
+                                          ('dist_test.sh', ['x.pth', '2'])])
+@pytest.mark.parametrize('port', ['99999', 'abc', '0'])
+def test_a_bad_port_is_a_usage_error(script, args, port):
+    result = subprocess.run(['bash', str(REPO / 'tools' / script), 'configs/saot/demo.py',
+                             *args], capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, PORT=port))
+    assert result.returncode == 2
+    assert result.stderr == (f'error: PORT must be a port number 1-65535 (the rendezvous port '
+                             f'of the processes), got "{port}"\n')
 
 
 @pytest.mark.parametrize('script, args', [('dist_train.sh', ['abc']),

@@ -368,3 +368,15 @@ def test_the_saved_config_keeps_work_dir_templates(tmp_path):
     again = load_run_config(str(tmp_path / 'run1' / 'exp.py'), work_dir=str(tmp_path / 'run2'))
     assert again.train_dataloader.dataset.target.pseudo_label_dir == \
         f'{tmp_path}/run2/pseudo_labels'
+
+
+def test_launcher_none_in_one_of_several_processes_stops(monkeypatch, capsys):
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    with pytest.raises(SystemExit) as exit_info:
+        check_launcher_env_or_exit('none')
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        'error: --launcher is none (the default), but this is one of 2 processes started '
+        'together (WORLD_SIZE=2, set by torchrun): each would run the whole job')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    check_launcher_env_or_exit('none')  # one process: fine
