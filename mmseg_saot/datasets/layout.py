@@ -8,7 +8,7 @@ dataset and is also called by the plugin's own dataset classes.
 """
 import os
 import os.path as osp
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from mmseg_saot.utils.errors import UserInputError
 
@@ -78,14 +78,31 @@ def check_dataset_folders(dataset_type: str,
         key (str, optional): the dataset's config key (``test_dataloader.dataset``),
             named in the advice.
     """
-    root = data_root or ''
+    problem = _folder_problem(data_root or '', data_prefix, img_suffix, ann_file,
+                              labels_required)
+    if problem:
+        raise DataLayoutError(_layout_message(dataset_type, data_root or '', problem, [key]))
+
+
+def _layout_message(dataset_type: str, root: str, problem: str,
+                    keys: List[Optional[str]]) -> str:
+    named = [key for key in keys if key]
+    where = f' ({", ".join(named)})' if named else ''
+    return (f'{dataset_type}{where}: {problem}.\n'
+            + _advice(dataset_type, root, named[0] if named else None))
+
+
+def _folder_problem(root: str, data_prefix: dict, img_suffix: str,
+                    ann_file: Optional[str], labels_required: bool) -> Optional[str]:
+    """What is missing of a dataset's folders (see :func:`check_dataset_folders`)."""
 
     def resolve(path: str) -> str:
         return path if osp.isabs(path) or not root else osp.join(root, path)
 
     problem = None
     if root and not osp.isdir(root):
-        problem = f'dataset root "{root}" does not exist'
+        relative = '' if osp.isabs(root) else f' (under the current folder {os.getcwd()})'
+        problem = f'dataset root "{root}"{relative} does not exist'
     else:
         for name in ('img_path', 'seg_map_path') if labels_required else ('img_path',):
             folder = data_prefix.get(name)
@@ -98,10 +115,7 @@ def check_dataset_folders(dataset_type: str,
         if (problem is None and img_dir is not None and not ann_file
                 and not _has_file_with_suffix(resolve(img_dir), img_suffix)):
             problem = (f'no "*{img_suffix}" image under "{resolve(img_dir)}"')
-    if problem:
-        where = f' ({key})' if key else ''
-        raise DataLayoutError(f'{dataset_type}{where}: {problem}.\n'
-                              + _advice(dataset_type, root, key))
+    return problem
 
 
 def leaf_datasets(dataset_cfg: dict) -> Iterator[dict]:
@@ -171,13 +185,22 @@ def check_data_layout(cfg, splits=SPLITS) -> None:
             does not need the test set's folders, testing not the training sets').
 
     Raises:
-        DataLayoutError: naming the missing folder, the layout and the fix.
+        DataLayoutError: naming every missing folder (each with its layout and fix),
+            so that one run of a tool lists all the datasets to prepare.
     """
+    # one entry per missing folder, with every config key that names it
+    problems: Dict[Tuple[str, str, str], List[str]] = {}
     for _, root_key, root in dataset_roots(cfg, splits):
         for key, dataset in leaf_dataset_keys(root, root_key):
             dataset_type = str(dataset.get('type', ''))
-            check_dataset_folders(
-                dataset_type, dataset.get('data_root'),
-                dict(dataset.get('data_prefix', {})),
+            data_root = dataset.get('data_root') or ''
+            problem = _folder_problem(
+                data_root, dict(dataset.get('data_prefix', {})),
                 dataset.get('img_suffix', _IMG_SUFFIX.get(dataset_type, '')),
-                dataset.get('ann_file'), labels_required=loads_labels(dataset), key=key)
+                dataset.get('ann_file'), loads_labels(dataset))
+            if problem:
+                problems.setdefault((dataset_type, data_root, problem), []).append(key)
+    if problems:
+        raise DataLayoutError('\n\n'.join(
+            _layout_message(dataset_type, data_root, problem, keys)
+            for (dataset_type, data_root, problem), keys in problems.items()))

@@ -127,3 +127,23 @@ def test_a_test_set_without_labels_passes_and_errors_name_the_key(tmp_path):
     with pytest.raises(DataLayoutError, match=r'^GTA5Dataset \(custom_hooks\.1\.source\): '
                        'dataset root'):
         check_data_layout(Config(dict(custom_hooks=hooks, train_dataloader=None)))
+
+
+def test_every_missing_dataset_is_listed_at_once(tmp_path):
+    cfg = uda_config(tmp_path / 'nowhere', [dict(type='LoadImageFromFile')])
+    cfg.merge_from_dict(dict(val_dataloader=dict(dataset=dict(
+        type='CityscapesDataset', data_root=str(tmp_path / 'val'),
+        data_prefix=dict(img_path='leftImg8bit/val')))))
+    with pytest.raises(DataLayoutError) as info:
+        check_data_layout(cfg)
+    keys = [line.split(':')[0] for line in str(info.value).split('\n\n')]
+    assert keys == ['GTA5Dataset (train_dataloader.dataset.source)',
+                    'CityscapesDataset (train_dataloader.dataset.target.dataset)',
+                    'CityscapesDataset (val_dataloader.dataset)']
+
+
+def test_a_relative_root_is_said_to_be_under_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataLayoutError, match=f'dataset root "data/gta5" \\(under the current '
+                       f'folder {tmp_path}\\) does not exist'):
+        check_data_layout(gta5_config('data/gta5'))
