@@ -352,6 +352,8 @@ def check_checkpoint_fits_or_exit(model, checkpoint: Any, path: str, config: str
         option: where the checkpoint came from, e.g. ``'CHECKPOINT'`` or ``'--resume'``.
     """
     import torch
+
+    from mmseg_saot.models.backbones.dinov2 import VIT_DIGEST_KEY, frozen_weights_mismatch
     while isinstance(getattr(model, 'module', None), torch.nn.Module):
         model = model.module
     saved = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
@@ -359,6 +361,12 @@ def check_checkpoint_fits_or_exit(model, checkpoint: Any, path: str, config: str
              for key, value in saved.items()}
     expected = model.state_dict()
     frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    digests = [key for key in expected if key.endswith(VIT_DIGEST_KEY)]
+    if any(isinstance(saved.get(key), torch.Tensor) and
+           not torch.equal(saved[key].cpu(), expected[key].cpu()) for key in digests):
+        exit_with(f'{option}: ' + frozen_weights_mismatch(f'"{path}"').replace(
+            'model.backbone', f'{config} (with its --cfg-options)', 1))
+    frozen.update(digests)  # older checkpoints have none: nothing to compare
     missing = [key for key in expected if key not in saved and key not in frozen]
     mismatched = [f'{key} ({tuple(saved[key].shape)} in the checkpoint, '
                   f'{tuple(value.shape)} in the model)' for key, value in expected.items()

@@ -380,3 +380,26 @@ def test_launcher_none_in_one_of_several_processes_stops(monkeypatch, capsys):
         'together (WORLD_SIZE=2, set by torchrun): each would run the whole job')
     monkeypatch.setenv('WORLD_SIZE', '1')
     check_launcher_env_or_exit('none')  # one process: fine
+
+
+def test_a_head_trained_on_other_frozen_backbone_weights_is_refused(tmp_path, capsys):
+    from mmseg_saot.models.backbones import DINOv2Backbone
+
+    def model(seed):
+        torch.manual_seed(seed)  # random ViT weights: another seed, other weights
+        built = _Head()
+        built.backbone = DINOv2Backbone(model_name='vit_small_patch14_dinov2', out_indices=1)
+        return built
+    trained, tested = model(0), model(1)
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'state_dict': trained.state_dict()}, path)
+    message = _fit_message(tested, path, capsys)
+    assert message.startswith(f'error: CHECKPOINT: "{path}" was trained with other frozen ViT '
+                              'weights than cfg.py (with its --cfg-options) gives (their '
+                              'sha256 differs)')
+    _fits(model(0), path)  # the same weights
+    older = tmp_path / 'older.pth'  # written before the digest was saved: not compared
+    torch.save({'state_dict': {k: v for k, v in trained.state_dict().items()
+                               if not k.endswith('frozen_vit_sha256')}}, older)
+    _fits(tested, older)
+    assert capsys.readouterr().err == ''

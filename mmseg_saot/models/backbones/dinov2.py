@@ -1,5 +1,7 @@
 """A frozen timm ViT (DINOv2 by default) that yields patch-feature maps."""
+import hashlib
 import math
+import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -54,19 +56,42 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
     return vit
 
 
+# state_dict key (under the backbone's prefix) of the sha256 of the frozen ViT weights
+# that a checkpoint without them was trained with
+VIT_DIGEST_KEY = 'frozen_vit_sha256'
+
+
 def _drop_vit_weights(module: nn.Module, state_dict: dict, prefix: str,
                       local_metadata: dict) -> None:
-    """state_dict post-hook: leave the frozen ViT out of checkpoints."""
+    """state_dict post-hook: leave the frozen ViT out of checkpoints, and record the
+    digest of its weights instead (``VIT_DIGEST_KEY``)."""
     for key in [key for key in state_dict if key.startswith(prefix + 'vit.')]:
         del state_dict[key]
+    state_dict[prefix + VIT_DIGEST_KEY] = module.vit_digest()
 
 
 def _keep_own_vit_weights(module: nn.Module, state_dict: dict, prefix: str,
                           *args) -> None:
     """load_state_dict pre-hook: a checkpoint without ViT weights keeps the
-    module's own (so strict loading of head-only checkpoints works)."""
+    module's own (so strict loading of head-only checkpoints works), with a warning if
+    it was trained with other ViT weights than those."""
+    saved_digest = state_dict.pop(prefix + VIT_DIGEST_KEY, None)
+    brings_vit = any(key.startswith(prefix + 'vit.') for key in state_dict)
+    if brings_vit:
+        module._vit_digest = None  # the weights change: the next digest is computed anew
+    if saved_digest is not None and not brings_vit and not torch.equal(
+            saved_digest.cpu(), module.vit_digest()):
+        warnings.warn(frozen_weights_mismatch('the state dict being loaded'))
     for key, value in module.vit.state_dict().items():
         state_dict.setdefault(f'{prefix}vit.{key}', value)
+
+
+def frozen_weights_mismatch(what: str) -> str:
+    """The warning (or error) for ``what`` trained with other frozen ViT weights."""
+    return (f'{what} was trained with other frozen ViT weights than model.backbone gives '
+            '(their sha256 differs): the trained head would read features it never saw '
+            'and predict wrongly. Set model.backbone.checkpoint (or pretrained) to the '
+            'weights of the training run.')
 
 
 @MODELS.register_module()
@@ -138,12 +163,27 @@ class DINOv2Backbone(BaseModule):
         self.embed_dim = int(self.vit.embed_dim)
         self.vit.requires_grad_(False)
         self.vit.eval()
+        self._vit_digest: Optional[torch.Tensor] = None  # see vit_digest
         if not save_frozen_weights:
             self.register_state_dict_post_hook(_drop_vit_weights)
             self.register_load_state_dict_pre_hook(_keep_own_vit_weights)
         print_log(f'DINOv2Backbone: {model_name}, patch {self.patch_size}, '
                   f'{len(self.out_indices)} maps of {self.embed_dim} channels '
                   f'from blocks {self.out_indices}', logger='current')
+
+    def vit_digest(self) -> torch.Tensor:
+        """sha256 of the frozen ViT's weights (names, shapes, dtypes, values) as a
+        ``(32,)`` uint8 tensor; computed once (the ViT never changes after it is built,
+        except through a state dict that carries its weights)."""
+        if self._vit_digest is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.vit.state_dict().items()):
+                tensor = tensor.detach().cpu().contiguous()
+                digest.update(f'{name}:{tuple(tensor.shape)}:{tensor.dtype}'.encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._vit_digest = torch.frombuffer(bytearray(digest.digest()),
+                                                dtype=torch.uint8)
+        return self._vit_digest.clone()
 
     def check_head(self, head: nn.Module, owner: str) -> None:
         """Raise a ConfigError if ``head`` does not take this backbone's maps.

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from mmseg.registry import MODELS
@@ -193,13 +195,34 @@ def test_checkpoints_leave_out_the_frozen_vit_by_default(vit_s):
         decode_head=dict(type='MLPHead', in_channels=[384], channels=16,
                          num_classes=3, norm_cfg=None)))
     state = segmentor.state_dict()
-    assert not any(key.startswith('backbone.') for key in state)
+    # of the backbone only the digest of the frozen weights the head was trained with
+    assert [key for key in state if key.startswith('backbone.')] == [
+        'backbone.frozen_vit_sha256']
+    assert state['backbone.frozen_vit_sha256'].dtype == torch.uint8
+    assert state['backbone.frozen_vit_sha256'].shape == (32,)
     assert any(key.startswith('decode_head.') for key in state)
     # a head-only state dict loads strictly and keeps the ViT weights
     own = segmentor.backbone.vit.blocks[0].attn.qkv.weight.clone()
-    segmentor.load_state_dict(state, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the same weights: no warning
+        segmentor.load_state_dict(state, strict=True)
     torch.testing.assert_close(segmentor.backbone.vit.blocks[0].attn.qkv.weight,
                                own)
+
+
+def test_a_head_trained_on_other_frozen_weights_is_flagged_on_load():
+    def build(seed):
+        torch.manual_seed(seed)  # random ViT weights: another seed, other weights
+        return DINOv2Backbone(model_name=VIT_S, out_indices=1)
+    trained, other = build(0), build(1)
+    state = trained.state_dict()
+    assert not torch.equal(state['frozen_vit_sha256'], other.vit_digest())
+    with pytest.warns(UserWarning, match='trained with other frozen ViT weights'):
+        other.load_state_dict(dict(state), strict=True)
+    old_checkpoint = {k: v for k, v in state.items() if k != 'frozen_vit_sha256'}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # written before digests: nothing to compare
+        other.load_state_dict(old_checkpoint, strict=True)
 
 
 def test_frozen_vit_can_be_kept_in_checkpoints():
