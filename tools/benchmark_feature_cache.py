@@ -47,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     work_dir = tempfile.mkdtemp(prefix='feature_cache_bench_')
     cfg = load_run_config(args.config, args.cfg_options, work_dir)
-    cfg.model.feature_cache = False
+    cfg.model.feature_cache, cfg.model.feature_cache_dir = False, None  # memory only, below
     cfg.custom_hooks = []  # timing the step alone (no labelling, no EMA)
     with user_errors_exit():
         runner = Runner.from_cfg(cfg)

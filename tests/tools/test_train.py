@@ -157,6 +157,7 @@ def reference_run(python, tiny_config, tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert 'teacher/mIoU' in log and 'student/mIoU' in log
+    assert 'teacher head:' in log and 'student head:' in log  # the two tables are titled
     assert 'stage 2 (EMA-teacher self-training) begins at iteration 3' in log
     assert 'mix.loss_ce' in log and 'tgt.loss_ce' in log and 'src.loss_ce' in log
     stage2_line = next(line for line in log.splitlines() if 'Iter(train) [5/6]' in line)

@@ -64,7 +64,8 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
     mismatches = 0
     for record in iter_features(model, target, range(len(dataset)), batch_size=hook.batch_size,
                                 feature_index=hook.feature_index, memo=memo,
-                                progress=f'labelling with {len(methods)} methods'):
+                                progress=f'labelling with {len(methods)} methods'
+                                         + (' and the patch oracle' if oracle else '')):
         gt = _read_gt(gt_paths[record.index])
         if oracle:
             _score_oracle(scores[PATCH_ORACLE], gt, record, patch, hook, gt_paths[record.index])

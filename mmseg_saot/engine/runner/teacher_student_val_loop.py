@@ -64,6 +64,8 @@ class TeacherStudentValLoop(ValLoop):
             self._run_branches_iter(model, idx, data_batch, shown)
         metrics, record = {}, {}
         for branch, evaluator in self.evaluators.items():
+            # MMSeg titles each table "per class results:"; say whose comes next
+            print_log(f'{branch} head:', logger='current')
             branch_metrics = evaluator.evaluate(len(self.dataloader.dataset))
             metrics.update({f'{branch}/{k}': v for k, v in branch_metrics.items()})
             if branch == shown:

@@ -2,6 +2,7 @@
 import contextlib
 import copy
 import os.path as osp
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -132,6 +133,10 @@ class EMATeacherUDA(EncoderDecoder):
         self.predict_on = predict_on
         self.seed = seed
         self.feature_cache = None
+        if feature_cache_dir and not feature_cache:
+            warnings.warn(f'EMATeacherUDA: model.feature_cache_dir={feature_cache_dir!r} is '
+                          'not used: the feature cache is off (set model.feature_cache=True '
+                          'to use it).')
         if feature_cache:
             if feature_cache_dir:
                 ensure_folder(feature_cache_dir, 'model.feature_cache_dir')

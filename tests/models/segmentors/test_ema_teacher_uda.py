@@ -223,6 +223,13 @@ def test_a_bad_number_is_named_when_the_model_is_built(option, value, message):
         build(**{option: value})
 
 
+def test_a_feature_cache_dir_without_the_cache_is_said_to_be_unused(tmp_path):
+    with pytest.warns(UserWarning, match=f"feature_cache_dir='{tmp_path}' is not used: the "
+                      'feature cache is off'):
+        model = build(feature_cache_dir=str(tmp_path))
+    assert model.feature_cache is None
+
+
 def test_a_feature_cache_dir_that_cannot_be_made_is_named(tmp_path):
     afile = tmp_path / 'afile'
     afile.write_text('')
