@@ -13,7 +13,18 @@ DEMO_WORK_DIR := work_dirs/demo
 DEMO_STAGE1_ITERS := $(shell sed -n 's/^stage1_iters = \([0-9][0-9]*\).*/\1/p' configs/saot/demo.py)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-slow env demo-data weights clean-demo
+.PHONY: help demo test test-slow env demo-data weights clean-demo
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo        the main job on the embedded demo data (CPU, ~10-15 min): data,"
+	@echo "                 offline weights, pseudo-label table, source-only, SAOT run, table"
+	@echo "make test        the test suite (under 15 min on 2 CPU cores)"
+	@echo "make test-slow   the slow end-to-end tests (VOC)"
+	@echo "make env         only the virtualenv in $(VENV) (the targets above make it too)"
+	@echo "make demo-data   only the demo data in $(DEMO_DATA)"
+	@echo "make weights     only the offline DINOv2 ViT-S/14 weights"
+	@echo "make clean-demo  remove the demo data, runs and feature caches"
 
 env: $(STAMP)
 

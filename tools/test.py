@@ -4,11 +4,13 @@ The interface of MMSegmentation's tools/test.py: prints per-class IoU and
 mIoU on the config's test split.
 """
 import argparse
+import logging
 import os
 import sys
 from typing import Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
@@ -61,6 +63,11 @@ def paint_predictions(cfg, show_dir: Optional[str], show: bool, wait_time: float
     if show_dir:
         ensure_folder_or_exit(show_dir, '--show-dir')
         cfg.visualizer.save_dir = show_dir
+    if cfg.get('launcher', 'none') != 'none':
+        print_log('--show/--show-dir with several processes: MMEngine draws on rank 0 only, '
+                  'so only its share of the test images is painted; paint with one '
+                  'process (tools/test.py without a launcher) to get them all.',
+                  logger='current', level=logging.WARNING)
 
 
 def drop_training_parts(cfg) -> None:

@@ -13,11 +13,12 @@ def demo_config() -> Config:
     return Config.fromfile(str(REPO_ROOT / 'configs' / 'saot' / 'demo.py'))
 
 
-def test_show_dir_paints_every_image_into_the_folder(tool):
+def test_show_dir_paints_every_image_into_the_folder(tool, tmp_path):
     cfg = demo_config()
-    tool.paint_predictions(cfg, 'painted', show=False, wait_time=2.0)
+    painted = str(tmp_path / 'painted')
+    tool.paint_predictions(cfg, painted, show=False, wait_time=2.0)
     hook = cfg.default_hooks.visualization
-    assert (hook.draw, hook.interval, cfg.visualizer.save_dir) == (True, 1, 'painted')
+    assert (hook.draw, hook.interval, cfg.visualizer.save_dir) == (True, 1, painted)
     assert not hook.get('show', False)
 
 
@@ -38,3 +39,14 @@ def test_show_without_a_display_is_a_clear_message(tool, monkeypatch, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert 'error: --show needs a display' in err and 'with --show-dir DIR instead' in err
+
+
+def test_painting_with_several_processes_says_only_rank_0_paints(tool, monkeypatch, tmp_path):
+    logged = []
+    monkeypatch.setattr(tool, 'print_log', lambda message, **kwargs: logged.append(message))
+    cfg = demo_config()
+    tool.paint_predictions(cfg, str(tmp_path), show=False, wait_time=2.0)
+    assert logged == []  # one process paints every image
+    cfg.launcher = 'pytorch'
+    tool.paint_predictions(cfg, str(tmp_path), show=False, wait_time=2.0)
+    assert len(logged) == 1 and 'only its share of the test images is painted' in logged[0]
