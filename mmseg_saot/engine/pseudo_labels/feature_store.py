@@ -19,7 +19,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from mmseg_saot.models.segmentors.feature_cache import module_fingerprint, update_digest
+from mmseg_saot.models.segmentors.feature_cache import module_fingerprint
+from mmseg_saot.utils.digests import update_digest
 from mmseg_saot.utils.atomic import atomic_torch_save
 from mmseg_saot.utils.paths import ensure_folder
 

@@ -4,17 +4,14 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
+from mmseg_saot.utils.digests import named_tensors_sha256
+
 
 def weights_checksum(module: torch.nn.Module) -> str:
     """sha256 of every parameter and buffer of ``module`` (names, shapes, bytes)."""
-    digest = hashlib.sha256()
     tensors = dict(module.named_parameters())
     tensors.update(dict(module.named_buffers()))
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        digest.update(f'{name}:{tuple(tensor.shape)}:{tensor.dtype}'.encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return named_tensors_sha256(tensors.items()).hex()
 
 
 def keys_checksum(keys: Sequence[str]) -> str:

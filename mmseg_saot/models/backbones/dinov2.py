@@ -1,5 +1,4 @@
 """A frozen timm ViT (DINOv2 by default) that yields patch-feature maps."""
-import hashlib
 import math
 import warnings
 from typing import List, Optional, Sequence, Tuple, Union
@@ -11,6 +10,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import nn
 
+from mmseg_saot.utils.digests import named_tensors_sha256
 from mmseg_saot.utils.errors import ConfigError, WeightsError
 from .vit_checkpoint import load_vit_weights
 
@@ -176,13 +176,8 @@ class DINOv2Backbone(BaseModule):
         ``(32,)`` uint8 tensor; computed once (the ViT never changes after it is built,
         except through a state dict that carries its weights)."""
         if self._vit_digest is None:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(self.vit.state_dict().items()):
-                tensor = tensor.detach().cpu().contiguous()
-                digest.update(f'{name}:{tuple(tensor.shape)}:{tensor.dtype}'.encode())
-                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-            self._vit_digest = torch.frombuffer(bytearray(digest.digest()),
-                                                dtype=torch.uint8)
+            digest = named_tensors_sha256(self.vit.state_dict().items())
+            self._vit_digest = torch.frombuffer(bytearray(digest), dtype=torch.uint8)
         return self._vit_digest.clone()
 
     def check_head(self, head: nn.Module, owner: str) -> None:

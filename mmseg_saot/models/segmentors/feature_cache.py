@@ -13,18 +13,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from mmseg_saot.utils.atomic import atomic_torch_save
+from mmseg_saot.utils.digests import update_digest
 from mmseg_saot.utils.errors import ConfigError, check_number
 
 _STORAGE_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}
 
 FeatureMaps = Tuple[torch.Tensor, ...]
-
-
-def update_digest(digest, tensor: torch.Tensor) -> None:
-    """Feed a tensor's shape, dtype and values (its bytes, on the CPU) to a hashlib digest."""
-    data = tensor.detach().contiguous().cpu()
-    digest.update(f'{tuple(data.shape)}{data.dtype}'.encode())
-    digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
 
 
 def image_key(image: torch.Tensor) -> str:
