@@ -24,7 +24,8 @@ from typing import List, Optional
 
 from mmseg_saot.utils.arg_types import device_option, non_negative_float, non_negative_int
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_folder_or_exit,
-                                  interrupt_exits, load_run_config, user_errors_exit)
+                                  interrupt_exits, user_errors_exit)
+from mmseg_saot.utils.run_config import load_run_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -95,6 +96,13 @@ def run(cfg, args: argparse.Namespace) -> dict:
     if args.split == 'val':
         dataset = _val_as_target(cfg, dataset)
         args.no_cache = True
+    # before the model is built (minutes for a large ViT): whether there is truth to score
+    unscored = missing_ground_truth(dataset)
+    if unscored and (args.no_cache or args.split == 'val'):
+        raise PseudoLabelInputError(
+            f'{unscored}: nothing to score the methods against. Give the target set its '
+            'label maps (data_prefix.seg_map_path of the dataset that PseudoLabelDataset '
+            'wraps), or run without --split val / --no-cache to only write the pseudo-labels.')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     # seeded as the Runner of tools/train.py seeds before it builds the model, so a
     # backbone without pretrained weights is the same here and there (one cache for both)
@@ -110,12 +118,6 @@ def run(cfg, args: argparse.Namespace) -> dict:
     store_dir = args.feature_cache or hook.feature_store_dir
     store = FeatureStore(store_dir, model) if store_dir else None
     memo = FeatureMemo(int(args.feature_memo_gb * (1 << 30)), store=store)
-    unscored = missing_ground_truth(dataset)
-    if unscored and (args.no_cache or args.split == 'val'):
-        raise PseudoLabelInputError(
-            f'{unscored}: nothing to score the methods against. Give the target set its '
-            'label maps (data_prefix.seg_map_path of the dataset that PseudoLabelDataset '
-            'wraps), or run without --split val / --no-cache to only write the pseudo-labels.')
     if not args.no_cache:  # (the metric trains with autograd: no global no_grad)
         hook.run(model, dataset, memo=memo)
     if unscored:
