@@ -43,7 +43,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     import mmseg_saot  # noqa: F401
     from mmseg_saot.models.segmentors import FrozenFeatureCache
-    from mmseg_saot.utils.cli import load_run_config, user_errors_exit
+    from mmseg_saot.utils.cli import user_errors_exit
+    from mmseg_saot.utils.run_config import load_run_config
 
     work_dir = tempfile.mkdtemp(prefix='feature_cache_bench_')
     cfg = load_run_config(args.config, args.cfg_options, work_dir)

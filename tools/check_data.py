@@ -29,7 +29,8 @@ from mmseg_saot.datasets.integrity import check_pair
 from mmseg_saot.datasets.layout import SPLITS, dataset_roots, leaf_datasets, loads_labels
 from mmseg_saot.utils.arg_types import output_file, positive_int
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, interrupt_exits,
-                                  load_config, user_errors_exit)
+                                  user_errors_exit)
+from mmseg_saot.utils.run_config import load_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -18,10 +18,11 @@ from mmseg.registry import RUNNERS
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
 from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, newest_checkpoint,
                                           read_last_checkpoint)
-from mmseg_saot.utils.cli import (CfgOptionsAction, check_checkpoint_fits_or_exit,
-                                  check_checkpoint_or_exit, check_data_or_exit, enable_amp,
-                                  exit_with, interrupt_exits, load_run_config,
-                                  save_config_with_templates, user_errors_exit)
+from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
+                                                check_checkpoint_or_exit)
+from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, enable_amp, exit_with,
+                                  interrupt_exits, user_errors_exit)
+from mmseg_saot.utils.run_config import load_run_config, save_config_with_templates
 from mmseg_saot.utils.run_options import check_run_options
 
 

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from .integrity import unreadable_label_maps
 from .pseudo_label_cache import PseudoLabelCache
-from mmseg_saot.utils.cli import WORK_DIR_TOKEN
+from mmseg_saot.utils.run_config import WORK_DIR_TOKEN
 from mmseg_saot.utils.errors import UserInputError
 
 

@@ -86,9 +86,10 @@ def _keep_own_vit_weights(module: nn.Module, state_dict: dict, prefix: str,
         state_dict.setdefault(f'{prefix}vit.{key}', value)
 
 
-def frozen_weights_mismatch(what: str) -> str:
-    """The warning (or error) for ``what`` trained with other frozen ViT weights."""
-    return (f'{what} was trained with other frozen ViT weights than model.backbone gives '
+def frozen_weights_mismatch(what: str, weights_from: str = 'model.backbone') -> str:
+    """The warning (or error) for ``what`` trained with other frozen ViT weights than
+    ``weights_from`` (the config that built the model) gives."""
+    return (f'{what} was trained with other frozen ViT weights than {weights_from} gives '
             '(their sha256 differs): the trained head would read features it never saw '
             'and predict wrongly. Set model.backbone.checkpoint (or pretrained) to the '
             'weights of the training run.')

@@ -21,7 +21,7 @@ def run_labelling(config_path, work_dir, seconds_per_image: float = 0.0,
 
     from mmseg_saot.datasets.pseudo_label_cache import PseudoLabelCache
     from mmseg_saot.engine.hooks import find_pseudo_label_dataset
-    from mmseg_saot.utils.cli import fill_work_dir
+    from mmseg_saot.utils.run_config import fill_work_dir
     init_default_scope('mmseg')
     cfg = Config.fromfile(str(config_path))
     if cfg_options:

@@ -1,0 +1,115 @@
+"""Check a checkpoint before the runner loads it: readable weights-only, and holding
+every weight of the model in its shapes, trained on the same frozen backbone weights."""
+import os.path as osp
+from typing import Any
+
+from mmseg_saot.utils.cli import exit_with
+from mmseg_saot.utils.errors import load_failure_reason
+
+
+def check_checkpoint_or_exit(path: str, option: str) -> Any:
+    """Stop with a readable message if ``path`` is not a loadable checkpoint.
+
+    Loads it as the runner will (``weights_only=True``, MMEngine's types allowed by
+    :mod:`mmseg_saot.utils.compat`), so a missing, truncated or foreign file is
+    reported here, naming ``option``, instead of as a traceback from inside the
+    runner (whose torch message would suggest turning ``weights_only`` off).
+
+    Args:
+        path: the checkpoint file.
+        option: where it came from, e.g. ``'CHECKPOINT'`` or ``'load_from'``.
+
+    Returns:
+        The loaded checkpoint, memory-mapped where the file allows (for
+        :func:`check_checkpoint_fits_or_exit`, so the file is parsed once).
+    """
+    import pickle
+
+    import torch
+    if osp.isdir(path):
+        exit_with(f'{option}: "{path}" is a folder; give the checkpoint file in it (e.g. '
+                  f'{osp.join(path, "iter_<N>.pth")}).')
+    if not osp.isfile(path):
+        exit_with(f'{option}: checkpoint "{path}" does not exist.')
+    try:
+        return _load_weights_only(torch, path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        reason = load_failure_reason(err)
+        exit_with(f'{option}: "{path}" is not a readable checkpoint ({reason}). '
+                  'Give a .pth written by tools/train.py (or any MMEngine checkpoint of '
+                  'tensors); files holding other Python objects are refused, as '
+                  'weights-only loading stays on.')
+
+
+def _load_weights_only(torch, path: str):
+    """``torch.load`` as the runner does, without reading the tensors' data.
+
+    Zip checkpoints (torch's format since 1.6) are memory-mapped, so only the pickled
+    structure is read and checked; the runner's own load then reads the weights once.
+    Files in the legacy format cannot be mapped and are loaded in full.
+    """
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if 'mmap can only be used' not in str(err):
+            raise
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def check_checkpoint_fits_or_exit(model, checkpoint: Any, path: str, config: str,
+                                  option: str = 'CHECKPOINT') -> None:
+    """Stop if ``checkpoint`` (read from ``path``) does not hold every weight of ``model``.
+
+    MMEngine loads checkpoints non-strictly: a checkpoint of another model, or of
+    this one with other settings (classes, head width), only logs a warning, and the
+    run then evaluates randomly initialised layers. Call this once the runner has
+    built the model (wrappers such as DDP or the TTA model are looked through); it
+    names the missing and the mismatched weights. Extra weights in the checkpoint
+    are left to MMEngine's warning. Frozen parameters may be absent (the model keeps
+    its own: head-only checkpoints fit, with or without ``DINOv2Backbone``'s
+    ``save_frozen_weights``); any weight present must have the model's shape.
+
+    Args:
+        model: the built model.
+        checkpoint: what :func:`check_checkpoint_or_exit` returned for ``path``.
+        path: the checkpoint file, for the message.
+        config: the config file, for the message.
+        option: where the checkpoint came from, e.g. ``'CHECKPOINT'`` or ``'--resume'``.
+    """
+    import torch
+
+    from mmseg_saot.models.backbones.dinov2 import VIT_DIGEST_KEY, frozen_weights_mismatch
+    while isinstance(getattr(model, 'module', None), torch.nn.Module):
+        model = model.module
+    saved = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    saved = {key[len('module.'):] if key.startswith('module.') else key: value
+             for key, value in saved.items()}
+    expected = model.state_dict()
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    digests = [key for key in expected if key.endswith(VIT_DIGEST_KEY)]
+    if any(isinstance(saved.get(key), torch.Tensor) and
+           not torch.equal(saved[key].cpu(), expected[key].cpu()) for key in digests):
+        exit_with(f'{option}: ' + frozen_weights_mismatch(
+            f'"{path}"', weights_from=f'{config} (with its --cfg-options)'))
+    frozen.update(digests)  # older checkpoints have none: nothing to compare
+    missing = [key for key in expected if key not in saved and key not in frozen]
+    mismatched = [f'{key} ({tuple(saved[key].shape)} in the checkpoint, '
+                  f'{tuple(value.shape)} in the model)' for key, value in expected.items()
+                  if key in saved and getattr(saved[key], 'shape', None) != value.shape]
+    if not missing and not mismatched:
+        return
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} of the model\'s {len(expected)} weights are missing '
+                        f'({_first(missing)})')
+    if mismatched:
+        problems.append(f'{len(mismatched)} weights have another shape ({_first(mismatched)})')
+    exit_with(f'{option}: "{path}" does not fit the model of {config}: '
+              f'{"; ".join(problems)}. Use a checkpoint that tools/train.py wrote with this '
+              'config and these --cfg-options (to resume: their --work-dir; after changing '
+              'the model, start a new --work-dir).')
+
+
+def _first(items, count: int = 3) -> str:
+    shown = ', '.join(items[:count])
+    return shown + (f', ... ({len(items) - count} more)' if len(items) > count else '')

@@ -1,0 +1,170 @@
+"""Load a run's config for the tools: ``--cfg-options``, the work_dir, ``'{work_dir}'``
+in paths (filled in for the run, kept in the config the run saves)."""
+import copy
+import os.path as osp
+from typing import List, Optional, Tuple
+
+from mmengine.config import Config
+from mmengine.dist import get_rank
+
+from mmseg_saot.utils.cli import check_launcher_env_or_exit, ensure_folder_or_exit, exit_with
+from mmseg_saot.utils.errors import error_reason
+
+WORK_DIR_TOKEN = '{work_dir}'
+_TEMPLATES_ATTR = '_work_dir_templates'  # on a Config object, outside its dict
+
+
+def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Load a config file and apply ``--cfg-options``; a missing file stops with a message.
+
+    Args:
+        config_path (str): the config file.
+        cfg_options (dict, optional): ``--cfg-options`` overrides.
+    """
+    if not osp.isfile(config_path):
+        exit_with(f'config file "{config_path}" does not exist (configs live '
+                  'under configs/saot/, e.g. configs/saot/gta2cs.py).')
+    try:
+        cfg = Config.fromfile(config_path)
+    except Exception as err:  # the file's content: Python or YAML errors, missing bases
+        exit_with(config_load_problem(config_path, err))
+    if cfg_options:
+        for key in cfg_options:
+            problem = list_index_problem(cfg, key)
+            if problem:
+                exit_with(f'--cfg-options {key}=...: {problem}.')
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def list_index_problem(cfg: Config, key: str) -> Optional[str]:
+    """Why a dotted ``--cfg-options`` key names a list entry the config does not have
+    (``custom_hooks.3.type`` with three hooks), or None. MMEngine raises a KeyError
+    that prints the whole list instead."""
+    node, path = cfg, []
+    for part in key.split('.'):
+        if isinstance(node, (list, tuple)):
+            if not part.isdigit():
+                return None  # MMEngine's own error names the key
+            index = int(part)
+            if index >= len(node):
+                listed = '.'.join(path)
+                return (f'{listed} has {len(node)} entr{"y" if len(node) == 1 else "ies"} '
+                        f'(0-{len(node) - 1}), not {index}' if node else
+                        f'{listed} is an empty list')
+            node = node[index]
+        elif isinstance(node, (dict, Config)) and part in node:
+            node = node[part]
+        else:
+            return None  # a new key: MMEngine adds it
+        path.append(part)
+    return None
+
+
+def config_load_problem(config_path: str, err: Exception) -> str:
+    """One line saying why MMEngine could not load ``config_path``: the file and line of
+    a syntax error (MMEngine reports ``<unknown>``), a missing ``_base_`` file, or the
+    error's own words."""
+    if isinstance(err, SyntaxError):
+        import ast
+        where = f'config "{config_path}"'
+        try:
+            with open(config_path, encoding='utf-8') as f:
+                ast.parse(f.read())
+            where += ' (in one of its _base_ files)'
+        except (SyntaxError, OSError, ValueError):
+            pass  # the error is in the file itself (or it cannot be read again)
+        return f'{where}, line {err.lineno}: syntax error: {err.msg}.'
+    if isinstance(err, FileNotFoundError) and err.filename:
+        return f'config "{config_path}": the file {err.filename} it names does not exist.'
+    return f'config "{config_path}" cannot be loaded ({error_reason(err)}).'
+
+
+def load_run_config(config_path: str,
+                    cfg_options: Optional[dict] = None,
+                    work_dir: Optional[str] = None,
+                    launcher: str = 'none') -> Config:
+    """Load a config, apply CLI overrides and pick its ``work_dir``.
+
+    ``work_dir`` priority, as in MMSeg: command line, then the config, then
+    ``./work_dirs/<config name>``.
+
+    Args:
+        config_path (str): the config file.
+        cfg_options (dict, optional): ``--cfg-options`` overrides.
+        work_dir (str, optional): ``--work-dir``.
+        launcher (str): ``--launcher``.
+
+    Returns:
+        Config: the merged config.
+    """
+    cfg = load_config(config_path, cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir, source = work_dir, '--work-dir'
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config_path))[0])
+        source = 'work_dir (the default for this config)'
+    else:
+        source = f'work_dir (set in {config_path} or --cfg-options)'
+    ensure_folder_or_exit(cfg.work_dir, source)
+    # kept beside the config (not in it) for save_config_with_templates
+    object.__setattr__(cfg, _TEMPLATES_ATTR, fill_work_dir(cfg, cfg.work_dir))
+    check_launcher_env_or_exit(launcher)
+    if launcher != 'none':
+        from mmseg_saot.utils.cpu_distributed import prepare_cpu_distributed
+        prepare_cpu_distributed(cfg, launcher)
+    return cfg
+
+
+def fill_work_dir(node, work_dir: str,
+                  path: Tuple = ()) -> List[Tuple[Tuple, str]]:
+    """Replace ``'{work_dir}'`` in every string of a config, in place.
+
+    Paths that belong to a run (the pseudo-label cache) are written as
+    ``'{work_dir}/pseudo_labels'`` in configs; the work_dir is known only here.
+
+    Returns:
+        ``(key path, string as written)`` of each string filled in.
+    """
+    if isinstance(node, Config):
+        node = node._cfg_dict  # the ConfigDict behind a Config
+    filled = []
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in list(items):
+        if isinstance(value, str) and WORK_DIR_TOKEN in value:
+            node[key] = value.replace(WORK_DIR_TOKEN, work_dir)
+            filled.append((path + (key,), value))
+        elif isinstance(value, (dict, list)):
+            filled += fill_work_dir(value, work_dir, path + (key,))
+    return filled
+
+
+def save_config_with_templates(runner, cfg: Config) -> None:
+    """Rewrite the config the runner saved in its work_dir with ``'{work_dir}'`` back in
+    the strings :func:`load_run_config` filled in (rank 0).
+
+    MMEngine saves the config as the run used it. A run started again from that file
+    with another ``--work-dir`` would otherwise write its pseudo-labels into the first
+    run's folder, and move that run's labels aside when the settings differ.
+
+    Args:
+        runner: the built runner (it has saved its config).
+        cfg: the config :func:`load_run_config` returned.
+    """
+    templates = getattr(cfg, _TEMPLATES_ATTR, None)
+    if not templates or get_rank() != 0:
+        return
+    saved = copy.deepcopy(runner.cfg)
+    for path, template in templates:
+        node = saved._cfg_dict
+        try:
+            for key in path[:-1]:
+                node = node[key]
+            if node[path[-1]] == template.replace(WORK_DIR_TOKEN, cfg.work_dir):
+                node[path[-1]] = template
+        except (KeyError, IndexError, TypeError):
+            continue  # changed after loading: saved as the run used it
+    name = osp.basename(cfg.filename) if cfg.filename else f'{runner.timestamp}.py'
+    saved.dump(osp.join(runner.work_dir, name))

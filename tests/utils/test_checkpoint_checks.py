@@ -1,0 +1,170 @@
+"""Checkpoints checked before the runner loads them."""
+import datetime
+
+import pytest
+import torch
+
+from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
+                                                check_checkpoint_or_exit)
+
+
+def _exit_message(path, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_checkpoint_of_tensors_passes(tmp_path, capsys):
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'meta': {'iter': 1}, 'state_dict': {'w': torch.ones(2)}}, path)
+    check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    assert capsys.readouterr().err == ''
+
+
+def test_a_legacy_format_checkpoint_passes(tmp_path, capsys):
+    # not a zip file, so it cannot be memory-mapped: loaded in full instead
+    path = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, path, _use_new_zipfile_serialization=False)
+    check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    assert capsys.readouterr().err == ''
+
+
+def test_the_check_maps_zip_checkpoints_instead_of_reading_them(tmp_path, monkeypatch):
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, path)
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', spy)
+    check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    assert calls == [dict(map_location='cpu', weights_only=True, mmap=True)]
+
+
+def test_missing_truncated_and_garbage_files_name_the_option(tmp_path, capsys):
+    assert _exit_message(tmp_path / 'nope.pth', capsys) == \
+        f'error: CHECKPOINT: checkpoint "{tmp_path / "nope.pth"}" does not exist.\n'
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': torch.ones(64)}}, good)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:100])
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_text('not a checkpoint')
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    for path in (truncated, garbage, empty):
+        message = _exit_message(path, capsys)
+        assert message.startswith(f'error: CHECKPOINT: "{path}" is not a readable checkpoint (')
+        assert 'tools/train.py' in message
+        assert 'set to `False`' not in message  # never torch's advice to drop weights_only
+
+
+def test_foreign_objects_are_refused_and_weights_only_stays_on(tmp_path, capsys):
+    path = tmp_path / 'foreign.pth'
+    torch.save({'state_dict': {}, 'when': datetime.date(2020, 1, 1)}, path)
+    message = _exit_message(path, capsys)
+    assert '(Unsupported global: GLOBAL datetime.date)' in message
+    with pytest.raises(Exception):
+        torch.load(path)  # the check allow-listed nothing
+
+
+class _Head(torch.nn.Module):
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.conv_seg = torch.nn.Conv2d(4, classes, 1)
+        self.bn = torch.nn.BatchNorm2d(4)
+
+
+class _Wrapper(torch.nn.Module):  # DDP / TTA-model style: the model as .module
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+
+def _fits(model, path) -> None:
+    checkpoint = check_checkpoint_or_exit(str(path), 'CHECKPOINT')
+    check_checkpoint_fits_or_exit(model, checkpoint, str(path), 'cfg.py')
+
+
+def _fit_message(model, path, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        _fits(model, path)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_checkpoint_of_the_model_fits_through_wrappers_and_prefixes(tmp_path, capsys):
+    head = _Head()
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'meta': {}, 'state_dict': head.state_dict()}, path)
+    _fits(_Wrapper(_Wrapper(_Head())), path)
+    prefixed = tmp_path / 'ddp.pth'  # saved from a DDP-wrapped model, extra key
+    state = {f'module.{k}': v for k, v in head.state_dict().items()}
+    torch.save(dict(state, extra=torch.ones(1)), prefixed)  # no 'state_dict' wrapper
+    _fits(_Head(), prefixed)
+    assert capsys.readouterr().err == ''
+
+
+def test_frozen_parameters_may_be_absent_but_not_misshapen(tmp_path, capsys):
+    model = _Head()
+    model.conv_seg.requires_grad_(False)  # e.g. a frozen backbone saved in the state dict
+    path = tmp_path / 'head_only.pth'
+    torch.save({'state_dict': {k: v for k, v in model.state_dict().items()
+                               if not k.startswith('conv_seg.')}}, path)
+    _fits(model, path)
+    assert capsys.readouterr().err == ''
+    path = tmp_path / 'other_frozen.pth'
+    torch.save({'state_dict': _Head(classes=5).state_dict()}, path)
+    assert '2 weights have another shape' in _fit_message(model, path, capsys)
+
+
+def test_missing_weights_are_named(tmp_path, capsys):
+    path = tmp_path / 'other.pth'
+    torch.save({'state_dict': {'backbone.w': torch.ones(2)}}, path)
+    message = _fit_message(_Head(), path, capsys)
+    assert message.startswith(f'error: CHECKPOINT: "{path}" does not fit the model of cfg.py: '
+                              "7 of the model's 7 weights are missing (conv_seg.weight, "
+                              'conv_seg.bias, bn.weight, ... (4 more)).')
+    assert 'tools/train.py' in message
+
+
+def test_other_shapes_are_named(tmp_path, capsys):
+    path = tmp_path / 'five_classes.pth'
+    torch.save({'state_dict': _Head(classes=5).state_dict()}, path)
+    message = _fit_message(_Head(classes=3), path, capsys)
+    assert ('2 weights have another shape (conv_seg.weight ((5, 4, 1, 1) in the checkpoint, '
+            '(3, 4, 1, 1) in the model), conv_seg.bias ((5,) in the checkpoint, (3,) in the '
+            'model))') in message
+    assert 'missing' not in message
+
+
+def test_a_checkpoint_folder_is_named_as_one(tmp_path, capsys):
+    assert f'error: CHECKPOINT: "{tmp_path}" is a folder; give the checkpoint file in it (e.g. ' \
+        f'{tmp_path}/iter_<N>.pth).' in _exit_message(tmp_path, capsys)
+
+
+def test_a_head_trained_on_other_frozen_backbone_weights_is_refused(tmp_path, capsys):
+    from mmseg_saot.models.backbones import DINOv2Backbone
+
+    def model(seed):
+        torch.manual_seed(seed)  # random ViT weights: another seed, other weights
+        built = _Head()
+        built.backbone = DINOv2Backbone(model_name='vit_small_patch14_dinov2', out_indices=1)
+        return built
+    trained, tested = model(0), model(1)
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'state_dict': trained.state_dict()}, path)
+    message = _fit_message(tested, path, capsys)
+    assert message.startswith(f'error: CHECKPOINT: "{path}" was trained with other frozen ViT '
+                              'weights than cfg.py (with its --cfg-options) gives (their '
+                              'sha256 differs)')
+    _fits(model(0), path)  # the same weights
+    older = tmp_path / 'older.pth'  # written before the digest was saved: not compared
+    torch.save({'state_dict': {k: v for k, v in trained.state_dict().items()
+                               if not k.endswith('frozen_vit_sha256')}}, older)
+    _fits(tested, older)
+    assert capsys.readouterr().err == ''
