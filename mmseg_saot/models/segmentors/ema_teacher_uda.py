@@ -222,7 +222,23 @@ class EMATeacherUDA(EncoderDecoder):
 
     # loss steps
     def loss(self, inputs, data_samples) -> Dict[str, Tensor]:
-        """The current stage's losses; see the class docstring for the steps."""
+        """The current stage's losses; see the class docstring for the steps.
+
+        With the feature cache on, ``feature_cache_hits`` (logged, not a loss) is the
+        share of this step's backbone inputs whose features came from the cache.
+        """
+        if self.feature_cache is None:
+            return self._stage_losses(inputs, data_samples)
+        hits, misses = self.feature_cache.hits, self.feature_cache.misses
+        losses = self._stage_losses(inputs, data_samples)
+        new_hits = self.feature_cache.hits - hits
+        looked_up = new_hits + self.feature_cache.misses - misses
+        device = next(iter(losses.values())).device
+        losses['feature_cache_hits'] = torch.tensor(new_hits / max(looked_up, 1),
+                                                    device=device)
+        return losses
+
+    def _stage_losses(self, inputs, data_samples) -> Dict[str, Tensor]:
         if not isinstance(inputs, dict):
             return self.supervised_loss(inputs, data_samples, 'sup', 1.0)
         losses: Dict[str, Tensor] = {}

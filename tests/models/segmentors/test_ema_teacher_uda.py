@@ -189,6 +189,26 @@ def test_feature_cache_serves_repeated_inputs():
     second = model.loss(**data)
     assert model.feature_cache.hits == 4 and model.feature_cache.misses == 4
     torch.testing.assert_close(first['tgt.loss_ce'], second['tgt.loss_ce'])
+    # logged with the losses (not summed into them): the step's share of cached inputs
+    assert first['feature_cache_hits'] == 0.0 and second['feature_cache_hits'] == 1.0
+    loss, log_vars = model.parse_losses(second)
+    torch.testing.assert_close(loss, second['src.loss_ce'] + second['tgt.loss_ce'])
+    assert log_vars['feature_cache_hits'] == 1.0
+
+
+def test_feature_cache_hits_count_only_the_inputs_of_the_step():
+    model = build(feature_cache=True, feature_cache_gb=0.1)
+    data = uda_batch(model)
+    model.loss(**data)
+    source_only = dict(inputs=dict(source=data['inputs']['source'],
+                                   target=data['inputs']['target'].flip(-1)),
+                       data_samples=data['data_samples'])
+    assert model.loss(**source_only)['feature_cache_hits'] == 0.5  # source cached, target new
+
+
+def test_without_the_feature_cache_nothing_about_it_is_logged():
+    model = build()
+    assert 'feature_cache_hits' not in model.loss(**uda_batch(model))
 
 
 def test_teacher_confident_is_the_share_of_confident_target_pixels():
