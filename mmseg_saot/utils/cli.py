@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Iterator, NoReturn, Optional, Sequence
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
@@ -82,6 +83,30 @@ def check_launcher_env_or_exit(launcher: str) -> None:
         exit_with(f'--launcher {launcher}: the environment lacks {", ".join(missing)}; '
                   f'{LAUNCHER_START[launcher]}. Without --launcher the command runs as one '
                   'process.')
+    check_local_gpu_or_exit(launcher)
+
+
+# The variable that holds a process's GPU index on its machine, per launcher
+# (MMEngine's init_dist passes it to torch.cuda.set_device; slurm takes a modulo).
+LOCAL_RANK_ENV = {'pytorch': 'LOCAL_RANK', 'mpi': 'OMPI_COMM_WORLD_LOCAL_RANK'}
+
+
+def check_local_gpu_or_exit(launcher: str) -> None:
+    """Stop with a message if this process's local rank has no GPU (more processes per
+    machine than GPUs), instead of CUDA's "invalid device ordinal" from inside MMEngine.
+    Without CUDA there is nothing to check: the processes run on CPUs (gloo)."""
+    name = LOCAL_RANK_ENV.get(launcher)
+    local_rank = os.environ.get(name or '', '')
+    if not local_rank.isdigit() or not torch.cuda.is_available():
+        return
+    num_gpus = torch.cuda.device_count()
+    if int(local_rank) >= num_gpus:
+        visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+        seen = f' (CUDA_VISIBLE_DEVICES={visible})' if visible is not None else ''
+        exit_with(f'--launcher {launcher}: this is process {local_rank} of its machine '
+                  f'({name}={local_rank}), but the machine has {num_gpus} GPU(s){seen}: one '
+                  f'process per GPU. Start at most {num_gpus} per machine '
+                  f'(tools/dist_train.sh CONFIG {num_gpus}), or make more GPUs visible.')
 
 
 def ensure_folder_or_exit(path: str, option: str) -> None:

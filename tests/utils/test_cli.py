@@ -3,9 +3,9 @@ import argparse
 import pytest
 import torch
 
-from mmseg_saot.utils.cli import (LAUNCHER_ENV, CfgOptionsAction, check_launcher_env_or_exit,
-                                  enable_amp, ensure_folder_or_exit, interrupt_exits,
-                                  user_errors_exit)
+from mmseg_saot.utils.cli import (LAUNCHER_ENV, LOCAL_RANK_ENV, CfgOptionsAction,
+                                  check_launcher_env_or_exit, enable_amp,
+                                  ensure_folder_or_exit, interrupt_exits, user_errors_exit)
 
 
 @pytest.fixture
@@ -143,6 +143,34 @@ def test_a_user_error_raised_in_a_dataloader_worker_prints_its_own_message(worke
     # not torch's "Caught DataLayoutError in DataLoader worker process 0. Original Traceback"
     assert capsys.readouterr().err == ('error: /data/x.png is missing.\n'
                                        'Expected layout: data/x/*.png.\n')
+
+
+@pytest.mark.parametrize('launcher', ['pytorch', 'mpi'])
+def test_more_processes_than_gpus_on_a_machine_stops(launcher, monkeypatch, capsys):
+    for name in LAUNCHER_ENV[launcher]:
+        monkeypatch.setenv(name, '0')
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0,1')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    name = LOCAL_RANK_ENV[launcher]
+    monkeypatch.setenv(name, '1')
+    check_launcher_env_or_exit(launcher)  # the second GPU: fine
+    monkeypatch.setenv(name, '2')
+    with pytest.raises(SystemExit) as exit_info:
+        check_launcher_env_or_exit(launcher)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f'error: --launcher {launcher}: this is process 2 of its machine ({name}=2), but the '
+        'machine has 2 GPU(s) (CUDA_VISIBLE_DEVICES=0,1): one process per GPU. Start at most '
+        '2 per machine (tools/dist_train.sh CONFIG 2), or make more GPUs visible.\n')
+
+
+def test_processes_without_cuda_are_not_counted_against_gpus(monkeypatch):
+    for name in LAUNCHER_ENV['pytorch']:
+        monkeypatch.setenv(name, '0')
+    monkeypatch.setenv('LOCAL_RANK', '7')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    check_launcher_env_or_exit('pytorch')  # CPU processes (gloo): no GPU needed
 
 
 def test_launcher_none_in_one_of_several_processes_stops(monkeypatch, capsys):
