@@ -25,7 +25,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 from mmseg.registry import DATASETS
 
-from mmseg_saot.datasets.integrity import check_pair
+from mmseg_saot.datasets.integrity import check_pair, decode_backends
 from mmseg_saot.datasets.layout import SPLITS, dataset_roots, leaf_datasets, loads_labels
 from mmseg_saot.utils.arg_types import output_file, positive_int
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, interrupt_exits,
@@ -53,8 +53,8 @@ def dataset_configs(cfg, splits) -> Iterator[Tuple[str, dict]]:
     seen = set()
     for split, _, root in dataset_roots(cfg, splits):
         for leaf in leaf_datasets(root):
-            key = json.dumps({k: v for k, v in leaf.items() if k != 'pipeline'},
-                             sort_keys=True, default=str)
+            key = json.dumps(dict({k: v for k, v in leaf.items() if k != 'pipeline'},
+                                  **decode_backends(leaf)), sort_keys=True, default=str)
             if key not in seen:
                 seen.add(key)
                 yield split, leaf
@@ -74,7 +74,7 @@ def check_dataset(split: str, leaf: dict, nproc: int) -> Tuple[str, int, List[st
         check_pair, num_classes=len(dataset.metainfo['classes']),
         ignore_index=getattr(dataset, 'ignore_index', 255),
         reduce_zero_label=bool(getattr(dataset, 'reduce_zero_label', False)),
-        label_map=getattr(dataset, 'label_map', None))
+        label_map=getattr(dataset, 'label_map', None), **decode_backends(leaf))
     print(f'[{split}: {name}] reading {len(items)} samples'
           + ('' if labelled else ' (images only: no label folder, and none is read)'),
           flush=True)

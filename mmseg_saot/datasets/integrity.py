@@ -1,9 +1,10 @@
 """Read every image and label map of a dataset and say what the pipeline would trip on.
 
 ``tools/check_data.py`` runs this over a config's datasets. Each sample is read as
-MMSeg's loading transforms read it (the image with mmcv's default backend, the label
-map with Pillow, ``flag='unchanged'``) and checked for what otherwise surfaces as a
-traceback mid-training or as silently wrong labels:
+MMSeg's loading transforms read it (with the decoding backends of the dataset's
+pipeline, :func:`decode_backends`: by default the image with OpenCV, the label map with
+Pillow, ``flag='unchanged'``) and checked for what otherwise surfaces as a traceback
+mid-training or as silently wrong labels:
 
 * an image or label map that cannot be decoded (truncated download, not an image);
 * a label map of another size than its image;
@@ -17,6 +18,21 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmseg_saot.utils.errors import error_reason
+
+from .layout import pipeline_step
+
+# MMSeg's defaults: LoadImageFromFile decodes with OpenCV, LoadAnnotations with Pillow
+IMAGE_BACKEND, LABEL_BACKEND = 'cv2', 'pillow'
+
+
+def decode_backends(dataset_cfg: dict) -> Dict[str, str]:
+    """``{'image_backend', 'label_backend'}``: the ``imdecode_backend`` of the dataset's
+    ``LoadImageFromFile`` and ``LoadAnnotations`` transforms (MMSeg's defaults where a
+    transform does not set it or is absent)."""
+    image = pipeline_step(dataset_cfg, 'LoadImageFromFile') or {}
+    label = pipeline_step(dataset_cfg, 'LoadAnnotations') or {}
+    return dict(image_backend=image.get('imdecode_backend', IMAGE_BACKEND),
+                label_backend=label.get('imdecode_backend', LABEL_BACKEND))
 
 
 def label_value_problem(values: Sequence[int], num_classes: int, ignore_index: int,
@@ -52,7 +68,9 @@ def label_value_problem(values: Sequence[int], num_classes: int, ignore_index: i
 
 def check_sample(img_path: str, seg_map_path: Optional[str], num_classes: int,
                  ignore_index: int = 255, reduce_zero_label: bool = False,
-                 label_map: Optional[Dict[int, int]] = None) -> List[str]:
+                 label_map: Optional[Dict[int, int]] = None,
+                 image_backend: str = IMAGE_BACKEND,
+                 label_backend: str = LABEL_BACKEND) -> List[str]:
     """The problems of one sample, each ``'<file>: <problem>'``; empty if it is fine.
 
     Args:
@@ -60,12 +78,14 @@ def check_sample(img_path: str, seg_map_path: Optional[str], num_classes: int,
         seg_map_path: its label map, or None (unlabelled target images).
         num_classes, ignore_index, reduce_zero_label, label_map: the dataset's, as in
             :func:`label_value_problem`.
+        image_backend, label_backend: mmcv decoding backends (``imdecode_backend`` of
+            the pipeline's loading transforms, :func:`decode_backends`).
     """
     import mmcv
     problems = []
     image_hw = None
     try:
-        image = mmcv.imread(img_path)
+        image = mmcv.imread(img_path, backend=image_backend)
         if image is None:
             raise ValueError('not a readable image')
         image_hw = image.shape[:2]
@@ -74,7 +94,7 @@ def check_sample(img_path: str, seg_map_path: Optional[str], num_classes: int,
     if seg_map_path is None:
         return problems
     try:
-        array = read_label_map(seg_map_path)
+        array = read_label_map(seg_map_path, label_backend)
     except Exception as err:  # any decoder failure is the file's problem
         problems.append(f'{seg_map_path}: cannot read the label map ({error_reason(err)})')
         return problems
@@ -98,9 +118,16 @@ def check_pair(paths: Tuple[str, Optional[str]], **settings) -> List[str]:
     return check_sample(*paths, **settings)
 
 
-def read_label_map(path: str) -> np.ndarray:
-    """The label map at ``path`` as Pillow decodes it (as MMSeg's ``LoadAnnotations`` with
-    its default backend does); raises whatever the decoder raises."""
+def read_label_map(path: str, backend: str = LABEL_BACKEND) -> np.ndarray:
+    """The label map at ``path`` as MMSeg's ``LoadAnnotations`` with ``imdecode_backend=
+    backend`` decodes it, before its squeeze (Pillow, the default: palette indices, not
+    colours); raises whatever the decoder raises."""
+    if backend != 'pillow':
+        import mmcv
+        array = mmcv.imread(path, flag='unchanged', backend=backend)
+        if array is None:
+            raise ValueError('not a readable image')
+        return array
     from PIL import Image
     with Image.open(path) as label:
         label.load()

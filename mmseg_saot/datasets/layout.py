@@ -148,11 +148,19 @@ def loads_labels(dataset_cfg: dict) -> bool:
     images that a PseudoLabelDataset wraps (their labels only score the pseudo-labels),
     a test set predicted with ``format_only=True``.
     """
-    pipeline = dataset_cfg.get('pipeline')
-    if not isinstance(pipeline, (list, tuple)):
+    if not isinstance(dataset_cfg.get('pipeline'), (list, tuple)):
         return True
-    return any(isinstance(step, dict) and str(step.get('type', '')).endswith('LoadAnnotations')
-               for step in pipeline)
+    return pipeline_step(dataset_cfg, 'LoadAnnotations') is not None
+
+
+def pipeline_step(dataset_cfg: dict, name: str) -> Optional[dict]:
+    """The first transform config of a dataset's pipeline whose type is ``name`` (with or
+    without a scope prefix such as ``mmseg.``), or None."""
+    pipeline = dataset_cfg.get('pipeline')
+    for step in pipeline if isinstance(pipeline, (list, tuple)) else ():
+        if isinstance(step, dict) and str(step.get('type', '')).split('.')[-1] == name:
+            return step
+    return None
 
 
 SPLITS = ('train', 'val', 'test')

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmseg_saot.datasets.integrity import (check_sample, label_value_problem, read_label_map,
-                                           unreadable_label_maps)
+from mmseg_saot.datasets.integrity import (check_sample, decode_backends, label_value_problem,
+                                           read_label_map, unreadable_label_maps)
 
 
 def _write(path, array, mode=None):
@@ -75,3 +75,30 @@ def test_label_values_follow_reduce_zero_label_and_label_map():
     assert label_value_problem([0, 300], 5, 255).startswith('values up to 300 (a 16-bit')
     many = label_value_problem(list(range(30, 45)), 5, 255)
     assert many.startswith('label values 30, 31, 32, 33, 34, 35, 36, 37, ... are not')
+
+
+def test_the_pipeline_decoding_backends_are_used(image, tmp_path):
+    palette = tmp_path / 'palette.png'
+    label = Image.fromarray(np.array([[0, 1, 2, 3]] * 6, dtype=np.uint8).repeat(2, axis=1),
+                            mode='P')
+    label.putpalette([128, 64, 128, 244, 35, 232, 70, 70, 70, 102, 102, 156] + [0] * 756)
+    label.save(palette)
+    # Pillow (MMSeg's default) gives the class ids; OpenCV gives the palette's colours
+    assert check_sample(image, str(palette), 19) == []
+    assert read_label_map(str(palette), 'cv2').shape == (6, 8, 3)
+    assert check_sample(image, str(palette), 19, label_backend='cv2') == [
+        f'{palette}: the label map has 3 channels; MMSeg needs one channel of class ids (a '
+        'grayscale or palette PNG)']
+    assert check_sample(image, None, 19, image_backend='pillow') == []
+
+
+def test_decode_backends_are_read_off_the_loading_transforms():
+    assert decode_backends(dict(pipeline=[dict(type='LoadImageFromFile')])) == dict(
+        image_backend='cv2', label_backend='pillow')  # MMSeg's defaults
+    pipeline = [dict(type='mmseg.LoadImageFromFile', imdecode_backend='pillow'),
+                dict(type='LoadAnnotations', imdecode_backend='cv2'),
+                dict(type='PackSegInputs')]
+    assert decode_backends(dict(pipeline=pipeline)) == dict(image_backend='pillow',
+                                                            label_backend='cv2')
+    assert decode_backends(dict(pipeline='not a list')) == dict(image_backend='cv2',
+                                                                label_backend='pillow')

@@ -62,3 +62,16 @@ def test_unlabelled_targets_are_checked_as_images_only(tiny, capsys):
     assert (f'[train: CityscapesDataset {data}/cs] reading 6 samples (images only: no label '
             'folder, and none is read)') in out
     assert out.rstrip().endswith('every sample is usable')
+
+
+def test_labels_are_decoded_with_the_pipeline_backend(tiny, capsys):
+    data, config = tiny
+    label = sorted((data / 'cs' / 'gtFine' / 'val').rglob('*_labelTrainIds.png'))[0]
+    ids = Image.open(label).convert('L')
+    ids.putpalette([128, 64, 128] * 256)
+    ids.convert('P').save(label)  # a palette PNG: class ids to Pillow, colours to OpenCV
+    tool = load_tool('tools/check_data.py')
+    assert tool.main([str(config), '--splits', 'val']) == 0
+    assert tool.main([str(config), '--splits', 'val', '--cfg-options',
+                      'val_dataloader.dataset.pipeline.1.imdecode_backend=cv2']) == 1
+    assert f'  {label}: the label map has 3 channels' in capsys.readouterr().out
