@@ -1,5 +1,7 @@
 """Import the scripts under ``tools/`` in tests (they are not a package)."""
+import importlib
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Union
@@ -19,3 +21,12 @@ def load_tool(path: Union[str, Path]) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def import_tool_part(name: str) -> ModuleType:
+    """Import a module of a package under ``tools/`` (e.g. ``'ot_benchmark.block'``), as
+    its script does: ``tools/`` is appended to ``sys.path``, so that it shadows nothing."""
+    tools = str(REPO_ROOT / 'tools')
+    if tools not in sys.path:
+        sys.path.append(tools)
+    return importlib.import_module(name)
