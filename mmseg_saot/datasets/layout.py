@@ -57,6 +57,25 @@ def _has_file_with_suffix(folder: str, suffix: str) -> bool:
     return False
 
 
+def _split_file_problem(path: str) -> Optional[str]:
+    """What MMSeg would trip on in a split file (one image name per line), or None: it
+    is missing, it lists no image (training then waits forever for a first sample), or
+    it has a blank line (read as an image named "")."""
+    if not osp.isfile(path):
+        return f'split file "{path}" does not exist'
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if not any(line.strip() for line in lines):
+        return f'split file "{path}" lists no image (it is empty)'
+    last = max(i for i, line in enumerate(lines) if line.strip())
+    blank = [i + 1 for i, line in enumerate(lines[:last]) if not line.strip()]
+    if blank:
+        shown = ', '.join(map(str, blank[:5])) + (', ...' if len(blank) > 5 else '')
+        return (f'split file "{path}" has blank lines ({shown}), which MMSeg reads as images '
+                'named ""; remove them')
+    return None
+
+
 def check_dataset_folders(dataset_type: str,
                           data_root: Optional[str],
                           data_prefix: dict,
@@ -109,8 +128,8 @@ def _folder_problem(root: str, data_prefix: dict, img_suffix: str,
             if folder is not None and not osp.isdir(resolve(folder)):
                 problem = f'folder "{resolve(folder)}" ({name}) does not exist'
                 break
-        if problem is None and ann_file and not osp.isfile(resolve(ann_file)):
-            problem = f'split file "{resolve(ann_file)}" does not exist'
+        if problem is None and ann_file:
+            problem = _split_file_problem(resolve(ann_file))
         img_dir = data_prefix.get('img_path')
         if (problem is None and img_dir is not None and not ann_file
                 and not _has_file_with_suffix(resolve(img_dir), img_suffix)):

@@ -1,4 +1,5 @@
 import os.path as osp
+import re
 
 import pytest
 from mmengine import Config
@@ -147,3 +148,23 @@ def test_a_relative_root_is_said_to_be_under_the_current_folder(tmp_path, monkey
     with pytest.raises(DataLayoutError, match=f'dataset root "data/gta5" \\(under the current '
                        f'folder {tmp_path}\\) does not exist'):
         check_data_layout(gta5_config('data/gta5'))
+
+
+@pytest.mark.parametrize('text, message', [
+    ('', 'val.txt" lists no image (it is empty)'),
+    ('\n \n', 'val.txt" lists no image (it is empty)'),
+    ('img0\n\nimg1\n', 'val.txt" has blank lines (2), which MMSeg reads as images named ""'),
+])
+def test_an_empty_split_file_or_one_with_blank_lines_is_named(tmp_path, text, message):
+    (tmp_path / 'JPEGImages').mkdir()
+    split = tmp_path / 'ImageSets' / 'Segmentation' / 'val.txt'
+    split.parent.mkdir(parents=True)
+    split.write_text(text)
+    cfg = Config(dict(val_dataloader=dict(dataset=dict(
+        type='PascalVOCDataset', data_root=str(tmp_path),
+        data_prefix=dict(img_path='JPEGImages'),
+        ann_file='ImageSets/Segmentation/val.txt'))))
+    with pytest.raises(DataLayoutError, match=re.escape(message)):
+        check_data_layout(cfg)
+    split.write_text('img0\nimg1\n\n')  # a trailing blank line is harmless (MMSeg skips it)
+    check_data_layout(cfg)

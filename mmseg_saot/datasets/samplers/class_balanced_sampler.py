@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from mmseg_saot.utils.errors import check_integer, check_number
+from mmseg_saot.utils.errors import UserInputError, check_integer, check_number
 from ..class_stats import STATS_FILENAME
 
 
@@ -116,6 +116,13 @@ class ClassBalancedSampler(Sampler):
                             class_probabilities(pixels, self.temperature).items() if c in images}
 
     def _draws(self) -> Iterator[int]:
+        if len(self.dataset) == 0:  # uniform draws from nothing would loop forever
+            root = getattr(self.dataset, 'data_root', None)
+            raise UserInputError(
+                f'ClassBalancedSampler: its dataset ({type(self.dataset).__name__}'
+                f'{f" under {root}" if root else ""}) has no samples, so there is nothing to '
+                'draw; check its image folder and split file (python tools/check_data.py '
+                'CONFIG).')
         gen = torch.Generator().manual_seed(self.seed)
         if not self.refresh():
             self._report_uniform()

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from mmseg_saot.datasets.samplers import ClassBalancedSampler, class_probabilities
+from mmseg_saot.utils.errors import UserInputError
 
 
 class LabelFiles:
@@ -127,3 +128,11 @@ def test_bad_options_are_named(tmp_path, option, value, message):
     from mmseg_saot.utils.errors import ConfigError
     with pytest.raises(ConfigError, match=f'^ClassBalancedSampler: {message}.$'):
         ClassBalancedSampler(LabelFiles(tmp_path, 2), **{option: value})
+
+
+def test_an_empty_dataset_is_an_error_not_an_endless_loop(tmp_path):
+    sampler = ClassBalancedSampler(LabelFiles(tmp_path, 0), seed=0)
+    with pytest.raises(UserInputError, match=f'^ClassBalancedSampler: its dataset '
+                       f'\\(LabelFiles under {tmp_path}\\) has no samples, so there is '
+                       'nothing to draw'):
+        next(iter(sampler))
