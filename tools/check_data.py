@@ -26,7 +26,7 @@ from mmengine.utils import ProgressBar
 from mmseg.registry import DATASETS
 
 from mmseg_saot.datasets.integrity import check_pair, decode_backends
-from mmseg_saot.datasets.layout import SPLITS, dataset_roots, leaf_datasets, loads_labels
+from mmseg_saot.datasets.layout import SPLITS, dataset_roots, leaf_dataset_keys, loads_labels
 from mmseg_saot.utils.arg_types import output_file, positive_int
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, interrupt_exits,
                                   user_errors_exit)
@@ -48,22 +48,27 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def dataset_configs(cfg, splits) -> Iterator[Tuple[str, dict]]:
-    """``(split, leaf dataset config)`` for each distinct dataset of ``splits``."""
+def dataset_configs(cfg, splits) -> Iterator[Tuple[str, str, dict]]:
+    """``(split, config key, leaf dataset config)`` for each distinct dataset of
+    ``splits`` (the first config key that names it)."""
     seen = set()
-    for split, _, root in dataset_roots(cfg, splits):
-        for leaf in leaf_datasets(root):
-            key = json.dumps(dict({k: v for k, v in leaf.items() if k != 'pipeline'},
-                                  **decode_backends(leaf)), sort_keys=True, default=str)
-            if key not in seen:
-                seen.add(key)
-                yield split, leaf
+    for split, root_key, root in dataset_roots(cfg, splits):
+        for key, leaf in leaf_dataset_keys(root, root_key):
+            identity = json.dumps(dict({k: v for k, v in leaf.items() if k != 'pipeline'},
+                                       **decode_backends(leaf)), sort_keys=True, default=str)
+            if identity not in seen:
+                seen.add(identity)
+                yield split, key, leaf
 
 
-def check_dataset(split: str, leaf: dict, nproc: int) -> Tuple[str, int, List[str]]:
-    """``(name, number of samples, problems)`` of one dataset config of ``split``."""
+def check_dataset(split: str, key: str, leaf: dict,
+                  nproc: int) -> Tuple[str, int, List[str]]:
+    """``(title, number of samples, problems)`` of the dataset config ``key`` of ``split``;
+    the title names the dataset, its root and its config key (datasets of one type and
+    root, such as VOC's train and aug lists, differ only there)."""
     dataset = DATASETS.build(dict(leaf, pipeline=[]))
-    name = f'{type(dataset).__name__} {getattr(dataset, "data_root", "") or ""}'.strip()
+    name = (f'{type(dataset).__name__} {getattr(dataset, "data_root", "") or ""}'.strip()
+            + f' ({key})')
     # labels that nothing reads (a PseudoLabelDataset's targets, a format_only test set)
     # are checked where they are, and their absence is no problem
     label_folder = (getattr(dataset, 'data_prefix', None) or {}).get('seg_map_path')
@@ -107,8 +112,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     report: Dict[str, dict] = {}
     with user_errors_exit(cfg):
-        for split, leaf in dataset_configs(cfg, args.splits):
-            name, count, problems = check_dataset(split, leaf, args.nproc)
+        for split, key, leaf in dataset_configs(cfg, args.splits):
+            name, count, problems = check_dataset(split, key, leaf, args.nproc)
             report[f'{split}: {name}'] = dict(samples=count, problems=problems)
     total = 0
     for title, entry in report.items():

@@ -59,8 +59,8 @@ def test_unlabelled_targets_are_checked_as_images_only(tiny, capsys):
     shutil.rmtree(data / 'cs' / 'gtFine' / 'train')  # the UDA target: images only
     assert load_tool('tools/check_data.py').main([str(config), '--splits', 'train']) == 0
     out = capsys.readouterr().out
-    assert (f'[train: CityscapesDataset {data}/cs] reading 6 samples (images only: no label '
-            'folder, and none is read)') in out
+    assert (f'[train: CityscapesDataset {data}/cs (train_dataloader.dataset.target.dataset)] '
+            'reading 6 samples (images only: no label folder, and none is read)') in out
     assert out.rstrip().endswith('every sample is usable')
 
 
@@ -75,3 +75,20 @@ def test_labels_are_decoded_with_the_pipeline_backend(tiny, capsys):
     assert tool.main([str(config), '--splits', 'val', '--cfg-options',
                       'val_dataloader.dataset.pipeline.1.imdecode_backend=cv2']) == 1
     assert f'  {label}: the label map has 3 channels' in capsys.readouterr().out
+
+
+def test_datasets_of_one_type_and_root_are_reported_apart(tiny, capsys):
+    # two lists of one root (as VOC's train.txt and aug.txt): a problem in either is kept
+    data, config = tiny
+    sorted((data / 'gta5' / 'labels').glob('*.png'))[0].write_bytes(b'garbage')
+    with open(config, 'a') as f:
+        f.write("\ntrain_dataloader['dataset']['source'] = dict(_delete_=True, "
+                "type='ConcatDataset', datasets=[dict(source_set, pipeline=source_pipeline), "
+                "dict(source_set, indices=[1, 2, 3], pipeline=source_pipeline)])\n")
+    code = load_tool('tools/check_data.py').main([str(config), '--splits', 'train'])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert (f'[train: GTA5Dataset {data}/gta5 (train_dataloader.dataset.source.datasets.0)] '
+            '4 samples, 1 problem') in out
+    assert (f'[train: GTA5Dataset {data}/gta5 (train_dataloader.dataset.source.datasets.1)] '
+            '3 samples, 0 problems') in out
