@@ -8,7 +8,7 @@ overlay PNGs (image | pseudo-label | confidence | ground truth)::
 
     python tools/generate_pseudo_labels.py configs/saot/demo.py
     python tools/generate_pseudo_labels.py configs/saot/gta2cs.py --methods nn saot \\
-        --cfg-options train_dataloader.dataset.dataset.data_root=/my/cityscapes
+        --cfg-options train_dataloader.dataset.target.dataset.data_root=/my/cityscapes
 
 Point it at your own folders by config alone: the target is the dataset wrapped by
 ``PseudoLabelDataset`` in ``train_dataloader`` (its ``seg_map_path``, if any, is the

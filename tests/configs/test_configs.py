@@ -69,3 +69,31 @@ def test_the_readme_short_run_recipe_names_the_right_entries():
     assert cfg.param_scheduler[1]['type'] == 'PolyLR'
     assert cfg.param_scheduler[1]['end'] == cfg.train_cfg.max_iters
     check_run_options(cfg, 'gta2cs.py')
+
+
+def _documented_cfg_options():
+    """``(config, key)`` of every ``--cfg-options KEY=VALUE`` that the README and the
+    tools' docstrings give with a config of ``configs/``."""
+    import re
+    texts = [(CONFIGS.parent / 'README.md').read_text()]
+    texts += [path.read_text() for path in sorted((CONFIGS.parent / 'tools').glob('*.py'))]
+    found = []
+    for text in texts:
+        text = re.sub(r'\\\\?\n\s*', ' ', text.replace('\\\\\n', ' '))  # continued lines
+        for command in re.finditer(r'(configs/[\w/]+\.py)[^`\n]*?--cfg-options((?: +[\w.]+=\S+)+)',
+                                   text):
+            for item in command.group(2).split():
+                found.append((command.group(1), item.split('=')[0]))
+    return found
+
+
+def test_documented_cfg_options_name_entries_of_their_config():
+    documented = _documented_cfg_options()
+    assert ('configs/saot/gta2cs.py', 'train_dataloader.dataset.target.dataset.data_root') \
+        in documented
+    for config, key in documented:
+        node = Config.fromfile(CONFIGS.parent / config)._cfg_dict
+        *parents, _ = key.split('.')
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.get(part)
+            assert node is not None, f'{config}: --cfg-options {key}: no entry {part!r}'
