@@ -49,6 +49,14 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def changed_entries(old: Optional[Dict[str, Any]], new: Dict[str, Any]) -> str:
+    """The fingerprint entries that differ between ``old`` and ``new``, comma-separated
+    ('' if ``old`` is not a fingerprint, e.g. a folder without a manifest)."""
+    if not isinstance(old, dict):
+        return ''
+    return ', '.join(key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key))
+
+
 class PseudoLabelCache:
     """Reads and writes the pseudo-label cache at ``root`` (see the module doc).
 
@@ -147,16 +155,18 @@ class PseudoLabelCache:
         if state != STATE_NEW:
             return state
         if osp.isdir(self.root) and os.listdir(self.root):
-            old = (self.read_manifest() or {}).get('config_hash', 'unknown')[:8]
+            manifest = self.read_manifest() or {}
+            old = manifest.get('config_hash', 'unknown')[:8]
+            changed = changed_entries(manifest.get('fingerprint'), fingerprint)
             stale = f'{self.root.rstrip(os.sep)}.stale-{old}'
             suffix = 0
             while osp.exists(stale if not suffix else f'{stale}.{suffix}'):
                 suffix += 1
             moved = stale if not suffix else f'{stale}.{suffix}'
             os.replace(self.root, moved)
-            print_log(f'{self.root} held pseudo-labels of other settings (config hash {old}); '
-                      f'moved them to {moved} and labelling again.', logger='current',
-                      level=logging.WARNING)
+            print_log(f'{self.root} held pseudo-labels of other settings (config hash {old}'
+                      f'{f"; changed: {changed}" if changed else ""}); moved them to {moved} '
+                      'and labelling again.', logger='current', level=logging.WARNING)
         ensure_folder(self.root, self.option)
         self.write_manifest(dict(config_hash=config_hash, complete=False,
                                  fingerprint=fingerprint))

@@ -9,9 +9,9 @@ from mmseg.registry import DATASETS, HOOKS, MODELS
 from mmseg_saot.datasets.pseudo_label_dataset import PseudoLabelDataset
 from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
 from mmseg_saot.engine.pseudo_labels.features import FeatureMemo
-from mmseg_saot.engine.pseudo_labels.fingerprint import make_fingerprint
+from mmseg_saot.engine.pseudo_labels.fingerprint import dataset_files, make_fingerprint
 from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
-from mmseg_saot.engine.pseudo_labels.target_set import label_target_set
+from mmseg_saot.engine.pseudo_labels.target_set import evenly_spaced, label_target_set
 from mmseg_saot.utils.build_errors import unknown_option_hint
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_positive_int
 
@@ -139,11 +139,14 @@ class SAOTPseudoLabelHook(Hook):
             memo = FeatureMemo(store=FeatureStore(self.feature_store_dir, model))
         source_set = DATASETS.build(self.source_cfg)
         keys = dataset.keys()
+        bank = evenly_spaced(len(source_set), self.num_source_images)
         fingerprint = make_fingerprint(
             backbone=model.backbone, labeler_cfg=self.labeler_cfg, source_cfg=self.source_cfg,
             target_pipeline=getattr(dataset.target, 'pipeline', None), keys=keys,
             feature_index=self.feature_index, num_source_images=self.num_source_images,
-            target_mean_images=self.target_mean_images)
+            target_mean_images=self.target_mean_images,
+            target_files=dataset_files(dataset.target),
+            source_files=dataset_files(source_set, bank, labels=True))
         return label_target_set(
             model=model, labeler_cfg=self.labeler_cfg, source_set=source_set,
             target_set=dataset.target, keys=keys, cache=dataset.cache,

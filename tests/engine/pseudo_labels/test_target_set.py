@@ -152,11 +152,29 @@ def test_changed_settings_move_the_old_cache_aside(config, reference, tmp_path, 
     stale = list(work_dir.glob('pseudo_labels.stale-*'))
     assert len(stale) == 1 and cache_files(stale[0]) == cache_files(reference)
     assert logged == [f'{work_dir}/pseudo_labels held pseudo-labels of other settings (config '
-                      f'hash {stale[0].name[-8:]}); moved them to {stale[0]} and labelling '
-                      'again.']
+                      f'hash {stale[0].name[-8:]}; changed: labeler); moved them to {stale[0]} '
+                      'and labelling again.']
     new = json.loads((work_dir / 'pseudo_labels' / 'manifest.json').read_text())
     assert new['complete']
     assert new['fingerprint']['labeler']['confidence_quantile'] == 0.5
+
+
+def test_an_edited_target_image_is_labelled_again(tmp_path, monkeypatch):
+    from mmseg_saot.datasets import pseudo_label_cache
+    logged = []
+    monkeypatch.setattr(pseudo_label_cache, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    run_labelling(config, tmp_path / 'run')
+    image = sorted((data / 'cs' / 'leftImg8bit' / 'train').rglob('*.png'))[0]
+    Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)  # same name
+    before = os.stat(image).st_mtime_ns
+    os.utime(image, ns=(before + 10**9, before + 10**9))  # a later edit, whatever the clock
+    run_labelling(config, tmp_path / 'run')
+    assert len(logged) == 1 and 'changed: target_files_checksum);' in logged[0]
+    assert len(list((tmp_path / 'run').glob('pseudo_labels.stale-*'))) == 1
 
 
 def test_empty_target_set_is_a_clear_error(tmp_path):
