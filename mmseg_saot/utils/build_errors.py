@@ -8,7 +8,7 @@ that caused them and says what the component accepts, with the closest match.
 import difflib
 import inspect
 import re
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 # The frame read is mmengine.registry.build_from_cfg's (mmengine 0.10: its locals
 # obj_type, obj_cls, args, registry); where a name is missing, the error is left as it is.
@@ -93,8 +93,9 @@ def _parameters(obj_cls: Any) -> List[str]:
     return names
 
 
-def _closest(word: str, choices: List[str]) -> str:
-    match = difflib.get_close_matches(word, choices, n=1)
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """``" Did you mean 'x'?"`` for the closest of ``choices`` to ``word``, or ``''``."""
+    match = difflib.get_close_matches(word, list(choices), n=1)
     return f' Did you mean {match[0]!r}?' if match else ''
 
 
@@ -106,7 +107,7 @@ def unknown_option_hint(message: str, obj_cls: Any) -> str:
         return ''
     params = _parameters(obj_cls)
     accepted = f' It takes: {", ".join(params)}.' if params else ''
-    return f'{_closest(unexpected.group(1), params)}{accepted}'
+    return f'{did_you_mean(unexpected.group(1), params)}{accepted}'
 
 
 def explain_build_error(err: BaseException, cfg: Any = None,
@@ -142,7 +143,7 @@ def _unknown_type(build: dict, cfg: Any, config_path: str) -> Optional[str]:
     entry = f'{where}.type' if where else 'type'
     return (f'{config_path}: {entry}={obj_type!r} is not a registered '
             f'{registry.scope}::{registry.name} type (check the spelling, or add the '
-            f'module that registers it to custom_imports).{_closest(obj_type, names)}')
+            f'module that registers it to custom_imports).{did_you_mean(obj_type, names)}')
 
 
 def _bad_arguments(message: str, build: dict, cfg: Any, config_path: str) -> Optional[str]:
@@ -159,7 +160,7 @@ def _bad_arguments(message: str, build: dict, cfg: Any, config_path: str) -> Opt
         entry = f'{where}.{key}' if where else key
         accepted = f' It takes: {", ".join(params)}.' if params else ''
         return (f'{config_path}: {entry}: {type_name} has no option {key!r} (from the config '
-                f'or --cfg-options).{_closest(key, params)}{accepted}')
+                f'or --cfg-options).{did_you_mean(key, params)}{accepted}')
     if missing:
         names = re.findall(r"'(\w+)'", missing.group(1))
         where = find_config_entry(cfg, type_name, [])

@@ -10,6 +10,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import nn
 
+from mmseg_saot.utils.build_errors import did_you_mean
 from mmseg_saot.utils.digests import named_tensors_sha256
 from mmseg_saot.utils.errors import ConfigError, WeightsError
 from .vit_checkpoint import load_vit_weights
@@ -25,8 +26,9 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
         raise ImportError('DINOv2Backbone needs timm >= 1.0.20: '
                           '`pip install "timm>=1.0.20"`') from err
     if not timm.is_model(model_name):
+        hint = did_you_mean(model_name.split('.')[0], timm.list_models())
         raise ConfigError(
-            f'DINOv2Backbone: timm has no model "{model_name}". Use a timm '
+            f'DINOv2Backbone: timm has no model "{model_name}".{hint} Use a timm '
             'ViT name such as vit_small_patch14_dinov2, '
             'vit_large_patch14_reg4_dinov2 or vit_base_patch16_224.dino '
             '(see timm.list_models("*dinov2*")).')

@@ -94,6 +94,12 @@ def test_unknown_model_name_is_a_clear_error():
         DINOv2Backbone(model_name='vit_tiny_patch99_nothing')
 
 
+def test_a_misspelt_model_name_gets_the_closest_timm_name():
+    with pytest.raises(ConfigError, match='timm has no model "vit_smal_patch14_dinov2". Did '
+                       "you mean 'vit_small_patch14_dinov2'\\?"):
+        DINOv2Backbone(model_name='vit_smal_patch14_dinov2')
+
+
 def test_a_timm_model_that_is_not_a_vit_is_a_clear_error():
     with pytest.raises(ConfigError, match='"resnet18" is not a Vision Transformer'):
         DINOv2Backbone(model_name='resnet18', pretrained=False)
