@@ -47,8 +47,12 @@ class FrozenFeatureCache:
     """Per-image feature maps of a frozen backbone, stored in ``dtype`` on the CPU.
 
     Every returned map is rounded to the storage dtype (and back to fp32) whether it
-    was a hit or a miss, so a run gives the same numbers whichever of its images
-    happened to be cached: a resumed run (empty cache) matches an uninterrupted one.
+    was a hit or a miss, and the images not cached are computed one at a time, so a run
+    gives the same numbers whichever of its images happened to be cached: a resumed run
+    (empty cache) matches an uninterrupted one bit for bit. (A backbone's output can
+    differ in the last bit with the other images of its batch, CPU matrix products being
+    blocked by batch size; fp16 rounding sometimes makes that visible, and a cold cache
+    computes other batches than a warm one.)
     The memory cache stops growing at ``max_gb``; images beyond it are recomputed
     or, with a ``folder``, read back from disk. On disk every entry is one file
     ``<folder>/<key[:2]>/<key>.pt`` written atomically, so runs of one backbone
@@ -118,17 +122,13 @@ class FrozenFeatureCache:
         missing = [i for i, maps in enumerate(per_image) if maps is None]
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
-        if missing:
-            # rounded on the device, copied to the CPU once per level; rows cloned, so
-            # that an entry holds its own image's memory, not the whole batch's
-            rounded = [m.to(self.dtype) for m in compute(images[missing])]
-            host = [m.cpu() for m in rounded]
-            for row, index in enumerate(missing):
-                per_image[index] = tuple(m[row].clone() for m in host)
-                if keys[index] not in self._entries:  # an image twice in one batch
-                    self._store(keys[index], per_image[index], on_disk=False)
-            if len(missing) == len(keys):  # nothing cached: no copy back to the device
-                return [m.to(torch.float32) for m in rounded]
+        for index in missing:  # one image at a time: its features never depend on the batch
+            if per_image[index] is None:  # not an image met earlier in this batch
+                maps = tuple(m[0].to(self.dtype).cpu() for m in compute(images[index:index + 1]))
+                for other in missing:
+                    if keys[other] == keys[index]:
+                        per_image[other] = maps
+                self._store(keys[index], maps, on_disk=False)
         return [torch.stack([maps[level] for maps in per_image]).to(images.device,
                                                                     torch.float32)
                 for level in range(len(per_image[0]))]

@@ -44,6 +44,35 @@ def test_hits_and_misses_give_identical_numbers_rounded_to_storage():
         assert torch.equal(a, c.half().float())
 
 
+class BatchDependentBackbone:
+    """Features that change with the other images of the batch, as the last bits of CPU
+    matrix products can (here far above fp16 rounding, to see it)."""
+
+    def __call__(self, images):
+        return [images + 0.1 * images.mean(0, keepdim=True)]
+
+
+def test_an_image_gets_the_same_features_whichever_images_were_cached():
+    # a resumed run starts with an empty cache: the uninterrupted run computed image 0
+    # with image 1, the resumed one meets it next to image 2
+    backbone, batch = BatchDependentBackbone(), images(3)
+    warm = FrozenFeatureCache(max_gb=1, dtype='fp32')
+    warm.features(batch[[0, 1]], backbone)
+    uninterrupted = warm.features(batch[[0, 2]], backbone)[0]
+    resumed = FrozenFeatureCache(max_gb=1, dtype='fp32').features(batch[[0, 2]], backbone)[0]
+    torch.testing.assert_close(uninterrupted, resumed, rtol=0, atol=0)
+    alone = torch.stack([backbone(batch[i:i + 1])[0][0] for i in (0, 2)])
+    torch.testing.assert_close(resumed, alone, rtol=0, atol=0)  # each image on its own
+
+
+def test_an_image_twice_in_a_batch_is_computed_once():
+    backbone, batch = CountingBackbone(), images(2)
+    cache = FrozenFeatureCache(max_gb=1)
+    maps = cache.features(batch[[0, 1, 0]], backbone)
+    assert backbone.images == 2 and len(cache) == 2
+    torch.testing.assert_close(maps[0][0], maps[0][2], rtol=0, atol=0)
+
+
 def test_a_changed_image_is_a_miss_never_a_stale_feature():
     cache, backbone = FrozenFeatureCache(max_gb=1), CountingBackbone()
     batch = images()
