@@ -81,7 +81,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
     import mmseg_saot  # noqa: F401  (registers the plugin)
     from mmseg_saot.engine.hooks import find_pseudo_label_dataset
     from mmseg_saot.engine.pseudo_labels.comparison import (compare_methods,
-                                                            missing_ground_truth)
+                                                            missing_ground_truth,
+                                                            set_aside_earlier_outputs)
     from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
     from mmseg_saot.engine.pseudo_labels.features import FeatureMemo, PseudoLabelInputError
     from mmseg_saot.engine.pseudo_labels.scoring import format_table
@@ -124,6 +125,9 @@ def run(cfg, args: argparse.Namespace) -> dict:
         print(f'\n{unscored}: the pseudo-labels of the {len(dataset)} target images are in '
               f'{dataset.pseudo_label_dir}, not scored.')
         return dict(config=args.config, num_images=len(dataset), methods={})
+    earlier = set_aside_earlier_outputs(out_dir)
+    if earlier:
+        print(f'the earlier table and overlays in {out_dir} are moved to {earlier}')
     results = compare_methods(model, hook, dataset, args.methods, out_dir=out_dir,
                               num_overlays=args.num_overlays, memo=memo,
                               main_method=None if args.no_cache else main_method,

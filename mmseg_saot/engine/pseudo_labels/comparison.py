@@ -6,7 +6,7 @@ The backbone runs once per image; every method labels the same features through
 import os
 import os.path as osp
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,33 @@ from .oracle import PATCH_ORACLE, patch_oracle_labels
 from .overlays import save_overlay
 from .scoring import PseudoLabelScore
 from .target_set import evenly_spaced
+
+
+# what a comparison writes into its output folder
+OUTPUTS = ('pseudo_label_miou.json', 'pseudo_label_miou.txt', 'overlays')
+
+
+def set_aside_earlier_outputs(out_dir: str) -> Optional[str]:
+    """Move the outputs of an earlier comparison in ``out_dir`` (:data:`OUTPUTS`) into
+    ``out_dir/earlier-<time of its table>/``, so that the folder holds one run's table
+    and overlays (a run with fewer methods would leave the others' overlays beside a
+    table without them) and nothing is lost. Returns that folder, or None if there was
+    nothing to move."""
+    found: List[str] = [name for name in OUTPUTS if osp.exists(osp.join(out_dir, name))]
+    if not found:
+        return None
+    table = next((osp.join(out_dir, name) for name in OUTPUTS[:2] if name in found),
+                 osp.join(out_dir, found[0]))
+    stamp = time.strftime('%Y%m%d_%H%M%S', time.localtime(osp.getmtime(table)))
+    folder = osp.join(out_dir, f'earlier-{stamp}')
+    suffix = 0
+    while osp.exists(folder if not suffix else f'{folder}.{suffix}'):
+        suffix += 1
+    folder = folder if not suffix else f'{folder}.{suffix}'
+    os.makedirs(folder)
+    for name in found:
+        os.replace(osp.join(out_dir, name), osp.join(folder, name))
+    return folder
 
 
 def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str], *,
