@@ -1,6 +1,7 @@
 """Frozen patch features of dataset images, through a segmentor's own preprocessor and backbone."""
 import dataclasses
 import math
+import os.path as osp
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -78,11 +79,15 @@ def load_item(dataset, index: int) -> dict:
         return dataset[index]
     except Exception as err:  # decoding errors come from cv2/PIL/mmcv
         info = dataset.get_data_info(index)
-        files = ', '.join(str(info[k]) for k in ('img_path', 'seg_map_path') if info.get(k))
+        paths = [str(info[k]) for k in ('img_path', 'seg_map_path') if info.get(k)]
+        missing = [path for path in paths if not osp.exists(path)]
+        fix = (f'{", ".join(missing)} does not exist: add it, or remove its name from the '
+               'split file (ann_file) that lists it' if missing else
+               'Replace or delete the corrupt file, or remove it from the dataset (e.g. '
+               'with an ann_file list)')
         raise PseudoLabelInputError(
-            f'pseudo-labelling could not load sample {index} ({files}): '
-            f'{type(err).__name__}: {err}. Replace or delete the corrupt file, or remove it '
-            'from the dataset (e.g. with an ann_file list).') from err
+            f'pseudo-labelling could not load sample {index} ({", ".join(paths)}): '
+            f'{type(err).__name__}: {err}. {fix}.') from err
 
 
 @torch.no_grad()
