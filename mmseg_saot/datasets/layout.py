@@ -39,13 +39,14 @@ class DataLayoutError(UserInputError, FileNotFoundError):
     """A dataset folder or file is missing; the message says how to fix it."""
 
 
-def _advice(dataset_type: str, data_root: str, key: Optional[str]) -> str:
+def _advice(dataset_type: str, data_root: str, keys: List[str]) -> str:
     layout, preparation = PREPARATION.get(
         dataset_type, ('the folders named in the config', 'see README.md'))
     if 'demo' in str(data_root):
         preparation = DEMO_HINT
-    elsewhere = (f'--cfg-options {key}.data_root=/my/data' if key else
-                 'set the data_root of this dataset in the config')
+    # every entry that names the folder, or the run would stop at the next one
+    elsewhere = ('--cfg-options ' + ' '.join(f'{key}.data_root=/my/data' for key in keys)
+                 if keys else 'set the data_root of this dataset in the config')
     return (f'Expected layout: {layout}.\nTo prepare it: {preparation}.\n'
             f'Or point the config elsewhere: {elsewhere}')
 
@@ -108,7 +109,7 @@ def _layout_message(dataset_type: str, root: str, problem: str,
     named = [key for key in keys if key]
     where = f' ({", ".join(named)})' if named else ''
     return (f'{dataset_type}{where}: {problem}.\n'
-            + _advice(dataset_type, root, named[0] if named else None))
+            + _advice(dataset_type, root, named))
 
 
 def _folder_problem(root: str, data_prefix: dict, img_suffix: str,

@@ -168,3 +168,20 @@ def test_an_empty_split_file_or_one_with_blank_lines_is_named(tmp_path, text, me
         check_data_layout(cfg)
     split.write_text('img0\nimg1\n\n')  # a trailing blank line is harmless (MMSeg skips it)
     check_data_layout(cfg)
+
+
+def test_a_folder_named_by_two_entries_is_pointed_elsewhere_in_both(tmp_path):
+    source = dict(type='GTA5Dataset', data_root=str(tmp_path / 'gta5'),
+                  data_prefix=dict(img_path='images', seg_map_path='labels'))
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(source=source, target=dict(
+        type='CityscapesDataset', data_root=str(tmp_path), data_prefix=dict(img_path='.'),
+        pipeline=[]))), custom_hooks=[dict(type='SAOTPseudoLabelHook', source=source)]))
+    (tmp_path / 'x_leftImg8bit.png').write_bytes(b'')  # the target is there
+    with pytest.raises(DataLayoutError) as info:
+        check_data_layout(cfg)
+    message = str(info.value)
+    assert '\n\n' not in message  # one dataset missing
+    assert message.startswith('GTA5Dataset (train_dataloader.dataset.source, '
+                              'custom_hooks.0.source): dataset root')
+    assert message.endswith('--cfg-options train_dataloader.dataset.source.data_root=/my/data '
+                            'custom_hooks.0.source.data_root=/my/data')
