@@ -8,8 +8,8 @@ import math
 import torch
 
 from ._matvec import cols_matvec, np, rows_matvec
-from ._operators import (ABSORB_THRESHOLD, Operator, absorb_or_rebuild, drift,
-                         precision_floor)
+from ._operators import (ABSORB_THRESHOLD, Operator, absorb_or_rebuild, precision_floor,
+                         refresh_measures)
 
 def _rows_product(kernel: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``(J, bt, W) x (J, W) -> (J, bt)``: each block times its own vector.
@@ -71,6 +71,7 @@ class BlockKernelOperator(Operator):
         self.precision_floor = precision_floor(storage_dtype, max(support.bt, support.width))
         self.num_cols = log_b.shape[1]
         self.f_hat = self.g_hat = self.f_ref = self.g_ref = None
+        self.revive = 0.0  # see _operators.absorb_or_rebuild
 
     def set_epsilon(self, epsilon, f, g):
         self.epsilon = epsilon
@@ -80,8 +81,8 @@ class BlockKernelOperator(Operator):
         if force:
             self._rebuild(f, g)
             return True
-        moved = float(drift(f, g[:, :-1], self.f_ref, self.g_ref[:, :-1], self.epsilon))
-        return absorb_or_rebuild(self, moved, f, g)
+        # the dummy column (last) holds no kernel entries
+        return absorb_or_rebuild(self, *refresh_measures(f, g, self, slice(None, -1)), f, g)
 
     def _rebuild(self, f, g):
         eps, sup = self.epsilon, self.support
@@ -102,6 +103,7 @@ class BlockKernelOperator(Operator):
         self.f_hat, self.g_hat = f_hat, (shift.to(g.dtype) * eps).unsqueeze(0)
         self.g_hat[:, -1] = 0.0
         self.f_ref, self.g_ref = f.clone(), g.clone()
+        self.revive = 0.0
 
     def _absorb(self, f, g):
         eps, sup = self.epsilon, self.support

@@ -47,6 +47,7 @@ import torch
 
 from . import _cuda_graph, _fused_step
 from ._acceleration import Relaxation, Translation
+from ._operators import Operator
 
 # On CPU the iteration runs on this many threads (None: leave torch's setting). Each
 # iteration is two memory-bound matrix-vector products plus O(N + M) vector work;
@@ -259,7 +260,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
     err = torch.full((batch,), math.inf, dtype=dtype, device=device)
     converged = torch.zeros(batch, dtype=torch.bool, device=device)
     good = (f.clone(), g.clone())
-    it_total = 0
+    it_total = good_it = 0  # good: finite potentials at the end of iteration good_it
     # GPU: each iteration on the stored kernel as a few fused Triton launches
     # (_fused_step.py); otherwise optionally CUDA graphs of the eager iterations.
     fused = _fused_step.FusedIteration.create(op, rho_a, rho_b)
@@ -286,7 +287,9 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
                     stage_done += skip
             it_total += 1
             stage_done += 1
-            window_end = it_total % cfg.check_every == 0
+            # the last iteration ends a window too: its potentials are checked
+            window_end = (it_total % cfg.check_every == 0 or
+                          (final and stage_done == stage_iters))
             measure = final and window_end and (cfg.tol > 0 or relax.needs_error)
             omega = relax.value if final else 1.0
             if fused is not None and op is primary:
@@ -304,15 +307,19 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
                 continue
             # --- end of a check window: the only host-device syncs ---
             if not bool(torch.isfinite(f).all() & torch.isfinite(g).all()):
-                # The stored kernel under/overflowed: restart the window from the last
-                # good potentials in the exact log domain, then rebuild the kernel.
-                f, g = good[0].clone(), good[1].clone()
-                translation.reset()
-                relax.disable()
+                # The stored kernel under/overflowed (e.g. a column all below e^-87 at
+                # a rebuild from far-off potentials): redo the window from the last good
+                # potentials in the exact log domain, then rebuild the kernel.
                 if make_fallback is None or op is fallback:
                     raise FloatingPointError(
                         f'{cfg.solver_name}: non-finite potentials in the log domain; check '
                         f'the cost scale against epsilon={eps}.')
+                f, g = good[0].clone(), good[1].clone()
+                stage_done -= it_total - good_it  # the window's iterations are redone
+                it_total = good_it
+                translation.reset()
+                if relax.value != 1.0:  # an over-relaxed step may have caused it
+                    relax.disable()
                 failures += 1
                 if fallback is None:
                     fallback = make_fallback()
@@ -320,7 +327,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
                 op, method = fallback, f'{primary.kind}+log'
                 log_until = it_total + cfg.check_every
                 continue
-            good = (f.clone(), g.clone())
+            good, good_it = (f.clone(), g.clone()), it_total
             if op is fallback and it_total >= log_until and failures <= 2:
                 op = primary
                 op.set_epsilon(eps, f, g)
@@ -342,11 +349,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
                     use_ti = False
                 elif stall.update(worst, floor):
                     break
-    out_err = marginal_error(op, f, g, log_a, log_b, cfg.epsilon, rho_a, rho_b)
-    if not math.isfinite(float(out_err.max())) and op is not fallback and make_fallback:
-        fb = fallback or make_fallback()
-        fb.set_epsilon(cfg.epsilon, f, g)
-        out_err = marginal_error(fb, f, g, log_a, log_b, cfg.epsilon, rho_a, rho_b)
+    out_err = final_error(op, fallback or make_fallback, f, g, log_a, log_b, cfg, converged)
     if cfg.tol > 0 and not bool(converged.all()) and cfg.warn and stall.stalled:
         warnings.warn(
             f'{cfg.solver_name} stopped at marginal error {float(out_err.max()):.2e} > '
@@ -363,6 +366,34 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
             f'`tol`.', SinkhornConvergenceWarning, stacklevel=3)
     return LoopOutput(f=f, g=g, num_iters=it_total, converged=converged,
                       marginal_error=out_err, method=method)
+
+
+def final_error(op, exact, f, g, log_a, log_b, cfg: LoopConfig,
+                converged: torch.Tensor) -> torch.Tensor:
+    """Marginal error ``(B,)`` to report for the returned potentials.
+
+    Measured with ``op``; if that is not the exact log-domain operator and the solve
+    did not converge (or the value is not finite), measured again with ``exact``, so
+    that a failed solve reports the error of its plan, not that of a stored kernel
+    whose rounding or flushed entries may hide it. Converged solves cost nothing more.
+
+    Args:
+        op: the operator the loop ended with.
+        exact: a log-domain operator, or a callable that builds one, or None.
+        f: ``(B, N)`` and g: ``(B, M)`` potentials.
+        log_a, log_b: ``(B, N)``, ``(B, M)`` log weights.
+        cfg: the loop settings (epsilon, rho).
+        converged: ``(B,)`` bool, from the loop.
+    """
+    args = (f, g, log_a, log_b, cfg.epsilon, cfg.rho_a, cfg.rho_b)
+    err = marginal_error(op, *args)
+    trusted = op.kind == 'log' or (bool(converged.all()) and
+                                   math.isfinite(float(err.max())))
+    if trusted or exact is None:
+        return err
+    exact = exact if isinstance(exact, Operator) else exact()
+    exact.set_epsilon(cfg.epsilon, f, g)
+    return marginal_error(exact, *args)
 
 
 def marginal_error(op, f, g, log_a, log_b, eps, rho_a, rho_b) -> torch.Tensor:

@@ -33,7 +33,7 @@ Potentials and every O(N + M) quantity are fp64 (the solvers' dual dtype); only 
 N x M work runs in the storage/cost dtype.
 """
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -77,21 +77,75 @@ def drift(f, g, f_ref, g_ref, epsilon) -> torch.Tensor:
     return torch.maximum(hi.abs(), lo.abs()).amax() / epsilon
 
 
+def growth(f, g, f_hat, g_hat, epsilon) -> torch.Tensor:
+    """Largest increase, in units of epsilon, of an exponent since the kernel's references.
+
+    ``max_ij (f_i - f_hat_i + g_j - g_hat_j) / eps`` over the batch: how far above its
+    stored value ``log K_ij`` any exponent ``(f_i + g_j - C_ij)/eps`` now lies.
+    """
+    return ((f - f_hat).amax(-1) + (g - g_hat).amax(-1)).amax() / epsilon
+
+
 REBUILD_DRIFT = 60.0  # epsilons: beyond this, kernel entries may have underflowed
 
 
-def absorb_or_rebuild(op, moved: float, f: torch.Tensor, g: torch.Tensor) -> bool:
-    """Refresh policy of the stored-kernel operators, given the drift ``moved``.
+def _revive_limit(storage_dtype: torch.dtype) -> float:
+    # A stored entry below the dtype's smallest normal number (e^-87 in fp32, e^-708 in
+    # fp64; subnormals are flushed by some GPU kernels) is lost: absorption multiplies
+    # it, and 0 stays 0. Its true value may grow this many e-folds before the flushed
+    # mass could exceed e^-17 ~ 4e-8 (fp32 rounding) of the plan's total mass.
+    return -math.log(torch.finfo(storage_dtype).tiny) - 17.0
 
-    Nothing below the operator's ``absorb_threshold``; half-precision kernels and
-    very large drifts rebuild from the cost; otherwise absorb in place.
+
+# Absorbing kernels only; half kernels never absorb (every refresh is a rebuild).
+REVIVE_LIMIT = {torch.float64: _revive_limit(torch.float64),
+                torch.float32: _revive_limit(torch.float32),
+                torch.float16: math.inf, torch.bfloat16: math.inf}
+
+
+def refresh_measures(f, g, op, g_slice=slice(None)) -> Tuple[float, float]:
+    """``(drift since the last refresh, growth since the references)``: one device sync."""
+    f_ref, g_ref, f_hat, g_hat = op.f_ref, op.g_ref, op.f_hat, op.g_hat
+    g, g_ref, g_hat = g[:, g_slice], g_ref[:, g_slice], g_hat[:, g_slice]
+    both = torch.stack([drift(f, g, f_ref, g_ref, op.epsilon),
+                        growth(f, g, f_hat, g_hat, op.epsilon)])
+    moved, grown = both.tolist()
+    return moved, grown
+
+
+def absorb_or_rebuild(op, moved: float, grown: float, f: torch.Tensor,
+                      g: torch.Tensor) -> bool:
+    """Refresh policy of the stored-kernel operators, given ``refresh_measures``.
+
+    Rebuild from the cost if an entry flushed to zero since the last rebuild may have
+    grown back into the plan: ``op.revive`` (how far above ``e^-87`` (fp32) such an
+    entry may be, relative to the references, accumulated over absorptions) plus the
+    growth ``grown`` since the references exceeds ``REVIVE_LIMIT``. Without this, an
+    absorbing kernel at small epsilon keeps iterating on a cost whose flushed entries
+    are +inf, while the true plan of its potentials overflows. Otherwise nothing
+    below the operator's ``absorb_threshold``; half-precision kernels and very large
+    drifts rebuild from the cost; else absorb in place.
+
+    Args:
+        op: a stored-kernel operator (``f_hat``, ``g_hat``, ``revive``, ``_rebuild``,
+            ``_absorb``, ``storage_dtype``, ``absorb_threshold``).
+        moved: ``drift`` since the last refresh, in epsilons.
+        grown: ``growth`` since the references, in epsilons.
+        f: ``(B, N)`` current source potential; g: ``(B, M)`` target potential.
+
+    Returns:
+        True if the kernel was rebuilt or absorbed.
     """
+    if op.revive + grown > REVIVE_LIMIT[op.storage_dtype]:
+        op._rebuild(f, g)
+        return True
     if not moved > op.absorb_threshold:
         return False
     if op.storage_dtype in (torch.float16, torch.bfloat16) or moved > REBUILD_DRIFT:
         op._rebuild(f, g)
     else:
         op._absorb(f, g)
+        op.revive = max(0.0, op.revive + grown)
     return True
 
 
@@ -233,6 +287,7 @@ class KernelOperator(Operator):
             self.col_mask = torch.where(torch.isfinite(log_b), 0.0,
                                         -math.inf).to(log_b.dtype).unsqueeze(1)
         self.f_hat = self.g_hat = self.f_ref = self.g_ref = None
+        self.revive = 0.0  # see absorb_or_rebuild
         self.num_rebuilds = 0
         # a rebuild allocates nothing N x M-sized when the cost rows are views in the
         # kernel's dtype (exponents formed in the kernel) and no column is masked
@@ -258,14 +313,14 @@ class KernelOperator(Operator):
         one read-write pass without exponentials, relative rounding ~2e-7 per
         absorption. A rebuild from the cost would form ``g_j/eps - C_ij/eps ~ 20`` in
         fp32 with ~2e-6 rounding that changes at every rebuild (fp64 arithmetic avoids
-        it at several times the cost). Half kernels, whose own rounding is 1e-3, and
-        very large drifts (entries may have underflowed) rebuild from the cost.
+        it at several times the cost). Half kernels, whose own rounding is 1e-3, very
+        large drifts, and potentials under which an entry flushed to zero could carry
+        mass again (``absorb_or_rebuild``) rebuild from the cost.
         """
         if force:
             self._rebuild(f, g)
             return True
-        return absorb_or_rebuild(self, float(drift(f, g, self.f_ref, self.g_ref,
-                                                   self.epsilon)), f, g)
+        return absorb_or_rebuild(self, *refresh_measures(f, g, self), f, g)
 
     def _rebuild(self, f: torch.Tensor, g: torch.Tensor) -> None:
         # K_ij = exp((f_hat_i + g_hat_j - C_ij) / eps) with f_hat = hard c-transform of
@@ -293,6 +348,7 @@ class KernelOperator(Operator):
             if not in_place:
                 self.kernel[:, r0:r1] = expo
         self._set_references(f_hat, shift.to(g.dtype) * eps, f, g)
+        self.revive = 0.0  # entries below e^-87 of their row maximum are 0 from here
 
     def _absorb(self, f: torch.Tensor, g: torch.Tensor) -> None:
         eps = self.epsilon

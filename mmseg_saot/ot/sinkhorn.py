@@ -69,11 +69,15 @@ def sinkhorn(cost: torch.Tensor,
     the kernel per iteration (each row block serves both half-steps while in cache;
     the iteration runs on one thread, see ``_loop.CPU_THREADS``), on GPU five fused
     Triton kernels per iteration, the two products with the vector work as epilogues
-    (``_fused_step.py``; fp32 sums for every storage dtype). If the kernel under/overflows (eps
-    tiny against the cost range), the failing window is redone in the exact log
-    domain and the kernel is rebuilt; after repeated failures the solve stays in the
-    log domain. Over-relaxation and the translation-invariant step cut the
-    iterations to a given accuracy several-fold (``_loop.py``).
+    (``_fused_step.py``; fp32 sums for every storage dtype). At small eps most kernel
+    entries underflow to zero at a rebuild; the kernel is rebuilt from the cost before
+    the potentials could give such an entry mass again (absorption cannot revive a
+    zero; ``_operators.absorb_or_rebuild``). If the kernel still under/overflows
+    (e.g. a column empty at the first build), the failing window is redone in the
+    exact log domain and the kernel is rebuilt; after repeated failures the solve
+    stays in the log domain. A solve that stops unconverged reports the marginal
+    error measured in the log domain. Over-relaxation and the translation-invariant
+    step cut the iterations to a given accuracy several-fold (``_loop.py``).
 
     Precision: potentials and all O(N + M) work are fp64; the N x M products
     accumulate in fp32 (fp64 for fp64 costs). The fp32 rounding of those products
