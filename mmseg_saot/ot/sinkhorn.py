@@ -176,8 +176,10 @@ def sinkhorn(cost: torch.Tensor,
     dtype = source.dtype  # fp64 for fp64 costs, else fp32
     f, g, a3, b3 = (t.to(dtype) for t in (out.f, out.g, a3, b3))
     if cost.requires_grad and torch.is_grad_enabled():
+        info = (f'epsilon={epsilon:g}, num_iters={out.num_iters}, marginal error '
+                f'{float(out.marginal_error.max()):.1e}')
         f, g = ImplicitPotentials.apply(cost3, f, g, torch.log(a3), torch.log(b3), epsilon,
-                                        *rho_pair)
+                                        *rho_pair, info)
         source = DenseCost(cost3)
     return build_result(f, g, a3, b3, epsilon, rho_pair, out, source, batched)
 

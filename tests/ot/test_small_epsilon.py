@@ -5,7 +5,7 @@ kernel are flushed to zero at a rebuild, and the first iterations from zero
 potentials can leave a whole column of the kernel empty. The checks here are what
 the solver promises whatever happens inside: finite potentials and plan, a reported
 marginal error that is the error of the returned plan, agreement with the float64
-solution when it reports convergence.
+solution when it reports convergence, and a usable (or clearly refused) gradient.
 """
 import math
 
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mmseg_saot.ot import sinkhorn, transfer_labels
+from mmseg_saot.ot._implicit import SingularSystemError
 from mmseg_saot.ot._operators import KernelOperator, LogOperator
 from mmseg_saot.ot.costs import DenseCost
 
@@ -110,3 +111,17 @@ def test_an_absorbing_kernel_rebuilds_before_flushed_entries_carry_mass():
         # the f-update's softmin: the rows' maxima at the build are 1, no row is empty
         torch.testing.assert_close(kernel.softmin_rows(g), f, atol=1e-6, rtol=0,
                                    msg=f'step {step}')
+
+
+def test_gradient_at_small_epsilon_is_finite_or_refused_clearly():
+    cost = _cost(5, 7, 0).requires_grad_()
+    weights = torch.randn(5, 7, generator=torch.Generator().manual_seed(1))
+    res = sinkhorn(cost, epsilon=0.002, num_iters=2000)
+    assert bool(res.converged)
+    grad, = torch.autograd.grad((res.plan * weights).sum(), cost)
+    assert torch.isfinite(grad).all()
+    # 10 iterations at eps=1e-3: the plan's support splits into disconnected blocks
+    res = sinkhorn(cost, epsilon=0.001, num_iters=10, warn=False)
+    _assert_finite(res, 'num_iters=10')
+    with pytest.raises(SingularSystemError, match=r'epsilon=0.001, num_iters=10'):
+        torch.autograd.grad((res.plan * weights).sum(), cost)
