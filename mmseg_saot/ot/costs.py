@@ -31,6 +31,9 @@ def cosine_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     ``x``: ``(N, D)`` or batched ``(B, N, D)``; ``y``: ``(M, D)`` or ``(B, M, D)``.
     """
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f'`x` and `y` must share their feature dimension, got shapes '
+                         f'{tuple(x.shape)} and {tuple(y.shape)}.')
     x = F.normalize(x, dim=-1)
     y = F.normalize(y, dim=-1)
     if x.dim() == 2 and y.dim() == 2:

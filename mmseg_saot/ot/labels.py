@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ._loop import cpu_threads
 from ._matvec import matmul_fp32
-from ._validation import check_features
+from ._validation import check_feature_pair, check_features, check_positive_int
 from .block_sparse import BlockSparseResult
 from .result import SinkhornResult
 
@@ -137,8 +137,7 @@ def transfer_labels(plan_or_result: Union[torch.Tensor, SinkhornResult, BlockSpa
         blocks = ((i0, i1, blk[0]) for i0, i1, blk in result.plan_blocks(chunk_size))
     else:
         plan = plan_or_result
-        if plan.dim() != 2:
-            raise ValueError(f'`plan` must have shape (N, M), got {tuple(plan.shape)}.')
+        _check_plan(plan)
         num_rows = plan.shape[0]
         dtype = torch.float64 if plan.dtype == torch.float64 else torch.float32
         onehot = _one_hot(source_labels.to(plan.device), num_classes, ignore_index, dtype)
@@ -152,6 +151,18 @@ def transfer_labels(plan_or_result: Union[torch.Tensor, SinkhornResult, BlockSpa
     for i0, i1, block in blocks:
         votes = votes + block.t() @ onehot[i0:i1]
     return _finish(votes, ignore_index)
+
+
+def _check_plan(plan: torch.Tensor) -> None:
+    """Check a ``(N, M)`` plan: floating point, non-negative."""
+    if not torch.is_floating_point(plan):
+        raise ValueError(f'`plan` must be a floating point tensor (a transport plan), got '
+                         f'{plan.dtype}; pass the solver result or its `.plan`.')
+    if plan.dim() != 2:
+        raise ValueError(f'`plan` must have shape (N, M), got {tuple(plan.shape)}.')
+    if bool((plan.detach() < 0).any()):
+        raise ValueError('`plan` must be non-negative; a transport plan has entries >= 0 '
+                         '(got negative entries).')
 
 
 def _labelled(source_feats, source_labels, ignore_index):
@@ -179,11 +190,14 @@ def nn_transfer(source_feats: torch.Tensor,
         chunk_size: similarity blocks are at most ``chunk_size x chunk_size``.
 
     Returns:
-        :class:`NNTransfer`: labels (``ignore_index`` if no source is labelled), cosine
-        similarity to the neighbour, and its index into the original sources.
+        :class:`NNTransfer`: labels, cosine similarity to the neighbour, and its index
+        into the original sources. If no source is labelled: labels ``ignore_index``,
+        similarity ``-inf`` and index ``-1`` (a sentinel, not a Python index: it would
+        pick the last source).
     """
+    chunk_size = check_positive_int('chunk_size', chunk_size)
     src, lab, idx = _labelled(source_feats, source_labels, ignore_index)
-    check_features('target_feats', target_feats)
+    check_feature_pair(source_feats, target_feats, 'source_feats', 'target_feats')
     tgt = F.normalize(target_feats, dim=1)
     num_t = tgt.shape[0]
     best = torch.full((num_t,), -float('inf'), device=tgt.device)
@@ -199,7 +213,7 @@ def nn_transfer(source_feats: torch.Tensor,
     if src.shape[0] == 0:
         labels = torch.full((num_t,), ignore_index, dtype=source_labels.dtype,
                             device=tgt.device)
-        return NNTransfer(labels=labels, similarity=best, index=arg - 1)
+        return NNTransfer(labels=labels, similarity=best, index=torch.full_like(arg, -1))
     return NNTransfer(labels=lab[arg], similarity=best, index=idx[arg])
 
 
@@ -236,8 +250,10 @@ def knn_transfer(source_feats: torch.Tensor,
     """
     if not temperature > 0:
         raise ValueError(f'`temperature` must be > 0, got {temperature}.')
+    k = check_positive_int('k', k)
+    chunk_size = check_positive_int('chunk_size', chunk_size)
     src, lab, _ = _labelled(source_feats, source_labels, ignore_index)
-    check_features('target_feats', target_feats)
+    check_feature_pair(source_feats, target_feats, 'source_feats', 'target_feats')
     tgt = F.normalize(target_feats, dim=1)
     num_t = tgt.shape[0]
     k = min(int(k), src.shape[0])

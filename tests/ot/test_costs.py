@@ -1,4 +1,5 @@
 """Cost functions of ``mmseg_saot.ot.costs``."""
+import pytest
 import torch
 
 from mmseg_saot.ot import cosine_cost
@@ -14,3 +15,9 @@ def test_batched_cosine_cost_equals_each_problem_alone():
         torch.testing.assert_close(batched[i], cosine_cost(x[i], y[i]))
     cos = torch.nn.functional.cosine_similarity(x[0][:, None], y[0][None], dim=-1)
     torch.testing.assert_close(batched[0], 1.0 - cos)
+
+
+def test_cosine_cost_feature_size_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r'`x` and `y` must share their feature dimension, '
+                       r'got shapes \(4, 3\) and \(5, 2\)'):
+        cosine_cost(torch.randn(4, 3), torch.randn(5, 2))

@@ -104,3 +104,31 @@ def test_label_errors():
         transfer_labels(torch.rand(3, 2), torch.tensor([0, 1]), 2)
     with pytest.raises(ValueError, match=r'\[0, 2\)'):
         transfer_labels(torch.rand(2, 2), torch.tensor([0, 5]), 2)
+
+
+def test_baselines_reject_bad_arguments_by_name():
+    x, labels = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    with pytest.raises(ValueError, match='`source_feats` and `target_feats` must share'):
+        nn_transfer(x, labels, torch.randn(6, 5))
+    with pytest.raises(ValueError, match='`source_feats` and `target_feats` must share'):
+        knn_transfer(x, labels, torch.randn(6, 5), 3)
+    with pytest.raises(ValueError, match='`chunk_size` must be an integer >= 1, got 0'):
+        nn_transfer(x, labels, x, chunk_size=0)
+    with pytest.raises(ValueError, match='`k` must be an integer >= 1, got -3'):
+        knn_transfer(x, labels, x, 3, k=-3)
+
+
+def test_nn_transfer_without_labelled_sources_returns_sentinels():
+    x = torch.randn(10, 4)
+    out = nn_transfer(x, torch.full((10,), 255), x[:3])
+    assert (out.labels == 255).all()
+    assert (out.index == -1).all()
+    assert torch.isinf(out.similarity).all()
+
+
+def test_transfer_labels_rejects_negative_or_integer_plans():
+    labels = torch.randint(0, 3, (10,))
+    with pytest.raises(ValueError, match='`plan` must be non-negative'):
+        transfer_labels(torch.rand(10, 6) - 0.5, labels, 3)
+    with pytest.raises(ValueError, match='`plan` must be a floating point tensor'):
+        transfer_labels(torch.ones(10, 6, dtype=torch.long), labels, 3)
