@@ -116,6 +116,30 @@ def marginal(name: str, weights: Optional[torch.Tensor], batch: Optional[int], s
     return weights.to(device=device, dtype=dtype)
 
 
+# Relative tolerance on |a.sum() - b.sum()| for balanced OT (POT's emd checks the
+# masses to 6 decimals; Sinkhorn on unequal masses never converges).
+BALANCED_MASS_RTOL = 1e-6
+
+
+def check_balanced_masses(a: torch.Tensor, b: torch.Tensor, rho: Tuple[float, float]) -> None:
+    """Raise ``ValueError`` if ``rho`` is balanced (inf, inf) and the masses differ.
+
+    Args:
+        a: ``(B, N)`` source weights; b: ``(B, M)`` target weights.
+        rho: ``(rho_a, rho_b)``.
+    """
+    if not (math.isinf(rho[0]) and math.isinf(rho[1])):
+        return
+    mass_a, mass_b = a.sum(-1), b.sum(-1)
+    gap = (mass_a - mass_b).abs() > BALANCED_MASS_RTOL * torch.maximum(mass_a, mass_b)
+    if bool(gap.any()):
+        i = int(gap.nonzero()[0, 0])
+        raise ValueError(
+            f'balanced OT (rho=inf) needs equal total masses, got a.sum()='
+            f'{float(mass_a[i]):.6g} and b.sum()={float(mass_b[i]):.6g}; rescale `a` or `b` '
+            f'to the same total, or pass a finite `rho` for unbalanced OT.')
+
+
 def check_features(name: str, x: torch.Tensor) -> None:
     """Check a ``(N, D)`` feature matrix."""
     check_float(name, x)

@@ -7,7 +7,8 @@ import torch
 
 from . import _loop
 from ._operators import LogOperator
-from ._validation import Rho, check_epsilon, check_feature_pair, marginal, parse_rho
+from ._validation import (Rho, check_balanced_masses, check_epsilon, check_feature_pair, marginal,
+                          parse_rho)
 from .costs import FeatureCost, Metric
 from .result import SinkhornResult
 from .sinkhorn import DEFAULT_OMEGA, DUAL_DTYPE, build_result, make_config
@@ -64,7 +65,8 @@ def sinkhorn_online(x: torch.Tensor,
         y: ``(M, D)`` target features.
         a, b: weights as in :func:`sinkhorn` (default uniform).
         epsilon: entropic regularisation, in cost units.
-        rho: marginal penalty (number or pair), ``inf`` = balanced.
+        rho: marginal penalty (number or pair), ``inf`` = balanced (then ``a`` and ``b``
+            must have equal total masses, else ``ValueError``, as in :func:`sinkhorn`).
         cost: ``'cosine'`` (``1 - cos``, in [0, 2]), ``'sqeuclidean'`` (``|x - y|^2 / 2``)
             or a callable ``(x_block (n, D'), y (M, D')) -> (n, M)`` cost.
         projection: optional ``(D, D')`` matrix or callable applied to x and y first.
@@ -88,6 +90,7 @@ def sinkhorn_online(x: torch.Tensor,
     dual = DUAL_DTYPE
     a2 = marginal('a', a, None, num_rows, 'N = x.shape[0]', x.device, dual).detach()
     b2 = marginal('b', b, None, num_cols, 'M = y.shape[0]', x.device, dual).detach()
+    check_balanced_masses(a2, b2, rho_pair)
     f0 = None if f_init is None else f_init.detach().to(dual).reshape(1, num_rows)
     g0 = None if g_init is None else g_init.detach().to(dual).reshape(1, num_cols)
     cfg = make_config(epsilon, rho_pair, num_iters, tol, check_every, omega,

@@ -7,8 +7,8 @@ import torch
 from . import _loop
 from ._implicit import ImplicitPotentials
 from ._operators import KernelOperator, LogOperator
-from ._validation import (FLOAT_DTYPES, Rho, check_cost, check_epsilon, check_finite,
-                          check_positive_int, marginal, parse_rho)
+from ._validation import (FLOAT_DTYPES, Rho, check_balanced_masses, check_cost, check_epsilon,
+                          check_finite, check_positive_int, marginal, parse_rho)
 from .costs import DenseCost
 from .result import SinkhornResult
 
@@ -100,7 +100,9 @@ def sinkhorn(cost: torch.Tensor,
         epsilon: entropic regularisation, in cost units (> 0). With the cosine cost in
             [0, 2], 0.05 is SAOT's working point; values down to ~1e-3 are handled.
         rho: marginal penalty in cost units, a number or a pair ``(rho_a, rho_b)``;
-            ``inf`` (default) makes that marginal a hard constraint.
+            ``inf`` (default) makes that marginal a hard constraint. Balanced OT (both
+            ``inf``) needs ``a.sum() == b.sum()`` (relative tolerance 1e-6): unequal
+            masses raise ``ValueError`` up front, as no plan meets both constraints.
         num_iters: maximum number of iterations (each updates f then g).
         tol: stop when ``marginal_error < tol`` (relative L1, see ``SinkhornResult``);
             ``tol=0`` runs exactly ``num_iters`` iterations and never warns.
@@ -149,6 +151,7 @@ def sinkhorn(cost: torch.Tensor,
     bsz = batch if batched else None
     a3 = marginal('a', a, bsz, num_rows, 'N = cost.shape[-2]', cost.device, DUAL_DTYPE).detach()
     b3 = marginal('b', b, bsz, num_cols, 'M = cost.shape[-1]', cost.device, DUAL_DTYPE).detach()
+    check_balanced_masses(a3, b3, rho_pair)
     f0 = _init('f_init', f_init, a3, batched)
     g0 = _init('g_init', g_init, b3, batched)
     storage_dtype = storage_dtype or cost.dtype

@@ -249,3 +249,12 @@ def test_result_dtype_follows_cost_and_potentials_are_accurate():
     ref = sinkhorn(cost.double(), epsilon=0.05, rho=1.0, tol=1e-12, num_iters=5000)
     assert res.f.dtype == torch.float32 and res.plan.dtype == torch.float32
     assert float((res.plan.double() - ref.plan).abs().sum()) < 1e-5
+
+
+def test_balanced_with_unequal_masses_raises_naming_both_sums():
+    cost, a, b = _problem(n=5, m=4)
+    with pytest.raises(ValueError, match=r'equal total masses, got a.sum\(\)=5 and '
+                       r'b.sum\(\)=1'):
+        sinkhorn(cost, 5 * a, b, epsilon=0.1)
+    sinkhorn(cost, 5 * a, b, epsilon=0.1, rho=(math.inf, 1.0))  # semi-balanced is fine
+    sinkhorn(cost, a * (1 + 1e-9), b, epsilon=0.1)  # within the relative tolerance
