@@ -75,8 +75,8 @@ def sinkhorn(cost: torch.Tensor,
     zero; ``_operators.absorb_or_rebuild``). If the kernel still under/overflows
     (e.g. a column empty at the first build), the failing window is redone in the
     exact log domain and the kernel is rebuilt; after repeated failures the solve
-    stays in the log domain. A solve that stops unconverged reports the marginal
-    error measured in the log domain. Over-relaxation and the translation-invariant
+    stays in the log domain; such a solve reports its marginal error measured in the
+    log domain (a kernel that failed cannot be trusted to). Over-relaxation and the translation-invariant
     step cut the iterations to a given accuracy several-fold (``_loop.py``).
 
     Precision: potentials and all O(N + M) work are fp64; the N x M products
