@@ -149,6 +149,21 @@ def check_features(name: str, x: torch.Tensor) -> None:
     check_finite(name, x)
 
 
+def check_projection(projection, dim: int) -> None:
+    """Check a ``projection`` argument against features of dimension ``dim``: None, a
+    callable, or a floating ``(dim, D')`` matrix."""
+    if projection is None or (callable(projection) and
+                              not isinstance(projection, torch.Tensor)):
+        return
+    if not isinstance(projection, torch.Tensor):
+        raise TypeError(f'`projection` must be a (D, D\') tensor or a callable, got '
+                        f'{type(projection).__name__}.')
+    if projection.dim() != 2 or projection.shape[0] != dim:
+        raise ValueError(f'`projection` must have shape (D, D\') = ({dim}, D\') for features '
+                         f'of dimension D = {dim}, got {tuple(projection.shape)}.')
+    check_float('projection', projection)
+
+
 def check_feature_pair(x: torch.Tensor, y: torch.Tensor, x_name: str = 'x',
                        y_name: str = 'y') -> None:
     """Check two feature matrices that share their feature dimension."""

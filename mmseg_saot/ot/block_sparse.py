@@ -106,8 +106,9 @@ from ._block_layout import _BUCKET_WASTE, _padded_log, _Support
 from ._block_operators import BlockKernelOperator, BlockLogOperator
 from ._block_order import _order_blocks
 from ._block_select import _block_mass, _block_weights, _select
-from ._validation import (FLOAT_DTYPES, Rho, check_epsilon, check_feature_pair,
-                          check_positive_int, marginal, parse_rho)
+from ._validation import (FLOAT_DTYPES, Rho, check_balanced_masses, check_epsilon,
+                          check_feature_pair, check_positive_int, check_projection, marginal,
+                          parse_rho)
 from .costs import Metric
 from .sinkhorn import DEFAULT_OMEGA, DUAL_DTYPE, make_config
 
@@ -285,6 +286,10 @@ def block_sparse_sinkhorn(x: torch.Tensor,
         :class:`BlockSparseResult`.
     """
     check_feature_pair(x, y)
+    check_projection(projection, x.shape[1])
+    if x.dtype != y.dtype:  # as sinkhorn_online and nn_transfer: the wider of the two
+        common = torch.promote_types(x.dtype, y.dtype)
+        x, y = x.to(common), y.to(common)
     epsilon = check_epsilon(epsilon)
     rho_pair = parse_rho(rho)
     block_size = check_positive_int('block_size', block_size)
@@ -304,6 +309,7 @@ def block_sparse_sinkhorn(x: torch.Tensor,
     num_src, num_tgt = x.shape[0], y.shape[0]
     a1 = marginal('a', a, None, num_src, 'N = x.shape[0]', x.device, DUAL_DTYPE)[0].detach()
     b1 = marginal('b', b, None, num_tgt, 'M = y.shape[0]', x.device, DUAL_DTYPE)[0].detach()
+    check_balanced_masses(a1[None], b1[None], rho_pair)
     cfg = make_config(epsilon, (rho_pair[1], rho_pair[0]), num_iters, tol, check_every, omega,
                       translation_invariant, None, None, warn, 'block_sparse_sinkhorn')
     timings = {}

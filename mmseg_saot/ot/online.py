@@ -7,8 +7,8 @@ import torch
 
 from . import _loop
 from ._operators import LogOperator
-from ._validation import (Rho, check_balanced_masses, check_epsilon, check_feature_pair, marginal,
-                          parse_rho)
+from ._validation import (Rho, check_balanced_masses, check_epsilon, check_feature_pair,
+                          check_projection, marginal, parse_rho)
 from .costs import FeatureCost, Metric
 from .result import SinkhornResult
 from .sinkhorn import DEFAULT_OMEGA, DUAL_DTYPE, build_result, make_config
@@ -78,6 +78,7 @@ def sinkhorn_online(x: torch.Tensor,
         :class:`SinkhornResult`; its ``plan`` and ``plan_blocks`` recompute the cost.
     """
     check_feature_pair(x, y)
+    check_projection(projection, x.shape[1])
     epsilon = check_epsilon(epsilon)
     rho_pair = parse_rho(rho)
     if torch.is_grad_enabled() and any(

@@ -171,6 +171,21 @@ def test_block_sparse_input_errors():
         block_sparse_sinkhorn(x, x, epsilon=0.1, selection='topk')
     with pytest.raises(ValueError, match='feature dimension'):
         block_sparse_sinkhorn(x, x[:, :2], epsilon=0.1)
+    with pytest.raises(ValueError, match=r'`projection` must have shape \(D, D\'\) = \(4, '
+                       r"D'\) for features of dimension D = 4, got \(3, 2\)"):
+        block_sparse_sinkhorn(x, x, epsilon=0.1, projection=torch.randn(3, 2))
+    with pytest.raises(ValueError, match=r'balanced OT \(rho=inf\) needs equal total masses'):
+        block_sparse_sinkhorn(x, x, torch.full((10,), 0.5), epsilon=0.1)
+
+
+def test_block_sparse_takes_features_of_two_dtypes_as_the_wider():
+    xs, ls, xt, _ = _clustered(n_src=120, n_tgt=40, seed=1)
+    kwargs = dict(epsilon=0.05, rho=1.0, tol=1e-9, block_size=16, target_block_size=8,
+                  selection='all')
+    mixed = block_sparse_sinkhorn(xs.double(), xt, **kwargs)
+    wide = block_sparse_sinkhorn(xs.double(), xt.double(), **kwargs)
+    assert mixed.f.dtype == torch.float64
+    torch.testing.assert_close(mixed.f, wide.f, rtol=0, atol=0)
 
 
 def _coverage_result(**kwargs):
