@@ -15,10 +15,14 @@ from mmseg_saot.utils.errors import ConfigError
 
 @pytest.fixture
 def hook():
+    # Python's own SIGINT handler, whatever started pytest: a shell's background job
+    # (`make test &`) inherits SIGINT ignored, and the hook rightly passes signals on to it
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     hook = SaveOnInterruptHook()
     yield hook
     SIGNALS.uninstall()  # whatever a test left, the next starts with Python's handlers
     SIGNALS.requested = False
+    signal.signal(signal.SIGINT, inherited)
 
 
 class Loop(IterBasedTrainLoop):
