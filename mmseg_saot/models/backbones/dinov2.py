@@ -13,6 +13,7 @@ from torch import nn
 from mmseg_saot.utils.build_errors import did_you_mean
 from mmseg_saot.utils.digests import named_tensors_sha256
 from mmseg_saot.utils.errors import ConfigError, WeightsError
+from .hub_access import hub_unreachable
 from .vit_checkpoint import load_vit_weights
 
 _AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -32,6 +33,9 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
             'ViT name such as vit_small_patch14_dinov2, '
             'vit_large_patch14_reg4_dinov2 or vit_base_patch16_224.dino '
             '(see timm.list_models("*dinov2*")).')
+    unreachable = hub_unreachable(model_name) if pretrained else None
+    if unreachable:
+        raise WeightsError(_no_pretrained_weights(model_name, unreachable))
     try:
         vit = timm.create_model(model_name, pretrained=pretrained,
                                 num_classes=0, dynamic_img_size=True)
@@ -46,16 +50,17 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
     except Exception as err:  # hub unreachable, auth, missing file...
         if not pretrained:
             raise
-        raise WeightsError(
-            f'DINOv2Backbone: could not fetch pretrained weights for '
-            f'"{model_name}" from the timm/Hugging Face hub ({err}). Without '
-            'network access, pass a local file: '
-            'model.backbone.checkpoint=/path/to/weights.safetensors '
-            '(and pretrained=False).') from err
+        raise WeightsError(_no_pretrained_weights(model_name, str(err))) from err
     if not hasattr(vit, 'forward_intermediates'):
         raise ConfigError(f'DINOv2Backbone: timm model "{model_name}" has no '
                           'forward_intermediates(); use a ViT.')
     return vit
+
+
+def _no_pretrained_weights(model_name: str, reason: str) -> str:
+    return (f'DINOv2Backbone: could not fetch pretrained weights for "{model_name}" from the '
+            f'timm/Hugging Face hub ({reason}). Without network access, pass a local file: '
+            'model.backbone.checkpoint=/path/to/weights.safetensors (and pretrained=False).')
 
 
 # state_dict key (under the backbone's prefix) of the sha256 of the frozen ViT weights
