@@ -42,6 +42,12 @@ def _loop_parts_problem(cfg: Mapping, split: str, required: bool) -> Iterator[st
 def _test_problems(cfg: Mapping) -> Iterator[str]:
     yield from _loop_parts_problem(cfg, 'test', required=True)
     yield from _dataloader_problems(cfg, 'test_dataloader')
+    yield from _class_count_problems(cfg, ('test',))
+
+
+def _class_count_problems(cfg: Mapping, splits) -> Iterator[str]:
+    from mmseg_saot.datasets.class_counts import class_count_problems
+    yield from class_count_problems(cfg, splits)
 
 
 def _train_problems(cfg: Mapping) -> Iterator[str]:
@@ -49,6 +55,7 @@ def _train_problems(cfg: Mapping) -> Iterator[str]:
         yield from _loop_parts_problem(cfg, split, required=False)
     for name in TRAIN_DATALOADERS:
         yield from _dataloader_problems(cfg, name)
+    yield from _class_count_problems(cfg, ('train', 'val'))
     loop = cfg.get('train_cfg') or {}
     for key in ('max_iters', 'max_epochs', 'val_interval'):
         if key in loop:
