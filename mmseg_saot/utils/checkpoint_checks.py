@@ -24,6 +24,7 @@ def check_checkpoint_or_exit(path: str, option: str) -> Any:
         :func:`check_checkpoint_fits_or_exit`, so the file is parsed once).
     """
     import pickle
+    import struct
 
     import torch
     if osp.isdir(path):
@@ -33,7 +34,9 @@ def check_checkpoint_or_exit(path: str, option: str) -> Any:
         exit_with(f'{option}: checkpoint "{path}" does not exist.')
     try:
         return _load_weights_only(torch, path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
+            IndexError, TypeError, UnicodeDecodeError, struct.error) as err:
+        # (a text file read as a legacy pickle: its bytes are opcodes with bad arguments)
         reason = load_failure_reason(err)
         exit_with(f'{option}: "{path}" is not a readable checkpoint ({reason}). '
                   'Give a .pth written by tools/train.py (or any MMEngine checkpoint of '

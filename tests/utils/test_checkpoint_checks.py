@@ -56,7 +56,9 @@ def test_missing_truncated_and_garbage_files_name_the_option(tmp_path, capsys):
     garbage.write_text('not a checkpoint')
     empty = tmp_path / 'empty.pth'
     empty.write_bytes(b'')
-    for path in (truncated, garbage, empty):
+    text = tmp_path / 'hi.pth'
+    text.write_text('hi\n')  # opcodes with bad arguments: a KeyError in the unpickler
+    for path in (truncated, garbage, empty, text):
         message = _exit_message(path, capsys)
         assert message.startswith(f'error: CHECKPOINT: "{path}" is not a readable checkpoint (')
         assert 'tools/train.py' in message
