@@ -216,8 +216,14 @@ def _patch_labels_of(sample, item, grid, patch, num_classes, ignore_index) -> to
             "dict(type='LoadAnnotations') and a seg_map_path in the source dataset.")
     seg = sample.gt_sem_seg.data[0]  # (H'', W'') padded with ignore by the preprocessor
     seg = seg[:grid[0] * patch, :grid[1] * patch]
-    return patch_labels(seg[None], patch=patch, num_classes=num_classes,
-                        ignore_index=ignore_index)[0]
+    try:
+        return patch_labels(seg[None], patch=patch, num_classes=num_classes,
+                            ignore_index=ignore_index)[0]
+    except ValueError as err:  # a label value out of range: name the file
+        path = sample.metainfo.get('seg_map_path') or sample.img_path
+        raise PseudoLabelInputError(
+            f'{path}: {str(err).replace("patch_labels: ", "")} `python tools/check_data.py '
+            'CONFIG` lists every such file.') from err
 
 
 def stack_same_grid(records: List[ImageFeatures], option: str) -> Tuple[torch.Tensor,

@@ -27,3 +27,17 @@ def test_a_missing_file_is_said_to_be_missing_not_corrupt(tmp_path):
     corrupt.write_bytes(b'garbage')
     with pytest.raises(PseudoLabelInputError, match='Replace or delete the corrupt file'):
         load_item(Unreadable(str(corrupt)), 0)
+
+
+def test_a_source_label_out_of_range_names_its_file():
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from mmseg_saot.engine.pseudo_labels.features import _patch_labels_of
+    sample = SegDataSample(metainfo=dict(img_path='/data/src/a.png',
+                                         seg_map_path='/data/src/a_labels.png'))
+    sample.gt_sem_seg = PixelData(data=torch.full((1, 28, 28), 10))
+    with pytest.raises(PseudoLabelInputError, match=r'^/data/src/a_labels.png: label value 10 '
+                       r'is neither a class in \[0, 5\) nor ignore_index=255.*check_data.py'):
+        _patch_labels_of(sample, None, (2, 2), 14, num_classes=5, ignore_index=255)
