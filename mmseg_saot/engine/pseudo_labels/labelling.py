@@ -20,9 +20,12 @@ def build_labeler(labeler_cfg: dict, *, feat_dim: int, num_classes: int,
                   ignore_index: int, method: Optional[str] = None) -> SAOTLabeler:
     """Build the labeller of ``labeler_cfg`` for features of width ``feat_dim``.
 
-    ``method`` overrides the config's method (the ablation ladder of the CLI).
+    ``method`` overrides the config's method (the ablation ladder of the CLI). A config
+    without ``type`` is an :class:`SAOTLabeler` (a ``custom_hooks`` list written anew
+    easily drops the base file's ``type``).
     """
     cfg = dict(labeler_cfg)
+    cfg.setdefault('type', 'SAOTLabeler')
     cfg.update(feat_dim=feat_dim, num_classes=num_classes, ignore_index=ignore_index)
     if method is not None:
         cfg['method'] = method

@@ -36,3 +36,12 @@ def test_bad_options_stop_when_the_hook_is_built(labeler, hook_options, message)
     with pytest.raises(ConfigError, match=message):
         SAOTPseudoLabelHook(source=dict(type='GTA5Dataset'), labeler=labeler,
                             **hook_options)
+
+
+def test_a_labeler_without_type_is_an_saot_labeler():
+    # a custom_hooks list written anew drops the base file's labeller type easily
+    hook = SAOTPseudoLabelHook(source=dict(type='GTA5Dataset'),
+                               labeler=dict(metric_steps=5, metric_rank=4))
+    from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
+    labeler = build_labeler(hook.labeler_cfg, feat_dim=8, num_classes=19, ignore_index=255)
+    assert type(labeler).__name__ == 'SAOTLabeler'
