@@ -43,6 +43,21 @@ def _test_problems(cfg: Mapping) -> Iterator[str]:
     yield from _loop_parts_problem(cfg, 'test', required=True)
     yield from _dataloader_problems(cfg, 'test_dataloader')
     yield from _class_count_problems(cfg, ('test',))
+    yield from _unscorable_test_problem(cfg)
+
+
+def _unscorable_test_problem(cfg: Mapping) -> Iterator[str]:
+    """A test set whose pipeline reads no label maps can only be predicted: scoring it
+    would fail after the whole inference (MMSeg's IoUMetric needs ``gt_sem_seg``)."""
+    from mmseg_saot.datasets.layout import leaf_datasets, loads_labels
+    evaluator = cfg.get('test_evaluator')
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset')
+    if not isinstance(evaluator, Mapping) or evaluator.get('format_only') or not dataset:
+        return
+    if not any(loads_labels(leaf) for leaf in leaf_datasets(dataset)):
+        yield ("test_dataloader.dataset's pipeline reads no label maps (no LoadAnnotations), "
+               'so there is nothing to score: add LoadAnnotations to it, or only predict '
+               'with test_evaluator.format_only=True test_evaluator.output_dir=DIR')
 
 
 def _class_count_problems(cfg: Mapping, splits) -> Iterator[str]:

@@ -51,3 +51,4 @@ def test_run_options_stop_on_it():
         check_run_options(dict(config(5, dict(type='CityscapesDataset')),
                                test_cfg=dict(type='TestLoop'), test_evaluator=dict()),
                           'x.py', training=False)
+

@@ -91,3 +91,19 @@ def test_a_val_or_test_loop_with_a_part_unset_is_named():
     cfg = _base()
     cfg.merge_from_dict({'val_dataloader': None, 'val_cfg': None, 'val_evaluator': None})
     check_run_options(cfg, 'cfg.py')  # training without validation
+
+
+def test_a_test_set_without_label_maps_is_predicted_only_with_format_only():
+    import pytest
+
+    from mmseg_saot.utils.errors import ConfigError
+    from mmseg_saot.utils.run_options import check_run_options
+    images_only = dict(type='CityscapesDataset', pipeline=[dict(type='LoadImageFromFile'),
+                                                           dict(type='PackSegInputs')])
+    cfg = dict(test_dataloader=dict(dataset=images_only), test_cfg=dict(type='TestLoop'),
+               test_evaluator=dict(type='ClassIoUMetric'))
+    with pytest.raises(ConfigError, match="test_dataloader.dataset's pipeline reads no label "
+                       'maps .* test_evaluator.format_only=True'):
+        check_run_options(cfg, 'x.py', training=False)
+    cfg['test_evaluator'] = dict(type='ClassIoUMetric', format_only=True, output_dir='out')
+    check_run_options(cfg, 'x.py', training=False)
