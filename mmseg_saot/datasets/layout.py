@@ -175,11 +175,22 @@ def loads_labels(dataset_cfg: dict) -> bool:
 
 def pipeline_step(dataset_cfg: dict, name: str) -> Optional[dict]:
     """The first transform config of a dataset's pipeline whose type is ``name`` (with or
-    without a scope prefix such as ``mmseg.``), or None."""
-    pipeline = dataset_cfg.get('pipeline')
-    for step in pipeline if isinstance(pipeline, (list, tuple)) else ():
-        if isinstance(step, dict) and str(step.get('type', '')).split('.')[-1] == name:
-            return step
+    without a scope prefix such as ``mmseg.``), also inside wrappers such as
+    ``TestTimeAug`` (``transforms``: lists of transforms), or None."""
+    return _find_step(dataset_cfg.get('pipeline'), name)
+
+
+def _find_step(steps, name: str) -> Optional[dict]:
+    for step in steps if isinstance(steps, (list, tuple)) else ():
+        if isinstance(step, (list, tuple)):  # a TestTimeAug branch
+            found = _find_step(step, name)
+        elif isinstance(step, dict):
+            found = (step if str(step.get('type', '')).split('.')[-1] == name
+                     else _find_step(step.get('transforms'), name))
+        else:
+            found = None
+        if found is not None:
+            return found
     return None
 
 

@@ -185,3 +185,14 @@ def test_a_folder_named_by_two_entries_is_pointed_elsewhere_in_both(tmp_path):
                               'custom_hooks.0.source): dataset root')
     assert message.endswith('--cfg-options train_dataloader.dataset.source.data_root=/my/data '
                             'custom_hooks.0.source.data_root=/my/data')
+
+
+def test_a_transform_inside_test_time_augmentation_is_found():
+    from mmseg_saot.datasets.layout import loads_labels, pipeline_step
+    tta = [dict(type='LoadImageFromFile'),
+           dict(type='TestTimeAug', transforms=[[dict(type='Resize', scale_factor=1.0)],
+                                                [dict(type='LoadAnnotations')],
+                                                [dict(type='PackSegInputs')]])]
+    assert loads_labels(dict(pipeline=tta))
+    assert pipeline_step(dict(pipeline=tta), 'LoadAnnotations') == dict(type='LoadAnnotations')
+    assert not loads_labels(dict(pipeline=tta[:1]))
