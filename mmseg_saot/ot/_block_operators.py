@@ -8,8 +8,8 @@ import math
 import torch
 
 from ._matvec import cols_matvec, np, rows_matvec
-from ._operators import (ABSORB_THRESHOLD, Operator, absorb_or_rebuild, precision_floor,
-                         refresh_measures)
+from ._operators import Operator, precision_floor
+from ._refresh import ABSORB_THRESHOLD, absorb_or_rebuild, refresh_measures
 
 def _rows_product(kernel: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``(J, bt, W) x (J, W) -> (J, bt)``: each block times its own vector.
@@ -71,7 +71,7 @@ class BlockKernelOperator(Operator):
         self.precision_floor = precision_floor(storage_dtype, max(support.bt, support.width))
         self.num_cols = log_b.shape[1]
         self.f_hat = self.g_hat = self.f_ref = self.g_ref = None
-        self.revive = 0.0  # see _operators.absorb_or_rebuild
+        self.revive = 0.0  # see _refresh.absorb_or_rebuild
 
     def set_epsilon(self, epsilon, f, g):
         self.epsilon = epsilon

@@ -47,7 +47,7 @@ import torch
 
 from . import _cuda_graph, _fused_step
 from ._acceleration import Relaxation, Translation
-from ._operators import Operator
+from ._marginal_error import final_error, relative_violation, row_violation
 
 # On CPU the iteration runs on this many threads (None: leave torch's setting). Each
 # iteration is two memory-bound matrix-vector products plus O(N + M) vector work;
@@ -116,25 +116,6 @@ def _tau(rho: float, eps: float) -> float:
     return 1.0 if math.isinf(rho) else rho / (rho + eps)
 
 
-def row_violation(f, smin, log_w, eps, rho):
-    """Sum over the last axis of ``|w e^{(f - smin)/eps} - w e^{-f/rho}|``.
-
-    ``w e^{(f - smin)/eps}`` is the marginal of the plan of the current potentials
-    and ``w e^{-f/rho}`` (``w`` when balanced) the one that optimality requires.
-    """
-    marg = torch.exp(log_w + (f - smin) / eps)
-    target = torch.exp(log_w if math.isinf(rho) else log_w - f / rho)
-    gap = (marg - target).abs()
-    # Zero-mass points (padding) do not count, whatever their potentials.
-    return torch.where(torch.isfinite(log_w), gap, torch.zeros_like(gap)).sum(-1)
-
-
-def _marginal_error(f_or_g, smin, log_w, w_mass, eps, rho):
-    # Relative L1 gap between the plan's marginal and its optimality target.
-    err = row_violation(f_or_g, smin, log_w, eps, rho) / w_mass
-    return torch.nan_to_num(err, nan=math.inf)
-
-
 class Stall:
     """Detects a marginal error stuck at the rounding floor of the operator.
 
@@ -192,7 +173,7 @@ def _eager_iteration(op, f, g, eps, omega, taus, use_ti, translation, measure, e
         t = t - lam  # smin_b(f + lam) = smin_b(f) - lam
     # --- g half-step: g <- g + omega (tau_b smin_b(f) - g) ---
     if measure:
-        err = err + _marginal_error(g, t, log_b, mass_b, eps, rho_b)
+        err = err + relative_violation(g, t, log_b, mass_b, eps, rho_b)
     g = torch.lerp(g, tau_b * t, omega) if omega != 1.0 else tau_b * t
     if use_ti:
         f, g, _ = translation.after_g(f, g)
@@ -349,7 +330,8 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
                     use_ti = False
                 elif stall.update(worst, floor):
                     break
-    out_err = final_error(op, fallback or make_fallback, f, g, log_a, log_b, cfg, failures)
+    out_err = final_error(op, fallback or make_fallback, f, g, log_a, log_b, cfg.epsilon,
+                          (cfg.rho_a, cfg.rho_b), failures)
     if cfg.tol > 0 and not bool(converged.all()) and cfg.warn and stall.stalled:
         warnings.warn(
             f'{cfg.solver_name} stopped at marginal error {float(out_err.max()):.2e} > '
@@ -366,43 +348,6 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
             f'`tol`.', SinkhornConvergenceWarning, stacklevel=3)
     return LoopOutput(f=f, g=g, num_iters=it_total, converged=converged,
                       marginal_error=out_err, method=method)
-
-
-def final_error(op, exact, f, g, log_a, log_b, cfg: LoopConfig,
-                failures: int) -> torch.Tensor:
-    """Marginal error ``(B,)`` to report for the returned potentials.
-
-    Measured with ``op``: the loop refreshed it at its last iteration, so a stored kernel
-    is up to date and its flushed entries carry at most ``e^-17`` of the plan
-    (``_operators.absorb_or_rebuild``). Measured again with ``exact`` (the log-domain
-    operator) where the kernel failed during the solve (a log-domain rescue) or the
-    value is not finite, so that a failed solve reports the error of its plan. Solves
-    without a rescue cost nothing more (fixed-iteration benchmarks included).
-
-    Args:
-        op: the operator the loop ended with.
-        exact: a log-domain operator, or a callable that builds one, or None.
-        f: ``(B, N)`` and g: ``(B, M)`` potentials.
-        log_a, log_b: ``(B, N)``, ``(B, M)`` log weights.
-        cfg: the loop settings (epsilon, rho).
-        failures: kernel failures (log-domain rescues) during the solve.
-    """
-    args = (f, g, log_a, log_b, cfg.epsilon, cfg.rho_a, cfg.rho_b)
-    err = marginal_error(op, *args)
-    trusted = op.kind == 'log' or (failures == 0 and math.isfinite(float(err.max())))
-    if trusted or exact is None:
-        return err
-    exact = exact if isinstance(exact, Operator) else exact()
-    exact.set_epsilon(cfg.epsilon, f, g)
-    return marginal_error(exact, *args)
-
-
-def marginal_error(op, f, g, log_a, log_b, eps, rho_a, rho_b) -> torch.Tensor:
-    """Exact relative L1 marginal error of potentials ``(f, g)`` (two softmins)."""
-    s = op.softmin_rows(g)
-    t = op.softmin_cols(f)
-    return (_marginal_error(f, s, log_a, log_a.exp().sum(-1), eps, rho_a) +
-            _marginal_error(g, t, log_b, log_b.exp().sum(-1), eps, rho_b))
 
 
 def tau_pair(rho: Tuple[float, float], eps: float) -> Tuple[float, float]:

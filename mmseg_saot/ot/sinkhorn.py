@@ -72,7 +72,7 @@ def sinkhorn(cost: torch.Tensor,
     (``_fused_step.py``; fp32 sums for every storage dtype). At small eps most kernel
     entries underflow to zero at a rebuild; the kernel is rebuilt from the cost before
     the potentials could give such an entry mass again (absorption cannot revive a
-    zero; ``_operators.absorb_or_rebuild``). If the kernel still under/overflows
+    zero; ``_refresh.absorb_or_rebuild``). If the kernel still under/overflows
     (e.g. a column empty at the first build), the failing window is redone in the
     exact log domain and the kernel is rebuilt; after repeated failures the solve
     stays in the log domain; such a solve reports its marginal error measured in the
