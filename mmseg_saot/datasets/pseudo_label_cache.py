@@ -28,7 +28,7 @@ from PIL import Image
 
 from mmseg_saot.utils.atomic import atomic_write_bytes
 from mmseg_saot.utils.errors import UserInputError, error_reason
-from mmseg_saot.utils.paths import ensure_folder
+from mmseg_saot.utils.paths import ensure_folder, unused_path
 from .integrity import read_label_map
 
 MANIFEST = 'manifest.json'
@@ -158,11 +158,7 @@ class PseudoLabelCache:
             manifest = self.read_manifest() or {}
             old = manifest.get('config_hash', 'unknown')[:8]
             changed = changed_entries(manifest.get('fingerprint'), fingerprint)
-            stale = f'{self.root.rstrip(os.sep)}.stale-{old}'
-            suffix = 0
-            while osp.exists(stale if not suffix else f'{stale}.{suffix}'):
-                suffix += 1
-            moved = stale if not suffix else f'{stale}.{suffix}'
+            moved = unused_path(f'{self.root.rstrip(os.sep)}.stale-{old}')
             os.replace(self.root, moved)
             print_log(f'{self.root} held pseudo-labels of other settings (config hash {old}'
                       f'{f"; changed: {changed}" if changed else ""}); moved them to {moved} '

@@ -55,3 +55,12 @@ def ensure_folder(folder: str, option: str) -> None:
     if not writable_folder(folder):
         raise UserInputError(f'{option}: the folder {folder} is not writable; pick a writable '
                              'path.')
+
+
+def unused_path(path: str) -> str:
+    """``path`` if nothing is there, else the first free ``path.1``, ``path.2``, ... (a
+    folder that something is moved aside to, never over an earlier one)."""
+    suffix = 0
+    while osp.exists(path if not suffix else f'{path}.{suffix}'):
+        suffix += 1
+    return path if not suffix else f'{path}.{suffix}'

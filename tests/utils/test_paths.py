@@ -3,7 +3,7 @@ import os
 import pytest
 
 from mmseg_saot.utils.errors import UserInputError
-from mmseg_saot.utils.paths import ensure_folder, why_not_creatable
+from mmseg_saot.utils.paths import ensure_folder, unused_path, why_not_creatable
 
 
 def test_ensure_folder_creates_parents_and_keeps_existing_ones(tmp_path):
@@ -56,3 +56,11 @@ def test_an_existing_folder_where_no_file_can_be_made_is_refused(tmp_path, monke
     monkeypatch.undo()
     ensure_folder(str(tmp_path / 'ro'), '--work-dir')
     assert list((tmp_path / 'ro').iterdir()) == []  # the check leaves nothing behind
+
+
+def test_unused_path_never_names_an_existing_one(tmp_path):
+    base = str(tmp_path / 'run.stale-ab')
+    assert unused_path(base) == base
+    (tmp_path / 'run.stale-ab').mkdir()
+    (tmp_path / 'run.stale-ab.1').write_text('')
+    assert unused_path(base) == f'{base}.2'

@@ -14,6 +14,7 @@ from mmseg.registry import DATASETS
 from PIL import Image
 
 from mmseg_saot.models.labelers import METHODS
+from mmseg_saot.utils.paths import unused_path
 from .features import PseudoLabelInputError, iter_features
 from .labelling import build_labeler, fit_labeler, label_image, usable_sources
 from .oracle import PATCH_ORACLE, patch_oracle_labels
@@ -38,11 +39,7 @@ def set_aside_earlier_outputs(out_dir: str) -> Optional[str]:
     table = next((osp.join(out_dir, name) for name in OUTPUTS[:2] if name in found),
                  osp.join(out_dir, found[0]))
     stamp = time.strftime('%Y%m%d_%H%M%S', time.localtime(osp.getmtime(table)))
-    folder = osp.join(out_dir, f'earlier-{stamp}')
-    suffix = 0
-    while osp.exists(folder if not suffix else f'{folder}.{suffix}'):
-        suffix += 1
-    folder = folder if not suffix else f'{folder}.{suffix}'
+    folder = unused_path(osp.join(out_dir, f'earlier-{stamp}'))
     os.makedirs(folder)
     for name in found:
         os.replace(osp.join(out_dir, name), osp.join(folder, name))

@@ -39,7 +39,7 @@ def test_pretrained_weights_from_an_unreachable_hub_fail_at_once(no_network):
     with pytest.raises(WeightsError, match=f'could not fetch pretrained weights for "{MODEL}" '
                        'from the timm/Hugging Face hub \\(huggingface.co is unreachable '
                        '\\(ConnectionRefusedError: .*pass a local file'):
-        DINOv2Backbone(model_name=MODEL, pretrained=True)
+        DINOv2Backbone(model_name=MODEL, pretrained=True)  # stubbed: no download
     assert time.perf_counter() - start < 5 and no_network == [('huggingface.co', 443)]
 
 
