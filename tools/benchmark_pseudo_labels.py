@@ -207,7 +207,7 @@ def features(backbone, images, batch, device) -> List[torch.Tensor]:
 # (label, module, attribute path of the function or method).
 COUNTED_PARTS = (
     ('kernel rebuild/absorb', 'mmseg_saot.ot._operators', 'KernelOperator.refresh'),
-    ('final marginal error', 'mmseg_saot.ot._loop', 'marginal_error'),
+    ('final marginal error', 'mmseg_saot.ot._marginal_error', 'marginal_error'),
     ('label transfer', 'mmseg_saot.models.labelers.saot_labeler', 'transfer_labels'),
 )
 
