@@ -8,7 +8,7 @@ that caused them and says what the component accepts, with the closest match.
 import difflib
 import inspect
 import re
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 # The frame read is mmengine.registry.build_from_cfg's (mmengine 0.10: its locals
 # obj_type, obj_cls, args, registry); where a name is missing, the error is left as it is.
@@ -76,11 +76,14 @@ def find_config_entry(cfg: Any, type_name: str, keys: List[str]) -> Optional[str
     return None
 
 
-def _parameters(obj_cls: Any) -> List[str]:
-    """Keyword options of ``obj_cls``, with those its ``**kwargs`` pass to base classes."""
+def _options(obj_cls: Any) -> Tuple[List[str], bool]:
+    """Keyword options of ``obj_cls``, with those its ``**kwargs`` pass to base classes,
+    and whether the chain ends open (a ``**kwargs`` that no base class names)."""
     owners = obj_cls.__mro__ if inspect.isclass(obj_cls) else (obj_cls,)
     names: List[str] = []
     for owner in owners:
+        if owner is object:
+            break
         try:
             signature = inspect.signature(owner.__init__ if inspect.isclass(owner) else owner)
         except (TypeError, ValueError):
@@ -89,8 +92,44 @@ def _parameters(obj_cls: Any) -> List[str]:
         names += [p.name for p in params if p.name not in names and p.name != 'self' and
                   p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break  # nothing passes on to the next base
-    return names
+            return names, False  # nothing passes on to the next base
+    return names, True
+
+
+def _parameters(obj_cls: Any) -> List[str]:
+    """Keyword options of ``obj_cls``, with those its ``**kwargs`` pass to base classes."""
+    return _options(obj_cls)[0]
+
+
+def component_config_problem(cfg: Mapping, registry: Any, entry: str) -> Optional[str]:
+    """Check a component config before it is built, as far as its signature tells.
+
+    Args:
+        cfg: the component's config, ``dict(type=..., **options)``.
+        registry: the MMEngine registry it is built from.
+        entry: how the message names the config entry (``'SAOTPseudoLabelHook.source'``).
+
+    Returns:
+        A message for an unregistered ``type`` or an option the type does not take
+        (with the closest match and the list of options), or None. A type whose
+        ``**kwargs`` reach no base class that names them is not checked for options.
+    """
+    obj_type = cfg.get('type')
+    if isinstance(obj_type, str):
+        obj_cls = registry.get(obj_type)
+        if obj_cls is None:
+            return _unregistered(registry, obj_type, f'{entry}.type')
+    elif callable(obj_type):
+        obj_cls, obj_type = obj_type, getattr(obj_type, '__name__', str(obj_type))
+    else:
+        return f'{entry} needs a type (dict(type=..., ...)), got {dict(cfg)!r}.'
+    params, open_ended = _options(obj_cls)
+    unknown = [key for key in cfg if key not in ('type', '_scope_') and key not in params]
+    if not unknown or open_ended:
+        return None
+    return (f'{entry}.{unknown[0]}: {obj_type} has no option {unknown[0]!r} (from the config '
+            f'or --cfg-options).{did_you_mean(unknown[0], params)} '
+            f'It takes: {", ".join(params)}.')
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -137,13 +176,18 @@ def _unknown_type(build: dict, cfg: Any, config_path: str) -> Optional[str]:
     registry, obj_type = build.get('registry'), build.get('obj_type')
     if registry is None or not isinstance(obj_type, str):
         return None
-    names = sorted(set(registry.module_dict) |
-                   set(getattr(getattr(registry, 'parent', None), 'module_dict', {})))
     where = find_config_entry(cfg, obj_type, [])
     entry = f'{where}.type' if where else 'type'
-    return (f'{config_path}: {entry}={obj_type!r} is not a registered '
-            f'{registry.scope}::{registry.name} type (check the spelling, or add the '
-            f'module that registers it to custom_imports).{did_you_mean(obj_type, names)}')
+    return f'{config_path}: {_unregistered(registry, obj_type, entry)}'
+
+
+def _unregistered(registry: Any, obj_type: str, entry: str) -> str:
+    """``<entry>='X' is not a registered <scope>::<registry> type ...`` with the closest name."""
+    names = sorted(set(registry.module_dict) |
+                   set(getattr(getattr(registry, 'parent', None), 'module_dict', {})))
+    return (f'{entry}={obj_type!r} is not a registered {registry.scope}::{registry.name} '
+            f'type (check the spelling, or add the module that registers it to '
+            f'custom_imports).{did_you_mean(obj_type, names)}')
 
 
 def _bad_arguments(message: str, build: dict, cfg: Any, config_path: str) -> Optional[str]:

@@ -5,7 +5,8 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, MODELS
 
 import mmseg_saot  # noqa: F401  registers MLPHead
-from mmseg_saot.utils.build_errors import explain_build_error, find_config_entry
+from mmseg_saot.utils.build_errors import (component_config_problem, explain_build_error,
+                                           find_config_entry)
 
 HEAD = dict(type='MLPHead', in_channels=[8], in_index=[0], channels=4, num_classes=3)
 
@@ -66,3 +67,40 @@ def test_find_config_entry_walks_dicts_and_lists():
     cfg = dict(custom_hooks=[dict(type='A'), dict(type='B', momentum=1)])
     assert find_config_entry(cfg, 'B', ['momentum']) == 'custom_hooks.1'
     assert find_config_entry(cfg, 'B', ['nope']) is None
+
+
+def test_component_config_problem_checks_options_as_far_as_the_signature_tells():
+    from mmengine.registry import Registry
+    registry = Registry('thing', scope='demo')
+
+    @registry.register_module()
+    class Closed:
+        def __init__(self, size: int = 1):
+            self.size = size
+
+    @registry.register_module()
+    class Child(Closed):
+        def __init__(self, depth: int = 1, **kwargs):  # the rest goes to Closed
+            super().__init__(**kwargs)
+
+    @registry.register_module()
+    class Open:
+        def __init__(self, **kwargs):  # takes anything: not checked
+            self.kwargs = kwargs
+
+    assert component_config_problem(dict(type='Open', anything=1), registry, 'x') is None
+    assert component_config_problem(dict(type='Child', depth=2, size=2), registry, 'x') is None
+    assert component_config_problem(dict(type='Child', sise=2), registry, 'x') == (
+        "x.sise: Child has no option 'sise' (from the config or --cfg-options). "
+        "Did you mean 'size'? It takes: depth, size.")
+    assert component_config_problem(dict(type='Closed', size=2), registry, 'x') is None
+    assert component_config_problem(dict(type='Closed', sise=2), registry, 'x') == (
+        "x.sise: Closed has no option 'sise' (from the config or --cfg-options). "
+        "Did you mean 'size'? It takes: size.")
+    assert component_config_problem(dict(type=Closed, sise=2), registry, 'x').startswith(
+        "x.sise: Closed has no option 'sise'")
+    assert component_config_problem(dict(type='Opn'), registry, 'x') == (
+        "x.type='Opn' is not a registered demo::thing type (check the spelling, or add "
+        "the module that registers it to custom_imports). Did you mean 'Open'?")
+    assert component_config_problem(dict(size=2), registry, 'x') == (
+        "x needs a type (dict(type=..., ...)), got {'size': 2}.")

@@ -12,7 +12,8 @@ from mmseg_saot.engine.pseudo_labels.features import FeatureMemo
 from mmseg_saot.engine.pseudo_labels.fingerprint import dataset_files, make_fingerprint
 from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
 from mmseg_saot.engine.pseudo_labels.target_set import evenly_spaced, label_target_set
-from mmseg_saot.utils.build_errors import unknown_option_hint
+from mmseg_saot.utils.build_errors import (component_config_problem, explain_build_error,
+                                           unknown_option_hint)
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_positive_int
 
 
@@ -107,6 +108,9 @@ class SAOTPseudoLabelHook(Hook):
         if num_source_images is not None:
             check_positive_int('SAOTPseudoLabelHook', 'num_source_images', num_source_images)
         _check_labeler(labeler, num_classes, ignore_index)
+        problem = component_config_problem(source, DATASETS, 'SAOTPseudoLabelHook: source')
+        if problem:
+            raise ConfigError(problem)
         self.source_cfg, self.labeler_cfg = source, labeler
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.batch_size, self.feature_index = batch_size, feature_index
@@ -121,6 +125,18 @@ class SAOTPseudoLabelHook(Hook):
         self.run(model, dataset)
         if not complete_before:
             restart_train_dataloader(runner)
+
+    def _build_source(self):
+        """The source dataset; a misspelt option or type inside it (a wrapped dataset's,
+        which the check at construction does not see) is named, not a traceback."""
+        try:
+            return DATASETS.build(self.source_cfg)
+        except (TypeError, KeyError) as err:
+            message = explain_build_error(err, dict(source=self.source_cfg),
+                                          'SAOTPseudoLabelHook')
+            if message is None:
+                raise
+            raise ConfigError(message) from None
 
     def run(self, model: torch.nn.Module, dataset: PseudoLabelDataset,
             memo: Optional[dict] = None) -> dict:
@@ -137,7 +153,7 @@ class SAOTPseudoLabelHook(Hook):
                 'hook (custom_hooks) so pseudo-labels use the head\'s label space.')
         if memo is None and self.feature_store_dir:
             memo = FeatureMemo(store=FeatureStore(self.feature_store_dir, model))
-        source_set = DATASETS.build(self.source_cfg)
+        source_set = self._build_source()
         keys = dataset.keys()
         bank = evenly_spaced(len(source_set), self.num_source_images)
         fingerprint = make_fingerprint(

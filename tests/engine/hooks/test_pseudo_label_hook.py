@@ -30,12 +30,30 @@ def test_num_classes_must_match_the_decode_head():
      'SAOTPseudoLabelHook: batch_size must be an integer >= 1, got 0.'),
     (dict(type='SAOTLabeler'), dict(num_source_images=0),
      'SAOTPseudoLabelHook: num_source_images must be an integer >= 1, got 0.'),
+    (dict(type='SAOTLabeler'), dict(source=dict(type='GTA5Dataset', data_prefx={})),
+     "SAOTPseudoLabelHook: source.data_prefx: GTA5Dataset has no option 'data_prefx' "
+     "\\(from the config or --cfg-options\\). Did you mean 'data_prefix'\\? It takes: "),
+    (dict(type='SAOTLabeler'), dict(source=dict(type='GTA5Datset')),
+     "SAOTPseudoLabelHook: source.type='GTA5Datset' is not a registered mmseg::dataset "
+     "type .* Did you mean 'GTA5Dataset'\\?"),
 ])
 def test_bad_options_stop_when_the_hook_is_built(labeler, hook_options, message):
     # built by the runner before any feature is computed; tools print ConfigError
     with pytest.raises(ConfigError, match=message):
-        SAOTPseudoLabelHook(source=dict(type='GTA5Dataset'), labeler=labeler,
-                            **hook_options)
+        SAOTPseudoLabelHook(**{'source': dict(type='GTA5Dataset'), 'labeler': labeler,
+                               **hook_options})
+
+
+def test_a_misspelt_option_of_a_wrapped_source_set_is_named_when_it_is_built():
+    # a wrapper's own options are checked at construction; the wrapped set's only
+    # when it is built, before the labelling starts (MMEngine's call_hook would turn
+    # the TypeError into one without a traceback to read)
+    source = dict(type='RepeatDataset', times=2,
+                  dataset=dict(type='GTA5Dataset', data_prefx={}))
+    hook = SAOTPseudoLabelHook(source=source, labeler=dict(type='SAOTLabeler'))
+    with pytest.raises(ConfigError, match="SAOTPseudoLabelHook: source.dataset.data_prefx: "
+                                          "GTA5Dataset has no option 'data_prefx'"):
+        hook._build_source()
 
 
 def test_a_labeler_without_type_is_an_saot_labeler():
