@@ -76,9 +76,10 @@ def find_config_entry(cfg: Any, type_name: str, keys: List[str]) -> Optional[str
     return None
 
 
-def _options(obj_cls: Any) -> Tuple[List[str], bool]:
+def _options(obj_cls: Any, drops_kwargs: Sequence[type] = ()) -> Tuple[List[str], bool]:
     """Keyword options of ``obj_cls``, with those its ``**kwargs`` pass to base classes,
-    and whether the chain ends open (a ``**kwargs`` that no base class names)."""
+    and whether the chain ends open (a ``**kwargs`` that no base class names).
+    ``drops_kwargs``: classes known to swallow their ``**kwargs`` (the chain ends there)."""
     owners = obj_cls.__mro__ if inspect.isclass(obj_cls) else (obj_cls,)
     names: List[str] = []
     for owner in owners:
@@ -91,7 +92,7 @@ def _options(obj_cls: Any) -> Tuple[List[str], bool]:
         params = signature.parameters.values()
         names += [p.name for p in params if p.name not in names and p.name != 'self' and
                   p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
+        if owner in drops_kwargs or not any(p.kind == p.VAR_KEYWORD for p in params):
             return names, False  # nothing passes on to the next base
     return names, True
 
@@ -101,13 +102,16 @@ def _parameters(obj_cls: Any) -> List[str]:
     return _options(obj_cls)[0]
 
 
-def component_config_problem(cfg: Mapping, registry: Any, entry: str) -> Optional[str]:
+def component_config_problem(cfg: Mapping, registry: Any, entry: str,
+                             drops_kwargs: Sequence[type] = ()) -> Optional[str]:
     """Check a component config before it is built, as far as its signature tells.
 
     Args:
         cfg: the component's config, ``dict(type=..., **options)``.
         registry: the MMEngine registry it is built from.
-        entry: how the message names the config entry (``'SAOTPseudoLabelHook.source'``).
+        entry: how the message names the config entry (``'SAOTPseudoLabelHook: source'``).
+        drops_kwargs: classes whose ``**kwargs`` are accepted and ignored (MMSeg's
+            ``IoUMetric``): options that reach them are unknown.
 
     Returns:
         A message for an unregistered ``type`` or an option the type does not take
@@ -123,13 +127,13 @@ def component_config_problem(cfg: Mapping, registry: Any, entry: str) -> Optiona
         obj_cls, obj_type = obj_type, getattr(obj_type, '__name__', str(obj_type))
     else:
         return f'{entry} needs a type (dict(type=..., ...)), got {dict(cfg)!r}.'
-    params, open_ended = _options(obj_cls)
+    params, open_ended = _options(obj_cls, drops_kwargs)
     unknown = [key for key in cfg if key not in ('type', '_scope_') and key not in params]
     if not unknown or open_ended:
         return None
-    return (f'{entry}.{unknown[0]}: {obj_type} has no option {unknown[0]!r} (from the config '
-            f'or --cfg-options).{did_you_mean(unknown[0], params)} '
-            f'It takes: {", ".join(params)}.')
+    takes = f'It takes: {", ".join(params)}.' if params else 'It takes no options.'
+    return (f'{entry}.{unknown[0]}: {obj_type} has no option {unknown[0]!r}.'
+            f'{did_you_mean(unknown[0], params)} {takes}')
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:

@@ -43,7 +43,29 @@ def _test_problems(cfg: Mapping) -> Iterator[str]:
     yield from _loop_parts_problem(cfg, 'test', required=True)
     yield from _dataloader_problems(cfg, 'test_dataloader')
     yield from _class_count_problems(cfg, ('test',))
+    yield from _evaluator_problems(cfg, ('test',))
     yield from _unscorable_test_problem(cfg)
+
+
+def _evaluator_problems(cfg: Mapping, splits) -> Iterator[str]:
+    """A misspelt metric option: MMSeg's ``IoUMetric`` takes ``**kwargs`` and ignores
+    them, so ``test_evaluator.formatonly=True`` would run and score as if unset."""
+    from mmseg.evaluation import IoUMetric
+    from mmseg.registry import METRICS
+
+    from mmseg_saot.utils.build_errors import component_config_problem
+    for split in splits:
+        key = f'{split}_evaluator'
+        evaluator = cfg.get(key)
+        metrics = ([(key, evaluator)] if isinstance(evaluator, Mapping) else
+                   [(f'{key}.{i}', m) for i, m in enumerate(evaluator or [])])
+        for entry, metric in metrics:
+            known = isinstance(metric, Mapping) and isinstance(metric.get('type'), str) and \
+                METRICS.get(metric['type']) is not None  # MMEngine names an unknown type
+            problem = known and component_config_problem(metric, METRICS, entry,
+                                                         drops_kwargs=(IoUMetric,))
+            if problem:
+                yield problem.rstrip('.')
 
 
 def _unscorable_test_problem(cfg: Mapping) -> Iterator[str]:
@@ -71,6 +93,7 @@ def _train_problems(cfg: Mapping) -> Iterator[str]:
     for name in TRAIN_DATALOADERS:
         yield from _dataloader_problems(cfg, name)
     yield from _class_count_problems(cfg, ('train', 'val'))
+    yield from _evaluator_problems(cfg, ('val', 'test'))
     loop = cfg.get('train_cfg') or {}
     for key in ('max_iters', 'max_epochs', 'val_interval'):
         if key in loop:

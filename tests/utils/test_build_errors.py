@@ -91,12 +91,13 @@ def test_component_config_problem_checks_options_as_far_as_the_signature_tells()
     assert component_config_problem(dict(type='Open', anything=1), registry, 'x') is None
     assert component_config_problem(dict(type='Child', depth=2, size=2), registry, 'x') is None
     assert component_config_problem(dict(type='Child', sise=2), registry, 'x') == (
-        "x.sise: Child has no option 'sise' (from the config or --cfg-options). "
-        "Did you mean 'size'? It takes: depth, size.")
+        "x.sise: Child has no option 'sise'. Did you mean 'size'? It takes: depth, size.")
+    assert component_config_problem(dict(type='Open', anything=1), registry, 'x',
+                                    drops_kwargs=(Open,)) == (
+        "x.anything: Open has no option 'anything'. It takes no options.")
     assert component_config_problem(dict(type='Closed', size=2), registry, 'x') is None
     assert component_config_problem(dict(type='Closed', sise=2), registry, 'x') == (
-        "x.sise: Closed has no option 'sise' (from the config or --cfg-options). "
-        "Did you mean 'size'? It takes: size.")
+        "x.sise: Closed has no option 'sise'. Did you mean 'size'? It takes: size.")
     assert component_config_problem(dict(type=Closed, sise=2), registry, 'x').startswith(
         "x.sise: Closed has no option 'sise'")
     assert component_config_problem(dict(type='Opn'), registry, 'x') == (

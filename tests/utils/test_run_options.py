@@ -93,11 +93,23 @@ def test_a_val_or_test_loop_with_a_part_unset_is_named():
     check_run_options(cfg, 'cfg.py')  # training without validation
 
 
-def test_a_test_set_without_label_maps_is_predicted_only_with_format_only():
-    import pytest
+def test_a_misspelt_metric_option_is_named_though_iou_metric_takes_any_keyword():
+    # MMSeg's IoUMetric(**kwargs) ignores them: formatonly=True would score as if unset
+    options = ('ignore_index, iou_metrics, nan_to_num, beta, collect_device, output_dir, '
+               'format_only, prefix')
+    assert _message({'test_evaluator.formatonly': True}, training=False) == (
+        "cfg.py: test_evaluator.formatonly: IoUMetric has no option 'formatonly'. Did you "
+        f"mean 'format_only'? It takes: {options} (from the config or --cfg-options).")
+    cfg = _base()
+    cfg.val_evaluator = [dict(type='ClassIoUMetric', iou_metric=['mDice'])]
+    with pytest.raises(ConfigError, match="val_evaluator.0.iou_metric: ClassIoUMetric has "
+                       "no option 'iou_metric'. Did you mean 'iou_metrics'"):
+        check_run_options(cfg, 'cfg.py')
+    cfg.val_evaluator = [dict(type='ClassIoUMetric', iou_metrics=['mDice'], prefix='v')]
+    check_run_options(cfg, 'cfg.py')
 
-    from mmseg_saot.utils.errors import ConfigError
-    from mmseg_saot.utils.run_options import check_run_options
+
+def test_a_test_set_without_label_maps_is_predicted_only_with_format_only():
     images_only = dict(type='CityscapesDataset', pipeline=[dict(type='LoadImageFromFile'),
                                                            dict(type='PackSegInputs')])
     cfg = dict(test_dataloader=dict(dataset=images_only), test_cfg=dict(type='TestLoop'),

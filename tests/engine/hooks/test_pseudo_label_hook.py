@@ -31,8 +31,8 @@ def test_num_classes_must_match_the_decode_head():
     (dict(type='SAOTLabeler'), dict(num_source_images=0),
      'SAOTPseudoLabelHook: num_source_images must be an integer >= 1, got 0.'),
     (dict(type='SAOTLabeler'), dict(source=dict(type='GTA5Dataset', data_prefx={})),
-     "SAOTPseudoLabelHook: source.data_prefx: GTA5Dataset has no option 'data_prefx' "
-     "\\(from the config or --cfg-options\\). Did you mean 'data_prefix'\\? It takes: "),
+     "SAOTPseudoLabelHook: source.data_prefx: GTA5Dataset has no option 'data_prefx'. "
+     "Did you mean 'data_prefix'\\? It takes: "),
     (dict(type='SAOTLabeler'), dict(source=dict(type='GTA5Datset')),
      "SAOTPseudoLabelHook: source.type='GTA5Datset' is not a registered mmseg::dataset "
      "type .* Did you mean 'GTA5Dataset'\\?"),
