@@ -19,7 +19,7 @@ from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
 from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, newest_checkpoint,
                                           read_last_checkpoint)
 from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
-                                                check_checkpoint_or_exit)
+                                                check_checkpoint_or_exit, load_from_warning)
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, enable_amp, exit_with,
                                   interrupt_exits, user_errors_exit)
 from mmseg_saot.utils.run_config import load_run_config, save_config_with_templates
@@ -105,6 +105,10 @@ def main() -> None:
                   f'{max_iters}: nothing is left to train. To train longer, resume '
                   'with a larger --cfg-options train_cfg.max_iters=...', file=sys.stderr)
             return
+    elif loaded is not None:  # fine-tuning: a partial fit is allowed, and said
+        warning = load_from_warning(runner.model, loaded, cfg.load_from)
+        if warning:
+            runner.logger.warning(warning)
     del loaded  # the runner loads the weights itself
     for hook in runner.hooks:  # before the DataLoader workers fork: they ignore Ctrl-C
         if isinstance(hook, SaveOnInterruptHook):

@@ -1,7 +1,7 @@
 """Check a checkpoint before the runner loads it: readable weights-only, and holding
 every weight of the model in its shapes, trained on the same frozen backbone weights."""
 import os.path as osp
-from typing import Any
+from typing import Any, Optional
 
 from mmseg_saot.utils.cli import exit_with
 from mmseg_saot.utils.errors import load_failure_reason
@@ -79,38 +79,83 @@ def check_checkpoint_fits_or_exit(model, checkpoint: Any, path: str, config: str
         config: the config file, for the message.
         option: where the checkpoint came from, e.g. ``'CHECKPOINT'`` or ``'--resume'``.
     """
-    import torch
-
-    from mmseg_saot.models.backbones.dinov2 import VIT_DIGEST_KEY, frozen_weights_mismatch
-    while isinstance(getattr(model, 'module', None), torch.nn.Module):
-        model = model.module
-    saved = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
-    saved = {key[len('module.'):] if key.startswith('module.') else key: value
-             for key, value in saved.items()}
-    expected = model.state_dict()
-    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
-    digests = [key for key in expected if key.endswith(VIT_DIGEST_KEY)]
-    if any(isinstance(saved.get(key), torch.Tensor) and
-           not torch.equal(saved[key].cpu(), expected[key].cpu()) for key in digests):
+    from mmseg_saot.models.backbones.dinov2 import frozen_weights_mismatch
+    fit = _CheckpointFit(model, checkpoint)
+    if fit.other_backbone:
         exit_with(f'{option}: ' + frozen_weights_mismatch(
             f'"{path}"', weights_from=f'{config} (with its --cfg-options)'))
-    frozen.update(digests)  # older checkpoints have none: nothing to compare
-    missing = [key for key in expected if key not in saved and key not in frozen]
-    mismatched = [f'{key} ({tuple(saved[key].shape)} in the checkpoint, '
-                  f'{tuple(value.shape)} in the model)' for key, value in expected.items()
-                  if key in saved and getattr(saved[key], 'shape', None) != value.shape]
-    if not missing and not mismatched:
+    if not fit.missing and not fit.mismatched:
         return
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} of the model\'s {len(expected)} weights are missing '
-                        f'({_first(missing)})')
-    if mismatched:
-        problems.append(f'{len(mismatched)} weights have another shape ({_first(mismatched)})')
     exit_with(f'{option}: "{path}" does not fit the model of {config}: '
-              f'{"; ".join(problems)}. Use a checkpoint that tools/train.py wrote with this '
+              f'{fit.describe()}. Use a checkpoint that tools/train.py wrote with this '
               'config and these --cfg-options (to resume: their --work-dir; after changing '
               'the model, start a new --work-dir).')
+
+
+def load_from_warning(model, checkpoint: Any, path: str) -> Optional[str]:
+    """What ``load_from`` (fine-tuning: MMEngine loads it non-strictly) will leave
+    untouched, or None when it sets every trained weight of ``model``.
+
+    A head for other classes (the usual reason to fine-tune) keeps its initial
+    weights; a checkpoint trained on another backbone's features fits by shape but
+    not by meaning. Both are allowed, and said once, in one sentence, before training.
+    """
+    fit = _CheckpointFit(model, checkpoint)
+    problems = [fit.describe()] if fit.missing or fit.mismatched else []
+    if fit.other_backbone:
+        problems.append('its head was trained on the features of other frozen backbone '
+                        'weights than this model\'s')
+    if not problems:
+        return None
+    return (f'load_from: "{path}" does not fit this model exactly: {"; ".join(problems)}. '
+            'Those weights start from their initial values; if you meant to continue this '
+            'model\'s training, use its own checkpoint (or --resume).')
+
+
+class _CheckpointFit:
+    """How a checkpoint's weights match a built model (wrappers looked through).
+
+    Attributes:
+        missing: the model's trained weights the checkpoint lacks (frozen ones may be
+            absent: the model keeps its own).
+        mismatched: ``'name (shape in the checkpoint, shape in the model)'`` entries.
+        other_backbone: the checkpoint records other frozen backbone weights.
+        total: the number of entries in the model's state dict.
+    """
+
+    def __init__(self, model, checkpoint: Any) -> None:
+        import torch
+
+        from mmseg_saot.models.backbones.dinov2 import VIT_DIGEST_KEY
+        while isinstance(getattr(model, 'module', None), torch.nn.Module):
+            model = model.module
+        saved = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+        saved = {key[len('module.'):] if key.startswith('module.') else key: value
+                 for key, value in saved.items()}
+        expected = model.state_dict()
+        frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+        digests = [key for key in expected if key.endswith(VIT_DIGEST_KEY)]
+        self.other_backbone = any(
+            isinstance(saved.get(key), torch.Tensor) and
+            not torch.equal(saved[key].cpu(), expected[key].cpu()) for key in digests)
+        frozen.update(digests)  # older checkpoints have none: nothing to compare
+        self.missing = [key for key in expected if key not in saved and key not in frozen]
+        self.mismatched = [
+            f'{key} ({tuple(saved[key].shape)} in the checkpoint, {tuple(value.shape)} in '
+            'the model)' for key, value in expected.items()
+            if key in saved and getattr(saved[key], 'shape', None) != value.shape]
+        self.total = len(expected)
+
+    def describe(self) -> str:
+        """``'2 of the model's 40 weights are missing (...); 1 weights have another shape (...)'``."""
+        problems = []
+        if self.missing:
+            problems.append(f'{len(self.missing)} of the model\'s {self.total} weights are '
+                            f'missing ({_first(self.missing)})')
+        if self.mismatched:
+            problems.append(f'{len(self.mismatched)} weights have another shape '
+                            f'({_first(self.mismatched)})')
+        return '; '.join(problems)
 
 
 def _first(items, count: int = 3) -> str:

@@ -4,8 +4,9 @@ import datetime
 import pytest
 import torch
 
+from mmseg_saot.models.backbones import DINOv2Backbone
 from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
-                                                check_checkpoint_or_exit)
+                                                check_checkpoint_or_exit, load_from_warning)
 
 
 def _exit_message(path, capsys) -> str:
@@ -150,8 +151,6 @@ def test_a_checkpoint_folder_is_named_as_one(tmp_path, capsys):
 
 
 def test_a_head_trained_on_other_frozen_backbone_weights_is_refused(tmp_path, capsys):
-    from mmseg_saot.models.backbones import DINOv2Backbone
-
     def model(seed):
         torch.manual_seed(seed)  # random ViT weights: another seed, other weights
         built = _Head()
@@ -170,3 +169,27 @@ def test_a_head_trained_on_other_frozen_backbone_weights_is_refused(tmp_path, ca
                                if not k.endswith('frozen_vit_sha256')}}, older)
     _fits(tested, older)
     assert capsys.readouterr().err == ''
+
+
+def test_load_from_says_which_weights_fine_tuning_leaves_at_their_initial_values():
+    three = _Head(classes=3)
+    assert load_from_warning(_Wrapper(_Head(classes=3)), {'state_dict': three.state_dict()},
+                             'a.pth') is None
+    message = load_from_warning(_Head(classes=5), {'state_dict': three.state_dict()}, 'a.pth')
+    assert message == (
+        'load_from: "a.pth" does not fit this model exactly: 2 weights have another shape '
+        '(conv_seg.weight ((3, 4, 1, 1) in the checkpoint, (5, 4, 1, 1) in the model), '
+        'conv_seg.bias ((3,) in the checkpoint, (5,) in the model)). Those weights start '
+        'from their initial values; if you meant to continue this model\'s training, use '
+        'its own checkpoint (or --resume).')
+
+
+def test_load_from_says_when_the_head_was_trained_on_another_backbone():
+    def model(seed):
+        torch.manual_seed(seed)
+        built = _Head()
+        built.backbone = DINOv2Backbone(model_name='vit_small_patch14_dinov2', out_indices=1)
+        return built
+    message = load_from_warning(model(1), {'state_dict': model(0).state_dict()}, 'a.pth')
+    assert message.startswith('load_from: "a.pth" does not fit this model exactly: its head '
+                              'was trained on the features of other frozen backbone weights')
