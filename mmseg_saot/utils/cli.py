@@ -36,10 +36,16 @@ LAUNCHER_START = {
 }
 
 
+def report_error(message: str, code: int = 2) -> int:
+    """Print ``error: <message>`` to stderr (no traceback) and return ``code``, for a
+    ``main`` that returns its exit code (the dataset converters)."""
+    print(f'error: {message}', file=sys.stderr)
+    return code
+
+
 def exit_with(message: str, code: int = 2) -> NoReturn:
     """Print ``message`` to stderr (no traceback) and exit with ``code``."""
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(code)
+    sys.exit(report_error(message, code))
 
 
 class CfgOptionsAction(DictAction):

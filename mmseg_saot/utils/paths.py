@@ -1,7 +1,9 @@
-"""Create the folders a user names, and say why one cannot be, in words a user can act on."""
+"""Create the folders a user names, and say why one cannot be, in words a user can act on;
+the rules for naming a free path and for reusing an output that is up to date."""
 import os
 import os.path as osp
 import tempfile
+from typing import Sequence
 
 from mmseg_saot.utils.errors import UserInputError
 
@@ -64,3 +66,20 @@ def unused_path(path: str) -> str:
     while osp.exists(path if not suffix else f'{path}.{suffix}'):
         suffix += 1
     return path if not suffix else f'{path}.{suffix}'
+
+
+def is_up_to_date(output: str, sources: Sequence[str]) -> bool:
+    """Whether ``output`` exists and was modified no earlier than each of ``sources``
+    (``mtime >=``): the dataset converters' rule for keeping an output they wrote
+    before instead of writing it again. A missing source counts as newer (the output
+    is written again, and the converter then names the missing file).
+
+    Args:
+        output: the file a converter writes.
+        sources: the files it is made from.
+    """
+    try:
+        written = os.stat(output).st_mtime_ns
+        return all(os.stat(source).st_mtime_ns <= written for source in sources)
+    except OSError:
+        return False

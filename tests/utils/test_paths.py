@@ -64,3 +64,17 @@ def test_unused_path_never_names_an_existing_one(tmp_path):
     (tmp_path / 'run.stale-ab').mkdir()
     (tmp_path / 'run.stale-ab.1').write_text('')
     assert unused_path(base) == f'{base}.2'
+
+
+def test_is_up_to_date_needs_an_output_no_older_than_every_source(tmp_path):
+    from mmseg_saot.utils.paths import is_up_to_date
+    source, output = tmp_path / 'src', tmp_path / 'out'
+    source.write_text('s')
+    assert not is_up_to_date(str(output), [str(source)])       # not written yet
+    output.write_text('o')
+    os.utime(output, ns=(10**18, 10**18))
+    os.utime(source, ns=(10**18, 10**18))
+    assert is_up_to_date(str(output), [str(source)])           # same mtime: kept
+    os.utime(source, ns=(10**18 + 1, 10**18 + 1))
+    assert not is_up_to_date(str(output), [str(source)])       # source newer
+    assert not is_up_to_date(str(output), [str(tmp_path / 'gone')])
