@@ -1,5 +1,6 @@
 """tools/dataset_converters/gta5.py on a tiny GTA5 tree of paletted labels."""
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -154,3 +155,42 @@ def test_a_file_root_and_converted_only_labels_are_named(tool, tmp_path):
     with pytest.raises(tool.LayoutError, match='holds no label-id PNGs to convert \\(only '
                        'converted'):
         tool.check_layout(tmp_path / 'gta5')
+
+
+def test_out_dir_gets_the_labels_and_the_class_stats(tool, gta5_root, tmp_path, capsys):
+    out = tmp_path / 'converted'
+    out.mkdir()   # an existing folder is fine
+    assert run(tool, gta5_root, '--out-dir', out) == 0
+    assert f'in {out / "sample_class_stats.json"}' in capsys.readouterr().out
+    assert not (gta5_root / 'sample_class_stats.json').exists()
+    assert not list((gta5_root / 'labels').glob('*_labelTrainIds.png'))
+    records = json.loads((out / 'sample_class_stats.json').read_text())
+    # relative to the stats file's folder, where ClassBalancedSampler looks
+    assert [r['file'] for r in records] == ['00001_labelTrainIds.png',
+                                            '00002_labelTrainIds.png']
+    assert all((out / r['file']).is_file() for r in records)
+
+
+def test_an_out_dir_that_is_a_file_is_named(tool, gta5_root, tmp_path, capsys):
+    afile = tmp_path / 'afile'
+    afile.write_text('kept')
+    assert run(tool, gta5_root, '--out-dir', afile) == 2
+    assert capsys.readouterr().err.strip() == (
+        f'error: --out-dir: {afile} exists and is not a folder; pick another path.')
+    assert afile.read_text() == 'kept'
+
+
+def test_an_output_older_than_its_label_is_converted_again(tool, gta5_root, capsys):
+    assert run(tool, gta5_root) == 0
+    out = gta5_root / 'labels' / '00001_labelTrainIds.png'
+    cv2.imwrite(str(out), np.full((H, W), 3, np.uint8))   # a marker
+    old = os.stat(gta5_root / 'labels' / '00001.png').st_mtime - 10
+    os.utime(out, (old, old))
+    capsys.readouterr()
+    assert run(tool, gta5_root) == 0
+    assert '1 converted, 1 already done' in capsys.readouterr().out
+    expected = expected_train_ids(gta5_root / 'labels' / '00001.png')
+    assert (cv2.imread(str(out), cv2.IMREAD_UNCHANGED) == expected).all()
+    record = json.loads((gta5_root / 'sample_class_stats.json').read_text())[0]
+    assert record['counts'] == {str(v): int((expected == v).sum())
+                                for v in np.unique(expected)}

@@ -10,13 +10,16 @@ Writes, next to each label::
     GTA5_ROOT/labels/00001_labelTrainIds.png   uint8, 0..18 and 255 = ignore
     GTA5_ROOT/sample_class_stats.json          pixels per train id per image
 
-Usage::
+With ``--out-dir DIR`` both go to DIR instead (``DIR/00001_labelTrainIds.png``,
+``DIR/sample_class_stats.json`` with file names relative to DIR, the folder
+``ClassBalancedSampler`` resolves them against); GTA5_ROOT is only read. Usage::
 
     python tools/dataset_converters/gta5.py GTA5_ROOT [--nproc 8]
         [--out-dir DIR] [--force]
 
-Files already converted are skipped (their class counts are reused from the
-previous stats file) unless ``--force``.
+A converted file is kept (its class counts reused from the previous stats file)
+if it is up to date: modified no earlier than its label (mtime >=). An older
+one is converted again, and ``--force`` converts every file again.
 """
 import argparse
 import os
@@ -24,66 +27,22 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
-
 from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import class_stats
+from mmseg_saot.datasets.label_png import read_index_png, read_train_ids
 from mmseg_saot.utils.arg_types import positive_int
 from mmseg_saot.utils.atomic import atomic_write_png
+from mmseg_saot.utils.cli import report_error
+from mmseg_saot.utils.errors import UserInputError
 from mmseg_saot.utils.parallel import map_with_progress
+from mmseg_saot.utils.paths import ensure_folder, is_up_to_date
 
 EXPECTED_LAYOUT = 'GTA5_ROOT/images/*.png, GTA5_ROOT/labels/*.png'
 TRAIN_ID_SUFFIX = '_labelTrainIds.png'
 
 
-class LabelFileError(Exception):
-    """A label file that cannot be read or holds no label-id image."""
-
-
 class LayoutError(Exception):
     """The dataset folder does not have the expected layout."""
-
-
-def read_label_ids(path: str) -> np.ndarray:
-    """Read a label-id PNG as a 2-D uint8 array of Cityscapes label ids.
-
-    GTA5's labels are paletted ('P') PNGs: the pixel values are the label ids
-    and the palette only colours them, so the indices are read, never the
-    colours. Single-channel ('L', 'I', 'I;16') images are read as they are.
-    """
-    try:
-        from PIL import Image
-    except ImportError:   # Pillow comes with matplotlib, a mmengine dependency
-        raise LabelFileError('reading GTA5 labels needs Pillow: pip install '
-                             'pillow') from None
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            array = np.array(image)
-    except Exception as error:   # truncated, not a PNG, unreadable, ...
-        raise LabelFileError(
-            f'cannot read label file {path}: {error}') from None
-    if mode not in ('P', 'L', 'I', 'I;16') or array.ndim != 2:
-        raise LabelFileError(
-            f'label file {path} is a {mode} image; expected a paletted or '
-            'single-channel PNG of Cityscapes label ids')
-    if array.dtype != np.uint8:
-        if array.min() < 0 or array.max() > 255:
-            raise LabelFileError(f'label file {path} holds values '
-                                 f'{array.min()}..{array.max()}, outside the '
-                                 'Cityscapes label ids')
-        array = array.astype(np.uint8)
-    return array
-
-
-def read_train_ids(path: str) -> np.ndarray:
-    """Read a train-id PNG written by this tool."""
-    import cv2
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None or array.ndim != 2:
-        raise LabelFileError(f'cannot read converted label file {path}; '
-                             'delete it or run again with --force')
-    return array.astype(np.uint8)
 
 
 def train_id_path(label_file: Path, out_dir: Path) -> Path:
@@ -93,15 +52,16 @@ def train_id_path(label_file: Path, out_dir: Path) -> Path:
 
 def convert_label_file(src: str, dst: str) -> Dict[str, int]:
     """Convert one label-id PNG to train ids; return its class pixel counts."""
-    train_ids = labels.label_ids_to_train_ids(read_label_ids(src))
+    label_ids = read_index_png(src, content='Cityscapes label ids')
+    train_ids = labels.label_ids_to_train_ids(label_ids)
     atomic_write_png(dst, train_ids)
     return class_stats.class_pixel_counts(train_ids)
 
 
 def _convert_job(job: Tuple[str, str, bool]) -> Tuple[str, Dict[str, int],
                                                       bool]:
-    """Worker: convert ``src`` (or only count ``dst`` if it exists and the
-    job does not force) -> (dst, counts, converted)."""
+    """Worker: convert ``src`` (or only count ``dst`` where the job does not
+    convert: it is up to date) -> (dst, counts, converted)."""
     src, dst, convert = job
     if convert:
         return dst, convert_label_file(src, dst), True
@@ -134,25 +94,41 @@ def check_layout(root: Path) -> Path:
     return labels_dir
 
 
+def stats_folder(root: Path, out_dir: Optional[Path]) -> Path:
+    """Where ``sample_class_stats.json`` goes: ``out_dir`` if given, else ``root``."""
+    return Path(out_dir) if out_dir is not None else Path(root)
+
+
 def convert_gta5(root: Path, out_dir: Optional[Path] = None, nproc: int = 1,
                  force: bool = False) -> Tuple[List[Dict], int]:
     """Convert every label of a GTA5 root and write its class stats.
 
+    Args:
+        root: the GTA5 folder (read only when ``out_dir`` is given).
+        out_dir: folder for the train-id PNGs and the stats (default: ``root/labels``
+            and ``root``).
+        nproc: worker processes.
+        force: convert every label again, also those up to date.
+
     Returns:
         (stats records, number of files converted in this run).
+
+    Raises:
+        LayoutError: ``root`` lacks the GTA5 layout.
+        UserInputError: ``out_dir`` cannot be created or written (a file is there).
+        mmseg_saot.datasets.label_png.LabelFileError: a label cannot be converted
+            (the message names it).
     """
     root = Path(root)
     labels_dir = check_layout(root)
+    if out_dir is not None:
+        ensure_folder(str(out_dir), option='--out-dir')
+    stats_dir = stats_folder(root, out_dir)
     out_dir = Path(out_dir) if out_dir is not None else labels_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stats_path = root / class_stats.STATS_FILENAME
+    stats_path = stats_dir / class_stats.STATS_FILENAME
 
     def stats_name(path: Path) -> str:
-        path = path.resolve()
-        try:
-            return path.relative_to(root.resolve()).as_posix()
-        except ValueError:
-            return str(path)
+        return path.relative_to(stats_dir).as_posix()
 
     known = {}
     if stats_path.is_file() and not force:
@@ -165,10 +141,11 @@ def convert_gta5(root: Path, out_dir: Optional[Path] = None, nproc: int = 1,
     for src in find_label_files(labels_dir):
         dst = train_id_path(src, out_dir)
         name = stats_name(dst)
-        if dst.is_file() and not force and name in known:
+        up_to_date = not force and is_up_to_date(str(dst), [str(src)])
+        if up_to_date and name in known:
             records.append(dict(file=name, counts=known[name]))
         else:
-            jobs.append((str(src), str(dst), force or not dst.is_file()))
+            jobs.append((str(src), str(dst), not up_to_date))
     converted = 0
     for dst, counts, did_convert in map_with_progress(
             _convert_job, jobs, nproc, 'GTA5 labels', chunksize=4):
@@ -191,11 +168,6 @@ def format_summary(records: List[Dict]) -> str:
     return '\n'.join(lines)
 
 
-def fail(message: str) -> int:
-    print(f'error: {message}', file=sys.stderr)
-    return 2
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Convert GTA5 label ids to Cityscapes train ids and '
@@ -205,10 +177,13 @@ def parse_args(argv=None):
     parser.add_argument('--nproc', type=positive_int, default=os.cpu_count() or 1,
                         help='worker processes (default: all cores)')
     parser.add_argument('--out-dir', default=None,
-                        help='where to write *_labelTrainIds.png '
-                        '(default: GTA5_ROOT/labels)')
+                        help='where to write *_labelTrainIds.png and '
+                        'sample_class_stats.json (default: GTA5_ROOT/labels and '
+                        'GTA5_ROOT)')
     parser.add_argument('--force', action='store_true',
-                        help='convert again files that already exist')
+                        help='convert again also files that are up to date (by '
+                        'default a converted file is kept if it is no older than '
+                        'its label)')
     return parser.parse_args(argv)
 
 
@@ -219,14 +194,14 @@ def main(argv=None) -> int:
         records, converted = convert_gta5(root, args.out_dir, args.nproc,
                                           args.force)
     except LayoutError as error:
-        return fail(f'{error}. Expected the GTA5 layout {EXPECTED_LAYOUT} '
-                    '(labels: paletted PNGs of Cityscapes label ids).')
-    except LabelFileError as error:
-        return fail(str(error))
+        return report_error(f'{error}. Expected the GTA5 layout {EXPECTED_LAYOUT} '
+                            '(labels: paletted PNGs of Cityscapes label ids).')
+    except UserInputError as error:   # LabelFileError, an unusable --out-dir
+        return report_error(str(error))
     print(format_summary(records))
+    stats_path = stats_folder(root, args.out_dir) / class_stats.STATS_FILENAME
     print(f'{converted} converted, {len(records) - converted} already done; '
-          f'class stats of {len(records)} images in '
-          f'{root / class_stats.STATS_FILENAME}')
+          f'class stats of {len(records)} images in {stats_path}')
     return 0
 
 
