@@ -1,6 +1,8 @@
 """tools/dataset_converters/cityscapes.py on a tiny tree of polygon JSONs
 (rendered by cityscapesscripts' json2labelImg)."""
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -56,6 +58,11 @@ def train_ids_of(root):
     train_ids = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     assert train_ids is not None, f'{path} was not written'
     return train_ids
+
+
+def train_ids_path(annotation):
+    return annotation.with_name(annotation.name.replace('_gtFine_polygons.json',
+                                                        '_gtFine_labelTrainIds.png'))
 
 
 def run(tool, *args):
@@ -136,3 +143,67 @@ def test_missing_layout_is_a_clear_cli_error(python, tmp_path, make):
     assert ('CITYSCAPES_ROOT/leftImg8bit/{train,val}/<city>/'
             '*_leftImg8bit.png') in result.stderr
     assert 'Traceback' not in result.stdout + result.stderr
+
+
+def add_val_annotation(root):
+    gt = root / 'gtFine' / 'val' / 'frankfurt'
+    gt.mkdir(parents=True)
+    json_file = gt / 'frankfurt_000000_000294_gtFine_polygons.json'
+    write_polygons(json_file, OBJECTS[:1])   # road only
+    return json_file
+
+
+def test_a_single_split_is_converted(tool, cityscapes_root, capsys):
+    val_json = add_val_annotation(cityscapes_root)
+    for folder in ('leftImg8bit', 'gtFine'):
+        shutil.rmtree(cityscapes_root / folder / 'train')
+    assert run(tool, cityscapes_root, '--class-stats') == 0
+    captured = capsys.readouterr()
+    assert '1 converted, 0 already done' in captured.out
+    assert (f'warning: skipped the train split: {cityscapes_root / "gtFine" / "train"} '
+            'does not exist') in captured.err
+    assert 'no train annotations, so no class stats written' in captured.err
+    assert train_ids_path(val_json).is_file()
+    assert not (cityscapes_root / 'sample_class_stats.json').exists()
+
+
+def test_class_stats_count_the_train_split_only(tool, cityscapes_root):
+    val_json = add_val_annotation(cityscapes_root)
+    assert run(tool, cityscapes_root, '--class-stats') == 0
+    assert train_ids_path(val_json).is_file()   # converted, not counted
+    records = json.loads((cityscapes_root / 'sample_class_stats.json').read_text())
+    assert [r['file'] for r in records] == [
+        f'gtFine/train/aachen/{STEM}_gtFine_labelTrainIds.png']
+
+
+@pytest.mark.parametrize('top', [33, 300])
+def test_16_bit_label_ids(tool, cityscapes_root, capsys, top):
+    gt = cityscapes_root / 'gtFine' / 'train' / 'aachen'
+    (gt / f'{STEM}_gtFine_polygons.json').unlink()
+    label_ids = np.full((H, W), 7, np.uint16)   # road
+    label_ids[0, 0] = top
+    label_file = gt / f'{STEM}_gtFine_labelIds.png'
+    cv2.imwrite(str(label_file), label_ids)
+    result = run(tool, cityscapes_root, '--from-label-ids')
+    if top == 33:   # values up to 255: read as 8-bit ids, as before
+        assert result == 0
+        assert (train_ids_of(cityscapes_root)[1:] == ROAD).all()
+        return
+    assert result == 2
+    err = capsys.readouterr().err
+    assert f'error: label file {label_file} is a 16-bit' in err
+    assert 'values 7..300; expected Cityscapes label ids in 0..255' in err
+
+
+def test_an_output_older_than_its_annotation_is_converted_again(tool, cityscapes_root,
+                                                                capsys):
+    assert run(tool, cityscapes_root) == 0
+    out = train_ids_path(cityscapes_root / 'gtFine' / 'train' / 'aachen' /
+                         f'{STEM}_gtFine_polygons.json')
+    cv2.imwrite(str(out), np.full((H, W), 7, np.uint8))   # a marker
+    old = os.stat(out).st_mtime - 3600
+    os.utime(out, (old, old))
+    capsys.readouterr()
+    assert run(tool, cityscapes_root) == 0
+    assert '1 converted, 0 already done' in capsys.readouterr().out
+    assert (train_ids_of(cityscapes_root)[13:17, 5:12] == CAR).all()

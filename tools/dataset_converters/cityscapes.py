@@ -10,28 +10,40 @@ Writes ``*_gtFine_labelTrainIds.png`` next to each annotation (the files
 ``mmseg``'s ``CityscapesDataset`` reads), by rendering the polygons with
 cityscapesscripts' ``json2labelImg(json, png, 'trainIds')``. With
 ``--from-label-ids`` it maps the ``*_gtFine_labelIds.png`` images instead
-(the same result, no cityscapesscripts needed; the demo data has only those).
-``--class-stats`` also writes ``CITYSCAPES_ROOT/sample_class_stats.json``
-(pixels per train id per image, as ``gta5.py`` does). Usage::
+(the same result, no cityscapesscripts needed; the demo data has only those;
+16-bit ones must hold values up to 255). ``--class-stats`` also writes
+``CITYSCAPES_ROOT/sample_class_stats.json`` (pixels per train id per image of
+the train split, as ``gta5.py`` does; never val or test images, as it steers
+class-balanced sampling of training images). Usage::
 
     python tools/dataset_converters/cityscapes.py CITYSCAPES_ROOT [--nproc 8]
         [--class-stats] [--from-label-ids] [--force]
+
+The splits present are converted (every folder under ``gtFine``): with only
+``gtFine/val`` (or only train) downloaded, the other split is skipped with a
+warning; the tool stops only when neither ``gtFine/train`` nor ``gtFine/val``
+exists. A ``*_gtFine_labelTrainIds.png`` is kept if it is up to date: modified
+no earlier than its annotation (mtime >=). An older one is converted again,
+and ``--force`` converts every file again.
 """
 import argparse
 import contextlib
+import importlib
 import io
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
-
-import numpy as np
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import class_stats
+from mmseg_saot.datasets.label_png import (LabelFileError, read_index_png,
+                                           read_train_ids)
 from mmseg_saot.utils.arg_types import positive_int
 from mmseg_saot.utils.atomic import atomic_write_png
+from mmseg_saot.utils.cli import report_error
 from mmseg_saot.utils.parallel import map_with_progress
+from mmseg_saot.utils.paths import is_up_to_date
 
 EXPECTED_LAYOUT = ('CITYSCAPES_ROOT/leftImg8bit/{train,val}/<city>/'
                    '*_leftImg8bit.png, CITYSCAPES_ROOT/gtFine/{train,val}/'
@@ -39,6 +51,8 @@ EXPECTED_LAYOUT = ('CITYSCAPES_ROOT/leftImg8bit/{train,val}/<city>/'
 POLYGONS_SUFFIX = '_gtFine_polygons.json'
 LABEL_IDS_SUFFIX = '_gtFine_labelIds.png'
 TRAIN_IDS_SUFFIX = '_gtFine_labelTrainIds.png'
+SPLITS = ('train', 'val')
+STATS_SPLIT = 'train'   # the split whose class pixel counts --class-stats writes
 
 
 class LayoutError(Exception):
@@ -55,15 +69,29 @@ def find_annotations(root: Path, from_label_ids: bool) -> List[Path]:
     return sorted((root / 'gtFine').glob(f'*/*/*{suffix}'))
 
 
-def check_layout(root: Path, from_label_ids: bool) -> List[Path]:
-    """Return the annotations to convert or raise :class:`LayoutError`."""
+def find_missing_splits(root: Path) -> List[str]:
+    """The splits of :data:`SPLITS` without a ``gtFine`` folder; raise
+    :class:`LayoutError` if that is all of them. A split without its
+    ``leftImg8bit`` folder is converted all the same, with a warning."""
+    missing = [split for split in SPLITS if not (root / 'gtFine' / split).is_dir()]
+    if len(missing) == len(SPLITS):
+        folders = [str(root / 'gtFine' / split) for split in SPLITS]
+        raise LayoutError(f'{folders[0]} does not exist, nor does '
+                          f'{" or ".join(folders[1:])}')
+    for split in sorted(set(SPLITS) - set(missing)):
+        if not (root / 'leftImg8bit' / split).is_dir():
+            print(f'warning: {root / "leftImg8bit" / split} does not exist; '
+                  f'converting the {split} labels anyway', file=sys.stderr)
+    return missing
+
+
+def check_layout(root: Path, from_label_ids: bool) -> Tuple[List[Path], List[str]]:
+    """Return (the annotations to convert, the splits missing) or raise
+    :class:`LayoutError`."""
     if not root.is_dir():
         raise LayoutError(f'Cityscapes root {root} ' + (
             'is a file, not a folder' if root.exists() else 'does not exist'))
-    for folder in ('leftImg8bit', 'gtFine'):
-        for split in ('train', 'val'):
-            if not (root / folder / split).is_dir():
-                raise LayoutError(f'{root / folder / split} does not exist')
+    missing = find_missing_splits(root)
     annotations = find_annotations(root, from_label_ids)
     if not annotations:
         kind = LABEL_IDS_SUFFIX if from_label_ids else POLYGONS_SUFFIX
@@ -71,7 +99,12 @@ def check_layout(root: Path, from_label_ids: bool) -> List[Path]:
                 else f' (there are *{LABEL_IDS_SUFFIX} files: use '
                 '--from-label-ids)')
         raise LayoutError(f'no *{kind} files under {root / "gtFine"}{hint}')
-    return annotations
+    return annotations, missing
+
+
+def split_of(annotation: Path, root: Path) -> str:
+    """``ROOT/gtFine/train/<city>/x_gtFine_polygons.json`` -> ``'train'``."""
+    return annotation.relative_to(root / 'gtFine').parts[0]
 
 
 def train_ids_path(annotation: Path) -> Path:
@@ -106,21 +139,13 @@ def convert_polygons(json_file: Path, out_file: Path) -> None:
 
 def convert_label_ids(png_file: Path, out_file: Path) -> None:
     """Map one ``*_gtFine_labelIds.png`` to train ids."""
-    import cv2
-    label_ids = cv2.imread(str(png_file), cv2.IMREAD_UNCHANGED)
-    if label_ids is None or label_ids.ndim != 2:
-        raise AnnotationError(f'cannot read {png_file} as a single-channel '
-                              'label-id image')
+    label_ids = read_index_png(str(png_file), content='Cityscapes label ids')
     atomic_write_png(out_file, labels.label_ids_to_train_ids(label_ids))
 
 
 def read_counts(train_ids_file: Path) -> Dict[str, int]:
-    import cv2
-    train_ids = cv2.imread(str(train_ids_file), cv2.IMREAD_UNCHANGED)
-    if train_ids is None or train_ids.ndim != 2:
-        raise AnnotationError(f'cannot read {train_ids_file}; delete it or '
-                              'run again with --force')
-    return class_stats.class_pixel_counts(train_ids.astype(np.uint8))
+    """Class pixel counts of a train-id PNG written by this tool."""
+    return class_stats.class_pixel_counts(read_train_ids(str(train_ids_file)))
 
 
 def _convert_job(job: Tuple[str, bool, bool, bool]
@@ -130,7 +155,7 @@ def _convert_job(job: Tuple[str, bool, bool, bool]
     annotation, from_label_ids, force, count = job
     annotation = Path(annotation)
     out_file = train_ids_path(annotation)
-    converted = force or not out_file.is_file()
+    converted = force or not is_up_to_date(str(out_file), [str(annotation)])
     if converted:
         if from_label_ids:
             convert_label_ids(annotation, out_file)
@@ -139,25 +164,46 @@ def _convert_job(job: Tuple[str, bool, bool, bool]
     return str(out_file), read_counts(out_file) if count else None, converted
 
 
+class Conversion(NamedTuple):
+    """What :func:`convert_cityscapes` did."""
+    total: int                      # annotations found
+    converted: int                  # of them, converted in this run
+    missing_splits: List[str]       # splits of SPLITS without a gtFine folder
+    stats_images: Optional[int]     # images in the class stats; None: not written
+
+
 def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
                        with_class_stats: bool = False,
-                       from_label_ids: bool = False) -> Tuple[int, int]:
+                       from_label_ids: bool = False) -> Conversion:
     """Convert every annotation of a Cityscapes root.
 
-    Returns:
-        (number of annotations, number converted in this run).
+    Args:
+        root: the Cityscapes folder.
+        nproc: worker processes.
+        force: convert every annotation again, also those up to date.
+        with_class_stats: also write ``root/sample_class_stats.json`` of the
+            train split (not written when the root has no train annotations).
+        from_label_ids: map ``*_gtFine_labelIds.png`` instead of rendering
+            the polygons.
+
+    Raises:
+        LayoutError: neither split is there, or no annotation is.
+        ImportError: cityscapesscripts is needed and missing.
+        AnnotationError, mmseg_saot.datasets.label_png.LabelFileError: an
+            annotation cannot be converted (the message names it).
     """
     root = Path(root)
-    annotations = check_layout(root, from_label_ids)
+    annotations, missing = check_layout(root, from_label_ids)
     if not from_label_ids:
         try:
-            import cityscapesscripts.preparation.json2labelImg  # noqa: F401
+            importlib.import_module('cityscapesscripts.preparation.json2labelImg')
         except ImportError:
             raise ImportError('cityscapesscripts is not installed: pip '
                               'install cityscapesscripts (or convert the '
                               f'*{LABEL_IDS_SUFFIX} files with '
                               '--from-label-ids)') from None
-    jobs = [(str(a), from_label_ids, force, with_class_stats)
+    jobs = [(str(a), from_label_ids, force,
+             with_class_stats and split_of(a, root) == STATS_SPLIT)
             for a in annotations]
     records, converted = [], 0
     for out_file, counts, did_convert in map_with_progress(
@@ -167,15 +213,11 @@ def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
             records.append(dict(
                 file=Path(out_file).relative_to(root).as_posix(),
                 counts=counts))
-    if with_class_stats:
+    if records:
         class_stats.save_class_stats(
             str(root / class_stats.STATS_FILENAME), records)
-    return len(annotations), converted
-
-
-def fail(message: str) -> int:
-    print(f'error: {message}', file=sys.stderr)
-    return 2
+    return Conversion(len(annotations), converted, missing,
+                      len(records) if records else None)
 
 
 def parse_args(argv=None):
@@ -187,31 +229,39 @@ def parse_args(argv=None):
                         help='worker processes (default: all cores)')
     parser.add_argument('--class-stats', action='store_true',
                         help='also write CITYSCAPES_ROOT/'
-                        'sample_class_stats.json')
+                        'sample_class_stats.json (of the train split only)')
     parser.add_argument('--from-label-ids', action='store_true',
                         help=f'map *{LABEL_IDS_SUFFIX} instead of rendering '
                         'the polygons (no cityscapesscripts needed)')
     parser.add_argument('--force', action='store_true',
-                        help='convert again files that already exist')
+                        help='convert again also files that are up to date (by '
+                        'default a converted file is kept if it is no older than '
+                        'its annotation)')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    root = Path(args.root)
     try:
-        total, converted = convert_cityscapes(
-            Path(args.root), args.nproc, args.force, args.class_stats,
-            args.from_label_ids)
+        done = convert_cityscapes(root, args.nproc, args.force,
+                                  args.class_stats, args.from_label_ids)
     except LayoutError as error:
-        return fail(f'{error}. Expected the Cityscapes layout '
-                    f'{EXPECTED_LAYOUT}.')
-    except (ImportError, AnnotationError) as error:
-        return fail(str(error))
-    print(f'{converted} converted, {total - converted} already done '
-          f'(*{TRAIN_IDS_SUFFIX} under {Path(args.root) / "gtFine"})')
-    if args.class_stats:
-        print(f'class stats of {total} images in '
-              f'{Path(args.root) / class_stats.STATS_FILENAME}')
+        return report_error(f'{error}. Expected the Cityscapes layout '
+                            f'{EXPECTED_LAYOUT}.')
+    except (ImportError, AnnotationError, LabelFileError) as error:
+        return report_error(str(error))
+    for split in done.missing_splits:
+        print(f'warning: skipped the {split} split: '
+              f'{root / "gtFine" / split} does not exist', file=sys.stderr)
+    print(f'{done.converted} converted, {done.total - done.converted} already '
+          f'done (*{TRAIN_IDS_SUFFIX} under {root / "gtFine"})')
+    if args.class_stats and done.stats_images is None:
+        print(f'warning: no {STATS_SPLIT} annotations, so no class stats '
+              'written', file=sys.stderr)
+    elif args.class_stats:
+        print(f'class stats of {done.stats_images} {STATS_SPLIT} images in '
+              f'{root / class_stats.STATS_FILENAME}')
     return 0
 
 
