@@ -3,83 +3,182 @@
 Usage::
 
     python tools/dataset_converters/voc_aug.py data/VOCdevkit data/VOCdevkit/VOCaug
+        [--nproc 4] [--force]
 
 Reads SBD's ``benchmark_RELEASE/dataset/cls/*.mat`` and VOC's own
 ``SegmentationClass/*.png``, writes ``VOC2012/SegmentationClassAug/*.png``
 (class indices, 255 = boundary) and ``ImageSets/Segmentation/aug.txt``:
 SBD train + val and VOC train, minus VOC val (10,582 images).
+
+Each name's label comes from its VOC PNG if there is one (a paletted or
+single-channel PNG of class indices; a colour rendering is refused), else from
+its SBD .mat. An output PNG is kept if it is up to date: modified no earlier
+than its source (mtime >=). An older one is converted again, and ``--force``
+converts every name again. A name with neither source, or a source that cannot
+be read, stops the tool (``error: ...``, exit code 2) naming the files.
 """
 import argparse
+import importlib
 import sys
-from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Tuple
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
+
+from mmseg_saot.datasets.label_png import LabelFileError, read_index_png
+from mmseg_saot.utils.arg_types import positive_int
+from mmseg_saot.utils.atomic import atomic_write_png, atomic_write_text
+from mmseg_saot.utils.cli import report_error
+from mmseg_saot.utils.errors import UserInputError
+from mmseg_saot.utils.parallel import map_with_progress
+from mmseg_saot.utils.paths import ensure_folder, is_up_to_date
 
 LAYOUT = ('VOC_ROOT/VOC2012/{JPEGImages,SegmentationClass,ImageSets/'
           'Segmentation/{train,val}.txt} and SBD_ROOT/benchmark_RELEASE/'
           'dataset/{cls/*.mat,train.txt,val.txt}')
+VOC_CONTENT = 'VOC class indices (0-20, 255 = boundary)'
+NAMES_SHOWN = 5   # missing labels named in the message; the rest are counted
 
 
 def read_list(path: Path) -> List[str]:
+    """The names of a split file, one a line (blank lines skipped)."""
     return [line.strip() for line in path.read_text().splitlines()
             if line.strip()]
 
 
-def convert_one(name: str, voc: Path, sbd: Path, out_dir: Path) -> None:
-    """Write ``out_dir/<name>.png`` from VOC's PNG or SBD's .mat."""
-    target = out_dir / f'{name}.png'
-    voc_png = voc / 'SegmentationClass' / f'{name}.png'
-    if voc_png.is_file():
-        labels = np.array(Image.open(voc_png))  # paletted: indices
-    else:
-        from scipy.io import loadmat
-        mat = loadmat(sbd / 'cls' / f'{name}.mat', mat_dtype=True,
-                      squeeze_me=True, struct_as_record=False)
-        labels = mat['GTcls'].Segmentation.astype(np.uint8)
-    Image.fromarray(labels.astype(np.uint8)).save(target)
+def label_source(name: str, *, voc: Path, sbd: Path) -> Optional[Path]:
+    """The file ``name``'s label is made from: VOC's PNG, else SBD's .mat,
+    else None (neither exists)."""
+    for source in (voc / 'SegmentationClass' / f'{name}.png',
+                   sbd / 'cls' / f'{name}.mat'):
+        if source.is_file():
+            return source
+    return None
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
-    parser.add_argument('voc_root', type=Path, help='VOCdevkit folder')
-    parser.add_argument('sbd_root', type=Path, help='folder holding SBD')
-    parser.add_argument('--nproc', type=int, default=4)
-    args = parser.parse_args()
-    voc = args.voc_root / 'VOC2012'
-    sbd = args.sbd_root / 'benchmark_RELEASE' / 'dataset'
+def describe_missing(names: List[str], *, total: int) -> str:
+    """The message for listed names without a label file."""
+    shown = ', '.join(names[:NAMES_SHOWN])
+    more = (f' and {len(names) - NAMES_SHOWN} more'
+            if len(names) > NAMES_SHOWN else '')
+    return (f'{len(names)} of the {total} listed images have no label: neither '
+            'VOC2012/SegmentationClass/<name>.png nor SBD cls/<name>.mat '
+            f'exists for {shown}{more}')
+
+
+def read_sbd_mat(path: str) -> np.ndarray:
+    """The class indices (``GTcls.Segmentation``) of an SBD .mat file."""
+    from scipy.io import loadmat
+    try:
+        mat = loadmat(path, mat_dtype=True, squeeze_me=True,
+                      struct_as_record=False)
+        labels = np.asarray(mat['GTcls'].Segmentation)
+    except Exception as error:   # truncated, not a .mat, no GTcls, ...
+        raise LabelFileError(f'cannot read SBD label file {path}: '
+                             f'{type(error).__name__}: {error}') from None
+    if labels.ndim != 2:
+        raise LabelFileError(f'SBD label file {path} holds a {labels.shape} '
+                             'array; expected a 2-D map of class indices')
+    return labels.astype(np.uint8)
+
+
+def convert_one(job: Tuple[str, str, bool]) -> bool:
+    """Worker: (source, target, convert) -> whether it wrote ``target``.
+
+    Writes ``target`` from a VOC PNG or an SBD .mat where ``convert`` is set.
+    """
+    source, target, convert = job
+    if not convert:
+        return False
+    labels = (read_sbd_mat(source) if source.endswith('.mat')
+              else read_index_png(source, content=VOC_CONTENT))
+    atomic_write_png(target, labels)
+    return True
+
+
+def check_inputs(*, voc: Path, sbd: Path) -> None:
+    """Raise :class:`UserInputError` if the layout or scipy is missing."""
     splits = voc / 'ImageSets' / 'Segmentation'
     needed = [splits / 'train.txt', splits / 'val.txt', sbd / 'train.txt',
               sbd / 'val.txt', voc / 'SegmentationClass', sbd / 'cls']
     missing = [str(path) for path in needed if not path.exists()]
     if missing:
-        print(f'error: missing {", ".join(missing)}.\nExpected layout: '
-              f'{LAYOUT}.', file=sys.stderr)
-        return 2
+        raise UserInputError(f'missing {", ".join(missing)}.\nExpected layout: '
+                             f'{LAYOUT}.')
     try:
-        import scipy.io  # noqa: F401
+        importlib.import_module('scipy.io')
     except ImportError:
-        print('error: reading SBD needs scipy: `pip install scipy`',
-              file=sys.stderr)
-        return 2
+        raise UserInputError('reading SBD needs scipy: `pip install scipy`') \
+            from None
+
+
+def convert_voc_aug(voc_root: Path, sbd_root: Path, *, nproc: int = 1,
+                    force: bool = False) -> Tuple[List[str], int, int]:
+    """Write the aug labels and ``aug.txt``.
+
+    Args:
+        voc_root: the VOCdevkit folder.
+        sbd_root: the folder holding SBD's ``benchmark_RELEASE``.
+        nproc: worker processes.
+        force: convert every name again, also those up to date.
+
+    Returns:
+        (the names of aug.txt, labels written, labels kept as up to date).
+
+    Raises:
+        UserInputError: a missing folder or list, names without a label, a
+            label that cannot be read (:class:`LabelFileError`); the message
+            names the files.
+    """
+    voc = voc_root / 'VOC2012'
+    sbd = sbd_root / 'benchmark_RELEASE' / 'dataset'
+    check_inputs(voc=voc, sbd=sbd)
+    splits = voc / 'ImageSets' / 'Segmentation'
     val = set(read_list(splits / 'val.txt'))
     names = sorted((set(read_list(sbd / 'train.txt'))
                     | set(read_list(sbd / 'val.txt'))
                     | set(read_list(splits / 'train.txt'))) - val)
+    everything = names + sorted(val)
+    sources = {name: label_source(name, voc=voc, sbd=sbd) for name in everything}
+    missing = [name for name in everything if sources[name] is None]
+    if missing:
+        raise UserInputError(describe_missing(missing, total=len(everything)))
     out_dir = voc / 'SegmentationClassAug'
-    out_dir.mkdir(exist_ok=True)
-    work = partial(convert_one, voc=voc, sbd=sbd, out_dir=out_dir)
-    with Pool(args.nproc) as pool:
-        for _ in tqdm(pool.imap_unordered(work, names + sorted(val)),
-                      total=len(names) + len(val), desc='VOC aug labels'):
-            pass
-    (splits / 'aug.txt').write_text('\n'.join(names) + '\n')
-    print(f'Wrote {len(names)} names to {splits / "aug.txt"} and labels to '
-          f'{out_dir}.')
+    ensure_folder(str(out_dir), option='output folder')
+    jobs = []
+    for name in everything:
+        source, target = str(sources[name]), str(out_dir / f'{name}.png')
+        jobs.append((source, target,
+                     force or not is_up_to_date(target, [source])))
+    written = sum(map_with_progress(convert_one, jobs, nproc, 'VOC aug labels'))
+    atomic_write_text(str(splits / 'aug.txt'), '\n'.join(names) + '\n')
+    return names, written, len(jobs) - written
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('voc_root', type=Path, help='VOCdevkit folder')
+    parser.add_argument('sbd_root', type=Path, help='folder holding SBD')
+    parser.add_argument('--nproc', type=positive_int, default=4,
+                        help='worker processes')
+    parser.add_argument('--force', action='store_true',
+                        help='convert again also labels that are up to date (by '
+                        'default an output is kept if it is no older than its '
+                        'VOC PNG or SBD .mat)')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        names, written, kept = convert_voc_aug(
+            args.voc_root, args.sbd_root, nproc=args.nproc, force=args.force)
+    except UserInputError as error:   # LabelFileError included
+        return report_error(str(error))
+    voc = args.voc_root / 'VOC2012'
+    print(f'{written} converted, {kept} already done (labels in '
+          f'{voc / "SegmentationClassAug"}); wrote {len(names)} names to '
+          f'{voc / "ImageSets" / "Segmentation" / "aug.txt"}.')
     return 0
 
 
