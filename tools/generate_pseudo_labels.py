@@ -14,7 +14,9 @@ Point it at your own folders by config alone: the target is the dataset wrapped 
 ``PseudoLabelDataset`` in ``train_dataloader`` (its ``seg_map_path``, if any, is the
 ground truth used here for scoring only), the source is the hook's ``source``.
 ``--split val`` scores the methods on ``val_dataloader``'s images and labels instead
-(read through the labelling pipeline; the training cache is left alone).
+(read through the labelling pipeline; the training cache is left alone). The JSON
+records what was scored (``split``, and the ``dataset`` type, ``data_root`` and
+``img_path``), which ``tools/summarize_uda.py`` checks before comparing columns.
 """
 import argparse
 import json
@@ -124,7 +126,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
     if unscored:
         print(f'\n{unscored}: the pseudo-labels of the {len(dataset)} target images are in '
               f'{dataset.pseudo_label_dir}, not scored.')
-        return dict(config=args.config, num_images=len(dataset), methods={})
+        return dict(config=args.config, **scored_on(dataset, args.split), methods={})
     earlier = set_aside_earlier_outputs(out_dir)
     if earlier:
         print(f'the earlier table and overlays in {out_dir} are moved to {earlier}')
@@ -138,7 +140,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
     if main_method in results and 'cache_mismatches' in results[main_method]:
         print(f'cache check: {results[main_method]["cache_mismatches"]} pixels of the cached '
               f'{main_method} labels differ from this pass')
-    report = dict(config=args.config, num_images=len(dataset), methods=results)
+    report = dict(config=args.config, **scored_on(dataset, args.split), methods=results)
     with open(osp.join(out_dir, 'pseudo_label_miou.json'), 'w') as f:
         json.dump(report, f, indent=2)
     with open(osp.join(out_dir, 'pseudo_label_miou.txt'), 'w') as f:
@@ -148,6 +150,20 @@ def run(cfg, args: argparse.Namespace) -> dict:
     overlays = f'; overlays in {osp.join(out_dir, "overlays")}' if args.num_overlays else ''
     print(f'table and JSON in {out_dir}{overlays}')
     return report
+
+
+def scored_on(dataset, split: str) -> dict:
+    """The report's record of the images scored: ``num_images``, ``split`` (train or
+    val) and ``dataset`` (type, data_root, img_path of the set the
+    :class:`PseudoLabelDataset` ``dataset`` wraps), so ``tools/summarize_uda.py`` can
+    tell columns of different splits or images apart.
+    """
+    target = dataset.target
+    prefix = getattr(target, 'data_prefix', None) or {}
+    return dict(num_images=len(dataset), split=split,
+                dataset=dict(type=type(target).__name__,
+                             data_root=getattr(target, 'data_root', None),
+                             img_path=prefix.get('img_path')))
 
 
 def _val_as_target(cfg, train_target):

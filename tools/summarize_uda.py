@@ -18,7 +18,12 @@ truth, for every column, except a ``ref`` column that reports its own (shown wit
 A ``ref`` column without its own mean gets the mean over the classes it gives an IoU
 for; when those are not the classes the measured (``run``/``pl``) columns cover, the
 mIoU row compares means over different classes: the mean is kept, and a warning
-(repeated in the notes) says how many classes it covers against the others'::
+(repeated in the notes) says how many classes it covers against the others'.
+
+The measured columns must be scored on the same classes (else exit 2); those scored on
+different splits or images, or whose file does not record its split, are warned about,
+and each column's note names its split (``run`` columns: val; ``pl`` columns: the
+``split`` that ``tools/generate_pseudo_labels.py`` records)::
 
     python tools/summarize_uda.py --out work_dirs/demo/uda_table \\
         --column source-only=run:work_dirs/demo_source_only:student \\
@@ -48,6 +53,8 @@ class Source(NamedTuple):
     what: str  # where it comes from, for the notes under the table
     reported_miou: Optional[float] = None  # a ref column's own mean, if it gives one
     reference: bool = False  # a ref: column (not measured by this repository's tools)
+    split: Optional[str] = None  # the split it was scored on; None: not recorded (or ref)
+    dataset: Optional[str] = None  # the images it was scored on; None: not recorded
 
     @property
     def miou(self) -> float:
@@ -83,6 +90,48 @@ def _load_json(path: str) -> dict:
     return data
 
 
+VAL_LOOP_ADVICE = ('train with val_cfg=dict(type="TeacherStudentValLoop") and '
+                   'val_evaluator=dict(type="ClassIoUMetric").')
+
+
+def _last_log(work_dir: str) -> Tuple[Optional[str], Optional[int], bool]:
+    """The run's latest ``<time>/vis_data/scalars.json``, the last iteration it logs and
+    whether it logs an mIoU (a validation); ``(None, None, False)`` without a log."""
+    logs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    if not logs:
+        return None, None, False
+    last, validated = None, False
+    with open(logs[-1], encoding='utf-8', errors='replace') as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written
+            last = entry.get('iter', entry.get('step', last))
+            validated = validated or any(k.endswith('mIoU') for k in entry)
+    return logs[-1], last, validated
+
+
+def no_evaluation(work_dir: str) -> str:
+    """Why ``work_dir`` has no ``eval/iter_*.json``, in one line naming the run: not
+    validated yet, validated without the per-class record, or no training log at all.
+
+    Args:
+        work_dir: the run folder.
+    """
+    log, last, validated = _last_log(work_dir)
+    where = f'no evaluation in {work_dir}/eval/'
+    if log is None:
+        return f'{where}: {VAL_LOOP_ADVICE}'
+    if validated:
+        return (f'{where}: the run was validated ({log} logs an mIoU) without writing '
+                f'per-class IoU; {VAL_LOOP_ADVICE}')
+    reached = f'it reaches iteration {last}' if last is not None else 'it logs no iteration'
+    return (f'{where}: the run has not been validated yet ({log}: {reached}, no mIoU); '
+            'summarise it after its first validation (every train_cfg.val_interval '
+            'iterations and at the end of training).')
+
+
 def read_run(work_dir: str, branch: str, iteration: Optional[int]) -> Tuple[Column, str]:
     """Per-class IoU of one head of a run at ``iteration`` (default: the last eval)."""
     if not osp.isdir(work_dir):
@@ -90,10 +139,7 @@ def read_run(work_dir: str, branch: str, iteration: Optional[int]) -> Tuple[Colu
     records = sorted(glob.glob(osp.join(work_dir, 'eval', 'iter_*.json')),
                      key=lambda p: int(re.findall(r'iter_(\d+)', p)[-1]))
     if not records:
-        raise FileNotFoundError(
-            f'no evaluation in {work_dir}/eval/: train with '
-            'val_cfg=dict(type="TeacherStudentValLoop") and '
-            'val_evaluator=dict(type="ClassIoUMetric").')
+        raise FileNotFoundError(no_evaluation(work_dir))
     if iteration is not None:
         found = [p for p in records if p.endswith(f'iter_{iteration}.json')]
         if not found:
@@ -102,22 +148,38 @@ def read_run(work_dir: str, branch: str, iteration: Optional[int]) -> Tuple[Colu
                                     f'{work_dir}/eval/; it has iterations {kept}.')
         records = found
     record = _load_json(records[-1])
-    if branch not in record or not record[branch].get('per_class_iou'):
+    head = record.get(branch)
+    if not isinstance(head, dict):
         heads = sorted(k for k, v in record.items() if isinstance(v, dict))
         raise ValueError(f'{records[-1]} has no per-class IoU for the {branch} head; it has '
                          f'{heads}.')
-    column = dict(record[branch]['per_class_iou'])
+    if not head.get('per_class_iou'):
+        raise ValueError(f'{records[-1]}: the {branch} head was validated without per-class '
+                         f'IoU (metrics {sorted(head.get("metrics", {}))}); {VAL_LOOP_ADVICE}')
+    column = dict(head['per_class_iou'])
     return column, f'{branch} head, iteration {record["iter"]}'
 
 
-def read_pseudo_labels(path: str, method: str) -> Tuple[Column, str]:
-    """Per-class IoU of one method in a ``pseudo_label_miou.json``."""
+def scored_on(report: dict) -> Tuple[Optional[str], Optional[str]]:
+    """The split and the images a ``pseudo_label_miou.json`` was scored on, each None
+    where the file does not say (written before they were recorded)."""
+    dataset = report.get('dataset')
+    if isinstance(dataset, dict):  # img_path: data_root joined (as the dataset reads it)
+        dataset = f'{dataset.get("type")} {dataset.get("img_path")}'
+    return report.get('split'), dataset
+
+
+def read_pseudo_labels(path: str, method: str) -> Tuple[Column, str, Optional[str],
+                                                        Optional[str]]:
+    """Per-class IoU of one method in a ``pseudo_label_miou.json``, its description, and
+    the split and images it was scored on (None: not recorded)."""
     report = _load_json(path)
     if method not in report.get('methods', {}):
         raise ValueError(f'{path} has no method {method!r}; it has '
                        f'{sorted(report.get("methods", {}))}.')
+    split, dataset = scored_on(report)
     return (dict(report['methods'][method]['per_class_iou']),
-            f'{method} pseudo-labels, {report.get("num_images", "?")} images')
+            f'{method} pseudo-labels, {report.get("num_images", "?")} images', split, dataset)
 
 
 def _iou_value(path: str, name: str, text) -> Optional[float]:
@@ -180,12 +242,14 @@ def read_column(spec: str) -> Source:
         raise ValueError(f'--column {spec!r}: expected LABEL=run:WORK_DIR:BRANCH[@ITER], '
                          'LABEL=pl:JSON:METHOD or LABEL=ref:FILE.')
     if kind == 'pl':
-        return Source(label, *read_pseudo_labels(where, what))
+        column, what, split, dataset = read_pseudo_labels(where, what)
+        return Source(label, column, what, split=split, dataset=dataset)
     branch, _, iteration = what.partition('@')
     if iteration and not iteration.isdigit():
         raise ValueError(f'--column {spec!r}: @ITER must be an iteration number, got '
                          f'{iteration!r}.')
-    return Source(label, *read_run(where, branch, int(iteration) if iteration else None))
+    column, what = read_run(where, branch, int(iteration) if iteration else None)
+    return Source(label, column, what, split='val')  # TeacherStudentValLoop: val_dataloader
 
 
 def check_class_names(columns: List[Source]) -> None:
@@ -197,6 +261,67 @@ def check_class_names(columns: List[Source]) -> None:
         if unknown:
             raise ValueError(f'--column {column.label}: {column.what} names classes the other '
                              f'columns do not have: {unknown}; use these names: {known}.')
+
+
+def check_same_classes(columns: List[Source]) -> None:
+    """Every measured (``run``/``pl``) column must cover the same classes: columns of
+    different class lists (different datasets' classes) give per-class rows and means
+    over different label sets, which one table cannot compare.
+
+    Raises:
+        ValueError: naming the first column whose classes differ from the first
+            measured column's, and the classes only one of them has.
+    """
+    measured = [column for column in columns if not column.reference]
+    for column in measured[1:]:
+        first = measured[0]
+        only_first = [c for c in first.iou if c not in column.iou]
+        only_this = [c for c in column.iou if c not in first.iou]
+        if only_first or only_this:
+            raise ValueError(
+                f'--column {first.label} ({first.what}) and --column {column.label} '
+                f'({column.what}) are scored on different classes ({len(first.iou)} and '
+                f'{len(column.iou)}; only in {first.label}: {only_first or "none"}; only in '
+                f'{column.label}: {only_this or "none"}): their per-class IoU and mIoU '
+                'cannot be compared. Summarise runs of one dataset\'s classes per table.')
+
+
+def check_has_values(columns: List[Source]) -> None:
+    """Every column must give some class an IoU; a column whose every class is absent
+    from its ground truth would be a blank column with an mIoU of nan.
+
+    Raises:
+        ValueError: naming the column and where its numbers come from.
+    """
+    for column in columns:
+        if not covered(column):
+            raise ValueError(f'--column {column.label} ({column.what}): no class has an IoU '
+                             '(every class is absent from its ground truth); nothing to show.')
+
+
+def provenance(column: Source) -> str:
+    """Where a measured column's numbers come from: split and images, or 'unknown'."""
+    split = f'{column.split} split' if column.split else 'split unknown'
+    return f'{split}, {column.dataset}' if column.dataset else split
+
+
+def mixed_provenance(columns: List[Source]) -> List[str]:
+    """One warning per way the measured columns' images may differ: different splits,
+    different recorded datasets, or a pseudo-label file that records no split."""
+    measured = [column for column in columns if not column.reference]
+    found = []
+    for field, name in (('split', 'splits'), ('dataset', 'images')):
+        values = {getattr(column, field) for column in measured} - {None}
+        if len(values) > 1:
+            found.append(f'the columns are scored on different {name} (' + '; '.join(
+                f'{column.label}: {getattr(column, field)}' for column in measured
+                if getattr(column, field)) + '): their IoUs are not over the same images.')
+    for column in measured:
+        if column.split is None:
+            found.append(f'--column {column.label}: its file does not record the split it was '
+                         'scored on (written before the split was recorded): split unknown; '
+                         'score it again with tools/generate_pseudo_labels.py to record it.')
+    return found
 
 
 def check_labels(specs: List[str]) -> None:
@@ -261,8 +386,34 @@ def format_table(columns: List[Source]) -> str:
     return '\n'.join(lines)
 
 
+def table_title(columns: List[Source]) -> str:
+    """``Per-class IoU (%) on the target <split> split`` when every measured column
+    names the same split; otherwise the notes name each column's."""
+    splits = {column.split for column in columns if not column.reference}
+    if len(splits) == 1 and None not in splits:
+        return f'Per-class IoU (%) on the target {splits.pop()} split'
+    return 'Per-class IoU (%) (splits differ or are unknown: see each column\'s note)'
+
+
+def format_notes(columns: List[Source], partial: Dict[str, str]) -> str:
+    """One line per column: where it comes from, its split, how its mIoU is taken."""
+    return '\n'.join(f'- {column.label}: {column.what}' + (
+        '' if column.reference else f', {provenance(column)}') + (
+        ' (* mIoU as reported there)' if column.reported_miou is not None else '') + (
+        f' ({partial[column.label]})' if column.label in partial else '')
+        for column in columns)
+
+
+EPILOG = """Comparing: measured columns (run, pl) scored on different classes (another
+dataset's class list) are refused (exit 2): their per-class rows and means are over
+different label sets. Columns scored on different splits (run columns are the val split;
+pl columns say which split tools/generate_pseudo_labels.py scored, --split) or different
+images are shown with a warning naming them, as is a pl file written before the split was
+recorded (split unknown); each column's note gives its split."""
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EPILOG)
     parser.add_argument('--column', action='append', required=True,
                         help='LABEL=run:WORK_DIR:BRANCH[@ITER], LABEL=pl:JSON:METHOD or '
                         'LABEL=ref:FILE (CSV or JSON of per-class IoU); one LABEL per column. '
@@ -275,6 +426,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_labels(args.column)
         columns = [read_column(spec) for spec in args.column]
         check_class_names(columns)
+        check_same_classes(columns)
+        check_has_values(columns)
     except (OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -283,12 +436,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'warning: --column {label}: {why}; the mIoU row compares means over '
               'different classes. Give every class, or the reported mean as mIoU,<value>.',
               file=sys.stderr)
-    table = format_table(columns)
-    notes = '\n'.join(f'- {column.label}: {column.what}' + (
-        ' (* mIoU as reported there)' if column.reported_miou is not None else '') + (
-        f' ({partial[column.label]})' if column.label in partial else '')
-        for column in columns)
-    print(f'\nPer-class IoU (%) on the target val split\n\n{table}\n\n{notes}')
+    for warning in mixed_provenance(columns):
+        print(f'warning: {warning}', file=sys.stderr)
+    table, notes = format_table(columns), format_notes(columns, partial)
+    print(f'\n{table_title(columns)}\n\n{table}\n\n{notes}')
     drops = [f'{a.label} -> {b.label}: {b.miou - a.miou:+.1f}'
              for a, b in zip(columns, columns[1:])]
     if drops:
@@ -310,7 +461,8 @@ def write_outputs(out: str, table: str, notes: str, columns: List[Source]) -> No
         f.write(table + '\n\n' + notes + '\n')
     with open(out + '.json', 'w') as f:
         json.dump({column.label: dict(per_class_iou=column.iou, miou=round(column.miou, 2),
-                                      source=column.what)
+                                      source=column.what, split=column.split,
+                                      dataset=column.dataset)
                    for column in columns}, f, indent=1)
 
 

@@ -64,7 +64,7 @@ def test_the_patch_oracle_bounds_every_method(generated):
 def test_json_holds_per_class_iou_and_the_cache_matches(generated):
     work_dir, _ = generated
     report = json.loads((work_dir / 'pseudo_label_eval' / 'pseudo_label_miou.json').read_text())
-    assert report['num_images'] == 4
+    assert report['num_images'] == 4 and report['split'] == 'train'
     assert set(report['methods']) == {'nn', 'ot_unbalanced', 'saot', 'patch_oracle'}
     saot = report['methods']['saot']
     assert 0 <= saot['miou'] <= 100 and saot['per_class_iou']['road'] is not None
@@ -105,6 +105,8 @@ def test_val_split_scores_the_val_images_and_leaves_the_cache_alone(python, tmp_
     report = json.loads((work_dir / 'pseudo_label_eval_val' / 'pseudo_label_miou.json')
                         .read_text())
     assert report['num_images'] == 3  # the val split, not the 2 train images
+    assert report['split'] == 'val'  # recorded for tools/summarize_uda.py
+    assert report['dataset']['img_path'].endswith('val')
     assert not (work_dir / 'pseudo_labels' / 'manifest.json').exists()
 
 

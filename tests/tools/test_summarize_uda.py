@@ -199,3 +199,102 @@ def test_a_partial_reference_mean_is_kept_with_a_warning(sources, tmp_path, caps
     assert f"- partial: reference ({partial}) (its mIoU is the mean over the 1 class it " \
            "gives, the other columns' over 2 (it lacks car))" in notes
     assert json.loads(out.with_suffix('.json').read_text())['partial']['miou'] == 70.0
+
+
+def write_scores(path: Path, iou: dict, **scored_on) -> Path:
+    """A ``pseudo_label_miou.json`` with one method ``nn`` (``scored_on``: split, dataset)."""
+    path.write_text(json.dumps(dict(num_images=5, **scored_on,
+                                    methods=dict(nn=dict(per_class_iou=iou)))))
+    return path
+
+
+def test_columns_of_different_classes_are_refused(sources, tmp_path, capsys):
+    run, _ = sources
+    other = tmp_path / 'other_dataset'  # another dataset's class list
+    write_run(other, 4, dict(road=50.0, sky=10.0), dict(road=40.0, sky=0.0))
+    assert summarize_uda.main(['--column', f'cs=run:{run}:teacher',
+                               '--column', f'other=run:{other}:teacher']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: --column cs (teacher head, iteration 10) and --column other '
+                          '(teacher head, iteration 4) are scored on different classes (3 and '
+                          "2; only in cs: ['car', 'bus']; only in other: ['sky']): "), err
+
+
+def test_columns_of_different_splits_are_warned_about(sources, tmp_path, capsys):
+    run, _ = sources
+    dataset = dict(type='CityscapesDataset', data_root='data/cs',
+                   img_path='data/cs/leftImg8bit/train')
+    train = write_scores(tmp_path / 'train.json', dict(road=30.0, car=None, bus=None),
+                         split='train', dataset=dataset)
+    out = tmp_path / 'table'
+    assert summarize_uda.main(['--column', f'NN=pl:{train}:nn',
+                               '--column', f'final=run:{run}:teacher', '--out', str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ('warning: the columns are scored on different splits (NN: train; '
+                            'final: val): their IoUs are not over the same images.\n')
+    assert 'on the target val split' not in captured.out
+    assert ('- NN: nn pseudo-labels, 5 images, train split, CityscapesDataset '
+            'data/cs/leftImg8bit/train') in captured.out
+    assert '- final: teacher head, iteration 10, val split' in captured.out
+    assert json.loads(out.with_suffix('.json').read_text())['NN']['split'] == 'train'
+
+
+def test_one_split_is_named_in_the_title_without_a_warning(sources, tmp_path, capsys):
+    run, _ = sources
+    val = write_scores(tmp_path / 'val.json', dict(road=30.0, car=None, bus=None), split='val')
+    assert summarize_uda.main(['--column', f'NN=pl:{val}:nn',
+                               '--column', f'final=run:{run}:teacher']) == 0
+    captured = capsys.readouterr()
+    assert captured.err == '' and 'Per-class IoU (%) on the target val split' in captured.out
+
+
+def test_a_file_without_its_split_reads_as_unknown(sources, capsys):
+    _, scores = sources  # written before the split was recorded
+    assert summarize_uda.main(['--column', f'NN=pl:{scores}:nn']) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ('warning: --column NN: its file does not record the split it was '
+                            'scored on (written before the split was recorded): split unknown; '
+                            'score it again with tools/generate_pseudo_labels.py to record '
+                            'it.\n')
+    assert '- NN: nn pseudo-labels, 5 images, split unknown' in captured.out
+
+
+def write_log(work_dir: Path, *entries: dict) -> Path:
+    log = work_dir / '20260101_000000' / 'vis_data' / 'scalars.json'
+    log.parent.mkdir(parents=True)
+    log.write_text(''.join(json.dumps(entry) + '\n' for entry in entries))
+    return log
+
+
+def test_a_run_not_validated_yet_is_one_line_naming_it(tmp_path, capsys):
+    run = tmp_path / 'training'
+    log = write_log(run, dict(loss=1.0, iter=10), dict(loss=0.5, iter=20))
+    assert summarize_uda.main(['--column', f'x=run:{run}:teacher']) == 2
+    assert capsys.readouterr().err == (
+        f'error: no evaluation in {run}/eval/: the run has not been validated yet ({log}: it '
+        'reaches iteration 20, no mIoU); summarise it after its first validation (every '
+        'train_cfg.val_interval iterations and at the end of training).\n')
+
+
+def test_a_run_validated_without_per_class_iou_says_what_to_set(tmp_path, capsys):
+    run = tmp_path / 'plain_val_loop'
+    log = write_log(run, dict(loss=1.0, iter=10), {'mIoU': 20.0, 'step': 10})
+    assert summarize_uda.main(['--column', f'x=run:{run}:teacher']) == 2
+    assert capsys.readouterr().err == (
+        f'error: no evaluation in {run}/eval/: the run was validated ({log} logs an mIoU) '
+        f'without writing per-class IoU; {summarize_uda.VAL_LOOP_ADVICE}\n')
+    (run / 'eval').mkdir()  # TeacherStudentValLoop without ClassIoUMetric
+    (run / 'eval' / 'iter_10.json').write_text(json.dumps(dict(
+        iter=10, teacher=dict(metrics=dict(mIoU=20.0), per_class_iou={}))))
+    assert summarize_uda.main(['--column', f'x=run:{run}:teacher']) == 2
+    assert capsys.readouterr().err == (
+        f"error: {run}/eval/iter_10.json: the teacher head was validated without per-class IoU "
+        f"(metrics ['mIoU']); {summarize_uda.VAL_LOOP_ADVICE}\n")
+
+
+def test_a_column_without_any_iou_is_named(tmp_path, capsys):
+    empty = write_scores(tmp_path / 'empty.json', dict(road=None, car=None), split='val')
+    assert summarize_uda.main(['--column', f'NN=pl:{empty}:nn']) == 2
+    assert capsys.readouterr().err == (
+        'error: --column NN (nn pseudo-labels, 5 images): no class has an IoU (every class is '
+        'absent from its ground truth); nothing to show.\n')
