@@ -6,14 +6,21 @@ cache filling (first epoch), (3) with every feature cached (later epochs). Print
 seconds per iteration and the speed-up, and writes them as JSON::
 
     python tools/benchmark_feature_cache.py configs/saot/demo_source_only.py --iters 10
+
+A config whose target set trains on SAOT pseudo-labels (``configs/saot/demo.py``,
+``gta2cs.py``) needs them written first (``tools/generate_pseudo_labels.py``) and
+named with ``--cfg-options train_dataloader.dataset.target.pseudo_label_dir=DIR``;
+without them the tool stops with that command before building the model.
 """
 import argparse
+import contextlib
 import json
+import os.path as osp
+import shutil
 import sys
 import tempfile
 import time
-from typing import List, Optional
-
+from typing import Iterator, List, Optional, Tuple
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -23,9 +30,61 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='a config whose model is EMATeacherUDA')
     parser.add_argument('--iters', type=positive_int, default=10, help='batches timed per mode')
     parser.add_argument('--out', type=output_file, help='JSON file for the result')
+    parser.add_argument('--work-dir', help='the runner\'s folder (its log and config), kept '
+                        '(default: a temporary folder, removed at the end, also after an '
+                        'error or Ctrl-C)')
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='key=value overrides, as for tools/train.py')
     return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def benchmark_folder(work_dir: Optional[str]) -> Iterator[str]:
+    """``work_dir`` as given (kept), or a temporary folder removed on the way out, also
+    when the block raises or is interrupted.
+
+    Args:
+        work_dir: ``--work-dir``, or None for a temporary folder.
+    """
+    if work_dir is not None:
+        yield work_dir
+        return
+    folder = tempfile.mkdtemp(prefix='feature_cache_bench_')
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pseudo_label_dirs(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, str]]:
+    """``(config key, folder)`` of each ``PseudoLabelDataset`` inside ``dataset_cfg``
+    (whose own key is ``key``), through Concat, UDA-pair and other wrappers."""
+    if str(dataset_cfg.get('type', '')).split('.')[-1] == 'PseudoLabelDataset':
+        yield f'{key}.pseudo_label_dir', dataset_cfg.get('pseudo_label_dir')
+    for name in ('source', 'target', 'dataset'):
+        if isinstance(dataset_cfg.get(name), dict):
+            yield from pseudo_label_dirs(dataset_cfg[name], f'{key}.{name}')
+    for index, child in enumerate(dataset_cfg.get('datasets') or ()):
+        yield from pseudo_label_dirs(child, f'{key}.datasets.{index}')
+
+
+def missing_pseudo_labels(cfg, config_path: str) -> Optional[str]:
+    """Why the training set of ``cfg`` cannot be read: a pseudo-label folder it trains
+    on holds no complete cache (no ``manifest.json`` marked complete), with the
+    commands that write one and point the benchmark at it; None when none is missing.
+    """
+    from mmseg_saot.datasets.pseudo_label_cache import PseudoLabelCache
+    from mmseg_saot.utils.run_config import default_work_dir
+    dataset = cfg.train_dataloader.dataset
+    for key, folder in pseudo_label_dirs(dataset, 'train_dataloader.dataset'):
+        manifest = PseudoLabelCache(folder or '').read_manifest() or {}
+        if not manifest.get('complete'):
+            written = osp.join(default_work_dir(config_path), 'pseudo_labels')
+            return (f'{key}={folder}: no complete pseudo-labels there (no manifest.json '
+                    'marked complete), and the config\'s target set trains on them. Write '
+                    f'them with `python tools/generate_pseudo_labels.py {config_path}` (into '
+                    f'{written}), then add --cfg-options {key}={written}')
+    return None
 
 
 def time_steps(model, optim_wrapper, batches) -> float:
@@ -38,46 +97,63 @@ def time_steps(model, optim_wrapper, batches) -> float:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    import torch
-    from mmengine.runner import Runner
-
-    import mmseg_saot  # noqa: F401
-    from mmseg_saot.models.segmentors import FrozenFeatureCache
-    from mmseg_saot.utils.cli import user_errors_exit
+    from mmseg_saot.utils.cli import check_data_or_exit, exit_with, user_errors_exit
     from mmseg_saot.utils.run_config import load_run_config
 
-    work_dir = tempfile.mkdtemp(prefix='feature_cache_bench_')
-    cfg = load_run_config(args.config, args.cfg_options, work_dir)
-    cfg.model.feature_cache, cfg.model.feature_cache_dir = False, None  # memory only, below
-    cfg.custom_hooks = []  # timing the step alone (no labelling, no EMA)
-    with user_errors_exit():
-        runner = Runner.from_cfg(cfg)
-    model = runner.model
-    optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
-    loader = runner.train_loop.dataloader_iterator  # as tools/train.py iterates
-    batches = [next(loader) for _ in range(args.iters)]
-    model.train()
-    torch.manual_seed(0)
-    off = time_steps(model, optim_wrapper, batches)
-    model.feature_cache = FrozenFeatureCache(max_gb=8.0)
-    filling = time_steps(model, optim_wrapper, batches)
-    cached = time_steps(model, optim_wrapper, batches)
-    result = dict(config=args.config, iters=args.iters,
-                  batch_size=cfg.train_dataloader.batch_size,
-                  seconds_per_iter=dict(no_cache=round(off, 3), filling=round(filling, 3),
-                                        cached=round(cached, 3)),
-                  speedup=round(off / cached, 2), threads=torch.get_num_threads())
-    print(f'{args.iters} iterations of {args.config} (batch {result["batch_size"]}, '
-          f'{result["threads"]} threads):\n'
-          f'  no cache       {off:.3f} s/iter\n'
-          f'  cache filling  {filling:.3f} s/iter\n'
-          f'  all cached     {cached:.3f} s/iter\n'
-          f'  speed-up       {off / cached:.2f}x (cached vs no cache)')
+    with benchmark_folder(args.work_dir) as work_dir:
+        cfg = load_run_config(args.config, args.cfg_options, work_dir)
+        check_data_or_exit(cfg, ('train',))
+        missing = missing_pseudo_labels(cfg, args.config)
+        if missing:
+            exit_with(missing)
+        with user_errors_exit(cfg):
+            result = dict(config=args.config, **measure(cfg, iters=args.iters))
+    report(result)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)
     return result
 
 
+def measure(cfg, *, iters: int) -> dict:
+    """Seconds per training step of ``iters`` batches of ``cfg``: no cache, filling,
+    cached; with the batch size, speed-up and threads."""
+    import torch
+    from mmengine.runner import Runner
+
+    import mmseg_saot  # noqa: F401
+    from mmseg_saot.models.segmentors import FrozenFeatureCache
+    cfg.model.feature_cache, cfg.model.feature_cache_dir = False, None  # memory only, below
+    cfg.custom_hooks = []  # timing the step alone (no labelling, no EMA)
+    runner = Runner.from_cfg(cfg)
+    model = runner.model
+    optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    loader = runner.train_loop.dataloader_iterator  # as tools/train.py iterates
+    batches = [next(loader) for _ in range(iters)]
+    model.train()
+    torch.manual_seed(0)
+    off = time_steps(model, optim_wrapper, batches)
+    model.feature_cache = FrozenFeatureCache(max_gb=8.0)
+    filling = time_steps(model, optim_wrapper, batches)
+    cached = time_steps(model, optim_wrapper, batches)
+    return dict(iters=iters, batch_size=cfg.train_dataloader.batch_size,
+                seconds_per_iter=dict(no_cache=round(off, 3), filling=round(filling, 3),
+                                      cached=round(cached, 3)),
+                speedup=round(off / cached, 2), threads=torch.get_num_threads())
+
+
+def report(result: dict) -> None:
+    """Print the seconds per iteration of each mode and the speed-up."""
+    seconds = result['seconds_per_iter']
+    print(f'{result["iters"]} iterations of {result["config"]} (batch {result["batch_size"]}, '
+          f'{result["threads"]} threads):\n'
+          f'  no cache       {seconds["no_cache"]:.3f} s/iter\n'
+          f'  cache filling  {seconds["filling"]:.3f} s/iter\n'
+          f'  all cached     {seconds["cached"]:.3f} s/iter\n'
+          f'  speed-up       {result["speedup"]:.2f}x (cached vs no cache)')
+
+
 if __name__ == '__main__':
-    sys.exit(0 if main() else 1)
+    from mmseg_saot.utils.cli import interrupt_exits
+    with interrupt_exits('The temporary work folder is removed (a --work-dir is kept).'):
+        sys.exit(0 if main() else 1)

@@ -80,6 +80,11 @@ def config_load_problem(config_path: str, err: Exception) -> str:
     return f'config "{config_path}" cannot be loaded ({error_reason(err)}).'
 
 
+def default_work_dir(config_path: str) -> str:
+    """``./work_dirs/<config name>``: the work_dir of a config that sets none."""
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
 def load_run_config(config_path: str,
                     cfg_options: Optional[dict] = None,
                     work_dir: Optional[str] = None,
@@ -103,8 +108,7 @@ def load_run_config(config_path: str,
     if work_dir is not None:
         cfg.work_dir, source = work_dir, '--work-dir'
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(config_path))[0])
+        cfg.work_dir = default_work_dir(config_path)
         source = 'work_dir (the default for this config)'
     else:
         source = f'work_dir (set in {config_path} or --cfg-options)'

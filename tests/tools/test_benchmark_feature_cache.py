@@ -1,0 +1,94 @@
+"""tools/benchmark_feature_cache.py: its work folder (temporary unless --work-dir, removed
+also after an error or Ctrl-C) and the message when the pseudo-labels a config trains on
+are missing."""
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from tiny_uda import tiny_uda_config, write_tiny_uda_data
+from tool_scripts import load_tool
+
+TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'benchmark_feature_cache.py'
+KEY = 'train_dataloader.dataset.target.pseudo_label_dir'
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A tiny UDA config, and a private temporary folder to see what is left in it."""
+    data = write_tiny_uda_data(tmp_path / 'data', num_source=2, num_target=2, num_val=1)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    scratch = tmp_path / 'scratch'
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+    return config, data, scratch
+
+
+def write_pseudo_labels(folder: Path, data: Path) -> None:
+    """A complete cache: the target ground truth as labels, full confidence."""
+    for truth in (data / 'cs' / 'gtFine' / 'train').rglob('*.png'):
+        key = truth.relative_to(data / 'cs' / 'gtFine' / 'train').as_posix().replace(
+            '_gtFine_labelTrainIds', '_leftImg8bit')
+        for kind in ('labels', 'confidence'):
+            (folder / kind / key).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(truth, folder / 'labels' / key)
+        label = cv2.imread(str(truth), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(folder / 'confidence' / key), np.full_like(label, 255))
+    (folder / 'manifest.json').write_text(json.dumps(dict(complete=True)))
+
+
+def test_missing_pseudo_labels_name_the_folder_and_the_command(tiny, capsys):
+    config, _, scratch = tiny
+    with pytest.raises(SystemExit) as stop:
+        load_tool(TOOL).main([str(config), '--iters', '1'])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {KEY}={scratch}/feature_cache_bench_'), err
+    assert (f'Write them with `python tools/generate_pseudo_labels.py {config}` (into '
+            f'./work_dirs/tiny/pseudo_labels), then add --cfg-options '
+            f'{KEY}=./work_dirs/tiny/pseudo_labels\n') in err
+    assert not list(scratch.glob('feature_cache_bench_*'))
+
+
+def test_a_given_work_dir_is_kept(tiny, tmp_path, capsys):
+    config, _, _ = tiny
+    with pytest.raises(SystemExit):
+        load_tool(TOOL).main([str(config), '--iters', '1', '--work-dir', str(tmp_path / 'w')])
+    assert f'error: {KEY}={tmp_path}/w/pseudo_labels: ' in capsys.readouterr().err
+    assert (tmp_path / 'w').is_dir()
+
+
+def test_the_temporary_folder_is_removed_after_ctrl_c(tiny):
+    _, _, scratch = tiny
+    with pytest.raises(KeyboardInterrupt):
+        with load_tool(TOOL).benchmark_folder(None) as folder:
+            (Path(folder) / 'log.txt').write_text('partial')
+            raise KeyboardInterrupt
+    assert not list(scratch.glob('feature_cache_bench_*'))
+
+
+def test_times_the_steps_on_given_pseudo_labels_and_cleans_up(tiny, tmp_path, capsys):
+    config, data, scratch = tiny
+    write_pseudo_labels(tmp_path / 'labels', data)
+    out = tmp_path / 'result.json'
+    result = load_tool(TOOL).main([str(config), '--iters', '1', '--out', str(out),
+                                   '--cfg-options', f'{KEY}={tmp_path / "labels"}'])
+    assert list(result) == ['config', 'iters', 'batch_size', 'seconds_per_iter', 'speedup',
+                            'threads']
+    assert json.loads(out.read_text()) == result
+    assert f'1 iterations of {config} (batch 2, ' in capsys.readouterr().out
+    assert not list(scratch.glob('feature_cache_bench_*'))
+
+
+def test_pseudo_label_folders_are_found_inside_wrappers():
+    tool = load_tool(TOOL)
+    target = dict(type='PseudoLabelDataset', pseudo_label_dir='/p', dataset=dict(type='X'))
+    wrapped = dict(type='ConcatDataset', datasets=[
+        dict(type='X'), dict(type='SourceTargetDataset', source=dict(type='X'), target=target)])
+    assert list(tool.pseudo_label_dirs(wrapped, 'd')) == [
+        ('d.datasets.1.target.pseudo_label_dir', '/p')]
+    assert list(tool.pseudo_label_dirs(dict(type='X'), 'd')) == []
