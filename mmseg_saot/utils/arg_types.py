@@ -9,7 +9,7 @@ whole labelling pass).
 import argparse
 import math
 import os.path as osp
-from typing import List
+from typing import Callable, List
 
 from mmseg_saot.utils.errors import UserInputError
 from mmseg_saot.utils.paths import ensure_folder
@@ -31,6 +31,23 @@ def _number(kind, text: str, lowest, inclusive: bool):
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     return _number(int, text, 1, True)
+
+
+def int_at_least(lowest: int) -> Callable[[str], int]:
+    """``type=`` of an integer option with a lower bound other than 0 or 1 (e.g. 2 source
+    images for a labeller that trains on pairs of them).
+
+    Args:
+        lowest: the smallest value allowed.
+
+    Returns:
+        A function of the option's text returning the integer; it raises
+        :class:`argparse.ArgumentTypeError` (``must be an integer >= 2, got "1"``).
+    """
+    def parse(text: str) -> int:
+        return _number(int, text, lowest, True)
+    parse.__name__ = f'int_at_least_{lowest}'
+    return parse
 
 
 def non_negative_int(text: str) -> int:

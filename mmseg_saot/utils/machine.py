@@ -1,6 +1,8 @@
-"""One line naming the machine a benchmark ran on, for the tables it writes."""
+"""One line naming the machine a benchmark ran on, for the tables it writes; its free
+memory, for a benchmark's check before it allocates."""
 import os
 import platform
+from typing import Optional
 
 import torch
 
@@ -15,6 +17,22 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or 'unknown CPU'
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory new allocations can get without swapping (``/proc/meminfo``'s
+    ``MemAvailable``, else the free pages), or None where neither is known."""
+    try:
+        with open('/proc/meminfo') as fh:
+            for line in fh:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def describe_device(device: str) -> str:

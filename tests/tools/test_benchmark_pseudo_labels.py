@@ -1,5 +1,6 @@
 """tools/benchmark_pseudo_labels.py: --count-ops (operator calls per part of a call), and
 usage errors of --model and --size."""
+import types
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,71 @@ def test_a_preset_size_that_does_not_fit_the_model_names_the_preset():
     assert tool.size_problem((518, 1036), 16, 'timm vit_base_patch16_224', 'paper') == (
         "the paper preset's size 518 1036: height and width must be multiples of the patch "
         'size 16 of timm vit_base_patch16_224; use e.g. --size 528 1040')
+
+
+def write_demo(root: Path, num_sources: int, num_targets: int) -> Path:
+    """A demo folder of tiny random scenes in the GTA5 and Cityscapes layouts."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for kind, count in (('source', num_sources), ('target', num_targets)):
+        for i in range(count):
+            image = Image.fromarray(rng.integers(0, 255, (28, 56, 3), dtype=np.uint8))
+            if kind == 'target':
+                path = root / 'cityscapes' / 'leftImg8bit' / 'train' / 'c' / f'{i}_leftImg8bit.png'
+                path.parent.mkdir(parents=True, exist_ok=True)
+                image.save(path)
+                continue
+            (root / 'gta5' / 'images').mkdir(parents=True, exist_ok=True)
+            (root / 'gta5' / 'labels').mkdir(parents=True, exist_ok=True)
+            image.save(root / 'gta5' / 'images' / f'{i:05d}.png')
+            labels = rng.integers(0, 3, (28, 56), dtype=np.uint8)
+            Image.fromarray(labels).save(root / 'gta5' / 'labels' / f'{i:05d}_labelTrainIds.png')
+    return root
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--sources', '1'], 'argument --sources: must be an integer >= 2, got "1"'),
+    (['--sources', '0'], 'argument --sources: must be an integer >= 2, got "0"'),
+    (['--targets', '0'], 'argument --targets: must be an integer >= 1, got "0"'),
+    (['--sources', '4'], '--sources 4: {root} has 3 demo source images; use at most '
+     '--sources 3'),
+    (['--sources', '2', '--targets', '5'], '--targets 5: {root} has 10 demo target images and '
+     '8 of them are the warm-up batch; use at most --targets 2'),
+])
+def test_too_few_or_too_many_images_are_usage_errors(tmp_path, capsys, args, message):
+    root = write_demo(tmp_path / 'demo', num_sources=3, num_targets=10)
+    with pytest.raises(SystemExit) as stop:
+        load_tool(TOOL).main(['--demo-root', str(root), *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f'error: {message.format(root=root)}' in err and 'Traceback' not in err
+
+
+def test_images_beyond_the_free_memory_are_named():
+    tool = load_tool(TOOL)
+    assert tool.memory_problem(200, (518, 1036), available=2**30) == (
+        '200 images of 518x1036 (the bank, the timed targets and the warm-up batch) take '
+        '2.0 GiB in memory, and this machine has 1.0 GiB free; use fewer --sources or '
+        '--targets or a smaller --size')
+    assert tool.memory_problem(10, (518, 1036), available=2**30) is None
+    assert tool.memory_problem(10**6, (518, 1036), available=None) is None  # unknown
+
+
+def test_the_table_gives_the_real_k_and_the_exact_command(tmp_path, monkeypatch):
+    import functools
+    tool = load_tool(TOOL)
+    labelers = tool.import_labelers()
+    quick = types.SimpleNamespace(SAOTLabeler=functools.partial(labelers.SAOTLabeler,
+                                                                metric_steps=2))
+    monkeypatch.setattr(tool, 'import_labelers', lambda: quick)
+    root = write_demo(tmp_path / 'my demo', num_sources=3, num_targets=10)
+    out = tmp_path / 'table.md'
+    argv = ['--demo-root', str(root), '--sources', '3', '--targets', '1', '--size', '14', '28',
+            '--solver', 'dense', '--out', str(out)]
+    table = tool.main(argv)
+    assert 'Labeller: SAOTLabeler defaults (method saot, K=3, solver dense), bank of 3 ' \
+           'source images; 1 target images timed.' in table
+    assert (f"Command: `python tools/benchmark_pseudo_labels.py --demo-root '{root}' --sources "
+            f"3 --targets 1 --size 14 28 --solver dense --out {out}`") in table
+    assert out.read_text() == table

@@ -129,3 +129,12 @@ def test_int_lists_name_the_bad_item(kind, text, message):
     with pytest.raises(argparse.ArgumentTypeError) as info:
         kind(text)
     assert str(info.value) == message
+
+
+def test_int_at_least_takes_its_bound_and_names_it():
+    at_least_two = arg_types.int_at_least(2)
+    assert at_least_two('2') == 2 and at_least_two('300') == 300
+    for text in ('1', '0', '-3', 'two'):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=f'must be an integer >= 2, got "{text}"'):
+            at_least_two(text)
