@@ -24,3 +24,18 @@ def python() -> str:
     """The interpreter running the tests, for CLI subprocesses."""
     return sys.executable
 
+
+
+@pytest.fixture
+def forget_new_loggers():
+    """Drop the MMEngine loggers a test creates in-process (a Runner makes one, current
+    from then on): their handlers write to that test's captured stderr, which is closed
+    when the next test logs through ``print_log(logger='current')``."""
+    from mmengine.logging import MMLogger
+    before = set(MMLogger._instance_dict)
+    yield
+    for name in set(MMLogger._instance_dict) - before:
+        logger = MMLogger._instance_dict.pop(name)
+        for handler in list(logger.handlers):
+            handler.close()
+            logger.removeHandler(handler)

@@ -12,9 +12,10 @@ from typing import Optional
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.logging import print_log
 from mmengine.runner import Runner
-from mmseg.registry import RUNNERS
+from mmseg.registry import METRICS, RUNNERS
 
 from mmseg_saot.utils.arg_types import non_negative_float
+from mmseg_saot.utils.build_errors import takes_option
 from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
                                                 check_checkpoint_or_exit)
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_folder_or_exit,
@@ -87,7 +88,8 @@ def main() -> None:
     if args.out:
         ensure_folder_or_exit(args.out, '--out')
         cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
+        if takes_option(cfg.test_evaluator, METRICS, 'keep_results'):  # CityscapesMetric
+            cfg.test_evaluator['keep_results'] = True
     if args.show or args.show_dir:
         paint_predictions(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:

@@ -102,6 +102,14 @@ def _parameters(obj_cls: Any) -> List[str]:
     return _options(obj_cls)[0]
 
 
+def takes_option(cfg: Mapping, registry: Any, option: str) -> bool:
+    """Whether the registered type of the component config ``cfg`` names ``option`` in
+    its signature (or its base classes'); False for a type not registered."""
+    obj_type = cfg.get('type')
+    obj_cls = registry.get(obj_type) if isinstance(obj_type, str) else obj_type
+    return obj_cls is not None and option in _parameters(obj_cls)
+
+
 def component_config_problem(cfg: Mapping, registry: Any, entry: str,
                              drops_kwargs: Sequence[type] = ()) -> Optional[str]:
     """Check a component config before it is built, as far as its signature tells.

@@ -105,3 +105,12 @@ def test_component_config_problem_checks_options_as_far_as_the_signature_tells()
         "the module that registers it to custom_imports). Did you mean 'Open'?")
     assert component_config_problem(dict(size=2), registry, 'x') == (
         "x needs a type (dict(type=..., ...)), got {'size': 2}.")
+
+
+def test_takes_option_reads_the_registered_signature():
+    from mmseg.registry import METRICS
+
+    from mmseg_saot.utils.build_errors import takes_option
+    assert takes_option(dict(type='CityscapesMetric'), METRICS, 'keep_results')
+    assert not takes_option(dict(type='IoUMetric'), METRICS, 'keep_results')  # swallowed
+    assert not takes_option(dict(type='NoSuchMetric'), METRICS, 'keep_results')
