@@ -154,16 +154,13 @@ def run(cfg, args: argparse.Namespace) -> dict:
 
 def scored_on(dataset, split: str) -> dict:
     """The report's record of the images scored: ``num_images``, ``split`` (train or
-    val) and ``dataset`` (type, data_root, img_path of the set the
-    :class:`PseudoLabelDataset` ``dataset`` wraps), so ``tools/summarize_uda.py`` can
-    tell columns of different splits or images apart.
+    val) and ``dataset`` (:func:`~mmseg_saot.datasets.identity.dataset_identity` of the
+    set the :class:`PseudoLabelDataset` ``dataset`` wraps), so ``tools/summarize_uda.py``
+    can tell columns of different splits or images apart.
     """
-    target = dataset.target
-    prefix = getattr(target, 'data_prefix', None) or {}
+    from mmseg_saot.datasets.identity import dataset_identity
     return dict(num_images=len(dataset), split=split,
-                dataset=dict(type=type(target).__name__,
-                             data_root=getattr(target, 'data_root', None),
-                             img_path=prefix.get('img_path')))
+                dataset=dataset_identity(dataset.target))
 
 
 def _val_as_target(cfg, train_target):

@@ -132,8 +132,10 @@ def no_evaluation(work_dir: str) -> str:
             'iterations and at the end of training).')
 
 
-def read_run(work_dir: str, branch: str, iteration: Optional[int]) -> Tuple[Column, str]:
-    """Per-class IoU of one head of a run at ``iteration`` (default: the last eval)."""
+def read_run(work_dir: str, branch: str,
+             iteration: Optional[int]) -> Tuple[Column, str, Optional[str]]:
+    """Per-class IoU of one head of a run at ``iteration`` (default: the last eval), its
+    description, and the images it was validated on (None: not recorded)."""
     if not osp.isdir(work_dir):
         raise FileNotFoundError(f'run folder {work_dir} does not exist.')
     records = sorted(glob.glob(osp.join(work_dir, 'eval', 'iter_*.json')),
@@ -150,23 +152,24 @@ def read_run(work_dir: str, branch: str, iteration: Optional[int]) -> Tuple[Colu
     record = _load_json(records[-1])
     head = record.get(branch)
     if not isinstance(head, dict):
-        heads = sorted(k for k, v in record.items() if isinstance(v, dict))
+        heads = sorted(k for k, v in record.items() if isinstance(v, dict) and k != 'dataset')
         raise ValueError(f'{records[-1]} has no per-class IoU for the {branch} head; it has '
                          f'{heads}.')
     if not head.get('per_class_iou'):
         raise ValueError(f'{records[-1]}: the {branch} head was validated without per-class '
                          f'IoU (metrics {sorted(head.get("metrics", {}))}); {VAL_LOOP_ADVICE}')
     column = dict(head['per_class_iou'])
-    return column, f'{branch} head, iteration {record["iter"]}'
+    return column, f'{branch} head, iteration {record["iter"]}', images(record)
 
 
-def scored_on(report: dict) -> Tuple[Optional[str], Optional[str]]:
-    """The split and the images a ``pseudo_label_miou.json`` was scored on, each None
-    where the file does not say (written before they were recorded)."""
-    dataset = report.get('dataset')
-    if isinstance(dataset, dict):  # img_path: data_root joined (as the dataset reads it)
-        dataset = f'{dataset.get("type")} {dataset.get("img_path")}'
-    return report.get('split'), dataset
+def images(record: dict) -> Optional[str]:
+    """``'CityscapesDataset data/cityscapes/leftImg8bit/val'``: the images a score file
+    (``eval/iter_*.json``, ``pseudo_label_miou.json``) records under ``dataset``, or None
+    where it does not (written before they were recorded). ``img_path`` holds the
+    dataset's ``data_root`` already."""
+    dataset = record.get('dataset')
+    return f'{dataset.get("type")} {dataset.get("img_path")}' if isinstance(
+        dataset, dict) else None
 
 
 def read_pseudo_labels(path: str, method: str) -> Tuple[Column, str, Optional[str],
@@ -177,9 +180,9 @@ def read_pseudo_labels(path: str, method: str) -> Tuple[Column, str, Optional[st
     if method not in report.get('methods', {}):
         raise ValueError(f'{path} has no method {method!r}; it has '
                        f'{sorted(report.get("methods", {}))}.')
-    split, dataset = scored_on(report)
     return (dict(report['methods'][method]['per_class_iou']),
-            f'{method} pseudo-labels, {report.get("num_images", "?")} images', split, dataset)
+            f'{method} pseudo-labels, {report.get("num_images", "?")} images',
+            report.get('split'), images(report))
 
 
 def _iou_value(path: str, name: str, text) -> Optional[float]:
@@ -248,8 +251,9 @@ def read_column(spec: str) -> Source:
     if iteration and not iteration.isdigit():
         raise ValueError(f'--column {spec!r}: @ITER must be an iteration number, got '
                          f'{iteration!r}.')
-    column, what = read_run(where, branch, int(iteration) if iteration else None)
-    return Source(label, column, what, split='val')  # TeacherStudentValLoop: val_dataloader
+    column, what, dataset = read_run(where, branch, int(iteration) if iteration else None)
+    # TeacherStudentValLoop validates on val_dataloader
+    return Source(label, column, what, split='val', dataset=dataset)
 
 
 def check_class_names(columns: List[Source]) -> None:

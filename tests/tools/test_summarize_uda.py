@@ -10,11 +10,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tools'))
 import summarize_uda  # noqa: E402
 
 
-def write_run(work_dir: Path, iteration: int, teacher: dict, student: dict) -> None:
+def write_run(work_dir: Path, iteration: int, teacher: dict, student: dict,
+              dataset: dict = None) -> None:
     (work_dir / 'eval').mkdir(parents=True, exist_ok=True)
     record = dict(iter=iteration,
                   teacher=dict(metrics={}, per_class_iou=teacher),
                   student=dict(metrics={}, per_class_iou=student))
+    if dataset:  # TeacherStudentValLoop records it (runs before that do not)
+        record['dataset'] = dataset
     (work_dir / 'eval' / f'iter_{iteration}.json').write_text(json.dumps(record))
 
 
@@ -298,3 +301,24 @@ def test_a_column_without_any_iou_is_named(tmp_path, capsys):
     assert capsys.readouterr().err == (
         'error: --column NN (nn pseudo-labels, 5 images): no class has an IoU (every class is '
         'absent from its ground truth); nothing to show.\n')
+
+
+def test_runs_validated_on_other_images_are_warned_about(sources, tmp_path, capsys):
+    run, _ = sources  # written before the images were recorded: not compared
+    iou = dict(road=50.0, car=10.0, bus=None)
+    cityscapes = dict(type='CityscapesDataset', data_root='data/cs',
+                      img_path='data/cs/leftImg8bit/val')
+    acdc = dict(cityscapes, data_root='data/acdc', img_path='data/acdc/rgb/val')
+    write_run(tmp_path / 'a', 4, iou, iou, dataset=cityscapes)
+    write_run(tmp_path / 'b', 4, iou, iou, dataset=acdc)
+    assert summarize_uda.main(['--column', f'a=run:{tmp_path / "a"}:teacher',
+                               '--column', f'old=run:{run}:teacher',
+                               '--column', f'b=run:{tmp_path / "b"}:teacher']) == 0
+    assert capsys.readouterr().err == (
+        'warning: the columns are scored on different images (a: CityscapesDataset '
+        'data/cs/leftImg8bit/val; b: CityscapesDataset data/acdc/rgb/val): their IoUs are not '
+        'over the same images.\n')
+    write_run(tmp_path / 'c', 4, iou, iou, dataset=cityscapes)
+    assert summarize_uda.main(['--column', f'a=run:{tmp_path / "a"}:teacher',
+                               '--column', f'c=run:{tmp_path / "c"}:teacher']) == 0
+    assert capsys.readouterr().err == ''

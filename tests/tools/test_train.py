@@ -165,7 +165,8 @@ def reference_run(python, tiny_config, tmp_path_factory) -> Path:
     # both heads evaluated after each stage, with per-class IoU
     for it in (3, 6):
         record = json.loads((work_dir / 'eval' / f'iter_{it}.json').read_text())
-        assert set(record) == {'iter', 'teacher', 'student'}
+        assert set(record) == {'iter', 'dataset', 'teacher', 'student'}
+        assert record['dataset']['img_path'].endswith('leftImg8bit/val')
         assert 'road' in record['teacher']['per_class_iou']
     return work_dir
 

@@ -13,6 +13,7 @@ from mmengine.runner import ValLoop
 from mmengine.runner.amp import autocast
 from mmseg.registry import LOOPS
 
+from mmseg_saot.datasets.identity import dataset_identity
 from mmseg_saot.utils.atomic import atomic_write_text
 from mmseg_saot.utils.errors import ConfigError
 
@@ -100,4 +101,6 @@ class TeacherStudentValLoop(ValLoop):
         if not is_main_process():
             return
         path = osp.join(self.runner.work_dir, 'eval', f'iter_{self.runner.iter}.json')
-        atomic_write_text(path, json.dumps(dict(iter=self.runner.iter, **record), indent=1))
+        dataset = dataset_identity(self.dataloader.dataset)  # for tools/summarize_uda.py
+        atomic_write_text(path, json.dumps(dict(iter=self.runner.iter, dataset=dataset,
+                                                **record), indent=1))

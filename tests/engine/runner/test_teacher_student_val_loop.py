@@ -43,7 +43,9 @@ def make_loop(tmp_path, model, **kwargs):
     dataloader = MagicMock()
     dataloader.__iter__.side_effect = lambda: iter([{}, {}])  # two batches
     dataloader.__len__.return_value = 2
-    dataloader.dataset = MagicMock(metainfo=dict(classes=('a', 'b')), __len__=lambda s: 2)
+    dataloader.dataset = MagicMock(metainfo=dict(classes=('a', 'b')), __len__=lambda s: 2,
+                                   data_root='data/cs',
+                                   data_prefix=dict(img_path='data/cs/leftImg8bit/val'))
     return TeacherStudentValLoop(runner, dataloader, dict(type='ClassIoUMetric'), **kwargs)
 
 
@@ -61,6 +63,9 @@ def test_both_heads_are_validated_and_written(tmp_path):
     record = json.loads((tmp_path / 'eval' / 'iter_7.json').read_text())
     assert record['student']['per_class_iou'] == {'a': 100.0, 'b': 100.0}
     assert record['teacher']['per_class_iou']['b'] == 0.0
+    # the images validated on, for tools/summarize_uda.py to compare runs by
+    assert record['dataset'] == dict(type='MagicMock', data_root='data/cs',
+                                     img_path='data/cs/leftImg8bit/val')
 
 
 def test_one_branch_only(tmp_path):
