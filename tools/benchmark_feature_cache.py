@@ -59,13 +59,10 @@ def benchmark_folder(work_dir: Optional[str]) -> Iterator[str]:
 def pseudo_label_dirs(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, str]]:
     """``(config key, folder)`` of each ``PseudoLabelDataset`` inside ``dataset_cfg``
     (whose own key is ``key``), through Concat, UDA-pair and other wrappers."""
-    if str(dataset_cfg.get('type', '')).split('.')[-1] == 'PseudoLabelDataset':
-        yield f'{key}.pseudo_label_dir', dataset_cfg.get('pseudo_label_dir')
-    for name in ('source', 'target', 'dataset'):
-        if isinstance(dataset_cfg.get(name), dict):
-            yield from pseudo_label_dirs(dataset_cfg[name], f'{key}.{name}')
-    for index, child in enumerate(dataset_cfg.get('datasets') or ()):
-        yield from pseudo_label_dirs(child, f'{key}.datasets.{index}')
+    from mmseg_saot.datasets.layout import dataset_keys
+    for node_key, node in dataset_keys(dataset_cfg, key):
+        if str(node.get('type', '')).split('.')[-1] == 'PseudoLabelDataset':
+            yield f'{node_key}.pseudo_label_dir', node.get('pseudo_label_dir')
 
 
 def missing_pseudo_labels(cfg, config_path: str) -> Optional[str]:

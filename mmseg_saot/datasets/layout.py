@@ -144,20 +144,34 @@ def leaf_datasets(dataset_cfg: dict) -> Iterator[dict]:
         yield leaf
 
 
+def dataset_keys(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, dict]]:
+    """``(config key, config)`` of ``dataset_cfg`` (whose own key is ``key``) and of every
+    dataset inside it, wrappers before what they wrap."""
+    yield key, dataset_cfg
+    for child_key, child in _wrapped(dataset_cfg, key):
+        yield from dataset_keys(child, child_key)
+
+
 def leaf_dataset_keys(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, dict]]:
     """``(config key, config)`` of each concrete dataset inside ``dataset_cfg`` (whose own
     key is ``key``): ``train_dataloader.dataset.target.dataset`` for the Cityscapes set
     that a PseudoLabelDataset wraps in a SourceTargetDataset."""
+    for node_key, node in dataset_keys(dataset_cfg, key):
+        if not _wrapped(node, node_key):
+            yield node_key, node
+
+
+def _wrapped(dataset_cfg: dict, key: str) -> List[Tuple[str, dict]]:
+    """The datasets a wrapper config holds (Concat: ``datasets``; SourceTargetDataset:
+    ``source`` and ``target``; Repeat, PseudoLabelDataset: ``dataset``), with their keys;
+    empty for a concrete dataset."""
     if 'datasets' in dataset_cfg:
-        for index, child in enumerate(dataset_cfg['datasets']):
-            yield from leaf_dataset_keys(child, f'{key}.datasets.{index}')
-    elif 'source' in dataset_cfg and 'target' in dataset_cfg:  # SourceTargetDataset
-        yield from leaf_dataset_keys(dataset_cfg['source'], f'{key}.source')
-        yield from leaf_dataset_keys(dataset_cfg['target'], f'{key}.target')
-    elif 'dataset' in dataset_cfg:
-        yield from leaf_dataset_keys(dataset_cfg['dataset'], f'{key}.dataset')
-    else:
-        yield key, dataset_cfg
+        return [(f'{key}.datasets.{i}', child) for i, child in enumerate(dataset_cfg['datasets'])]
+    if 'source' in dataset_cfg and 'target' in dataset_cfg:  # SourceTargetDataset
+        return [(f'{key}.source', dataset_cfg['source']), (f'{key}.target', dataset_cfg['target'])]
+    if 'dataset' in dataset_cfg:
+        return [(f'{key}.dataset', dataset_cfg['dataset'])]
+    return []
 
 
 def loads_labels(dataset_cfg: dict) -> bool:
