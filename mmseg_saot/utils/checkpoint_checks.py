@@ -147,7 +147,8 @@ class _CheckpointFit:
         self.total = len(expected)
 
     def describe(self) -> str:
-        """``'2 of the model's 40 weights are missing (...); 1 weights have another shape (...)'``."""
+        """``"2 of the model's 40 weights are missing (...); 1 weights have another shape
+        (...)"``."""
         problems = []
         if self.missing:
             problems.append(f'{len(self.missing)} of the model\'s {self.total} weights are '
