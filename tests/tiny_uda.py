@@ -63,8 +63,7 @@ def tiny_uda_config(data_root: Path, stage1_iters: int = 3, **labeler) -> str:
 _base_ = [{str(REPO_ROOT / 'configs' / 'saot' / 'demo.py')!r}]
 model = dict(
     backbone=dict(checkpoint=None, out_indices=1),
-    decode_head=dict(in_channels=[384], in_index=[0], channels=16,
-                     dropout_ratio=0.0),
+    decode_head=dict(in_channels=[384], in_index=[0], channels=16),  # demo's dropout 0.1
     feature_cache_dir=None)
 source_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
                    dict(type='Resize', scale=(84, 56), keep_ratio=False),

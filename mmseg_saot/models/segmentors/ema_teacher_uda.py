@@ -3,10 +3,11 @@ import contextlib
 import copy
 import os.path as osp
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import MessageHub
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
@@ -228,15 +229,42 @@ class EMATeacherUDA(EncoderDecoder):
         share of this step's backbone inputs whose features came from the cache.
         """
         if self.feature_cache is None:
-            return self._stage_losses(inputs, data_samples)
+            with self._iteration_rng():
+                return self._stage_losses(inputs, data_samples)
         hits, misses = self.feature_cache.hits, self.feature_cache.misses
-        losses = self._stage_losses(inputs, data_samples)
+        with self._iteration_rng():
+            losses = self._stage_losses(inputs, data_samples)
         new_hits = self.feature_cache.hits - hits
         looked_up = new_hits + self.feature_cache.misses - misses
         device = next(iter(losses.values())).device
         losses['feature_cache_hits'] = torch.tensor(new_hits / max(looked_up, 1),
                                                     device=device)
         return losses
+
+    @contextlib.contextmanager
+    def _iteration_rng(self) -> Iterator[None]:
+        """Draw the step's global-RNG randomness (the heads' dropout) from a seed of
+        ``(seed, iteration)``, on a fork of the RNG that leaves the caller's state alone.
+
+        MMEngine does not save RNG states in checkpoints: without this, a resumed run
+        continues from the seed's initial state, and its dropout masks (and so its
+        weights) differ from those of the uninterrupted run. The iteration is
+        ``UDAStageHook``'s, else the training loop's (MMEngine's ``RuntimeInfoHook``);
+        outside a training loop the global RNG is used as it is.
+        """
+        iteration = self.iteration
+        if iteration is None:
+            hub = MessageHub.get_current_instance()
+            if hub.get_info('loop_stage') == 'train':
+                iteration = hub.get_info('iter')
+        if not isinstance(iteration, int):
+            yield
+            return
+        device = next(self.decode_head.parameters()).device
+        devices = [device.index or 0] if device.type == 'cuda' else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((self.seed * 100003 + iteration) * 2 + 1)  # not the views' seed
+            yield
 
     def _stage_losses(self, inputs, data_samples) -> Dict[str, Tensor]:
         if not isinstance(inputs, dict):

@@ -95,6 +95,36 @@ def test_stage2_self_training_is_seeded_by_the_iteration():
     assert not torch.allclose(first['mix.loss_ce'], other['mix.loss_ce'])
 
 
+@pytest.mark.parametrize('stage_hook', [True, False])
+def test_dropout_is_seeded_by_the_iteration_so_a_resumed_run_repeats_it(stage_hook):
+    # MMEngine restores no RNG state on --resume: the step's dropout masks must come from
+    # the iteration (UDAStageHook's, or the loop's in the message hub), not the history
+    from mmengine.logging import MessageHub
+    model = build(decode_head=dict(type='MLPHead', in_channels=[384], in_index=[0],
+                                   channels=8, num_classes=4, dropout_ratio=0.5))
+    model.train()
+    data = uda_batch(model)
+    hub = MessageHub.get_instance('test_dropout_rng')
+    hub.update_info('loop_stage', 'train')
+
+    def loss_at(iteration, history):
+        torch.manual_seed(history)  # the global RNG state the step starts from
+        if stage_hook:
+            model.set_train_state('pseudo_labels', iteration)
+        hub.update_info('iter', iteration)
+        return model.loss(**data)['src.loss_ce']
+
+    first = loss_at(5, history=0)
+    state = torch.get_rng_state()
+    torch.testing.assert_close(loss_at(5, history=123), first)  # same step, other history
+    assert not torch.allclose(loss_at(6, history=0), first)  # another step: other masks
+    loss_at(5, history=0)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
+    hub.update_info('loop_stage', 'val')  # outside training: the global RNG, as it is
+    if not stage_hook:
+        assert not torch.allclose(loss_at(5, history=123), first)
+
+
 def test_gradients_reach_the_student_only():
     model = build()
     model.set_train_state('self_training', 0)
