@@ -137,7 +137,9 @@ def read_run(work_dir: str, branch: str,
     """Per-class IoU of one head of a run at ``iteration`` (default: the last eval), its
     description, and the images it was validated on (None: not recorded)."""
     if not osp.isdir(work_dir):
-        raise FileNotFoundError(f'run folder {work_dir} does not exist.')
+        raise FileNotFoundError(f'run folder {work_dir} ' + (
+            'is a file: give the run\'s work_dir (the folder holding eval/)'
+            if osp.exists(work_dir) else 'does not exist.'))
     records = sorted(glob.glob(osp.join(work_dir, 'eval', 'iter_*.json')),
                      key=lambda p: int(re.findall(r'iter_(\d+)', p)[-1]))
     if not records:

@@ -77,6 +77,8 @@ def test_missing_runs_iterations_and_unwritable_out_are_named(sources, tmp_path,
     for args, message in (
             ([f'x=run:{tmp_path}/nope:teacher'], f'error: run folder {tmp_path}/nope does not '
              'exist.'),
+            ([f'x=run:{afile}:teacher'], f'error: run folder {afile} is a file: give the run\'s '
+             'work_dir (the folder holding eval/)'),
             ([f'x=run:{empty}:teacher'], f'error: no evaluation in {empty}/eval/: train with '),
             ([f'x=run:{run}:teacher@7'], f'error: no evaluation at iteration 7 in {run}/eval/; '
              'it has iterations 2, 10.'),
