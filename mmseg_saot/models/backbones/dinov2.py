@@ -208,11 +208,16 @@ class DINOv2Backbone(BaseModule):
         num_maps = len(self.out_indices)
         bad_index = [i for i in in_index if not -num_maps <= i < num_maps]
         if bad_index or any(c != self.embed_dim for c in in_channels):
+            # fix what is wrong: indices past the maps -> take every map
+            fixed_index = list(range(num_maps)) if bad_index else in_index
+            fix = f'model.decode_head.in_channels={[self.embed_dim] * len(fixed_index)}'
+            if bad_index:
+                fix += f' model.decode_head.in_index={fixed_index}'
             raise ConfigError(
                 f'{owner}: the decode head takes in_index={in_index} with in_channels='
                 f'{in_channels}, but the backbone {self.model_name} gives {num_maps} '
-                f'maps of {self.embed_dim} channels; set model.decode_head.in_channels='
-                f'{[self.embed_dim] * len(in_index)} (and in_index within 0..{num_maps - 1}).')
+                f'maps of {self.embed_dim} channels; set {fix} (or other indices within '
+                f'0..{num_maps - 1}, one channel count each).')
 
     def _resolve_indices(
             self, out_indices: Union[int, Sequence[int]]) -> List[int]:

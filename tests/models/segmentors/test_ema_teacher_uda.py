@@ -252,7 +252,9 @@ def test_teacher_confident_is_the_share_of_confident_target_pixels():
 @pytest.mark.parametrize('head_change, message', [
     (dict(in_channels=[768]), r'in_channels=\[768\], but the backbone vit_small_patch14_dinov2 '
      r'gives 1 maps of 384 channels; set model.decode_head.in_channels=\[384\]'),
-    (dict(in_channels=[384, 384], in_index=[0, 1]), r'in_index=\[0, 1\].*in_index within 0..0'),
+    (dict(in_channels=[384, 384], in_index=[0, 1]), r'in_index=\[0, 1\].*gives 1 maps of 384 '
+     r'channels; set model.decode_head.in_channels=\[384\] model.decode_head.in_index=\[0\] '
+     r'\(or other indices within 0..0'),
 ])
 def test_a_head_that_does_not_fit_the_backbone_stops_the_build(head_change, message):
     head = dict(type='MLPHead', in_channels=[384], in_index=[0], channels=8, num_classes=4,
