@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import sys
-from typing import Iterator, NoReturn, Optional, Sequence
+from typing import Iterator, List, NoReturn, Optional, Sequence
 
 import torch
 from mmengine.config import Config, DictAction
@@ -166,6 +166,20 @@ def user_message(err: UserInputError) -> str:
     return text if start < 0 else text[start + len(prefix):].strip()
 
 
+def cfg_options_items(argv: Sequence[str]) -> List[str]:
+    """The ``--cfg-options`` items of a command line (``argv`` without the program):
+    what follows the option up to the next ``--`` option."""
+    items, inside = [], False
+    for item in argv:
+        if item == '--cfg-options':
+            inside = True
+        elif item.startswith('--'):
+            inside = False
+        elif inside:
+            items.append(item)
+    return items
+
+
 @contextlib.contextmanager
 def user_errors_exit(cfg: Optional[Config] = None) -> Iterator[None]:
     """Turn :class:`UserInputError` (bad file, folder or option) and a misspelt option
@@ -186,7 +200,7 @@ def user_errors_exit(cfg: Optional[Config] = None) -> Iterator[None]:
             raise
         exit_with(message)
     except Exception as err:
-        message = explain_data_read_failure(err, cfg)
+        message = explain_data_read_failure(err, cfg, cfg_options_items(sys.argv[1:]))
         if message is None:
             raise
         exit_with(message)

@@ -23,3 +23,15 @@ def test_a_loading_transform_failure_is_explained_from_frames_or_worker_text(tmp
         'reading a data sample failed (PIL.UnidentifiedImageError: cannot identify image '
         'file <_io.BytesIO>). `python tools/check_data.py CONFIG`')
     assert explain_data_read_failure(ValueError('a bug of ours')) is None
+    # the user's --cfg-options may point the datasets elsewhere: the command repeats them
+    assert ('`python tools/check_data.py CONFIG --cfg-options '
+            "test_dataloader.dataset.data_root=/my/cs 'a.b=[1, 2]'` lists") in \
+        explain_data_read_failure(worker, cfg_options=['test_dataloader.dataset.data_root=/my/cs',
+                                                       'a.b=[1, 2]'])
+
+
+def test_cfg_options_items_are_read_from_a_command_line():
+    from mmseg_saot.utils.cli import cfg_options_items
+    argv = ['cfg.py', 'ckpt.pth', '--cfg-options', 'a=1', 'b.c=2', '--out', 'o', '--tta']
+    assert cfg_options_items(argv) == ['a=1', 'b.c=2']
+    assert cfg_options_items(['cfg.py', '--work-dir', 'w']) == []
