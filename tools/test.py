@@ -17,7 +17,8 @@ from mmseg.registry import METRICS, RUNNERS
 from mmseg_saot.utils.arg_types import non_negative_float
 from mmseg_saot.utils.build_errors import takes_option
 from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
-                                                check_checkpoint_or_exit)
+                                                check_checkpoint_or_exit,
+                                                untrained_teacher_problem)
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_folder_or_exit,
                                   exit_with, interrupt_exits, user_errors_exit)
 from mmseg_saot.utils.run_config import load_run_config, save_config_with_templates
@@ -110,6 +111,10 @@ def main() -> None:
                   RUNNERS.build(cfg))
         save_config_with_templates(runner, cfg)
     check_checkpoint_fits_or_exit(runner.model, checkpoint, args.checkpoint, args.config)
+    untrained = untrained_teacher_problem(runner.model, checkpoint, args.checkpoint,
+                                          args.config)
+    if untrained:
+        exit_with(f'CHECKPOINT: {untrained}')
     del checkpoint  # the runner loads the weights itself
     with user_errors_exit(cfg):
         runner.test()

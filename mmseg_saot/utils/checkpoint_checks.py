@@ -92,6 +92,43 @@ def check_checkpoint_fits_or_exit(model, checkpoint: Any, path: str, config: str
               'the model, start a new --work-dir).')
 
 
+def untrained_teacher_problem(model, checkpoint: Any, path: str, config: str) -> Optional[str]:
+    """Why ``model`` would evaluate an untrained head of ``checkpoint``, or None.
+
+    A run without ``EMATeacherHook`` (source-only) saves a teacher head of the right
+    shapes that never moved from its initialisation; a config that predicts with the
+    teacher (``model.predict_on='teacher'``) would score it, without any error. The run's
+    own config, which MMEngine saves in the checkpoint's meta, tells; a checkpoint
+    without a readable one is not judged.
+
+    Args:
+        model: the built model (wrappers such as the TTA model are looked through).
+        checkpoint: the loaded checkpoint.
+        path: the checkpoint file, for the message.
+        config: the config file, for the message.
+    """
+    import torch
+    while isinstance(getattr(model, 'module', None), torch.nn.Module):
+        model = model.module
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    text = meta.get('cfg') if isinstance(meta, dict) else None
+    if getattr(model, 'predict_on', None) != 'teacher' or not isinstance(text, str):
+        return None
+    try:
+        from mmengine.config import Config
+        hooks = Config.fromstring(text, '.py').get('custom_hooks') or []
+    except Exception:  # a config that does not parse here (other plugins): not judged
+        return None
+    if any(isinstance(hook, dict) and str(hook.get('type')).split('.')[-1] == 'EMATeacherHook'
+           for hook in hooks):
+        return None
+    return (f'"{path}" was saved by a run without EMATeacherHook (its saved config has '
+            'none in custom_hooks), so its teacher head was never trained, and '
+            f'{config} predicts with the teacher (model.predict_on=\'teacher\'). Test the '
+            'head that run trained with --cfg-options model.predict_on=student, or use a '
+            f'checkpoint of a run of {config}.')
+
+
 def load_from_warning(model, checkpoint: Any, path: str) -> Optional[str]:
     """What ``load_from`` (fine-tuning: MMEngine loads it non-strictly) will leave
     untouched, or None when it sets every trained weight of ``model``.

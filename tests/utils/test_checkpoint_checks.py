@@ -193,3 +193,27 @@ def test_load_from_says_when_the_head_was_trained_on_another_backbone():
     message = load_from_warning(model(1), {'state_dict': model(0).state_dict()}, 'a.pth')
     assert message.startswith('load_from: "a.pth" does not fit this model exactly: its head '
                               'was trained on the features of other frozen backbone weights')
+
+
+def test_a_teacher_never_trained_is_named_when_the_config_predicts_with_it():
+    from mmseg_saot.utils.checkpoint_checks import untrained_teacher_problem
+
+    class Segmentor(_Head):
+        predict_on = 'teacher'
+    source_only = "custom_hooks = []\nmodel = dict(predict_on='student')\n"
+    uda = "custom_hooks = [dict(type='EMATeacherHook', momentum=0.01)]\n"
+
+    def problem(model, cfg_text):
+        checkpoint = {'state_dict': {}, 'meta': {'cfg': cfg_text}}
+        return untrained_teacher_problem(_Wrapper(model), checkpoint, 'a.pth', 'demo.py')
+    assert problem(Segmentor(), source_only).startswith(
+        '"a.pth" was saved by a run without EMATeacherHook (its saved config has none in '
+        'custom_hooks), so its teacher head was never trained, and demo.py predicts with the '
+        "teacher (model.predict_on='teacher'). Test the head that run trained with "
+        '--cfg-options model.predict_on=student')
+    assert problem(Segmentor(), uda) is None
+    student = Segmentor()
+    student.predict_on = 'student'
+    assert problem(student, source_only) is None  # the trained head is scored
+    assert problem(Segmentor(), 'not a config (') is None  # unreadable: not judged
+    assert untrained_teacher_problem(Segmentor(), {'state_dict': {}}, 'a.pth', 'x') is None
