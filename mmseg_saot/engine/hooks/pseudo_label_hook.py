@@ -56,9 +56,13 @@ def _check_labeler(labeler: dict, num_classes: int, ignore_index: int) -> None:
     """Build the labeller once, on an 8-wide dummy feature, so that a bad option (out of
     range, or a misspelt keyword) stops the run when the hook is built, not after the
     features of the source set were computed."""
+    typed = dict(labeler, type=labeler.get('type', 'SAOTLabeler'))
+    problem = component_config_problem(typed, MODELS, 'SAOTPseudoLabelHook: labeler')
+    if problem:
+        raise ConfigError(problem)
     try:
         build_labeler(labeler, feat_dim=8, num_classes=num_classes, ignore_index=ignore_index)
-    except TypeError as err:  # an unknown keyword: the registry names the class
+    except TypeError as err:  # an unknown keyword further down: the registry names the class
         labeler_cls = MODELS.get(labeler.get('type', 'SAOTLabeler'))
         raise ConfigError(f'SAOTPseudoLabelHook: labeler: {err}.'
                           f'{unknown_option_hint(str(err), labeler_cls)}') from None

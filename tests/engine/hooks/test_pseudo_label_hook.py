@@ -24,7 +24,7 @@ def test_num_classes_must_match_the_decode_head():
     (dict(type='SAOTLabeler', rho=(0.1, 0.0)), {},
      'SAOTLabeler: rho must be a number > 0, got 0.0.'),
     (dict(type='SAOTLabeler', epsilonn=0.1), {},
-     "SAOTPseudoLabelHook: labeler: .*unexpected keyword argument 'epsilonn'. Did you "
+     "SAOTPseudoLabelHook: labeler.epsilonn: SAOTLabeler has no option 'epsilonn'. Did you "
      "mean 'epsilon'\\? It takes: method, num_classes, "),
     (dict(type='SAOTLabeler'), dict(batch_size=0),
      'SAOTPseudoLabelHook: batch_size must be an integer >= 1, got 0.'),
