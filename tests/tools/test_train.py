@@ -320,7 +320,8 @@ def test_a_corrupt_val_image_is_one_line_naming_it_and_check_data(python, tiny_d
     assert tested.returncode == 2
     assert 'Traceback' not in tested.stderr + tested.stdout
     assert (f'error: reading a data sample failed (AssertionError: failed to load image: '
-            f'{broken}). `python tools/check_data.py {config}` lists') in tested.stderr
+            f'{broken}). `python tools/check_data.py {config} --cfg-options '
+            f'test_dataloader.num_workers={workers}` lists') in tested.stderr  # as run
 
 
 def test_mmseg_inference_apis_run_a_trained_checkpoint(tiny_data, tiny_config, reference_run,
