@@ -33,6 +33,10 @@ PREPARATION: Dict[str, tuple] = {
         'data/VOCdevkit/VOCaug`'),
 }
 DEMO_HINT = 'for the embedded demo data run `make demo-data`'
+# the data_root each layout above is written for (the shipped configs'); another root
+# given in the config is put in its place in the message
+LAYOUT_ROOTS = {'GTA5Dataset': 'data/gta5', 'CityscapesDataset': 'data/cityscapes',
+                'PascalVOCDataset': 'data/VOCdevkit/VOC2012'}
 
 
 class DataLayoutError(UserInputError, FileNotFoundError):
@@ -42,7 +46,12 @@ class DataLayoutError(UserInputError, FileNotFoundError):
 def _advice(dataset_type: str, data_root: str, keys: List[str]) -> str:
     layout, preparation = PREPARATION.get(
         dataset_type, ('the folders named in the config', 'see README.md'))
-    if 'demo' in str(data_root):
+    default_root = LAYOUT_ROOTS.get(dataset_type)
+    given_root = str(data_root or '').rstrip('/')
+    if default_root and given_root and given_root != default_root:
+        layout = layout.replace(f'{default_root}/', f'{given_root}/')
+        preparation = preparation.replace(default_root, given_root)
+    if 'demo' in given_root:
         preparation = DEMO_HINT
     # every entry that names the folder, or the run would stop at the next one
     elsewhere = ('--cfg-options ' + ' '.join(f'{key}.data_root=/my/data' for key in keys)

@@ -196,3 +196,14 @@ def test_a_transform_inside_test_time_augmentation_is_found():
     assert loads_labels(dict(pipeline=tta))
     assert pipeline_step(dict(pipeline=tta), 'LoadAnnotations') == dict(type='LoadAnnotations')
     assert not loads_labels(dict(pipeline=tta[:1]))
+
+
+def test_the_layout_and_converter_are_given_for_the_root_the_config_names(tmp_path):
+    root = tmp_path / 'my_gta'
+    with pytest.raises(DataLayoutError) as info:
+        check_data_layout(gta5_config(root))
+    message = str(info.value)
+    assert f'Expected layout: {root}/images/*.png and {root}/labels/*_labelTrainIds.png.' \
+        in message
+    assert f'`python tools/dataset_converters/gta5.py {root}`' in message
+    assert 'data/gta5' not in message
