@@ -107,9 +107,7 @@ def untrained_teacher_problem(model, checkpoint: Any, path: str, config: str) ->
         path: the checkpoint file, for the message.
         config: the config file, for the message.
     """
-    import torch
-    while isinstance(getattr(model, 'module', None), torch.nn.Module):
-        model = model.module
+    model = _unwrapped(model)
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     text = meta.get('cfg') if isinstance(meta, dict) else None
     if getattr(model, 'predict_on', None) != 'teacher' or not isinstance(text, str):
@@ -164,8 +162,7 @@ class _CheckpointFit:
         import torch
 
         from mmseg_saot.models.backbones.dinov2 import VIT_DIGEST_KEY
-        while isinstance(getattr(model, 'module', None), torch.nn.Module):
-            model = model.module
+        model = _unwrapped(model)
         saved = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
         saved = {key[len('module.'):] if key.startswith('module.') else key: value
                  for key, value in saved.items()}
@@ -194,6 +191,14 @@ class _CheckpointFit:
             problems.append(f'{len(self.mismatched)} weights have another shape '
                             f'({_first(self.mismatched)})')
         return '; '.join(problems)
+
+
+def _unwrapped(model):
+    """The model inside wrappers that hold it as ``.module`` (DDP, the TTA model)."""
+    import torch
+    while isinstance(getattr(model, 'module', None), torch.nn.Module):
+        model = model.module
+    return model
 
 
 def _first(items, count: int = 3) -> str:

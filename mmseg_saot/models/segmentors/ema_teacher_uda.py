@@ -241,6 +241,11 @@ class EMATeacherUDA(EncoderDecoder):
                                                     device=device)
         return losses
 
+    def _iteration_seed(self, iteration: int) -> int:
+        """The seed of ``iteration``'s random draws (a function of the model's seed and the
+        iteration only, so a resumed run repeats them)."""
+        return self.seed * 100003 + iteration
+
     @contextlib.contextmanager
     def _iteration_rng(self) -> Iterator[None]:
         """Draw the step's global-RNG randomness (the heads' dropout) from a seed of
@@ -263,7 +268,7 @@ class EMATeacherUDA(EncoderDecoder):
         device = next(self.decode_head.parameters()).device
         devices = [device.index or 0] if device.type == 'cuda' else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed((self.seed * 100003 + iteration) * 2 + 1)  # not the views' seed
+            torch.manual_seed(self._iteration_seed(iteration) * 2 + 1)  # not the views' seed
             yield
 
     def _stage_losses(self, inputs, data_samples) -> Dict[str, Tensor]:
@@ -315,7 +320,7 @@ class EMATeacherUDA(EncoderDecoder):
             source_labels = stack_labels(data_samples['source'], size, ignore).to(target.device)
             target, labels = pad_to(target, size, 0.0), pad_to(labels, size, ignore)
             weights = pad_to(weights, size, 0.0)
-        generator = torch.Generator().manual_seed(self.seed * 100003 + self.iteration)
+        generator = torch.Generator().manual_seed(self._iteration_seed(self.iteration))
         mean, std = self._pixel_statistics()
         images, labels, weights = strong_view(
             source, source_labels, target, labels, weights, mean=mean, std=std,
