@@ -25,12 +25,12 @@ def python() -> str:
     return sys.executable
 
 
-
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def forget_new_loggers():
     """Drop the MMEngine loggers a test creates in-process (a Runner makes one, current
     from then on): their handlers write to that test's captured stderr, which is closed
-    when the next test logs through ``print_log(logger='current')``."""
+    when the next test logs through ``print_log(logger='current')`` (a ``--- Logging
+    error ---`` in that test's output, which then depends on the order of the tests)."""
     from mmengine.logging import MMLogger
     before = set(MMLogger._instance_dict)
     yield

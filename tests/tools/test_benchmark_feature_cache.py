@@ -71,8 +71,7 @@ def test_the_temporary_folder_is_removed_after_ctrl_c(tiny):
     assert not list(scratch.glob('feature_cache_bench_*'))
 
 
-def test_times_the_steps_on_given_pseudo_labels_and_cleans_up(tiny, tmp_path, capsys,
-                                                               forget_new_loggers):
+def test_times_the_steps_on_given_pseudo_labels_and_cleans_up(tiny, tmp_path, capsys):
     config, data, scratch = tiny
     write_pseudo_labels(tmp_path / 'labels', data)
     out = tmp_path / 'result.json'

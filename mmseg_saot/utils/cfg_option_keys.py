@@ -1,0 +1,110 @@
+"""``--cfg-options`` keys that would change nothing: config variables and new keys.
+
+MMEngine applies ``--cfg-options`` after the config file has been read. By then a
+variable of the file (``crop_size``, ``data_root``, ``saot_labeler`` of the shipped
+configs) has already been copied into the entries that use it, so setting it changes
+only the variable, and a new top-level key that nothing reads is kept and ignored.
+Both runs then go on as if the option had not been given. Only the keys that the
+Runner (and MMSeg's test-time augmentation) read after loading can be set at top
+level; :func:`unread_key_problem` says why any other one would be ignored and names
+the entries to set instead.
+"""
+from typing import Any, Callable, Iterator, List, Optional, Tuple
+
+from mmseg_saot.utils.build_errors import did_you_mean
+
+#: Top-level keys read after the config is loaded: ``Runner.from_cfg`` and
+#: ``runner.cfg.get`` in MMEngine 0.10, MMSeg's test-time augmentation (``--tta``),
+#: and the tools (``launcher``, ``work_dir``).
+READ_KEYS = frozenset({
+    'model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader',
+    'train_cfg', 'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler',
+    'val_evaluator', 'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor',
+    'load_from', 'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
+    'default_scope', 'randomness', 'experiment_name', 'model_wrapper_cfg', 'sync_bn',
+    'find_unused_parameters', 'activation_checkpointing', 'efficient_conv_bn_eval',
+    'compile', 'strategy', 'tta_model', 'tta_pipeline'})
+
+#: Keys read while the file is loaded, before ``--cfg-options`` apply.
+LOAD_TIME_KEYS = frozenset({'custom_imports'})
+
+_MAX_COPIES = 6
+
+
+def unread_key_problem(cfg: Any, key: str, config_path: str = 'the config file') -> Optional[str]:
+    """Why setting the dotted ``--cfg-options`` ``key`` would change nothing, or None.
+
+    Args:
+        cfg: the loaded config (before the option is merged).
+        key: the option's key, e.g. ``saot_labeler.epsilon``.
+        config_path: the file, named where the entries to set are not found.
+
+    Returns:
+        One sentence naming the entries to set instead, or None where the key is read.
+    """
+    top, _, rest = key.partition('.')
+    if top in READ_KEYS:
+        return None
+    if top in LOAD_TIME_KEYS:
+        return (f'{top} is read while the config file is loaded, before --cfg-options '
+                'apply; set it in the config file')
+    if top not in cfg:
+        close = did_you_mean(top, sorted(set(cfg.keys()) | READ_KEYS)).strip()
+        hint = f' ({close[0].lower()}{close[1:]})' if close else ''
+        return (f'the config has no key {top!r}{hint} and nothing reads a new one, so the '
+                'option would be ignored')
+    sub_key = f'.{rest}' if rest else ''
+    copies = _read_paths(cfg, lambda node: node == cfg[top], cfg[top])
+    if copies:
+        return _variable_problem(top, 'set the entries that hold its value instead',
+                                 [f'{path}{sub_key}' for path in copies])
+    built = _read_paths(cfg, lambda node: _built_from(node, cfg[top]), cfg[top])
+    if built:
+        return _variable_problem(top, 'set the entries built from it instead',
+                                 [f'{path}{sub_key}' for path in built])
+    return _variable_problem(top, f'set the entries that {config_path} computes from it '
+                             'instead', [])
+
+
+def _variable_problem(top: str, instead: str, paths: List[str]) -> str:
+    shown = ', '.join(paths[:_MAX_COPIES])
+    more = f' (and {len(paths) - _MAX_COPIES} more)' if len(paths) > _MAX_COPIES else ''
+    listed = f': {shown}{more}' if paths else ''
+    return (f'{top} is a variable of the config file: the entries that use it took its '
+            f'value when the file was read, so changing it now changes nothing; '
+            f'{instead}{listed}')
+
+
+def _built_from(node: Any, value: Any) -> bool:
+    """Whether ``node`` looks built from ``value``: a string that extends it (a path
+    under a root), or a dict with all its keys that differs in at most two of them
+    (``dict(source_set, pipeline=...)``)."""
+    if isinstance(value, str):
+        return len(value) > 2 and isinstance(node, str) and node.startswith(value)
+    if isinstance(value, dict) and isinstance(node, dict) and set(value) <= set(node):
+        return sum(node[k] != v for k, v in value.items()) <= min(2, len(value) - 1)
+    return False
+
+
+def _read_paths(cfg: Any, matches: Callable[[Any], bool], value: Any) -> List[str]:
+    """Dotted paths, under the keys that are read (:data:`READ_KEYS`), of the entries
+    that ``matches``. ``value`` (the variable's) must be a string, a dict or a non-empty
+    list: numbers are too common to tell a copy from a coincidence."""
+    if isinstance(value, bool) or not isinstance(value, (str, dict, list, tuple)) or \
+            not value:
+        return []
+    return [path for key in cfg.keys() if key in READ_KEYS
+            for path, node in _walk(cfg[key], key) if matches(node)]
+
+
+def _walk(node: Any, path: str) -> Iterator[Tuple[str, Any]]:
+    """``(dotted path, node)`` of every dict entry and list item under ``node``."""
+    yield path, node
+    if isinstance(node, dict):
+        children = node.items()
+    elif isinstance(node, (list, tuple)):
+        children = enumerate(node)
+    else:
+        return
+    for name, child in children:
+        yield from _walk(child, f'{path}.{name}' if path else str(name))
