@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple
 from mmengine.config import Config
 from mmengine.dist import get_rank
 
+from mmseg_saot.utils.cfg_option_keys import unread_key_problem
 from mmseg_saot.utils.cli import check_launcher_env_or_exit, ensure_folder_or_exit, exit_with
 from mmseg_saot.utils.errors import error_reason
 
@@ -30,7 +31,7 @@ def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
         exit_with(config_load_problem(config_path, err))
     if cfg_options:
         for key in cfg_options:
-            problem = list_index_problem(cfg, key)
+            problem = unread_key_problem(cfg, key, config_path) or list_index_problem(cfg, key)
             if problem:
                 exit_with(f'--cfg-options {key}=...: {problem}.')
         cfg.merge_from_dict(cfg_options)
