@@ -58,7 +58,7 @@ def unread_key_problem(cfg: Any, key: str, config_path: str = 'the config file')
     if copies:
         return _variable_problem(top, 'set the entries that hold its value instead',
                                  [f'{path}{sub_key}' for path in copies])
-    built = _read_paths(cfg, lambda node: _built_from(node, cfg[top]), cfg[top])
+    built = _read_paths(cfg, lambda node: built_from(node, cfg[top]), cfg[top])
     if built:
         return _variable_problem(top, 'set the entries built from it instead',
                                  [f'{path}{sub_key}' for path in built])
@@ -75,7 +75,7 @@ def _variable_problem(top: str, instead: str, paths: List[str]) -> str:
             f'{instead}{listed}')
 
 
-def _built_from(node: Any, value: Any) -> bool:
+def built_from(node: Any, value: Any) -> bool:
     """Whether ``node`` looks built from ``value``: a string that extends it (a path
     under a root), or a dict with all its keys that differs in at most two of them
     (``dict(source_set, pipeline=...)``)."""
@@ -94,10 +94,10 @@ def _read_paths(cfg: Any, matches: Callable[[Any], bool], value: Any) -> List[st
             not value:
         return []
     return [path for key in cfg.keys() if key in READ_KEYS
-            for path, node in _walk(cfg[key], key) if matches(node)]
+            for path, node in walk(cfg[key], key) if matches(node)]
 
 
-def _walk(node: Any, path: str) -> Iterator[Tuple[str, Any]]:
+def walk(node: Any, path: str) -> Iterator[Tuple[str, Any]]:
     """``(dotted path, node)`` of every dict entry and list item under ``node``."""
     yield path, node
     if isinstance(node, dict):
@@ -107,4 +107,4 @@ def _walk(node: Any, path: str) -> Iterator[Tuple[str, Any]]:
     else:
         return
     for name, child in children:
-        yield from _walk(child, f'{path}.{name}' if path else str(name))
+        yield from walk(child, f'{path}.{name}' if path else str(name))

@@ -1,13 +1,16 @@
 """Load a run's config for the tools: ``--cfg-options``, the work_dir, ``'{work_dir}'``
 in paths (filled in for the run, kept in the config the run saves)."""
 import copy
+import os
 import os.path as osp
+import sys
 from typing import List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.dist import get_rank
 
 from mmseg_saot.utils.cfg_option_keys import unread_key_problem
+from mmseg_saot.utils.config_inheritance import stale_variable_warnings
 from mmseg_saot.utils.cli import check_launcher_env_or_exit, ensure_folder_or_exit, exit_with
 from mmseg_saot.utils.errors import error_reason
 
@@ -29,6 +32,9 @@ def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
         cfg = Config.fromfile(config_path)
     except Exception as err:  # the file's content: Python or YAML errors, missing bases
         exit_with(config_load_problem(config_path, err))
+    if os.environ.get('RANK', '0') == '0':  # once under torchrun
+        for warning in stale_variable_warnings(config_path, cfg):
+            print(f'warning: {warning}', file=sys.stderr)
     if cfg_options:
         for key in cfg_options:
             problem = unread_key_problem(cfg, key, config_path) or list_index_problem(cfg, key)

@@ -1,0 +1,144 @@
+"""A config file that changes a variable its base files had already used.
+
+MMEngine reads each base file on its own: a variable (``stage1_iters``,
+``saot_labeler``) is copied into the entries that use it there, and a child file that
+sets the variable again changes the variable only. Those entries keep the base's
+value unless the child sets them too, and the run goes on without a word.
+:func:`stale_variable_warnings` finds them from the base files' source: which top-level
+entries name the variable, directly, through other variables, or through
+``{{_base_.name}}``.
+"""
+import ast
+import os.path as osp
+import re
+from typing import Any, Dict, Iterable, List, Set
+
+from mmengine.config import Config
+
+from mmseg_saot.utils.cfg_option_keys import READ_KEYS, built_from, walk
+
+_BASE_REFERENCE = re.compile(r'\{\{\s*_base_\.([A-Za-z_]\w*)[\w.\[\]\'"]*\s*\}\}')
+
+
+def stale_variable_warnings(config_path: str, cfg: Config) -> List[str]:
+    """One sentence per variable that ``config_path`` sets but its bases had used.
+
+    Args:
+        config_path: the config file.
+        cfg: the config loaded from it (before ``--cfg-options``).
+
+    Returns:
+        The warnings; empty where the file has no base, changes no used variable, or
+        cannot be analysed (a lazy-import config, MMEngine helpers that changed).
+    """
+    try:
+        return list(_stale_variables(config_path, cfg))
+    except Exception:  # noqa: BLE001  (a check that cannot run must not stop the run)
+        return []
+
+
+def _stale_variables(config_path: str, cfg: Config) -> Iterable[str]:
+    bases = _base_paths(config_path)
+    if not bases:
+        return
+    own = _assigned_names(_source(config_path))
+    base_values: Dict[str, object] = {}
+    for base in bases:
+        base_values.update(Config.fromfile(base).to_dict())
+    uses = _uses(_base_chain(bases))
+    for name in sorted(own):
+        if name in READ_KEYS or name not in base_values or cfg.get(name) == base_values[name]:
+            continue
+        stale = sorted(key for key in _dependents(name, uses) if key in READ_KEYS and
+                       key not in own)
+        if stale:
+            yield _message(config_path, bases, name, base_values[name], cfg.get(name),
+                           _old_value_paths(cfg, base_values[name], stale) or stale)
+
+
+def _message(config_path: str, bases: List[str], name: str, old: Any, new: Any,
+             where: List[str]) -> str:
+    files = ', '.join(osp.basename(base) for base in bases)
+    value = '' if isinstance(old, (dict, list, tuple)) else f' {_short(old)}'
+    if isinstance(old, dict) and isinstance(new, dict):  # name the options it changes
+        changed = [key for key in new if old.get(key) != new[key]]
+        where = [f'{path}.{key}' for path in where for key in changed] or where
+    keep = 'keeps' if len(where) == 1 else 'keep'
+    return (f'{config_path} sets {name}, but {files} had already used its old value{value} '
+            f'when read (MMEngine copies a variable where it is used): {", ".join(where)} '
+            f'{keep} the old value. Set {"it" if len(where) == 1 else "them"} in '
+            f'{config_path} too.')
+
+
+def _old_value_paths(cfg: Config, old: Any, keys: List[str]) -> List[str]:
+    """Dotted paths under ``keys`` that hold ``old`` or, for a string or a dict, a
+    value built from it; numbers count only there, where the variable was used."""
+    if isinstance(old, bool) or old is None or old == '' or old == [] or old == {}:
+        return []
+    return [path for key in keys for path, node in walk(cfg[key], key)
+            if (node == old and not isinstance(node, bool)) or built_from(node, old)]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f'{text[:37]}...'
+
+
+def _source(path: str) -> str:
+    with open(path, encoding='utf-8') as f:
+        return f.read()
+
+
+def _base_paths(config_path: str) -> List[str]:
+    """The files of the ``_base_`` list of ``config_path``, resolved (``mmseg::`` too)."""
+    return [Config._get_cfg_path(base, config_path)[0]
+            for base in Config._get_base_files(config_path)]
+
+
+def _base_chain(bases: List[str]) -> List[str]:
+    """``bases`` and, recursively, their own base files."""
+    chain: List[str] = []
+    pending = list(bases)
+    while pending:
+        path = pending.pop()
+        if path not in chain:
+            chain.append(path)
+            pending.extend(_base_paths(path))
+    return chain
+
+
+def _assigned_names(source: str) -> Set[str]:
+    """Top-level names a config file assigns."""
+    tree = ast.parse(_BASE_REFERENCE.sub(r'\1', source))
+    return {target.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)}
+
+
+def _uses(paths: Iterable[str]) -> Dict[str, Set[str]]:
+    """``name -> top-level names whose value names it`` over the files in ``paths``
+    (a ``{{_base_.name}}`` counts as naming ``name``)."""
+    uses: Dict[str, Set[str]] = {}
+    for path in paths:
+        tree = ast.parse(_BASE_REFERENCE.sub(r'\1', _source(path)))
+        for node in tree.body:
+            if not isinstance(node, ast.Assign) or node.value is None:
+                continue
+            used = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    for name in used - {target.id}:
+                        uses.setdefault(name, set()).add(target.id)
+    return uses
+
+
+def _dependents(name: str, uses: Dict[str, Set[str]]) -> Set[str]:
+    """Top-level names computed from ``name``, directly or through other names."""
+    found: Set[str] = set()
+    pending = [name]
+    while pending:
+        for user in uses.get(pending.pop(), ()):
+            if user not in found:
+                found.add(user)
+                pending.append(user)
+    return found
