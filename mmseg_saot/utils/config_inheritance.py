@@ -11,7 +11,7 @@ entries name the variable, directly, through other variables, or through
 import ast
 import os.path as osp
 import re
-from typing import Any, Dict, Iterable, List, Set
+from typing import Any, Dict, Iterable, List, Optional, Set
 
 from mmengine.config import Config
 
@@ -41,7 +41,7 @@ def _stale_variables(config_path: str, cfg: Config) -> Iterable[str]:
     bases = _base_paths(config_path)
     if not bases:
         return
-    own = _assigned_names(_source(config_path))
+    own = _assignments(_source(config_path))
     base_values: Dict[str, object] = {}
     for base in bases:
         base_values.update(Config.fromfile(base).to_dict())
@@ -49,11 +49,16 @@ def _stale_variables(config_path: str, cfg: Config) -> Iterable[str]:
     for name in sorted(own):
         if name in READ_KEYS or name not in base_values or cfg.get(name) == base_values[name]:
             continue
-        stale = sorted(key for key in _dependents(name, uses) if key in READ_KEYS and
-                       key not in own)
-        if stale:
-            yield _message(config_path, bases, name, base_values[name], cfg.get(name),
-                           _old_value_paths(cfg, base_values[name], stale) or stale)
+        old = base_values[name]
+        where: List[str] = []
+        for key in sorted(_dependents(name, uses) & READ_KEYS):
+            if key not in own:  # the base's entry, whole
+                where += _old_value_paths(cfg, old, [key]) or [key]
+            elif own[key] is not None:  # merged into: the parts the file does not set
+                where += [path for path in _old_value_paths(cfg, old, [key])
+                          if not _under(path[len(key) + 1:], own[key])]
+        if where:
+            yield _message(config_path, bases, name, old, cfg.get(name), where)
 
 
 def _message(config_path: str, bases: List[str], name: str, old: Any, new: Any,
@@ -107,12 +112,40 @@ def _base_chain(bases: List[str]) -> List[str]:
     return chain
 
 
-def _assigned_names(source: str) -> Set[str]:
-    """Top-level names a config file assigns."""
+def _assignments(source: str) -> Dict[str, Optional[Set[str]]]:
+    """Top-level names a config file assigns: ``name -> the dotted entries its dict
+    literal sets`` where the value is merged into the base's (``dict(...)`` or ``{...}``
+    without ``_delete_``), ``None`` where it replaces it."""
     tree = ast.parse(_BASE_REFERENCE.sub(r'\1', source))
-    return {target.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+    return {target.id: _set_entries(node.value) for node in tree.body
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
             for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
             if isinstance(target, ast.Name)}
+
+
+def _set_entries(value: ast.AST) -> Optional[Set[str]]:
+    """Dotted entries a dict literal sets when merged (its non-dict leaves, and the
+    nested dicts it replaces), or None for a value that replaces the base's whole."""
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and \
+            value.func.id == 'dict' and not value.args:
+        items = [(kw.arg, kw.value) for kw in value.keywords]
+    elif isinstance(value, ast.Dict):
+        items = [(k.value if isinstance(k, ast.Constant) else None, v)
+                 for k, v in zip(value.keys, value.values)]
+    else:
+        return None
+    entries: Set[str] = set()
+    for key, item in items:
+        if not isinstance(key, str) or key == '_delete_':
+            return None  # **other, a computed key, or an explicit replacement
+        nested = _set_entries(item)
+        entries |= {f'{key}.{entry}' for entry in nested} if nested else {key}
+    return entries
+
+
+def _under(path: str, entries: Set[str]) -> bool:
+    """Whether dotted ``path`` is one of ``entries`` or inside one."""
+    return any(path == entry or path.startswith(f'{entry}.') for entry in entries)
 
 
 def _uses(paths: Iterable[str]) -> Dict[str, Set[str]]:

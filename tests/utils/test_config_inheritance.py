@@ -13,7 +13,7 @@ dataset = dict(type='D', data_root=root + '/train')
 EXPERIMENT = """_base_ = ['./labeler.py']
 iters = 200
 total = iters + 10
-train_cfg = dict(max_iters=total, val_interval=50)
+train_cfg = dict(max_iters=total, val_interval=iters)
 train_dataloader = dict(dataset={{_base_.dataset}})
 custom_hooks = [dict(type='H', labeler={{_base_.lab}}, begin=iters)]
 """
@@ -37,8 +37,8 @@ def test_a_variable_the_bases_used_is_named_with_the_entries_that_keep_its_value
     path = folder / 'child.py'
     assert found == [
         f"{path} sets iters, but experiment.py had already used its old value 200 when read "
-        '(MMEngine copies a variable where it is used): custom_hooks.0.begin keeps the old '
-        f'value. Set it in {path} too.',
+        '(MMEngine copies a variable where it is used): custom_hooks.0.begin, '
+        f'train_cfg.val_interval keep the old value. Set them in {path} too.',
         # through {{_base_.lab}}: the options the child changes are named
         f'{path} sets lab, but experiment.py had already used its old value when read '
         '(MMEngine copies a variable where it is used): custom_hooks.0.labeler.eps keeps '
@@ -50,12 +50,22 @@ def test_a_variable_the_bases_used_is_named_with_the_entries_that_keep_its_value
 
 
 def test_computed_entries_are_named_by_their_key_and_set_entries_are_not(folder):
+    hook = 'custom_hooks = [dict(type="H", begin=iters)]\n'
     # total = iters + 10 holds no copy of 200: the top-level entry is named
-    found = warnings_of(folder, 'iters = 1000\ncustom_hooks = [dict(type="H", begin=iters)]\n')
+    found = warnings_of(folder, 'iters = 1000\n' + hook +
+                        'train_cfg = dict(_delete_=True, max_iters=5)\n'
+                        'custom_hooks = [dict(type="H", labeler=dict(type="L"), begin=iters)]\n')
+    assert found == []  # every entry that used it replaced
+    # a dict merged into the base's: the entries it does not set keep the old value
+    found = warnings_of(folder, 'iters = 1000\n' + hook + 'train_cfg = dict(max_iters=1010)\n')
+    assert len(found) == 1 and ': train_cfg.val_interval keeps the old value.' in found[0]
+    assert warnings_of(folder, 'iters = 1000\n' + hook +
+                       'train_cfg = dict(max_iters=1010, val_interval=iters)\n') == []
+    # nothing holds a copy: the computed top-level entry is named
+    (folder / 'experiment.py').write_text(EXPERIMENT.replace('val_interval=iters',
+                                                             'val_interval=50'))
+    found = warnings_of(folder, 'iters = 1000\n' + hook)
     assert len(found) == 1 and ': train_cfg keeps the old value.' in found[0]
-    # the child sets every entry that used it: nothing to say
-    assert warnings_of(folder, 'iters = 1000\ncustom_hooks = [dict(type="H", begin=iters)]\n'
-                               'train_cfg = dict(max_iters=iters + 10)\n') == []
     # the same value again, or a variable no base used
     assert warnings_of(folder, 'iters = 200\nunused = 3\n') == []
 
