@@ -101,9 +101,12 @@ class ClassBalancedSampler(Sampler):
         by_file = {osp.normpath(r['file']): r['counts'] for r in records}
         pixels: Dict[int, int] = {}
         images: Dict[int, List[int]] = {}
+        unlisted: List[str] = []
         for index in range(len(self.dataset)):
             seg = self.dataset.get_data_info(index).get('seg_map_path')
             counts = by_file.get(osp.normpath(osp.relpath(seg, root))) if seg else None
+            if seg and counts is None:
+                unlisted.append(seg)
             for key, count in (counts or {}).items():
                 cls = int(key)
                 if cls == self.ignore_index:
@@ -112,8 +115,24 @@ class ClassBalancedSampler(Sampler):
                 if count >= self.min_pixels:
                     images.setdefault(cls, []).append(index)
         self.images_of_class = images
+        if unlisted:
+            self._report_unlisted(unlisted)
         self.class_probs = {c: p for c, p in
                             class_probabilities(pixels, self.temperature).items() if c in images}
+
+    def _report_unlisted(self, unlisted: List[str]) -> None:
+        """Warn that images missing from the statistics are never drawn (a file written
+        for another or an older version of the image set)."""
+        total = len(self.dataset)
+        shown = ', '.join(unlisted[:3]) + (', ...' if len(unlisted) > 3 else '')
+        effect = ('images are drawn uniformly instead' if len(unlisted) == total else
+                  'class-balanced sampling never draws them')
+        warnings.warn(f'ClassBalancedSampler: {len(unlisted)} of the {total} images of '
+                      f'{type(self.dataset).__name__} have no entry in {self.stats_file} '
+                      f'({shown}): {effect}. The file was written for other images or an '
+                      'older copy of them; write it again for these (the converters\' '
+                      '--class-stats, e.g. python tools/dataset_converters/gta5.py ROOT '
+                      '--class-stats).')
 
     def _draws(self) -> Iterator[int]:
         if len(self.dataset) == 0:  # uniform draws from nothing would loop forever

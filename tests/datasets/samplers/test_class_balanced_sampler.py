@@ -83,6 +83,23 @@ def test_new_statistics_are_read_by_the_next_iterator(tmp_path):
     assert set(sampler.class_probs) == {0} and len(draws) == 10
 
 
+def test_images_missing_from_the_statistics_are_named_not_silently_dropped(tmp_path):
+    # statistics written before images 10 and 11 were added: they would never be drawn
+    write_stats(tmp_path, COUNTS)
+    sampler = ClassBalancedSampler(LabelFiles(tmp_path, len(COUNTS) + 2), seed=0,
+                                   min_pixels=100)
+    with pytest.warns(UserWarning, match=r'2 of the 12 images of LabelFiles have no entry in '
+                      r'.*sample_class_stats.json \(.*labels/10.png, .*labels/11.png\): '
+                      r'class-balanced sampling never draws them\..*--class-stats'):
+        assert sampler.refresh()
+    # statistics of other images altogether: uniform draws, said twice over
+    (tmp_path / 'sample_class_stats.json').write_text(json.dumps(
+        [dict(file='other/0.png', counts={'0': 5000})]))
+    sampler = ClassBalancedSampler(LabelFiles(tmp_path, 4), seed=0)
+    with pytest.warns(UserWarning, match='4 of the 4 images .* drawn uniformly instead'):
+        assert not sampler.refresh()
+
+
 def test_without_statistics_it_draws_uniformly_and_says_so(tmp_path):
     sampler = ClassBalancedSampler(LabelFiles(tmp_path, 5), seed=0)
     with pytest.warns(UserWarning, match='no usable class statistics'):
