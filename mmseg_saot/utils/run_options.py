@@ -44,6 +44,7 @@ def _test_problems(cfg: Mapping) -> Iterator[str]:
     yield from _dataloader_problems(cfg, 'test_dataloader')
     yield from _class_count_problems(cfg, ('test',))
     yield from _evaluator_problems(cfg, ('test',))
+    yield from _hook_problems(cfg)
     yield from _unscorable_test_problem(cfg)
 
 
@@ -66,6 +67,27 @@ def _evaluator_problems(cfg: Mapping, splits) -> Iterator[str]:
                                                          drops_kwargs=(IoUMetric,))
             if problem:
                 yield problem.rstrip('.')
+
+
+def _hook_problems(cfg: Mapping) -> Iterator[str]:
+    """A misspelt hook option. MMEngine's ``CheckpointHook`` keeps unknown options in
+    ``**kwargs`` and hands them to ``Runner.save_checkpoint``, which takes none:
+    ``default_hooks.checkpoint.intervl=2`` trained until the first checkpoint and then
+    stopped with a TypeError from inside the runner."""
+    from mmengine.hooks import CheckpointHook
+    from mmseg.registry import HOOKS
+
+    from mmseg_saot.utils.build_errors import component_config_problem
+    default_hooks = cfg.get('default_hooks') or {}
+    hooks = [(f'default_hooks.{name}', hook) for name, hook in default_hooks.items()]
+    hooks += [(f'custom_hooks.{i}', hook) for i, hook in enumerate(cfg.get('custom_hooks') or [])]
+    for entry, hook in hooks:
+        registered = isinstance(hook, Mapping) and isinstance(hook.get('type'), str) and \
+            HOOKS.get(hook['type']) is not None  # MMEngine names an unknown type
+        problem = registered and component_config_problem(hook, HOOKS, entry,
+                                                          drops_kwargs=(CheckpointHook,))
+        if problem:
+            yield problem.rstrip('.')
 
 
 def _unscorable_test_problem(cfg: Mapping) -> Iterator[str]:
@@ -94,6 +116,7 @@ def _train_problems(cfg: Mapping) -> Iterator[str]:
         yield from _dataloader_problems(cfg, name)
     yield from _class_count_problems(cfg, ('train', 'val'))
     yield from _evaluator_problems(cfg, ('val', 'test'))
+    yield from _hook_problems(cfg)
     loop = cfg.get('train_cfg') or {}
     for key in ('max_iters', 'max_epochs', 'val_interval'):
         if key in loop:

@@ -109,6 +109,22 @@ def test_a_misspelt_metric_option_is_named_though_iou_metric_takes_any_keyword()
     check_run_options(cfg, 'cfg.py')
 
 
+def test_a_misspelt_hook_option_is_named_before_training_reaches_it():
+    # CheckpointHook(**kwargs) hands them to Runner.save_checkpoint, which takes none:
+    # the run used to stop with a TypeError at its first checkpoint
+    message = _message({'default_hooks.checkpoint': dict(type='CheckpointHook', intervl=2)})
+    assert message.startswith("cfg.py: default_hooks.checkpoint.intervl: CheckpointHook has "
+                              "no option 'intervl'. Did you mean 'interval'? It takes: "
+                              'interval, by_epoch, ')
+    assert "custom_hooks.0.momentm: EMATeacherHook has no option 'momentm'" in _message(
+        {'custom_hooks': [dict(type='EMATeacherHook', momentm=0.1)]}, training=False)
+    cfg = _base()
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, save_best='mIoU')
+    cfg.default_hooks.timer = None  # a disabled hook
+    cfg.custom_hooks = [dict(type='EMATeacherHook', momentum=0.1), dict(type='NotAHook')]
+    check_run_options(cfg, 'cfg.py')  # an unknown type is MMEngine's to name
+
+
 def test_a_test_set_without_label_maps_is_predicted_only_with_format_only():
     images_only = dict(type='CityscapesDataset', pipeline=[dict(type='LoadImageFromFile'),
                                                            dict(type='PackSegInputs')])
