@@ -53,20 +53,13 @@ def _evaluator_problems(cfg: Mapping, splits) -> Iterator[str]:
     them, so ``test_evaluator.formatonly=True`` would run and score as if unset."""
     from mmseg.evaluation import IoUMetric
     from mmseg.registry import METRICS
-
-    from mmseg_saot.utils.build_errors import component_config_problem
+    metrics = []
     for split in splits:
         key = f'{split}_evaluator'
         evaluator = cfg.get(key)
-        metrics = ([(key, evaluator)] if isinstance(evaluator, Mapping) else
-                   [(f'{key}.{i}', m) for i, m in enumerate(evaluator or [])])
-        for entry, metric in metrics:
-            known = isinstance(metric, Mapping) and isinstance(metric.get('type'), str) and \
-                METRICS.get(metric['type']) is not None  # MMEngine names an unknown type
-            problem = known and component_config_problem(metric, METRICS, entry,
-                                                         drops_kwargs=(IoUMetric,))
-            if problem:
-                yield problem.rstrip('.')
+        metrics += ([(key, evaluator)] if isinstance(evaluator, Mapping) else
+                    [(f'{key}.{i}', m) for i, m in enumerate(evaluator or [])])
+    yield from _option_problems(metrics, METRICS, drops_kwargs=(IoUMetric,))
 
 
 def _hook_problems(cfg: Mapping) -> Iterator[str]:
@@ -76,16 +69,22 @@ def _hook_problems(cfg: Mapping) -> Iterator[str]:
     stopped with a TypeError from inside the runner."""
     from mmengine.hooks import CheckpointHook
     from mmseg.registry import HOOKS
-
-    from mmseg_saot.utils.build_errors import component_config_problem
     default_hooks = cfg.get('default_hooks') or {}
     hooks = [(f'default_hooks.{name}', hook) for name, hook in default_hooks.items()]
     hooks += [(f'custom_hooks.{i}', hook) for i, hook in enumerate(cfg.get('custom_hooks') or [])]
-    for entry, hook in hooks:
-        registered = isinstance(hook, Mapping) and isinstance(hook.get('type'), str) and \
-            HOOKS.get(hook['type']) is not None  # MMEngine names an unknown type
-        problem = registered and component_config_problem(hook, HOOKS, entry,
-                                                          drops_kwargs=(CheckpointHook,))
+    yield from _option_problems(hooks, HOOKS, drops_kwargs=(CheckpointHook,))
+
+
+def _option_problems(entries, registry, drops_kwargs) -> Iterator[str]:
+    """Unknown options of the ``(config key, component config)`` ``entries`` whose type
+    ``registry`` knows (MMEngine names an unknown type itself)."""
+    from mmseg_saot.utils.build_errors import component_config_problem
+    for entry, component in entries:
+        registered = isinstance(component, Mapping) and \
+            isinstance(component.get('type'), str) and \
+            registry.get(component['type']) is not None
+        problem = registered and component_config_problem(component, registry, entry,
+                                                          drops_kwargs=drops_kwargs)
         if problem:
             yield problem.rstrip('.')
 
