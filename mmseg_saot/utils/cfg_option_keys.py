@@ -76,11 +76,12 @@ def _variable_problem(top: str, instead: str, paths: List[str]) -> str:
 
 
 def built_from(node: Any, value: Any) -> bool:
-    """Whether ``node`` looks built from ``value``: a string that extends it (a path
-    under a root), or a dict with all its keys that differs in at most two of them
+    """Whether ``node`` looks built from ``value``: a string that extends it by a path
+    (a folder under a root), or a dict with all its keys that differs in at most two of them
     (``dict(source_set, pipeline=...)``)."""
-    if isinstance(value, str):
-        return len(value) > 2 and isinstance(node, str) and node.startswith(value)
+    if isinstance(value, str):  # 'data/demo' builds 'data/demo/gta5', not 'data/demo2'
+        return len(value) > 2 and isinstance(node, str) and (
+            node == value or node.startswith(value.rstrip('/') + '/'))
     if isinstance(value, dict) and isinstance(node, dict) and set(value) <= set(node):
         return sum(node[k] != v for k, v in value.items()) <= min(2, len(value) - 1)
     return False

@@ -13,6 +13,7 @@ crop = (64, 64)
 model = dict(type='M', crop=crop)
 train_dataloader = dict(dataset=dict(source, pipeline=[dict(type='P')]))
 val_dataloader = dict(dataset=dict(type='T', data_root=f'{root}/cityscapes'))
+test_dataloader = dict(dataset=dict(type='T', data_root=f'{root}2/other'))  # not under root
 train_cfg = dict(max_iters=iters + 10)
 custom_hooks = [dict(type='H', labeler={{_base_.labeler}}, source=source)]
 """
