@@ -54,14 +54,18 @@ def _raised_in_build(err: BaseException) -> Optional[dict]:
     return None
 
 
-def _walk(node: Any, path: str) -> Iterator[Tuple[str, dict]]:
+def walk(node: Any, path: str = '') -> Iterator[Tuple[str, Any]]:
+    """``(dotted path, node)`` of ``node`` and every dict entry and list item under it
+    (paths in ``--cfg-options`` style)."""
+    yield path, node
     if isinstance(node, dict):
-        yield path, node
-        for key, value in node.items():
-            yield from _walk(value, f'{path}.{key}' if path else str(key))
+        children = node.items()
     elif isinstance(node, (list, tuple)):
-        for index, value in enumerate(node):
-            yield from _walk(value, f'{path}.{index}')
+        children = enumerate(node)
+    else:
+        return
+    for name, child in children:
+        yield from walk(child, f'{path}.{name}' if path else str(name))
 
 
 def find_config_entry(cfg: Any, type_name: str, keys: List[str]) -> Optional[str]:
@@ -70,8 +74,8 @@ def find_config_entry(cfg: Any, type_name: str, keys: List[str]) -> Optional[str
     if cfg is None:
         return None
     root = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg
-    for path, node in _walk(root, ''):
-        if node.get('type') == type_name and all(key in node for key in keys):
+    for path, node in walk(root):
+        if isinstance(node, dict) and node.get('type') == type_name and all(key in node for key in keys):
             return path
     return None
 

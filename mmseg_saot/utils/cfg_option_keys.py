@@ -9,9 +9,9 @@ Runner (and MMSeg's test-time augmentation) read after loading can be set at top
 level; :func:`unread_key_problem` says why any other one would be ignored and names
 the entries to set instead.
 """
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, List, Optional
 
-from mmseg_saot.utils.build_errors import did_you_mean
+from mmseg_saot.utils.build_errors import did_you_mean, walk
 
 #: Top-level keys read after the config is loaded: ``Runner.from_cfg`` and
 #: ``runner.cfg.get`` in MMEngine 0.10, MMSeg's test-time augmentation (``--tta``),
@@ -96,16 +96,3 @@ def _read_paths(cfg: Any, matches: Callable[[Any], bool], value: Any) -> List[st
         return []
     return [path for key in cfg.keys() if key in READ_KEYS
             for path, node in walk(cfg[key], key) if matches(node)]
-
-
-def walk(node: Any, path: str) -> Iterator[Tuple[str, Any]]:
-    """``(dotted path, node)`` of every dict entry and list item under ``node``."""
-    yield path, node
-    if isinstance(node, dict):
-        children = node.items()
-    elif isinstance(node, (list, tuple)):
-        children = enumerate(node)
-    else:
-        return
-    for name, child in children:
-        yield from walk(child, f'{path}.{name}' if path else str(name))

@@ -15,7 +15,8 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 
 from mmengine.config import Config
 
-from mmseg_saot.utils.cfg_option_keys import READ_KEYS, built_from, walk
+from mmseg_saot.utils.build_errors import walk
+from mmseg_saot.utils.cfg_option_keys import READ_KEYS, built_from
 
 _BASE_REFERENCE = re.compile(r'\{\{\s*_base_\.([A-Za-z_]\w*)[\w.\[\]\'"]*\s*\}\}')
 
