@@ -15,9 +15,13 @@ The first shift takes about 2.5 minutes on 2 CPU cores, mostly the 200 source im
 through the backbone; their features go to a disk store (``<work-dir>/features``, 0.8 MB
 per image, see ``generate_pseudo_labels.py --feature-cache``) that the other shifts read,
 so each of them takes about 70 s. Finished shifts are reused (their JSON under
-``--work-dir``), so an interrupted sweep resumes; ``--force`` scores them again.
+``--work-dir``), so an interrupted sweep resumes; ``--force`` scores them again. A shift
+is reused only if it was scored with the same resolved config (the file and its bases,
+e.g. edited labeller settings) and source data (``data/demo/DONE.json``) and has every
+method asked for; one scored otherwise is scored again, with a line saying why.
 """
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
@@ -28,6 +32,7 @@ from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_METHODS = ['nn', 'knn', 'ot_unbalanced', 'ot_metric', 'saot']
+SWEEP_KEY = 'sweep_key.json'  # per shift folder: what its report was scored with
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -87,15 +92,52 @@ def read_mious(report_path: str, methods: List[str]) -> Optional[Dict[str, float
     return {m: scored[m]['miou'] for m in methods}
 
 
-def score_shift(shift: float, args: argparse.Namespace) -> Dict[str, float]:
-    """mIoU (%) of each method on the val images at ``shift``, from a run or a finished one."""
+def sweep_key(args: argparse.Namespace) -> Dict[str, str]:
+    """What a finished shift must have been scored with to be reused: hashes of the
+    resolved config (``Config.fromfile``: the file and its bases) and of the demo data
+    stamp (``data/demo/DONE.json``: generator version, sizes, seed)."""
+    from mmseg_saot.utils.run_config import load_config  # a bad file stops with a message
+    config = osp.join(ROOT, args.config)  # as the tools read it (an absolute path stays)
+    resolved = json.dumps(load_config(config).to_dict(), sort_keys=True, default=repr)
+    stamp = osp.join(ROOT, 'data', 'demo', 'DONE.json')
+    data = open(stamp).read() if osp.exists(stamp) else 'none'
+    return dict(config=hashlib.sha256(resolved.encode()).hexdigest(),
+                source_data=hashlib.sha256(data.encode()).hexdigest())
+
+
+def reusable_mious(folder: str, report_path: str, args: argparse.Namespace,
+                   key: Dict[str, str]) -> Optional[Dict[str, float]]:
+    """The finished shift's mIoUs if it was scored as this sweep would score it, else None
+    (printing why, unless there is nothing there)."""
+    if args.force or not osp.exists(report_path):
+        return None
+    key_path = osp.join(folder, SWEEP_KEY)
+    earlier = {}
+    if osp.exists(key_path):
+        with open(key_path) as f:
+            earlier = json.load(f)
+    changed = [name for name in key if earlier.get(name) != key[name]]
+    if changed:
+        why = (f'its {" and ".join(changed).replace("_", " ")} changed' if earlier
+               else f'no {SWEEP_KEY} says what it was scored with')
+        print(f'{osp.basename(folder)}: scoring again, {why}', flush=True)
+        return None
+    return read_mious(report_path, args.methods)
+
+
+def score_shift(shift: float, args: argparse.Namespace,
+                key: Optional[Dict[str, str]] = None) -> Dict[str, float]:
+    """mIoU (%) of each method on the val images at ``shift``, from a run or a finished one
+    scored with the same ``key`` (:func:`sweep_key`)."""
+    key = key or sweep_key(args)
     folder = osp.join(args.work_dir, shift_name(shift))
     report_path = osp.join(folder, 'pseudo_label_eval_val', 'pseudo_label_miou.json')
-    if osp.exists(report_path) and not args.force:
-        finished = read_mious(report_path, args.methods)
-        if finished is not None:
-            return finished
+    finished = reusable_mious(folder, report_path, args, key)
+    if finished is not None:
+        return finished
     os.makedirs(folder, exist_ok=True)
+    if osp.exists(osp.join(folder, SWEEP_KEY)):  # until the new report is complete
+        os.remove(osp.join(folder, SWEEP_KEY))
     data = osp.join(folder, 'data')
     run_logged([sys.executable, 'tools/dataset_converters/make_demo_data.py', '--out', data,
                 '--num-source', '0', '--num-target-train', '0', '--num-target-val', '50',
@@ -106,6 +148,9 @@ def score_shift(shift: float, args: argparse.Namespace) -> Dict[str, float]:
                 '--feature-cache', osp.join(args.work_dir, 'features'), '--cfg-options',
                 f'val_dataloader.dataset.data_root={osp.join(data, "cityscapes")}'],
                osp.join(folder, 'generate_pseudo_labels.log'))
+    from mmseg_saot.utils.atomic import atomic_write_text
+    # after the report: marks it complete
+    atomic_write_text(osp.join(folder, SWEEP_KEY), json.dumps(key, indent=1) + '\n')
     return read_mious(report_path, args.methods)
 
 
@@ -123,9 +168,10 @@ def format_table(results: Dict[float, Dict[str, float]], methods: List[str]) -> 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     results = {}
+    key = sweep_key(args)
     for shift in sorted(args.shifts):
         start = time.perf_counter()
-        results[shift] = score_shift(shift, args)
+        results[shift] = score_shift(shift, args, key)
         summary = ', '.join(f'{m} {v:.1f}' for m, v in results[shift].items())
         print(f'target shift {shift:g}: {summary} ({time.perf_counter() - start:.0f} s)',
               flush=True)

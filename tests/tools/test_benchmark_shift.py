@@ -19,10 +19,17 @@ def write_report(folder: Path, mious: dict) -> None:
     report.write_text(json.dumps(dict(methods={m: dict(miou=v) for m, v in mious.items()})))
 
 
+def write_key(tool, folder: Path, argv: list) -> None:
+    """The sweep key of a shift scored by ``tool.main(argv)`` (as the tool writes it)."""
+    key = tool.sweep_key(tool.parse_args(argv))
+    (folder / tool.SWEEP_KEY).write_text(json.dumps(key))
+
+
 def test_runs_missing_shifts_reuses_finished_ones_and_writes_the_table(tool, tmp_path,
                                                                        monkeypatch):
     work = tmp_path / 'work'
     write_report(work / 'shift_0', dict(nn=30.0, saot=33.0))   # finished earlier
+    write_key(tool, work / 'shift_0', [])
     commands = []
 
     def fake_run(command, log):  # stands in for the two tools
@@ -35,6 +42,8 @@ def test_runs_missing_shifts_reuses_finished_ones_and_writes_the_table(tool, tmp
     assert tool.main(['--shifts', '0.5', '0', '--methods', 'nn', 'saot',
                       '--work-dir', 'work', '--out', 'table.md']) == 0
     make, score = commands  # shift 0 was not run again
+    assert json.loads((work / 'shift_0.5' / tool.SWEEP_KEY).read_text()) == json.loads(
+        (work / 'shift_0' / tool.SWEEP_KEY).read_text())  # the same config and data
     assert make[0].endswith('make_demo_data.py')
     assert make[make.index('--target-shift') + 1] == '0.5'
     assert make[make.index('--out') + 1] == str(work / 'shift_0.5' / 'data')
@@ -54,6 +63,7 @@ def test_runs_missing_shifts_reuses_finished_ones_and_writes_the_table(tool, tmp
 
 def test_a_report_without_every_method_is_scored_again(tool, tmp_path, monkeypatch):
     write_report(tmp_path / 'shift_1', dict(nn=30.0))
+    write_key(tool, tmp_path / 'shift_1', [])
     calls = []
 
     def fake_run(command, log):
@@ -63,6 +73,32 @@ def test_a_report_without_every_method_is_scored_again(tool, tmp_path, monkeypat
     args = tool.parse_args(['--methods', 'nn', 'saot', '--work-dir', str(tmp_path)])
     assert tool.score_shift(1.0, args) == dict(nn=22.0, saot=25.0)
     assert len(calls) == 2
+
+
+def test_a_shift_scored_with_another_config_or_without_a_key_is_scored_again(
+        tool, tmp_path, monkeypatch, capsys):
+    config = tmp_path / 'my_demo.py'
+    config.write_text("_base_ = ['%s']\n" % (tool.ROOT + '/configs/saot/demo.py'))
+    argv = ['--config', str(config), '--methods', 'nn', '--work-dir', str(tmp_path)]
+    args = tool.parse_args(argv)
+    for shift in ('shift_0', 'shift_1'):
+        write_report(tmp_path / shift, dict(nn=30.0))
+    write_key(tool, tmp_path / 'shift_0', argv)
+    runs = []
+
+    def fake_run(command, log):
+        runs.append(command)
+        if 'generate_pseudo_labels.py' in command[1]:
+            write_report(Path(command[command.index('--work-dir') + 1]), dict(nn=20.0))
+    monkeypatch.setattr(tool, 'run_logged', fake_run)
+    assert tool.score_shift(0.0, args) == dict(nn=30.0) and not runs  # unchanged: reused
+    assert tool.score_shift(1.0, args) == dict(nn=20.0) and len(runs) == 2
+    assert f'shift_1: scoring again, no {tool.SWEEP_KEY}' in capsys.readouterr().out
+    # an edited labeller setting in the file: the config's hash changes
+    config.write_text(config.read_text() + 'saot_labeler = dict(beta=3.0)\n')
+    assert tool.score_shift(0.0, tool.parse_args(argv)) == dict(nn=20.0) and len(runs) == 4
+    assert 'shift_0: scoring again, its config changed' in capsys.readouterr().out
+    assert tool.score_shift(0.0, tool.parse_args(argv)) == dict(nn=20.0) and len(runs) == 4
 
 
 def test_shifts_outside_0_1_are_refused(tool, capsys):
