@@ -1,8 +1,10 @@
 """Time training steps with the frozen-feature cache off and on, in one run.
 
 Builds the config's model, optimizer and training dataloader, takes ``--iters``
-batches, and times ``train_step`` on them (1) without the cache, (2) with the
-cache filling (first epoch), (3) with every feature cached (later epochs). Prints
+batches, and times ``train_step`` on them with the cache filling (the first epoch),
+then without the cache and with every feature cached (later epochs) in turn, batch by
+batch, after one untimed warm-up step (the first step of a process pays for allocations
+and thread pools). Prints
 seconds per iteration and the speed-up, and writes them as JSON::
 
     python tools/benchmark_feature_cache.py configs/saot/demo_source_only.py --iters 10
@@ -16,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os.path as osp
+import shlex
 import shutil
 import sys
 import tempfile
@@ -105,10 +108,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
             exit_with(missing)
         with user_errors_exit(cfg):
             result = dict(config=args.config, **measure(cfg, iters=args.iters))
+    tool = 'tools/benchmark_feature_cache.py'  # what reproduces the JSON
+    result['command'] = shlex.join(['python', tool, *(sys.argv[1:] if argv is None else argv)])
     report(result)
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=1)
+        from mmseg_saot.utils.atomic import atomic_write_text
+        atomic_write_text(args.out, json.dumps(result, indent=1) + '\n')
     return result
 
 
@@ -120,6 +125,7 @@ def measure(cfg, *, iters: int) -> dict:
 
     import mmseg_saot  # noqa: F401
     from mmseg_saot.models.segmentors import FrozenFeatureCache
+    from mmseg_saot.utils.machine import describe_device
     cfg.model.feature_cache, cfg.model.feature_cache_dir = False, None  # memory only, below
     cfg.custom_hooks = []  # timing the step alone (no labelling, no EMA)
     runner = Runner.from_cfg(cfg)
@@ -129,21 +135,30 @@ def measure(cfg, *, iters: int) -> dict:
     batches = [next(loader) for _ in range(iters)]
     model.train()
     torch.manual_seed(0)
-    off = time_steps(model, optim_wrapper, batches)
-    model.feature_cache = FrozenFeatureCache(max_gb=8.0)
+    time_steps(model, optim_wrapper, batches[:1])  # warm-up (allocator, threads), not counted
+    cache = FrozenFeatureCache(max_gb=8.0)
+    model.feature_cache = cache
     filling = time_steps(model, optim_wrapper, batches)
-    cached = time_steps(model, optim_wrapper, batches)
+    # batch by batch, off then cached: a slow phase of a shared machine (steps vary by
+    # up to 1.5x on the 2-core EPYC) falls on both modes, not on one
+    off = cached = 0.0
+    for batch in batches:
+        model.feature_cache = None
+        off += time_steps(model, optim_wrapper, [batch]) / len(batches)
+        model.feature_cache = cache
+        cached += time_steps(model, optim_wrapper, [batch]) / len(batches)
     return dict(iters=iters, batch_size=cfg.train_dataloader.batch_size,
                 seconds_per_iter=dict(no_cache=round(off, 3), filling=round(filling, 3),
                                       cached=round(cached, 3)),
-                speedup=round(off / cached, 2), threads=torch.get_num_threads())
+                speedup=round(off / cached, 2), threads=torch.get_num_threads(),
+                machine=describe_device(str(next(model.parameters()).device)))
 
 
 def report(result: dict) -> None:
     """Print the seconds per iteration of each mode and the speed-up."""
     seconds = result['seconds_per_iter']
     print(f'{result["iters"]} iterations of {result["config"]} (batch {result["batch_size"]}, '
-          f'{result["threads"]} threads):\n'
+          f'{result["threads"]} threads, {result["machine"]}):\n'
           f'  no cache       {seconds["no_cache"]:.3f} s/iter\n'
           f'  cache filling  {seconds["filling"]:.3f} s/iter\n'
           f'  all cached     {seconds["cached"]:.3f} s/iter\n'

@@ -75,12 +75,25 @@ def test_times_the_steps_on_given_pseudo_labels_and_cleans_up(tiny, tmp_path, ca
     config, data, scratch = tiny
     write_pseudo_labels(tmp_path / 'labels', data)
     out = tmp_path / 'result.json'
-    result = load_tool(TOOL).main([str(config), '--iters', '1', '--out', str(out),
-                                   '--cfg-options', f'{KEY}={tmp_path / "labels"}'])
+    tool = load_tool(TOOL)
+    steps = []  # (cache on, batches) of each timed call
+
+    def record(model, optim_wrapper, batches):
+        steps.append((model.feature_cache is not None, len(batches)))
+        return time_steps(model, optim_wrapper, batches)
+    time_steps, tool.time_steps = tool.time_steps, record
+    result = tool.main([str(config), '--iters', '2', '--out', str(out),
+                        '--cfg-options', f'{KEY}={tmp_path / "labels"}'])
+    # warm-up, the filling pass, then off and cached in turn, batch by batch
+    assert steps == [(False, 1), (True, 2), (False, 1), (True, 1), (False, 1), (True, 1)]
     assert list(result) == ['config', 'iters', 'batch_size', 'seconds_per_iter', 'speedup',
-                            'threads']
+                            'threads', 'machine', 'command']
     assert json.loads(out.read_text()) == result
-    assert f'1 iterations of {config} (batch 2, ' in capsys.readouterr().out
+    assert result['machine'].endswith(' cores')  # the CPU it ran on, e.g. 'AMD EPYC 7B13, 2 cores'
+    # the command that reproduces the file, as typed
+    assert result['command'] == (f'python tools/benchmark_feature_cache.py {config} --iters 2 '
+                                 f'--out {out} --cfg-options {KEY}={tmp_path / "labels"}')
+    assert f'2 iterations of {config} (batch 2, ' in capsys.readouterr().out
     assert not list(scratch.glob('feature_cache_bench_*'))
 
 
