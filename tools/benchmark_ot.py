@@ -276,9 +276,8 @@ def main(argv=None):
     lines.append(f'Total benchmark time: {time.perf_counter() - start:.0f} s.')
     text = '\n'.join(lines) + '\n'
     out = args.out or os.path.join(ROOT, 'benchmarks', f'ot_{device.split(":")[0]}.md')
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, 'w') as fh:
-        fh.write(text)
+    from mmseg_saot.utils.atomic import atomic_write_text
+    atomic_write_text(out, text)  # a second Ctrl-C here leaves the old table whole
     print(text)
     if interrupted:
         print(f'Interrupted; the sections measured so far are in {out}.', file=sys.stderr)

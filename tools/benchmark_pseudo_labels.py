@@ -414,9 +414,8 @@ def main(argv=None) -> str:
         f'| one-off fit (metric + prototypes) | {fit_seconds:.1f} s |', ''])
     print(table)
     if args.out:
-        os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(table)
+        from mmseg_saot.utils.atomic import atomic_write_text
+        atomic_write_text(args.out, table)
     return table
 
 

@@ -184,9 +184,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             f'{shown_path(args.config)}; `python tools/benchmark_shift.py` on {machine}.\n\n'
             f'{table}\n')
     print('\n' + table)
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        f.write(text)
+    from mmseg_saot.utils.atomic import atomic_write_text
+    atomic_write_text(args.out, text)
     print(f'written to {args.out}')
     return 0
 

@@ -126,8 +126,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f'  ... {len(problems) - args.max_listed} more'
                   + (f' (all in {args.out})' if args.out else ' (--out FILE lists all)'))
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(report, f, indent=1)
+        from mmseg_saot.utils.atomic import atomic_write_text
+        atomic_write_text(args.out, json.dumps(report, indent=1) + '\n')
     print('every sample is usable' if not total else
           f'{_count(total, "problem")}: fix or remove those files (or drop them from the '
           'split list)')

@@ -25,6 +25,7 @@ import sys
 from typing import List, Optional
 
 from mmseg_saot.utils.arg_types import device_option, non_negative_float, non_negative_int
+from mmseg_saot.utils.atomic import atomic_write_text
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_folder_or_exit,
                                   interrupt_exits, user_errors_exit)
 from mmseg_saot.utils.run_config import load_run_config
@@ -141,10 +142,9 @@ def run(cfg, args: argparse.Namespace) -> dict:
         print(f'cache check: {results[main_method]["cache_mismatches"]} pixels of the cached '
               f'{main_method} labels differ from this pass')
     report = dict(config=args.config, **scored_on(dataset, args.split), methods=results)
-    with open(osp.join(out_dir, 'pseudo_label_miou.json'), 'w') as f:
-        json.dump(report, f, indent=2)
-    with open(osp.join(out_dir, 'pseudo_label_miou.txt'), 'w') as f:
-        f.write(table + '\n')
+    atomic_write_text(osp.join(out_dir, 'pseudo_label_miou.json'),
+                      json.dumps(report, indent=2) + '\n')
+    atomic_write_text(osp.join(out_dir, 'pseudo_label_miou.txt'), table + '\n')
     if store is not None:
         print(f'feature cache {store.folder}: {store.hits} images read, {store.misses} computed')
     overlays = f'; overlays in {osp.join(out_dir, "overlays")}' if args.num_overlays else ''

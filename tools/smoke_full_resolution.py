@@ -109,8 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
          '--cfg-options', *overrides(data, args)])
     result = dict(config=args.config, resolution='2048x1024',
                   **summarise(work_dir, args.stage_iters))
-    with open(osp.join(args.out, 'smoke.json'), 'w') as f:
-        json.dump(result, f, indent=1)
+    from mmseg_saot.utils.atomic import atomic_write_text
+    atomic_write_text(osp.join(args.out, 'smoke.json'), json.dumps(result, indent=1) + '\n')
     print(json.dumps(result, indent=1))
     return 0
 

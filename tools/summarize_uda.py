@@ -32,7 +32,6 @@ and each column's note names its split (``run`` columns: val; ``pl`` columns: th
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional
@@ -132,14 +131,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def write_outputs(out: str, table: str, notes: str, columns: List[Source]) -> None:
     """``<out>.md`` (table and notes) and ``<out>.json`` (per column)."""
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with open(out + '.md', 'w') as f:
-        f.write(table + '\n\n' + notes + '\n')
-    with open(out + '.json', 'w') as f:
-        json.dump({column.label: dict(per_class_iou=column.iou, miou=round(column.miou, 2),
-                                      source=column.what, split=column.split,
-                                      dataset=column.dataset)
-                   for column in columns}, f, indent=1)
+    from mmseg_saot.utils.atomic import atomic_write_text
+    atomic_write_text(out + '.md', table + '\n\n' + notes + '\n')
+    per_column = {column.label: dict(per_class_iou=column.iou, miou=round(column.miou, 2),
+                                     source=column.what, split=column.split,
+                                     dataset=column.dataset)
+                  for column in columns}
+    atomic_write_text(out + '.json', json.dumps(per_column, indent=1) + '\n')
 
 
 if __name__ == '__main__':

@@ -112,8 +112,8 @@ def main(argv=None) -> None:
                  f'fp16 {floor[1]:.3f} ms.')
     print(lines[-1])
     if args.out:
-        with open(args.out, 'w') as f:
-            f.write('\n'.join(lines) + '\n')
+        from mmseg_saot.utils.atomic import atomic_write_text
+        atomic_write_text(args.out, '\n'.join(lines) + '\n')
 
 
 if __name__ == '__main__':
