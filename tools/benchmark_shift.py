@@ -28,6 +28,7 @@ import os.path as osp
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -94,13 +95,13 @@ def read_mious(report_path: str, methods: List[str]) -> Optional[Dict[str, float
 
 def sweep_key(args: argparse.Namespace) -> Dict[str, str]:
     """What a finished shift must have been scored with to be reused: hashes of the
-    resolved config (``Config.fromfile``: the file and its bases) and of the demo data
+    resolved config (the file and its bases, as the tools load it) and of the demo data
     stamp (``data/demo/DONE.json``: generator version, sizes, seed)."""
     from mmseg_saot.utils.run_config import load_config  # a bad file stops with a message
     config = osp.join(ROOT, args.config)  # as the tools read it (an absolute path stays)
     resolved = json.dumps(load_config(config).to_dict(), sort_keys=True, default=repr)
     stamp = osp.join(ROOT, 'data', 'demo', 'DONE.json')
-    data = open(stamp).read() if osp.exists(stamp) else 'none'
+    data = Path(stamp).read_text() if osp.exists(stamp) else 'none'
     return dict(config=hashlib.sha256(resolved.encode()).hexdigest(),
                 source_data=hashlib.sha256(data.encode()).hexdigest())
 
