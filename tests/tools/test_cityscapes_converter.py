@@ -207,3 +207,20 @@ def test_an_output_older_than_its_annotation_is_converted_again(tool, cityscapes
     assert run(tool, cityscapes_root) == 0
     assert '1 converted, 0 already done' in capsys.readouterr().out
     assert (train_ids_of(cityscapes_root)[13:17, 5:12] == CAR).all()
+
+
+def test_converting_train_files_without_class_stats_warns_that_the_stats_are_old(
+        tool, cityscapes_root, capsys):
+    assert run(tool, cityscapes_root, '--class-stats') == 0
+    stats = cityscapes_root / 'sample_class_stats.json'
+    written = stats.read_text()
+    assert run(tool, cityscapes_root) == 0   # nothing converted: nothing to say
+    assert 'predates' not in capsys.readouterr().err
+    assert run(tool, cityscapes_root, '--force') == 0
+    err = capsys.readouterr().err
+    assert (f'warning: {stats} predates the 1 train label files converted now' in err
+            and 'run again with --class-stats' in err)
+    assert stats.read_text() == written   # not rewritten without the option
+    add_val_annotation(cityscapes_root)   # a val file only: the stats do not count it
+    assert run(tool, cityscapes_root) == 0
+    assert 'predates' not in capsys.readouterr().err

@@ -14,7 +14,8 @@ cityscapesscripts' ``json2labelImg(json, png, 'trainIds')``. With
 16-bit ones must hold values up to 255). ``--class-stats`` also writes
 ``CITYSCAPES_ROOT/sample_class_stats.json`` (pixels per train id per image of
 the train split, as ``gta5.py`` does; never val or test images, as it steers
-class-balanced sampling of training images). Usage::
+class-balanced sampling of training images); a run without it that converts train
+files while that file exists warns that the file is out of date. Usage::
 
     python tools/dataset_converters/cityscapes.py CITYSCAPES_ROOT [--nproc 8]
         [--class-stats] [--from-label-ids] [--force]
@@ -168,6 +169,7 @@ class Conversion(NamedTuple):
     """What :func:`convert_cityscapes` did."""
     total: int                      # annotations found
     converted: int                  # of them, converted in this run
+    converted_stats_split: int      # of those, in STATS_SPLIT (what class stats count)
     missing_splits: List[str]       # splits of SPLITS without a gtFine folder
     stats_images: Optional[int]     # images in the class stats; None: not written
 
@@ -205,10 +207,11 @@ def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
     jobs = [(str(a), from_label_ids, force,
              with_class_stats and split_of(a, root) == STATS_SPLIT)
             for a in annotations]
-    records, converted = [], 0
+    records, converted, converted_stats_split = [], 0, 0
     for out_file, counts, did_convert in map_with_progress(
             _convert_job, jobs, nproc, 'Cityscapes labels', chunksize=8):
         converted += did_convert
+        converted_stats_split += did_convert and split_of(Path(out_file), root) == STATS_SPLIT
         if counts is not None:
             records.append(dict(
                 file=Path(out_file).relative_to(root).as_posix(),
@@ -216,7 +219,7 @@ def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
     if records:
         class_stats.save_class_stats(
             str(root / class_stats.STATS_FILENAME), records)
-    return Conversion(len(annotations), converted, missing,
+    return Conversion(len(annotations), converted, converted_stats_split, missing,
                       len(records) if records else None)
 
 
@@ -262,6 +265,12 @@ def main(argv=None) -> int:
     elif args.class_stats:
         print(f'class stats of {done.stats_images} {STATS_SPLIT} images in '
               f'{root / class_stats.STATS_FILENAME}')
+    elif done.converted_stats_split and (root / class_stats.STATS_FILENAME).exists():
+        print(f'warning: {root / class_stats.STATS_FILENAME} predates the '
+              f'{done.converted_stats_split} {STATS_SPLIT} label files converted now, and '
+              'class-balanced sampling reads it: run again with --class-stats to count '
+              'them (only the counts are computed; converted files are kept)',
+              file=sys.stderr)
     return 0
 
 
