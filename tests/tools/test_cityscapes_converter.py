@@ -224,3 +224,33 @@ def test_converting_train_files_without_class_stats_warns_that_the_stats_are_old
     add_val_annotation(cityscapes_root)   # a val file only: the stats do not count it
     assert run(tool, cityscapes_root) == 0
     assert 'predates' not in capsys.readouterr().err
+
+
+def test_out_dir_takes_the_labels_and_stats_and_leaves_the_root_alone(tool, cityscapes_root,
+                                                                      tmp_path, capsys):
+    val_json = add_val_annotation(cityscapes_root)
+    before = sorted(p.relative_to(cityscapes_root) for p in cityscapes_root.rglob('*'))
+    out = tmp_path / 'converted'
+    assert run(tool, cityscapes_root, '--class-stats', '--out-dir', out) == 0
+    assert sorted(p.relative_to(cityscapes_root) for p in cityscapes_root.rglob('*')) == before
+    train = out / 'train' / 'aachen' / f'{STEM}_gtFine_labelTrainIds.png'
+    val = out / 'val' / 'frankfurt' / 'frankfurt_000000_000294_gtFine_labelTrainIds.png'
+    assert (cv2.imread(str(train), cv2.IMREAD_UNCHANGED)[13:17, 5:12] == CAR).all()
+    assert (cv2.imread(str(val), cv2.IMREAD_UNCHANGED)[11:19, 14:19] == ROAD).all()
+    # names relative to the stats file's folder, as ClassBalancedSampler resolves them
+    records = json.loads((out / 'sample_class_stats.json').read_text())
+    assert [r['file'] for r in records] == [f'train/aachen/{STEM}_gtFine_labelTrainIds.png']
+    printed = capsys.readouterr().out
+    assert f'under {out})' in printed
+    assert f'val_dataloader.dataset.data_prefix.seg_map_path={out / "val"} ' in printed
+    assert f'sampler.stats_file={out / "sample_class_stats.json"}' in printed
+    assert run(tool, cityscapes_root, '--out-dir', out) == 0   # up to date there
+    assert '0 converted, 2 already done' in capsys.readouterr().out
+    assert val_json.exists()
+
+
+def test_an_out_dir_that_is_a_file_is_refused(tool, cityscapes_root, tmp_path, capsys):
+    (tmp_path / 'taken').write_text('')
+    assert run(tool, cityscapes_root, '--out-dir', tmp_path / 'taken') == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: --out-dir') and str(tmp_path / 'taken') in err

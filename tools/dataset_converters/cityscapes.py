@@ -7,8 +7,10 @@ Expected layout (``leftImg8bit_trainvaltest.zip`` and
     CITYSCAPES_ROOT/gtFine/{train,val}/<city>/*_gtFine_polygons.json
 
 Writes ``*_gtFine_labelTrainIds.png`` next to each annotation (the files
-``mmseg``'s ``CityscapesDataset`` reads), by rendering the polygons with
-cityscapesscripts' ``json2labelImg(json, png, 'trainIds')``. With
+``mmseg``'s ``CityscapesDataset`` reads; with ``--out-dir DIR`` under
+``DIR/<split>/<city>/`` instead, and the class stats in DIR, for a read-only copy
+of the dataset), by rendering the polygons with cityscapesscripts'
+``json2labelImg(json, png, 'trainIds')``. With
 ``--from-label-ids`` it maps the ``*_gtFine_labelIds.png`` images instead
 (the same result, no cityscapesscripts needed; the demo data has only those;
 16-bit ones must hold values up to 255). ``--class-stats`` also writes
@@ -18,7 +20,7 @@ class-balanced sampling of training images); a run without it that converts trai
 files while that file exists warns that the file is out of date. Usage::
 
     python tools/dataset_converters/cityscapes.py CITYSCAPES_ROOT [--nproc 8]
-        [--class-stats] [--from-label-ids] [--force]
+        [--class-stats] [--from-label-ids] [--force] [--out-dir DIR]
 
 The splits present are converted (every folder under ``gtFine``): with only
 ``gtFine/val`` (or only train) downloaded, the other split is skipped with a
@@ -38,13 +40,13 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from mmseg_saot.datasets import cityscapes_labels as labels
 from mmseg_saot.datasets import class_stats
-from mmseg_saot.datasets.label_png import (LabelFileError, read_index_png,
-                                           read_train_ids)
+from mmseg_saot.datasets.label_png import read_index_png, read_train_ids
 from mmseg_saot.utils.arg_types import positive_int
 from mmseg_saot.utils.atomic import atomic_write_png
 from mmseg_saot.utils.cli import report_error
+from mmseg_saot.utils.errors import UserInputError
 from mmseg_saot.utils.parallel import map_with_progress
-from mmseg_saot.utils.paths import is_up_to_date
+from mmseg_saot.utils.paths import ensure_folder, is_up_to_date
 
 EXPECTED_LAYOUT = ('CITYSCAPES_ROOT/leftImg8bit/{train,val}/<city>/'
                    '*_leftImg8bit.png, CITYSCAPES_ROOT/gtFine/{train,val}/'
@@ -108,11 +110,18 @@ def split_of(annotation: Path, root: Path) -> str:
     return annotation.relative_to(root / 'gtFine').parts[0]
 
 
-def train_ids_path(annotation: Path) -> Path:
+def train_ids_path(annotation: Path, root: Optional[Path] = None,
+                   out_dir: Optional[Path] = None) -> Path:
+    """Where the train ids of ``annotation`` go: beside it, or with ``out_dir`` at the
+    same place below ``out_dir`` as the annotation below ``root/gtFine``
+    (``OUT_DIR/<split>/<city>/x_gtFine_labelTrainIds.png``)."""
     name = annotation.name
     for suffix in (POLYGONS_SUFFIX, LABEL_IDS_SUFFIX):
         if name.endswith(suffix):
-            return annotation.with_name(name[:-len(suffix)] + TRAIN_IDS_SUFFIX)
+            folder = annotation.parent
+            if out_dir is not None:
+                folder = Path(out_dir) / folder.relative_to(Path(root) / 'gtFine')
+            return folder / (name[:-len(suffix)] + TRAIN_IDS_SUFFIX)
     raise ValueError(f'not a Cityscapes annotation: {annotation}')
 
 
@@ -149,15 +158,15 @@ def read_counts(train_ids_file: Path) -> Dict[str, int]:
     return class_stats.class_pixel_counts(read_train_ids(str(train_ids_file)))
 
 
-def _convert_job(job: Tuple[str, bool, bool, bool]
+def _convert_job(job: Tuple[str, str, bool, bool, bool]
                  ) -> Tuple[str, Optional[Dict[str, int]], bool]:
-    """Worker: (annotation, from label ids, force, count) ->
+    """Worker: (annotation, train-id file, from label ids, force, count) ->
     (train-id file, counts or None, converted)."""
-    annotation, from_label_ids, force, count = job
-    annotation = Path(annotation)
-    out_file = train_ids_path(annotation)
+    annotation, out_file, from_label_ids, force, count = job
+    annotation, out_file = Path(annotation), Path(out_file)
     converted = force or not is_up_to_date(str(out_file), [str(annotation)])
     if converted:
+        out_file.parent.mkdir(parents=True, exist_ok=True)  # below an --out-dir
         if from_label_ids:
             convert_label_ids(annotation, out_file)
         else:
@@ -172,11 +181,14 @@ class Conversion(NamedTuple):
     converted_stats_split: int      # of those, in STATS_SPLIT (what class stats count)
     missing_splits: List[str]       # splits of SPLITS without a gtFine folder
     stats_images: Optional[int]     # images in the class stats; None: not written
+    out_dir: Path                   # the folder below which the train-id files are
+    stats_file: Path                # the class stats file (written or not)
 
 
 def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
                        with_class_stats: bool = False,
-                       from_label_ids: bool = False) -> Conversion:
+                       from_label_ids: bool = False,
+                       out_dir: Optional[Path] = None) -> Conversion:
     """Convert every annotation of a Cityscapes root.
 
     Args:
@@ -187,15 +199,22 @@ def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
             train split (not written when the root has no train annotations).
         from_label_ids: map ``*_gtFine_labelIds.png`` instead of rendering
             the polygons.
+        out_dir: write the train ids (``OUT_DIR/<split>/<city>/...``) and the class
+            stats there, and nothing under ``root`` (default: beside the annotations,
+            the stats in ``root``).
 
     Raises:
         LayoutError: neither split is there, or no annotation is.
         ImportError: cityscapesscripts is needed and missing.
         AnnotationError, mmseg_saot.datasets.label_png.LabelFileError: an
             annotation cannot be converted (the message names it).
+        UserInputError: ``out_dir`` cannot be created or written (a file is there).
     """
     root = Path(root)
     annotations, missing = check_layout(root, from_label_ids)
+    if out_dir is not None:
+        ensure_folder(str(out_dir), option='--out-dir')
+    stats_dir = Path(out_dir) if out_dir is not None else root
     if not from_label_ids:
         try:
             importlib.import_module('cityscapesscripts.preparation.json2labelImg')
@@ -204,23 +223,25 @@ def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
                               'install cityscapesscripts (or convert the '
                               f'*{LABEL_IDS_SUFFIX} files with '
                               '--from-label-ids)') from None
-    jobs = [(str(a), from_label_ids, force,
+    jobs = [(str(a), str(train_ids_path(a, root, out_dir)), from_label_ids, force,
              with_class_stats and split_of(a, root) == STATS_SPLIT)
             for a in annotations]
     records, converted, converted_stats_split = [], 0, 0
     for out_file, counts, did_convert in map_with_progress(
             _convert_job, jobs, nproc, 'Cityscapes labels', chunksize=8):
         converted += did_convert
-        converted_stats_split += did_convert and split_of(Path(out_file), root) == STATS_SPLIT
+        in_split = Path(out_file).relative_to(stats_dir).parts[-3] == STATS_SPLIT
+        converted_stats_split += did_convert and in_split
         if counts is not None:
             records.append(dict(
-                file=Path(out_file).relative_to(root).as_posix(),
+                file=Path(out_file).relative_to(stats_dir).as_posix(),
                 counts=counts))
+    stats_file = stats_dir / class_stats.STATS_FILENAME
     if records:
-        class_stats.save_class_stats(
-            str(root / class_stats.STATS_FILENAME), records)
+        class_stats.save_class_stats(str(stats_file), records)
     return Conversion(len(annotations), converted, converted_stats_split, missing,
-                      len(records) if records else None)
+                      len(records) if records else None,
+                      Path(out_dir) if out_dir is not None else root / 'gtFine', stats_file)
 
 
 def parse_args(argv=None):
@@ -240,7 +261,23 @@ def parse_args(argv=None):
                         help='convert again also files that are up to date (by '
                         'default a converted file is kept if it is no older than '
                         'its annotation)')
+    parser.add_argument('--out-dir', type=Path, default=None,
+                        help='write OUT_DIR/<split>/<city>/*_gtFine_labelTrainIds.png '
+                        '(and sample_class_stats.json) there, nothing under '
+                        'CITYSCAPES_ROOT (a read-only copy); default: beside the '
+                        'annotations')
     return parser.parse_args(argv)
+
+
+def out_dir_usage(out_dir: Path, stats_file: Path, with_class_stats: bool) -> str:
+    """How a config reads labels written to ``--out-dir`` (an absolute
+    ``data_prefix.seg_map_path`` is not joined to the dataset's ``data_root``)."""
+    out = Path(out_dir).resolve()
+    sampler = (f'; a ClassBalancedSampler: sampler.stats_file={stats_file.resolve()}'
+               if with_class_stats else '')
+    return ('A config reads these labels with, e.g., --cfg-options '
+            f'val_dataloader.dataset.data_prefix.seg_map_path={out / "val"} '
+            f'(train: {out / "train"}{sampler})')
 
 
 def main(argv=None) -> int:
@@ -248,25 +285,27 @@ def main(argv=None) -> int:
     root = Path(args.root)
     try:
         done = convert_cityscapes(root, args.nproc, args.force,
-                                  args.class_stats, args.from_label_ids)
+                                  args.class_stats, args.from_label_ids, args.out_dir)
     except LayoutError as error:
         return report_error(f'{error}. Expected the Cityscapes layout '
                             f'{EXPECTED_LAYOUT}.')
-    except (ImportError, AnnotationError, LabelFileError) as error:
+    except (ImportError, AnnotationError, UserInputError) as error:  # LabelFileError too
         return report_error(str(error))
     for split in done.missing_splits:
         print(f'warning: skipped the {split} split: '
               f'{root / "gtFine" / split} does not exist', file=sys.stderr)
     print(f'{done.converted} converted, {done.total - done.converted} already '
-          f'done (*{TRAIN_IDS_SUFFIX} under {root / "gtFine"})')
+          f'done (*{TRAIN_IDS_SUFFIX} under {done.out_dir})')
+    if args.out_dir is not None:
+        print(out_dir_usage(done.out_dir, done.stats_file, args.class_stats))
     if args.class_stats and done.stats_images is None:
         print(f'warning: no {STATS_SPLIT} annotations, so no class stats '
               'written', file=sys.stderr)
     elif args.class_stats:
         print(f'class stats of {done.stats_images} {STATS_SPLIT} images in '
-              f'{root / class_stats.STATS_FILENAME}')
-    elif done.converted_stats_split and (root / class_stats.STATS_FILENAME).exists():
-        print(f'warning: {root / class_stats.STATS_FILENAME} predates the '
+              f'{done.stats_file}')
+    elif done.converted_stats_split and done.stats_file.exists():
+        print(f'warning: {done.stats_file} predates the '
               f'{done.converted_stats_split} {STATS_SPLIT} label files converted now, and '
               'class-balanced sampling reads it: run again with --class-stats to count '
               'them (only the counts are computed; converted files are kept)',
