@@ -34,5 +34,6 @@ class GTA5Dataset(BaseSegDataset):
         """Check the folders first, so a missing dataset reads clearly."""
         # MMEngine has already joined data_prefix and ann_file to data_root.
         check_dataset_folders(type(self).__name__, None, self.data_prefix,
-                              self.img_suffix, self.ann_file)
+                              self.img_suffix, self.ann_file,
+                              seg_map_suffix=self.seg_map_suffix)
         return super().load_data_list()

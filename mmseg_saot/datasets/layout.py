@@ -92,7 +92,8 @@ def check_dataset_folders(dataset_type: str,
                           img_suffix: str = '',
                           ann_file: Optional[str] = None,
                           labels_required: bool = True,
-                          key: Optional[str] = None) -> None:
+                          key: Optional[str] = None,
+                          seg_map_suffix: Optional[str] = None) -> None:
     """Raise :class:`DataLayoutError` if a dataset's folders are unusable.
 
     Args:
@@ -106,9 +107,12 @@ def check_dataset_folders(dataset_type: str,
             where nothing reads the label maps: see :func:`loads_labels`).
         key (str, optional): the dataset's config key (``test_dataloader.dataset``),
             named in the advice.
+        seg_map_suffix (str, optional): suffix of the label maps; where labels are
+            required and no split file lists the samples, the ``seg_map_path`` folder
+            must hold one (None: not checked).
     """
     problem = _folder_problem(data_root or '', data_prefix, img_suffix, ann_file,
-                              labels_required)
+                              labels_required, seg_map_suffix)
     if problem:
         raise DataLayoutError(_layout_message(dataset_type, data_root or '', problem, [key]))
 
@@ -122,7 +126,8 @@ def _layout_message(dataset_type: str, root: str, problem: str,
 
 
 def _folder_problem(root: str, data_prefix: dict, img_suffix: str,
-                    ann_file: Optional[str], labels_required: bool) -> Optional[str]:
+                    ann_file: Optional[str], labels_required: bool,
+                    seg_map_suffix: Optional[str] = None) -> Optional[str]:
     """What is missing of a dataset's folders (see :func:`check_dataset_folders`)."""
 
     def resolve(path: str) -> str:
@@ -144,6 +149,14 @@ def _folder_problem(root: str, data_prefix: dict, img_suffix: str,
         if (problem is None and img_dir is not None and not ann_file
                 and not _has_file_with_suffix(resolve(img_dir), img_suffix)):
             problem = (f'no "*{img_suffix}" image under "{resolve(img_dir)}"')
+        seg_dir = data_prefix.get('seg_map_path')
+        # (images and labels are matched by name: a folder of unconverted labels, e.g.
+        # Cityscapes' *_gtFine_labelIds.png only, would stop the run at its first sample)
+        if (problem is None and labels_required and seg_dir is not None and not ann_file
+                and seg_map_suffix is not None
+                and not _has_file_with_suffix(resolve(seg_dir), seg_map_suffix)):
+            problem = (f'no "*{seg_map_suffix}" label map under "{resolve(seg_dir)}" '
+                       '(labels not converted yet?)')
     return problem
 
 
@@ -236,6 +249,8 @@ def dataset_roots(cfg, splits=SPLITS) -> Iterator[Tuple[str, str, dict]]:
 # Defaults of the dataset classes this check knows about.
 _IMG_SUFFIX = {'GTA5Dataset': '.png', 'CityscapesDataset': '_leftImg8bit.png',
                'PascalVOCDataset': '.jpg'}
+_SEG_MAP_SUFFIX = {'GTA5Dataset': '_labelTrainIds.png',
+                   'CityscapesDataset': '_gtFine_labelTrainIds.png', 'PascalVOCDataset': '.png'}
 
 
 def check_data_layout(cfg, splits=SPLITS) -> None:
@@ -259,7 +274,8 @@ def check_data_layout(cfg, splits=SPLITS) -> None:
             problem = _folder_problem(
                 data_root, dict(dataset.get('data_prefix', {})),
                 dataset.get('img_suffix', _IMG_SUFFIX.get(dataset_type, '')),
-                dataset.get('ann_file'), loads_labels(dataset))
+                dataset.get('ann_file'), loads_labels(dataset),
+                dataset.get('seg_map_suffix', _SEG_MAP_SUFFIX.get(dataset_type)))
             if problem:
                 problems.setdefault((dataset_type, data_root, problem), []).append(key)
     if problems:

@@ -19,6 +19,7 @@ def make_gta5(root, with_image=True):
     (root / 'labels').mkdir()
     if with_image:
         (root / 'images' / '00001.png').write_bytes(b'')
+        (root / 'labels' / '00001_labelTrainIds.png').write_bytes(b'')
 
 
 def test_missing_root_names_layout_and_converter(tmp_path):
@@ -73,7 +74,6 @@ def test_dataset_class_loads_a_relative_root(tmp_path, monkeypatch):
     # MMEngine joins data_prefix to data_root before load_data_list; the check
     # must not join it a second time ("root/root/images").
     make_gta5(tmp_path / 'gta5')
-    (tmp_path / 'gta5' / 'labels' / '00001_labelTrainIds.png').write_bytes(b'')
     monkeypatch.chdir(tmp_path)
     dataset = GTA5Dataset(data_root='gta5',
                           data_prefix=dict(img_path='images',
@@ -207,3 +207,40 @@ def test_the_layout_and_converter_are_given_for_the_root_the_config_names(tmp_pa
         in message
     assert f'`python tools/dataset_converters/gta5.py {root}`' in message
     assert 'data/gta5' not in message
+
+
+def labelled_cityscapes_val(root, label_suffix: str, seg_map_path='gtFine/val') -> Config:
+    for folder, name in (('leftImg8bit', 'a_leftImg8bit.png'), ('gtFine', f'a{label_suffix}')):
+        (root / folder / 'val' / 'city').mkdir(parents=True, exist_ok=True)
+        (root / folder / 'val' / 'city' / name).write_bytes(b'')
+    return Config(dict(val_dataloader=dict(dataset=dict(
+        type='CityscapesDataset', data_root=str(root),
+        data_prefix=dict(img_path='leftImg8bit/val', seg_map_path=seg_map_path),
+        pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]))))
+
+
+def test_labels_not_converted_yet_are_named_with_the_converter(tmp_path):
+    cfg = labelled_cityscapes_val(tmp_path / 'cs', '_gtFine_labelIds.png')
+    with pytest.raises(DataLayoutError) as info:
+        check_data_layout(cfg)
+    message = str(info.value)
+    assert message.startswith(
+        'CityscapesDataset (val_dataloader.dataset): no "*_gtFine_labelTrainIds.png" label '
+        f'map under "{tmp_path}/cs/gtFine/val" (labels not converted yet?).')
+    assert 'tools/dataset_converters/cityscapes.py' in message
+    # converted elsewhere (cityscapes.py --out-dir): an absolute seg_map_path is read as is
+    out = tmp_path / 'out' / 'val' / 'city'
+    out.mkdir(parents=True)
+    (out / 'a_gtFine_labelTrainIds.png').write_bytes(b'')
+    check_data_layout(labelled_cityscapes_val(tmp_path / 'cs', '_gtFine_labelIds.png',
+                                              seg_map_path=str(tmp_path / 'out' / 'val')))
+
+
+def test_a_gta5_label_folder_without_converted_labels_is_refused(tmp_path):
+    make_gta5(tmp_path)
+    (tmp_path / 'labels' / '00001_labelTrainIds.png').rename(tmp_path / 'labels' / '00001.png')
+    with pytest.raises(DataLayoutError, match=r'no "\*_labelTrainIds.png" label map under'):
+        check_data_layout(gta5_config(tmp_path))
+    with pytest.raises(DataLayoutError, match=r'no "\*_labelTrainIds.png" label map under'):
+        GTA5Dataset(data_root=str(tmp_path),
+                    data_prefix=dict(img_path='images', seg_map_path='labels'))
