@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Iterator, List, NoReturn, Optional, Sequence
 
 import torch
@@ -206,12 +208,51 @@ def user_errors_exit(cfg: Optional[Config] = None) -> Iterator[None]:
         exit_with(message)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler's preemption) in the main process
+    inside :func:`interrupt_exits`: a ``KeyboardInterrupt``, so that what cleans up after
+    Ctrl-C (``finally`` blocks, atomic writes, DataLoader shutdown) does so after it too."""
+
+
+def _raise_terminated(owner_pid: int, previous):
+    def handle(number, frame):
+        if os.getpid() != owner_pid:  # a forked child inherited the handler
+            if torch.utils.data.get_worker_info() is not None:
+                return  # a DataLoader worker: the main process decides and stops it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a pool worker: Pool.terminate
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM: the previous handler
+        raise Terminated()
+    return handle
+
+
 @contextlib.contextmanager
 def interrupt_exits(message: str = '') -> Iterator[None]:
-    """Turn Ctrl-C (``KeyboardInterrupt``) into ``Interrupted. <message>`` on stderr
-    and exit code 130 (the shell's code for SIGINT) instead of a traceback."""
+    """Turn Ctrl-C (``KeyboardInterrupt``) into ``Interrupted. <message>`` on stderr and
+    exit code 130 (the shell's code for SIGINT), and SIGTERM into ``Terminated (SIGTERM).
+    <message>`` and code 143, instead of a traceback or a silent end.
+
+    Inside the block SIGTERM raises :class:`Terminated` (main thread only, where SIGTERM
+    has its default action: a handler already installed stays): without this the default
+    action ended a tool at once, with no word and no cleanup. A handler installed later
+    (a training run's :class:`~mmseg_saot.engine.hooks.SaveOnInterruptHook`, which saves
+    a checkpoint) takes precedence and passes signals outside its loop on to this one.
+    """
+    previous = None
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)):
+        # (a handler already there, an enclosing block's or SaveOnInterruptHook's, stays)
+        previous = signal.SIG_DFL
+        signal.signal(signal.SIGTERM, _raise_terminated(os.getpid(), previous))
     try:
         yield
+    except Terminated:
+        print(f'Terminated (SIGTERM). {message}'.rstrip(), file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
         print(f'Interrupted. {message}'.rstrip(), file=sys.stderr)
         sys.exit(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -247,6 +247,33 @@ def test_ctrl_c_saves_the_iteration_and_resume_ends_where_an_uninterrupted_run_d
         torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
 
 
+def test_sigterm_to_the_process_group_saves_the_iteration_and_ends_every_process(
+        python, tiny_config, reference_run, tmp_path):
+    # a batch scheduler (scancel, timeout) signals every process of the job: torch's own
+    # handler ended the DataLoader workers, and the main process crashed mid-iteration
+    # with "DataLoader worker ... is killed by signal: Terminated" and no checkpoint
+    work_dir = tmp_path / 'terminated'
+    process = subprocess.Popen(
+        [python, TRAIN, str(tiny_config), '--work-dir', str(work_dir),
+         '--cfg-options', 'train_cfg.max_iters=100000'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    pointer = work_dir / 'last_checkpoint'
+    while not (pointer.exists() and pointer.read_text().strip().endswith('iter_2.pth')):
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGTERM)  # the main process and its DataLoader worker
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert 'Traceback' not in stdout + stderr
+    assert 'SIGTERM: finishing this iteration' in stderr
+    stopped = next(line for line in stderr.splitlines() if line.startswith('Stopped after'))
+    checkpoint = work_dir / f'iter_{int(stopped.split()[3].rstrip(";"))}.pth'
+    assert checkpoint.exists() and pointer.read_text() == str(checkpoint)
+    with pytest.raises(ProcessLookupError):  # no worker left behind
+        os.killpg(process.pid, 0)
+
+
 def test_resume_with_an_empty_last_checkpoint_names_the_newest_checkpoint(
         python, tiny_config, reference_run, tmp_path):
     # stopped while MMEngine wrote work_dir/last_checkpoint: the file is empty

@@ -1,4 +1,8 @@
 import argparse
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -50,6 +54,37 @@ def test_interrupt_exits_turns_ctrl_c_into_a_message_and_code_130(capsys):
     assert capsys.readouterr().err == 'Interrupted. The cache is kept.\n'
     with interrupt_exits():  # nothing interrupted: nothing happens
         pass
+
+
+def test_interrupt_exits_turns_sigterm_into_a_message_and_code_143():
+    # SIGTERM's default action ended a tool at once, without a word or any cleanup
+    script = ('import os, signal\n'
+              'from mmseg_saot.utils.cli import interrupt_exits\n'
+              'with interrupt_exits("The cache is kept."):\n'
+              '    try:\n'
+              '        os.kill(os.getpid(), signal.SIGTERM)\n'
+              '    finally:\n'
+              '        print("cleaned up")\n')
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert result.stdout == 'cleaned up\n'
+    assert result.stderr == 'Terminated (SIGTERM). The cache is kept.\n'
+
+
+def test_interrupt_exits_keeps_a_sigterm_handler_already_there_and_restores_the_default():
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: received.append(number))
+    try:
+        with interrupt_exits():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert signal.getsignal(signal.SIGTERM) is previous
+    with interrupt_exits():
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def _cfg_options_parser() -> argparse.ArgumentParser:
