@@ -215,6 +215,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(owner_pid: int, previous):
+    """A SIGTERM handler: :class:`Terminated` in process ``owner_pid``; a second SIGTERM
+    gets ``previous``."""
     def handle(number, frame):
         if os.getpid() != owner_pid:  # a forked child inherited the handler
             if torch.utils.data.get_worker_info() is not None:
@@ -222,7 +224,7 @@ def _raise_terminated(owner_pid: int, previous):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a pool worker: Pool.terminate
             os.kill(os.getpid(), signal.SIGTERM)
             return
-        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM: the previous handler
+        signal.signal(signal.SIGTERM, previous)
         raise Terminated()
     return handle
 

@@ -136,7 +136,8 @@ class InterruptSignals:
 
 
 def _workers_ignore_sigterm(enable: bool) -> None:
-    """Make DataLoader workers forked from now on ignore SIGTERM (``enable``), or stop.
+    """Make DataLoader workers forked from now on ignore a SIGTERM that their parent did
+    not send (``enable``), or stop doing so.
 
     A worker inherits the main process's handlers, but torch then gives it its own
     SIGTERM handler, which ends the worker unless its parent sent the signal: a SIGTERM
