@@ -214,18 +214,25 @@ def test_kill_then_resume_continues_the_run(python, tiny_config,
     assert (interrupted / 'iter_6.pth').stat().st_mtime_ns == stamp
 
 
-def test_ctrl_c_saves_the_iteration_and_resume_ends_where_an_uninterrupted_run_does(
-        python, tiny_config, reference_run, tmp_path):
-    work_dir = tmp_path / 'interrupted'
+def train_past_iteration_2(python, tiny_config, work_dir, **popen) -> subprocess.Popen:
+    """A long training run (pipes for its output), returned once ``iter_2.pth`` is saved."""
     process = subprocess.Popen(
         [python, TRAIN, str(tiny_config), '--work-dir', str(work_dir),
          '--cfg-options', 'train_cfg.max_iters=100000'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     deadline = time.time() + 300
     pointer = work_dir / 'last_checkpoint'
     while not (pointer.exists() and pointer.read_text().strip().endswith('iter_2.pth')):
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.02)
+    return process
+
+
+def test_ctrl_c_saves_the_iteration_and_resume_ends_where_an_uninterrupted_run_does(
+        python, tiny_config, reference_run, tmp_path):
+    work_dir = tmp_path / 'interrupted'
+    process = train_past_iteration_2(python, tiny_config, work_dir)
+    pointer = work_dir / 'last_checkpoint'
     process.send_signal(signal.SIGINT)  # as Ctrl-C: training goes on to the iteration's end
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr[-3000:]
@@ -248,20 +255,13 @@ def test_ctrl_c_saves_the_iteration_and_resume_ends_where_an_uninterrupted_run_d
 
 
 def test_sigterm_to_the_process_group_saves_the_iteration_and_ends_every_process(
-        python, tiny_config, reference_run, tmp_path):
+        python, tiny_config, tmp_path):
     # a batch scheduler (scancel, timeout) signals every process of the job: torch's own
     # handler ended the DataLoader workers, and the main process crashed mid-iteration
     # with "DataLoader worker ... is killed by signal: Terminated" and no checkpoint
     work_dir = tmp_path / 'terminated'
-    process = subprocess.Popen(
-        [python, TRAIN, str(tiny_config), '--work-dir', str(work_dir),
-         '--cfg-options', 'train_cfg.max_iters=100000'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 300
+    process = train_past_iteration_2(python, tiny_config, work_dir, start_new_session=True)
     pointer = work_dir / 'last_checkpoint'
-    while not (pointer.exists() and pointer.read_text().strip().endswith('iter_2.pth')):
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGTERM)  # the main process and its DataLoader worker
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr[-3000:]
