@@ -15,6 +15,7 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
+from mmseg_saot.utils import worker_signals
 from mmseg_saot.utils.build_errors import explain_build_error
 from mmseg_saot.utils.data_errors import explain_data_read_failure
 from mmseg_saot.utils.errors import UserInputError
@@ -247,6 +248,9 @@ def interrupt_exits(message: str = '') -> Iterator[None]:
         # (a handler already there, an enclosing block's or SaveOnInterruptHook's, stays)
         previous = signal.SIG_DFL
         signal.signal(signal.SIGTERM, _raise_terminated(os.getpid(), previous))
+    # DataLoader workers leave SIGTERM to this process: one sent to the whole process
+    # group would otherwise end them first, and torch would raise a RuntimeError here
+    patched_workers = worker_signals.sigterm_from_parent_only(True)
     try:
         yield
     except Terminated:
@@ -258,3 +262,5 @@ def interrupt_exits(message: str = '') -> Iterator[None]:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if patched_workers:
+            worker_signals.sigterm_from_parent_only(False)

@@ -17,6 +17,7 @@ from mmseg.registry import HOOKS
 
 from mmseg_saot.utils.atomic import atomic_write_text
 from mmseg_saot.utils.checkpoints import read_last_checkpoint
+from mmseg_saot.utils import worker_signals
 from mmseg_saot.utils.errors import ConfigError
 
 
@@ -51,7 +52,7 @@ class InterruptSignals:
     DataLoader workers inherit the handler and ignore the signal (the main process
     decides; a worker that died on Ctrl-C would fail the iteration being finished);
     for SIGTERM, which torch handles itself in its workers, see
-    :func:`_workers_ignore_sigterm`.
+    :func:`mmseg_saot.utils.worker_signals.sigterm_from_parent_only`.
     """
 
     def __init__(self) -> None:
@@ -63,6 +64,7 @@ class InterruptSignals:
         # (checkpoint, iteration) while validating an iteration already saved
         self.saved: Optional[Tuple[str, int]] = None
         self._previous: Dict[int, object] = {}
+        self._patched_workers = False  # whether install() set the DataLoader worker rule
 
     @property
     def installed(self) -> bool:
@@ -81,7 +83,7 @@ class InterruptSignals:
             number = getattr(signal, name)
             self._previous[number] = signal.signal(number, self._handle)
         if signal.SIGTERM in self._previous:
-            _workers_ignore_sigterm(True)
+            self._patched_workers = worker_signals.sigterm_from_parent_only(True)
         return True
 
     def arm(self, loop) -> None:
@@ -96,7 +98,9 @@ class InterruptSignals:
         for number, previous in self._previous.items():
             signal.signal(number, previous)
         self._previous = {}
-        _workers_ignore_sigterm(False)
+        if self._patched_workers:
+            worker_signals.sigterm_from_parent_only(False)
+            self._patched_workers = False
         self.loop_code, self.saved = None, None
 
     def _in_loop(self, frame) -> bool:
@@ -133,56 +137,6 @@ class InterruptSignals:
             previous(number, frame)  # Python's SIGINT handler: KeyboardInterrupt
         elif previous == signal.SIG_DFL:
             os.kill(os.getpid(), number)  # the default action (SIGTERM: terminate)
-
-
-def _workers_ignore_sigterm(enable: bool) -> None:
-    """Make DataLoader workers forked from now on ignore a SIGTERM that their parent did
-    not send (``enable``), or stop doing so.
-
-    A worker inherits the main process's handlers, but torch then gives it its own
-    SIGTERM handler, which ends the worker unless its parent sent the signal: a SIGTERM
-    to the whole process group (a batch scheduler's ``scancel``, ``timeout``, ``kill --
-    -PGID``) killed the workers, and torch's SIGCHLD handler in the main process raised
-    ``RuntimeError: DataLoader worker ... is killed by signal: Terminated`` somewhere in
-    the iteration being finished, so no checkpoint was saved. Wrapping torch's
-    ``_set_worker_signal_handlers`` (run in each worker after the fork) restores the rule
-    that holds for Ctrl-C: the main process decides. A SIGTERM from the main process
-    itself (its shutdown of daemonic workers) still ends a worker
-    (:func:`_sigterm_only_from_parent`); ignoring every SIGTERM made that shutdown wait
-    forever.
-    """
-    from torch.utils.data._utils import signal_handling
-    current = getattr(signal_handling, '_set_worker_signal_handlers', None)
-    original = getattr(current, 'wrapped_by_saot', None)
-    if current is None or enable == (original is not None):
-        return  # not in this torch, or already as asked
-    if not enable:
-        signal_handling._set_worker_signal_handlers = original
-        return
-
-    def set_worker_signal_handlers(*args, **kwargs):
-        current(*args, **kwargs)
-        _sigterm_only_from_parent()
-    set_worker_signal_handlers.wrapped_by_saot = current
-    signal_handling._set_worker_signal_handlers = set_worker_signal_handlers
-
-
-def _sigterm_only_from_parent() -> None:
-    """In a DataLoader worker: end on a SIGTERM from the main process (its shutdown of
-    the workers, as torch's own handler does), ignore one from anyone else.
-
-    A Python handler cannot see who sent a signal, so SIGTERM is blocked in the worker
-    (a fresh fork: one thread, and the threads it starts inherit the mask) and a daemon
-    thread takes each one with ``sigwaitinfo``, which names the sender.
-    """
-    parent = os.getppid()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-
-    def wait() -> None:
-        while True:
-            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
-                os._exit(0)
-    threading.Thread(target=wait, name='sigterm_from_parent', daemon=True).start()
 
 
 def _tell(message: str) -> None:
