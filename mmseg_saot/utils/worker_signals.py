@@ -51,8 +51,8 @@ def _sigterm_only_from_parent() -> None:
 
     A Python handler cannot see who sent a signal, so SIGTERM is blocked in the worker
     and a daemon thread takes each one with ``sigwaitinfo``, which names the sender.
-    Threads that native libraries start in the child while it forks (an OpenMP pool of
-    a parent with several threads) are blocked too: :func:`_block_for_fork`.
+    A native thread can exist in the child before the worker's first line (seen when
+    the parent runs torch with 2 threads); it is blocked too: :func:`_block_for_fork`.
     """
     parent = os.getppid()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
