@@ -215,17 +215,16 @@ class Terminated(KeyboardInterrupt):
     Ctrl-C (``finally`` blocks, atomic writes, DataLoader shutdown) does so after it too."""
 
 
-def _raise_terminated(owner_pid: int, previous):
-    """A SIGTERM handler: :class:`Terminated` in process ``owner_pid``; a second SIGTERM
-    gets ``previous``."""
+def _raise_terminated(owner_pid: int):
+    """A SIGTERM handler: :class:`Terminated` in process ``owner_pid`` (a second SIGTERM
+    gets the default action); a forked child that inherited it (a Pool worker, ended by
+    ``Pool.terminate``) gets the default action at once. DataLoader workers never run
+    it: torch gives them their own handler (see :mod:`mmseg_saot.utils.worker_signals`)."""
     def handle(number, frame):
-        if os.getpid() != owner_pid:  # a forked child inherited the handler
-            if torch.utils.data.get_worker_info() is not None:
-                return  # a DataLoader worker: the main process decides and stops it
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a pool worker: Pool.terminate
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() != owner_pid:
             os.kill(os.getpid(), signal.SIGTERM)
             return
-        signal.signal(signal.SIGTERM, previous)
         raise Terminated()
     return handle
 
@@ -242,12 +241,11 @@ def interrupt_exits(message: str = '') -> Iterator[None]:
     (a training run's :class:`~mmseg_saot.engine.hooks.SaveOnInterruptHook`, which saves
     a checkpoint) takes precedence and passes signals outside its loop on to this one.
     """
-    previous = None
-    if (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)):
-        # (a handler already there, an enclosing block's or SaveOnInterruptHook's, stays)
-        previous = signal.SIG_DFL
-        signal.signal(signal.SIGTERM, _raise_terminated(os.getpid(), previous))
+    # (a handler already there, an enclosing block's or SaveOnInterruptHook's, stays)
+    installed = (threading.current_thread() is threading.main_thread()
+                 and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None))
+    if installed:
+        signal.signal(signal.SIGTERM, _raise_terminated(os.getpid()))
     # DataLoader workers leave SIGTERM to this process: one sent to the whole process
     # group would otherwise end them first, and torch would raise a RuntimeError here
     patched_workers = worker_signals.sigterm_from_parent_only(True)
@@ -260,7 +258,7 @@ def interrupt_exits(message: str = '') -> Iterator[None]:
         print(f'Interrupted. {message}'.rstrip(), file=sys.stderr)
         sys.exit(130)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if patched_workers:
             worker_signals.sigterm_from_parent_only(False)
