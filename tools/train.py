@@ -123,7 +123,7 @@ def main() -> None:
         if get_rank() == 0:
             print(f'Stopped after iteration {stop.iteration}; {stop.checkpoint} holds the '
                   f'run. Continue with: {again}', file=sys.stderr)
-        sys.exit(130)
+        sys.exit(stop.exit_code)  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def finished_at(checkpoint, max_iters: Optional[int]) -> Optional[int]:

@@ -27,12 +27,21 @@ class TrainingInterrupted(Exception):
     Attributes:
         checkpoint: path of the checkpoint a ``--resume`` continues from.
         iteration: iterations done (the checkpoint's ``meta['iter']``).
+        signal_name: the signal that stopped the run (``'SIGINT'``, ``'SIGTERM'``).
     """
 
-    def __init__(self, checkpoint: str, iteration: int) -> None:
-        super().__init__(f'training interrupted after iteration {iteration}; '
-                         f'saved {checkpoint}')
+    def __init__(self, checkpoint: str, iteration: int,
+                 signal_name: str = 'SIGINT') -> None:
+        super().__init__(f'training interrupted by {signal_name} after iteration '
+                         f'{iteration}; saved {checkpoint}')
         self.checkpoint, self.iteration = checkpoint, iteration
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by the signal: 128 + its number
+        (130 for SIGINT, 143 for SIGTERM), so a batch scheduler sees which one it was."""
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))
 
 
 # A repeat within this many seconds is the same interrupt: a terminal's Ctrl-C reaches
@@ -79,6 +88,7 @@ class InterruptSignals:
         if self.installed or threading.current_thread() is not threading.main_thread():
             return self.installed
         self.owner_pid, self.requested, self.loop_code = os.getpid(), False, None
+        self.signal_name = ''
         for name in signal_names:
             number = getattr(signal, name)
             self._previous[number] = signal.signal(number, self._handle)
@@ -89,6 +99,12 @@ class InterruptSignals:
     def arm(self, loop) -> None:
         """Signals inside ``loop.run`` (an ``IterBasedTrainLoop``) request a stop."""
         self.loop_code = type(loop).run.__code__
+
+    def stopped_at(self, checkpoint: str, iteration: int) -> TrainingInterrupted:
+        """The exception that ends the run, naming the signal that asked for it (a DDP
+        rank that only learnt of the request from another rank says SIGINT)."""
+        return TrainingInterrupted(checkpoint, iteration,
+                                   signal_name=self.signal_name or 'SIGINT')
 
     def disarm(self) -> None:
         self.loop_code, self.saved = None, None
@@ -124,7 +140,7 @@ class InterruptSignals:
         if self.saved is not None:  # a validation of a saved iteration: nothing to wait for
             _tell(f'{self.signal_name}: stopping now; {self.saved[0]} holds iteration '
                   f'{self.saved[1]} (the validation under way is dropped).')
-            raise TrainingInterrupted(*self.saved)
+            raise self.stopped_at(*self.saved)
         _tell(f'{self.signal_name}: finishing this iteration (and a validation under way), '
               f'then saving a checkpoint; send it again, {REPEAT_WINDOW_S:g} s or more later, '
               'to stop at once without saving.')
@@ -217,7 +233,7 @@ class SaveOnInterruptHook(Hook):
         print_log(f'SaveOnInterruptHook: {SIGNALS.signal_name or "a signal"} -> stopped '
                   f'after iteration {iteration}; checkpoint {path}.', logger='current')
         SIGNALS.disarm()
-        raise TrainingInterrupted(path, iteration)
+        raise SIGNALS.stopped_at(path, iteration)
 
     def before_val_epoch(self, runner) -> None:
         """Validation inside training of an iteration already saved: a signal during it
@@ -232,7 +248,7 @@ class SaveOnInterruptHook(Hook):
             SIGNALS.saved = (path, runner.iter)
             if requested:
                 SIGNALS.disarm()
-                raise TrainingInterrupted(path, runner.iter)
+                raise SIGNALS.stopped_at(path, runner.iter)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         SIGNALS.saved = None

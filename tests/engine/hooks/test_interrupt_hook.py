@@ -65,6 +65,7 @@ def test_first_signal_in_training_saves_at_the_iteration_end_and_stops(hook, tmp
         hook.after_train_iter(runner, 0)
     path = str(tmp_path / 'iter_5.pth')
     assert (stop.value.checkpoint, stop.value.iteration) == (path, 5)
+    assert (stop.value.signal_name, stop.value.exit_code) == ('SIGINT', 130)
     runner.save_checkpoint.assert_called_once_with(str(tmp_path), 'iter_5.pth', by_epoch=False)
     assert (tmp_path / 'last_checkpoint').read_text() == path
     hook.after_run(runner)
@@ -77,9 +78,11 @@ def test_an_iteration_the_checkpoint_hook_just_saved_is_not_saved_again(hook, tm
     hook.before_run(runner)
     hook.before_train(runner)
     in_loop(lambda: interrupt(signal.SIGTERM))
-    with pytest.raises(TrainingInterrupted, match='iter_4.pth'):
+    with pytest.raises(TrainingInterrupted, match='iter_4.pth') as stop:
         hook.after_train_iter(runner, 0)
     runner.save_checkpoint.assert_not_called()
+    # the shell's code for SIGTERM, which batch schedulers read
+    assert (stop.value.signal_name, stop.value.exit_code) == ('SIGTERM', 143)
 
 
 def test_during_validation_of_a_saved_iteration_a_signal_stops_at_once(hook, tmp_path):
