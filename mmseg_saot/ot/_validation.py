@@ -142,16 +142,20 @@ def check_balanced_masses(a: torch.Tensor, b: torch.Tensor, rho: Tuple[float, fl
 
 def check_features(name: str, x: torch.Tensor) -> None:
     """Check a ``(N, D)`` feature matrix."""
+    _check_feature_shape(name, x)
+    check_finite(name, x)
+
+
+def _check_feature_shape(name: str, x: torch.Tensor) -> None:
     check_float(name, x)
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f'`{name}` must have shape (num_points, dim) with both > 0, got '
                          f'shape {tuple(x.shape)}.')
-    check_finite(name, x)
 
 
-def check_projection(projection, dim: int) -> None:
-    """Check a ``projection`` argument against features of dimension ``dim``: None, a
-    callable, or a floating ``(dim, D')`` matrix."""
+def check_projection(projection, dim: int, device: torch.device) -> None:
+    """Check a ``projection`` argument against features of dimension ``dim`` on
+    ``device``: None, a callable, or a floating ``(dim, D')`` matrix."""
     if projection is None or (callable(projection) and
                               not isinstance(projection, torch.Tensor)):
         return
@@ -162,16 +166,22 @@ def check_projection(projection, dim: int) -> None:
         raise ValueError(f'`projection` must have shape (D, D\') = ({dim}, D\') for features '
                          f'of dimension D = {dim}, got {tuple(projection.shape)}.')
     check_float('projection', projection)
+    if projection.device != device:
+        raise ValueError(f'`projection` must be on the features\' device, {device}, got '
+                         f'{projection.device}: move it with .to({str(device)!r}).')
 
 
 def check_feature_pair(x: torch.Tensor, y: torch.Tensor, x_name: str = 'x',
                        y_name: str = 'y') -> None:
-    """Check two feature matrices that share their feature dimension."""
-    check_features(x_name, x)
-    check_features(y_name, y)
+    """Check two feature matrices that share their feature dimension and device
+    (shapes and devices first: they are cheap, and a wrong device fails any later check)."""
+    _check_feature_shape(x_name, x)
+    _check_feature_shape(y_name, y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f'`{x_name}` and `{y_name}` must share their feature dimension, '
                          f'got shapes {tuple(x.shape)} and {tuple(y.shape)}.')
     if x.device != y.device:
         raise ValueError(f'`{x_name}` and `{y_name}` must be on the same device, got '
-                         f'{x.device} and {y.device}.')
+                         f'{x.device} and {y.device}: move one with .to(...).')
+    check_finite(x_name, x)
+    check_finite(y_name, y)

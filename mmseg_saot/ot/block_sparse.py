@@ -286,7 +286,7 @@ def block_sparse_sinkhorn(x: torch.Tensor,
         :class:`BlockSparseResult`.
     """
     check_feature_pair(x, y)
-    check_projection(projection, x.shape[1])
+    check_projection(projection, x.shape[1], x.device)
     if x.dtype != y.dtype:  # as sinkhorn_online and nn_transfer: the wider of the two
         common = torch.promote_types(x.dtype, y.dtype)
         x, y = x.to(common), y.to(common)

@@ -78,7 +78,7 @@ def sinkhorn_online(x: torch.Tensor,
         :class:`SinkhornResult`; its ``plan`` and ``plan_blocks`` recompute the cost.
     """
     check_feature_pair(x, y)
-    check_projection(projection, x.shape[1])
+    check_projection(projection, x.shape[1], x.device)
     epsilon = check_epsilon(epsilon)
     rho_pair = parse_rho(rho)
     if torch.is_grad_enabled() and any(
