@@ -254,3 +254,19 @@ def test_an_out_dir_that_is_a_file_is_refused(tool, cityscapes_root, tmp_path, c
     assert run(tool, cityscapes_root, '--out-dir', tmp_path / 'taken') == 2
     err = capsys.readouterr().err
     assert err.startswith('error: --out-dir') and str(tmp_path / 'taken') in err
+
+
+def test_the_test_split_is_left_alone_and_said(tool, cityscapes_root, capsys):
+    # Cityscapes ships gtFine/test annotations without the classes (the labels are
+    # withheld): their train ids would be all 255, a quarter of the files for nothing
+    test_json = cityscapes_root / 'gtFine' / 'test' / 'berlin' / \
+        'berlin_000000_000019_gtFine_polygons.json'
+    test_json.parent.mkdir(parents=True)
+    write_polygons(test_json, [])
+    assert run(tool, cityscapes_root) == 0
+    captured = capsys.readouterr()
+    assert '1 converted, 0 already done' in captured.out
+    assert (f'not converted: {cityscapes_root / "gtFine" / "test"} (only train and val '
+            'are; Cityscapes withholds the test labels)') in captured.out
+    assert not train_ids_path(test_json).exists()
+    assert train_ids_of(cityscapes_root).shape == (H, W)

@@ -22,10 +22,12 @@ files while that file exists warns that the file is out of date. Usage::
     python tools/dataset_converters/cityscapes.py CITYSCAPES_ROOT [--nproc 8]
         [--class-stats] [--from-label-ids] [--force] [--out-dir DIR]
 
-The splits present are converted (every folder under ``gtFine``): with only
-``gtFine/val`` (or only train) downloaded, the other split is skipped with a
-warning; the tool stops only when neither ``gtFine/train`` nor ``gtFine/val``
-exists. A ``*_gtFine_labelTrainIds.png`` is kept if it is up to date: modified
+The train and val splits present are converted: with only ``gtFine/val`` (or
+only train) downloaded, the other split is skipped with a warning; the tool stops
+only when neither ``gtFine/train`` nor ``gtFine/val`` exists. ``gtFine/test`` (and
+any other folder there) is left alone, and said: Cityscapes withholds the test
+labels (its annotations hold no classes to train or score on), so their train
+ids would all be 255. A ``*_gtFine_labelTrainIds.png`` is kept if it is up to date: modified
 no earlier than its annotation (mtime >=). An older one is converted again,
 and ``--force`` converts every file again.
 """
@@ -67,9 +69,19 @@ class AnnotationError(Exception):
 
 
 def find_annotations(root: Path, from_label_ids: bool) -> List[Path]:
-    """Every annotation to convert under ``root/gtFine`` (all splits)."""
+    """Every annotation to convert under ``root/gtFine/<split>`` for the splits of
+    :data:`SPLITS`."""
     suffix = LABEL_IDS_SUFFIX if from_label_ids else POLYGONS_SUFFIX
-    return sorted((root / 'gtFine').glob(f'*/*/*{suffix}'))
+    return sorted(path for split in SPLITS
+                  for path in (root / 'gtFine' / split).glob(f'*/*{suffix}'))
+
+
+def other_folders(root: Path) -> List[str]:
+    """The folders under ``root/gtFine`` that are not splits of :data:`SPLITS` (the
+    test split, whose labels Cityscapes withholds): not converted."""
+    gt = root / 'gtFine'
+    return sorted(path.name for path in gt.iterdir()
+                  if path.is_dir() and path.name not in SPLITS) if gt.is_dir() else []
 
 
 def find_missing_splits(root: Path) -> List[str]:
@@ -223,15 +235,17 @@ def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
                               'install cityscapesscripts (or convert the '
                               f'*{LABEL_IDS_SUFFIX} files with '
                               '--from-label-ids)') from None
-    jobs = [(str(a), str(train_ids_path(a, root, out_dir)), from_label_ids, force,
-             with_class_stats and split_of(a, root) == STATS_SPLIT)
-            for a in annotations]
+    out_files = [str(train_ids_path(a, root, out_dir)) for a in annotations]
+    in_stats_split = {out_file: split_of(a, root) == STATS_SPLIT
+                      for a, out_file in zip(annotations, out_files)}
+    jobs = [(str(a), out_file, from_label_ids, force,
+             with_class_stats and in_stats_split[out_file])
+            for a, out_file in zip(annotations, out_files)]
     records, converted, converted_stats_split = [], 0, 0
     for out_file, counts, did_convert in map_with_progress(
             _convert_job, jobs, nproc, 'Cityscapes labels', chunksize=8):
         converted += did_convert
-        in_split = Path(out_file).relative_to(stats_dir).parts[-3] == STATS_SPLIT
-        converted_stats_split += did_convert and in_split
+        converted_stats_split += did_convert and in_stats_split[out_file]
         if counts is not None:
             records.append(dict(
                 file=Path(out_file).relative_to(stats_dir).as_posix(),
@@ -294,6 +308,9 @@ def main(argv=None) -> int:
     for split in done.missing_splits:
         print(f'warning: skipped the {split} split: '
               f'{root / "gtFine" / split} does not exist', file=sys.stderr)
+    for name in other_folders(root):
+        print(f'not converted: {root / "gtFine" / name} (only {" and ".join(SPLITS)} are; '
+              'Cityscapes withholds the test labels)')
     print(f'{done.converted} converted, {done.total - done.converted} already '
           f'done (*{TRAIN_IDS_SUFFIX} under {done.out_dir})')
     if args.out_dir is not None:
