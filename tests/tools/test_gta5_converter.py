@@ -97,7 +97,16 @@ def test_existing_files_are_skipped_unless_forced(tool, gta5_root, capsys):
     assert run(tool, gta5_root) == 0
     assert '0 converted, 2 already done' in capsys.readouterr().out
     assert (cv2.imread(str(out), cv2.IMREAD_UNCHANGED) == 3).all()
-    assert (gta5_root / 'sample_class_stats.json').read_text() == stats
+    # the stats follow the file the sampler reads: the changed one is counted again
+    records = json.loads((gta5_root / 'sample_class_stats.json').read_text())
+    assert records[0]['counts'] == {'3': H * W}
+    assert records[1:] == json.loads(stats)[1:]
+    # counts are reused (not read again) while the stats are no older than the file
+    cv2.imwrite(str(out), np.full((H, W), 5, np.uint8))
+    label_time = os.stat(gta5_root / 'labels' / '00001.png').st_mtime_ns
+    os.utime(out, ns=(label_time, label_time))  # still up to date, older than the stats
+    assert run(tool, gta5_root) == 0
+    assert json.loads((gta5_root / 'sample_class_stats.json').read_text()) == records
     assert run(tool, gta5_root, '--force') == 0
     assert '2 converted' in capsys.readouterr().out
     assert (cv2.imread(str(out), cv2.IMREAD_UNCHANGED) == expected_train_ids(

@@ -17,9 +17,11 @@ With ``--out-dir DIR`` both go to DIR instead (``DIR/00001_labelTrainIds.png``,
     python tools/dataset_converters/gta5.py GTA5_ROOT [--nproc 8]
         [--out-dir DIR] [--force]
 
-A converted file is kept (its class counts reused from the previous stats file)
-if it is up to date: modified no earlier than its label (mtime >=). An older
-one is converted again, and ``--force`` converts every file again.
+A converted file is kept if it is up to date: modified no earlier than its label
+(mtime >=). An older one is converted again, and ``--force`` converts every file
+again. A kept file's class counts are reused from the previous stats file when
+that file is no older than it; one changed since (rewritten by hand or by another
+tool) is counted again, as class-balanced sampling reads the counts.
 """
 import argparse
 import os
@@ -142,7 +144,7 @@ def convert_gta5(root: Path, out_dir: Optional[Path] = None, nproc: int = 1,
         dst = train_id_path(src, out_dir)
         name = stats_name(dst)
         up_to_date = not force and is_up_to_date(str(dst), [str(src)])
-        if up_to_date and name in known:
+        if up_to_date and name in known and is_up_to_date(str(stats_path), [str(dst)]):
             records.append(dict(file=name, counts=known[name]))
         else:
             jobs.append((str(src), str(dst), not up_to_date))
