@@ -68,7 +68,7 @@ class StandInViT(nn.Module):
 
     def __init__(self, dim: int = 1024, depth: int = 24, heads: int = 16, patch: int = 14):
         super().__init__()
-        self.patch = patch
+        self.patch, self.dim = patch, dim
         self.embed = nn.Conv2d(3, dim, patch, patch)
         layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, activation='gelu',
                                            batch_first=True, norm_first=True, dropout=0.0)
@@ -122,6 +122,7 @@ class TimmViT(nn.Module):
             from mmseg_saot.models.backbones.vit_checkpoint import load_vit_weights
             load_vit_weights(self.vit, os.path.expanduser(checkpoint))
         self.patch = self.vit.patch_embed.patch_size[0]
+        self.dim = self.vit.embed_dim
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens = self.vit.forward_features(images)[:, self.vit.num_prefix_tokens:]
@@ -197,17 +198,29 @@ def demo_count_problem(root: str, num_sources: int, num_targets: int,
     return None
 
 
-def memory_problem(num_images: int, size: Tuple[int, int],
-                   available: Optional[int]) -> Optional[str]:
+def memory_problem(num_images: int, size: Tuple[int, int], available: Optional[int],
+                   feature_bytes: int = 0) -> Optional[str]:
     """Why ``num_images`` images of ``size`` (H, W), held as float32 RGB with int64
-    labels, do not fit in ``available`` bytes (None: unknown, no check), or None."""
-    needed = num_images * size[0] * size[1] * (3 * 4 + 8)
+    labels, and ``feature_bytes`` of source features do not fit in ``available`` bytes
+    (None: unknown, no check), or None."""
+    needed = num_images * size[0] * size[1] * (3 * 4 + 8) + feature_bytes
     if available is None or needed <= available:
         return None
-    return (f'{num_images} images of {size[0]}x{size[1]} (the bank, the timed targets and '
-            f'the warm-up batch) take {needed / 2**30:.1f} GiB in memory, and this machine '
-            f'has {available / 2**30:.1f} GiB free; use fewer --sources or --targets or a '
+    held = f'{num_images} images of {size[0]}x{size[1]} (the bank, the timed targets and ' \
+        'the warm-up batch)' + (" and the bank's features" if feature_bytes else '')
+    return (f'{held} take {needed / 2**30:.1f} GiB in memory, and this machine has '
+            f'{available / 2**30:.1f} GiB free; use fewer --sources or --targets or a '
             'smaller --size')
+
+
+def source_feature_bytes(num_sources: int, size: Tuple[int, int], backbone: nn.Module,
+                         device: str) -> int:
+    """Host memory the bank's fp32 features take at their peak (the per-batch pieces
+    and their concatenation); 0 when they live on a GPU."""
+    if torch.device(device).type != 'cpu':
+        return 0
+    patches = (size[0] // backbone.patch) * (size[1] // backbone.patch)
+    return 2 * num_sources * patches * backbone.dim * 4
 
 
 def demo_scenes(root: str, count: int, source: bool, size) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -332,8 +345,7 @@ def main(argv=None) -> str:
     num_sources = args.sources or preset['sources']
     device, size, batch = args.device, preset['size'], preset['batch']
     problem = (demo_count_problem(args.demo_root, num_sources, num_targets, batch)
-               if args.preset == 'demo' else None) or memory_problem(
-                   num_sources + num_targets + batch, size, available_memory())
+               if args.preset == 'demo' else None)
     if problem:
         parser.error(problem)
     labelers = import_labelers()
@@ -349,7 +361,9 @@ def main(argv=None) -> str:
         parser.error(str(err))
     patch = backbone.patch
     problem = size_problem(size, patch, kind.split(' (')[0],
-                           preset=None if args.size else args.preset)
+                           preset=None if args.size else args.preset) or memory_problem(
+        num_sources + num_targets + batch, size, available_memory(),
+        source_feature_bytes(num_sources, size, backbone, device))
     if problem:
         parser.error(problem)
     if args.preset == 'demo':

@@ -125,3 +125,20 @@ def test_the_table_gives_the_real_k_and_the_exact_command(tmp_path, monkeypatch)
     assert (f"Command: `python tools/benchmark_pseudo_labels.py --demo-root '{root}' --sources "
             f"3 --targets 1 --size 14 28 --solver dense --out {out}`") in table
     assert out.read_text() == table
+
+
+def test_the_banks_features_count_on_a_cpu_run(monkeypatch, capsys):
+    # paper preset with ViT-S/14 (dim 384): the 208 images take 2.08 GiB, the bank's
+    # 64 x 37x74 features 0.50 GiB at their peak; 2.5 GiB free holds the images only
+    tool = load_tool(TOOL)
+    import mmseg_saot.utils.machine as machine
+    monkeypatch.setattr(machine, 'available_memory', lambda: int(2.5 * 2**30))
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--preset', 'paper', '--model', 'vit_small_patch14_dinov2'])
+    assert stop.value.code == 2
+    assert ("error: 208 images of 518x1036 (the bank, the timed targets and the warm-up "
+            "batch) and the bank's features take 2.6 GiB in memory, and this machine has "
+            '2.5 GiB free') in capsys.readouterr().err
+    vit_l = tool.StandInViT(depth=1)  # patch 14, dim 1024
+    assert tool.source_feature_bytes(64, (518, 1036), vit_l, 'cpu') == 2 * 64 * 2738 * 1024 * 4
+    assert tool.source_feature_bytes(64, (518, 1036), vit_l, 'cuda') == 0  # on the GPU
