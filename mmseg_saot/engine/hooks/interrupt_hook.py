@@ -101,8 +101,8 @@ class InterruptSignals:
         self.loop_code = type(loop).run.__code__
 
     def stopped_at(self, checkpoint: str, iteration: int) -> TrainingInterrupted:
-        """The exception that ends the run, naming the signal that asked for it (a DDP
-        rank that only learnt of the request from another rank says SIGINT)."""
+        """The exception that ends the run, naming the signal that asked for it (SIGINT
+        when none is known)."""
         return TrainingInterrupted(checkpoint, iteration,
                                    signal_name=self.signal_name or 'SIGINT')
 
@@ -232,6 +232,7 @@ class SaveOnInterruptHook(Hook):
                 atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), path)
         print_log(f'SaveOnInterruptHook: {SIGNALS.signal_name or "a signal"} -> stopped '
                   f'after iteration {iteration}; checkpoint {path}.', logger='current')
+        SIGNALS.signal_name = self._signal_on_any_rank()
         SIGNALS.disarm()
         raise SIGNALS.stopped_at(path, iteration)
 
@@ -247,6 +248,7 @@ class SaveOnInterruptHook(Hook):
         if saved:
             SIGNALS.saved = (path, runner.iter)
             if requested:
+                SIGNALS.signal_name = self._signal_on_any_rank()
                 SIGNALS.disarm()
                 raise SIGNALS.stopped_at(path, runner.iter)
 
@@ -266,6 +268,17 @@ class SaveOnInterruptHook(Hook):
         """Whether ``work_dir/last_checkpoint`` names ``path`` (CheckpointHook saved it)."""
         named = read_last_checkpoint(work_dir)
         return bool(named) and osp.abspath(named) == osp.abspath(path)
+
+    @staticmethod
+    def _signal_on_any_rank() -> str:
+        """The signal every rank reports stopping on: the highest-numbered one any rank
+        received (SIGTERM over SIGINT: a scheduler's stop wins), so that all ranks exit
+        with the same code. Every rank must call it (a collective under DDP)."""
+        name = SIGNALS.signal_name
+        number = torch.tensor([float(getattr(signal, name)) if name else 0.0])
+        if dist.get_world_size() > 1:
+            dist.all_reduce(number, op='max')
+        return signal.Signals(int(number.item())).name if number.item() else name
 
     @staticmethod
     def _on_any_rank(*flags: bool) -> Tuple[bool, ...]:

@@ -205,3 +205,21 @@ def test_outside_the_loop_sigterm_keeps_its_default_action(python):
     result = subprocess.run([python, '-c', script], capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
     assert 'survived' not in result.stdout
+
+
+def test_under_ddp_every_rank_stops_on_the_signal_any_rank_got(hook, tmp_path, monkeypatch):
+    # this rank saw Ctrl-C; another got the scheduler's SIGTERM: both must exit 143
+    from mmseg_saot.engine.hooks import interrupt_hook
+    def all_reduce(values, op):  # flags are 0 or 1; the signal reduce sends this rank's 2
+        assert op == 'max'
+        if values.tolist() == [float(signal.SIGINT)]:
+            values.fill_(float(signal.SIGTERM))  # the other rank's number is higher
+    monkeypatch.setattr(interrupt_hook.dist, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(interrupt_hook.dist, 'all_reduce', all_reduce)
+    runner = iter_runner(tmp_path)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    in_loop(interrupt)
+    with pytest.raises(TrainingInterrupted) as stop:
+        hook.after_train_iter(runner, 0)
+    assert (stop.value.signal_name, stop.value.exit_code) == ('SIGTERM', 143)
