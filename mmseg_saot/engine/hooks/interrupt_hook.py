@@ -223,6 +223,7 @@ class SaveOnInterruptHook(Hook):
                          outputs=None) -> None:
         if not SIGNALS.armed or not self._on_any_rank(SIGNALS.requested)[0]:
             return
+        SIGNALS.signal_name = self._signal_on_any_rank()  # for the log line and exit code
         iteration = runner.iter + 1
         filename = f'iter_{iteration}.pth'
         path = osp.join(runner.work_dir, filename)
@@ -232,7 +233,6 @@ class SaveOnInterruptHook(Hook):
                 atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), path)
         print_log(f'SaveOnInterruptHook: {SIGNALS.signal_name or "a signal"} -> stopped '
                   f'after iteration {iteration}; checkpoint {path}.', logger='current')
-        SIGNALS.signal_name = self._signal_on_any_rank()
         SIGNALS.disarm()
         raise SIGNALS.stopped_at(path, iteration)
 
