@@ -161,7 +161,8 @@ class SAOTPseudoLabelHook(Hook):
         keys = dataset.keys()
         bank = evenly_spaced(len(source_set), self.num_source_images)
         fingerprint = make_fingerprint(
-            backbone=model.backbone, labeler_cfg=self.labeler_cfg, source_cfg=self.source_cfg,
+            model=model, labeler_cfg=self.labeler_cfg, num_classes=self.num_classes,
+            ignore_index=self.ignore_index, source_cfg=self.source_cfg,
             target_pipeline=getattr(dataset.target, 'pipeline', None), keys=keys,
             feature_index=self.feature_index, num_source_images=self.num_source_images,
             target_mean_images=self.target_mean_images,

@@ -35,14 +35,19 @@ def _settings(module: torch.nn.Module, names) -> str:
         f'{name}={getattr(module, name, None)!r}' for name in names)
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A hash of ``model.backbone``'s weights and settings (which blocks it outputs, their
-    norm and dtype) and of ``model.data_preprocessor``'s (mean/std, channel order, padding)."""
+def feature_settings(model: torch.nn.Module) -> str:
+    """What decides ``model``'s frozen features besides the backbone's weights, as text:
+    the backbone's settings (which blocks it outputs, their norm and dtype) and the data
+    preprocessor's (channel order, padding; a hash of its tensors, mean and std)."""
     preprocessor = model.data_preprocessor
-    config = ' | '.join([_settings(model.backbone, _BACKBONE_SETTINGS),
-                         _settings(preprocessor, _PREPROCESSOR_SETTINGS),
-                         module_fingerprint(preprocessor)])
-    return module_fingerprint(model.backbone, config=config)
+    return ' | '.join([_settings(model.backbone, _BACKBONE_SETTINGS),
+                       _settings(preprocessor, _PREPROCESSOR_SETTINGS),
+                       module_fingerprint(preprocessor)])
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of ``model.backbone``'s weights and of :func:`feature_settings`."""
+    return module_fingerprint(model.backbone, config=feature_settings(model))
 
 
 class FeatureStore:

@@ -7,6 +7,8 @@ import torch
 
 from mmseg_saot.utils.digests import named_tensors_sha256
 
+from .feature_store import feature_settings
+
 
 def weights_checksum(module: torch.nn.Module) -> str:
     """sha256 of every parameter and buffer of ``module`` (names, shapes, bytes)."""
@@ -55,23 +57,34 @@ def dataset_files(dataset, indices: Optional[Sequence[int]] = None,
     return paths
 
 
-def make_fingerprint(*, backbone: torch.nn.Module, labeler_cfg: dict, source_cfg: Any,
-                     target_pipeline: Any, keys: Sequence[str], feature_index: int,
+def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: int,
+                     ignore_index: int, source_cfg: Any, target_pipeline: Any,
+                     keys: Sequence[str], feature_index: int,
                      num_source_images: Optional[int], target_mean_images: int,
                      target_files: Sequence[Optional[str]],
                      source_files: Sequence[Optional[str]]) -> Dict[str, Any]:
     """The fingerprint stored in the manifest; any change starts a new cache.
 
-    It names the backbone (timm model name and a checksum of its weights), the labeller
-    config, the source dataset config, the target labelling pipeline, the target image
-    list, the bank settings, and the size and modification time of the target images
-    and of the source bank's images and label maps (:func:`files_checksum`): labels of
-    an image edited since, or made from edited sources, are never reused.
+    It names the backbone (timm model name and a checksum of its weights), what else
+    decides the features (the backbone's output blocks, norm and dtype, the data
+    preprocessor's mean, std, channel order and padding: :func:`feature_settings`), the
+    labeller config and label space, the source dataset config, the target labelling
+    pipeline, the target image list, the bank settings, and the size and modification
+    time of the target images and of the source bank's images and label maps
+    (:func:`files_checksum`): labels of an image edited since, or made from edited
+    sources, are never reused.
+
+    Args:
+        model: the segmentor whose ``backbone`` and ``data_preprocessor`` give the
+            features.
     """
+    backbone = model.backbone
     return dict(
         backbone=getattr(backbone, 'model_name', type(backbone).__name__),
         weights_checksum=weights_checksum(backbone),
-        labeler=_plain(labeler_cfg), source=_plain(source_cfg),
+        feature_settings=feature_settings(model),
+        labeler=_plain(labeler_cfg), num_classes=num_classes, ignore_index=ignore_index,
+        source=_plain(source_cfg),
         target_pipeline=_plain(target_pipeline), num_target_images=len(keys),
         target_images_checksum=keys_checksum(keys), feature_index=feature_index,
         num_source_images=num_source_images, target_mean_images=target_mean_images,

@@ -1,8 +1,12 @@
 """What identifies a pseudo-label cache: file checksums and the changed entries."""
 import os
 
+import pytest
+import torch
+
 from mmseg_saot.datasets.pseudo_label_cache import changed_entries
-from mmseg_saot.engine.pseudo_labels.fingerprint import dataset_files, files_checksum
+from mmseg_saot.engine.pseudo_labels.fingerprint import (dataset_files, files_checksum,
+                                                         make_fingerprint)
 
 
 def test_files_checksum_follows_size_and_modification_time(tmp_path):
@@ -40,3 +44,48 @@ def test_changed_entries_names_what_differs():
     new = dict(labeler={'k': 2}, target_files_checksum='b', backbone='vit', extra=1)
     assert changed_entries(old, new) == 'extra, labeler, target_files_checksum'
     assert changed_entries(None, new) == ''
+
+
+def _model(mean=(0.0, 0.0, 0.0), bgr_to_rgb=True, out_indices=1, feature_dtype='fp32',
+           seed=0):
+    """A stand-in segmentor: a backbone with the settings the features depend on, and
+    MMSeg's data preprocessor."""
+    from mmseg.models import SegDataPreProcessor
+    torch.manual_seed(seed)
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Linear(2, 2)
+    model.backbone.model_name = 'vit_small_patch14_dinov2'
+    model.backbone.out_indices, model.backbone.feature_dtype = out_indices, feature_dtype
+    model.data_preprocessor = SegDataPreProcessor(mean=list(mean), std=[1.0, 1.0, 1.0],
+                                                  bgr_to_rgb=bgr_to_rgb)
+    return model
+
+
+def _fingerprint(model, **changes):
+    settings = dict(model=model, labeler_cfg=dict(type='SAOTLabeler'), num_classes=19,
+                    ignore_index=255, source_cfg=dict(type='GTA5Dataset'),
+                    target_pipeline=None, keys=['a', 'b'], feature_index=-1,
+                    num_source_images=None, target_mean_images=64, target_files=['a.png'],
+                    source_files=['s.png', 's_labelTrainIds.png'])
+    settings.update(changes)
+    return make_fingerprint(**settings)
+
+
+@pytest.mark.parametrize('change, entries', [
+    (dict(mean=(123.675, 116.28, 103.53)), 'feature_settings'),  # normalisation
+    (dict(bgr_to_rgb=False), 'feature_settings'),  # channel order
+    (dict(out_indices=4), 'feature_settings'),  # which blocks the backbone outputs
+    (dict(feature_dtype='bf16'), 'feature_settings'),
+    (dict(seed=1), 'weights_checksum'),  # other backbone weights
+])
+def test_the_fingerprint_follows_what_decides_the_features(change, entries):
+    # a cache labelled with other features must not be reused: these used to be left out
+    base = _fingerprint(_model())
+    assert _fingerprint(_model()) == base
+    assert changed_entries(base, _fingerprint(_model(**change))) == entries
+
+
+def test_the_fingerprint_follows_the_label_space():
+    base = _fingerprint(_model())
+    assert changed_entries(base, _fingerprint(_model(), num_classes=20)) == 'num_classes'
+    assert changed_entries(base, _fingerprint(_model(), ignore_index=0)) == 'ignore_index'
