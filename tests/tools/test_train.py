@@ -214,6 +214,30 @@ def test_kill_then_resume_continues_the_run(python, tiny_config,
     assert (interrupted / 'iter_6.pth').stat().st_mtime_ns == stamp
 
 
+def test_a_cache_of_other_settings_is_labelled_again_before_the_first_batch(
+        python, tiny_config, reference_run, tmp_path):
+    # every label file exists, but another run's (here: all car): the hook moves them
+    # aside and labels again, and no batch the dataloader prefetched from them is trained
+    # on (it was, when the hook restarted the dataloader only if a label file was missing)
+    import cv2
+    from mmseg_saot.datasets.pseudo_label_cache import fingerprint_hash
+    work_dir = tmp_path / 'run'
+    cache = work_dir / 'pseudo_labels'
+    shutil.copytree(reference_run / 'pseudo_labels', cache)
+    for label_file in (cache / 'labels').rglob('*.png'):
+        cv2.imwrite(str(label_file), cv2.imread(str(label_file), cv2.IMREAD_UNCHANGED) * 0 + 13)
+    manifest = json.loads((cache / 'manifest.json').read_text())
+    manifest['fingerprint']['labeler']['epsilon'] = 123.0
+    manifest['config_hash'] = fingerprint_hash(manifest['fingerprint'])
+    (cache / 'manifest.json').write_text(json.dumps(manifest))
+    result = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(work_dir.glob('pseudo_labels.stale-*'))) == 1
+    final, reference = head_state(work_dir / 'iter_6.pth'), head_state(reference_run / 'iter_6.pth')
+    for key, value in reference.items():
+        torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
+
+
 def train_past_iteration_2(python, tiny_config, work_dir, **popen) -> subprocess.Popen:
     """A long training run (pipes for its output), returned once ``iter_2.pth`` is saved."""
     process = subprocess.Popen(

@@ -41,15 +41,24 @@ def restart_train_dataloader(runner) -> None:
     pseudo-labels existed failed. mmengine's ``InfiniteSampler`` keeps one index
     generator for its lifetime, which the old iterator closes when it is dropped,
     so the sampler gets a new one first (the same seeded order from the start).
+    Persistent workers are ended too: their random state moved on with each sample they
+    prefetched (crops, flips), and new workers start from the seeded state, as in a run
+    that never prefetched, so a run trains the same whether or not its workers had
+    samples to prefetch (a reused cache, a resumed run) or not (a new one).
     """
     loop = runner.train_loop
     if not hasattr(loop, 'dataloader_iterator'):  # epoch loops iterate afresh anyway
         return
     from mmengine.runner.loops import _InfiniteDataloaderIterator
-    sampler = getattr(loop.dataloader, 'sampler', None)
+    dataloader = loop.dataloader
+    workers = getattr(dataloader, '_iterator', None)  # set for persistent workers only
+    if workers is not None and hasattr(workers, '_shutdown_workers'):
+        workers._shutdown_workers()
+        dataloader._iterator = None
+    sampler = getattr(dataloader, 'sampler', None)
     if hasattr(sampler, '_indices_of_rank') and hasattr(sampler, 'indices'):
         sampler.indices = sampler._indices_of_rank()
-    loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
+    loop.dataloader_iterator = _InfiniteDataloaderIterator(dataloader)
 
 
 def _check_labeler(labeler: dict, num_classes: int, ignore_index: int) -> None:
@@ -77,9 +86,10 @@ class SAOTPseudoLabelHook(Hook):
     segmentor (its data preprocessor and backbone, in its feature dtype). The work is
     :func:`~mmseg_saot.engine.pseudo_labels.label_target_set`: a complete cache
     with the same fingerprint is reused, a partial one completed, and under DDP each
-    rank labels its own shard. If labels were written, the training dataloader is
-    restarted (:func:`restart_train_dataloader`), so no worker keeps a sample it
-    tried to load before the labels existed.
+    rank labels its own shard. Then the training dataloader is restarted
+    (:func:`restart_train_dataloader`): its workers prefetched samples when the loop was
+    built, before the labels existed or while a cache of other settings still held
+    them, and the class-balanced sampler reads the class statistics again.
 
     Args:
         source: config of the labelled source dataset the labels come from; its
@@ -125,10 +135,11 @@ class SAOTPseudoLabelHook(Hook):
     def before_train(self, runner) -> None:
         dataset = find_pseudo_label_dataset(runner.train_dataloader.dataset)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        complete_before = all(dataset.cache.has(key) for key in dataset.keys())
         self.run(model, dataset)
-        if not complete_before:
-            restart_train_dataloader(runner)
+        # Always: "every label file exists" does not say they are this run's (a cache of
+        # other settings is moved aside and labelled again), and a restarted loader
+        # trains as a new run's does, whatever its workers prefetched before.
+        restart_train_dataloader(runner)
 
     def _build_source(self):
         """The source dataset; a misspelt option or type inside it (a wrapped dataset's,
