@@ -98,10 +98,12 @@ def label_image(labeler: SAOTLabeler, record: ImageFeatures, patch: int) -> Imag
     """Pseudo-label one target image at its file's resolution.
 
     The patch probabilities are upsampled over the padded grid (``h p x w p``), cropped
-    to the resized image and resized to the file's size (nearest).
+    to the resized image and resized to the file's size (nearest). The confidence
+    filter ranks the pixels of the resized image only, not those of the padding.
     """
     height, width = record.feats.shape[-2:]
-    out = labeler(record.feats[None], out_size=(height * patch, width * patch))
+    out = labeler(record.feats[None], out_size=(height * patch, width * patch),
+                  valid_size=tuple(record.img_shape))
     maps = to_file_size(torch.stack([out.labels[0], out.raw_labels[0], out.confidence[0]]),
                         record)
     labels, raw = (m.round().to(torch.uint8).cpu().numpy() for m in maps[:2])

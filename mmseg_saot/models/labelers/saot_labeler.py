@@ -253,12 +253,17 @@ class SAOTLabeler(nn.Module):
 
     @torch.no_grad()
     def forward(self, target_feats: torch.Tensor,
-                out_size: Optional[Tuple[int, int]] = None) -> PseudoLabels:
+                out_size: Optional[Tuple[int, int]] = None,
+                valid_size: Optional[Tuple[int, int]] = None) -> PseudoLabels:
         """Pseudo-label target images.
 
         Args:
             target_feats: ``(B, D, h, w)`` frozen target features.
             out_size: ``(H, W)`` of the returned label maps (default ``(h, w)``).
+            valid_size: ``(H', W')``: only the top-left ``H' x W'`` pixels of the maps are
+                image (the rest pads the image to whole patches and is cut off later);
+                the confidence filter ranks those alone, and ``labels`` are ignore
+                outside them. Default: the whole map.
 
         Returns:
             :class:`PseudoLabels`; an image whose labels end up all ignore is flagged in
@@ -286,7 +291,8 @@ class SAOTLabeler(nn.Module):
             raw.append(lab_px)
             conf.append(conf_px)
         raw_labels, confidence = torch.stack(raw), torch.stack(conf)
-        labels = filter_confidence(raw_labels, confidence, mode=self.confidence_mode,
+        labels = filter_confidence(_outside_ignored(raw_labels, valid_size, self.ignore_index),
+                                   confidence, mode=self.confidence_mode,
                                    threshold=self.confidence_threshold,
                                    quantile=self.confidence_quantile,
                                    num_classes=self.num_classes,
@@ -379,3 +385,17 @@ class SAOTLabeler(nn.Module):
     def _to_pixels(self, probs: torch.Tensor,
                    out_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
         return patch_probs_to_pixels(probs, out_size, self.ignore_index)
+
+
+def _outside_ignored(labels: torch.Tensor, valid_size: Optional[Tuple[int, int]],
+                     ignore_index: int) -> torch.Tensor:
+    """``(B, H, W)`` ``labels`` with the pixels outside the top-left ``valid_size`` set to
+    ``ignore_index`` (``labels`` itself when there are none)."""
+    if valid_size is None:
+        return labels
+    height, width = valid_size
+    if height >= labels.shape[-2] and width >= labels.shape[-1]:
+        return labels
+    out = torch.full_like(labels, ignore_index)
+    out[..., :height, :width] = labels[..., :height, :width]
+    return out

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from mmseg.registry import MODELS
 from mmseg_saot.models.labelers import METHODS, SAOTLabeler
+from mmseg_saot.models.labelers.confidence import filter_confidence
 from mmseg_saot.ot import block_sparse_sinkhorn
 from mmseg_saot.utils.errors import ConfigError
 
@@ -139,6 +140,24 @@ def test_patches_without_mass_become_ignore():
     labels, conf = labeler._to_pixels(probs, (4, 4))
     assert labels[0, 0] == 1 and labels[3, 3] == 255
     assert not torch.isnan(conf).any()
+
+
+def test_the_confidence_filter_ranks_the_image_not_its_padding():
+    # the feature grid covers the image padded to whole patches: the per-class quantile
+    # must be that of the image's pixels, as if the padding had been cut off first
+    src, src_lab = scenes(3, [0, 1, 2], seed=13)
+    tgt, _ = scenes(1, [0, 1, 2], seed=14)
+    labeler = small('saot', confidence_quantile=0.3).fit(src, src_lab)
+    out = labeler(tgt, out_size=(8, 16), valid_size=(6, 11))
+    image = (slice(None), slice(0, 6), slice(0, 11))
+    expected = filter_confidence(out.raw_labels[image], out.confidence[image], quantile=0.3,
+                                 num_classes=C)
+    torch.testing.assert_close(out.labels[image], expected, rtol=0, atol=0)
+    outside = torch.ones(8, 16, dtype=torch.bool)
+    outside[:6, :11] = False
+    assert out.labels[0][outside].eq(255).all()
+    whole = labeler(tgt, out_size=(8, 16))  # default: every pixel is image
+    assert whole.labels.ne(255).sum() > out.labels.ne(255).sum()
 
 
 def test_registry_and_state_dict():
