@@ -59,9 +59,13 @@ class EMATeacherHook(Hook):
     .. math:: m_t = \\max(m, 1 / (t + 1)) \\ \\text{(ramp)}, \\quad
               \\theta_T \\leftarrow (1 - m_t)\\,\\theta_T + m_t\\,\\theta_S,
 
-    mmengine's momentum convention (``m`` weighs the student); the ramp is
-    DAFormer's :math:`\\alpha_t = \\min(1 - 1/(t+1), \\alpha)` with :math:`m = 1 - \\alpha`,
-    so early teachers follow the student closely.
+    mmengine's momentum convention (``m`` weighs the student). While the ramp is above
+    m, the teacher after k = t + 1 steps is the mean of the student's weights after
+    steps 1..k: the first update copies the student (m_0 = 1). DAFormer's ramp,
+    :math:`\\alpha = \\min(1 - 1/(k+1), \\alpha)` after k steps
+    (:math:`m = 1 - \\alpha`), is one step behind: its mean also holds the weights
+    before the first step, a randomly initialised head here. Early teachers follow the
+    student closely in both.
 
     Args:
         momentum: m, the student's weight per update (0.001 = alpha 0.999).
