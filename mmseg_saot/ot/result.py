@@ -109,6 +109,13 @@ class SinkhornResult:
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Generalised KL divergence along the last axis, with 0 log 0 = 0."""
-    ratio = torch.where(p > 0, p / q, torch.ones_like(p))
+    """Generalised KL divergence along the last axis, with 0 log 0 = 0.
+
+    The quotient is taken where ``p > 0`` only: ``0 / 0`` in the branch ``torch.where``
+    drops would still send NaN into the gradient (the unselected branch gets a zero
+    gradient, times ``1 / q = inf``), e.g. for a source of zero weight.
+    """
+    positive = p > 0
+    ratio = torch.where(positive, p / torch.where(positive, q, torch.ones_like(q)),
+                        torch.ones_like(p))
     return (torch.xlogy(p, ratio) - p + q).sum(-1)

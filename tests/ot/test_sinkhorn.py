@@ -228,6 +228,18 @@ def test_envelope_gradient_of_objective_is_the_plan():
     torch.testing.assert_close(grad, res.plan.detach(), atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize('zero', ['a', 'b'])
+def test_envelope_gradient_with_a_point_of_zero_weight(zero):
+    # a point of zero weight receives no mass; its KL term 0 log(0/0) used to send NaN
+    # into the gradient (the backward then reported a singular system)
+    cost, a, b = _problem(n=8, m=6, seed=17)
+    (a if zero == 'a' else b)[0] = 0.0
+    cost = cost.requires_grad_()
+    res = sinkhorn(cost, a, b, epsilon=0.1, rho=0.7, tol=1e-13, num_iters=50000)
+    grad, = torch.autograd.grad(res.objective(), cost)
+    torch.testing.assert_close(grad, res.plan.detach(), atol=1e-12, rtol=0)
+
+
 def test_conjugate_gradient_backward_matches_dense_solve(monkeypatch):
     cost, a, b = _problem(n=20, m=15, seed=18)
     weights = torch.randn(20, 15, generator=torch.Generator().manual_seed(19), dtype=F64)
