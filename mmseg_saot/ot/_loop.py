@@ -293,8 +293,8 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
                 # potentials in the exact log domain, then rebuild the kernel.
                 if make_fallback is None or op is fallback:
                     raise FloatingPointError(
-                        f'{cfg.solver_name}: non-finite potentials in the log domain; check '
-                        f'the cost scale against epsilon={eps}.')
+                        f'{cfg.solver_name}: non-finite potentials ({method} softmin); '
+                        f'check the cost scale against epsilon={eps}.')
                 f, g = good[0].clone(), good[1].clone()
                 stage_done -= it_total - good_it  # the window's iterations are redone
                 it_total = good_it

@@ -351,6 +351,8 @@ class KernelOperator(Operator):
                 fn_np[i, r0:r1] = f_blk
                 zc = (f_blk - fh_np[i, r0:r1]) / eps + la_np[i, r0:r1]
                 blk_max = float(zc.max())
+                if blk_max == -math.inf:  # every row of zero weight: nothing to add
+                    continue
                 if blk_max > shift:
                     if math.isfinite(shift):
                         t_acc *= math.exp(shift - blk_max)

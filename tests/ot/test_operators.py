@@ -1,4 +1,4 @@
-"""Chunking of the stored-kernel operator's rebuilds and absorptions (_operators.py)."""
+"""The stored-kernel operator (_operators.py): chunked passes, the fused CPU step."""
 import math
 
 import pytest
@@ -81,3 +81,20 @@ def test_sinkhorn_unchanged_by_whole_kernel_passes(monkeypatch):
     chunked, whole = results
     assert whole.num_iters == chunked.num_iters and bool(whole.converged)
     assert torch.equal(whole.f, chunked.f) and torch.equal(whole.g, chunked.g)
+
+
+def test_fused_cpu_step_skips_a_row_block_of_zero_weight():
+    # 2000 columns make the fused CPU step take rows in blocks of 1048: the first block
+    # has only sources of zero weight, whose running maximum -inf made the kernel solve
+    # NaN (it raised; 'auto' fell back to the log domain)
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(1100, 8, generator=gen), torch.randn(2000, 8, generator=gen)
+    cost = torch.cdist(x, y) ** 2 / 8
+    a, b = torch.full((1100,), 1 / 1100), torch.full((2000,), 1 / 2000)
+    a[:1048] = 0
+    kernel = sinkhorn(cost, a, b, epsilon=0.1, rho=1.0, method='kernel')
+    assert kernel.method == 'kernel' and bool(kernel.converged)
+    exact = sinkhorn(cost.double(), a.double(), b.double(), epsilon=0.1, rho=1.0,
+                     method='log')
+    torch.testing.assert_close(kernel.plan.double(), exact.plan, atol=1e-9, rtol=1e-3)
+    assert sinkhorn(cost, a, b, epsilon=0.1, rho=1.0).method == 'kernel'
