@@ -338,14 +338,14 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
             f'tol={cfg.tol:.1e} after {it_total} iterations: the error stopped decreasing '
             f'at the rounding floor of the kernel storage/accumulation (~{stall.floor:.0e} '
             f'here). Loosen `tol`, or pass a float64 cost for a lower floor.',
-            SinkhornConvergenceWarning, stacklevel=3)
+            SinkhornConvergenceWarning, stacklevel=4)
     elif cfg.tol > 0 and not bool(converged.all()) and cfg.warn:
         warnings.warn(
             f'{cfg.solver_name} did not converge: marginal error {float(out_err.max()):.2e} > '
             f'tol={cfg.tol:.1e} after num_iters={it_total}. Increase `num_iters`, increase '
             f'`epsilon` (now {cfg.epsilon:g}; fewer iterations are needed for larger values), '
             f'keep over-relaxation `omega` > 1 and `translation_invariant=True`, or loosen '
-            f'`tol`.', SinkhornConvergenceWarning, stacklevel=3)
+            f'`tol`.', SinkhornConvergenceWarning, stacklevel=4)
     return LoopOutput(f=f, g=g, num_iters=it_total, converged=converged,
                       marginal_error=out_err, method=method)
 

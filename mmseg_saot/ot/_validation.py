@@ -5,6 +5,7 @@ uniform: a message always names the offending argument and, for shape errors,
 the shapes involved.
 """
 import math
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -39,11 +40,12 @@ def check_float(name: str, tensor: torch.Tensor) -> None:
                         f'got {tensor.dtype}.')
 
 
-def check_epsilon(epsilon: float) -> float:
-    """Return ``epsilon`` as a float after checking it is finite and positive."""
+def check_epsilon(epsilon: float, name: str = 'epsilon') -> float:
+    """Return ``epsilon`` as a float after checking it is finite and positive; ``name``
+    is the argument's name in the error."""
     epsilon = float(epsilon)
     if not (math.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f'`epsilon` must be a finite positive number, got {epsilon}.')
+        raise ValueError(f'`{name}` must be a finite positive number, got {epsilon}.')
     return epsilon
 
 
@@ -51,7 +53,7 @@ def parse_rho(rho: Rho) -> Tuple[float, float]:
     """Return ``(rho_a, rho_b)`` from a number or a pair; ``inf`` means balanced."""
     if isinstance(rho, torch.Tensor):
         rho = rho.tolist()
-    if isinstance(rho, (int, float)):
+    if isinstance(rho, numbers.Real):  # numpy scalars too (np.float32 is no float)
         pair = (float(rho), float(rho))
     else:
         values = [float(r) for r in rho]
@@ -115,6 +117,26 @@ def marginal(name: str, weights: Optional[torch.Tensor], batch: Optional[int], s
         raise ValueError(f'`{name}` must have positive total mass.')
     return weights.to(device=device, dtype=dtype)
 
+
+
+def initial_potential(name: str, value: Optional[torch.Tensor], like: torch.Tensor,
+                      batched: bool) -> Optional[torch.Tensor]:
+    """A user's warm-start potential ``f_init``/``g_init`` as a ``(B, size)`` tensor.
+
+    Args:
+        name: argument name used in error messages.
+        value: ``(size,)`` (unbatched) or ``(B, size)`` finite potential, or None.
+        like: the ``(B, size)`` marginal it goes with: its shape, device and dtype.
+        batched: whether the problem is batched.
+    """
+    if value is None:
+        return None
+    expected = tuple(like.shape) if batched else tuple(like.shape[1:])
+    if tuple(value.shape) != expected:
+        raise ValueError(f'`{name}` must have shape {expected}, got {tuple(value.shape)}.')
+    check_finite(name, value)
+    value = value.detach().to(device=like.device, dtype=like.dtype)
+    return value if batched else value.unsqueeze(0)
 
 # Relative tolerance on |a.sum() - b.sum()| for balanced OT (POT's emd checks the
 # masses to 6 decimals; Sinkhorn on unequal masses never converges).

@@ -8,7 +8,7 @@ import torch
 from . import _loop
 from ._operators import LogOperator
 from ._validation import (Rho, check_balanced_masses, check_epsilon, check_feature_pair,
-                          check_projection, marginal, parse_rho)
+                          check_projection, initial_potential, marginal, parse_rho)
 from .costs import FeatureCost, Metric
 from .result import SinkhornResult
 from .sinkhorn import DEFAULT_OMEGA, DUAL_DTYPE, build_result, make_config
@@ -85,15 +85,16 @@ def sinkhorn_online(x: torch.Tensor,
             isinstance(t, torch.Tensor) and t.requires_grad for t in (x, y, projection)):
         warnings.warn('sinkhorn_online does not propagate gradients; use sinkhorn() on a '
                       'dense cost for the learning path.', stacklevel=2)
+    common = torch.promote_types(x.dtype, y.dtype)  # the wider of the two, as block-sparse
     with torch.no_grad():
-        source = FeatureCost(x.detach(), y.detach(), cost, projection)
+        source = FeatureCost(x.detach().to(common), y.detach().to(common), cost, projection)
     num_rows, num_cols = source.shape
     dual = DUAL_DTYPE
     a2 = marginal('a', a, None, num_rows, 'N = x.shape[0]', x.device, dual).detach()
     b2 = marginal('b', b, None, num_cols, 'M = y.shape[0]', x.device, dual).detach()
     check_balanced_masses(a2, b2, rho_pair)
-    f0 = None if f_init is None else f_init.detach().to(dual).reshape(1, num_rows)
-    g0 = None if g_init is None else g_init.detach().to(dual).reshape(1, num_cols)
+    f0 = initial_potential('f_init', f_init, a2, batched=False)
+    g0 = initial_potential('g_init', g_init, b2, batched=False)
     cfg = make_config(epsilon, rho_pair, num_iters, tol, check_every, omega,
                       translation_invariant, epsilon_scaling, epsilon_start, warn,
                       'sinkhorn_online')

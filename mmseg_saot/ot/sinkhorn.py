@@ -8,7 +8,7 @@ from . import _loop
 from ._implicit import ImplicitPotentials
 from ._operators import KernelOperator, LogOperator
 from ._validation import (FLOAT_DTYPES, Rho, check_balanced_masses, check_cost, check_epsilon,
-                          check_finite, check_positive_int, marginal, parse_rho)
+                          check_positive_int, initial_potential, marginal, parse_rho)
 from .costs import DenseCost
 from .result import SinkhornResult
 
@@ -152,8 +152,8 @@ def sinkhorn(cost: torch.Tensor,
     a3 = marginal('a', a, bsz, num_rows, 'N = cost.shape[-2]', cost.device, DUAL_DTYPE).detach()
     b3 = marginal('b', b, bsz, num_cols, 'M = cost.shape[-1]', cost.device, DUAL_DTYPE).detach()
     check_balanced_masses(a3, b3, rho_pair)
-    f0 = _init('f_init', f_init, a3, batched)
-    g0 = _init('g_init', g_init, b3, batched)
+    f0 = initial_potential('f_init', f_init, a3, batched)
+    g0 = initial_potential('g_init', g_init, b3, batched)
     storage_dtype = storage_dtype or cost.dtype
     if storage_dtype not in FLOAT_DTYPES:
         raise ValueError(f'`storage_dtype` must be one of {FLOAT_DTYPES}, got {storage_dtype}.')
@@ -200,7 +200,7 @@ def make_config(epsilon, rho_pair, num_iters, tol, check_every, omega, translati
         if not 1.0 <= omega < 2.0:
             raise ValueError(f"`omega` must be 'auto' or in [1, 2), got {omega}.")
     if epsilon_start is not None:
-        epsilon_start = check_epsilon(epsilon_start)
+        epsilon_start = check_epsilon(epsilon_start, 'epsilon_start')
     return _loop.LoopConfig(epsilon=epsilon, rho_a=rho_pair[0], rho_b=rho_pair[1],
                             num_iters=num_iters, tol=tol, check_every=check_every, omega=omega,
                             translation_invariant=bool(translation_invariant),
@@ -218,14 +218,3 @@ def build_result(f, g, a3, b3, epsilon, rho_pair, out, source, batched) -> Sinkh
                           rho=rho_pair, num_iters=out.num_iters, converged=unb(out.converged),
                           marginal_error=unb(out.marginal_error), method=out.method,
                           _source=source, _batched=batched)
-
-
-def _init(name, value, like, batched):
-    if value is None:
-        return None
-    expected = tuple(like.shape) if batched else tuple(like.shape[1:])
-    if tuple(value.shape) != expected:
-        raise ValueError(f'`{name}` must have shape {expected}, got {tuple(value.shape)}.')
-    check_finite(name, value)
-    value = value.detach().to(device=like.device, dtype=like.dtype)
-    return value if batched else value.unsqueeze(0)

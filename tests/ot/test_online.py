@@ -83,3 +83,30 @@ def test_online_input_errors():
         sinkhorn_online(bad, y, epsilon=0.1)
     with pytest.raises(ValueError, match="'cosine', 'sqeuclidean' or a callable"):
         sinkhorn_online(x, y, epsilon=0.1, cost='manhattan')
+
+
+def test_online_warm_start_is_checked_and_used_as_in_sinkhorn():
+    # a warm start of another shape was reshaped silently (or failed deep in torch), and
+    # a NaN one ran to a NaN plan; now both are named, as sinkhorn() names them
+    x, y = _features()
+    with pytest.raises(ValueError, match=r'`f_init` must have shape \(70,\), got \(35, 2\)'):
+        sinkhorn_online(x, y, epsilon=0.1, f_init=torch.zeros(35, 2, dtype=F64))
+    with pytest.raises(ValueError, match='`g_init` contains NaN'):
+        sinkhorn_online(x, y, epsilon=0.1, g_init=torch.full((45,), float('nan'), dtype=F64))
+    dense = sinkhorn(cosine_cost(x, y), epsilon=0.1, rho=1.0, tol=1e-12, num_iters=10000)
+    warm = sinkhorn_online(x, y, epsilon=0.1, rho=1.0, tol=1e-12, num_iters=10000,
+                           f_init=dense.f, g_init=dense.g)
+    assert warm.num_iters <= 10
+    torch.testing.assert_close(warm.plan, dense.plan, atol=1e-10, rtol=0)
+
+
+def test_online_features_of_two_dtypes_solve_in_the_wider():
+    # the solve took x's dtype, so (float32, float64) lost y's precision; block-sparse and
+    # nn_transfer promote to the wider of the two
+    x, y = _features()
+    for pair in ((x.float(), y), (x, y.float())):
+        mixed = sinkhorn_online(*pair, epsilon=0.1, rho=1.0, tol=1e-12, num_iters=10000)
+        assert mixed.f.dtype == torch.float64
+        expected = sinkhorn_online(pair[0].double(), pair[1].double(), epsilon=0.1, rho=1.0,
+                                   tol=1e-12, num_iters=10000)
+        torch.testing.assert_close(mixed.plan, expected.plan, atol=1e-12, rtol=0)

@@ -152,6 +152,20 @@ def test_shape_mismatches_raise_clear_errors():
         sinkhorn(cost, epsilon=0.0)
     with pytest.raises(ValueError, match='rho'):
         sinkhorn(cost, epsilon=0.1, rho=-1.0)
+    # the schedule's start is named as itself (the message said `epsilon`)
+    with pytest.raises(ValueError, match='`epsilon_start` must be a finite positive number'):
+        sinkhorn(cost, epsilon=0.1, epsilon_scaling=0.5, epsilon_start=-1.0)
+
+
+def test_rho_from_numpy_and_torch_scalars():
+    # np.float32 is no Python float: it was taken for a pair (TypeError: not iterable)
+    import numpy as np
+    cost, a, b = _problem(n=5, m=4)
+    expected = sinkhorn(cost, a, b, epsilon=0.1, rho=0.5).plan
+    for rho in (np.float32(0.5), np.float64(0.5), torch.tensor(0.5), (np.float32(0.5),) * 2):
+        result = sinkhorn(cost, a, b, epsilon=0.1, rho=rho)
+        assert result.rho == (0.5, 0.5)
+        torch.testing.assert_close(result.plan, expected)
 
 
 def test_batched_equals_looped():
@@ -197,6 +211,18 @@ def test_non_convergence_warns_with_advice_and_tol_zero_never_warns():
         warnings.simplefilter('error')
         res = sinkhorn(cost, a, b, epsilon=0.01, num_iters=3, tol=0)
     assert res.num_iters == 3
+
+
+@pytest.mark.parametrize('solver', ['sinkhorn', 'sinkhorn_online', 'block_sparse_sinkhorn'])
+def test_the_convergence_warning_points_at_the_callers_line(solver):
+    # it pointed into the package (sinkhorn.py, online.py, block_sparse.py), so the
+    # warning's location and `-W ignore::...:module` filters missed the user's code
+    from mmseg_saot import ot
+    x, y = torch.randn(30, 4, dtype=F64), torch.randn(20, 4, dtype=F64)
+    inputs = (cosine_cost(x, y),) if solver == 'sinkhorn' else (x, y)
+    with pytest.warns(SinkhornConvergenceWarning) as record:
+        getattr(ot, solver)(*inputs, epsilon=0.01, num_iters=3, tol=1e-9)
+    assert [w.filename for w in record] == [__file__]
 
 
 @pytest.mark.parametrize('rho', [math.inf, 1.0, (0.3, math.inf)])
