@@ -43,10 +43,9 @@ class PseudoLabelDataset(Dataset):
                 f'{WORK_DIR_TOKEN}: start the run with tools/train.py (it fills in the '
                 'work_dir) or give an explicit folder.')
         if isinstance(dataset, dict):
-            # unserialised: an empty folder then gives an empty set (reported by
-            # name when labelling) rather than a numpy error in mmengine
-            dataset = DATASETS.build(dict(dict(serialize_data=False), **dataset))
+            dataset = DATASETS.build(_unserialised(dataset))
         self.target = dataset
+        self._keys: Optional[List[str]] = None
         self.cache = PseudoLabelCache(
             pseudo_label_dir, option='PseudoLabelDataset pseudo_label_dir (in the shipped '
             'configs train_dataloader.dataset.target.pseudo_label_dir)')
@@ -67,11 +66,16 @@ class PseudoLabelDataset(Dataset):
         return len(self.target)
 
     def key(self, index: int) -> str:
-        """Cache name of image ``index``: its path under the image folder, no extension."""
-        img_path = self.target.get_data_info(index)['img_path']
-        prefix = (getattr(self.target, 'data_prefix', None) or {}).get('img_path', '')
-        rel = osp.relpath(img_path, prefix) if prefix else osp.basename(img_path)
-        return osp.splitext(rel)[0]
+        """Cache name of image ``index``: its path, without extension, under the image
+        folder (the dataset's ``data_prefix['img_path']``), or, for a wrapper such as a
+        ``ConcatDataset`` of two cities or images outside that folder, under the
+        deepest folder that holds every image: two images never share a name."""
+        if self._keys is None:
+            paths = [self.target.get_data_info(i)['img_path'] for i in range(len(self))]
+            prefix = (getattr(self.target, 'data_prefix', None) or {}).get('img_path', '')
+            root = _key_root(paths, prefix)
+            self._keys = [osp.splitext(osp.relpath(path, root))[0] for path in paths]
+        return self._keys[index]
 
     def keys(self) -> List[str]:
         return [self.key(i) for i in range(len(self))]
@@ -103,3 +107,29 @@ class PseudoLabelDataset(Dataset):
             raise UserInputError('PseudoLabelDataset: ' + self.cache.unreadable_message(
                 self.key(index), broken, err, image=info['img_path'])) from None
 
+
+def _unserialised(dataset: dict) -> dict:
+    """``dataset``'s config with ``serialize_data=False`` on every leaf dataset (not on a
+    ``ConcatDataset``/``RepeatDataset`` wrapper, which takes no such option): an empty
+    folder then gives an empty set (reported by name when labelling) rather than a
+    numpy error in mmengine."""
+    if 'datasets' in dataset:
+        return dict(dataset, datasets=[_unserialised(d) if isinstance(d, dict) else d
+                                       for d in dataset['datasets']])
+    if 'dataset' in dataset:
+        inner = dataset['dataset']
+        return dict(dataset, dataset=_unserialised(inner) if isinstance(inner, dict) else inner)
+    return dict(dict(serialize_data=False), **dataset)
+
+
+def _key_root(img_paths: List[str], prefix: str) -> str:
+    """The folder cache keys are relative to: ``prefix`` when every image lies under it,
+    else the deepest folder common to all images."""
+    def under(path: str, folder: str) -> bool:
+        folder = osp.abspath(folder)
+        return osp.commonpath([osp.abspath(path), folder]) == folder
+
+    if prefix and all(under(path, prefix) for path in img_paths):
+        return prefix
+    folders = sorted({osp.dirname(osp.abspath(path)) for path in img_paths})
+    return osp.commonpath(folders) if folders else ''

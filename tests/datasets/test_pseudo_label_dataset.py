@@ -37,6 +37,27 @@ def test_samples_point_at_the_cache_and_keep_the_truth_aside(dataset, tmp_path):
     assert info['gt_seg_map_path'].endswith('_gtFine_labelTrainIds.png')
 
 
+@pytest.mark.parametrize('wrapper', ['ConcatDataset', 'RepeatDataset'])
+def test_a_wrapped_target_config_builds_and_its_images_keep_their_folders(tmp_path, wrapper):
+    # a wrapper config took serialize_data (TypeError), and a wrapper's keys were the file
+    # names alone: two cities' 0001.png shared one pseudo-label file
+    for city in ('cityA', 'cityB'):
+        (tmp_path / city / 'img').mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / city / 'img' / '0001.png')
+    leaves = [dict(type='BaseSegDataset', data_root=str(tmp_path / city),
+                   data_prefix=dict(img_path='img'), img_suffix='.png',
+                   metainfo=dict(classes=('a', 'b')), pipeline=[]) for city in ('cityA', 'cityB')]
+    config = (dict(type='ConcatDataset', datasets=leaves) if wrapper == 'ConcatDataset' else
+              dict(type='RepeatDataset', dataset=dict(type='ConcatDataset', datasets=leaves),
+                   times=2))
+    dataset = PseudoLabelDataset(config, str(tmp_path / 'cache'))
+    keys = ['cityA/img/0001', 'cityB/img/0001']
+    assert dataset.keys() == (keys if wrapper == 'ConcatDataset' else keys * 2)
+    # a plain dataset keeps its keys: relative to its image folder
+    plain = PseudoLabelDataset(leaves[0], str(tmp_path / 'cache'))
+    assert plain.keys() == ['0001']
+
+
 def test_a_missing_pseudo_label_names_the_image_and_the_fix(dataset):
     with pytest.raises(UserInputError, match='generate_pseudo_labels.py'):
         dataset[0]
