@@ -52,9 +52,16 @@ def save_class_stats(path: str, records: List[Mapping]) -> None:
 
 
 def load_class_stats(path: str) -> List[Dict]:
-    """Read a stats file written by :func:`save_class_stats`."""
+    """Read a stats file written by :func:`save_class_stats`.
+
+    Raises:
+        ValueError: the file is not JSON, or not a list of such records; names it.
+    """
     with open(path) as f:
-        records = json.load(f)
+        try:
+            records = json.load(f)
+        except ValueError as err:
+            raise ValueError(f'{path} is not a class-stats file: not JSON ({err})') from None
     if not isinstance(records, list) or not all(
             isinstance(r, dict) and 'file' in r and 'counts' in r
             for r in records):

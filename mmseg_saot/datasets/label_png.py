@@ -58,7 +58,8 @@ def read_train_ids(path: str) -> np.ndarray:
     """Read a train-id PNG that a converter wrote (2-D uint8).
 
     Raises:
-        LabelFileError: it cannot be decoded or has several channels; the message says to
+        LabelFileError: it cannot be decoded, has several channels or holds 16-bit values
+            above 255 (which a cast to uint8 would wrap: 300 -> 44); the message says to
             delete it or convert again with ``--force``.
     """
     import cv2
@@ -66,4 +67,8 @@ def read_train_ids(path: str) -> np.ndarray:
     if array is None or array.ndim != 2:
         raise LabelFileError(f'cannot read converted label file {path}; delete it or run '
                              'again with --force')
+    if array.dtype != np.uint8 and array.size and (array.min() < 0 or array.max() > 255):
+        raise LabelFileError(f'converted label file {path} holds values {array.min()}..'
+                             f'{array.max()}, not 8-bit train ids; delete it or run again '
+                             'with --force')
     return array.astype(np.uint8)

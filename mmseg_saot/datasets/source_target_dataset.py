@@ -42,9 +42,10 @@ class SourceTargetDataset(Dataset):
                 'SourceTargetDataset: source and target name different classes '
                 f'({len(src_classes)} vs {len(tgt_classes)}): both must use the same '
                 'label space (e.g. Cityscapes train ids for GTA5 -> Cityscapes).')
-        if len(self.source) == 0:
-            raise UserInputError('SourceTargetDataset: the source dataset is empty; check its '
-                                 'data_root and data_prefix.')
+        for branch, dataset in (('source', self.source), ('target', self.target)):
+            if len(dataset) == 0:
+                raise UserInputError(f'SourceTargetDataset: the {branch} dataset is empty; '
+                                     'check its data_root and data_prefix.')
 
     @property
     def metainfo(self) -> dict:

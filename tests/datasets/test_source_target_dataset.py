@@ -57,7 +57,7 @@ def test_different_label_spaces_are_refused(root):
         SourceTargetDataset(source, OtherClasses())
 
 
-def test_an_empty_source_is_named(root):
+def test_an_empty_source_or_target_is_named(root):
     init_default_scope('mmseg')
     _, target = configs(root)
     target = SourceTargetDataset(configs(root)[0], target).target
@@ -70,3 +70,6 @@ def test_an_empty_source_is_named(root):
 
     with pytest.raises(UserInputError, match='source dataset is empty'):
         SourceTargetDataset(Empty(), target)
+    # the docstring said so; an empty target built and failed later, elsewhere
+    with pytest.raises(UserInputError, match='target dataset is empty'):
+        SourceTargetDataset(configs(root)[0], Empty())

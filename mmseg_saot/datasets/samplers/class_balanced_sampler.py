@@ -1,6 +1,5 @@
 """Rare-class sampling: draw images by the class statistics of their (pseudo-)labels."""
 import itertools
-import json
 import math
 import os
 import os.path as osp
@@ -14,7 +13,7 @@ from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
 from mmseg_saot.utils.errors import UserInputError, check_integer, check_number
-from ..class_stats import STATS_FILENAME
+from ..class_stats import STATS_FILENAME, load_class_stats
 
 
 def class_probabilities(pixels: Dict[int, int], temperature: float) -> Dict[int, float]:
@@ -89,11 +88,21 @@ class ClassBalancedSampler(Sampler):
         except OSError:
             return False
         if stamp != self._loaded_stamp:
-            with open(self.stats_file) as f:
-                records = json.load(f)
-            self._index(records)
+            self._index(self._read_stats())
             self._loaded_stamp = stamp
         return bool(self.class_probs)
+
+    def _read_stats(self) -> List[dict]:
+        """The records of :attr:`stats_file`; a file of another format (DAFormer's
+        converters write a flat one under the same name) is named with the fix."""
+        try:
+            return load_class_stats(self.stats_file)
+        except ValueError as err:  # json.JSONDecodeError is one too
+            raise UserInputError(
+                f'ClassBalancedSampler: {err}. Another tool (e.g. DAFormer\'s converters) '
+                'may have written it under the same name: write it again with python '
+                'tools/dataset_converters/gta5.py ROOT --class-stats (or cityscapes.py), or '
+                'point the sampler\'s stats_file at a file of this format.') from None
 
     def _index(self, records: Sequence[dict]) -> None:
         """Map the records to dataset indices; class pixel totals and image lists."""

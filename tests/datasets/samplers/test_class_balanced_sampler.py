@@ -100,6 +100,20 @@ def test_images_missing_from_the_statistics_are_named_not_silently_dropped(tmp_p
         assert not sampler.refresh()
 
 
+@pytest.mark.parametrize('text, problem', [
+    # DAFormer's converters write this flat format under the same file name
+    (json.dumps([{'file': 'labels/0.png', '0': 5000}]), 'expected a list of'),
+    ('{"truncated', 'not JSON'),
+])
+def test_a_stats_file_of_another_format_is_named_with_the_fix(tmp_path, text, problem):
+    # it was a bare KeyError('counts') (or a JSON error without the file's name)
+    (tmp_path / 'sample_class_stats.json').write_text(text)
+    sampler = ClassBalancedSampler(LabelFiles(tmp_path, 2), seed=0)
+    with pytest.raises(UserInputError, match=rf'{tmp_path}/sample_class_stats.json is not a '
+                       rf'class-stats file: {problem}.*--class-stats'):
+        next(iter(sampler))
+
+
 def test_without_statistics_it_draws_uniformly_and_says_so(tmp_path):
     sampler = ClassBalancedSampler(LabelFiles(tmp_path, 5), seed=0)
     with pytest.warns(UserWarning, match='no usable class statistics'):
