@@ -11,7 +11,7 @@ from mmengine.logging import MessageHub
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_number
 from mmseg_saot.utils.paths import ensure_folder
@@ -138,15 +138,13 @@ class EMATeacherUDA(EncoderDecoder):
             warnings.warn(f'EMATeacherUDA: model.feature_cache_dir={feature_cache_dir!r} is '
                           'not used: the feature cache is off (set model.feature_cache=True '
                           'to use it).')
+        self._feature_cache_dir, self._backbone_repr = feature_cache_dir, repr(backbone)
         if feature_cache:
             if feature_cache_dir:
                 ensure_folder(feature_cache_dir, 'model.feature_cache_dir')
-            folder = feature_cache_dir and osp.join(
-                feature_cache_dir, module_fingerprint(
-                    nn.ModuleList([self.backbone, getattr(self, 'neck', nn.Identity())]),
-                    repr((backbone, neck))))
-            self.feature_cache = FrozenFeatureCache(feature_cache_gb, feature_cache_dtype,
-                                                    folder)
+            # its disk folder is named at the first use (_cache_folder): by then a
+            # checkpoint that carries backbone weights (load_from, --resume) is loaded
+            self.feature_cache = FrozenFeatureCache(feature_cache_gb, feature_cache_dtype)
         self.stage, self.iteration = STAGES[0], None
         self._shared_feats = None  # per-call memo of val_step_branches
 
@@ -175,9 +173,20 @@ class EMATeacherUDA(EncoderDecoder):
         return self._extract_feat(inputs)
 
     def _extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        """Through the cache: the frozen backbone's maps only; a neck, which may train,
+        runs on them every time (cached neck outputs kept a freed autograd graph)."""
         if self.feature_cache is None:
             return super().extract_feat(inputs)
-        return self.feature_cache.features(inputs, super().extract_feat)
+        if self._feature_cache_dir and self.feature_cache.folder is None:
+            self.feature_cache.folder = self._cache_folder()
+        feats = self.feature_cache.features(inputs, self.backbone)
+        return self.neck(feats) if self.with_neck else feats
+
+    def _cache_folder(self) -> str:
+        """``<feature_cache_dir>/<fingerprint of the backbone's weights and config>``, from
+        the weights the backbone holds now, not those it was built with."""
+        return osp.join(self._feature_cache_dir,
+                        module_fingerprint(self.backbone, self._backbone_repr))
 
     @contextlib.contextmanager
     def _features_shared(self):

@@ -112,7 +112,8 @@ class FrozenFeatureCache:
 
         Args:
             images: ``(B, 3, H, W)`` preprocessed images.
-            compute: the backbone (plus neck), ``(b, 3, H, W)`` -> maps ``(b, C_i, h_i, w_i)``.
+            compute: the frozen backbone, ``(b, 3, H, W)`` -> maps ``(b, C_i, h_i, w_i)``;
+                stored detached.
 
         Returns:
             list of ``(B, C_i, h_i, w_i)`` fp32 maps on ``images.device``.
@@ -124,7 +125,8 @@ class FrozenFeatureCache:
         self.hits += len(keys) - len(missing)
         for index in missing:  # one image at a time: its features never depend on the batch
             if per_image[index] is None:  # not an image met earlier in this batch
-                maps = tuple(m[0].to(self.dtype).cpu() for m in compute(images[index:index + 1]))
+                maps = tuple(m[0].detach().to(self.dtype).cpu()
+                             for m in compute(images[index:index + 1]))
                 for other in missing:
                     if keys[other] == keys[index]:
                         per_image[other] = maps

@@ -289,4 +289,36 @@ def test_a_feature_cache_dir_that_cannot_be_made_is_named(tmp_path):
                        f'folder {afile}/fc '):
         build(feature_cache=True, feature_cache_dir=str(afile / 'fc'))
     model = build(feature_cache=True, feature_cache_dir=str(tmp_path / 'fc'))
+    model.extract_feat(torch.zeros(1, 3, *SIZE))
     assert model.feature_cache.folder.startswith(str(tmp_path / 'fc'))
+
+
+def test_the_disk_cache_is_named_by_the_weights_loaded_before_its_first_use(tmp_path):
+    # it was named when the model was built: weights a checkpoint brought later
+    # (load_from, --resume) were cached under, and later read back as, the built ones'
+    built = build(feature_cache=True, feature_cache_dir=str(tmp_path))
+    built.extract_feat(torch.zeros(1, 3, *SIZE))
+    model = build(feature_cache=True, feature_cache_dir=str(tmp_path))
+    with torch.no_grad():
+        for param in model.backbone.parameters():
+            param.add_(0.01)
+    image = torch.rand(1, 3, *SIZE)
+    got = model.extract_feat(image)[0]
+    assert model.feature_cache.folder != built.feature_cache.folder
+    torch.testing.assert_close(got, model.backbone(image)[0], atol=2e-2, rtol=0)
+
+
+def test_a_trainable_neck_runs_after_the_cache_and_learns(tmp_path):
+    # the cache held the neck's outputs with their autograd graph: on a hit the backward
+    # went through a freed graph (RuntimeError), and the neck could not learn from it
+    model = build(feature_cache=True, neck=dict(type='MultiLevelNeck', in_channels=[384],
+                                                out_channels=384, scales=[1]))
+    model.train()
+    model.set_train_state('pseudo_labels', 0)
+    for _ in range(2):  # the same images: the second pass hits the cache
+        losses = model.loss(**uda_batch(model))
+        total = sum(value for name, value in losses.items() if 'loss' in name)
+        total.backward()
+        assert all(p.grad is not None for p in model.neck.parameters())
+        model.zero_grad()
+    assert float(losses['feature_cache_hits']) == 1.0
