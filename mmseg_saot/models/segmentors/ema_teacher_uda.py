@@ -48,9 +48,11 @@ class EMATeacherUDA(EncoderDecoder):
     continues exactly.
 
     Args:
-        backbone, decode_head, neck, auxiliary_head, train_cfg, test_cfg,
-            data_preprocessor, init_cfg: as for ``EncoderDecoder``; use
-            ``UDADataPreProcessor`` for source/target batches.
+        backbone, decode_head, neck, train_cfg, test_cfg, data_preprocessor, init_cfg:
+            as for ``EncoderDecoder``; use ``UDADataPreProcessor`` for source/target
+            batches. A segmentor-level ``init_cfg`` leaves the backbone's frozen
+            weights as they are (:meth:`init_weights`).
+        auxiliary_head: must be None (refused: no stage computes its loss).
         source_weight: weight of the source loss (0 drops it; paper: 1).
         pseudo_label_weight: weight of the SAOT pseudo-label loss in stage 1.
         self_training_weight: weight of the teacher pseudo-label loss in stage 2.
@@ -102,6 +104,11 @@ class EMATeacherUDA(EncoderDecoder):
                 f'EMATeacherUDA: model.pretrained={pretrained!r} is not used; the frozen '
                 'backbone loads its weights from model.backbone.checkpoint (a local file) '
                 'or model.backbone.pretrained=True (timm hub). Remove model.pretrained.')
+        if auxiliary_head is not None:
+            raise ConfigError(
+                'EMATeacherUDA: model.auxiliary_head is not supported: no stage computes its '
+                'loss, so it would train on nothing. Remove model.auxiliary_head (or set '
+                'it to None).')
         super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
                          auxiliary_head=auxiliary_head, train_cfg=train_cfg,
                          test_cfg=test_cfg, data_preprocessor=data_preprocessor,
@@ -147,6 +154,20 @@ class EMATeacherUDA(EncoderDecoder):
             self.feature_cache = FrozenFeatureCache(feature_cache_gb, feature_cache_dtype)
         self.stage, self.iteration = STAGES[0], None
         self._shared_feats = None  # per-call memo of val_step_branches
+
+    def init_weights(self) -> None:
+        """Initialise as ``EncoderDecoder`` does, except the backbone's frozen weights:
+        mmengine applies a segmentor-level ``init_cfg`` (e.g. ``Normal`` on every
+        ``Linear``) to every submodule, the loaded ViT included."""
+        if not self.init_cfg:
+            return super().init_weights()
+        frozen = [t for t in self.backbone.parameters() if not t.requires_grad]
+        frozen += list(self.backbone.buffers())
+        saved = [t.detach().clone() for t in frozen]
+        super().init_weights()
+        with torch.no_grad():
+            for tensor, value in zip(frozen, saved):
+                tensor.copy_(value)
 
     # training state, set by UDAStageHook before every iteration
     def set_train_state(self, stage: str, iteration: int) -> None:

@@ -322,3 +322,23 @@ def test_a_trainable_neck_runs_after_the_cache_and_learns(tmp_path):
         assert all(p.grad is not None for p in model.neck.parameters())
         model.zero_grad()
     assert float(losses['feature_cache_hits']) == 1.0
+
+
+def test_an_auxiliary_head_is_refused_by_name():
+    # it was built and handed to the optimiser, but no stage computed its loss
+    aux = dict(type='FCNHead', in_channels=384, channels=8, num_convs=1, num_classes=4)
+    with pytest.raises(ConfigError, match='model.auxiliary_head is not supported'):
+        build(auxiliary_head=aux)
+
+
+def test_a_segmentor_init_cfg_initialises_the_head_not_the_frozen_backbone():
+    # mmengine applies a parent's init_cfg to every submodule: it re-drew the loaded ViT
+    model = build(init_cfg=dict(type='Normal', layer=['Linear', 'Conv2d'], std=0.5))
+    backbone = {k: v.detach().clone() for k, v in model.backbone.named_parameters()}
+    head = {k: v.clone() for k, v in model.decode_head.state_dict().items()}
+    model.init_weights()
+    assert len(backbone) > 100  # the ViT's (its state_dict holds only a checksum)
+    for name, value in model.backbone.named_parameters():
+        assert torch.equal(value, backbone[name]), name
+    assert any(not torch.equal(v, head[k]) for k, v in model.decode_head.state_dict().items())
+
