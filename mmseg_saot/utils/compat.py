@@ -93,6 +93,10 @@ def mmengine_checkpoint_types() -> List[object]:
         np.core.multiarray
     safe = [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct,
             multiarray.scalar]
+    if hasattr(np, '_core'):
+        # a checkpoint written under numpy 1.x names these numpy.core.multiarray.*
+        safe += [(multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
+                 (multiarray.scalar, 'numpy.core.multiarray.scalar')]
     # Each numpy dtype has its own class (np.dtypes.Float64DType, ...).
     safe += [type(np.dtype(code)) for code in np.typecodes['All']
              if code not in 'OVMm']

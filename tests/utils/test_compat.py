@@ -90,6 +90,28 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
     assert loaded['meta']['seed'] == 3
 
 
+def test_a_checkpoint_written_under_numpy_1_loads_with_weights_only(tmp_path):
+    # numpy 1.x pickles its arrays and scalars as numpy.core.multiarray.*, numpy 2 as
+    # numpy._core.*: a run saved before the upgrade could not be resumed
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    torch.save(_mmengine_like_meta(), buffer)
+    path = tmp_path / 'numpy1.pth'
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, \
+            zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith('data.pkl'):
+                assert b'numpy._core.multiarray' in data
+                data = data.replace(b'numpy._core.multiarray', b'numpy.core.multiarray')
+            dst.writestr(item, data)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded['meta']['message_hub']['log_scalars']['loss'].mean() \
+        == pytest.approx(0.375)
+    assert loaded['meta']['seed'] == 3
+
+
 class NotAllowed:
     pass
 
