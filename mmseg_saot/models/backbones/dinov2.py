@@ -188,6 +188,48 @@ class DINOv2Backbone(BaseModule):
             self._vit_digest = torch.frombuffer(bytearray(digest), dtype=torch.uint8)
         return self._vit_digest.clone()
 
+    def check_input_grid(self, preprocessor: nn.Module, test_cfg: Optional[dict],
+                         owner: str) -> None:
+        """Raise a ConfigError if the inputs would not cover whole patches.
+
+        The backbone pads an input to whole ``p``-pixel patches, so its grid covers more
+        than the image; the head's logits are then stretched over the unpadded image,
+        shifting every prediction (by up to ``p`` pixels at the far edge) and training
+        on misaligned labels. The preprocessor's padding (``size_divisor``, or ``size``,
+        for training and in its ``test_cfg``) and a sliding window's ``crop_size``
+        must be multiples of ``p``. Checked when the model is built, e.g. after swapping
+        a /16 ViT's config to a /14 one.
+
+        Args:
+            preprocessor: the segmentor's data preprocessor.
+            test_cfg: the segmentor's ``test_cfg`` (``mode``, ``crop_size``).
+            owner: the segmentor's name, for the message.
+        """
+        patch = self.patch_size
+        problems = []
+
+        def check(where: str, size, size_divisor) -> None:
+            if size_divisor is not None and size_divisor % patch:
+                problems.append(f'{where}.size_divisor={size_divisor}')
+            if size is not None and any(v % patch for v in size):
+                problems.append(f'{where}.size={tuple(size)}')
+
+        check('model.data_preprocessor', getattr(preprocessor, 'size', None),
+              getattr(preprocessor, 'size_divisor', None))
+        padding = getattr(preprocessor, 'test_cfg', None) or {}
+        check('model.data_preprocessor.test_cfg', padding.get('size'),
+              padding.get('size_divisor'))
+        test_cfg = test_cfg or {}
+        crop = test_cfg.get('crop_size')
+        if test_cfg.get('mode') == 'slide' and crop and any(v % patch for v in crop):
+            problems.append(f'model.test_cfg.crop_size={tuple(crop)}')
+        if problems:
+            raise ConfigError(
+                f'{owner}: {", ".join(problems)} is not a multiple of the patch size of '
+                f'{self.model_name} ({patch} px): its feature grid would cover padding '
+                f'and the predictions would be shifted against the image. Use multiples of '
+                f'{patch} (e.g. size_divisor={patch}).')
+
     def check_head(self, head: nn.Module, owner: str) -> None:
         """Raise a ConfigError if ``head`` does not take this backbone's maps.
 

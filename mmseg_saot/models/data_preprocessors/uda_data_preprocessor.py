@@ -33,6 +33,11 @@ class UDADataPreProcessor(SegDataPreProcessor):
                  rgb_to_bgr: bool = False,
                  batch_augments: Optional[List[dict]] = None,
                  test_cfg: Optional[dict] = None) -> None:
+        if (size is None) == (size_divisor is None):
+            raise ConfigError(
+                'UDADataPreProcessor: give exactly one of size and size_divisor (the training '
+                f'batches are padded by it), got size={size!r}, size_divisor={size_divisor!r}; '
+                'e.g. size_divisor=14 for a /14 ViT.')
         if size_divisor is not None:
             check_positive_int('UDADataPreProcessor', 'size_divisor', size_divisor)
         if size is not None and not (

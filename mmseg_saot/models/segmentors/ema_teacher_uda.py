@@ -128,6 +128,9 @@ class EMATeacherUDA(EncoderDecoder):
             check_number('EMATeacherUDA', name, value, **bounds)
         if neck is None and hasattr(self.backbone, 'check_head'):
             self.backbone.check_head(self.decode_head, 'EMATeacherUDA')
+        if hasattr(self.backbone, 'check_input_grid'):
+            self.backbone.check_input_grid(self.data_preprocessor, self.test_cfg,
+                                           'EMATeacherUDA')
         self.teacher_head = MODELS.build(decode_head)
         self.teacher_head.requires_grad_(False)
         self.source_weight = source_weight

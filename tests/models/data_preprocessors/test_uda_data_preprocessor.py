@@ -1,4 +1,6 @@
 """UDADataPreProcessor: each branch normalised and padded on its own; plain batches pass."""
+import re
+
 import torch
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
@@ -31,7 +33,7 @@ def test_branches_are_stacked_separately():
 
 
 def test_a_plain_batch_is_preprocessed_as_by_the_parent():
-    pre = UDADataPreProcessor(mean=[100, 100, 100], std=[2, 2, 2])
+    pre = UDADataPreProcessor(mean=[100, 100, 100], std=[2, 2, 2], size_divisor=14)
     inputs, samples = batch([(14, 14)] * 2, 102)
     out = pre(dict(inputs=inputs, data_samples=samples), training=False)
     assert out['inputs'].shape == (2, 3, 14, 14) and torch.all(out['inputs'] == 1.0)
@@ -47,6 +49,14 @@ def test_padding_options_are_checked_when_built():
     with pytest.raises(ConfigError, match=r'^UDADataPreProcessor: size must be None or '
                                           r'\(height, width\)'):
         UDADataPreProcessor(size=(0, 14))
-    built = UDADataPreProcessor(size=[28, 42], size_divisor=14, pad_val=1, seg_pad_val=7)
+    # mmseg pads a training batch by exactly one of them: its bare AssertionError came in
+    # the first batch, after the target set was pseudo-labelled
+    for size, size_divisor in ((None, None), ([28, 42], 14)):
+        with pytest.raises(ConfigError, match=r'^UDADataPreProcessor: give exactly one of '
+                           r'size and size_divisor .* got ' +
+                           re.escape(f'size={size!r}, size_divisor={size_divisor!r}; ') +
+                           r'e\.g\. size_divisor=14'):
+            UDADataPreProcessor(size=size, size_divisor=size_divisor)
+    built = UDADataPreProcessor(size=[28, 42], pad_val=1, seg_pad_val=7)
     assert (built.size, built.size_divisor, built.pad_val, built.seg_pad_val) == \
-        ([28, 42], 14, 1, 7)
+        ([28, 42], None, 1, 7)

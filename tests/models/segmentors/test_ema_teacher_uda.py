@@ -1,4 +1,6 @@
 """EMATeacherUDA: loss steps per stage, teacher untouched by gradients, predict_on."""
+import re
+
 import pytest
 import torch
 from mmengine.config import ConfigDict
@@ -341,4 +343,24 @@ def test_a_segmentor_init_cfg_initialises_the_head_not_the_frozen_backbone():
     for name, value in model.backbone.named_parameters():
         assert torch.equal(value, backbone[name]), name
     assert any(not torch.equal(v, head[k]) for k, v in model.decode_head.state_dict().items())
+
+
+@pytest.mark.parametrize('overrides, named', [
+    (dict(data_preprocessor=dict(type='UDADataPreProcessor', size_divisor=16)),
+     'model.data_preprocessor.size_divisor=16'),
+    (dict(data_preprocessor=dict(type='UDADataPreProcessor', size=(32, 42),
+                                 test_cfg=dict(size_divisor=16))),
+     'model.data_preprocessor.size=(32, 42), model.data_preprocessor.test_cfg.size_divisor=16'),
+    (dict(test_cfg=dict(mode='slide', crop_size=(40, 40), stride=(20, 20))),
+     'model.test_cfg.crop_size=(40, 40)'),
+])
+def test_inputs_that_do_not_cover_whole_patches_are_refused(overrides, named):
+    # a /14 ViT behind size_divisor=16 (voc.py's, for ViT-B/16) pads each input to whole
+    # patches itself, and the head's logits were stretched over the unpadded image:
+    # every prediction shifted, and training read misaligned labels
+    with pytest.raises(ConfigError, match=re.escape(
+            f'EMATeacherUDA: {named} is not a multiple of the patch size of '
+            'vit_small_patch14_dinov2 (14 px)')):
+        build(**overrides)
+    build(test_cfg=dict(mode='slide', crop_size=(42, 28), stride=(14, 14)))
 
