@@ -9,6 +9,7 @@ from mmseg_saot.utils.errors import WeightsError, load_failure_reason
 
 _WRAPPER_KEYS = ('state_dict', 'model', 'module')
 _PREFIXES = ('module.', 'backbone.vit.', 'backbone.', 'vit.')
+_SEGMENTOR_VIT = 'backbone.vit.'
 
 
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -53,7 +54,10 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     for prefix in _PREFIXES:
         if state and all(key.startswith(prefix) for key in state):
             state = {key[len(prefix):]: value for key, value in state.items()}
-    return state
+    # a segmentor's checkpoint (save_frozen_weights=True): the ViT beside the heads
+    vit = {key[len(_SEGMENTOR_VIT):]: value for key, value in state.items()
+           if key.startswith(_SEGMENTOR_VIT)}
+    return vit or state
 
 
 def _first(names: List[str], limit: int = 8) -> str:

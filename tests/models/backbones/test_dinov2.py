@@ -139,6 +139,19 @@ def test_local_weights_load_strictly(vit_s, tmp_path, suffix):
         torch.testing.assert_close(a, b)
 
 
+def test_a_segmentor_checkpoint_gives_its_vit(vit_s, tmp_path):
+    # a run saved with save_frozen_weights=True holds the ViT beside the heads: only
+    # checkpoints whose every key had the prefix were read (a confusing key mismatch)
+    path = tmp_path / 'iter_100.pth'
+    state = {f'backbone.vit.{k}': v.clone() for k, v in vit_s.vit.state_dict().items()}
+    state['decode_head.conv_seg.weight'] = torch.zeros(19, 8, 1, 1)
+    torch.save({'meta': {}, 'state_dict': state}, path)
+    loaded = DINOv2Backbone(model_name=VIT_S, out_indices=2, checkpoint=str(path))
+    images = torch.rand(1, 3, 28, 42)
+    for a, b in zip(vit_s(images), loaded(images)):
+        torch.testing.assert_close(a, b)
+
+
 def test_key_mismatch_is_readable(vit_s, tmp_path):
     path = tmp_path / 'vit_s.safetensors'
     state = dict(vit_s.vit.state_dict())
