@@ -125,12 +125,14 @@ class PseudoLabelCache:
                 'SAOTPseudoLabelHook labels the missing image again.')
 
     def read_manifest(self) -> Optional[Dict[str, Any]]:
-        """The manifest, or None when there is none (or it is unreadable)."""
+        """The manifest, or None when there is none (or it is unreadable, or not a JSON
+        object: nothing this cache wrote)."""
         try:
             with open(self.manifest_path) as f:
-                return json.load(f)
+                manifest = json.load(f)
         except (OSError, ValueError):
             return None
+        return manifest if isinstance(manifest, dict) else None
 
     def write_manifest(self, manifest: Dict[str, Any]) -> None:
         data = json.dumps(manifest, indent=2, sort_keys=True, default=str) + '\n'
@@ -156,7 +158,7 @@ class PseudoLabelCache:
             return state
         if osp.isdir(self.root) and os.listdir(self.root):
             manifest = self.read_manifest() or {}
-            old = manifest.get('config_hash', 'unknown')[:8]
+            old = str(manifest.get('config_hash') or 'unknown')[:8]
             changed = changed_entries(manifest.get('fingerprint'), fingerprint)
             moved = unused_path(f'{self.root.rstrip(os.sep)}.stale-{old}')
             os.replace(self.root, moved)
