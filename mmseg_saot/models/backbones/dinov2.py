@@ -120,7 +120,8 @@ class DINOv2Backbone(BaseModule):
         model_name (str): timm model name. Default: 'vit_large_patch14_dinov2'.
         out_indices (int | Sequence[int]): blocks whose outputs are returned.
             An int n means the last n blocks; a sequence lists block indices
-            (negative ones count from the end). Default: 4.
+            (negative ones count from the end), returned in block order whatever
+            the order given (``[11, 5]`` gives block 5's map first). Default: 4.
         checkpoint (str, optional): local ``.safetensors``/``.pth`` file with a
             timm state dict, loaded strictly. Default: None.
         pretrained (bool): fetch timm's pretrained weights from its hub (needs
@@ -134,7 +135,8 @@ class DINOv2Backbone(BaseModule):
             ViT-L). When False, checkpoints hold the trainable parts only and
             loading one keeps the ViT weights this module was built with
             (``checkpoint``/``pretrained``). Default: False.
-        init_cfg (dict, optional): MMEngine init config; the ViT ignores it.
+        init_cfg (dict, optional): MMEngine init config; the ViT ignores it (and
+            ``EMATeacherUDA`` keeps it out of a segmentor-level one).
 
     Shapes:
         input: (B, 3, H, W).
