@@ -44,8 +44,9 @@ class SourceTargetDataset(Dataset):
                 'label space (e.g. Cityscapes train ids for GTA5 -> Cityscapes).')
         for branch, dataset in (('source', self.source), ('target', self.target)):
             if len(dataset) == 0:
-                raise UserInputError(f'SourceTargetDataset: the {branch} dataset is empty; '
-                                     'check its data_root and data_prefix.')
+                raise UserInputError(f'SourceTargetDataset: the {branch} dataset is empty '
+                                     f'({_describe(dataset)}); check its data_root and '
+                                     'data_prefix.')
 
     @property
     def metainfo(self) -> dict:
@@ -79,3 +80,11 @@ class SourceTargetDataset(Dataset):
         return dict(inputs=dict(source=source['inputs'], target=target['inputs']),
                     data_samples=dict(source=source['data_samples'],
                                       target=target['data_samples']))
+
+
+def _describe(dataset) -> str:
+    """Type and image folder of ``dataset`` (of the images a PseudoLabelDataset wraps)."""
+    dataset = getattr(dataset, 'target', dataset)
+    prefix = getattr(dataset, 'data_prefix', None) or {}
+    return (f'{type(dataset).__name__}, data_root={getattr(dataset, "data_root", None)!r}, '
+            f'img_path={prefix.get("img_path")!r}')

@@ -1,6 +1,7 @@
 """Labelling a whole target set into the cache: complete, resumable, reproducible."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from labelling_run import run_labelling
 from PIL import Image
 
 from mmseg_saot.engine.pseudo_labels import PseudoLabelInputError
+from mmseg_saot.utils.errors import UserInputError
 
 SCRIPT = Path(__file__).with_name('labelling_run.py')
 
@@ -182,7 +184,10 @@ def test_empty_target_set_is_a_clear_error(tmp_path):
     (data / 'cs' / 'leftImg8bit' / 'train').mkdir(parents=True, exist_ok=True)
     config = tmp_path / 'tiny.py'
     config.write_text(tiny_uda_config(data))
-    with pytest.raises(PseudoLabelInputError, match='target set to pseudo-label is empty'):
+    # named when the training set is built, before any feature is computed
+    with pytest.raises(UserInputError, match=re.escape(
+            "SourceTargetDataset: the target dataset is empty (CityscapesDataset, "
+            f"data_root='{data / 'cs'}', img_path='{data / 'cs' / 'leftImg8bit' / 'train'}')")):
         run_labelling(config, tmp_path / 'run')
 
 
