@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from mmengine.dataset import Compose
 from tiny_uda import write_tiny_uda_data
 from PIL import Image
 
@@ -88,6 +89,19 @@ def test_weight_and_label_of_different_sizes_are_named(dataset):
     cache.write(dataset.key(0), np.zeros((56, 84), np.uint8), np.zeros((56, 84), np.uint8))
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(cache.confidence_path(dataset.key(0)))
     with pytest.raises(ValueError, match='confidence'):
+        dataset[0]
+
+
+def test_weights_loaded_before_the_labels_are_checked_when_packed(dataset):
+    # LoadPixelWeights compares sizes only when the label map is already loaded
+    cache = PseudoLabelCache(dataset.pseudo_label_dir)
+    cache.write(dataset.key(0), np.zeros((56, 84), np.uint8), np.zeros((56, 84), np.uint8))
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(cache.confidence_path(dataset.key(0)))
+    dataset.pipeline = Compose([dict(type='LoadImageFromFile'), dict(type='LoadPixelWeights'),
+                                dict(type='LoadAnnotations'),
+                                dict(type='PackSegInputsWithWeights')])
+    with pytest.raises(ValueError, match=r'confidence/.*\.png is \(10, 10\) but its label '
+                       r'map .*labels/.*\.png is \(56, 84\)'):
         dataset[0]
 
 

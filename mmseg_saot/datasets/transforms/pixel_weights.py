@@ -43,9 +43,18 @@ class PackSegInputsWithWeights(PackSegInputs):
 
     The data sample gets ``gt_pixel_weight`` (``PixelData``, ``(1, H, W)``), which
     :class:`~mmseg_saot.models.decode_heads.MLPHead` multiplies into its loss.
+
+    Raises:
+        ValueError: the weight map and the label map differ in size (names both files).
     """
 
     def transform(self, results: dict) -> dict:
+        weight, seg = results.get('gt_pixel_weight'), results.get('gt_seg_map')
+        if weight is not None and seg is not None and weight.shape != seg.shape:
+            # LoadPixelWeights checks this only when the label map was loaded before it
+            raise ValueError(f'{results.get("pixel_weight_path")} is {weight.shape} but its '
+                             f'label map {results.get("seg_map_path")} is {seg.shape} (after '
+                             'the pipeline\'s transforms).')
         packed = super().transform(results)
         if 'gt_pixel_weight' in results:
             weight = torch.from_numpy(np.ascontiguousarray(results['gt_pixel_weight']))
