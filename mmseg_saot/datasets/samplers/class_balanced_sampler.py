@@ -84,7 +84,9 @@ class ClassBalancedSampler(Sampler):
     def refresh(self) -> bool:
         """(Re)read the statistics if the file changed; whether they are usable."""
         try:
-            stamp = os.stat(self.stats_file).st_mtime_ns
+            stat = os.stat(self.stats_file)
+            # a copy that keeps the modification time (cp -p) still changes size or inode
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         except OSError:
             return False
         if stamp != self._loaded_stamp:

@@ -83,6 +83,22 @@ def test_new_statistics_are_read_by_the_next_iterator(tmp_path):
     assert set(sampler.class_probs) == {0} and len(draws) == 10
 
 
+def test_statistics_copied_in_with_the_old_modification_time_are_read(tmp_path):
+    # only the modification time was compared: a file copied over with cp -p (or
+    # rsync -a) of the same time was never read
+    sampler = make_sampler(tmp_path, temperature=1.0)
+    assert sampler.refresh() and 13 in sampler.class_probs
+    path = tmp_path / 'sample_class_stats.json'
+    stamp = path.stat().st_mtime_ns
+    new = tmp_path / 'new.json'
+    new.write_text(json.dumps([dict(file=f'labels/{i}.png', counts={'0': 10000})
+                               for i in range(10)]))
+    os.utime(new, ns=(stamp, stamp))
+    os.replace(new, path)
+    assert path.stat().st_mtime_ns == stamp
+    assert sampler.refresh() and set(sampler.class_probs) == {0}
+
+
 def test_images_missing_from_the_statistics_are_named_not_silently_dropped(tmp_path):
     # statistics written before images 10 and 11 were added: they would never be drawn
     write_stats(tmp_path, COUNTS)
