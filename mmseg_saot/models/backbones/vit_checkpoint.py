@@ -66,6 +66,20 @@ def _first(names: List[str], limit: int = 8) -> str:
                     if len(names) > limit else '')
 
 
+def _from_official_dinov2(state: Dict[str, torch.Tensor],
+                          vit: nn.Module) -> Dict[str, torch.Tensor]:
+    """``state`` in timm's names when it is an official DINOv2 checkpoint (Meta's
+    ``dinov2_vit*14_pretrain.pth``: it has a ``mask_token``, and registers or SwiGLU
+    weights under other names), converted by timm's own filter for the model; any other
+    state unchanged."""
+    if 'mask_token' not in state:
+        return state
+    import importlib
+    module = importlib.import_module(type(vit).__module__)
+    convert = getattr(module, 'checkpoint_filter_fn', None)
+    return dict(convert(dict(state), vit)) if convert is not None else state
+
+
 def load_vit_weights(vit: nn.Module, path: str) -> None:
     """Load ``path`` into ``vit`` strictly, explaining any mismatch.
 
@@ -73,7 +87,7 @@ def load_vit_weights(vit: nn.Module, path: str) -> None:
         vit (nn.Module): the timm model.
         path (str): a ``.safetensors`` or ``.pth`` file.
     """
-    state = read_state_dict(path)
+    state = _from_official_dinov2(read_state_dict(path), vit)
     state.pop('head.weight', None)  # classification heads are not used
     state.pop('head.bias', None)
     expected = vit.state_dict()

@@ -152,6 +152,19 @@ def test_a_segmentor_checkpoint_gives_its_vit(vit_s, tmp_path):
         torch.testing.assert_close(a, b)
 
 
+def test_an_official_dinov2_checkpoint_loads(vit_s, tmp_path):
+    # Meta's dinov2_vits14_pretrain.pth (the usual offline download) has a mask_token
+    # timm drops: it failed strictly, blaming model_name
+    path = tmp_path / 'dinov2_vits14_pretrain.pth'
+    state = {k: v.clone() for k, v in vit_s.vit.state_dict().items()}
+    state['mask_token'] = torch.zeros(1, 384)
+    torch.save(state, path)
+    loaded = DINOv2Backbone(model_name=VIT_S, out_indices=2, checkpoint=str(path))
+    images = torch.rand(1, 3, 28, 42)
+    for a, b in zip(vit_s(images), loaded(images)):
+        torch.testing.assert_close(a, b)
+
+
 def test_key_mismatch_is_readable(vit_s, tmp_path):
     path = tmp_path / 'vit_s.safetensors'
     state = dict(vit_s.vit.state_dict())
