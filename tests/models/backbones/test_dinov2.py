@@ -124,45 +124,45 @@ def test_a_non_vit_with_pretrained_weights_does_not_blame_the_hub(monkeypatch):
     assert calls == [('resnet18', True)]  # the stub, not timm, was asked for weights
 
 
+def assert_loads_as(vit_s, path):
+    """A backbone built from ``path`` gives ``vit_s``'s features."""
+    loaded = DINOv2Backbone(model_name=VIT_S, out_indices=2, checkpoint=str(path))
+    images = torch.rand(1, 3, 28, 42)
+    for a, b in zip(vit_s(images), loaded(images)):
+        torch.testing.assert_close(a, b)
+
+
+def vit_state(vit_s, prefix=''):
+    return {prefix + k: v.clone() for k, v in vit_s.vit.state_dict().items()}
+
+
 @pytest.mark.parametrize('suffix', ['.safetensors', '.pth'])
 def test_local_weights_load_strictly(vit_s, tmp_path, suffix):
     path = tmp_path / f'w{suffix}'
-    state = {k: v.clone() for k, v in vit_s.vit.state_dict().items()}
+    state = vit_state(vit_s)
     if suffix == '.pth':
         torch.save({'state_dict': state}, path)  # wrapped, as many files are
     else:
         save_file(state, str(path))
-    loaded = DINOv2Backbone(model_name=VIT_S, out_indices=2,
-                            checkpoint=str(path))
-    images = torch.rand(1, 3, 28, 42)
-    for a, b in zip(vit_s(images), loaded(images)):
-        torch.testing.assert_close(a, b)
+    assert_loads_as(vit_s, path)
 
 
 def test_a_segmentor_checkpoint_gives_its_vit(vit_s, tmp_path):
     # a run saved with save_frozen_weights=True holds the ViT beside the heads: only
     # checkpoints whose every key had the prefix were read (a confusing key mismatch)
     path = tmp_path / 'iter_100.pth'
-    state = {f'backbone.vit.{k}': v.clone() for k, v in vit_s.vit.state_dict().items()}
+    state = vit_state(vit_s, prefix='backbone.vit.')
     state['decode_head.conv_seg.weight'] = torch.zeros(19, 8, 1, 1)
     torch.save({'meta': {}, 'state_dict': state}, path)
-    loaded = DINOv2Backbone(model_name=VIT_S, out_indices=2, checkpoint=str(path))
-    images = torch.rand(1, 3, 28, 42)
-    for a, b in zip(vit_s(images), loaded(images)):
-        torch.testing.assert_close(a, b)
+    assert_loads_as(vit_s, path)
 
 
 def test_an_official_dinov2_checkpoint_loads(vit_s, tmp_path):
     # Meta's dinov2_vits14_pretrain.pth (the usual offline download) has a mask_token
     # timm drops: it failed strictly, blaming model_name
     path = tmp_path / 'dinov2_vits14_pretrain.pth'
-    state = {k: v.clone() for k, v in vit_s.vit.state_dict().items()}
-    state['mask_token'] = torch.zeros(1, 384)
-    torch.save(state, path)
-    loaded = DINOv2Backbone(model_name=VIT_S, out_indices=2, checkpoint=str(path))
-    images = torch.rand(1, 3, 28, 42)
-    for a, b in zip(vit_s(images), loaded(images)):
-        torch.testing.assert_close(a, b)
+    torch.save(dict(vit_state(vit_s), mask_token=torch.zeros(1, 384)), path)
+    assert_loads_as(vit_s, path)
 
 
 def test_key_mismatch_is_readable(vit_s, tmp_path):
