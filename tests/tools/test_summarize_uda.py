@@ -324,3 +324,27 @@ def test_runs_validated_on_other_images_are_warned_about(sources, tmp_path, caps
     assert summarize_uda.main(['--column', f'a=run:{tmp_path / "a"}:teacher',
                                '--column', f'c=run:{tmp_path / "c"}:teacher']) == 0
     assert capsys.readouterr().err == ''
+
+
+def test_a_run_folder_with_brackets_and_other_eval_files_reads_its_evaluations(tmp_path,
+                                                                                capsys):
+    # glob patterns in the folder name ('[1]') and files that are not iter_<N>.json
+    # beside the evaluations (a user's copy, a backup) must not hide or break the run
+    run = tmp_path / 'sweep[1]'
+    write_run(run, 10, dict(road=50.0, car=10.0), dict(road=40.0, car=0.0))
+    write_run(run, 9, dict(road=1.0, car=1.0), dict(road=2.0, car=4.0))
+    (run / 'eval' / 'iter_best.json').write_text(json.dumps(dict(iter=3)))
+    (run / 'eval' / 'iter_10.json~').write_text('{')
+    assert summarize_uda.main(['--column', f'x=run:{run}:teacher']) == 0
+    assert '| road | 50.0 |' in capsys.readouterr().out  # iteration 10, after 9
+    assert summarize_uda.main(['--column', f'x=run:{run}:teacher@7']) == 2
+    assert capsys.readouterr().err.startswith(
+        f'error: no evaluation at iteration 7 in {run}/eval/; it has iterations 9, 10.')
+
+
+def test_a_run_folder_with_brackets_not_validated_yet_names_its_log(tmp_path, capsys):
+    run = tmp_path / 'training[1]'
+    log = write_log(run, dict(loss=1.0, iter=10))
+    assert summarize_uda.main(['--column', f'x=run:{run}:teacher']) == 2
+    assert f'the run has not been validated yet ({log}: it reaches iteration 10' in (
+        capsys.readouterr().err)

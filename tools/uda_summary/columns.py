@@ -7,7 +7,7 @@ import json
 import math
 import os.path as osp
 import re
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 Column = Dict[str, Optional[float]]
 
@@ -64,7 +64,7 @@ VAL_LOOP_ADVICE = ('train with val_cfg=dict(type="TeacherStudentValLoop") and '
 def _last_log(work_dir: str) -> Tuple[Optional[str], Optional[int], bool]:
     """The run's latest ``<time>/vis_data/scalars.json``, the last iteration it logs and
     whether it logs an mIoU (a validation); ``(None, None, False)`` without a log."""
-    logs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    logs = sorted(glob.glob(osp.join(glob.escape(work_dir), '*', 'vis_data', 'scalars.json')))
     if not logs:
         return None, None, False
     last, validated = None, False
@@ -99,6 +99,18 @@ def no_evaluation(work_dir: str) -> str:
             'iterations and at the end of training).')
 
 
+def eval_records(work_dir: str) -> List[str]:
+    """The run's ``eval/iter_<N>.json`` files in iteration order; other files there (a
+    copy named ``iter_best.json``, an editor's backup) are not evaluations and are left
+    out. ``work_dir`` is taken literally (``run[1]`` is a name, not a glob pattern)."""
+    by_iteration = []
+    for path in glob.glob(osp.join(glob.escape(work_dir), 'eval', 'iter_*.json')):
+        match = re.fullmatch(r'iter_(\d+)\.json', osp.basename(path))
+        if match:
+            by_iteration.append((int(match.group(1)), path))
+    return [path for _, path in sorted(by_iteration)]
+
+
 def read_run(work_dir: str, branch: str,
              iteration: Optional[int]) -> Tuple[Column, str, Optional[str]]:
     """Per-class IoU of one head of a run at ``iteration`` (default: the last eval), its
@@ -107,8 +119,7 @@ def read_run(work_dir: str, branch: str,
         raise FileNotFoundError(f'run folder {work_dir} ' + (
             'is a file: give the run\'s work_dir (the folder holding eval/)'
             if osp.exists(work_dir) else 'does not exist.'))
-    records = sorted(glob.glob(osp.join(work_dir, 'eval', 'iter_*.json')),
-                     key=lambda p: int(re.findall(r'iter_(\d+)', p)[-1]))
+    records = eval_records(work_dir)
     if not records:
         raise FileNotFoundError(no_evaluation(work_dir))
     if iteration is not None:
