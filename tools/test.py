@@ -4,10 +4,12 @@ The interface of MMSegmentation's tools/test.py: prints per-class IoU and
 mIoU on the config's test split.
 """
 import argparse
+import glob
 import logging
 import os
+import os.path as osp
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.logging import print_log
@@ -21,6 +23,7 @@ from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
                                                 untrained_teacher_problem)
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_folder_or_exit,
                                   exit_with, interrupt_exits, user_errors_exit)
+from mmseg_saot.utils.paths import move_aside
 from mmseg_saot.utils.run_config import load_run_config, save_config_with_templates
 from mmseg_saot.utils.run_options import check_run_options
 
@@ -72,6 +75,48 @@ def paint_predictions(cfg, show_dir: Optional[str], show: bool, wait_time: float
                   logger='current', level=logging.WARNING)
 
 
+def save_predictions(cfg, out: str) -> None:
+    """Let the test evaluators write their predicted label maps into ``out`` (``--out``).
+
+    One evaluator writes into ``out`` itself; several (``test_evaluator`` a list) each
+    into ``out/<type>`` (``<type>.2``, ... for a type given twice), since they write the
+    same file names. Label maps of an earlier test there are moved into
+    ``out/earlier-<time>/`` first, so that nothing is overwritten or mixed.
+    """
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, (list, tuple)) else [
+        cfg.test_evaluator]
+    writers = [e for e in evaluators if takes_option(e, METRICS, 'output_dir')]
+    if not writers:
+        exit_with(f'--out: no test evaluator of this config writes label maps (test_evaluator: '
+                  f'{", ".join(str(e.get("type")) for e in evaluators)}); add an IoUMetric '
+                  'or test without --out.')
+    for evaluator, folder in zip(writers, prediction_folders(out, writers)):
+        ensure_folder_or_exit(folder, '--out')
+        earlier = move_aside(folder, sorted(glob.glob('*.png', root_dir=folder)))
+        if earlier:
+            print_log(f'--out: the label maps of an earlier test in {folder} are moved to '
+                      f'{earlier}.', logger='current', level=logging.WARNING)
+        evaluator['output_dir'] = folder
+        if takes_option(evaluator, METRICS, 'keep_results'):  # CityscapesMetric
+            evaluator['keep_results'] = True
+
+
+def prediction_folders(out: str, writers: list) -> List[str]:
+    """``[out]`` for one evaluator; ``out/<type>`` (``.2``, ... on repeats) for several."""
+    if len(writers) == 1:
+        return [out]
+    folders: List[str] = []
+    for evaluator in writers:
+        obj_type = evaluator.get('type')
+        name = obj_type if isinstance(obj_type, str) else getattr(obj_type, '__name__', 'metric')
+        folder, repeat = osp.join(out, name), 1
+        while folder in folders:
+            repeat += 1
+            folder = osp.join(out, f'{name}.{repeat}')
+        folders.append(folder)
+    return folders
+
+
 def drop_training_parts(cfg) -> None:
     """Testing builds no training loop: without one, nothing can build the training
     dataloader (MMSeg's visualization hook reads ``runner.iter``, which would build the
@@ -87,10 +132,7 @@ def main() -> None:
                           args.launcher)
     cfg.load_from = args.checkpoint
     if args.out:
-        ensure_folder_or_exit(args.out, '--out')
-        cfg.test_evaluator['output_dir'] = args.out
-        if takes_option(cfg.test_evaluator, METRICS, 'keep_results'):  # CityscapesMetric
-            cfg.test_evaluator['keep_results'] = True
+        save_predictions(cfg, args.out)
     if args.show or args.show_dir:
         paint_predictions(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:

@@ -3,7 +3,8 @@ the rules for naming a free path and for reusing an output that is up to date.""
 import os
 import os.path as osp
 import tempfile
-from typing import Sequence
+import time
+from typing import List, Optional, Sequence
 
 from mmseg_saot.utils.errors import UserInputError
 
@@ -66,6 +67,33 @@ def unused_path(path: str) -> str:
     while osp.exists(path if not suffix else f'{path}.{suffix}'):
         suffix += 1
     return path if not suffix else f'{path}.{suffix}'
+
+
+def move_aside(folder: str, names: Sequence[str],
+               stamp_from: Optional[str] = None) -> Optional[str]:
+    """Move the entries ``names`` of ``folder`` that exist into a new
+    ``folder/earlier-<mtime of stamp_from>/`` (``.1``, ``.2``, ... if that is taken), so
+    that a new run's outputs are not mixed with an earlier run's and nothing is lost.
+
+    Args:
+        folder: the output folder.
+        names: file or folder names inside ``folder``, each moved whole.
+        stamp_from: the name, among ``names``, whose modification time names the new
+            folder (the earlier run's time); the first name found if None or absent.
+
+    Returns:
+        The new folder, or None if none of ``names`` was there (nothing moved).
+    """
+    found: List[str] = [name for name in names if osp.lexists(osp.join(folder, name))]
+    if not found:
+        return None
+    stamped = stamp_from if stamp_from in found else found[0]
+    when = time.localtime(osp.getmtime(osp.join(folder, stamped)))
+    earlier = unused_path(osp.join(folder, f'earlier-{time.strftime("%Y%m%d_%H%M%S", when)}'))
+    os.makedirs(earlier)
+    for name in found:
+        os.replace(osp.join(folder, name), osp.join(earlier, name))
+    return earlier
 
 
 def is_up_to_date(output: str, sources: Sequence[str]) -> bool:

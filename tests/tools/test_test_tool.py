@@ -1,4 +1,7 @@
-"""tools/test.py options that need no run: painting predictions (--show, --show-dir)."""
+"""tools/test.py options that need no run: painting predictions (--show, --show-dir) and
+where label maps go (--out)."""
+import os
+
 import pytest
 from mmengine.config import Config
 from tool_scripts import REPO_ROOT, load_tool
@@ -50,3 +53,39 @@ def test_painting_with_several_processes_says_only_rank_0_paints(tool, monkeypat
     cfg.launcher = 'pytorch'
     tool.paint_predictions(cfg, str(tmp_path), show=False, wait_time=2.0)
     assert len(logged) == 1 and 'only its share of the test images is painted' in logged[0]
+
+
+def test_out_sets_the_folder_and_moves_an_earlier_tests_label_maps_aside(tool, tmp_path):
+    out = tmp_path / 'pred'
+    out.mkdir()
+    (out / 'frankfurt_0001.png').write_bytes(b'earlier')
+    (out / 'notes.txt').write_text('mine')  # not a label map: left where it is
+    cfg = demo_config()
+    tool.save_predictions(cfg, str(out))
+    assert cfg.test_evaluator['output_dir'] == str(out)
+    moved = [name for name in os.listdir(out) if name.startswith('earlier-')]
+    assert sorted(os.listdir(out)) == sorted(moved + ['notes.txt']) and len(moved) == 1
+    assert (out / moved[0] / 'frankfurt_0001.png').read_bytes() == b'earlier'
+
+
+def test_out_with_several_evaluators_gives_each_its_own_folder(tool, tmp_path):
+    cfg = demo_config()
+    cfg.test_evaluator = [dict(type='IoUMetric'), dict(type='ClassIoUMetric'),
+                          dict(type='IoUMetric', iou_metrics=['mDice'])]
+    tool.save_predictions(cfg, str(tmp_path))
+    assert [e['output_dir'] for e in cfg.test_evaluator] == [
+        str(tmp_path / 'IoUMetric'), str(tmp_path / 'ClassIoUMetric'),
+        str(tmp_path / 'IoUMetric.2')]
+    assert all((tmp_path / name).is_dir()
+               for name in ('IoUMetric', 'ClassIoUMetric', 'IoUMetric.2'))
+
+
+def test_out_without_an_evaluator_that_writes_label_maps_is_a_clear_message(tool, tmp_path,
+                                                                            capsys):
+    cfg = demo_config()
+    cfg.test_evaluator = dict(type='NotRegisteredMetric')
+    with pytest.raises(SystemExit) as stop:
+        tool.save_predictions(cfg, str(tmp_path / 'pred'))
+    assert stop.value.code == 2
+    assert 'error: --out: no test evaluator of this config writes label maps' in (
+        capsys.readouterr().err)

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from mmseg_saot.utils.errors import UserInputError
-from mmseg_saot.utils.paths import ensure_folder, unused_path, why_not_creatable
+from mmseg_saot.utils.paths import ensure_folder, move_aside, unused_path, why_not_creatable
 
 
 def test_ensure_folder_creates_parents_and_keeps_existing_ones(tmp_path):
@@ -78,3 +78,21 @@ def test_is_up_to_date_needs_an_output_no_older_than_every_source(tmp_path):
     os.utime(source, ns=(10**18 + 1, 10**18 + 1))
     assert not is_up_to_date(str(output), [str(source)])       # source newer
     assert not is_up_to_date(str(output), [str(tmp_path / 'gone')])
+
+
+def test_move_aside_moves_only_the_named_entries_into_a_folder_named_by_time(tmp_path):
+    assert move_aside(str(tmp_path), ['a.png']) is None  # nothing there: nothing made
+    assert os.listdir(tmp_path) == []
+    (tmp_path / 'a.png').write_bytes(b'a')
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'sub' / 'b.png').write_bytes(b'b')
+    (tmp_path / 'keep.txt').write_text('mine')
+    os.utime(tmp_path / 'a.png', (10**9, 10**9))  # 2001-09-09 UTC
+    earlier = move_aside(str(tmp_path), ['a.png', 'sub', 'gone.png'], stamp_from='a.png')
+    assert os.path.basename(earlier).startswith('earlier-2001')
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(earlier), 'keep.txt']
+    assert (tmp_path / earlier / 'sub' / 'b.png').read_bytes() == b'b'
+    (tmp_path / 'a.png').write_bytes(b'again')
+    os.utime(tmp_path / 'a.png', (10**9, 10**9))  # the same second: never over the first
+    assert move_aside(str(tmp_path), ['a.png']) == f'{earlier}.1'
+    assert (tmp_path / earlier / 'a.png').read_bytes() == b'a'

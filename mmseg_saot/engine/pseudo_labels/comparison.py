@@ -14,7 +14,7 @@ from mmseg.registry import DATASETS
 from PIL import Image
 
 from mmseg_saot.models.labelers import METHODS
-from mmseg_saot.utils.paths import unused_path
+from mmseg_saot.utils.paths import move_aside
 from .features import PseudoLabelInputError, iter_features
 from .labelling import build_labeler, fit_labeler, label_image, usable_sources
 from .oracle import PATCH_ORACLE, patch_oracle_labels
@@ -33,17 +33,9 @@ def set_aside_earlier_outputs(out_dir: str) -> Optional[str]:
     and overlays (a run with fewer methods would leave the others' overlays beside a
     table without them) and nothing is lost. Returns that folder, or None if there was
     nothing to move."""
-    found: List[str] = [name for name in OUTPUTS if osp.exists(osp.join(out_dir, name))]
-    if not found:
-        return None
-    table = next((osp.join(out_dir, name) for name in OUTPUTS[:2] if name in found),
-                 osp.join(out_dir, found[0]))
-    stamp = time.strftime('%Y%m%d_%H%M%S', time.localtime(osp.getmtime(table)))
-    folder = unused_path(osp.join(out_dir, f'earlier-{stamp}'))
-    os.makedirs(folder)
-    for name in found:
-        os.replace(osp.join(out_dir, name), osp.join(folder, name))
-    return folder
+    table = next((name for name in OUTPUTS[:2] if osp.exists(osp.join(out_dir, name))),
+                 OUTPUTS[0])
+    return move_aside(out_dir, OUTPUTS, stamp_from=table)
 
 
 def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str], *,
