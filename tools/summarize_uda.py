@@ -32,6 +32,7 @@ and each column's note names its split (``run`` columns: val; ``pl`` columns: th
 """
 import argparse
 import json
+import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional
@@ -95,7 +96,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         'A ref column without its reported mean gets the mean over the '
                         'classes it gives; a warning says when those are not the other '
                         "columns' classes")
-    parser.add_argument('--out', help='write <out>.md and <out>.json')
+    parser.add_argument('--out', help='write <out>.md and <out>.json (a folder, or a path '
+                        'ending in /: <out>/uda_table.md and .json)')
     args = parser.parse_args(argv)
     try:
         check_labels(args.column)
@@ -129,9 +131,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def output_stem(out: str) -> str:
+    """The path that ``.md`` and ``.json`` are added to for ``--out out``: ``out`` itself,
+    ``out/uda_table`` for a folder (or a path ending in a separator: never a hidden
+    ``out/.md``), and without a ``.md``/``.json`` the user gave (never ``t.md.md``)."""
+    if out.endswith(('/', osp.sep)) or osp.isdir(out):
+        return osp.join(out, 'uda_table')
+    stem, suffix = osp.splitext(out)
+    return stem if suffix in ('.md', '.json') else out
+
+
 def write_outputs(out: str, table: str, notes: str, columns: List[Source]) -> None:
-    """``<out>.md`` (table and notes) and ``<out>.json`` (per column)."""
+    """``<out>.md`` (table and notes) and ``<out>.json`` (per column); see
+    :func:`output_stem` for a folder."""
     from mmseg_saot.utils.atomic import atomic_write_text
+    out = output_stem(out)
+    parent = osp.dirname(out)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
     atomic_write_text(out + '.md', table + '\n\n' + notes + '\n')
     per_column = {column.label: dict(per_class_iou=column.iou, miou=round(column.miou, 2),
                                      source=column.what, split=column.split,

@@ -348,3 +348,16 @@ def test_a_run_folder_with_brackets_not_validated_yet_names_its_log(tmp_path, ca
     assert summarize_uda.main(['--column', f'x=run:{run}:teacher']) == 2
     assert f'the run has not been validated yet ({log}: it reaches iteration 10' in (
         capsys.readouterr().err)
+
+
+@pytest.mark.parametrize('given, written', [('tables/', 'tables/uda_table'),
+                                            ('tables', 'tables/uda_table'),
+                                            ('new/t.md', 'new/t'), ('t.json', 't'), ('t', 't')])
+def test_out_as_a_folder_or_with_a_suffix_writes_named_files(sources, tmp_path, monkeypatch,
+                                                             given, written):
+    run, _ = sources
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'tables').mkdir()
+    assert summarize_uda.main(['--column', f'x=run:{run}:teacher', '--out', given]) == 0
+    assert (tmp_path / f'{written}.md').is_file() and (tmp_path / f'{written}.json').is_file()
+    assert not list(tmp_path.rglob('.md')) and not list(tmp_path.rglob('*.md.md'))
