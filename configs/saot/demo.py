@@ -111,4 +111,3 @@ default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=stage1_iters // 2, max_keep_ckpts=4, save_best=None))
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-randomness = dict(seed=0)

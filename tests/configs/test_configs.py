@@ -102,3 +102,11 @@ def test_documented_cfg_options_name_entries_of_their_config():
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node.get(part)
             assert node is not None, f'{config}: --cfg-options {key}: no entry {part!r}'
+
+
+@pytest.mark.parametrize('path', EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_has_a_fixed_seed_so_resume_repeats_the_run(path):
+    # mmengine draws a fresh seed when none is set, and builds the dataloaders before
+    # --resume loads the checkpoint: a resumed run would shuffle and augment differently
+    seed = (Config.fromfile(str(path)).get('randomness') or {}).get('seed')
+    assert isinstance(seed, int)
