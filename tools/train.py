@@ -140,8 +140,10 @@ def resume_command(args: argparse.Namespace, work_dir: str,
                    argv: Optional[List[str]] = None) -> str:
     """The command that continues this run from its last checkpoint: this command line
     (``argv``, default ``sys.argv[1:]``: its ``--cfg-options`` and ``--amp`` included,
-    shell-quoted) with ``--work-dir`` set to the run's folder and ``--resume``."""
-    kept = _without_run_options(sys.argv[1:] if argv is None else argv)
+    shell-quoted) with ``--work-dir`` set to the run's folder and ``--resume``. A
+    ``load_from`` option is left out: with it, ``--resume`` would restart from that
+    checkpoint instead of the run's last one."""
+    kept = _without_load_from(_without_run_options(sys.argv[1:] if argv is None else argv))
     tail = ['--work-dir', work_dir, '--resume']
     if args.launcher == 'none':
         return 'python tools/train.py ' + shlex.join(kept + tail)
@@ -149,6 +151,34 @@ def resume_command(args: argparse.Namespace, work_dir: str,
     example = shlex.join([args.config, 'NUM_GPUS'] + options + tail)
     return (f'the same launch with --work-dir {shlex.quote(work_dir)} --resume (e.g. '
             f'tools/dist_train.sh {example})')
+
+
+def _without_load_from(argv: List[str]) -> List[str]:
+    """``argv`` without ``load_from=...`` among its ``--cfg-options`` (and without the
+    ``--cfg-options`` flag itself when nothing else was under it)."""
+    kept: List[str] = []
+    under_flag = False
+    for item in argv:
+        if item.startswith('--cfg-options='):
+            if item.split('=', 2)[1] == 'load_from':
+                continue
+        elif item.startswith('-'):
+            under_flag = item == '--cfg-options'
+        elif under_flag and item.split('=', 1)[0] == 'load_from':
+            continue
+        kept.append(item)
+    return _without_empty_cfg_options(kept)
+
+
+def _without_empty_cfg_options(argv: List[str]) -> List[str]:
+    """``argv`` without a ``--cfg-options`` flag that has no ``key=value`` after it."""
+    kept = []
+    for at, item in enumerate(argv):
+        following = argv[at + 1] if at + 1 < len(argv) else '--'
+        if item == '--cfg-options' and following.startswith('-'):
+            continue
+        kept.append(item)
+    return kept
 
 
 def _without_run_options(argv: List[str]) -> List[str]:

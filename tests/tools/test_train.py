@@ -456,3 +456,21 @@ def test_the_resume_command_repeats_the_options_of_the_run():
     assert train.resume_command(args, '/runs/r', argv) == (
         'the same launch with --work-dir /runs/r --resume (e.g. tools/dist_train.sh cfg.py '
         'NUM_GPUS --cfg-options a.b=1 --work-dir /runs/r --resume)')
+
+
+def test_the_resume_command_leaves_out_load_from():
+    # with load_from set, --resume restarts from that checkpoint, not the run's last one
+    from types import SimpleNamespace
+
+    from tool_scripts import load_tool
+    train = load_tool('tools/train.py')
+    args = SimpleNamespace(config='cfg.py', launcher='none')
+    argv = ['cfg.py', '--cfg-options', 'a.b=1', 'load_from=/w/iter_8.pth', 'c=2', '--amp']
+    assert train.resume_command(args, 'r', argv) == (
+        'python tools/train.py cfg.py --cfg-options a.b=1 c=2 --amp --work-dir r --resume')
+    argv = ['cfg.py', '--resume', '--cfg-options', 'load_from=/w/iter_8.pth', '--amp']
+    assert train.resume_command(args, 'r', argv) == (
+        'python tools/train.py cfg.py --amp --work-dir r --resume')
+    argv = ['cfg.py', '--cfg-options=load_from=/w/iter_8.pth']
+    assert train.resume_command(args, 'r', argv) == (
+        'python tools/train.py cfg.py --work-dir r --resume')
