@@ -15,15 +15,19 @@ from mmseg_saot.utils.build_errors import did_you_mean, walk
 
 #: Top-level keys read after the config is loaded: ``Runner.from_cfg`` and
 #: ``runner.cfg.get`` in MMEngine 0.10, MMSeg's test-time augmentation (``--tta``),
-#: and the tools (``launcher``, ``work_dir``).
+#: and the tools (``work_dir``).
 READ_KEYS = frozenset({
     'model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader',
     'train_cfg', 'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler',
     'val_evaluator', 'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor',
-    'load_from', 'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
+    'load_from', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
     'default_scope', 'randomness', 'experiment_name', 'model_wrapper_cfg', 'sync_bn',
     'find_unused_parameters', 'activation_checkpointing', 'efficient_conv_bn_eval',
     'compile', 'strategy', 'tta_model', 'tta_pipeline'})
+
+#: Keys the tools set from their own options after ``--cfg-options`` apply, so a value
+#: given there is overwritten: the option to use instead.
+FLAG_KEYS = {'resume': '--resume (tools/train.py)', 'launcher': '--launcher'}
 
 #: Keys read while the file is loaded, before ``--cfg-options`` apply.
 LOAD_TIME_KEYS = frozenset({'custom_imports'})
@@ -45,6 +49,9 @@ def unread_key_problem(cfg: Any, key: str, config_path: str = 'the config file')
     top, _, rest = key.partition('.')
     if top in READ_KEYS:
         return None
+    if top in FLAG_KEYS:
+        return (f'{top} is set by the tool from its {FLAG_KEYS[top]} option, which '
+                f'overwrites the value given here; use {FLAG_KEYS[top].split()[0]} instead')
     if top in LOAD_TIME_KEYS:
         return (f'{top} is read while the config file is loaded, before --cfg-options '
                 'apply; set it in the config file')

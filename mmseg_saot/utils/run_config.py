@@ -40,30 +40,42 @@ def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
             problem = unread_key_problem(cfg, key, config_path) or list_index_problem(cfg, key)
             if problem:
                 exit_with(f'--cfg-options {key}=...: {problem}.')
-        cfg.merge_from_dict(cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (TypeError, KeyError, ValueError) as err:  # a case the checks above miss
+            exit_with(f'--cfg-options {" ".join(cfg_options)}: cannot be set in '
+                      f'{config_path} ({error_reason(err)}).')
     return cfg
 
 
 def list_index_problem(cfg: Config, key: str) -> Optional[str]:
-    """Why a dotted ``--cfg-options`` key names a list entry the config does not have
-    (``custom_hooks.3.type`` with three hooks), or None. MMEngine raises a KeyError
-    that prints the whole list instead."""
+    """Why a dotted ``--cfg-options`` key cannot name an entry of the config, or None.
+
+    Catches what MMEngine reports as a bare TypeError or a KeyError that prints a whole
+    list: an index past a list's end (``custom_hooks.3.type`` with three hooks), a name
+    under a list (``param_scheduler.end``: a list takes an index), and a key under a
+    value that is not a dict (``train_cfg.max_iters.x``).
+    """
     node, path = cfg, []
     for part in key.split('.'):
+        where = '.'.join(path)
         if isinstance(node, (list, tuple)):
             if not part.isdigit():
-                return None  # MMEngine's own error names the key
+                return (f'{where} is a list of {len(node)}; name an entry by its index, '
+                        f'e.g. {where}.0.{part}' if node else f'{where} is an empty list')
             index = int(part)
             if index >= len(node):
-                listed = '.'.join(path)
-                return (f'{listed} has {len(node)} entr{"y" if len(node) == 1 else "ies"} '
+                return (f'{where} has {len(node)} entr{"y" if len(node) == 1 else "ies"} '
                         f'(0-{len(node) - 1}), not {index}' if node else
-                        f'{listed} is an empty list')
+                        f'{where} is an empty list')
             node = node[index]
-        elif isinstance(node, (dict, Config)) and part in node:
+        elif isinstance(node, (dict, Config)):
+            if part not in node:
+                return None  # a new key: MMEngine adds it
             node = node[part]
         else:
-            return None  # a new key: MMEngine adds it
+            return (f'{where} is {node!r}, which has no entries; set {where}=... '
+                    'itself (a dict(...) in quotes to give it entries)')
         path.append(part)
     return None
 

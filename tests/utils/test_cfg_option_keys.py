@@ -86,3 +86,11 @@ def test_load_config_stops_before_merging(config, capsys):
             in capsys.readouterr().err)
     cfg = load_config(path, {'custom_hooks.0.labeler.rho': 2.0})
     assert cfg.custom_hooks[0].labeler.rho == 2.0
+
+
+def test_keys_the_tools_set_from_their_options_name_the_option(config):
+    # train.py sets cfg.resume from --resume, and every tool cfg.launcher from --launcher,
+    # after --cfg-options apply: a value given there would be silently overwritten
+    _, cfg = config
+    assert unread_key_problem(cfg, 'resume').endswith('use --resume instead')
+    assert unread_key_problem(cfg, 'launcher').endswith('use --launcher instead')

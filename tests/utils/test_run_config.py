@@ -59,6 +59,23 @@ def test_a_list_entry_the_config_does_not_have_is_named(tmp_path, capsys):
         'model.head.in_index has 1 entry (0-0), not 1'
 
 
+def test_a_name_under_a_list_or_a_key_under_a_value_is_one_line(tmp_path, capsys):
+    # MMEngine raised a bare TypeError for both
+    from mmseg_saot.utils.run_config import load_config
+    config = tmp_path / 'c.py'
+    config.write_text("param_scheduler = [dict(end=3), dict(end=5)]\n"
+                      "train_cfg = dict(max_iters=10)\n")
+    for key, message in (
+            ('param_scheduler.end', 'param_scheduler is a list of 2; name an entry by its '
+             'index, e.g. param_scheduler.0.end'),
+            ('train_cfg.max_iters.x', 'train_cfg.max_iters is 10, which has no entries; set '
+             'train_cfg.max_iters=... itself (a dict(...) in quotes to give it entries)')):
+        with pytest.raises(SystemExit) as stop:
+            load_config(str(config), {key: 4000})
+        assert stop.value.code == 2
+        assert capsys.readouterr().err == f'error: --cfg-options {key}=...: {message}.\n'
+
+
 def test_the_saved_config_keeps_work_dir_templates(tmp_path):
     from types import SimpleNamespace
 
