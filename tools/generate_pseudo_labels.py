@@ -98,6 +98,11 @@ def run(cfg, args: argparse.Namespace) -> dict:
     hook = HOOKS.build(hooks[0])
     dataset = find_pseudo_label_dataset(DATASETS.build(cfg.train_dataloader.dataset))
     if args.split == 'val':
+        if not (cfg.get('val_dataloader') or {}).get('dataset'):
+            raise PseudoLabelInputError(
+                f'--split val: {args.config} has no val_dataloader with a dataset to score '
+                'on; add one (see configs/saot/gta2cs.py) or score the train split (drop '
+                '--split val).')
         dataset = _val_as_target(cfg, dataset)
         args.no_cache = True
     # before the model is built (minutes for a large ViT): whether there is truth to score

@@ -110,6 +110,19 @@ def test_val_split_scores_the_val_images_and_leaves_the_cache_alone(python, tmp_
     assert not (work_dir / 'pseudo_labels' / 'manifest.json').exists()
 
 
+def test_val_split_without_a_val_dataloader_is_a_clear_message(python, tmp_path):
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2, num_val=1)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data) + '\nval_dataloader = None\nval_cfg = None\n'
+                      'val_evaluator = None\n')
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w'),
+                             '--methods', 'nn', '--split', 'val', '--device', 'cpu'],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]  # was an AttributeError traceback
+    assert 'Traceback' not in result.stderr
+    assert f'--split val: {config} has no val_dataloader' in result.stderr
+
+
 def test_feature_cache_lets_a_second_run_skip_the_backbone(python, tmp_path):
     data = write_tiny_uda_data(tmp_path / 'data', num_source=3, num_target=2, num_val=2)
     config = tmp_path / 'tiny.py'

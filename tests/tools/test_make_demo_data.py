@@ -174,3 +174,11 @@ def test_an_out_that_is_a_file_is_named(tool, tmp_path, capsys):
         assert tool.main(['--out', str(out), '--nproc', '1'] + TINY) == 2
         assert capsys.readouterr().err.strip() == message
     assert afile.read_text() == 'kept'
+
+
+def test_a_negative_seed_is_an_argument_error(tool, capsys):
+    # numpy's generator raised a ValueError traceback from inside a worker
+    with pytest.raises(SystemExit) as stop:
+        tool.parse_args(['--seed', '-1'])
+    assert stop.value.code == 2
+    assert '--seed' in capsys.readouterr().err

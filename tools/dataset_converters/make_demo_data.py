@@ -226,7 +226,7 @@ def parse_args(argv=None):
                         help='target ("real", Cityscapes layout) train images')
     parser.add_argument('--num-target-val', type=non_negative_int, default=50,
                         help='target val images')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=non_negative_int, default=0)
     parser.add_argument('--width', type=int, default=streets.WIDTH,
                         help='image width (2048 and --height 1024: Cityscapes '
                         'resolution, for full-size smoke runs)')
