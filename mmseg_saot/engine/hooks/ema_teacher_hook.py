@@ -69,7 +69,8 @@ class EMATeacherHook(Hook):
 
     Args:
         momentum: m, the student's weight per update (0.001 = alpha 0.999).
-        ramp: use :math:`m_t = \\max(m, 1/(t+1))`.
+        ramp: use :math:`m_t = \\max(m, 1/(t+1))`, t counting updates (with
+            ``interval`` > 1, the n-th update uses :math:`\\max(m, 1/n)`).
         interval: update every ``interval`` iterations.
         student, teacher: attribute names of the two modules on the (unwrapped) model.
     """
@@ -94,8 +95,13 @@ class EMATeacherHook(Hook):
         return found
 
     def momentum_at(self, iteration: int) -> float:
-        """m_t of the update after iteration ``iteration`` (0-based)."""
-        return max(self.momentum, 1.0 / (iteration + 1)) if self.ramp else self.momentum
+        """m of the update after iteration ``iteration`` (0-based). The ramp counts
+        updates, not iterations: with ``interval`` k the n-th update (after iteration
+        n*k - 1) uses max(m, 1/n), so the first one still copies the student."""
+        if not self.ramp:
+            return self.momentum
+        updates = max(1, (iteration + 1) // self.interval)
+        return max(self.momentum, 1.0 / updates)
 
     def before_train(self, runner) -> None:
         student, teacher = self._modules(runner)

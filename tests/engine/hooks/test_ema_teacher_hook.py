@@ -96,3 +96,14 @@ def test_mismatched_modules_are_refused():
 def test_bad_options_are_config_errors_naming_them(option, value, message):
     with pytest.raises(ConfigError, match=f'^EMATeacherHook: {message}.$'):
         EMATeacherHook(**{option: value})
+
+
+def test_the_ramp_counts_updates_not_iterations():
+    # with interval 4 the first update (after iteration 3) used m = 1/4: three quarters
+    # of the teacher stayed the randomly initialised head instead of copying the student
+    model = TwoHeads()
+    hook = EMATeacherHook(momentum=0.01, ramp=True, interval=4)
+    assert [hook.momentum_at(i) for i in (3, 7, 11)] == [1.0, 1 / 2, 1 / 3]
+    hook.after_train_iter(runner_at(model, 3), 0)
+    student = flat(model.decode_head)
+    torch.testing.assert_close(flat(model.teacher_head), student)
