@@ -16,7 +16,6 @@ from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
 
 from mmseg_saot.utils.atomic import atomic_write_text
-from mmseg_saot.utils.checkpoints import read_last_checkpoint
 from mmseg_saot.utils import worker_signals
 from mmseg_saot.utils.errors import ConfigError
 
@@ -227,7 +226,7 @@ class SaveOnInterruptHook(Hook):
         iteration = runner.iter + 1
         filename = f'iter_{iteration}.pth'
         path = osp.join(runner.work_dir, filename)
-        if not self._just_saved(runner.work_dir, path):
+        if not self._just_saved(runner, path):
             runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
             if dist.is_main_process():  # only once the checkpoint is complete
                 atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), path)
@@ -244,7 +243,7 @@ class SaveOnInterruptHook(Hook):
         path = osp.join(runner.work_dir, f'iter_{runner.iter}.pth')
         # every rank takes part (only the main process may see the checkpoint)
         requested, saved = self._on_any_rank(SIGNALS.requested,
-                                             self._just_saved(runner.work_dir, path))
+                                             self._just_saved(runner, path))
         if saved:
             SIGNALS.saved = (path, runner.iter)
             if requested:
@@ -264,10 +263,13 @@ class SaveOnInterruptHook(Hook):
             self._installed_here = False
 
     @staticmethod
-    def _just_saved(work_dir: str, path: str) -> bool:
-        """Whether ``work_dir/last_checkpoint`` names ``path`` (CheckpointHook saved it)."""
-        named = read_last_checkpoint(work_dir)
-        return bool(named) and osp.abspath(named) == osp.abspath(path)
+    def _just_saved(runner, path: str) -> bool:
+        """Whether this run's CheckpointHook saved ``path`` last (its ``last_ckpt`` in the
+        message hub, set on every rank). Not ``work_dir/last_checkpoint``: an earlier
+        run in the same folder may have left it naming a checkpoint of the same
+        iteration, which would then be kept instead of this run's."""
+        named = runner.message_hub.get_info('last_ckpt')
+        return isinstance(named, str) and osp.abspath(named) == osp.abspath(path)
 
     @staticmethod
     def _signal_on_any_rank() -> str:

@@ -50,7 +50,18 @@ def iter_runner(work_dir, iteration=4):
     runner.work_dir, runner.iter, runner.epoch = str(work_dir), iteration, 0
     runner.save_checkpoint.side_effect = lambda out_dir, name, **kw: open(
         os.path.join(out_dir, name), 'w').close()
+    info = {}  # the message hub's runtime info
+    runner.message_hub.get_info.side_effect = info.get
+    runner.message_hub.update_info.side_effect = info.__setitem__
     return runner
+
+
+def checkpoint_hook_saved(runner, path):
+    """What MMEngine's CheckpointHook leaves after saving ``path``."""
+    runner.message_hub.update_info('last_ckpt', path)
+    open(path, 'w').close()
+    with open(os.path.join(runner.work_dir, 'last_checkpoint'), 'w') as pointer:
+        pointer.write(path)
 
 
 def test_first_signal_in_training_saves_at_the_iteration_end_and_stops(hook, tmp_path):
@@ -74,7 +85,7 @@ def test_first_signal_in_training_saves_at_the_iteration_end_and_stops(hook, tmp
 
 def test_an_iteration_the_checkpoint_hook_just_saved_is_not_saved_again(hook, tmp_path):
     runner = iter_runner(tmp_path, iteration=3)
-    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    checkpoint_hook_saved(runner, str(tmp_path / 'iter_4.pth'))
     hook.before_run(runner)
     hook.before_train(runner)
     in_loop(lambda: interrupt(signal.SIGTERM))
@@ -85,10 +96,25 @@ def test_an_iteration_the_checkpoint_hook_just_saved_is_not_saved_again(hook, tm
     assert (stop.value.signal_name, stop.value.exit_code) == ('SIGTERM', 143)
 
 
+def test_a_checkpoint_an_earlier_run_left_in_the_folder_is_saved_over(hook, tmp_path):
+    # a fresh run in the folder of an earlier one: last_checkpoint still names the
+    # earlier run's iter_5.pth, which must not stand in for this run's iteration 5
+    (tmp_path / 'iter_5.pth').write_text('earlier run')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_5.pth'))
+    runner = iter_runner(tmp_path, iteration=4)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    in_loop(interrupt)
+    with pytest.raises(TrainingInterrupted):
+        hook.after_train_iter(runner, 0)
+    runner.save_checkpoint.assert_called_once_with(str(tmp_path), 'iter_5.pth', by_epoch=False)
+    assert (tmp_path / 'iter_5.pth').read_text() == ''  # this run's
+
+
 def test_during_validation_of_a_saved_iteration_a_signal_stops_at_once(hook, tmp_path):
     runner = iter_runner(tmp_path, iteration=4)  # validating after iteration 4
     saved = str(tmp_path / 'iter_4.pth')
-    (tmp_path / 'last_checkpoint').write_text(saved)  # the CheckpointHook saved it
+    checkpoint_hook_saved(runner, saved)
     hook.before_run(runner)
     hook.before_train(runner)
     hook.before_val_epoch(runner)
@@ -100,7 +126,7 @@ def test_during_validation_of_a_saved_iteration_a_signal_stops_at_once(hook, tmp
 
 def test_a_signal_before_such_a_validation_stops_before_it(hook, tmp_path):
     runner = iter_runner(tmp_path, iteration=4)
-    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    checkpoint_hook_saved(runner, str(tmp_path / 'iter_4.pth'))
     hook.before_run(runner)
     hook.before_train(runner)
     in_loop(interrupt)  # came after the iteration's hooks had run
