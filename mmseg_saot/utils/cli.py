@@ -92,6 +92,10 @@ def check_launcher_env_or_exit(launcher: str) -> None:
         exit_with(f'--launcher {launcher}: the environment lacks {", ".join(missing)}; '
                   f'{LAUNCHER_START[launcher]}. Without --launcher the command runs as one '
                   'process.')
+    if launcher in ('slurm', 'mpi') and not torch.cuda.is_available():
+        exit_with(f'--launcher {launcher} needs CUDA GPUs (MMEngine gives each process one) '
+                  'and this machine has none; for processes on CPUs start them with '
+                  'torchrun: tools/dist_train.sh CONFIG NUM_PROCESSES (--launcher pytorch).')
     check_local_gpu_or_exit(launcher)
 
 

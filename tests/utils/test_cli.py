@@ -126,6 +126,8 @@ def test_a_launcher_without_its_environment_names_what_is_missing(launcher, monk
     needed = LAUNCHER_ENV[launcher]
     for name in needed:
         monkeypatch.setenv(name, '0')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # slurm and mpi need it
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     check_launcher_env_or_exit(launcher)  # all there: passes
     monkeypatch.delenv(needed[0])
     with pytest.raises(SystemExit) as exit_info:
@@ -218,3 +220,18 @@ def test_launcher_none_in_one_of_several_processes_stops(monkeypatch, capsys):
         'together (WORLD_SIZE=2, set by torchrun): each would run the whole job')
     monkeypatch.setenv('WORLD_SIZE', '1')
     check_launcher_env_or_exit('none')  # one process: fine
+
+
+@pytest.mark.parametrize('launcher', ['slurm', 'mpi'])
+def test_slurm_or_mpi_without_cuda_points_to_torchrun(launcher, monkeypatch, capsys):
+    # MMEngine's init_dist calls torch.cuda.set_device (slurm: a modulo by 0 GPUs)
+    for name in LAUNCHER_ENV[launcher]:
+        monkeypatch.setenv(name, '0')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        check_launcher_env_or_exit(launcher)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f'error: --launcher {launcher} needs CUDA GPUs (MMEngine gives each process one) and '
+        'this machine has none; for processes on CPUs start them with torchrun: '
+        'tools/dist_train.sh CONFIG NUM_PROCESSES (--launcher pytorch).\n')
