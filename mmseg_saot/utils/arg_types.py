@@ -133,7 +133,7 @@ def output_file(path: str) -> str:
         argparse.ArgumentTypeError: the path is a folder, or its folder cannot be made
             or written (a file in the way, no permission).
     """
-    if osp.isdir(path):
+    if osp.isdir(path) or path.endswith(('/', osp.sep)):  # a folder, or one to be made
         raise argparse.ArgumentTypeError(f'"{path}" is a folder; give a file name in it')
     try:
         ensure_folder(osp.dirname(osp.abspath(path)), option=f'"{path}"')

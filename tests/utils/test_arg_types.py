@@ -79,6 +79,8 @@ def test_output_file_makes_its_folder_and_names_what_is_in_the_way(tmp_path):
     afile.write_text('kept')
     for path, message in [
             (tmp_path, f'"{tmp_path}" is a folder; give a file name in it'),
+            # not there yet: the tool wrote the report, then failed to open a folder
+            (f'{tmp_path}/report/', f'"{tmp_path}/report/" is a folder; give a file name in it'),
             (afile / 'x' / 't.md', f'"{afile}/x/t.md": cannot create the folder {afile}/x '
              f'({afile} is a file); pick a writable path.')]:
         with pytest.raises(argparse.ArgumentTypeError) as info:
