@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
+from mmseg_saot.engine.hooks.pending_validation import pending_on_any_rank
 from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, newest_checkpoint,
                                           read_last_checkpoint)
 from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
@@ -101,6 +102,9 @@ def main() -> None:
         done = finished_at(checkpoint, max_iters)
         del checkpoint
         if done is not None:
+            if pending_on_any_rank(runner.work_dir, done):
+                validate_last_iteration(runner, cfg, resume_from, done)
+                return
             print(f'--resume: {resume_from} is iteration {done}, and train_cfg.max_iters is '
                   f'{max_iters}: nothing is left to train. To train longer, resume '
                   'with a larger --cfg-options train_cfg.max_iters=...', file=sys.stderr)
@@ -124,6 +128,16 @@ def main() -> None:
             print(f'Stopped after iteration {stop.iteration}; {stop.checkpoint} holds the '
                   f'run. Continue with: {again}', file=sys.stderr)
         sys.exit(stop.exit_code)  # 130 after Ctrl-C, 143 after SIGTERM
+
+
+def validate_last_iteration(runner, cfg, resume_from: str, done: int) -> None:
+    """Run the validation of a finished run's last iteration that a stop cut short."""
+    if get_rank() == 0:
+        print(f'--resume: {resume_from} is the last iteration ({done}), whose validation '
+              'was cut short when the run stopped; running it now.', file=sys.stderr)
+    with user_errors_exit(cfg), interrupt_exits(
+            'Validation interrupted; the same command runs it again.'):
+        runner.val()
 
 
 def finished_at(checkpoint, max_iters: Optional[int]) -> Optional[int]:

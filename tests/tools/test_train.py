@@ -278,6 +278,30 @@ def test_ctrl_c_saves_the_iteration_and_resume_ends_where_an_uninterrupted_run_d
         torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
 
 
+def test_resume_of_a_finished_run_runs_its_owed_final_validation(python, tiny_config,
+                                                                reference_run, tmp_path):
+    # a stop during the last iteration (or its validation) saved iter_6.pth and skipped
+    # the final validation; --resume said "nothing is left to train" and it never ran
+    work_dir = tmp_path / 'finished'
+    shutil.copytree(reference_run, work_dir)
+    checkpoint = work_dir / 'iter_6.pth'
+    (work_dir / 'last_checkpoint').write_text(str(checkpoint))
+    record = work_dir / 'eval' / 'iter_6.json'
+    expected = json.loads(record.read_text())
+    record.unlink()
+    (work_dir / 'pending_validation').write_text('6\n')  # what such a stop leaves
+    stamp = checkpoint.stat().st_mtime_ns
+    result = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f'--resume: {checkpoint} is the last iteration (6), whose validation was cut '
+            'short when the run stopped; running it now.') in result.stderr
+    redone = json.loads(record.read_text())
+    for branch in ('teacher', 'student'):
+        assert redone[branch]['metrics']['mIoU'] == expected[branch]['metrics']['mIoU']
+    assert not (work_dir / 'pending_validation').exists()
+    assert checkpoint.stat().st_mtime_ns == stamp  # nothing trained
+
+
 def test_sigterm_to_the_process_group_saves_the_iteration_and_ends_every_process(
         python, tiny_config, tmp_path):
     # a batch scheduler (scancel, timeout) signals every process of the job: torch's own

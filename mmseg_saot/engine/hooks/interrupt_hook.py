@@ -15,6 +15,8 @@ from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
 
+from mmseg_saot.engine.hooks.pending_validation import (clear_pending, mark_pending,
+                                                        pending_on_any_rank, validates_after)
 from mmseg_saot.utils.atomic import atomic_write_text
 from mmseg_saot.utils import worker_signals
 from mmseg_saot.utils.errors import ConfigError
@@ -178,7 +180,10 @@ class SaveOnInterruptHook(Hook):
     the ``--resume`` command. Under DDP the ranks agree on the request at every
     iteration (one all-reduce of a flag), so all stop at the same iteration. A
     validation inside training whose iteration is already saved (the CheckpointHook's
-    interval) is not waited for: a signal during it, or just before it, stops at once.
+    interval) is not waited for: a signal during it, or just before it, stops at once;
+    that validation, like the one after an iteration the signal stopped at, is recorded
+    as owed (:mod:`~mmseg_saot.engine.hooks.pending_validation`) and a ``--resume``
+    runs it before training on (``tools/train.py`` also after the last iteration).
     A signal before the first iteration stops at once, as without the hook (the pseudo-label
     cache keeps what it wrote). Iteration-based loops only: elsewhere the hook does
     nothing.
@@ -217,6 +222,12 @@ class SaveOnInterruptHook(Hook):
             return
         if SIGNALS.installed:
             SIGNALS.arm(runner.train_loop)
+        if runner.iter > 0 and runner.val_loop is not None and pending_on_any_rank(
+                runner.work_dir, runner.iter):
+            print_log(f'SaveOnInterruptHook: the validation after iteration {runner.iter} '
+                      'was cut short when the run stopped; running it first.',
+                      logger='current')
+            runner.val_loop.run()
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
@@ -227,9 +238,12 @@ class SaveOnInterruptHook(Hook):
         filename = f'iter_{iteration}.pth'
         path = osp.join(runner.work_dir, filename)
         if not self._just_saved(runner, path):
+            runner.message_hub.update_info('last_ckpt', path)  # as CheckpointHook records
             runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
             if dist.is_main_process():  # only once the checkpoint is complete
                 atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), path)
+        if validates_after(runner, iteration):  # skipped by stopping: --resume runs it
+            mark_pending(runner.work_dir, iteration)
         print_log(f'SaveOnInterruptHook: {SIGNALS.signal_name or "a signal"} -> stopped '
                   f'after iteration {iteration}; checkpoint {path}.', logger='current')
         SIGNALS.disarm()
@@ -246,6 +260,7 @@ class SaveOnInterruptHook(Hook):
                                              self._just_saved(runner, path))
         if saved:
             SIGNALS.saved = (path, runner.iter)
+            mark_pending(runner.work_dir, runner.iter)  # until it finishes: a stop skips it
             if requested:
                 SIGNALS.signal_name = self._signal_on_any_rank()
                 SIGNALS.disarm()
@@ -253,6 +268,7 @@ class SaveOnInterruptHook(Hook):
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         SIGNALS.saved = None
+        clear_pending(runner.work_dir, runner.iter)
 
     def after_train(self, runner) -> None:
         SIGNALS.disarm()

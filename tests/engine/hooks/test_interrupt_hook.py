@@ -249,3 +249,57 @@ def test_under_ddp_every_rank_stops_on_the_signal_any_rank_got(hook, tmp_path, m
     with pytest.raises(TrainingInterrupted) as stop:
         hook.after_train_iter(runner, 0)
     assert (stop.value.signal_name, stop.value.exit_code) == ('SIGTERM', 143)
+
+
+def validating_runner(work_dir, iteration, val_interval=3, max_iters=6):
+    """A runner whose loop validates after every ``val_interval`` iterations and the last."""
+    runner = iter_runner(work_dir, iteration)
+    runner.train_loop.val_interval, runner.train_loop.val_begin = val_interval, 1
+    runner.train_loop._max_iters = max_iters
+    return runner
+
+
+@pytest.mark.parametrize('iteration', [2, 5])  # stopped after iteration 3, then 6 (the last)
+def test_a_stop_at_a_validation_iteration_records_the_validation_as_owed(hook, tmp_path,
+                                                                          iteration):
+    # the loop validates after the iteration; the stop skipped it, and --resume starts
+    # after it: without the record that validation (after 6: the final one) never ran
+    runner = validating_runner(tmp_path, iteration)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    in_loop(interrupt)
+    with pytest.raises(TrainingInterrupted):
+        hook.after_train_iter(runner, 0)
+    assert (tmp_path / 'pending_validation').read_text() == f'{iteration + 1}\n'
+
+
+def test_a_stop_between_validations_owes_none(hook, tmp_path):
+    runner = validating_runner(tmp_path, 3)  # after iteration 4: no validation
+    hook.before_run(runner)
+    hook.before_train(runner)
+    in_loop(interrupt)
+    with pytest.raises(TrainingInterrupted):
+        hook.after_train_iter(runner, 0)
+    assert not (tmp_path / 'pending_validation').exists()
+
+
+def test_a_validation_cut_short_stays_owed_and_a_finished_one_does_not(hook, tmp_path):
+    runner = validating_runner(tmp_path, 3)
+    checkpoint_hook_saved(runner, str(tmp_path / 'iter_3.pth'))
+    hook.before_run(runner)
+    hook.before_train(runner)
+    hook.before_val_epoch(runner)
+    hook.after_val_epoch(runner)  # finished: nothing owed
+    assert not (tmp_path / 'pending_validation').exists()
+    hook.before_val_epoch(runner)
+    with pytest.raises(TrainingInterrupted):
+        in_loop(interrupt)  # dropped: the resume owes it
+    assert (tmp_path / 'pending_validation').read_text() == '3\n'
+
+
+def test_a_resume_at_an_owed_validation_runs_it_first(hook, tmp_path):
+    (tmp_path / 'pending_validation').write_text('3\n')
+    for iteration, runs in ((4, 0), (3, 1)):  # a record of another iteration is not owed
+        runner = validating_runner(tmp_path, iteration)
+        hook.before_train(runner)
+        assert runner.val_loop.run.call_count == runs
