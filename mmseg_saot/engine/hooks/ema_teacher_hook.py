@@ -73,16 +73,20 @@ class EMATeacherHook(Hook):
             ``interval`` > 1, the n-th update uses :math:`\\max(m, 1/n)`).
         interval: update every ``interval`` iterations.
         student, teacher: attribute names of the two modules on the (unwrapped) model.
+        student_neck, teacher_neck: a second pair, averaged alike where the model has
+            both (``EMATeacherUDA`` with a neck, which trains with the head).
     """
 
     priority = 'ABOVE_NORMAL'
 
     def __init__(self, momentum: float = 0.001, ramp: bool = True, interval: int = 1,
-                 student: str = 'decode_head', teacher: str = 'teacher_head') -> None:
+                 student: str = 'decode_head', teacher: str = 'teacher_head',
+                 student_neck: str = 'neck', teacher_neck: str = 'teacher_neck') -> None:
         check_number('EMATeacherHook', 'momentum', momentum, above=0.0, at_most=1.0)
         check_positive_int('EMATeacherHook', 'interval', interval)
         self.momentum, self.ramp, self.interval = momentum, ramp, interval
         self.student_name, self.teacher_name = student, teacher
+        self.neck_names = (student_neck, teacher_neck)
 
     def _modules(self, runner):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
@@ -94,6 +98,16 @@ class EMATeacherHook(Hook):
                 'the hook\'s student=/teacher= names or use the EMATeacherUDA segmentor.')
         return found
 
+    def _pairs(self, runner):
+        """``(student, teacher)`` modules to average: the heads, and the necks where the
+        model has both."""
+        pairs = [tuple(self._modules(runner))]
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        necks = [getattr(model, name, None) for name in self.neck_names]
+        if all(isinstance(m, nn.Module) for m in necks):
+            pairs.append(tuple(necks))
+        return pairs
+
     def momentum_at(self, iteration: int) -> float:
         """m of the update after iteration ``iteration`` (0-based). The ramp counts
         updates, not iterations: with ``interval`` k the n-th update (after iteration
@@ -104,15 +118,16 @@ class EMATeacherHook(Hook):
         return max(self.momentum, 1.0 / updates)
 
     def before_train(self, runner) -> None:
-        student, teacher = self._modules(runner)
+        pairs = self._pairs(runner)
         if runner.iter == 0:  # a fresh run; a resumed one keeps its checkpointed teacher
-            ema_update(teacher, student, 1.0)
+            for student, teacher in pairs:
+                ema_update(teacher, student, 1.0)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
         if (runner.iter + 1) % self.interval:
             return
-        student, teacher = self._modules(runner)
-        ema_update(teacher, student, self.momentum_at(runner.iter))
-        if get_world_size() > 1:
-            average_float_buffers(teacher)
+        for student, teacher in self._pairs(runner):
+            ema_update(teacher, student, self.momentum_at(runner.iter))
+            if get_world_size() > 1:
+                average_float_buffers(teacher)

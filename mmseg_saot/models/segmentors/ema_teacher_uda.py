@@ -29,7 +29,8 @@ class EMATeacherUDA(EncoderDecoder):
 
     One frozen backbone is shared by the student head (``decode_head``, trained) and
     the teacher head (``teacher_head``, the student's exponential moving average,
-    kept by :class:`~mmseg_saot.engine.hooks.EMATeacherHook`). :meth:`loss` adds the
+    kept by :class:`~mmseg_saot.engine.hooks.EMATeacherHook`); a neck, which trains with
+    the head, has its teacher copy too (``teacher_neck``). :meth:`loss` adds the
     named steps of the current stage, which
     :class:`~mmseg_saot.engine.hooks.UDAStageHook` sets from ``runner.iter``:
 
@@ -133,6 +134,10 @@ class EMATeacherUDA(EncoderDecoder):
                                            'EMATeacherUDA')
         self.teacher_head = MODELS.build(decode_head)
         self.teacher_head.requires_grad_(False)
+        # a neck may train: the teacher keeps its own average of it (EMATeacherHook)
+        self.teacher_neck = MODELS.build(neck) if neck is not None else None
+        if self.teacher_neck is not None:
+            self.teacher_neck.requires_grad_(False)
         self.source_weight = source_weight
         self.pseudo_label_weight = pseudo_label_weight
         self.self_training_weight = self_training_weight
@@ -180,31 +185,42 @@ class EMATeacherUDA(EncoderDecoder):
         self.stage, self.iteration = stage, iteration
 
     def train(self, mode: bool = True) -> 'EMATeacherUDA':
-        """The teacher always predicts in eval mode (BN statistics, no dropout)."""
+        """The teacher (head and neck) always predicts in eval mode (BN statistics, no
+        dropout)."""
         super().train(mode)
         self.teacher_head.eval()
+        if self.teacher_neck is not None:
+            self.teacher_neck.eval()
         return self
 
     # features
-    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
-        """Backbone (+ neck) features, through the feature cache when enabled."""
+    def extract_feat(self, inputs: Tensor, branch: str = 'student') -> List[Tensor]:
+        """Backbone features (through the feature cache when enabled), then the neck of
+        ``branch``: the trained one for ``'student'``, its average for ``'teacher'``."""
+        feats = self._backbone_feat(inputs)
+        if not self.with_neck:
+            return feats
+        return (self.teacher_neck if branch == 'teacher' else self.neck)(feats)
+
+    def _backbone_feat(self, inputs: Tensor) -> List[Tensor]:
+        """The frozen backbone's maps, once per input within :meth:`_features_shared`."""
         if self._shared_feats is not None:
             key = (inputs.data_ptr(), tuple(inputs.shape), tuple(inputs.stride()))
             if key not in self._shared_feats:
                 # the memo holds the input too: its memory cannot be reused while it lives
-                self._shared_feats[key] = (inputs, self._extract_feat(inputs))
+                self._shared_feats[key] = (inputs, self._backbone_maps(inputs))
             return self._shared_feats[key][1]
-        return self._extract_feat(inputs)
+        return self._backbone_maps(inputs)
 
-    def _extract_feat(self, inputs: Tensor) -> List[Tensor]:
-        """Through the cache: the frozen backbone's maps only; a neck, which may train,
-        runs on them every time (cached neck outputs kept a freed autograd graph)."""
+    def _backbone_maps(self, inputs: Tensor) -> List[Tensor]:
+        """Through the cache when enabled: the frozen backbone's maps only (a neck, which
+        may train, runs on them every time: cached neck outputs kept a freed autograd
+        graph)."""
         if self.feature_cache is None:
-            return super().extract_feat(inputs)
+            return self.backbone(inputs)
         if self._feature_cache_dir and self.feature_cache.folder is None:
             self.feature_cache.folder = self._cache_folder()
-        feats = self.feature_cache.features(inputs, self.backbone)
-        return self.neck(feats) if self.with_neck else feats
+        return self.feature_cache.features(inputs, self.backbone)
 
     def _cache_folder(self) -> str:
         """``<feature_cache_dir>/<fingerprint of the backbone's weights and config>``, from
@@ -252,7 +268,8 @@ class EMATeacherUDA(EncoderDecoder):
     def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
         """Logits of the ``predict_on`` head at input resolution."""
         head = self.teacher_head if self.predict_on == 'teacher' else self.decode_head
-        return head.predict(self.extract_feat(inputs), batch_img_metas, self.test_cfg)
+        return head.predict(self.extract_feat(inputs, self.predict_on), batch_img_metas,
+                            self.test_cfg)
 
     # loss steps
     def loss(self, inputs, data_samples) -> Dict[str, Tensor]:
@@ -371,7 +388,7 @@ class EMATeacherUDA(EncoderDecoder):
     @torch.no_grad()
     def teacher_pseudo_labels(self, images: Tensor, samples: SampleList):
         """Teacher labels ``(B, H, W)`` and weights ``(B, H, W)`` of the weak view."""
-        logits = self.teacher_head(self.extract_feat(images))
+        logits = self.teacher_head(self.extract_feat(images, 'teacher'))
         logits = F.interpolate(logits, size=images.shape[-2:], mode='bilinear',
                                align_corners=self.align_corners)
         valid = valid_pixels(samples, images.shape[-2:], images.device)

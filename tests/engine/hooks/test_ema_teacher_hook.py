@@ -107,3 +107,21 @@ def test_the_ramp_counts_updates_not_iterations():
     hook.after_train_iter(runner_at(model, 3), 0)
     student = flat(model.decode_head)
     torch.testing.assert_close(flat(model.teacher_head), student)
+
+
+class HeadsAndNecks(TwoHeads):
+    def __init__(self):
+        super().__init__()
+        self.neck, self.teacher_neck = nn.Linear(3, 3), nn.Linear(3, 3)
+
+
+def test_a_neck_is_averaged_into_the_teacher_neck_like_the_head():
+    model = HeadsAndNecks()
+    hook = EMATeacherHook(momentum=0.25, ramp=False)
+    hook.before_train(runner_at(model, 0))  # a fresh run copies both
+    torch.testing.assert_close(flat(model.teacher_neck), flat(model.neck))
+    with torch.no_grad():
+        model.neck.weight.add_(1.0)
+    teacher, student = flat(model.teacher_neck).clone(), flat(model.neck)
+    hook.after_train_iter(runner_at(model, 5), 0)
+    torch.testing.assert_close(flat(model.teacher_neck), 0.75 * teacher + 0.25 * student)

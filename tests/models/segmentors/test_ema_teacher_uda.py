@@ -47,6 +47,10 @@ def branch(seed, weights=False):
     return inputs, samples
 
 
+def sample_of(size):
+    return SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
+
+
 def uda_batch(model):
     (src, src_samples), (tgt, tgt_samples) = branch(0), branch(1, weights=True)
     return model.data_preprocessor(dict(inputs=dict(source=src, target=tgt),
@@ -324,6 +328,33 @@ def test_a_trainable_neck_runs_after_the_cache_and_learns(tmp_path):
         assert all(p.grad is not None for p in model.neck.parameters())
         model.zero_grad()
     assert float(losses['feature_cache_hits']) == 1.0
+
+
+def test_the_teacher_predicts_through_its_own_frozen_neck():
+    # the teacher head read the student's neck, which trains: the teacher was not an
+    # average of the student, and its labels moved with every student step
+    neck = dict(type='MultiLevelNeck', in_channels=[384], out_channels=384, scales=[1])
+    model = build(neck=neck)
+    assert not any(p.requires_grad for p in model.teacher_neck.parameters())
+    model.train()
+    assert not model.teacher_neck.training and model.neck.training
+    model.eval()
+    image = torch.rand(1, 3, *SIZE)
+    with torch.no_grad():
+        for module in (model.neck, model.teacher_neck):
+            for param in module.parameters():
+                param.normal_()
+        before = {b: model.extract_feat(image, b)[0].clone() for b in ('teacher', 'student')}
+        for param in model.neck.parameters():  # a student step: the teacher is unmoved
+            param.add_(1.0)
+        torch.testing.assert_close(model.extract_feat(image, 'teacher')[0], before['teacher'])
+        assert not torch.allclose(model.extract_feat(image)[0], before['student'])
+        labels, _ = model.teacher_pseudo_labels(image, [sample_of(SIZE)])
+        logits = model.teacher_head(model.teacher_neck(model.backbone(image)))
+        expected = torch.nn.functional.interpolate(logits, size=SIZE, mode='bilinear',
+                                                   align_corners=False).argmax(1)
+        confident = labels != 255
+        assert confident.any() and (labels[confident] == expected[confident]).all()
 
 
 def test_an_auxiliary_head_is_refused_by_name():
