@@ -28,8 +28,8 @@ from mmseg.registry import DATASETS
 from mmseg_saot.datasets.integrity import check_pair, decode_backends
 from mmseg_saot.datasets.layout import SPLITS, dataset_roots, leaf_dataset_keys, loads_labels
 from mmseg_saot.utils.arg_types import output_file, positive_int
-from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, interrupt_exits,
-                                  user_errors_exit)
+from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, exit_with,
+                                  interrupt_exits, user_errors_exit)
 from mmseg_saot.utils.run_config import load_config
 
 
@@ -115,6 +115,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         for split, key, leaf in dataset_configs(cfg, args.splits):
             name, count, problems = check_dataset(split, key, leaf, args.nproc)
             report[f'{split}: {name}'] = dict(samples=count, problems=problems)
+    without = [split for split in args.splits if next(dataset_roots(cfg, [split]), None) is None]
+    if not report:
+        exit_with(f'{args.config} has no dataloader with a dataset for --splits '
+                  f'{" ".join(args.splits)}: nothing was checked; pick splits it has.')
+    for split in without:
+        print(f'[{split}] not checked: {args.config} has no {split}_dataloader with a dataset')
     total = 0
     for title, entry in report.items():
         problems = entry['problems']

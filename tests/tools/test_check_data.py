@@ -92,3 +92,21 @@ def test_datasets_of_one_type_and_root_are_reported_apart(tiny, capsys):
             '4 samples, 1 problem') in out
     assert (f'[train: GTA5Dataset {data}/gta5 (train_dataloader.dataset.source.datasets.1)] '
             '3 samples, 0 problems') in out
+
+
+def test_a_split_without_a_dataloader_is_said_and_nothing_checked_is_an_error(tiny, capsys):
+    # it printed "every sample is usable" having read nothing
+    _, config = tiny
+    tool = load_tool('tools/check_data.py')
+    without_test = ['--cfg-options', 'test_dataloader=None', 'test_cfg=None',
+                    'test_evaluator=None']
+    with pytest.raises(SystemExit) as stop:
+        tool.main([str(config), '--splits', 'test'] + without_test)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        f'error: {config} has no dataloader with a dataset for --splits test: nothing was '
+        'checked; pick splits it has.\n')
+    assert tool.main([str(config)] + without_test) == 0
+    out = capsys.readouterr().out
+    assert f'[test] not checked: {config} has no test_dataloader with a dataset' in out
+    assert '[val: CityscapesDataset' in out
