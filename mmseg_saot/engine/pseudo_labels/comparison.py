@@ -6,7 +6,7 @@ The backbone runs once per image; every method labels the same features through
 import os
 import os.path as osp
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
