@@ -127,7 +127,9 @@ class DINOv2Backbone(BaseModule):
         pretrained (bool): fetch timm's pretrained weights from its hub (needs
             network). Ignored when ``checkpoint`` is given. Default: False.
         norm (bool): apply the ViT's final LayerNorm to every returned block,
-            as DINOv2's own dense evaluations do. Default: True.
+            as DINOv2's own dense evaluations do (for an average-pool ViT, whose
+            final LayerNorm ``fc_norm`` follows the pool, that one, per token).
+            Default: True.
         feature_dtype (str, optional): 'bf16' or 'fp16' runs the ViT under
             autocast; the returned maps are float32. Default: None (fp32).
         save_frozen_weights (bool): keep the frozen ViT's weights in
@@ -168,6 +170,7 @@ class DINOv2Backbone(BaseModule):
         self.model_name = model_name
         self.out_indices = self._resolve_indices(out_indices)
         self.norm = norm
+        self._norm_by_fc_norm = norm and self._final_norm_is_fc_norm(model_name)
         self.feature_dtype = feature_dtype
         self.patch_size = int(self.vit.patch_embed.patch_size[0])
         self.embed_dim = int(self.vit.embed_dim)
@@ -180,6 +183,23 @@ class DINOv2Backbone(BaseModule):
         print_log(f'DINOv2Backbone: {model_name}, patch {self.patch_size}, '
                   f'{len(self.out_indices)} maps of {self.embed_dim} channels '
                   f'from blocks {self.out_indices}', logger='current')
+
+    def _final_norm_is_fc_norm(self, model_name: str) -> bool:
+        """Whether ``norm=True`` must apply the ViT's ``fc_norm`` itself: an average-pool
+        ViT (``*_gap_*``, ``global_pool='avg'``) has its final LayerNorm after the pool
+        and none over the tokens, so timm's ``norm=True`` would return them unnormalised.
+        Without either LayerNorm, say that ``norm`` changes nothing."""
+        if not isinstance(getattr(self.vit, 'norm', None), nn.Identity):
+            return False  # the usual ViT: timm applies it
+        fc_norm = getattr(self.vit, 'fc_norm', None)
+        if fc_norm is None or isinstance(fc_norm, nn.Identity):
+            warnings.warn(f'DINOv2Backbone: {model_name} has no final LayerNorm, so '
+                          'norm=True changes nothing; set norm=False to say so.')
+            return False
+        print_log(f'DINOv2Backbone: {model_name} normalises after its average pool '
+                  '(fc_norm); norm=True applies that LayerNorm to every token',
+                  logger='current')
+        return True
 
     def vit_digest(self) -> torch.Tensor:
         """sha256 of the frozen ViT's weights (names, shapes, dtypes, values) as a
@@ -322,8 +342,12 @@ class DINOv2Backbone(BaseModule):
                                              dtype=dtype,
                                              enabled=dtype is not None):
             maps = self.vit.forward_intermediates(
-                images, indices=self.out_indices, norm=self.norm,
+                images, indices=self.out_indices,
+                norm=self.norm and not self._norm_by_fc_norm,
                 output_fmt='NCHW', intermediates_only=True)
+            if self._norm_by_fc_norm:  # over channels, token by token
+                maps = [self.vit.fc_norm(m.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+                        for m in maps]
         return tuple(feature_map.float() for feature_map in maps)
 
 

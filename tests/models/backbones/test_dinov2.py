@@ -261,3 +261,30 @@ def test_frozen_vit_can_be_kept_in_checkpoints():
     backbone = DINOv2Backbone(model_name=VIT_S, out_indices=1,
                               save_frozen_weights=True)
     assert 'vit.cls_token' in backbone.state_dict()
+
+
+def test_norm_on_an_average_pool_vit_applies_its_fc_norm_to_each_token():
+    # its final LayerNorm (fc_norm) follows the pool and timm's norm=True passed the
+    # tokens through unnormalised: norm=True and norm=False gave the same maps
+    torch.manual_seed(0)
+    name = 'vit_wee_patch16_reg1_gap_256'
+    normed = DINOv2Backbone(model_name=name, out_indices=1, norm=True)
+    raw = DINOv2Backbone(model_name=name, out_indices=1, norm=False)
+    raw.vit.load_state_dict(normed.vit.state_dict())
+    with torch.no_grad():
+        normed.vit.fc_norm.weight.normal_()
+        raw.vit.fc_norm.weight.copy_(normed.vit.fc_norm.weight)
+    image = torch.rand(1, 3, 32, 48)
+    got, plain = normed(image)[0], raw(image)[0]
+    assert got.shape == plain.shape == (1, 256, 2, 3)
+    expected = normed.vit.fc_norm(plain.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, plain)
+
+
+def test_norm_on_a_vit_without_a_final_layernorm_is_said_to_change_nothing():
+    backbone = DINOv2Backbone(model_name=VIT_S, out_indices=1)  # its own: altered below
+    backbone.vit.norm, backbone.vit.fc_norm = torch.nn.Identity(), torch.nn.Identity()
+    with pytest.warns(UserWarning, match='has no final LayerNorm, so norm=True changes '
+                                         'nothing; set norm=False'):
+        assert backbone._final_norm_is_fc_norm('m') is False
