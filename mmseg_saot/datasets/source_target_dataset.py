@@ -2,6 +2,7 @@
 from typing import Union
 
 import numpy as np
+from mmengine.dist import get_dist_info
 from mmseg.registry import DATASETS
 from torch.utils.data import Dataset
 
@@ -22,7 +23,8 @@ class SourceTargetDataset(Dataset):
     the branches of a batch separately. Indices (and so a sampler such as
     :class:`ClassBalancedSampler`) refer to the target; the source sample is drawn
     with ``numpy.random``, which mmengine seeds per dataloader worker, so a run is
-    reproducible under its seed, as MMSeg's random transforms are.
+    reproducible under its seed, as MMSeg's random transforms are (under DDP, each
+    rank draws its own sources, workers or not).
 
     Args:
         source: the labelled source dataset (config or object), e.g. GTA5 with its
@@ -76,10 +78,21 @@ class SourceTargetDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         target = self.target[index]
-        source = self.source[int(np.random.randint(len(self.source)))]
+        source = self.source[self._source_index()]
         return dict(inputs=dict(source=source['inputs'], target=target['inputs']),
                     data_samples=dict(source=source['data_samples'],
                                       target=target['data_samples']))
+
+    def _source_index(self) -> int:
+        """A random source index. Under DDP without DataLoader workers every rank's
+        ``numpy.random`` holds the same seeded state (mmengine seeds workers by rank, not
+        the main process), so all ranks drew the same sources: a rank other than 0 mixes
+        its rank into its draw. Rank 0, and a single process, draw as plain numpy does."""
+        rank, _ = get_dist_info()
+        if rank == 0:
+            return int(np.random.randint(len(self.source)))
+        seed = int(np.random.randint(2 ** 31))
+        return int(np.random.default_rng([seed, rank]).integers(len(self.source)))
 
 
 def _describe(dataset) -> str:

@@ -43,6 +43,25 @@ def test_items_pair_target_i_with_a_seeded_source_sample(root):
     assert len(drawn) == 3  # every source image is drawn
 
 
+def test_ranks_draw_their_own_sources_without_workers(root, monkeypatch):
+    # without DataLoader workers every rank's numpy.random is seeded alike: all ranks
+    # drew the same source sequence
+    from mmseg_saot.datasets import source_target_dataset
+    init_default_scope('mmseg')
+    dataset = SourceTargetDataset(*configs(root))
+    draws = {}
+    for rank in (0, 1, 2):
+        monkeypatch.setattr(source_target_dataset, 'get_dist_info', lambda: (rank, 3),
+                            raising=False)
+        np.random.seed(0)
+        draws[rank] = [dataset[0]['data_samples']['source'].img_path for _ in range(16)]
+    np.random.seed(0)
+    paths = [dataset.source.get_data_info(i)['img_path'] for i in range(3)]
+    assert draws[0] == [paths[np.random.randint(3)] for _ in range(16)]  # as before
+    assert draws[1] != draws[0] and draws[2] != draws[0] and draws[1] != draws[2]
+    assert all(set(d) == set(paths) for d in draws.values())
+
+
 class OtherClasses(Dataset):
     metainfo = dict(classes=('cat', 'dog'))
 
