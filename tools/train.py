@@ -8,10 +8,12 @@ import os
 import os.path as osp
 import shlex
 import sys
+import time
 from typing import List, Optional
 
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.dist import get_rank
+from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
@@ -117,16 +119,18 @@ def main() -> None:
     for hook in runner.hooks:  # before the DataLoader workers fork: they ignore Ctrl-C
         if isinstance(hook, SaveOnInterruptHook):
             hook.install()
-    again = resume_command(args, runner.work_dir)
+    started = time.time()
     try:
         with user_errors_exit(cfg), interrupt_exits(
-                f'{runner.work_dir} keeps its checkpoints and the pseudo-labels written so '
-                f'far; continue with: {again}'):
+                lambda: f'{runner.work_dir} keeps its checkpoints and the pseudo-labels '
+                f'written so far; continue with: '
+                f'{continue_command(args, runner.work_dir, started)}'):
             runner.train()
     except TrainingInterrupted as stop:
         if get_rank() == 0:
             print(f'Stopped after iteration {stop.iteration}; {stop.checkpoint} holds the '
-                  f'run. Continue with: {again}', file=sys.stderr)
+                  f'run. Continue with: {resume_command(args, runner.work_dir)}',
+                  file=sys.stderr)
         sys.exit(stop.exit_code)  # 130 after Ctrl-C, 143 after SIGTERM
 
 
@@ -137,7 +141,16 @@ def validate_last_iteration(runner, cfg, resume_from: str, done: int) -> None:
               'was cut short when the run stopped; running it now.', file=sys.stderr)
     with user_errors_exit(cfg), interrupt_exits(
             'Validation interrupted; the same command runs it again.'):
-        runner.val()
+        val_loop = runner.val_loop  # built here, as runner.val() does
+        runner.call_hook('before_run')
+        runner.load_or_resume()
+        # runner.val() skips before_train: a CheckpointHook would have no folder to save
+        # a new best checkpoint in (save_best), nor the best score so far
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook):
+                hook.before_train(runner)
+        val_loop.run()
+        runner.call_hook('after_run')
 
 
 def finished_at(checkpoint, max_iters: Optional[int]) -> Optional[int]:
@@ -150,6 +163,21 @@ def finished_at(checkpoint, max_iters: Optional[int]) -> Optional[int]:
     return None
 
 
+def continue_command(args: argparse.Namespace, work_dir: str, started: float,
+                     argv: Optional[List[str]] = None) -> str:
+    """How to go on after a stop that was not at an iteration's end (before the first
+    iteration, or a second Ctrl-C): :func:`resume_command` once the run has a checkpoint
+    (it resumed one, or saved one since ``started``), else this same command again, so
+    that a fine-tuning run keeps its ``load_from``."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    has_checkpoint = bool(read_last_checkpoint(work_dir)) and (
+        args.resume or osp.getmtime(pointer) >= started)
+    if has_checkpoint:
+        return resume_command(args, work_dir, argv)
+    return _command(args, work_dir, _without_run_options(
+        sys.argv[1:] if argv is None else argv), resume=args.resume)
+
+
 def resume_command(args: argparse.Namespace, work_dir: str,
                    argv: Optional[List[str]] = None) -> str:
     """The command that continues this run from its last checkpoint: this command line
@@ -158,12 +186,19 @@ def resume_command(args: argparse.Namespace, work_dir: str,
     ``load_from`` option is left out: with it, ``--resume`` would restart from that
     checkpoint instead of the run's last one."""
     kept = _without_load_from(_without_run_options(sys.argv[1:] if argv is None else argv))
-    tail = ['--work-dir', work_dir, '--resume']
+    return _command(args, work_dir, kept, resume=True)
+
+
+def _command(args: argparse.Namespace, work_dir: str, kept: List[str],
+             resume: bool) -> str:
+    """``kept`` (the arguments) with ``--work-dir work_dir`` (and ``--resume``), as a
+    shell command for one process, or as a hint for a launcher's."""
+    tail = ['--work-dir', work_dir] + (['--resume'] if resume else [])
     if args.launcher == 'none':
         return 'python tools/train.py ' + shlex.join(kept + tail)
     options = [item for item in kept if item != args.config]
     example = shlex.join([args.config, 'NUM_GPUS'] + options + tail)
-    return (f'the same launch with --work-dir {shlex.quote(work_dir)} --resume (e.g. '
+    return (f'the same launch with {shlex.join(tail)} (e.g. '
             f'tools/dist_train.sh {example})')
 
 
@@ -173,15 +208,21 @@ def _without_load_from(argv: List[str]) -> List[str]:
     kept: List[str] = []
     under_flag = False
     for item in argv:
-        if item.startswith('--cfg-options='):
-            if item.split('=', 2)[1] == 'load_from':
+        flag, _, value = item.partition('=')
+        if _is_cfg_options(flag) and value:  # --cfg-options=key=value
+            if value.split('=', 1)[0] == 'load_from':
                 continue
         elif item.startswith('-'):
-            under_flag = item == '--cfg-options'
-        elif under_flag and item.split('=', 1)[0] == 'load_from':
+            under_flag = _is_cfg_options(item)
+        elif under_flag and flag == 'load_from':
             continue
         kept.append(item)
     return _without_empty_cfg_options(kept)
+
+
+def _is_cfg_options(flag: str) -> bool:
+    """``--cfg-options`` or a prefix argparse takes for it (``--cfg``)."""
+    return len(flag) > 2 and '--cfg-options'.startswith(flag)
 
 
 def _without_empty_cfg_options(argv: List[str]) -> List[str]:
@@ -189,7 +230,7 @@ def _without_empty_cfg_options(argv: List[str]) -> List[str]:
     kept = []
     for at, item in enumerate(argv):
         following = argv[at + 1] if at + 1 < len(argv) else '--'
-        if item == '--cfg-options' and following.startswith('-'):
+        if _is_cfg_options(item) and following.startswith('-'):
             continue
         kept.append(item)
     return kept

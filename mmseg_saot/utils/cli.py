@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Iterator, List, NoReturn, Optional, Sequence
+from typing import Callable, Iterator, List, NoReturn, Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config, DictAction
@@ -233,11 +233,16 @@ def _raise_terminated(owner_pid: int):
     return handle
 
 
+def _text(message: Union[str, Callable[[], str]]) -> str:
+    return message() if callable(message) else message
+
+
 @contextlib.contextmanager
-def interrupt_exits(message: str = '') -> Iterator[None]:
+def interrupt_exits(message: Union[str, Callable[[], str]] = '') -> Iterator[None]:
     """Turn Ctrl-C (``KeyboardInterrupt``) into ``Interrupted. <message>`` on stderr and
     exit code 130 (the shell's code for SIGINT), and SIGTERM into ``Terminated (SIGTERM).
-    <message>`` and code 143, instead of a traceback or a silent end.
+    <message>`` and code 143, instead of a traceback or a silent end. ``message`` may be
+    a function, called at the stop (for what depends on how far the work got).
 
     Inside the block SIGTERM raises :class:`Terminated` (main thread only, where SIGTERM
     has its default action: a handler already installed stays): without this the default
@@ -256,10 +261,10 @@ def interrupt_exits(message: str = '') -> Iterator[None]:
     try:
         yield
     except Terminated:
-        print(f'Terminated (SIGTERM). {message}'.rstrip(), file=sys.stderr)
+        print(f'Terminated (SIGTERM). {_text(message)}'.rstrip(), file=sys.stderr)
         sys.exit(143)
     except KeyboardInterrupt:
-        print(f'Interrupted. {message}'.rstrip(), file=sys.stderr)
+        print(f'Interrupted. {_text(message)}'.rstrip(), file=sys.stderr)
         sys.exit(130)
     finally:
         if installed:

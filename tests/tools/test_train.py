@@ -291,7 +291,10 @@ def test_resume_of_a_finished_run_runs_its_owed_final_validation(python, tiny_co
     record.unlink()
     (work_dir / 'pending_validation').write_text('6\n')  # what such a stop leaves
     stamp = checkpoint.stat().st_mtime_ns
-    result = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume')
+    # save_best (as the 20k configs): the CheckpointHook, never set up for training by
+    # runner.val(), crashed saving the new best checkpoint
+    result = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume',
+                      '--cfg-options', 'default_hooks.checkpoint.save_best=mIoU')
     assert result.returncode == 0, result.stderr[-3000:]
     assert (f'--resume: {checkpoint} is the last iteration (6), whose validation was cut '
             'short when the run stopped; running it now.') in result.stderr
@@ -300,6 +303,7 @@ def test_resume_of_a_finished_run_runs_its_owed_final_validation(python, tiny_co
         assert redone[branch]['metrics']['mIoU'] == expected[branch]['metrics']['mIoU']
     assert not (work_dir / 'pending_validation').exists()
     assert checkpoint.stat().st_mtime_ns == stamp  # nothing trained
+    assert [p.name for p in work_dir.glob('best_*.pth')] == ['best_mIoU_iter_6.pth']
 
 
 def test_sigterm_to_the_process_group_saves_the_iteration_and_ends_every_process(
@@ -482,6 +486,32 @@ def test_the_resume_command_repeats_the_options_of_the_run():
         'NUM_GPUS --cfg-options a.b=1 --work-dir /runs/r --resume)')
 
 
+def test_a_stop_before_any_checkpoint_repeats_the_command_load_from_included(tmp_path):
+    # "continue with ... --resume" without load_from, and no checkpoint to resume: the
+    # fine-tuning run restarted from scratch, its starting weights silently dropped
+    import time
+    from types import SimpleNamespace
+
+    from tool_scripts import load_tool
+    train = load_tool('tools/train.py')
+    args = SimpleNamespace(config='cfg.py', launcher='none', resume=False)
+    argv = ['cfg.py', '--cfg-options', 'load_from=/w/ft.pth', 'a=1']
+    started = time.time()
+    same = 'python tools/train.py cfg.py --cfg-options load_from=/w/ft.pth a=1 --work-dir ' \
+        f'{tmp_path}'
+    assert train.continue_command(args, str(tmp_path), started, argv) == same
+    pointer = tmp_path / 'last_checkpoint'
+    pointer.write_text(str(tmp_path / 'iter_2.pth'))  # an earlier run's, in the folder
+    os.utime(pointer, (started - 60, started - 60))
+    assert train.continue_command(args, str(tmp_path), started, argv) == same
+    pointer.write_text(str(tmp_path / 'iter_4.pth'))  # this run saved one
+    assert train.continue_command(args, str(tmp_path), started, argv) == (
+        f'python tools/train.py cfg.py --cfg-options a=1 --work-dir {tmp_path} --resume')
+    args.resume = True  # a resumed run: the folder's checkpoint is this run's
+    os.utime(pointer, (started - 60, started - 60))
+    assert train.continue_command(args, str(tmp_path), started, argv).endswith('--resume')
+
+
 def test_the_resume_command_leaves_out_load_from():
     # with load_from set, --resume restarts from that checkpoint, not the run's last one
     from types import SimpleNamespace
@@ -498,3 +528,6 @@ def test_the_resume_command_leaves_out_load_from():
     argv = ['cfg.py', '--cfg-options=load_from=/w/iter_8.pth']
     assert train.resume_command(args, 'r', argv) == (
         'python tools/train.py cfg.py --work-dir r --resume')
+    argv = ['cfg.py', '--cfg', 'load_from=/w/iter_8.pth', 'a=1']  # argparse's prefix
+    assert train.resume_command(args, 'r', argv) == (
+        'python tools/train.py cfg.py --cfg a=1 --work-dir r --resume')

@@ -54,6 +54,12 @@ def test_interrupt_exits_turns_ctrl_c_into_a_message_and_code_130(capsys):
     assert capsys.readouterr().err == 'Interrupted. The cache is kept.\n'
     with interrupt_exits():  # nothing interrupted: nothing happens
         pass
+    progress = []  # a message function says how far the work got at the stop
+    with pytest.raises(SystemExit):
+        with interrupt_exits(lambda: f'{len(progress)} done.'):
+            progress += ['a', 'b']
+            raise KeyboardInterrupt
+    assert capsys.readouterr().err == 'Interrupted. 2 done.\n'
 
 
 def test_interrupt_exits_turns_sigterm_into_a_message_and_code_143():
