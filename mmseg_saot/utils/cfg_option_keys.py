@@ -25,9 +25,11 @@ READ_KEYS = frozenset({
     'find_unused_parameters', 'activation_checkpointing', 'efficient_conv_bn_eval',
     'compile', 'strategy', 'tta_model', 'tta_pipeline'})
 
-#: Keys the tools set from their own options after ``--cfg-options`` apply, so a value
-#: given there is overwritten: the option to use instead.
-FLAG_KEYS = {'resume': '--resume (tools/train.py)', 'launcher': '--launcher'}
+#: Keys the tools set after ``--cfg-options`` apply, so a value given there is
+#: overwritten: what sets them instead.
+FLAG_KEYS = {'resume': "tools/train.py's --resume",
+             'launcher': "the --launcher of tools/train.py and tools/test.py (other tools "
+                         "run as one process)"}
 
 #: Keys read while the file is loaded, before ``--cfg-options`` apply.
 LOAD_TIME_KEYS = frozenset({'custom_imports'})
@@ -50,8 +52,8 @@ def unread_key_problem(cfg: Any, key: str, config_path: str = 'the config file')
     if top in READ_KEYS:
         return None
     if top in FLAG_KEYS:
-        return (f'{top} is set by the tool from its {FLAG_KEYS[top]} option, which '
-                f'overwrites the value given here; use {FLAG_KEYS[top].split()[0]} instead')
+        return (f'{top} is set by the tools after --cfg-options apply, which overwrites '
+                f'the value given here; use {FLAG_KEYS[top]}')
     if top in LOAD_TIME_KEYS:
         return (f'{top} is read while the config file is loaded, before --cfg-options '
                 'apply; set it in the config file')

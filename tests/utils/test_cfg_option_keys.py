@@ -92,5 +92,9 @@ def test_keys_the_tools_set_from_their_options_name_the_option(config):
     # train.py sets cfg.resume from --resume, and every tool cfg.launcher from --launcher,
     # after --cfg-options apply: a value given there would be silently overwritten
     _, cfg = config
-    assert unread_key_problem(cfg, 'resume').endswith('use --resume instead')
-    assert unread_key_problem(cfg, 'launcher').endswith('use --launcher instead')
+    assert unread_key_problem(cfg, 'resume') == (
+        "resume is set by the tools after --cfg-options apply, which overwrites the value "
+        "given here; use tools/train.py's --resume")
+    assert unread_key_problem(cfg, 'launcher').endswith(
+        'use the --launcher of tools/train.py and tools/test.py (other tools run as one '
+        'process)')

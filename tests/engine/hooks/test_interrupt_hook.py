@@ -259,12 +259,12 @@ def validating_runner(work_dir, iteration, val_interval=3, max_iters=6):
     return runner
 
 
-@pytest.mark.parametrize('iteration', [2, 5])  # stopped after iteration 3, then 6 (the last)
+@pytest.mark.parametrize('iteration', [2, 6])  # stopped after iteration 3, then 7 (the last)
 def test_a_stop_at_a_validation_iteration_records_the_validation_as_owed(hook, tmp_path,
                                                                           iteration):
     # the loop validates after the iteration; the stop skipped it, and --resume starts
-    # after it: without the record that validation (after 6: the final one) never ran
-    runner = validating_runner(tmp_path, iteration)
+    # after it: without the record that validation (after 7: the final one) never ran
+    runner = validating_runner(tmp_path, iteration, val_interval=3, max_iters=7)
     hook.before_run(runner)
     hook.before_train(runner)
     in_loop(interrupt)
