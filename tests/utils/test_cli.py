@@ -12,6 +12,14 @@ from mmseg_saot.utils.cli import (LAUNCHER_ENV, LOCAL_RANK_ENV, CfgOptionsAction
                                   ensure_folder_or_exit, interrupt_exits, user_errors_exit)
 
 
+def launcher_refusal(launcher, capsys):
+    """What check_launcher_env_or_exit prints as it stops (exit code 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        check_launcher_env_or_exit(launcher)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
 @pytest.fixture
 def device(monkeypatch):
     import mmengine.device
@@ -136,10 +144,7 @@ def test_a_launcher_without_its_environment_names_what_is_missing(launcher, monk
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     check_launcher_env_or_exit(launcher)  # all there: passes
     monkeypatch.delenv(needed[0])
-    with pytest.raises(SystemExit) as exit_info:
-        check_launcher_env_or_exit(launcher)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    err = launcher_refusal(launcher, capsys)
     assert err.startswith(f'error: --launcher {launcher}: the environment lacks {needed[0]};')
     assert {'pytorch': 'tools/dist_train.sh', 'slurm': 'srun', 'mpi': 'mpirun'}[launcher] in err
     check_launcher_env_or_exit('none')
@@ -199,10 +204,7 @@ def test_more_processes_than_gpus_on_a_machine_stops(launcher, monkeypatch, caps
     monkeypatch.setenv(name, '1')
     check_launcher_env_or_exit(launcher)  # the second GPU: fine
     monkeypatch.setenv(name, '2')
-    with pytest.raises(SystemExit) as exit_info:
-        check_launcher_env_or_exit(launcher)
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err == (
+    assert launcher_refusal(launcher, capsys) == (
         f'error: --launcher {launcher}: this is process 2 of its machine ({name}=2), but the '
         'machine has 2 GPU(s) (CUDA_VISIBLE_DEVICES=0,1): one process per GPU. Start at most '
         '2 per machine (tools/dist_train.sh CONFIG 2), or make more GPUs visible.\n')
@@ -218,10 +220,7 @@ def test_processes_without_cuda_are_not_counted_against_gpus(monkeypatch):
 
 def test_launcher_none_in_one_of_several_processes_stops(monkeypatch, capsys):
     monkeypatch.setenv('WORLD_SIZE', '2')
-    with pytest.raises(SystemExit) as exit_info:
-        check_launcher_env_or_exit('none')
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith(
+    assert launcher_refusal('none', capsys).startswith(
         'error: --launcher is none (the default), but this is one of 2 processes started '
         'together (WORLD_SIZE=2, set by torchrun): each would run the whole job')
     monkeypatch.setenv('WORLD_SIZE', '1')
@@ -234,10 +233,7 @@ def test_slurm_or_mpi_without_cuda_points_to_torchrun(launcher, monkeypatch, cap
     for name in LAUNCHER_ENV[launcher]:
         monkeypatch.setenv(name, '0')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    with pytest.raises(SystemExit) as exit_info:
-        check_launcher_env_or_exit(launcher)
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err == (
+    assert launcher_refusal(launcher, capsys) == (
         f'error: --launcher {launcher} needs CUDA GPUs (MMEngine gives each process one) and '
         'this machine has none; for processes on CPUs start them with torchrun: '
         'tools/dist_train.sh CONFIG NUM_PROCESSES (--launcher pytorch).\n')
