@@ -33,6 +33,9 @@ from .integrity import read_label_map
 
 MANIFEST = 'manifest.json'
 LABELER_STATE = 'labeler.pth'
+#: What a cache folder holds (besides the manifest): a folder of only these is one.
+_CACHE_ENTRIES = frozenset({'labels', 'confidence', LABELER_STATE,
+                            'sample_class_stats.json'})
 STATE_NEW, STATE_PARTIAL, STATE_COMPLETE = 'new', 'partial', 'complete'
 
 
@@ -138,6 +141,20 @@ class PseudoLabelCache:
         data = json.dumps(manifest, indent=2, sort_keys=True, default=str) + '\n'
         atomic_write_bytes(self.manifest_path, data.encode())
 
+    def _check_is_a_cache(self) -> None:
+        """Raise a UserInputError unless the non-empty folder ``root`` looks like a cache
+        (a manifest, or only what a cache writes): moving aside a folder such as a
+        dataset root or a work_dir would break what reads it."""
+        found = sorted(name for name in os.listdir(self.root)
+                       if not (name.startswith('.') and name.endswith('.tmp')))  # ours
+        if MANIFEST in found or set(found) <= _CACHE_ENTRIES:
+            return
+        listed = ', '.join(found[:4]) + (', ...' if len(found) > 4 else '')
+        raise UserInputError(
+            f'{self.option}: {self.root} holds files but is no pseudo-label cache (no '
+            f'{MANIFEST}; it holds {listed}), so it is left as it is. Point '
+            f'{self.option} at a new or empty folder.')
+
     def state(self, config_hash: str) -> str:
         """``'complete'``, ``'partial'`` (same fingerprint, unfinished) or ``'new'``."""
         manifest = self.read_manifest()
@@ -148,15 +165,17 @@ class PseudoLabelCache:
     def open(self, fingerprint: Dict[str, Any]) -> str:
         """Prepare the cache for ``fingerprint``; returns its :meth:`state`.
 
-        A cache written for another fingerprint (or an unlabelled folder with files in
-        it) is moved aside to ``<root>.stale-<hash>``, never deleted; a new cache gets
-        an incomplete manifest so that an interrupted run is recognised as partial.
+        A cache written for another fingerprint (or one whose manifest is damaged or
+        gone) is moved aside to ``<root>.stale-<hash>``, never deleted; a folder that
+        is no cache is refused (:class:`UserInputError`). A new cache gets an incomplete
+        manifest so that an interrupted run is recognised as partial.
         """
         config_hash = fingerprint_hash(fingerprint)
         state = self.state(config_hash)
         if state != STATE_NEW:
             return state
         if osp.isdir(self.root) and os.listdir(self.root):
+            self._check_is_a_cache()
             manifest = self.read_manifest() or {}
             old = str(manifest.get('config_hash') or 'unknown')[:8]
             changed = changed_entries(manifest.get('fingerprint'), fingerprint)
