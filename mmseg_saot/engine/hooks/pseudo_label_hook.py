@@ -9,7 +9,8 @@ from mmseg.registry import DATASETS, HOOKS, MODELS
 from mmseg_saot.datasets.pseudo_label_dataset import PseudoLabelDataset
 from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
 from mmseg_saot.engine.pseudo_labels.features import FeatureMemo
-from mmseg_saot.engine.pseudo_labels.fingerprint import dataset_files, make_fingerprint
+from mmseg_saot.engine.pseudo_labels.fingerprint import (dataset_files, dataset_pipelines,
+                                                       make_fingerprint)
 from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
 from mmseg_saot.engine.pseudo_labels.target_set import evenly_spaced, label_target_set
 from mmseg_saot.utils.build_errors import (component_config_problem, explain_build_error,
@@ -174,7 +175,7 @@ class SAOTPseudoLabelHook(Hook):
         fingerprint = make_fingerprint(
             model=model, labeler_cfg=self.labeler_cfg, num_classes=self.num_classes,
             ignore_index=self.ignore_index, source_cfg=self.source_cfg,
-            target_pipeline=getattr(dataset.target, 'pipeline', None), keys=keys,
+            target_pipeline=dataset_pipelines(dataset.target), keys=keys,
             feature_index=self.feature_index, num_source_images=self.num_source_images,
             target_mean_images=self.target_mean_images,
             target_files=dataset_files(dataset.target),

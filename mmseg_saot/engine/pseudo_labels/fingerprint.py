@@ -4,6 +4,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+from torch.utils.data import Dataset
 
 from mmseg_saot.utils.digests import named_tensors_sha256
 
@@ -92,14 +93,57 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
         source_files_checksum=files_checksum(source_files))
 
 
-def _plain(value: Any) -> Any:
-    """Config objects as plain JSON-able data."""
+def dataset_pipelines(dataset) -> Any:
+    """The pipeline of ``dataset`` as plain data, for the fingerprint. Through wrappers
+    (``ConcatDataset``, ``RepeatDataset``, ...), which have none or only their own, the
+    list of every pipeline under it, wrappers' included. A plain dataset gives its
+    pipeline alone, as it always has (so existing caches keep their fingerprint)."""
+    if not _inner_datasets(dataset):
+        return _pipeline_plain(getattr(dataset, 'pipeline', None))
+    found, stack = [], [dataset]
+    while stack:
+        node = stack.pop(0)
+        if getattr(node, 'pipeline', None) is not None:
+            found.append(_pipeline_plain(node.pipeline))
+        stack[:0] = _inner_datasets(node)
+    return found
+
+
+def _inner_datasets(dataset) -> List[Any]:
+    """The datasets a wrapper holds (``datasets`` or ``dataset``), or none."""
+    inner = getattr(dataset, 'datasets', None)
+    if inner:
+        return list(inner)
+    one = getattr(dataset, 'dataset', None)
+    return [one] if isinstance(one, Dataset) else []
+
+
+def _pipeline_plain(pipeline: Any) -> Any:
+    """A pipeline as plain data: its repr where every transform has a repr of its own
+    (as before), else the list of its transforms, each described by :func:`_plain`."""
+    transforms = getattr(pipeline, 'transforms', None)
+    if transforms is None or all(_has_own_repr(t) for t in transforms):
+        return _plain(pipeline)
+    return [_plain(t) for t in transforms]
+
+
+def _has_own_repr(value: Any) -> bool:
+    return type(value).__repr__ is not object.__repr__
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Config objects as plain JSON-able data; an object without a repr of its own
+    (whose default repr holds its memory address, new in every process) as its type
+    and attributes."""
     if hasattr(value, 'to_dict'):
         value = value.to_dict()
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, depth) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, depth) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
-    return repr(value)
+    if _has_own_repr(value) or depth >= 3 or not hasattr(value, '__dict__'):
+        return repr(value) if _has_own_repr(value) else type(value).__qualname__
+    return {'type': type(value).__qualname__,
+            **{k: _plain(v, depth + 1) for k, v in sorted(vars(value).items())}}

@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from torch.utils.data import Dataset
 
 from mmseg_saot.datasets.pseudo_label_cache import changed_entries
 from mmseg_saot.engine.pseudo_labels.fingerprint import (dataset_files, files_checksum,
@@ -89,3 +90,49 @@ def test_the_fingerprint_follows_the_label_space():
     base = _fingerprint(_model())
     assert changed_entries(base, _fingerprint(_model(), num_classes=20)) == 'num_classes'
     assert changed_entries(base, _fingerprint(_model(), ignore_index=0)) == 'ignore_index'
+
+
+class _Leaf(Dataset):
+    def __init__(self, transforms):
+        from mmengine.dataset import Compose
+        from mmengine.registry import init_default_scope
+        init_default_scope('mmseg')
+        self.pipeline = Compose(transforms)
+
+    def __len__(self):
+        return 1
+
+
+class _Repeat(Dataset):
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+
+def _resize(scale):
+    return [dict(type='LoadImageFromFile'), dict(type='Resize', scale=scale)]
+
+
+def test_the_pipelines_under_a_wrapped_target_are_in_the_fingerprint():
+    # a ConcatDataset/RepeatDataset has no pipeline of its own: the fingerprint held
+    # None, and a labelling pipeline changed under it reused the stale labels
+    from torch.utils.data import ConcatDataset
+
+    from mmseg_saot.engine.pseudo_labels.fingerprint import _plain, dataset_pipelines
+    plain = _Leaf(_resize((84, 56)))
+    assert dataset_pipelines(plain) == _plain(plain.pipeline) == repr(plain.pipeline)
+    for wrap in (lambda leaf: ConcatDataset([_Leaf(_resize((84, 56))), leaf]), _Repeat):
+        small, large = (dataset_pipelines(wrap(_Leaf(_resize(s))))
+                        for s in ((84, 56), (168, 112)))
+        assert small and small != large
+        assert small == dataset_pipelines(wrap(_Leaf(_resize((84, 56)))))
+
+
+def test_a_transform_without_a_repr_is_described_the_same_in_every_process():
+    # its default repr holds its memory address: every run saw "changed:
+    # target_pipeline", labelled everything again and left a stale copy
+    from mmseg_saot.engine.pseudo_labels.fingerprint import dataset_pipelines
+    transforms = [dict(type='LoadImageFromFile'),
+                  dict(type='ResizeShortestEdge', scale=(56, 84), max_size=200)]
+    first, second = (dataset_pipelines(_Leaf(transforms)) for _ in range(2))
+    assert ' at 0x' not in str(first) and first == second
+    assert 'ResizeShortestEdge' in str(first) and '56' in str(first)
