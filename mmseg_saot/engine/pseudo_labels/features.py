@@ -139,6 +139,8 @@ def iter_features(model: torch.nn.Module, dataset, indices: Sequence[int], *,
                                                       [item for _, item in compute],
                                                       feature_index):
             height, width = sample.img_shape[:2]
+            if not with_labels:  # target images: labels go back to the file's pixels
+                check_file_geometry(sample)
             grid = (math.ceil(height / patch), math.ceil(width / patch))
             feat = feat[:, :grid[0], :grid[1]].float()
             labels = None
@@ -192,6 +194,30 @@ def _record_of(index: int, item: dict, entry: dict, device) -> ImageFeatures:
                          img_shape=tuple(entry['img_shape']),
                          ori_shape=tuple(entry['ori_shape']),
                          labels=None if labels is None else labels.to(device))
+
+
+def check_file_geometry(sample) -> None:
+    """Raise a PseudoLabelInputError if the pipeline did more to a target image than
+    resize it: pseudo-labels are mapped back to the file's pixels by undoing a resize
+    only, so a flip or a crop would write labels flipped, or stretched over the image.
+    """
+    meta = sample.metainfo
+    ori_h, ori_w = meta['ori_shape'][:2]
+    img_h, img_w = meta['img_shape'][:2]
+    scale_w, scale_h = meta.get('scale_factor') or (1.0, 1.0)
+    what = []
+    if meta.get('flip'):
+        what.append(f'flips it ({meta.get("flip_direction")})')
+    if abs(img_h - ori_h * scale_h) > 1 or abs(img_w - ori_w * scale_w) > 1:
+        what.append(f'gives {img_h}x{img_w}, not the file\'s {ori_h}x{ori_w} scaled by '
+                    f'{scale_h:.3g}x{scale_w:.3g} (a crop?)')
+    if what:
+        raise PseudoLabelInputError(
+            f'{sample.img_path}: the target labelling pipeline {" and ".join(what)}. '
+            'Pseudo-labels are written at the file\'s size by undoing a resize only: '
+            'let that pipeline load and resize (no RandomFlip, RandomCrop, ...); it is '
+            'the pipeline of the dataset PseudoLabelDataset wraps '
+            '(train_dataloader.dataset.target.dataset.pipeline in configs/saot/).')
 
 
 def _forward_by_size(model, chunk, items, feature_index):

@@ -1,4 +1,6 @@
 """Loading the images to pseudo-label: a missing and a corrupt file are told apart."""
+import re
+
 import pytest
 
 from mmseg_saot.engine.pseudo_labels import PseudoLabelInputError
@@ -41,3 +43,22 @@ def test_a_source_label_out_of_range_names_its_file():
     with pytest.raises(PseudoLabelInputError, match=r'^/data/src/a_labels.png: label value 10 '
                        r'is neither a class in \[0, 5\) nor ignore_index=255.*check_data.py'):
         _patch_labels_of(sample, None, (2, 2), 14, num_classes=5, ignore_index=255)
+
+
+@pytest.mark.parametrize('meta, named', [
+    (dict(flip=True, flip_direction='vertical'), 'flips it (vertical)'),
+    (dict(img_shape=(40, 40)), "gives 40x40, not the file's 56x84 scaled by 1x1 (a crop?)")])
+def test_a_target_pipeline_that_flips_or_crops_is_refused(meta, named):
+    # labels are mapped back to the file by undoing a resize only: a flip wrote them
+    # flipped (agreement with the truth fell from 0.91 to 0.24), a crop stretched
+    from mmseg.structures import SegDataSample
+
+    from mmseg_saot.engine.pseudo_labels.features import check_file_geometry
+    resized = dict(img_path='a.png', ori_shape=(56, 84), img_shape=(112, 168),
+                   scale_factor=(2.0, 2.0), flip=False)
+    check_file_geometry(SegDataSample(metainfo=resized))  # a resize: fine
+    plain = dict(img_path='a.png', ori_shape=(56, 84), img_shape=(56, 84), flip=False)
+    with pytest.raises(PseudoLabelInputError, match=re.escape(
+            f'a.png: the target labelling pipeline {named}. Pseudo-labels are written at '
+            "the file's size by undoing a resize only")):
+        check_file_geometry(SegDataSample(metainfo=dict(plain, **meta)))
