@@ -6,12 +6,11 @@ The backbone runs once per image; every method labels the same features through
 import os
 import os.path as osp
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from mmseg.registry import DATASETS
-from PIL import Image
 
 from mmseg_saot.models.labelers import METHODS
 from mmseg_saot.utils.paths import move_aside
@@ -69,6 +68,7 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
     if missing:
         raise PseudoLabelInputError(f'{missing}: nothing to score the methods against.')
     gt_paths = [dataset.get_data_info(i)['gt_seg_map_path'] for i in range(len(dataset))]
+    gt_codes = [_label_encoding(target.get_data_info(i)) for i in range(len(dataset))]
     classes = list(dataset.metainfo['classes'])
     palette = dataset.metainfo.get('palette') or [[c * 13 % 256] * 3 for c in range(len(classes))]
     ignore = hook.ignore_index
@@ -82,7 +82,7 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
                                 feature_index=hook.feature_index, memo=memo,
                                 progress=f'labelling with {len(methods)} methods'
                                          + (' and the patch oracle' if oracle else '')):
-        gt = _read_gt(gt_paths[record.index])
+        gt = _read_gt(gt_paths[record.index], *gt_codes[record.index])
         if oracle:
             _score_oracle(scores[PATCH_ORACLE], gt, record, patch, hook, gt_paths[record.index])
         for method, labeler in labelers.items():
@@ -175,8 +175,21 @@ def _score_oracle(score: PseudoLabelScore, gt: np.ndarray, record, patch: int, h
     score.seconds += time.perf_counter() - start
 
 
-def _read_gt(path: str) -> np.ndarray:
+def _label_encoding(info: dict) -> Tuple[bool, Optional[dict]]:
+    """``(reduce_zero_label, label_map)`` of a target's data info: how its label files
+    map to class ids."""
+    return bool(info.get('reduce_zero_label', False)), info.get('label_map') or None
+
+
+def _read_gt(path: str, reduce_zero_label: bool = False,
+             label_map: Optional[dict] = None) -> np.ndarray:
+    """The class ids of a ground-truth file, decoded as MMSeg's ``LoadAnnotations``
+    does for the dataset (``reduce_zero_label``, ``label_map``): as stored, the ids of
+    such a dataset are off by one or unmapped, and every class would be scored wrong."""
+    from mmseg.datasets.transforms import LoadAnnotations
     try:
-        return np.asarray(Image.open(path))
-    except OSError as err:
+        results = LoadAnnotations()(dict(seg_map_path=path, reduce_zero_label=reduce_zero_label,
+                                         label_map=label_map, seg_fields=[]))
+    except (OSError, ValueError) as err:  # missing, or not an image
         raise PseudoLabelInputError(f'cannot read the ground truth {path}: {err}') from err
+    return results['gt_seg_map']
