@@ -108,7 +108,10 @@ class _Features:
         """
         n = self.x.shape[0]
         wa = _block_weights(a, src_blocks).to(self.x.dtype)  # (I, bs), 0 for padding
-        wa = wa / wa.sum(1, keepdim=True)
+        total = wa.sum(1, keepdim=True)
+        members = (src_blocks < n).to(wa.dtype)  # a block without mass: its plain mean
+        wa = torch.where(total > 0, wa / total.clamp_min(torch.finfo(wa.dtype).tiny),
+                         members / members.sum(1, keepdim=True))
         idx = src_blocks.clamp(max=n - 1)  # padding: any row, weight 0
         if self.x_scale is not None:  # mean of the unit rows: weight w_i / |x_i|
             wa = wa * self.x_scale[idx]
