@@ -240,6 +240,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
     stall, ti_stall = Stall(patience=5), Stall(patience=2)
     err = torch.full((batch,), math.inf, dtype=dtype, device=device)
     converged = torch.zeros(batch, dtype=torch.bool, device=device)
+    out_err = None  # the error of the returned potentials, once measured
     good = (f.clone(), g.clone())
     it_total = good_it = 0  # good: finite potentials at the end of iteration good_it
     # GPU: each iteration on the stored kernel as a few fused Triton launches
@@ -321,7 +322,21 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
             if measure and cfg.tol > 0:
                 converged = err < cfg.tol
                 if bool(converged.all()):
-                    break
+                    # the loop's estimate mixes the row error before and the column
+                    # error after a half-step: stop once the potentials meet tol
+                    out_err = final_error(op, fallback or make_fallback, f, g, log_a, log_b,
+                                          eps, (cfg.rho_a, cfg.rho_b), failures)
+                    converged = out_err < cfg.tol
+                    if bool(converged.all()):
+                        break
+                    out_err = None
+                    if make_fallback is not None and op is not fallback and failures:
+                        # after a rescue the stored kernel's rounding hid the remaining
+                        # error (it measured itself below tol): finish in the log domain
+                        fallback = fallback or make_fallback()
+                        fallback.set_epsilon(eps, f, g)
+                        op, method, log_until = fallback, f'{primary.kind}+log', math.inf
+                        continue
                 floor = getattr(op, 'precision_floor', 0.0)
                 if use_ti and ti_stall.update(worst, floor):
                     # The translation balances the target masses against the kernel's
@@ -330,8 +345,11 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
                     use_ti = False
                 elif stall.update(worst, floor):
                     break
-    out_err = final_error(op, fallback or make_fallback, f, g, log_a, log_b, cfg.epsilon,
-                          (cfg.rho_a, cfg.rho_b), failures)
+    if out_err is None:  # not measured at a stop on convergence
+        out_err = final_error(op, fallback or make_fallback, f, g, log_a, log_b,
+                              cfg.epsilon, (cfg.rho_a, cfg.rho_b), failures)
+    if cfg.tol > 0:  # of the potentials returned, not the loop's estimate
+        converged = out_err < cfg.tol
     if cfg.tol > 0 and not bool(converged.all()) and cfg.warn and stall.stalled:
         warnings.warn(
             f'{cfg.solver_name} stopped at marginal error {float(out_err.max()):.2e} > '
