@@ -167,6 +167,12 @@ class SAOTPseudoLabelHook(Hook):
                 f'SAOTPseudoLabelHook: num_classes={self.num_classes} but the decode head '
                 f'predicts {head_classes} classes; set num_classes={head_classes} in the '
                 'hook (custom_hooks) so pseudo-labels use the head\'s label space.')
+        outputs = len(getattr(getattr(model, 'backbone', None), 'out_indices', None) or ())
+        if outputs and not -outputs <= self.feature_index < outputs:
+            raise UserInputError(
+                f'SAOTPseudoLabelHook: feature_index={self.feature_index}, but the backbone '
+                f'returns {outputs} map(s) (model.backbone.out_indices); use an index in '
+                f'{-outputs}..{outputs - 1} (-1: the last block).')
         if memo is None and self.feature_store_dir:
             memo = FeatureMemo(store=FeatureStore(self.feature_store_dir, model))
         source_set = self._build_source()

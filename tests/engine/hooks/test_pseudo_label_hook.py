@@ -1,5 +1,6 @@
 """SAOTPseudoLabelHook refuses a label space other than the decode head's, and bad options
 when it is built."""
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,18 @@ def test_num_classes_must_match_the_decode_head():
     model = nn.Module()
     model.decode_head = SimpleNamespace(num_classes=21)
     with pytest.raises(UserInputError, match='num_classes=21'):
+        hook.run(model, dataset=None)
+
+
+def test_feature_index_must_name_a_map_of_the_backbone():
+    # it ran until features.py indexed the backbone's tuple: IndexError
+    hook = SAOTPseudoLabelHook(source=dict(type='GTA5Dataset'),
+                               labeler=dict(type='SAOTLabeler'), feature_index=3)
+    model = nn.Module()
+    model.backbone = SimpleNamespace(out_indices=[11])
+    with pytest.raises(UserInputError, match=re.escape(
+            'SAOTPseudoLabelHook: feature_index=3, but the backbone returns 1 map(s) '
+            '(model.backbone.out_indices); use an index in -1..0 (-1: the last block).')):
         hook.run(model, dataset=None)
 
 
