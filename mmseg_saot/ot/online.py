@@ -8,7 +8,8 @@ import torch
 from . import _loop
 from ._operators import LogOperator
 from ._validation import (Rho, check_balanced_masses, check_epsilon, check_feature_pair,
-                          check_projection, initial_potential, marginal, parse_rho)
+                          check_positive_int, check_projection, initial_potential, marginal,
+                          parse_rho)
 from .costs import FeatureCost, Metric
 from .result import SinkhornResult
 from .sinkhorn import DEFAULT_OMEGA, DUAL_DTYPE, build_result, make_config
@@ -98,6 +99,8 @@ def sinkhorn_online(x: torch.Tensor,
     cfg = make_config(epsilon, rho_pair, num_iters, tol, check_every, omega,
                       translation_invariant, epsilon_scaling, epsilon_start, warn,
                       'sinkhorn_online')
+    if chunk_size is not None:
+        chunk_size = check_positive_int('chunk_size', chunk_size)
     log_a, log_b = torch.log(a2), torch.log(b2)
     block_bytes = (1 << 26) if chunk_size is None else 4 * num_cols * int(chunk_size)
     with torch.no_grad():

@@ -201,6 +201,9 @@ def make_config(epsilon, rho_pair, num_iters, tol, check_every, omega, translati
             raise ValueError(f"`omega` must be 'auto' or in [1, 2), got {omega}.")
     if epsilon_start is not None:
         epsilon_start = check_epsilon(epsilon_start, 'epsilon_start')
+    if epsilon_scaling is not None and not 0.0 < float(epsilon_scaling) < 1.0:
+        raise ValueError(f'`epsilon_scaling` must be a factor in (0, 1), or None to run at '
+                         f'`epsilon` only; got {epsilon_scaling}.')
     return _loop.LoopConfig(epsilon=epsilon, rho_a=rho_pair[0], rho_b=rho_pair[1],
                             num_iters=num_iters, tol=tol, check_every=check_every, omega=omega,
                             translation_invariant=bool(translation_invariant),

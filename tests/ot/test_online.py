@@ -83,6 +83,9 @@ def test_online_input_errors():
         sinkhorn_online(bad, y, epsilon=0.1)
     with pytest.raises(ValueError, match="'cosine', 'sqeuclidean' or a callable"):
         sinkhorn_online(x, y, epsilon=0.1, cost='manhattan')
+    for chunk in (0, -3):  # ran without a word
+        with pytest.raises(ValueError, match=f'`chunk_size` must be an integer >= 1, got {chunk}'):
+            sinkhorn_online(x, y, epsilon=0.1, chunk_size=chunk)
 
 
 def test_online_warm_start_is_checked_and_used_as_in_sinkhorn():

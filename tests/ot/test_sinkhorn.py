@@ -1,5 +1,6 @@
 """Mathematical checks of the dense entropic (unbalanced) Sinkhorn solver."""
 import math
+import re
 import warnings
 
 import pytest
@@ -155,6 +156,12 @@ def test_shape_mismatches_raise_clear_errors():
     # the schedule's start is named as itself (the message said `epsilon`)
     with pytest.raises(ValueError, match='`epsilon_start` must be a finite positive number'):
         sinkhorn(cost, epsilon=0.1, epsilon_scaling=0.5, epsilon_start=-1.0)
+    # 0 was silently taken as "off", and 1 as a schedule that never shrinks
+    for factor in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=re.escape(
+                f'`epsilon_scaling` must be a factor in (0, 1), or None to run at `epsilon` '
+                f'only; got {factor}.')):
+            sinkhorn(cost, epsilon=0.1, epsilon_scaling=factor)
 
 
 def test_rho_from_numpy_and_torch_scalars():
