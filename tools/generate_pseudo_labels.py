@@ -176,8 +176,16 @@ def _val_as_target(cfg, train_target):
     ``--no-cache``, and the cache check of the main method is off then.
     """
     from mmseg_saot.datasets import PseudoLabelDataset
+    from mmseg_saot.engine.pseudo_labels.features import PseudoLabelInputError
+    pipeline = getattr(train_target.target, 'pipeline', None)
+    if pipeline is None:
+        raise PseudoLabelInputError(
+            f'--split val reads the val images with the labelling pipeline of the train '
+            f'target, and that target is a {type(train_target.target).__name__}, which '
+            'wraps other datasets and has none of its own; score the train split (drop '
+            '--split val), or label a plain dataset.')
     val_cfg = dict(cfg.val_dataloader.dataset)
-    val_cfg['pipeline'] = train_target.target.pipeline.transforms  # the labelling pipeline
+    val_cfg['pipeline'] = pipeline.transforms  # the labelling pipeline
     return PseudoLabelDataset(val_cfg, train_target.pseudo_label_dir + '.val-unused')
 
 

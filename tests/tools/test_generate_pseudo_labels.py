@@ -123,6 +123,24 @@ def test_val_split_without_a_val_dataloader_is_a_clear_message(python, tmp_path)
     assert f'--split val: {config} has no val_dataloader' in result.stderr
 
 
+def test_val_split_with_a_wrapped_train_target_is_a_clear_message(python, tmp_path):
+    # its labelling pipeline was read from the wrapper: AttributeError traceback
+    from mmengine import Config
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2, num_val=1)
+    (tmp_path / 'tiny.py').write_text(tiny_uda_config(data))
+    cfg = Config.fromfile(str(tmp_path / 'tiny.py'))
+    target = cfg.train_dataloader.dataset.target
+    target.dataset = dict(type='ConcatDataset', datasets=[target.dataset])
+    config = tmp_path / 'wrapped.py'
+    cfg.dump(str(config))
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w'),
+                             '--methods', 'nn', '--split', 'val', '--device', 'cpu'],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    assert 'that target is a ConcatDataset, which wraps other datasets' in result.stderr
+
+
 def test_feature_cache_lets_a_second_run_skip_the_backbone(python, tmp_path):
     data = write_tiny_uda_data(tmp_path / 'data', num_source=3, num_target=2, num_val=2)
     config = tmp_path / 'tiny.py'
