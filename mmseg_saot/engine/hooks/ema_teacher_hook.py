@@ -88,25 +88,19 @@ class EMATeacherHook(Hook):
         self.student_name, self.teacher_name = student, teacher
         self.neck_names = (student_neck, teacher_neck)
 
-    def _modules(self, runner):
+    def _pairs(self, runner):
+        """``(student, teacher)`` modules to average: the heads, and the necks where the
+        (unwrapped) model has both."""
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        found = [getattr(model, name, None) for name in (self.student_name, self.teacher_name)]
-        if not all(isinstance(m, nn.Module) for m in found):
+        heads, necks = ([getattr(model, name, None) for name in names]
+                        for names in ((self.student_name, self.teacher_name), self.neck_names))
+        if not all(isinstance(m, nn.Module) for m in heads):
             raise UserInputError(
                 f'EMATeacherHook: the model ({type(model).__name__}) needs modules '
                 f'"{self.student_name}" (student) and "{self.teacher_name}" (teacher); set '
                 'the hook\'s student=/teacher= names or use the EMATeacherUDA segmentor.')
-        return found
-
-    def _pairs(self, runner):
-        """``(student, teacher)`` modules to average: the heads, and the necks where the
-        model has both."""
-        pairs = [tuple(self._modules(runner))]
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        necks = [getattr(model, name, None) for name in self.neck_names]
-        if all(isinstance(m, nn.Module) for m in necks):
-            pairs.append(tuple(necks))
-        return pairs
+        has_necks = all(isinstance(m, nn.Module) for m in necks)
+        return [tuple(heads)] + ([tuple(necks)] if has_necks else [])
 
     def momentum_at(self, iteration: int) -> float:
         """m of the update after iteration ``iteration`` (0-based). The ramp counts
