@@ -85,7 +85,27 @@ class ImplicitPotentials(torch.autograd.Function):
 
 
 def cost_gradient(cost, f, g, log_a, log_b, epsilon, rho_a, rho_b, grad_f, grad_g):
-    """Vector-Jacobian product of ``C -> (f*, g*)`` for one ``(N, M)`` problem."""
+    """Vector-Jacobian product of ``C -> (f*, g*)`` for one ``(N, M)`` problem.
+
+    Points of zero weight (``log_a`` or ``log_b`` is -inf) take no part in the problem:
+    their rows or columns of the plan are 0 whatever the cost, and their potentials are
+    free. The system is solved over the points of positive weight only, and the
+    gradient is 0 on the others (each would otherwise add a singular row).
+    """
+    rows, cols = torch.isfinite(log_a), torch.isfinite(log_b)
+    if bool(rows.all()) and bool(cols.all()):
+        return _positive_weight_gradient(cost, f, g, log_a, log_b, epsilon, rho_a, rho_b,
+                                         grad_f, grad_g)
+    grad = torch.zeros_like(cost, dtype=f.dtype)
+    if bool(rows.any()) and bool(cols.any()):
+        grad[rows[:, None] & cols[None, :]] = _positive_weight_gradient(
+            cost[rows][:, cols], f[rows], g[cols], log_a[rows], log_b[cols], epsilon, rho_a,
+            rho_b, grad_f[rows], grad_g[cols]).reshape(-1)
+    return grad
+
+
+def _positive_weight_gradient(cost, f, g, log_a, log_b, epsilon, rho_a, rho_b, grad_f,
+                              grad_g):
     plan = torch.exp(log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - cost) / epsilon)
     kappa_a = 1.0 if math.isinf(rho_a) else 1.0 + epsilon / rho_a
     kappa_b = 1.0 if math.isinf(rho_b) else 1.0 + epsilon / rho_b

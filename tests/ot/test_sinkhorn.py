@@ -318,3 +318,40 @@ def test_balanced_with_unequal_masses_raises_naming_both_sums():
         sinkhorn(cost, 5 * a, b, epsilon=0.1)
     sinkhorn(cost, 5 * a, b, epsilon=0.1, rho=(math.inf, 1.0))  # semi-balanced is fine
     sinkhorn(cost, a * (1 + 1e-9), b, epsilon=0.1)  # within the relative tolerance
+
+
+@pytest.mark.parametrize('dense_limit', [10**6, 0], ids=['dense', 'conjugate_gradient'])
+@pytest.mark.parametrize('zero', ['a', 'b'])
+@pytest.mark.parametrize('rho', [math.inf, 0.7])
+def test_gradient_with_zero_weight_points_equals_the_reduced_problem(
+        monkeypatch, dense_limit, zero, rho):
+    # Points of zero weight take no part in the problem: the gradient on the others is
+    # that of the problem without them, and zero on theirs. Two of them on the smaller
+    # side of a balanced problem used to make the Schur system singular (dense path) or
+    # NaN (conjugate gradients).
+    monkeypatch.setattr(_implicit, 'DENSE_SCHUR_MAX', dense_limit)
+    n, m = (8, 6) if zero == 'b' else (6, 8)
+    cost, a, b = _problem(n=n, m=m, seed=21)
+    weights = torch.randn(n, m, generator=torch.Generator().manual_seed(22), dtype=F64)
+    zeroed = a if zero == 'a' else b
+    zeroed[:2] = 0.0
+    zeroed /= zeroed.sum()
+    keep = torch.arange(2, zeroed.numel())
+    kw = dict(epsilon=0.1, rho=rho, tol=1e-13, num_iters=50000, warn=False)
+
+    full = cost.clone().requires_grad_()
+    plan = sinkhorn(full, a, b, **kw).plan
+    grad, = torch.autograd.grad((plan * weights).sum(), full)
+
+    reduced_cost = cost[keep] if zero == 'a' else cost[:, keep]
+    reduced_weights = weights[keep] if zero == 'a' else weights[:, keep]
+    reduced_a, reduced_b = (a[keep], b) if zero == 'a' else (a, b[keep])
+    reduced = reduced_cost.clone().requires_grad_()
+    plan = sinkhorn(reduced, reduced_a, reduced_b, **kw).plan
+    expected, = torch.autograd.grad((plan * reduced_weights).sum(), reduced)
+
+    assert torch.isfinite(grad).all()
+    kept_grad = grad[keep] if zero == 'a' else grad[:, keep]
+    dropped_grad = grad[:2] if zero == 'a' else grad[:, :2]
+    torch.testing.assert_close(kept_grad, expected, atol=1e-8, rtol=1e-6)
+    assert bool((dropped_grad == 0).all())
