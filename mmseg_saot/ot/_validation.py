@@ -51,22 +51,31 @@ def check_epsilon(epsilon: float, name: str = 'epsilon') -> float:
 
 def parse_rho(rho: Rho) -> Tuple[float, float]:
     """Return ``(rho_a, rho_b)`` from a number or a pair; ``inf`` means balanced."""
+    given = rho
     if isinstance(rho, torch.Tensor):
         rho = rho.tolist()
-    if isinstance(rho, numbers.Real):  # numpy scalars too (np.float32 is no float)
-        pair = (float(rho), float(rho))
-    else:
-        values = [float(r) for r in rho]
-        if len(values) == 1:
-            values = values * 2
-        if len(values) != 2:
-            raise ValueError(f'`rho` must be a number or a pair (rho_a, rho_b), got {rho}.')
-        pair = (values[0], values[1])
+    values = [rho, rho] if _is_number(rho) else rho
+    if isinstance(values, (str, bytes)) or not hasattr(values, '__len__'):
+        values = None
+    if values is None or not all(_is_number(r) for r in values):
+        raise ValueError("`rho` must be a number or a pair (rho_a, rho_b) of numbers, "
+                         f"float('inf') for balanced OT; got {given!r}.")
+    values = [float(r) for r in values]
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise ValueError(f'`rho` must be a number or a pair (rho_a, rho_b), got {rho}.')
+    pair = (values[0], values[1])
     for r in pair:
         if math.isnan(r) or r <= 0:
             raise ValueError(f'`rho` must be positive (float("inf") for a hard marginal), '
                              f'got {rho}.')
     return pair
+
+
+def _is_number(value) -> bool:
+    """A real number that is not a bool (numpy scalars count: np.float32 is no float)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_positive_int(name: str, value: int, minimum: int = 1) -> int:

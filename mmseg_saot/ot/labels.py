@@ -60,7 +60,8 @@ def _one_hot(source_labels: torch.Tensor, num_classes: int, ignore_index: int,
         raise ValueError(f'`source_labels` must have shape (N,), got '
                          f'{tuple(source_labels.shape)}.')
     if source_labels.dtype.is_floating_point:
-        raise TypeError('`source_labels` must be an integer tensor.')
+        raise TypeError('`source_labels` must be an integer tensor, got '
+                        f'{source_labels.dtype}; pass class indices (e.g. labels.long()).')
     valid = source_labels != ignore_index
     bad = valid & ((source_labels < 0) | (source_labels >= num_classes))
     if bool(bad.any()):
@@ -160,6 +161,9 @@ def _check_plan(plan: torch.Tensor) -> None:
                          f'{plan.dtype}; pass the solver result or its `.plan`.')
     if plan.dim() != 2:
         raise ValueError(f'`plan` must have shape (N, M), got {tuple(plan.shape)}.')
+    if not bool(torch.isfinite(plan.detach()).all()):
+        raise ValueError('`plan` has non-finite entries (NaN or inf); a transport plan is '
+                         'finite: check the solve that produced it (its cost and epsilon).')
     if bool((plan.detach() < 0).any()):
         raise ValueError('`plan` must be non-negative; a transport plan has entries >= 0 '
                          '(got negative entries).')
@@ -170,6 +174,9 @@ def _labelled(source_feats, source_labels, ignore_index):
     if source_labels.shape != (source_feats.shape[0],):
         raise ValueError(f'`source_labels` must have shape ({source_feats.shape[0]},), got '
                          f'{tuple(source_labels.shape)}.')
+    if source_labels.dtype.is_floating_point:
+        raise TypeError('`source_labels` must be an integer tensor, got '
+                        f'{source_labels.dtype}; pass class indices (e.g. labels.long()).')
     keep = source_labels != ignore_index
     return F.normalize(source_feats[keep], dim=1), source_labels[keep], keep.nonzero()[:, 0]
 

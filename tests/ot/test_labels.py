@@ -132,3 +132,24 @@ def test_transfer_labels_rejects_negative_or_integer_plans():
         transfer_labels(torch.rand(10, 6) - 0.5, labels, 3)
     with pytest.raises(ValueError, match='`plan` must be a floating point tensor'):
         transfer_labels(torch.ones(10, 6, dtype=torch.long), labels, 3)
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_transfer_labels_rejects_a_plan_that_is_not_finite(bad):
+    # a NaN entry gave NaN probabilities and confidence for its target, silently
+    plan = torch.rand(10, 6)
+    plan[3, 2] = bad
+    with pytest.raises(ValueError, match=r'`plan` has non-finite entries \(NaN or inf\)'):
+        transfer_labels(plan, torch.randint(0, 3, (10,)), 3)
+
+
+@pytest.mark.parametrize('baseline', ['nn', 'knn'])
+def test_baselines_reject_float_labels_as_transfer_labels_does(baseline):
+    # float labels came back as float labels (nn) or were cast silently (knn)
+    x = torch.randn(10, 4)
+    labels = torch.randint(0, 3, (10,)).float()
+    with pytest.raises(TypeError, match='`source_labels` must be an integer tensor'):
+        if baseline == 'nn':
+            nn_transfer(x, labels, x[:4])
+        else:
+            knn_transfer(x, labels, x[:4], 3)

@@ -175,6 +175,17 @@ def test_rho_from_numpy_and_torch_scalars():
         torch.testing.assert_close(result.plan, expected)
 
 
+@pytest.mark.parametrize('rho', ['inf', None, (1.0, 'x'), ('1', 2.0), True])
+def test_rho_that_is_no_number_names_the_option_and_the_fix(rho):
+    # 'inf' said "could not convert string to float: 'i'" (the string was read as a
+    # pair of characters) and None a TypeError; True was taken for rho = 1
+    cost, _, _ = _problem(n=5, m=4)
+    with pytest.raises(ValueError, match=re.escape(
+            "`rho` must be a number or a pair (rho_a, rho_b) of numbers, float('inf') "
+            f"for balanced OT; got {rho!r}.")):
+        sinkhorn(cost, epsilon=0.1, rho=rho)
+
+
 def test_batched_equals_looped():
     costs, a, b = [], [], []
     for seed in range(3):
