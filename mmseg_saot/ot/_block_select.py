@@ -88,3 +88,36 @@ def _coverage_mask(score, coverage, first_k: int = 32):
         mask[short] = torch.zeros_like(full, dtype=torch.bool).scatter_(1, order,
                                                                         before < coverage)
     return mask.t()
+
+
+def check_support_carries_balanced(keep: torch.Tensor, mass_src: torch.Tensor,
+                                   mass_tgt: torch.Tensor, rho_pair) -> None:
+    """Raise ``ValueError`` when a balanced problem has no plan on the kept blocks.
+
+    With ``rho = inf`` every block must send (receive) all its mass through the blocks it
+    is joined to, so its mass may not exceed theirs in all (Hall's condition for single
+    blocks: necessary, and what a too-sparse ``topk`` breaks). Without this check the
+    solve ran to ``num_iters`` and advised more iterations, which cannot help.
+
+    Args:
+        keep: ``(I, J)`` bool mask of kept (source block, target block) pairs.
+        mass_src: ``(I,)`` source block masses.
+        mass_tgt: ``(J,)`` target block masses.
+        rho_pair: ``(rho_a, rho_b)``; checked only when both are infinite.
+    """
+    if not (math.isinf(rho_pair[0]) and math.isinf(rho_pair[1])):
+        return
+    joined = keep.to(mass_src.dtype)
+    slack = 1e-6 * float(mass_src.sum())
+    for side, mass, reach in (('target', mass_tgt, joined.t() @ mass_src),
+                              ('source', mass_src, joined @ mass_tgt)):
+        short = mass - reach
+        worst = int(short.argmax())
+        if float(short[worst]) > slack:
+            raise ValueError(
+                f'block_sparse_sinkhorn: the selected block support cannot carry balanced '
+                f'marginals: {side} block {worst} holds mass {float(mass[worst]):.4g} but '
+                f'the blocks it is joined to hold only {float(reach[worst]):.4g} in all, so '
+                f'no plan on this support has the marginals rho=inf asks for. Keep more '
+                f"block pairs (raise `topk`, `min_blocks` or `coverage`, or selection='all'), "
+                f'or pass a finite `rho` for unbalanced OT.')

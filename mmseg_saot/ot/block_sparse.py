@@ -105,7 +105,8 @@ from ._block_features import _PAD_COST, _Features  # noqa: F401  (_PAD_COST: tes
 from ._block_layout import _BUCKET_WASTE, _padded_log, _Support
 from ._block_operators import BlockKernelOperator, BlockLogOperator
 from ._block_order import _order_blocks
-from ._block_select import _block_mass, _block_weights, _select
+from ._block_select import (_block_mass, _block_weights, _select,
+                            check_support_carries_balanced)
 from ._validation import (FLOAT_DTYPES, Rho, check_balanced_masses, check_epsilon,
                           check_feature_pair, check_positive_int, check_projection, marginal,
                           parse_rho)
@@ -332,6 +333,8 @@ def block_sparse_sinkhorn(x: torch.Tensor,
             keep = _select(coarse, mass_src, b_slots, selection, epsilon, rho_pair, theta,
                            coverage, topk, min_blocks, target_block_size)
         del coarse
+        check_support_carries_balanced(keep, mass_src, b_slots.view(keep.shape[1], -1).sum(1),
+                                       rho_pair)
         timings['select'] = clock() - t0
         t0 = clock()
         support = _Support(keep, src_blocks, tgt_blocks, num_src, num_tgt)

@@ -16,7 +16,8 @@ The solvers never need the whole ``N x M`` cost at once: they read it through a
 *cost source* that returns row blocks (:class:`DenseCost` wraps a stored matrix,
 :class:`FeatureCost` recomputes blocks from features).
 """
-from typing import Callable, Optional, Union
+import math
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,19 @@ class FeatureCost:
     def rows(self, i0: int, i1: int) -> torch.Tensor:
         """Return rows ``i0:i1`` as a ``(1, i1 - i0, M)`` tensor (batch of one)."""
         return self.block(i0, i1).unsqueeze(0)
+
+    def first_non_finite(self) -> Optional[Tuple[int, int]]:
+        """``(row, col)`` of the first NaN or -inf cost entry, or None: one pass over the
+        cost in row blocks, for an error message after a failed solve (+inf is a
+        forbidden pair, which the solvers handle)."""
+        step = rows_per_block(self.shape[1])
+        for i0 in range(0, self.shape[0], step):
+            block = self.block(i0, min(i0 + step, self.shape[0]))
+            bad = torch.isnan(block) | (block == -math.inf)
+            if bool(bad.any()):
+                row, col = bad.nonzero()[0].tolist()
+                return i0 + row, col
+        return None
 
 
 class DenseCost:

@@ -105,8 +105,12 @@ def sinkhorn_online(x: torch.Tensor,
     block_bytes = (1 << 26) if chunk_size is None else 4 * num_cols * int(chunk_size)
     with torch.no_grad():
         op = OnlineOperator(source, log_a, log_b, epsilon, block_bytes=block_bytes)
-        out = _loop.run(op, None, log_a, log_b, cfg, f0, g0,
-                        cost_range=lambda: _block_range(source))
+        try:
+            out = _loop.run(op, None, log_a, log_b, cfg, f0, g0,
+                            cost_range=lambda: _block_range(source))
+        except FloatingPointError:
+            _raise_if_cost_not_finite(source, cost, projection)
+            raise
     f, g, a2, b2 = (t.to(source.dtype) for t in (out.f, out.g, a2, b2))
     return build_result(f, g, a2, b2, epsilon, rho_pair, out, source, False)
 
@@ -115,3 +119,17 @@ def _block_range(source) -> float:
     """max - min of the first cost block: the default start of epsilon scaling."""
     block = source.rows(0, min(source.shape[0], 1024))
     return float(block.amax() - block.amin())
+
+
+def _raise_if_cost_not_finite(source: FeatureCost, cost, projection) -> None:
+    """After non-finite potentials: name a NaN or -inf cost entry and what made it."""
+    where = source.first_non_finite()
+    if where is None:
+        return
+    culprit = ('the `projection` callable (it returned non-finite features)'
+               if callable(projection) and not bool(
+                   torch.isfinite(source.x).all() & torch.isfinite(source.y).all()) else
+               '`cost`' if callable(cost) else f'the {cost!r} cost of these features')
+    raise ValueError(f'sinkhorn_online: the cost is not finite at (row {where[0]}, col '
+                     f'{where[1]}): NaN or -inf from {culprit}. Every cost entry must be '
+                     f'finite (or +inf for a forbidden pair).') from None

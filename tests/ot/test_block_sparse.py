@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mmseg_saot.ot import block_sparse_sinkhorn, cosine_cost, sinkhorn, transfer_labels
+from mmseg_saot.ot._block_select import check_support_carries_balanced
 from mmseg_saot.ot.block_sparse import estimate_memory
 from mmseg_saot.ot.synthetic import ClusteredFeatures
 
@@ -291,3 +292,49 @@ def test_exact_dropped_mass_matches_off_support_mass_of_the_final_potentials():
     ratio = float(full[~on].sum() / full[on].sum())
     assert abs(res.dropped_mass - ratio) <= 1e-9 + 1e-9 * ratio
     torch.testing.assert_close(full[on], res.plan[on], rtol=1e-12, atol=0)
+
+
+def _one_sided_support_problem():
+    """Every source block is nearest to target block 0; block 1 holds 99 % of the mass."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.zeros(32, 16)
+    y[:16, 0] = 1.0
+    y[16:, 1] = 1.0
+    y = y + 0.01 * torch.randn(32, 16, generator=gen)
+    x = torch.zeros(256, 16)
+    x[:, 0], x[:, 1] = 1.0, 0.5
+    x = x + 0.05 * torch.randn(256, 16, generator=gen)
+    b = torch.ones(32)
+    b[16:] = 100.0
+    return x, y, b / b.sum()
+
+
+def test_a_support_that_cannot_carry_balanced_marginals_is_named():
+    # it ran to num_iters and warned "did not converge ... increase `num_iters`",
+    # which cannot help: no plan on that support has these marginals
+    x, y, b = _one_sided_support_problem()
+    kw = dict(epsilon=0.05, block_size=16, target_block_size=16, selection='topk', topk=1,
+              num_iters=300)
+    with pytest.raises(ValueError, match=(
+            r'the selected block support cannot carry balanced marginals: target block 1 '
+            r'holds mass 0\.990\d but the blocks it is joined to hold only 0\.0625.*'
+            r"`topk`.*`min_blocks`.*selection='all'.*finite `rho`")):
+        block_sparse_sinkhorn(x, y, None, b, **kw)
+    # unbalanced, the same support is fine
+    result = block_sparse_sinkhorn(x, y, None, b, rho=0.5, warn=False, **kw)
+    assert torch.isfinite(result.f).all() and torch.isfinite(result.g).all()
+
+
+@pytest.mark.parametrize('side', ['source', 'target'])
+def test_support_check_reads_both_sides_and_only_balanced_problems(side):
+    # source block 1 (0.6) is joined to target block 0 (0.5) only; the targets are fine
+    keep = torch.tensor([[True, True, True], [True, False, False]])
+    mass_src, mass_tgt = torch.tensor([0.4, 0.6]), torch.tensor([0.5, 0.25, 0.25])
+    if side == 'target':  # the same problem transposed
+        keep, mass_src, mass_tgt = keep.t().contiguous(), mass_tgt, mass_src
+    with pytest.raises(ValueError, match=f': {side} block 1 holds mass 0.6 but the blocks it '
+                       'is joined to hold only 0.5'):
+        check_support_carries_balanced(keep, mass_src, mass_tgt, (math.inf, math.inf))
+    for rho in ((1.0, math.inf), (math.inf, 1.0), (1.0, 1.0)):
+        check_support_carries_balanced(keep, mass_src, mass_tgt, rho)
+    check_support_carries_balanced(keep | True, mass_src, mass_tgt, (math.inf, math.inf))

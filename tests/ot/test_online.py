@@ -113,3 +113,27 @@ def test_online_features_of_two_dtypes_solve_in_the_wider():
         expected = sinkhorn_online(pair[0].double(), pair[1].double(), epsilon=0.1, rho=1.0,
                                    tol=1e-12, num_iters=10000)
         torch.testing.assert_close(mixed.plan, expected.plan, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize('bad', [float('nan'), -float('inf')])
+@pytest.mark.parametrize('where', ['cost', 'projection'])
+def test_a_callable_that_returns_non_finite_values_is_named(bad, where):
+    # the solve failed with "non-finite potentials; check the cost scale against
+    # epsilon", which sent the user to tune epsilon for a broken callable
+    x, y = _features()
+
+    def metric(xb, yb):
+        out = sqeuclidean_cost(xb, yb)
+        out[0, 0] = bad
+        return out
+
+    def projection(feats):
+        feats = feats.clone()
+        feats[5, 0] = bad
+        return feats
+
+    kw = dict(cost=metric) if where == 'cost' else dict(projection=projection)
+    culprit = ('\\(row 0, col 0\\): NaN or -inf from `cost`' if where == 'cost' else
+               'NaN or -inf from the `projection` callable')
+    with pytest.raises(ValueError, match=f'the cost is not finite .*{culprit}'):
+        sinkhorn_online(x, y, epsilon=0.1, **kw)
