@@ -69,12 +69,12 @@ class PseudoLabelDataset(Dataset):
         """Cache name of image ``index``: its path, without extension, under the image
         folder (the dataset's ``data_prefix['img_path']``), or, for a wrapper such as a
         ``ConcatDataset`` of two cities or images outside that folder, under the
-        deepest folder that holds every image: two images never share a name."""
+        deepest folder that holds every image: two images never share a name (images
+        that differ only in their extension, ``x.png`` and ``x.jpg``, keep it)."""
         if self._keys is None:
             paths = [self.target.get_data_info(i)['img_path'] for i in range(len(self))]
             prefix = (getattr(self.target, 'data_prefix', None) or {}).get('img_path', '')
-            root = _key_root(paths, prefix)
-            self._keys = [osp.splitext(osp.relpath(path, root))[0] for path in paths]
+            self._keys = _cache_keys(paths, _key_root(paths, prefix))
         return self._keys[index]
 
     def keys(self) -> List[str]:
@@ -120,6 +120,18 @@ def _unserialised(dataset: dict) -> dict:
         inner = dataset['dataset']
         return dict(dataset, dataset=_unserialised(inner) if isinstance(inner, dict) else inner)
     return dict(dict(serialize_data=False), **dataset)
+
+
+def _cache_keys(img_paths: List[str], root: str) -> List[str]:
+    """Each image's path relative to ``root``, without its extension unless another
+    image has the same name with another extension (the same path twice, as in a
+    ``RepeatDataset``, is one key)."""
+    relative = [osp.relpath(path, root) for path in img_paths]
+    stems: dict = {}
+    for rel in relative:
+        stems.setdefault(osp.splitext(rel)[0], set()).add(rel)
+    return [osp.splitext(rel)[0] if len(stems[osp.splitext(rel)[0]]) == 1 else rel
+            for rel in relative]
 
 
 def _key_root(img_paths: List[str], prefix: str) -> str:

@@ -59,6 +59,27 @@ def test_a_wrapped_target_config_builds_and_its_images_keep_their_folders(tmp_pa
     assert plain.keys() == ['0001']
 
 
+def test_images_that_differ_only_in_extension_get_their_own_cache_files(tmp_path):
+    # x.png and x.jpg (two datasets of one folder, by img_suffix) shared the key 'x':
+    # the second image's pseudo-label overwrote the first's
+    (tmp_path / 'img').mkdir()
+    for suffix in ('.png', '.jpg', '.bmp'):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / 'img' / f'x{suffix}')
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / 'img' / 'y.png')
+    leaves = [dict(type='BaseSegDataset', data_root=str(tmp_path), data_prefix=dict(
+        img_path='img'), img_suffix=suffix, metainfo=dict(classes=('a', 'b')), pipeline=[])
+              for suffix in ('.png', '.jpg')]
+    dataset = PseudoLabelDataset(dict(type='ConcatDataset', datasets=leaves),
+                                 str(tmp_path / 'cache'))
+    # only the colliding names keep their extension; y keeps the usual key
+    assert dataset.keys() == ['x.png', 'y', 'x.jpg']
+    assert len({dataset.get_data_info(i)['seg_map_path'] for i in range(3)}) == 3
+    # the same image twice (a RepeatDataset) is one key, as before
+    repeated = PseudoLabelDataset(dict(type='RepeatDataset', dataset=leaves[1], times=2),
+                                  str(tmp_path / 'cache'))
+    assert repeated.keys() == ['x', 'x']
+
+
 def test_a_missing_pseudo_label_names_the_image_and_the_fix(dataset):
     with pytest.raises(UserInputError, match='generate_pseudo_labels.py'):
         dataset[0]
