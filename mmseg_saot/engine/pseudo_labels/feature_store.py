@@ -8,9 +8,10 @@ runs once per image; later runs only load and preprocess the image to find its f
 An entry's key hashes the pipeline's output for the image (the resized ``uint8``
 tensor, and the label map when labels are asked for), the backbone output index and
 the label settings; entries live in a subfolder named by the fingerprint of the
-backbone (weights, output blocks, norm, dtype) and the data preprocessor, so features
-of another backbone, other weights or blocks, another normalisation, another resize or
-an edited image file are never read back. Features are stored in fp32 as computed: a
+backbone (weights, output blocks, norm, dtype, the version of its feature code) and
+the data preprocessor, so features of another backbone, other weights or blocks,
+another normalisation, older backbone code, another resize or an edited image file
+are never read back. Features are stored in fp32 as computed: a
 hit gives the numbers a miss would.
 """
 import hashlib
@@ -25,7 +26,8 @@ from mmseg_saot.utils.atomic import atomic_torch_save
 from mmseg_saot.utils.paths import ensure_folder
 
 
-_BACKBONE_SETTINGS = ('model_name', 'out_indices', 'norm', 'feature_dtype', 'patch_size')
+_BACKBONE_SETTINGS = ('model_name', 'out_indices', 'norm', 'feature_dtype', 'patch_size',
+                      'feature_version')
 _PREPROCESSOR_SETTINGS = ('channel_conversion', '_enable_normalize', 'size', 'size_divisor',
                           'pad_val', 'test_cfg')
 

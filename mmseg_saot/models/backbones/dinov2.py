@@ -146,6 +146,12 @@ class DINOv2Backbone(BaseModule):
         (B, embed_dim, ceil(H / p), ceil(W / p)) for patch size p.
     """
 
+    #: Version of the code that turns weights and images into features; the disk
+    #: feature caches are named by it (``FeatureStore``, ``EMATeacherUDA``'s
+    #: ``feature_cache_dir``). Bump it whenever the features of some weights change
+    #: (2: ``norm=True`` applies ``fc_norm`` per token on average-pool ViTs).
+    feature_version = 2
+
     def __init__(self,
                  model_name: str = 'vit_large_patch14_dinov2',
                  out_indices: Union[int, Sequence[int]] = 4,

@@ -224,9 +224,11 @@ class EMATeacherUDA(EncoderDecoder):
 
     def _cache_folder(self) -> str:
         """``<feature_cache_dir>/<fingerprint of the backbone's weights and config>``, from
-        the weights the backbone holds now, not those it was built with."""
-        return osp.join(self._feature_cache_dir,
-                        module_fingerprint(self.backbone, self._backbone_repr))
+        the weights the backbone holds now, not those it was built with, and from the
+        version of the backbone's feature code."""
+        version = getattr(self.backbone, 'feature_version', None)
+        return osp.join(self._feature_cache_dir, module_fingerprint(
+            self.backbone, f'{self._backbone_repr} feature_version={version}'))
 
     @contextlib.contextmanager
     def _features_shared(self):

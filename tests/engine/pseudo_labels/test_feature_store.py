@@ -79,6 +79,17 @@ def test_other_weights_blocks_or_normalisation_use_another_folder(setup, tmp_pat
         model.data_preprocessor.mean.copy_(mean)
 
 
+def test_a_new_feature_version_of_the_backbone_code_uses_another_folder(
+        setup, tmp_path, monkeypatch):
+    # features of the code before a change to what the backbone computes (norm=True on
+    # an average-pool ViT once returned un-normalised tokens) were read back after it
+    _, model, _ = setup
+    folder = FeatureStore(str(tmp_path), model).folder
+    monkeypatch.setattr(type(model.backbone), 'feature_version',
+                        type(model.backbone).feature_version + 1)
+    assert FeatureStore(str(tmp_path), model).folder != folder
+
+
 def test_key_changes_with_pixels_labels_output_index_and_label_settings(setup):
     _, _, source_cfg = setup
     item = DATASETS.build(source_cfg)[0]

@@ -314,6 +314,15 @@ def test_the_disk_cache_is_named_by_the_weights_loaded_before_its_first_use(tmp_
     torch.testing.assert_close(got, model.backbone(image)[0], atol=2e-2, rtol=0)
 
 
+def test_the_disk_cache_folder_changes_with_the_backbones_feature_version(
+        tmp_path, monkeypatch):
+    model = build(feature_cache=True, feature_cache_dir=str(tmp_path))
+    folder = model._cache_folder()
+    monkeypatch.setattr(type(model.backbone), 'feature_version',
+                        type(model.backbone).feature_version + 1)
+    assert model._cache_folder() != folder
+
+
 def test_a_trainable_neck_runs_after_the_cache_and_learns(tmp_path):
     # the cache held the neck's outputs with their autograd graph: on a hit the backward
     # went through a freed graph (RuntimeError), and the neck could not learn from it
