@@ -73,10 +73,11 @@ def load_item(dataset, index: int) -> dict:
     """``dataset[index]`` with unreadable files reported by name.
 
     Raises:
-        PseudoLabelInputError: the image (or label) file is missing or corrupt.
+        PseudoLabelInputError: the image (or label) file is missing or corrupt, or the
+            dataset's pipeline does not pack its output (no ``PackSegInputs``).
     """
     try:
-        return dataset[index]
+        item = dataset[index]
     except Exception as err:  # decoding errors come from cv2/PIL/mmcv
         info = dataset.get_data_info(index)
         paths = [str(info[k]) for k in ('img_path', 'seg_map_path') if info.get(k)]
@@ -88,6 +89,16 @@ def load_item(dataset, index: int) -> dict:
         raise PseudoLabelInputError(
             f'pseudo-labelling could not load sample {index} ({", ".join(paths)}): '
             f'{type(err).__name__}: {err}. {fix}.') from err
+    if not (isinstance(item, dict) and 'inputs' in item and 'data_samples' in item):
+        got = (f'a dict of {", ".join(sorted(map(str, item)))}' if isinstance(item, dict)
+               else type(item).__name__)
+        raise PseudoLabelInputError(
+            f'{dataset.get_data_info(index).get("img_path")}: the pipeline of its dataset '
+            f'gave {got}, not a packed sample: end that pipeline with '
+            "dict(type='PackSegInputs') (the target's is "
+            'train_dataloader.dataset.target.dataset.pipeline in configs/saot/, the '
+            "source's the SAOTPseudoLabelHook's source.pipeline).")
+    return item
 
 
 @torch.no_grad()

@@ -62,3 +62,23 @@ def test_a_target_pipeline_that_flips_or_crops_is_refused(meta, named):
             f'a.png: the target labelling pipeline {named}. Pseudo-labels are written at '
             "the file's size by undoing a resize only")):
         check_file_geometry(SegDataSample(metainfo=dict(plain, **meta)))
+
+
+def test_a_pipeline_without_pack_seg_inputs_is_named_with_the_fix(tmp_path):
+    # the labelling stage failed with KeyError: 'inputs' deep in the batching code
+    import numpy as np
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+    from PIL import Image
+    (tmp_path / 'img').mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / 'img' / 'a.png')
+    init_default_scope('mmseg')
+    dataset = DATASETS.build(dict(
+        type='BaseSegDataset', data_root=str(tmp_path), data_prefix=dict(img_path='img'),
+        img_suffix='.png', metainfo=dict(classes=('a', 'b')),
+        pipeline=[dict(type='LoadImageFromFile')]))
+    path = re.escape(str(tmp_path / 'img' / 'a.png'))
+    with pytest.raises(PseudoLabelInputError, match=(
+            f'{path}: the pipeline of its dataset gave a dict of .*img_path.*, not a packed '
+            r"sample: end that pipeline with dict\(type='PackSegInputs'\)")):
+        load_item(dataset, 0)
