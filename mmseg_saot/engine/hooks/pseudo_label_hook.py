@@ -62,6 +62,23 @@ def restart_train_dataloader(runner) -> None:
     loop.dataloader_iterator = _InfiniteDataloaderIterator(dataloader)
 
 
+def _check_uint8_label_space(num_classes: int, ignore_index: int) -> None:
+    """Raise a ConfigError unless every class id and ``ignore_index`` fit the uint8
+    pseudo-label PNGs, apart (a value outside 0..255 wrapped around when written)."""
+    if not (isinstance(ignore_index, int) and 0 <= ignore_index <= 255):
+        raise ConfigError(f'SAOTPseudoLabelHook: ignore_index={ignore_index!r} does not fit '
+                          'the uint8 pseudo-label PNGs: use an ignore_index in 0..255 that '
+                          'is not a class (255 as in MMSeg).')
+    if num_classes > 255:
+        raise ConfigError(f'SAOTPseudoLabelHook: num_classes={num_classes} does not fit the '
+                          'uint8 pseudo-label PNGs (at most 255 classes, ids 0..254, besides '
+                          'ignore_index).')
+    if ignore_index < num_classes:
+        raise ConfigError(f'SAOTPseudoLabelHook: ignore_index={ignore_index} is class '
+                          f'{ignore_index} of num_classes={num_classes}: its pixels could not '
+                          'be told from that class. Use ignore_index=255.')
+
+
 def _check_labeler(labeler: dict, num_classes: int, ignore_index: int) -> None:
     """Build the labeller once, on an 8-wide dummy feature, so that a bad option (out of
     range, or a misspelt keyword) stops the run when the hook is built, not after the
@@ -122,6 +139,7 @@ class SAOTPseudoLabelHook(Hook):
         check_positive_int('SAOTPseudoLabelHook', 'target_mean_images', target_mean_images)
         if num_source_images is not None:
             check_positive_int('SAOTPseudoLabelHook', 'num_source_images', num_source_images)
+        _check_uint8_label_space(num_classes, ignore_index)
         _check_labeler(labeler, num_classes, ignore_index)
         problem = component_config_problem(source, DATASETS, 'SAOTPseudoLabelHook: source')
         if problem:

@@ -46,6 +46,15 @@ def test_feature_index_must_name_a_map_of_the_backbone():
     (dict(type='SAOTLabeler'), dict(source=dict(type='GTA5Dataset', data_prefx={})),
      "SAOTPseudoLabelHook: source.data_prefx: GTA5Dataset has no option 'data_prefx'. "
      "Did you mean 'data_prefix'\\? It takes: "),
+    # pseudo-label PNGs are uint8: -1 was written as 255 and class 300 as 44, silently
+    (dict(type='SAOTLabeler'), dict(ignore_index=-1),
+     r'SAOTPseudoLabelHook: ignore_index=-1 does not fit the uint8 pseudo-label PNGs: '
+     r'use an ignore_index in 0\.\.255 that is not a class \(255 as in MMSeg\)\.'),
+    (dict(type='SAOTLabeler'), dict(ignore_index=3),
+     r'SAOTPseudoLabelHook: ignore_index=3 is class 3 of num_classes=19'),
+    (dict(type='SAOTLabeler'), dict(num_classes=300),
+     r'SAOTPseudoLabelHook: num_classes=300 does not fit the uint8 pseudo-label PNGs '
+     r'\(at most 255 classes, ids 0\.\.254, besides ignore_index\)\.'),
     (dict(type='SAOTLabeler'), dict(source=dict(type='GTA5Datset')),
      "SAOTPseudoLabelHook: source.type='GTA5Datset' is not a registered mmseg::dataset "
      "type .* Did you mean 'GTA5Dataset'\\?"),
