@@ -82,7 +82,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
     from mmseg.registry import DATASETS, HOOKS, MODELS
 
     import mmseg_saot  # noqa: F401  (registers the plugin)
-    from mmseg_saot.engine.hooks import find_pseudo_label_dataset
+    from mmseg_saot.engine.hooks import find_pseudo_label_dataset, pseudo_label_hook_configs
     from mmseg_saot.engine.pseudo_labels.comparison import (compare_methods,
                                                             missing_ground_truth,
                                                             set_aside_earlier_outputs)
@@ -91,7 +91,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
     from mmseg_saot.engine.pseudo_labels.scoring import format_table
 
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') == 'SAOTPseudoLabelHook']
+    hooks = pseudo_label_hook_configs(cfg.get('custom_hooks', []))
     if not hooks:
         raise PseudoLabelInputError(f'{args.config} has no SAOTPseudoLabelHook in custom_hooks; '
                                     'see configs/saot/gta2cs.py.')

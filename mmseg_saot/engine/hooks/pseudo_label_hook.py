@@ -211,3 +211,17 @@ class SAOTPseudoLabelHook(Hook):
             ignore_index=self.ignore_index, batch_size=self.batch_size,
             feature_index=self.feature_index, num_source_images=self.num_source_images,
             target_mean_images=self.target_mean_images, memo=memo)
+
+
+def pseudo_label_hook_configs(custom_hooks) -> list:
+    """The configs in ``custom_hooks`` of a :class:`SAOTPseudoLabelHook` or a subclass,
+    whatever names the type: ``'SAOTPseudoLabelHook'``, a scoped
+    ``'mmseg.SAOTPseudoLabelHook'`` or the class itself (pure-Python configs)."""
+    found = []
+    for hook in custom_hooks or []:
+        kind = hook.get('type') if isinstance(hook, dict) else None
+        if isinstance(kind, str):
+            kind = HOOKS.get(kind)
+        if isinstance(kind, type) and issubclass(kind, SAOTPseudoLabelHook):
+            found.append(hook)
+    return found

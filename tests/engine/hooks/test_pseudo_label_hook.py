@@ -85,3 +85,24 @@ def test_a_labeler_without_type_is_an_saot_labeler():
     from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
     labeler = build_labeler(hook.labeler_cfg, feat_dim=8, num_classes=19, ignore_index=255)
     assert type(labeler).__name__ == 'SAOTLabeler'
+
+
+def test_the_hook_is_found_by_its_registered_class_not_its_exact_type_string():
+    # tools/generate_pseudo_labels.py compared type == 'SAOTPseudoLabelHook': a scoped
+    # name, the class itself or a subclass made it say the config had no such hook
+    from mmseg.registry import HOOKS
+
+    from mmseg_saot.engine.hooks import pseudo_label_hook_configs
+
+    @HOOKS.register_module(force=True)
+    class MyPseudoLabelHook(SAOTPseudoLabelHook):
+        pass
+
+    hooks = [dict(type='EMATeacherHook'), dict(type='mmseg.SAOTPseudoLabelHook', a=1),
+             dict(type=SAOTPseudoLabelHook, a=2), dict(type='MyPseudoLabelHook', a=3),
+             dict(type='SAOTPseudoLabelHook', a=4), dict(type='NoSuchHook')]
+    try:
+        assert [h['a'] for h in pseudo_label_hook_configs(hooks)] == [1, 2, 3, 4]
+    finally:
+        HOOKS._module_dict.pop('MyPseudoLabelHook')
+    assert pseudo_label_hook_configs([]) == []
