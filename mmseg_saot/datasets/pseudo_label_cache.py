@@ -11,7 +11,8 @@ Layout under ``root`` (``<work_dir>/pseudo_labels`` by default)::
 ``key`` is the image path relative to the target dataset's image folder, without its
 extension. Every file is written to a temporary name in the same folder and renamed
 into place (``os.replace`` is atomic on POSIX), so a killed run leaves either a whole
-file or none; an image counts as done once both of its PNGs exist. A cache whose
+file or none (and a temporary, deleted when the cache is opened again); an image counts
+as done once both of its PNGs exist. A cache whose
 fingerprint differs from the current run's is never overwritten: it is moved aside
 to ``<root>.stale-<hash>``.
 """
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import os.path as osp
+import re
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -37,6 +39,7 @@ LABELER_STATE = 'labeler.pth'
 _CACHE_ENTRIES = frozenset({'labels', 'confidence', LABELER_STATE,
                             'sample_class_stats.json'})
 STATE_NEW, STATE_PARTIAL, STATE_COMPLETE = 'new', 'partial', 'complete'
+_CUT_TEMPORARY = re.compile(r'.+\.\d+\.[0-9a-f]{8}\.tmp')
 
 
 def fingerprint_hash(fingerprint: Dict[str, Any]) -> str:
@@ -155,6 +158,15 @@ class PseudoLabelCache:
             f'{MANIFEST}; it holds {listed}), so it is left as it is. Point '
             f'{self.option} at a new or empty folder.')
 
+    def _remove_cut_temporaries(self) -> None:
+        """Delete the temporaries of writes a killed run cut short (``atomic_write_bytes``
+        names them ``<file>.<pid>.<8 hex>.tmp``): their PNG was never in place, so the
+        image is labelled again. Called before any rank writes."""
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                if _CUT_TEMPORARY.fullmatch(name):
+                    os.remove(osp.join(folder, name))
+
     def state(self, config_hash: str) -> str:
         """``'complete'``, ``'partial'`` (same fingerprint, unfinished) or ``'new'``."""
         manifest = self.read_manifest()
@@ -173,6 +185,7 @@ class PseudoLabelCache:
         config_hash = fingerprint_hash(fingerprint)
         state = self.state(config_hash)
         if state != STATE_NEW:
+            self._remove_cut_temporaries()
             return state
         if osp.isdir(self.root) and os.listdir(self.root):
             self._check_is_a_cache()

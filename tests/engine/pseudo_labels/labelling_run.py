@@ -1,6 +1,6 @@
 """Run SAOTPseudoLabelHook.run on a config, in-process or as a script (kill tests).
 
-    python labelling_run.py CONFIG WORK_DIR [SECONDS_PER_IMAGE]
+    python labelling_run.py CONFIG WORK_DIR [SECONDS_PER_WRITE]   # pauses halfway in each
     python labelling_run.py --ddp N CONFIG WORK_DIR     # N gloo processes on CPU
 
 The model is built after ``torch.manual_seed(0)``, so a random-weight backbone is the
@@ -14,12 +14,11 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 
-def run_labelling(config_path, work_dir, seconds_per_image: float = 0.0,
+def run_labelling(config_path, work_dir, seconds_per_write: float = 0.0,
                   cfg_options: dict = None) -> dict:
     import mmseg_saot  # noqa: F401
     from mmseg.registry import DATASETS, HOOKS, MODELS
 
-    from mmseg_saot.datasets.pseudo_label_cache import PseudoLabelCache
     from mmseg_saot.engine.hooks import find_pseudo_label_dataset
     from mmseg_saot.utils.run_config import fill_work_dir
     init_default_scope('mmseg')
@@ -27,19 +26,56 @@ def run_labelling(config_path, work_dir, seconds_per_image: float = 0.0,
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     fill_work_dir(cfg, str(work_dir))
-    if seconds_per_image:
-        write = PseudoLabelCache.write
-
-        def slow_write(self, *args):
-            write(self, *args)
-            time.sleep(seconds_per_image)
-
-        PseudoLabelCache.write = slow_write
+    if seconds_per_write:
+        _slow_down_writes_under(str(work_dir), seconds_per_write)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
     hook = HOOKS.build(cfg.custom_hooks[0])
     dataset = find_pseudo_label_dataset(DATASETS.build(cfg.train_dataloader.dataset))
     return hook.run(model, dataset)
+
+
+class _HalfwayPause:
+    """A binary file whose every write stops halfway for ``seconds``: a kill then lands
+    in the middle of a file, where a writer that is not atomic leaves it cut."""
+
+    def __init__(self, file, seconds: float) -> None:
+        self._file, self._seconds = file, seconds
+
+    def write(self, data) -> int:
+        half = len(data) // 2
+        self._file.write(data[:half])
+        self._file.flush()
+        time.sleep(self._seconds)
+        return half + self._file.write(data[half:])
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._file.__exit__(*exc)
+
+
+def _slow_down_writes_under(folder: str, seconds: float) -> None:
+    """Every file opened for binary writing under ``folder`` pauses halfway through each
+    write (whatever writes it: the cache, PIL, a plain ``open``)."""
+    import builtins
+    import os.path as osp
+    real_open = builtins.open
+    root = osp.abspath(folder)
+
+    def open_(file, mode='r', *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if ('w' in mode and 'b' in mode and isinstance(file, str)
+                and osp.abspath(file).startswith(root + osp.sep)
+                and not file.endswith('.json')):
+            return _HalfwayPause(handle, seconds)
+        return handle
+
+    builtins.open = open_
 
 
 def ddp_worker(rank: int, world_size: int, config_path: str, work_dir: str,

@@ -108,6 +108,11 @@ def test_partial_cache_is_completed_to_the_uninterrupted_result(config, referenc
     assert cache_files(cache) == cache_files(reference)
 
 
+def _being_written(work_dir: Path) -> list:
+    return [p for p in (work_dir / 'pseudo_labels').rglob('*.tmp')
+            if p.parent.name == 'demo']  # a label or confidence PNG's temporary
+
+
 def test_kill_9_mid_labelling_then_rerun_loses_nothing(python, config, reference,
                                                        tmp_path):
     work_dir = tmp_path / 'killed'
@@ -116,11 +121,13 @@ def test_kill_9_mid_labelling_then_rerun_loses_nothing(python, config, reference
                                cwd=SCRIPT.parent, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while len(list(labels.rglob('*.png'))) < 3:
+    # every write pauses halfway (labelling_run.py): kill in the middle of a file
+    while len(list(labels.rglob('*.png'))) < 3 or not _being_written(work_dir):
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    assert _being_written(work_dir)  # the cut file is a temporary, never a PNG
     written = cache_files(work_dir / 'pseudo_labels')
     assert 3 <= len([k for k in written if k.startswith('labels')]) < 12
     run_labelling(config, work_dir)
