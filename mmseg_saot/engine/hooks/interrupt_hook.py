@@ -10,7 +10,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmengine import dist
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
@@ -235,9 +235,10 @@ class SaveOnInterruptHook(Hook):
             return
         SIGNALS.signal_name = self._signal_on_any_rank()  # for the log line and exit code
         iteration = runner.iter + 1
-        filename = f'iter_{iteration}.pth'
-        path = osp.join(runner.work_dir, filename)
+        path = self._checkpoint_path(runner, iteration)
         if not self._just_saved(runner, path):
+            filename = f'iter_{iteration}.pth'
+            path = osp.join(runner.work_dir, filename)
             runner.message_hub.update_info('last_ckpt', path)  # as CheckpointHook records
             runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
             if dist.is_main_process():  # only once the checkpoint is complete
@@ -254,7 +255,7 @@ class SaveOnInterruptHook(Hook):
         (or one that came before it) stops at once, as nothing is left to save."""
         if not SIGNALS.armed:
             return
-        path = osp.join(runner.work_dir, f'iter_{runner.iter}.pth')
+        path = self._checkpoint_path(runner, runner.iter)
         # every rank takes part (only the main process may see the checkpoint)
         requested, saved = self._on_any_rank(SIGNALS.requested,
                                              self._just_saved(runner, path))
@@ -277,6 +278,19 @@ class SaveOnInterruptHook(Hook):
         if self._installed_here:
             SIGNALS.uninstall()
             self._installed_here = False
+
+    @staticmethod
+    def _checkpoint_path(runner, iteration: int) -> str:
+        """Where the run's CheckpointHook saves ``iteration`` (its ``out_dir``, which its
+        ``before_train`` resolved, and its ``filename_tmpl``); ``work_dir/iter_<N>.pth``
+        without one."""
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook) and hook.out_dir:
+                name = hook.filename_tmpl.format(iteration)
+                backend = getattr(hook, 'file_backend', None)
+                return (backend.join_path(hook.out_dir, name) if backend is not None
+                        else osp.join(hook.out_dir, name))
+        return osp.join(runner.work_dir, f'iter_{iteration}.pth')
 
     @staticmethod
     def _just_saved(runner, path: str) -> bool:

@@ -96,6 +96,35 @@ def test_an_iteration_the_checkpoint_hook_just_saved_is_not_saved_again(hook, tm
     assert (stop.value.signal_name, stop.value.exit_code) == ('SIGTERM', 143)
 
 
+@pytest.mark.parametrize('at', ['iteration end', 'validation'])
+def test_a_checkpoint_hook_with_out_dir_and_filename_tmpl_is_followed(hook, tmp_path, at):
+    # the hook looked for work_dir/iter_<N>.pth only: with another out_dir or
+    # filename_tmpl it saved every stopped iteration a second time, and a signal during
+    # the validation of a saved iteration waited for it
+    from mmengine.hooks import CheckpointHook
+    runner = iter_runner(tmp_path / 'work', iteration=3 if at == 'iteration end' else 4)
+    os.makedirs(runner.work_dir)
+    checkpoints = CheckpointHook(interval=4, out_dir=str(tmp_path / 'ckpts'),
+                                 filename_tmpl='model_{}.pth')
+    checkpoints.out_dir = str(tmp_path / 'ckpts' / 'work')  # as its before_train sets it
+    os.makedirs(checkpoints.out_dir)
+    runner.hooks = [checkpoints, hook]
+    saved = os.path.join(checkpoints.out_dir, 'model_4.pth')
+    hook.before_run(runner)
+    hook.before_train(runner)
+    checkpoint_hook_saved(runner, saved)
+    if at == 'iteration end':
+        in_loop(interrupt)
+        with pytest.raises(TrainingInterrupted) as stop:
+            hook.after_train_iter(runner, 0)
+    else:
+        hook.before_val_epoch(runner)
+        with pytest.raises(TrainingInterrupted) as stop:
+            in_loop(interrupt)
+    assert (stop.value.checkpoint, stop.value.iteration) == (saved, 4)
+    runner.save_checkpoint.assert_not_called()
+
+
 def test_a_checkpoint_an_earlier_run_left_in_the_folder_is_saved_over(hook, tmp_path):
     # a fresh run in the folder of an earlier one: last_checkpoint still names the
     # earlier run's iter_5.pth, which must not stand in for this run's iteration 5
