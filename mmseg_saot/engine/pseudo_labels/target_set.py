@@ -13,13 +13,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from mmengine.dist import barrier, get_dist_info
+from mmengine.dist import all_reduce, barrier, get_dist_info
 from mmengine.logging import print_log
 
 from mmseg_saot.datasets.class_stats import class_pixel_counts, save_class_stats, \
     total_class_counts
-from mmseg_saot.datasets.pseudo_label_cache import (STATE_COMPLETE, PseudoLabelCache,
-                                                     fingerprint_hash)
+from mmseg_saot.datasets.pseudo_label_cache import (STATE_COMPLETE, STATE_NEW,
+                                                     PseudoLabelCache, fingerprint_hash)
 from mmseg_saot.utils.atomic import atomic_torch_save
 from mmseg_saot.utils.errors import load_failure_reason
 from .features import PseudoLabelInputError, iter_features
@@ -72,6 +72,7 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
         state = cache.open(fingerprint)
     barrier()
     state = cache.state(fingerprint_hash(fingerprint))
+    _check_every_rank_sees_the_cache(cache, state, rank, world_size)
     if state == STATE_COMPLETE and all(cache.has(k) for k in keys):
         _log(f'pseudo-labels: reusing the complete cache {cache.root} ({len(keys)} images)')
         return cache.read_manifest()
@@ -95,6 +96,24 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
         _finish(cache, keys, fingerprint, num_classes, ignore_index)
     barrier()
     return cache.read_manifest()
+
+
+def _check_every_rank_sees_the_cache(cache: PseudoLabelCache, state: str, rank: int,
+                                     world_size: int) -> None:
+    """Raise on every rank (so that none waits at a barrier) when some rank does not see
+    the manifest rank 0 has just written: ``pseudo_label_dir`` is not one shared folder
+    (a local path on several machines), and that rank would label into a cache no other
+    rank reads, then miss the fitted labeller."""
+    if world_size == 1:
+        return
+    blind = torch.tensor([0.0 if state != STATE_NEW else float(rank)])
+    all_reduce(blind, op='max')
+    if blind.item() > 0:
+        raise PseudoLabelInputError(
+            f'pseudo-labels: rank {int(blind.item())} does not see the cache manifest rank '
+            f'0 wrote in {cache.root}: the pseudo-label cache must be one folder every rank '
+            'shares. On several machines, point PseudoLabelDataset pseudo_label_dir (or '
+            'the work_dir) at a shared file system.')
 
 
 def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, rank,

@@ -149,6 +149,22 @@ def test_two_gloo_ranks_label_their_shards_into_the_same_cache(python, config, r
     assert cache_files(work_dir / 'pseudo_labels') == cache_files(reference)
 
 
+def test_a_rank_that_cannot_see_rank_0s_cache_says_the_folder_must_be_shared(
+        config, tmp_path, monkeypatch):
+    # on two machines without a shared pseudo_label_dir, rank 1 labelled into its own
+    # folder and then failed on a missing labeler.pth (FileNotFoundError)
+    from mmseg_saot.engine.pseudo_labels import target_set
+    monkeypatch.setattr(target_set, 'get_dist_info', lambda: (1, 2))
+    monkeypatch.setattr(target_set, 'barrier', lambda: None)
+    work_dir = tmp_path / 'node1'
+    cache = work_dir / 'pseudo_labels'
+    with pytest.raises(PseudoLabelInputError, match=re.escape(
+            f'pseudo-labels: rank 1 does not see the cache manifest rank 0 wrote in {cache}')
+            + '.*one folder every rank shares'):
+        run_labelling(config, work_dir)
+    assert not (cache / 'labels').exists()  # nothing labelled into a folder no one reads
+
+
 def test_changed_settings_move_the_old_cache_aside(config, reference, tmp_path, monkeypatch):
     from mmseg_saot.datasets import pseudo_label_cache
     logged = []
