@@ -17,10 +17,12 @@ def dataset_classes(dataset_cfg: Mapping) -> Optional[Sequence[str]]:
     if metainfo.get('classes'):
         return list(metainfo['classes'])
     from mmseg.registry import DATASETS
-    try:
-        dataset_type = DATASETS.get(str(dataset_cfg.get('type', '')))
-    except Exception:  # a scope that is not loaded: nothing to compare
-        return None
+    dataset_type = dataset_cfg.get('type', '')
+    if isinstance(dataset_type, str):  # else the class itself (pure-Python configs)
+        try:
+            dataset_type = DATASETS.get(dataset_type)
+        except Exception:  # a scope that is not loaded: nothing to compare
+            return None
     classes = (getattr(dataset_type, 'METAINFO', None) or {}).get('classes')
     return list(classes) if classes else None
 
@@ -42,7 +44,8 @@ def class_count_problems(cfg: Mapping, splits: Sequence[str]) -> List[str]:
             shown = ', '.join(classes[:4]) + (', ...' if len(classes) > 4 else '')
             problems.append(
                 f'model.decode_head.num_classes is {num_classes}, but {key} '
-                f'({leaf.get("type")}) has {len(classes)} classes ({shown}): the head and '
+                f'({getattr(leaf.get("type"), "__name__", leaf.get("type"))}) has '
+                f'{len(classes)} classes ({shown}): the head and '
                 'the metric would disagree on the class ids and the mIoU would be wrong; '
                 f'set model.decode_head.num_classes={len(classes)} (and the num_classes of '
                 "SAOTPseudoLabelHook), or give the dataset the head's classes in "
