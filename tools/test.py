@@ -81,7 +81,8 @@ def save_predictions(cfg, out: str) -> None:
     One evaluator writes into ``out`` itself; several (``test_evaluator`` a list) each
     into ``out/<type>`` (``<type>.2``, ... for a type given twice), since they write the
     same file names. Label maps of an earlier test there are moved into
-    ``out/earlier-<time>/`` first, so that nothing is overwritten or mixed.
+    ``out/earlier-<time>/`` first, by rank 0 alone, so that nothing is overwritten or
+    mixed.
     """
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, (list, tuple)) else [
         cfg.test_evaluator]
@@ -92,7 +93,11 @@ def save_predictions(cfg, out: str) -> None:
                   'or test without --out.')
     for evaluator, folder in zip(writers, prediction_folders(out, writers)):
         ensure_folder_or_exit(folder, '--out')
-        earlier = move_aside(folder, sorted(glob.glob('*.png', root_dir=folder)))
+        earlier = None
+        if int(os.environ.get('RANK', '0')) == 0:  # one process moves them (dist_test.sh)
+            earlier = move_aside(folder, sorted(
+                osp.basename(path) for path in glob.glob(osp.join(glob.escape(folder),
+                                                                  '*.png'))))
         if earlier:
             print_log(f'--out: the label maps of an earlier test in {folder} are moved to '
                       f'{earlier}.', logger='current', level=logging.WARNING)

@@ -68,6 +68,23 @@ def test_out_sets_the_folder_and_moves_an_earlier_tests_label_maps_aside(tool, t
     assert (out / moved[0] / 'frankfurt_0001.png').read_bytes() == b'earlier'
 
 
+def test_out_under_several_processes_moves_earlier_label_maps_on_rank_0_only(
+        tool, tmp_path, monkeypatch):
+    # every rank of dist_test.sh moved the same files at once: one of them failed with
+    # FileNotFoundError on a file another had just moved
+    out = tmp_path / 'pred'
+    out.mkdir()
+    (out / 'frankfurt_0001.png').write_bytes(b'earlier')
+    monkeypatch.setenv('RANK', '1')
+    cfg = demo_config()
+    tool.save_predictions(cfg, str(out))
+    assert cfg.test_evaluator['output_dir'] == str(out)
+    assert sorted(os.listdir(out)) == ['frankfurt_0001.png']  # left to rank 0
+    monkeypatch.setenv('RANK', '0')
+    tool.save_predictions(demo_config(), str(out))
+    assert [name for name in os.listdir(out) if not name.startswith('earlier-')] == []
+
+
 def test_out_with_several_evaluators_gives_each_its_own_folder(tool, tmp_path):
     cfg = demo_config()
     cfg.test_evaluator = [dict(type='IoUMetric'), dict(type='ClassIoUMetric'),
