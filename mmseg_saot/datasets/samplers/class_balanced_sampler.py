@@ -69,14 +69,23 @@ class ClassBalancedSampler(Sampler):
         self.rank, self.world_size = get_dist_info()
         self.seed = sync_random_seed() if seed is None else seed
         self._loaded_stamp = None
+        self._largest_count, self._all_unlisted = 0, False
         self.class_probs: Dict[int, float] = {}
         self.images_of_class: Dict[int, List[int]] = {}
 
     @staticmethod
     def _default_stats_file(dataset) -> str:
-        cache = getattr(dataset, 'cache', None)
-        root = cache.root if cache is not None else getattr(dataset, 'data_root', '') or ''
-        return osp.join(root, STATS_FILENAME)
+        """In the pseudo-label cache or the ``data_root`` of ``dataset``, or of the
+        dataset it wraps (``.dataset``: a SourceTargetDataset's target, a
+        RepeatDataset's set), the first found; the working folder if none has one."""
+        for _ in range(8):  # wrappers nest a few levels at most
+            cache = getattr(dataset, 'cache', None)
+            root = cache.root if cache is not None else getattr(dataset, 'data_root', None)
+            inner = getattr(dataset, 'dataset', None)
+            if root or inner is None or inner is dataset:
+                break
+            dataset = inner
+        return osp.join(root or '', STATS_FILENAME)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -126,6 +135,9 @@ class ClassBalancedSampler(Sampler):
                 if count >= self.min_pixels:
                     images.setdefault(cls, []).append(index)
         self.images_of_class = images
+        self._largest_count = max((int(c) for r in records for k, c in r['counts'].items()
+                                   if int(k) != self.ignore_index), default=0)
+        self._all_unlisted = len(unlisted) == len(self.dataset)
         if unlisted:
             self._report_unlisted(unlisted)
         self.class_probs = {c: p for c, p in
@@ -170,6 +182,14 @@ class ClassBalancedSampler(Sampler):
         hook is about to write the statistics (the training loop draws its first indices
         when it is built, before the hook labels, and the hook restarts it), else in a
         warning."""
+        if self._loaded_stamp is not None and self._all_unlisted:
+            return  # _report_unlisted said it
+        if self._loaded_stamp is not None and self._largest_count:
+            warnings.warn(f'ClassBalancedSampler: no class covers min_pixels='
+                          f'{self.min_pixels} pixels in any image of {self.stats_file} (the '
+                          f'most any class has in one image is {self._largest_count}), so '
+                          'images are drawn uniformly; set min_pixels below that.')
+            return
         if not osp.exists(self.stats_file) and self._stats_come_from_the_hook():
             print_log(f'ClassBalancedSampler: {self.stats_file} is written with the '
                       'pseudo-labels; class-balanced sampling starts when they are.',

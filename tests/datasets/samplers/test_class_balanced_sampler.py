@@ -183,3 +183,40 @@ def test_an_empty_dataset_is_an_error_not_an_endless_loop(tmp_path):
                        f'\\(LabelFiles under {tmp_path}\\) has no samples, so there is '
                        'nothing to draw'):
         next(iter(sampler))
+
+
+def test_statistics_where_no_class_reaches_min_pixels_say_so_with_the_fix(tmp_path):
+    # it warned "no usable class statistics ... yet; ... until they are written": the
+    # file was there and valid, and no wait would help
+    write_stats(tmp_path, COUNTS)
+    sampler = ClassBalancedSampler(LabelFiles(tmp_path, len(COUNTS)), seed=0,
+                                   min_pixels=20000)
+    with pytest.warns(UserWarning) as record:
+        draws = list(itertools.islice(iter(sampler), 10))
+    assert sorted(draws) == list(range(10))  # uniform
+    (message,) = [str(w.message) for w in record]
+    assert message == (
+        f'ClassBalancedSampler: no class covers min_pixels=20000 pixels in any image of '
+        f'{tmp_path}/sample_class_stats.json (the most any class has in one image is '
+        '10000), so images are drawn uniformly; set min_pixels below that.')
+
+
+def test_the_default_statistics_are_the_wrapped_targets(tmp_path):
+    # a wrapper without a data_root of its own (SourceTargetDataset around a labelled
+    # target, a RepeatDataset) looked for sample_class_stats.json in the working folder
+    class Wrapper:
+        def __init__(self, dataset):
+            self.dataset = dataset
+
+        def __len__(self):
+            return len(self.dataset)
+
+        def get_data_info(self, index):
+            return self.dataset.get_data_info(index)
+
+    write_stats(tmp_path, COUNTS)
+    sampler = ClassBalancedSampler(Wrapper(Wrapper(LabelFiles(tmp_path, len(COUNTS)))),
+                                   seed=0, min_pixels=100, temperature=0.1)
+    assert sampler.stats_file == str(tmp_path / 'sample_class_stats.json')
+    draws = list(itertools.islice(iter(sampler), 200))
+    assert Counter(draws)[9] > 150
