@@ -132,6 +132,24 @@ def test_bad_reference_files_are_clear_messages(sources, tmp_path, capsys, text,
     assert message in capsys.readouterr().err
 
 
+def test_a_json_reference_mean_spelt_miou_as_the_eval_files_do_is_read(sources, tmp_path,
+                                                                        capsys):
+    # a top-level "mIoU" (as this repo's eval JSON spells it) was dropped without a word,
+    # and a per_class_iou list was a raw TypeError
+    run, _ = sources
+    reported = tmp_path / 'reported.json'
+    reported.write_text(json.dumps(dict(per_class_iou=dict(road=95.0, car=20.0), mIoU=99.0)))
+    assert summarize_uda.main(['--column', f'ours=run:{run}:teacher',
+                               '--column', f'paper=ref:{reported}']) == 0
+    assert '| **mIoU** | **30.0** | **99.0*** |' in capsys.readouterr().out
+    listed = tmp_path / 'listed.json'
+    listed.write_text(json.dumps(dict(per_class_iou=[['road', 95.0]])))
+    assert summarize_uda.main(['--column', f'ours=run:{run}:teacher',
+                               '--column', f'paper=ref:{listed}']) == 2
+    assert (f'{listed}: per_class_iou must be an object of class: IoU (%), got a list'
+            in capsys.readouterr().err)
+
+
 def test_a_label_given_twice_is_refused(sources, capsys):
     run, _ = sources
     assert summarize_uda.main(['--column', f'A=run:{run}:teacher',

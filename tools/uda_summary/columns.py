@@ -204,9 +204,15 @@ def read_reference(path: str) -> Tuple[Column, str, Optional[float]]:
     else:
         data = _load_json(path)
         entries = data.get('per_class_iou', data)
+        if not isinstance(entries, dict):
+            raise ValueError(f'{path}: per_class_iou must be an object of class: IoU (%), got '
+                             f'a {type(entries).__name__}.')
         source = str(data.get('source', 'reference'))
-        if 'miou' in data:
-            entries = dict(entries, mIoU=data['miou'])
+        entries = dict(entries)
+        entries.pop('source', None)  # a flat file's label, not a class
+        for key in ('mIoU', 'miou'):  # a mean beside per_class_iou, either spelling
+            if key in data:
+                entries.setdefault('mIoU', data[key])
     reported = entries.pop('mIoU', entries.pop('miou', None))
     column = {name: _iou_value(path, name, value) for name, value in entries.items()}
     if not column:
