@@ -1,8 +1,6 @@
 """Frozen backbone + student MLP head + EMA-teacher head, for two-stage UDA."""
 import contextlib
 import copy
-import os.path as osp
-import warnings
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
@@ -14,8 +12,7 @@ from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 from torch import Tensor
 
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_number
-from mmseg_saot.utils.paths import ensure_folder
-from .feature_cache import FrozenFeatureCache, module_fingerprint
+from .frozen_features import FrozenFeaturesMixin
 from .self_training import (labelled_samples, pad_to, stack_labels, strong_view,
                             teacher_labels, valid_pixels)
 
@@ -24,7 +21,7 @@ BRANCHES = ('teacher', 'student')
 
 
 @MODELS.register_module()
-class EMATeacherUDA(EncoderDecoder):
+class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
     """SAOT's decoder training: stage 1 on SAOT pseudo-labels, stage 2 EMA self-training.
 
     One frozen backbone is shared by the student head (``decode_head``, trained) and
@@ -148,20 +145,9 @@ class EMATeacherUDA(EncoderDecoder):
         self.blur_probability = blur_probability
         self.predict_on = predict_on
         self.seed = seed
-        self.feature_cache = None
-        if feature_cache_dir and not feature_cache:
-            warnings.warn(f'EMATeacherUDA: model.feature_cache_dir={feature_cache_dir!r} is '
-                          'not used: the feature cache is off (set model.feature_cache=True '
-                          'to use it).')
-        self._feature_cache_dir, self._backbone_repr = feature_cache_dir, repr(backbone)
-        if feature_cache:
-            if feature_cache_dir:
-                ensure_folder(feature_cache_dir, 'model.feature_cache_dir')
-            # its disk folder is named at the first use (_cache_folder): by then a
-            # checkpoint that carries backbone weights (load_from, --resume) is loaded
-            self.feature_cache = FrozenFeatureCache(feature_cache_gb, feature_cache_dtype)
+        self._setup_frozen_features(backbone, feature_cache, feature_cache_gb,
+                                    feature_cache_dtype, feature_cache_dir, 'EMATeacherUDA')
         self.stage, self.iteration = STAGES[0], None
-        self._shared_feats = None  # per-call memo of val_step_branches
 
     def init_weights(self) -> None:
         """Initialise as ``EncoderDecoder`` does, except the backbone's frozen weights:
@@ -201,43 +187,6 @@ class EMATeacherUDA(EncoderDecoder):
         if not self.with_neck:
             return feats
         return (self.teacher_neck if branch == 'teacher' else self.neck)(feats)
-
-    def _backbone_feat(self, inputs: Tensor) -> List[Tensor]:
-        """The frozen backbone's maps, once per input within :meth:`_features_shared`."""
-        if self._shared_feats is not None:
-            key = (inputs.data_ptr(), tuple(inputs.shape), tuple(inputs.stride()))
-            if key not in self._shared_feats:
-                # the memo holds the input too: its memory cannot be reused while it lives
-                self._shared_feats[key] = (inputs, self._backbone_maps(inputs))
-            return self._shared_feats[key][1]
-        return self._backbone_maps(inputs)
-
-    def _backbone_maps(self, inputs: Tensor) -> List[Tensor]:
-        """Through the cache when enabled: the frozen backbone's maps only (a neck, which
-        may train, runs on them every time: cached neck outputs kept a freed autograd
-        graph)."""
-        if self.feature_cache is None:
-            return self.backbone(inputs)
-        if self._feature_cache_dir and self.feature_cache.folder is None:
-            self.feature_cache.folder = self._cache_folder()
-        return self.feature_cache.features(inputs, self.backbone)
-
-    def _cache_folder(self) -> str:
-        """``<feature_cache_dir>/<fingerprint of the backbone's weights and config>``, from
-        the weights the backbone holds now, not those it was built with, and from the
-        version of the backbone's feature code."""
-        version = getattr(self.backbone, 'feature_version', None)
-        return osp.join(self._feature_cache_dir, module_fingerprint(
-            self.backbone, f'{self._backbone_repr} feature_version={version}'))
-
-    @contextlib.contextmanager
-    def _features_shared(self):
-        """Within the block, an input (or a crop view of it) goes through the backbone once."""
-        self._shared_feats = {}
-        try:
-            yield
-        finally:
-            self._shared_feats = None
 
     @torch.no_grad()
     def val_step_branches(self, data: dict, branches: Sequence[str]) -> Dict[str, SampleList]:
@@ -280,18 +229,8 @@ class EMATeacherUDA(EncoderDecoder):
         With the feature cache on, ``feature_cache_hits`` (logged, not a loss) is the
         share of this step's backbone inputs whose features came from the cache.
         """
-        if self.feature_cache is None:
-            with self._iteration_rng():
-                return self._stage_losses(inputs, data_samples)
-        hits, misses = self.feature_cache.hits, self.feature_cache.misses
         with self._iteration_rng():
-            losses = self._stage_losses(inputs, data_samples)
-        new_hits = self.feature_cache.hits - hits
-        looked_up = new_hits + self.feature_cache.misses - misses
-        device = next(iter(losses.values())).device
-        losses['feature_cache_hits'] = torch.tensor(new_hits / max(looked_up, 1),
-                                                    device=device)
-        return losses
+            return self._with_cache_hits(lambda: self._stage_losses(inputs, data_samples))
 
     def _iteration_seed(self, iteration: int) -> int:
         """The seed of ``iteration``'s random draws (a function of the model's seed and the
