@@ -8,6 +8,7 @@ when a stop skips it and when a validation of a saved iteration starts, removed 
 finishes. Keyed by the iteration, a file an earlier run left in the folder only matters
 to a resume from that same iteration.
 """
+import bisect
 import os
 import os.path as osp
 from typing import Optional
@@ -55,9 +56,15 @@ def pending_on_any_rank(work_dir: str, iteration: int) -> bool:
 
 def validates_after(runner, iteration: int) -> bool:
     """Whether an iteration-based train loop validates after ``iteration`` (1-based count
-    of iterations done), by the loop's own rule."""
+    of iterations done), by the loop's own rule (MMEngine 0.10's ``IterBasedTrainLoop.run``
+    and ``_decide_current_val_interval``, which switches ``dynamic_intervals`` after the
+    iteration's hooks ran; ``tests/engine/hooks/test_pending_validation.py`` runs the real
+    loop against this)."""
     loop = runner.train_loop
     interval = getattr(loop, 'val_interval', None)
+    milestones = getattr(loop, 'dynamic_milestones', None)
+    if milestones:
+        interval = loop.dynamic_intervals[bisect.bisect(milestones, iteration + 1) - 1]
     begin, last = getattr(loop, 'val_begin', 1), getattr(loop, 'max_iters', None)
     if not isinstance(interval, int) or interval < 1 or runner.val_loop is None:
         return False
