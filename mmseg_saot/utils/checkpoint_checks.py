@@ -167,7 +167,7 @@ class _CheckpointFit:
         saved = {key[len('module.'):] if key.startswith('module.') else key: value
                  for key, value in saved.items()}
         expected = model.state_dict()
-        frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+        frozen = _optional_frozen_weights(model)
         digests = [key for key in expected if key.endswith(VIT_DIGEST_KEY)]
         self.other_backbone = any(
             isinstance(saved.get(key), torch.Tensor) and
@@ -191,6 +191,19 @@ class _CheckpointFit:
             problems.append(f'{len(self.mismatched)} weights have another shape '
                             f'({_first(self.mismatched)})')
         return '; '.join(problems)
+
+
+def _optional_frozen_weights(model) -> set:
+    """Names of the frozen weights a checkpoint may lack (the model keeps its own): the
+    backbone's, when the model has one. Other frozen weights are trained all the same,
+    outside the optimizer (the EMA teacher's ``teacher_head``/``teacher_neck``), so a
+    checkpoint must bring them; a model without a backbone: every frozen parameter."""
+    import torch
+    backbone = getattr(model, 'backbone', None)
+    if isinstance(backbone, torch.nn.Module):
+        return {name for name, param in backbone.named_parameters(prefix='backbone')
+                if not param.requires_grad}
+    return {name for name, param in model.named_parameters() if not param.requires_grad}
 
 
 def _unwrapped(model):

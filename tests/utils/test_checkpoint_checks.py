@@ -217,3 +217,32 @@ def test_a_teacher_never_trained_is_named_when_the_config_predicts_with_it():
     assert problem(student, source_only) is None  # the trained head is scored
     assert problem(Segmentor(), 'not a config (') is None  # unreadable: not judged
     assert untrained_teacher_problem(Segmentor(), {'state_dict': {}}, 'a.pth', 'x') is None
+
+
+def test_a_frozen_teacher_head_is_required_only_the_frozen_backbone_may_be_absent(
+        tmp_path, capsys):
+    # every parameter without requires_grad counted as optional: a checkpoint without the
+    # EMA teacher (frozen to the optimizer, trained by EMATeacherHook) fitted, and the
+    # teacher then stayed random
+    class Segmentor(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            # no BN in the heads (GN or none): its running statistics were the only
+            # missing entries that gave the teacher away
+            self.backbone = torch.nn.Conv2d(4, 4, 1)
+            self.decode_head, self.teacher_head = (torch.nn.Conv2d(4, 3, 1),
+                                                   torch.nn.Conv2d(4, 3, 1))
+            self.backbone.requires_grad_(False)
+            self.teacher_head.requires_grad_(False)
+
+    model = Segmentor()
+    trained = {k: v for k, v in model.state_dict().items() if not k.startswith('backbone.')}
+    path = tmp_path / 'without_backbone.pth'
+    torch.save({'state_dict': trained}, path)
+    _fits(model, path)
+    assert capsys.readouterr().err == ''
+    path = tmp_path / 'without_teacher.pth'
+    torch.save({'state_dict': {k: v for k, v in trained.items()
+                               if not k.startswith('teacher_head.')}}, path)
+    assert ("2 of the model's 6 weights are missing (teacher_head.weight, "
+            'teacher_head.bias)' in _fit_message(model, path, capsys))
