@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.losses import CrossEntropyLoss
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
@@ -49,7 +50,8 @@ class MLPHead(BaseDecodeHead):
     Per-pixel loss weights: a data sample carrying ``gt_pixel_weight``
     (a ``PixelData`` whose ``data`` is (1, H, W), e.g. pseudo-label
     confidences) scales each pixel's loss; samples without it weigh 1.
-    Pixels labelled ``ignore_index`` never contribute.
+    Pixels labelled ``ignore_index`` never contribute. Only cross entropy weighs pixels:
+    another loss in ``loss_decode`` is a ConfigError when weights come.
 
     Args:
         in_channels (int | Sequence[int]): channels of each selected map.
@@ -121,6 +123,12 @@ class MLPHead(BaseDecodeHead):
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         """Per-pixel logits on the first selected map's grid."""
+        beyond = [i for i in self.in_index if not -len(inputs) <= i < len(inputs)]
+        if beyond:
+            raise ConfigError(
+                f'MLPHead: in_index={self.in_index} reads map {beyond[0]}, but the backbone '
+                f'gives {len(inputs)} maps; set model.decode_head.in_index (and in_channels) '
+                'to maps it gives, or let it give more (model.backbone.out_indices).')
         feature_maps = self._transform_inputs(inputs)
         widths = [feature_map.shape[1] for feature_map in feature_maps]
         if widths != list(self.in_channels):
@@ -175,12 +183,13 @@ class MLPHead(BaseDecodeHead):
                       if self.sampler is not None else None)
         pixel_weight = self._stack_pixel_weights(batch_data_samples,
                                                  seg_label)
+        losses_decode = (self.loss_decode if isinstance(
+            self.loss_decode, nn.ModuleList) else [self.loss_decode])
         if pixel_weight is not None:
+            _check_losses_weigh_pixels(losses_decode)
             seg_weight = (pixel_weight if seg_weight is None else
                           seg_weight * pixel_weight)
         seg_label = seg_label.squeeze(1)
-        losses_decode = (self.loss_decode if isinstance(
-            self.loss_decode, nn.ModuleList) else [self.loss_decode])
         loss = dict()
         for loss_decode in losses_decode:
             value = loss_decode(seg_logits, seg_label, weight=seg_weight,
@@ -189,3 +198,14 @@ class MLPHead(BaseDecodeHead):
             loss[name] = loss[name] + value if name in loss else value
         loss['acc_seg'] = pixel_accuracy(seg_logits, seg_label, self.ignore_index)
         return loss
+
+
+def _check_losses_weigh_pixels(losses) -> None:
+    """Raise a ConfigError for a loss that cannot take per-pixel weights (MMSeg's Dice
+    fails an assertion on them, Lovasz drops them): only cross entropy weighs pixels."""
+    for loss in losses:
+        if not isinstance(loss, CrossEntropyLoss):
+            raise ConfigError(
+                f'MLPHead: loss_decode {type(loss).__name__} cannot weigh pixels, and these '
+                'samples carry per-pixel weights (gt_pixel_weight: pseudo-label confidences); '
+                'use CrossEntropyLoss for the decode head of a run that trains on them.')

@@ -157,3 +157,28 @@ def test_maps_of_another_width_name_the_in_channels_to_set(inputs):
     with pytest.raises(ConfigError, match=r'maps in_index=\[0, 1\] have \[8, 8\] channels but '
                        r'in_channels is \[8, 16\]; set model.decode_head.in_channels=\[8, 8\]'):
         head(inputs)
+
+
+def test_pixel_weights_with_a_loss_that_cannot_weigh_pixels_is_a_config_error(inputs):
+    # DiceLoss failed an assertion deep in mmseg; LovaszLoss trained at full weight on
+    # pixels weighted 0 (untrusted pseudo-labels), silently
+    labels = torch.randint(0, 3, (2, 8, 12))
+    weights = [torch.ones(8, 12), None]
+    for extra in (dict(type='DiceLoss'), dict(type='LovaszLoss', reduction='none',
+                                              loss_weight=1.0)):
+        head = make_head(loss_decode=[dict(type='CrossEntropyLoss'), extra])
+        with pytest.raises(ConfigError, match=(
+                rf"MLPHead: loss_decode {extra['type']} cannot weigh pixels, and these "
+                r'samples carry per-pixel weights \(gt_pixel_weight: pseudo-label '
+                r'confidences\); use CrossEntropyLoss')):
+            _loss(head, inputs, labels, weights)
+        _loss(head, inputs, labels)  # without pixel weights it trains as in MMSeg
+
+
+def test_in_index_beyond_the_backbones_maps_is_a_config_error(inputs):
+    # a plain EncoderDecoder whose backbone gives fewer maps: a raw IndexError
+    head = make_head(in_channels=[8, 8, 8], in_index=[0, 1, 2])
+    with pytest.raises(ConfigError, match=(
+            r'MLPHead: in_index=\[0, 1, 2\] reads map 2, but the backbone gives 2 maps; '
+            r'set model.decode_head.in_index \(and in_channels\)')):
+        head(inputs)
