@@ -19,7 +19,8 @@ def color_jitter(images: torch.Tensor, mean: Sequence[float], std: Sequence[floa
     Args:
         images: ``(B, 3, H, W)`` normalised images.
         mean, std: the preprocessor's per-channel statistics (pixel units).
-        strength: each factor is drawn from ``[1 - strength, 1 + strength]``.
+        strength: each factor is drawn from ``[1 - strength, 1 + strength]``; at most 1
+            (a negative factor would invert the image).
         probability: chance that an image is jittered at all.
 
     Returns:

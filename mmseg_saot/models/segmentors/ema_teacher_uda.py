@@ -118,7 +118,7 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
                        pseudo_label_weight=(pseudo_label_weight, dict(at_least=0.0)),
                        self_training_weight=(self_training_weight, dict(at_least=0.0)),
                        teacher_threshold=(teacher_threshold, dict(at_least=0.0, below=1.0)),
-                       jitter_strength=(jitter_strength, dict(at_least=0.0)),
+                       jitter_strength=(jitter_strength, dict(at_least=0.0, at_most=1.0)),
                        jitter_probability=(jitter_probability, dict(at_least=0.0, at_most=1.0)),
                        blur_probability=(blur_probability, dict(at_least=0.0, at_most=1.0)),
                        feature_cache_gb=(feature_cache_gb, dict(above=0.0)))

@@ -275,6 +275,8 @@ def test_a_head_that_does_not_fit_the_backbone_stops_the_build(head_change, mess
     ('source_weight', 'abc', "source_weight must be a number >= 0, got 'abc'"),
     ('blur_probability', 2, 'blur_probability must be a number >= 0 and <= 1, got 2'),
     ('feature_cache_gb', 'abc', "feature_cache_gb must be a number > 0, got 'abc'"),
+    # factors drawn from 1 +- strength went negative: black or inverted strong views
+    ('jitter_strength', 1.5, 'jitter_strength must be a number >= 0 and <= 1, got 1.5'),
 ])
 def test_a_bad_number_is_named_when_the_model_is_built(option, value, message):
     with pytest.raises(ConfigError, match=f'^EMATeacherUDA: {message}.$'):
