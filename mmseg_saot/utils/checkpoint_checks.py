@@ -30,6 +30,10 @@ def check_checkpoint_or_exit(path: str, option: str) -> Any:
     if osp.isdir(path):
         exit_with(f'{option}: "{path}" is a folder; give the checkpoint file in it (e.g. '
                   f'{osp.join(path, "iter_<N>.pth")}).')
+    if '://' in path and not osp.exists(path):
+        exit_with(f'{option}: "{path}" is a remote address; checkpoints are read from local '
+                  'files here (they are checked before the run). Download it and give its '
+                  'local path.')
     if not osp.isfile(path):
         exit_with(f'{option}: checkpoint "{path}" does not exist.')
     try:

@@ -46,6 +46,15 @@ def test_the_check_maps_zip_checkpoints_instead_of_reading_them(tmp_path, monkey
     assert calls == [dict(map_location='cpu', weights_only=True, mmap=True)]
 
 
+def test_a_remote_checkpoint_says_to_download_it(capsys):
+    # it said "does not exist", which reads as a typo in the path
+    url = 'https://example.org/work_dirs/iter_4000.pth'
+    assert _exit_message(url, capsys) == (
+        f'error: CHECKPOINT: "{url}" is a remote address; checkpoints are read from local '
+        'files here (they are checked before the run). Download it and give its local '
+        'path.\n')
+
+
 def test_missing_truncated_and_garbage_files_name_the_option(tmp_path, capsys):
     assert _exit_message(tmp_path / 'nope.pth', capsys) == \
         f'error: CHECKPOINT: checkpoint "{tmp_path / "nope.pth"}" does not exist.\n'
