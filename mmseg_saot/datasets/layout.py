@@ -61,7 +61,8 @@ def _advice(dataset_type: str, data_root: str, keys: List[str]) -> str:
 
 
 def _has_file_with_suffix(folder: str, suffix: str) -> bool:
-    for _, _, files in os.walk(folder):
+    # into symlinked folders too, as MMSeg's listing goes (a tree of linked cities)
+    for _, _, files in os.walk(folder, followlinks=True):
         if any(name.endswith(suffix) for name in files):
             return True
     return False
@@ -70,15 +71,18 @@ def _has_file_with_suffix(folder: str, suffix: str) -> bool:
 def _split_file_problem(path: str) -> Optional[str]:
     """What MMSeg would trip on in a split file (one image name per line), or None: it
     is missing, it lists no image (training then waits forever for a first sample), or
-    it has a blank line (read as an image named "")."""
+    it has a blank line (read as an image named "", at the end too), or it starts with a
+    byte order mark (read into the first name)."""
     if not osp.isfile(path):
         return f'split file "{path}" does not exist'
-    with open(path) as f:
+    with open(path, encoding='utf-8', errors='replace') as f:
         lines = f.read().splitlines()
     if not any(line.strip() for line in lines):
         return f'split file "{path}" lists no image (it is empty)'
-    last = max(i for i, line in enumerate(lines) if line.strip())
-    blank = [i + 1 for i, line in enumerate(lines[:last]) if not line.strip()]
+    if lines[0].startswith('\ufeff'):
+        return (f'split file "{path}" starts with a byte order mark, which MMSeg reads as part '
+                'of the first name; save it as UTF-8 without BOM')
+    blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
     if blank:
         shown = ', '.join(map(str, blank[:5])) + (', ...' if len(blank) > 5 else '')
         return (f'split file "{path}" has blank lines ({shown}), which MMSeg reads as images '
@@ -216,12 +220,21 @@ def pipeline_step(dataset_cfg: dict, name: str) -> Optional[dict]:
     return _find_step(dataset_cfg.get('pipeline'), name)
 
 
+def type_name(config_type) -> str:
+    """The registered name a config's ``type`` stands for: a string without its scope
+    (``'mmseg.LoadAnnotations'`` -> ``'LoadAnnotations'``), or a class's name (pure-Python
+    configs give the class itself)."""
+    if isinstance(config_type, str):
+        return config_type.split('.')[-1]
+    return getattr(config_type, '__name__', str(config_type))
+
+
 def _find_step(steps, name: str) -> Optional[dict]:
     for step in steps if isinstance(steps, (list, tuple)) else ():
         if isinstance(step, (list, tuple)):  # a TestTimeAug branch
             found = _find_step(step, name)
         elif isinstance(step, dict):
-            found = (step if str(step.get('type', '')).split('.')[-1] == name
+            found = (step if type_name(step.get('type', '')) == name
                      else _find_step(step.get('transforms'), name))
         else:
             found = None
@@ -269,7 +282,7 @@ def check_data_layout(cfg, splits=SPLITS) -> None:
     problems: Dict[Tuple[str, str, str], List[str]] = {}
     for _, root_key, root in dataset_roots(cfg, splits):
         for key, dataset in leaf_dataset_keys(root, root_key):
-            dataset_type = str(dataset.get('type', ''))
+            dataset_type = type_name(dataset.get('type', ''))
             data_root = dataset.get('data_root') or ''
             problem = _folder_problem(
                 data_root, dict(dataset.get('data_prefix', {})),

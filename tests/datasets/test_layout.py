@@ -154,6 +154,10 @@ def test_a_relative_root_is_said_to_be_under_the_current_folder(tmp_path, monkey
     ('', 'val.txt" lists no image (it is empty)'),
     ('\n \n', 'val.txt" lists no image (it is empty)'),
     ('img0\n\nimg1\n', 'val.txt" has blank lines (2), which MMSeg reads as images named ""'),
+    # a blank line at the end is read as one too (it was said to be harmless)
+    ('img0\nimg1\n\n', 'val.txt" has blank lines (3), which MMSeg reads as images named ""'),
+    ('\ufeffimg0\nimg1\n', 'val.txt" starts with a byte order mark, which MMSeg reads as '
+     'part of the first name; save it as UTF-8 without BOM'),
 ])
 def test_an_empty_split_file_or_one_with_blank_lines_is_named(tmp_path, text, message):
     (tmp_path / 'JPEGImages').mkdir()
@@ -166,7 +170,7 @@ def test_an_empty_split_file_or_one_with_blank_lines_is_named(tmp_path, text, me
         ann_file='ImageSets/Segmentation/val.txt'))))
     with pytest.raises(DataLayoutError, match=re.escape(message)):
         check_data_layout(cfg)
-    split.write_text('img0\nimg1\n\n')  # a trailing blank line is harmless (MMSeg skips it)
+    split.write_text('img0\nimg1\n')  # one newline at the end is no blank line
     check_data_layout(cfg)
 
 
@@ -244,3 +248,31 @@ def test_a_gta5_label_folder_without_converted_labels_is_refused(tmp_path):
     with pytest.raises(DataLayoutError, match=r'no "\*_labelTrainIds.png" label map under'):
         GTA5Dataset(data_root=str(tmp_path),
                     data_prefix=dict(img_path='images', seg_map_path='labels'))
+
+
+def test_image_folders_reached_through_symlinks_are_searched(tmp_path):
+    # os.walk does not enter a symlinked folder: a Cityscapes tree of linked cities
+    # was said to hold no image, though MMSeg lists them
+    real = tmp_path / 'real' / 'aachen'
+    real.mkdir(parents=True)
+    (real / 'a_leftImg8bit.png').write_bytes(b'')
+    (tmp_path / 'cs' / 'leftImg8bit' / 'train').mkdir(parents=True)
+    (tmp_path / 'cs' / 'leftImg8bit' / 'train' / 'aachen').symlink_to(real)
+    check_data_layout(Config(dict(train_dataloader=dict(dataset=dict(
+        type='CityscapesDataset', data_root=str(tmp_path / 'cs'),
+        data_prefix=dict(img_path='leftImg8bit/train'), pipeline=[])))))
+
+
+def test_types_given_as_classes_are_checked_as_their_names(tmp_path):
+    # a pure-Python config's type is the class: "<class ...>" matched no step or
+    # dataset, so a missing label folder passed
+    from mmcv.transforms import LoadImageFromFile
+    from mmseg.datasets import LoadAnnotations
+    (tmp_path / 'images').mkdir()
+    (tmp_path / 'images' / '00001.png').write_bytes(b'')
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(
+        type=GTA5Dataset, data_root=str(tmp_path),
+        data_prefix=dict(img_path='images', seg_map_path='labels'),
+        pipeline=[dict(type=LoadImageFromFile), dict(type=LoadAnnotations)]))))
+    with pytest.raises(DataLayoutError, match='labels.*seg_map_path'):
+        check_data_layout(cfg)
