@@ -75,6 +75,21 @@ def test_second_run_is_a_no_op(tool, demo, capsys):
     assert {p: p.stat().st_mtime_ns for p in demo.rglob('*.png')} == before
 
 
+def test_the_advice_to_regenerate_works(tool, tmp_path, capsys):
+    # it said to delete DONE.json, after which the tool refused the unstamped folders
+    import shutil
+    out = tmp_path / 'demo'
+    args = ['--out', str(out), '--nproc', '1', '--num-source', '1', '--num-target-train',
+            '1', '--num-target-val', '1']
+    assert tool.main(args) == 0
+    assert tool.main(args) == 0
+    printed = capsys.readouterr().out
+    assert f'Delete the folder {out} to regenerate.' in printed
+    shutil.rmtree(out)
+    assert tool.main(args) == 0
+    assert 'wrote 3 scenes' in capsys.readouterr().out
+
+
 def test_other_arguments_regenerate(tool, tmp_path):
     out = tmp_path / 'demo'
     args = ['--out', str(out), '--nproc', '1', '--num-source', '1',

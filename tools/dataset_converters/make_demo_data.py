@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     if not generated:
         print(f'demo data in {args.out} is up to date (generator '
               f'{streets.GENERATOR_VERSION}, same arguments): nothing to do. '
-              f'Delete {Path(args.out) / STAMP} to regenerate.')
+              f'Delete the folder {args.out} to regenerate.')
         return 0
     total = args.num_source + args.num_target_train + args.num_target_val
     print(f'wrote {total} scenes to {args.out} in {seconds:.1f} s: '
