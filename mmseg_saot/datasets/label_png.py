@@ -12,6 +12,9 @@ from mmseg_saot.utils.errors import UserInputError
 
 # Pillow modes whose pixel values are ids: palette indices, 8-bit, 32-bit and 16-bit grey
 INDEX_MODES = ('P', 'L', 'I', 'I;16')
+# modes of ids saved with the wrong option (not colour renderings): what to say
+_OTHER_SAVES = {'LA': 'has an alpha channel', 'PA': 'has an alpha channel',
+                '1': 'is 1-bit (black and white)'}
 
 
 class LabelFileError(UserInputError):
@@ -40,6 +43,9 @@ def read_index_png(path: str, *, content: str) -> np.ndarray:
             array = np.array(image)
     except Exception as error:   # truncated, not a PNG, unreadable, ...
         raise LabelFileError(f'cannot read label file {path}: {error}') from None
+    if mode in _OTHER_SAVES:
+        raise LabelFileError(f'label file {path} {_OTHER_SAVES[mode]}; save it as 8-bit '
+                             f'single-channel (L) or paletted (P) PNG of {content}')
     if mode not in INDEX_MODES or array.ndim != 2:
         raise LabelFileError(
             f'label file {path} is a {mode} image; expected a paletted (P) or '

@@ -30,3 +30,18 @@ def test_values_above_255_and_colour_renderings_are_refused_by_name(tmp_path):
         read_train_ids(str(tmp_path / 'wide.png'))
     with pytest.raises(LabelFileError, match=r'cannot read converted label file .*colour'):
         read_train_ids(str(tmp_path / 'colour.png'))
+
+
+@pytest.mark.parametrize('mode, said', [
+    ('LA', 'has an alpha channel'),
+    ('1', r'is 1-bit \(black and white\)'),
+])
+def test_grey_with_alpha_and_1_bit_labels_are_not_called_colour_renderings(tmp_path, mode,
+                                                                           said):
+    # both were "a colour rendering of the classes": the fix is another save option
+    path = tmp_path / f'{mode}.png'
+    Image.new(mode, (2, 2)).save(path)
+    with pytest.raises(LabelFileError, match=(
+            rf'{mode}\.png {said}; save it as 8-bit single-channel \(L\) or paletted \(P\) '
+            'PNG of ids')):
+        read_index_png(str(path), content='ids')
