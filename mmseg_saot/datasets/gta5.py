@@ -35,5 +35,6 @@ class GTA5Dataset(BaseSegDataset):
         # MMEngine has already joined data_prefix and ann_file to data_root.
         check_dataset_folders(type(self).__name__, None, self.data_prefix,
                               self.img_suffix, self.ann_file,
-                              seg_map_suffix=self.seg_map_suffix)
+                              seg_map_suffix=self.seg_map_suffix,
+                              advice_root=self.data_root)
         return super().load_data_list()

@@ -97,7 +97,8 @@ def check_dataset_folders(dataset_type: str,
                           ann_file: Optional[str] = None,
                           labels_required: bool = True,
                           key: Optional[str] = None,
-                          seg_map_suffix: Optional[str] = None) -> None:
+                          seg_map_suffix: Optional[str] = None,
+                          advice_root: Optional[str] = None) -> None:
     """Raise :class:`DataLayoutError` if a dataset's folders are unusable.
 
     Args:
@@ -114,11 +115,15 @@ def check_dataset_folders(dataset_type: str,
         seg_map_suffix (str, optional): suffix of the label maps; where labels are
             required and no split file lists the samples, the ``seg_map_path`` folder
             must hold one (None: not checked).
+        advice_root (str, optional): the root the advice is written for, when
+            ``data_root`` is None because ``data_prefix`` is already joined to it (as
+            MMEngine does before ``load_data_list``); default ``data_root``.
     """
     problem = _folder_problem(data_root or '', data_prefix, img_suffix, ann_file,
                               labels_required, seg_map_suffix)
     if problem:
-        raise DataLayoutError(_layout_message(dataset_type, data_root or '', problem, [key]))
+        raise DataLayoutError(_layout_message(dataset_type, advice_root or data_root or '',
+                                              problem, [key]))
 
 
 def _layout_message(dataset_type: str, root: str, problem: str,

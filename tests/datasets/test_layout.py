@@ -64,10 +64,16 @@ def test_missing_split_file(tmp_path):
 
 
 def test_dataset_class_raises_the_same_error(tmp_path):
-    with pytest.raises(DataLayoutError, match='GTA5Dataset'):
+    with pytest.raises(DataLayoutError, match='GTA5Dataset') as info:
         GTA5Dataset(data_root=str(tmp_path / 'nowhere'),
                     data_prefix=dict(img_path='images',
                                      seg_map_path='labels'))
+    # its advice is for the root it was given (it named data/gta5, and told to set the
+    # data_root that was set)
+    assert f'download GTA5 (images + labels) into {tmp_path / "nowhere"}' in str(info.value)
+    with pytest.raises(DataLayoutError, match='make demo-data'):
+        GTA5Dataset(data_root=str(tmp_path / 'demo' / 'gta5'),
+                    data_prefix=dict(img_path='images', seg_map_path='labels'))
 
 
 def test_dataset_class_loads_a_relative_root(tmp_path, monkeypatch):
