@@ -253,6 +253,10 @@ def main(argv=None):
     if unknown:
         parser.error(f'--sections: unknown {", ".join(unknown)}; choose from '
                      f'{",".join(SECTIONS)}')
+    default_out = os.path.join('benchmarks', f'ot_{device.split(":")[0]}.md')
+    if args.out is None and set(sections) != set(SECTIONS):
+        parser.error(f'--sections {args.sections} runs a part of the benchmark: give --out '
+                     f'FILE (the default, {default_out}, holds the whole table)')
     isolate = not gpu
     lines = [f'# OT benchmark ({device})', '', machine_line(device), '',
              f'Command: `python tools/benchmark_ot.py {" ".join(sys.argv[1:])}`', '']
@@ -262,12 +266,19 @@ def main(argv=None):
                 accuracy=lambda: accuracy_section(args, device, lines),
                 block=lambda: block_section(args, device, isolate, lines),
                 fullres=lambda: fullres_section(args, device, isolate, lines))
-    interrupted = None
+    interrupted, failed = None, []
     try:
         for name, run_section in runs.items():
             if name in sections:
                 interrupted = name
-                run_section()
+                try:
+                    run_section()
+                except (Exception, SystemExit) as error:  # keep the other sections
+                    reason = f'{type(error).__name__}: {error}'
+                    failed.append(name)
+                    lines += ['', f'**The {name} section failed** ({reason}); the other '
+                              'sections are complete.', '']
+                    print(f'the {name} section failed: {reason}', file=sys.stderr)
         interrupted = None
     except KeyboardInterrupt:  # keep the sections already measured
         lines += ['', f'**Interrupted (Ctrl-C) in the {interrupted} section**: the sections '
@@ -275,13 +286,16 @@ def main(argv=None):
                   '']
     lines.append(f'Total benchmark time: {time.perf_counter() - start:.0f} s.')
     text = '\n'.join(lines) + '\n'
-    out = args.out or os.path.join(ROOT, 'benchmarks', f'ot_{device.split(":")[0]}.md')
+    out = args.out or os.path.join(ROOT, default_out)
     from mmseg_saot.utils.atomic import atomic_write_text
     atomic_write_text(out, text)  # a second Ctrl-C here leaves the old table whole
     print(text)
     if interrupted:
         print(f'Interrupted; the sections measured so far are in {out}.', file=sys.stderr)
         sys.exit(130)
+    if failed:
+        print(f'{", ".join(failed)} failed (see {out}).', file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

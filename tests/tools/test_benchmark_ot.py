@@ -86,3 +86,40 @@ def test_an_empty_section_name_is_named(tool, capsys):
         tool.main(['--sections', ''])
     assert stop.value.code == 2
     assert '--sections: unknown ""; choose from' in capsys.readouterr().err
+
+
+def test_a_failing_section_is_recorded_and_the_others_are_kept(tool, tmp_path, monkeypatch,
+                                                               capsys):
+    # any error but Ctrl-C (a peer missing from the accuracy section, the streets
+    # weights) threw away every section measured before it, and the file was not written
+    def iterations(args, lines):
+        lines.append('| iterations table |')
+
+    def accuracy(args, device, lines):
+        raise ImportError('No module named geomloss')
+
+    def block(args, device, isolate, lines):
+        lines.append('| block table |')
+
+    monkeypatch.setattr(tool, 'iterations_section', iterations)
+    monkeypatch.setattr(tool, 'accuracy_section', accuracy)
+    monkeypatch.setattr(tool, 'block_section', block)
+    out = tmp_path / 'ot.md'
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--device', 'cpu', '--sections', 'iters,accuracy,block', '--out', str(out)])
+    assert stop.value.code == 1
+    text = out.read_text()
+    assert '| iterations table |' in text and '| block table |' in text
+    assert ('**The accuracy section failed** (ImportError: No module named geomloss); the '
+            'other sections are complete.') in text
+    assert 'accuracy section failed' in capsys.readouterr().err
+
+
+def test_a_subset_of_sections_needs_its_own_out_file(tool, capsys):
+    # the README's block command wrote its one section over benchmarks/ot_cpu.md, the
+    # full table other numbers cite
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--device', 'cpu', '--sections', 'block'])
+    assert stop.value.code == 2
+    assert ('--sections block runs a part of the benchmark: give --out FILE (the default, '
+            'benchmarks/ot_cpu.md, holds the whole table)' in capsys.readouterr().err)
