@@ -28,3 +28,18 @@ def test_peak_rss_counts_memory_the_setup_freed_and_the_solve_reuses():
     out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
                          check=True).stdout
     assert float(out) > 100  # MB: the solve's 128 MB
+
+
+def test_a_cuda_device_other_than_the_current_one_is_synchronised_and_measured(monkeypatch):
+    # synchronize() and the memory counters without a device act on the current GPU
+    # (cuda:0): cuda:1 was timed without waiting for its kernels and read ~0 MB
+    import torch
+    sys.path.insert(0, str(TOOLS))
+    from ot_benchmark import measure
+    calls = []
+    for name in ('synchronize', 'reset_peak_memory_stats', 'memory_allocated',
+                 'max_memory_allocated'):
+        monkeypatch.setattr(torch.cuda, name,
+                            lambda device=None, name=name: calls.append((name, device)) or 0)
+    measure.timed_runs(lambda: None, repeats=1, device='cuda:1')
+    assert calls and all(device == 'cuda:1' for _, device in calls)

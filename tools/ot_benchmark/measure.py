@@ -16,7 +16,7 @@ SCRIPT = os.path.join(ROOT, 'tools', 'benchmark_ot.py')
 
 def sync(device):
     if device.startswith('cuda'):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)  # that GPU, not the current one (cuda:1)
 
 
 class PeakRSS:
@@ -102,11 +102,11 @@ def timed_runs(solve, repeats, device):
     """
     sync(device)
     if device.startswith('cuda'):
-        torch.cuda.reset_peak_memory_stats()
-        base_gpu = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats(device)
+        base_gpu = torch.cuda.memory_allocated(device)
         result = solve()
         sync(device)
-        peak = (torch.cuda.max_memory_allocated() - base_gpu) / 2**20
+        peak = (torch.cuda.max_memory_allocated(device) - base_gpu) / 2**20
     else:
         rss = PeakRSS().start()
         result = solve()
@@ -128,11 +128,11 @@ def memory_floor(cost, method, iters, repeats):
     vec = torch.rand(mat.shape[1], device=mat.device, dtype=mat.dtype)
     times = []
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(mat.device)
         t0 = time.perf_counter()
         for _ in range(2 * iters):
             torch.mv(mat, vec)
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(mat.device)
         times.append(time.perf_counter() - t0)
     return {'time': statistics.median(times), 'times': times, 'peak_mb': 0.0, 'err': float('nan')}
 
