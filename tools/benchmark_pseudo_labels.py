@@ -376,13 +376,13 @@ def main(argv=None) -> str:
     src_patch = patch_labels(src_lab.to(device), patch=patch)
     labeler = labelers.SAOTLabeler(feat_dim=src_feats.shape[1], num_neighbors=8,
                                    solver=args.solver).to(device)
+    warm_up = features(backbone, tgt_img[:batch], batch, device)[0]  # warm-up; not timed
     sync(device)
     start = time.perf_counter()
     labeler.fit(src_feats, src_patch)
-    labeler.fit_target(features(backbone, tgt_img[:batch], batch, device)[0])
+    labeler.fit_target(warm_up)
     sync(device)
     fit_seconds = time.perf_counter() - start
-    features(backbone, tgt_img[:batch], batch, device)  # warm-up
     h, w = src_feats.shape[-2:]
     labeler(features(backbone, tgt_img[:1], 1, device)[0], out_size=(h * patch, w * patch))
     if args.profile:
@@ -418,7 +418,8 @@ def main(argv=None) -> str:
         f'# Pseudo-labelling throughput ({args.preset})', '',
         f'Machine: {name}; torch {torch.__version__}. Backbone: {kind}, '
         f'{size[1]}x{size[0]} ({h}x{w} patches), batch {batch}'
-        f'{", bf16 autocast" if device == "cuda" else ", fp32"}. Labeller: SAOTLabeler '
+        f'{", bf16 autocast" if torch.device(device).type == "cuda" else ", fp32"}. '
+        'Labeller: SAOTLabeler '
         f'defaults (method saot, K={min(labeler.num_neighbors, len(src_feats))}, solver '
         f'{labeler.solver}), bank of {num_sources} source images; {num_targets} target '
         'images timed.', '',

@@ -142,3 +142,29 @@ def test_the_banks_features_count_on_a_cpu_run(monkeypatch, capsys):
     vit_l = tool.StandInViT(depth=1)  # patch 14, dim 1024
     assert tool.source_feature_bytes(64, (518, 1036), vit_l, 'cpu') == 2 * 64 * 2738 * 1024 * 4
     assert tool.source_feature_bytes(64, (518, 1036), vit_l, 'cuda') == 0  # on the GPU
+
+
+def test_the_one_off_fit_time_holds_no_backbone_pass(tmp_path, monkeypatch):
+    # the warm-up batch's forward pass was timed as part of "one-off fit"
+    import functools
+    import re
+    import time
+    tool = load_tool(TOOL)
+    labelers = tool.import_labelers()
+    quick = types.SimpleNamespace(SAOTLabeler=functools.partial(labelers.SAOTLabeler,
+                                                                metric_steps=2))
+    monkeypatch.setattr(tool, 'import_labelers', lambda: quick)
+    real_features = tool.features
+
+    def slow_features(*args):
+        time.sleep(2.0)
+        return real_features(*args)
+
+    monkeypatch.setattr(tool, 'features', slow_features)
+    root = write_demo(tmp_path / 'demo', num_sources=3, num_targets=10)
+    table = tool.main(['--demo-root', str(root), '--sources', '3', '--targets', '1',
+                       '--size', '14', '28', '--solver', 'dense'])
+    fit = float(re.search(r'\| one-off fit \(metric \+ prototypes\) \| ([\d.]+) s \|',
+                          table).group(1))
+    assert fit < 2.0
+    assert ', fp32.' in table  # a CPU run
