@@ -87,11 +87,21 @@ def missing_pseudo_labels(cfg, config_path: str) -> Optional[str]:
     return None
 
 
+def _synchronize(device) -> None:
+    """Wait for ``device``'s queued work (a GPU's kernels run after train_step returns)."""
+    import torch
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
 def time_steps(model, optim_wrapper, batches) -> float:
-    """Seconds per ``train_step`` over ``batches``."""
+    """Seconds per ``train_step`` over ``batches``, the device's work done at both ends."""
+    device = next(model.parameters()).device
+    _synchronize(device)
     start = time.perf_counter()
     for batch in batches:
         model.train_step(batch, optim_wrapper)
+    _synchronize(device)
     return (time.perf_counter() - start) / len(batches)
 
 

@@ -105,3 +105,24 @@ def test_pseudo_label_folders_are_found_inside_wrappers():
     assert list(tool.pseudo_label_dirs(wrapped, 'd')) == [
         ('d.datasets.1.target.pseudo_label_dir', '/p')]
     assert list(tool.pseudo_label_dirs(dict(type='X'), 'd')) == []
+
+
+def test_each_timed_step_waits_for_the_models_gpu(monkeypatch):
+    # perf_counter around train_step timed the launch of a GPU step, not its work (the
+    # cached path's .cpu() then waited for the uncached step's kernels)
+    import torch
+
+    tool = load_tool(TOOL)
+    events = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def train_step(self, batch, optim_wrapper):
+            events.append('step')
+
+    monkeypatch.setattr(tool, '_synchronize', lambda device: events.append(f'sync {device}'))
+    tool.time_steps(Model(), None, [1, 2])
+    assert events == ['sync cpu', 'step', 'step', 'sync cpu']
