@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import shlex
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_METHODS = ['nn', 'knn', 'ot_unbalanced', 'ot_metric', 'saot']
+DEFAULT_OUT = 'benchmarks/demo_shift.md'
 SWEEP_KEY = 'sweep_key.json'  # per shift folder: what its report was scored with
 
 
@@ -48,14 +50,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='labelling methods (see generate_pseudo_labels.py)')
     parser.add_argument('--work-dir', default='work_dirs/demo_shift',
                         help='target images and per-shift results')
-    parser.add_argument('--out', default='benchmarks/demo_shift.md', type=output_file,
-                        help='where the table is written')
+    parser.add_argument('--out', default=None, type=output_file,
+                        help=f'where the table is written (default, for the default sweep '
+                        f'only: {DEFAULT_OUT})')
     parser.add_argument('--force', action='store_true',
                         help='score every shift again, even finished ones')
     args = parser.parse_args(argv)
     bad = [s for s in args.shifts if not 0.0 <= s <= 1.0]
     if bad:
         parser.error(f'--shifts must be in [0, 1], got {bad}')
+    if args.out is None:
+        defaults = {a.dest: a.default for a in parser._actions}
+        if any(getattr(args, name) != defaults[name] for name in ('config', 'shifts',
+                                                                   'methods')):
+            parser.error(f'a sweep other than the default one needs --out FILE (the default, '
+                         f'{DEFAULT_OUT}, holds the full table)')
+        args.out = DEFAULT_OUT
+    args.command = shlex.join(['python', 'tools/benchmark_shift.py',
+                               *(sys.argv[1:] if argv is None else argv)])
     # the tools run from the repository root: paths given here are from the caller's
     args.work_dir, args.out = osp.abspath(args.work_dir), osp.abspath(args.out)
     if osp.exists(args.config):
@@ -182,7 +194,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     machine = describe_device('cpu')
     text = (f'Pseudo-label mIoU (%) of the demo\'s 50 target val images, target style moved '
             f'`shift` of the way from the source style to the "real" preset (1 = the demo), '
-            f'{shown_path(args.config)}; `python tools/benchmark_shift.py` on {machine}.\n\n'
+            f'{shown_path(args.config)}; `{args.command}` on {machine}.\n\n'
             f'{table}\n')
     print('\n' + table)
     from mmseg_saot.utils.atomic import atomic_write_text

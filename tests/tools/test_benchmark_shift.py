@@ -56,6 +56,9 @@ def test_runs_missing_shifts_reuses_finished_ones_and_writes_the_table(tool, tmp
             in score)
     text = out.read_text()
     assert 'configs/saot/demo.py;' in text and str(tool.ROOT) not in text
+    # the command that wrote it (it always said the bare `python tools/benchmark_shift.py`)
+    assert ('`python tools/benchmark_shift.py --shifts 0.5 0 --methods nn saot --work-dir '
+            'work --out table.md`') in text
     assert '| 0 | 30.0 | 33.0 | 1.10x |' in text
     assert '| 0.5 | 20.0 | 25.0 | 1.25x |' in text
     assert text.index('| 0 |') < text.index('| 0.5 |')
@@ -70,7 +73,8 @@ def test_a_report_without_every_method_is_scored_again(tool, tmp_path, monkeypat
         calls.append(command)
         write_report(tmp_path / 'shift_1', dict(nn=22.0, saot=25.0))
     monkeypatch.setattr(tool, 'run_logged', fake_run)
-    args = tool.parse_args(['--methods', 'nn', 'saot', '--work-dir', str(tmp_path)])
+    args = tool.parse_args(['--methods', 'nn', 'saot', '--work-dir', str(tmp_path), '--out',
+                            str(tmp_path / 'table.md')])
     assert tool.score_shift(1.0, args) == dict(nn=22.0, saot=25.0)
     assert len(calls) == 2
 
@@ -79,7 +83,8 @@ def test_a_shift_scored_with_another_config_or_without_a_key_is_scored_again(
         tool, tmp_path, monkeypatch, capsys):
     config = tmp_path / 'my_demo.py'
     config.write_text("_base_ = ['%s']\n" % (tool.ROOT + '/configs/saot/demo.py'))
-    argv = ['--config', str(config), '--methods', 'nn', '--work-dir', str(tmp_path)]
+    argv = ['--config', str(config), '--methods', 'nn', '--work-dir', str(tmp_path), '--out',
+            str(tmp_path / 'table.md')]
     args = tool.parse_args(argv)
     for shift in ('shift_0', 'shift_1'):
         write_report(tmp_path / shift, dict(nn=30.0))
@@ -99,6 +104,15 @@ def test_a_shift_scored_with_another_config_or_without_a_key_is_scored_again(
     assert tool.score_shift(0.0, tool.parse_args(argv)) == dict(nn=20.0) and len(runs) == 4
     assert 'shift_0: scoring again, its config changed' in capsys.readouterr().out
     assert tool.score_shift(0.0, tool.parse_args(argv)) == dict(nn=20.0) and len(runs) == 4
+
+
+def test_a_partial_sweep_needs_its_own_out_file(tool, capsys):
+    # the docstring's own --shifts 0.5 1 example replaced the published 5-shift table
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--shifts', '0.5', '1', '--methods', 'nn', 'saot'])
+    assert stop.value.code == 2
+    assert ('a sweep other than the default one needs --out FILE (the default, '
+            'benchmarks/demo_shift.md, holds the full table)') in capsys.readouterr().err
 
 
 def test_shifts_outside_0_1_are_refused(tool, capsys):
