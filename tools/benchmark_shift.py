@@ -9,7 +9,7 @@ the same for every shift; a missing one stops the sweep with that tool's message
 Prints and writes one table: mIoU per method and shift, and saot / nn::
 
     python tools/benchmark_shift.py                      # shifts 0, 0.25, ..., 1
-    python tools/benchmark_shift.py --shifts 0.5 1 --methods nn saot
+    python tools/benchmark_shift.py --shifts 0.5 1 --methods nn saot --out /tmp/shift.md
 
 The first shift takes about 2.5 minutes on 2 CPU cores, mostly the 200 source images
 through the backbone; their features go to a disk store (``<work-dir>/features``, 0.8 MB
