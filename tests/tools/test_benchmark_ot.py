@@ -12,6 +12,19 @@ def tool():
     return load_tool(TOOL)
 
 
+def run_three_sections(tool, monkeypatch, tmp_path, iterations, accuracy, block):
+    """Put stand-ins for the iters, accuracy and block sections; returns a call of the
+    tool that runs them, and the file it writes (``tmp_path/ot.md``)."""
+    monkeypatch.setattr(tool, 'iterations_section', iterations)
+    monkeypatch.setattr(tool, 'accuracy_section', accuracy)
+    monkeypatch.setattr(tool, 'block_section', block)
+    out = tmp_path / 'ot.md'
+
+    def run():
+        tool.main(['--device', 'cpu', '--sections', 'iters,accuracy,block', '--out', str(out)])
+    return run, out
+
+
 def test_ctrl_c_keeps_the_sections_already_measured(tool, tmp_path, monkeypatch, capsys):
     def iterations(args, lines):
         lines.append('| iterations table |')
@@ -23,12 +36,9 @@ def test_ctrl_c_keeps_the_sections_already_measured(tool, tmp_path, monkeypatch,
     def block(*args):
         raise AssertionError('a later section must not run')
 
-    monkeypatch.setattr(tool, 'iterations_section', iterations)
-    monkeypatch.setattr(tool, 'accuracy_section', accuracy)
-    monkeypatch.setattr(tool, 'block_section', block)
-    out = tmp_path / 'ot.md'
+    run, out = run_three_sections(tool, monkeypatch, tmp_path, iterations, accuracy, block)
     with pytest.raises(SystemExit) as stop:
-        tool.main(['--device', 'cpu', '--sections', 'iters,accuracy,block', '--out', str(out)])
+        run()
     assert stop.value.code == 130
     text = out.read_text()
     assert '| iterations table |' in text and '| accuracy half' in text
@@ -101,12 +111,9 @@ def test_a_failing_section_is_recorded_and_the_others_are_kept(tool, tmp_path, m
     def block(args, device, isolate, lines):
         lines.append('| block table |')
 
-    monkeypatch.setattr(tool, 'iterations_section', iterations)
-    monkeypatch.setattr(tool, 'accuracy_section', accuracy)
-    monkeypatch.setattr(tool, 'block_section', block)
-    out = tmp_path / 'ot.md'
+    run, out = run_three_sections(tool, monkeypatch, tmp_path, iterations, accuracy, block)
     with pytest.raises(SystemExit) as stop:
-        tool.main(['--device', 'cpu', '--sections', 'iters,accuracy,block', '--out', str(out)])
+        run()
     assert stop.value.code == 1
     text = out.read_text()
     assert '| iterations table |' in text and '| block table |' in text

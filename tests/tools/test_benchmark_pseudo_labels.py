@@ -108,13 +108,19 @@ def test_images_beyond_the_free_memory_are_named():
     assert tool.memory_problem(10**6, (518, 1036), available=None) is None  # unknown
 
 
-def test_the_table_gives_the_real_k_and_the_exact_command(tmp_path, monkeypatch):
+def quick_tool(monkeypatch):
+    """The tool with a labeller that trains its metric for 2 steps only."""
     import functools
     tool = load_tool(TOOL)
     labelers = tool.import_labelers()
     quick = types.SimpleNamespace(SAOTLabeler=functools.partial(labelers.SAOTLabeler,
                                                                 metric_steps=2))
     monkeypatch.setattr(tool, 'import_labelers', lambda: quick)
+    return tool
+
+
+def test_the_table_gives_the_real_k_and_the_exact_command(tmp_path, monkeypatch):
+    tool = quick_tool(monkeypatch)
     root = write_demo(tmp_path / 'my demo', num_sources=3, num_targets=10)
     out = tmp_path / 'table.md'
     argv = ['--demo-root', str(root), '--sources', '3', '--targets', '1', '--size', '14', '28',
@@ -146,14 +152,9 @@ def test_the_banks_features_count_on_a_cpu_run(monkeypatch, capsys):
 
 def test_the_one_off_fit_time_holds_no_backbone_pass(tmp_path, monkeypatch):
     # the warm-up batch's forward pass was timed as part of "one-off fit"
-    import functools
     import re
     import time
-    tool = load_tool(TOOL)
-    labelers = tool.import_labelers()
-    quick = types.SimpleNamespace(SAOTLabeler=functools.partial(labelers.SAOTLabeler,
-                                                                metric_steps=2))
-    monkeypatch.setattr(tool, 'import_labelers', lambda: quick)
+    tool = quick_tool(monkeypatch)
     real_features = tool.features
 
     def slow_features(*args):
