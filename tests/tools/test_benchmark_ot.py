@@ -13,16 +13,15 @@ def tool():
 
 
 def run_three_sections(tool, monkeypatch, tmp_path, iterations, accuracy, block):
-    """Put stand-ins for the iters, accuracy and block sections; returns a call of the
-    tool that runs them, and the file it writes (``tmp_path/ot.md``)."""
+    """Run the tool on stand-ins for the iters, accuracy and block sections, expecting it
+    to exit; returns its exit code, the table it wrote and the table's path."""
     monkeypatch.setattr(tool, 'iterations_section', iterations)
     monkeypatch.setattr(tool, 'accuracy_section', accuracy)
     monkeypatch.setattr(tool, 'block_section', block)
     out = tmp_path / 'ot.md'
-
-    def run():
+    with pytest.raises(SystemExit) as stop:
         tool.main(['--device', 'cpu', '--sections', 'iters,accuracy,block', '--out', str(out)])
-    return run, out
+    return stop.value.code, out.read_text(), out
 
 
 def test_ctrl_c_keeps_the_sections_already_measured(tool, tmp_path, monkeypatch, capsys):
@@ -36,11 +35,9 @@ def test_ctrl_c_keeps_the_sections_already_measured(tool, tmp_path, monkeypatch,
     def block(*args):
         raise AssertionError('a later section must not run')
 
-    run, out = run_three_sections(tool, monkeypatch, tmp_path, iterations, accuracy, block)
-    with pytest.raises(SystemExit) as stop:
-        run()
-    assert stop.value.code == 130
-    text = out.read_text()
+    code, text, out = run_three_sections(tool, monkeypatch, tmp_path, iterations, accuracy,
+                                         block)
+    assert code == 130
     assert '| iterations table |' in text and '| accuracy half' in text
     assert '**Interrupted (Ctrl-C) in the accuracy section**' in text
     assert f'the sections measured so far are in {out}' in capsys.readouterr().err
@@ -111,11 +108,9 @@ def test_a_failing_section_is_recorded_and_the_others_are_kept(tool, tmp_path, m
     def block(args, device, isolate, lines):
         lines.append('| block table |')
 
-    run, out = run_three_sections(tool, monkeypatch, tmp_path, iterations, accuracy, block)
-    with pytest.raises(SystemExit) as stop:
-        run()
-    assert stop.value.code == 1
-    text = out.read_text()
+    code, text, _ = run_three_sections(tool, monkeypatch, tmp_path, iterations, accuracy,
+                                       block)
+    assert code == 1
     assert '| iterations table |' in text and '| block table |' in text
     assert ('**The accuracy section failed** (ImportError: No module named geomloss); the '
             'other sections are complete.') in text
