@@ -70,12 +70,44 @@ def checkpoint_to_resume(cfg, work_dir: str) -> Optional[str]:
     return named
 
 
+def choose_resume_source(cfg, load_from_given: bool) -> None:
+    """Make ``--resume`` continue the run of ``cfg.work_dir`` (before the runner is built).
+
+    MMEngine resumes from ``load_from`` whenever it is set, so a fine-tuning config's
+    ``load_from`` (the pretrained start, in the config file) would restart the run; and
+    without ``work_dir/last_checkpoint`` (checkpoints copied without it) it starts from
+    scratch and writes over them. So, unless this command line gives ``load_from`` (an
+    explicit choice, kept): with ``last_checkpoint``, that one (``load_from`` cleared;
+    :func:`checkpoint_to_resume` checks it); without it, the newest checkpoint there;
+    with none, no resume (a fine-tuning run starts from its ``load_from``).
+    """
+    if not cfg.resume or load_from_given:
+        return
+    if read_last_checkpoint(cfg.work_dir) is not None:
+        cfg.load_from = None
+        return
+    newest = _newest(cfg, cfg.work_dir)
+    if newest:
+        print(f'--resume: {cfg.work_dir} has no last_checkpoint; resuming from the newest '
+              f'checkpoint there, {newest}.', file=sys.stderr)
+        cfg.load_from = newest
+    elif cfg.get('load_from'):
+        print(f'--resume: no checkpoint of this run yet in {cfg.work_dir}; starting from '
+              f'load_from={cfg.load_from} as a new run.', file=sys.stderr)
+        cfg.resume = False
+
+
+def _newest(cfg, work_dir: str) -> Optional[str]:
+    template = ((cfg.get('default_hooks') or {}).get('checkpoint') or {}).get('filename_tmpl')
+    return newest_checkpoint(work_dir, ((template,) if template else ()) + DEFAULT_TEMPLATES)
+
+
 def _resume_fix(cfg, work_dir: str) -> str:
     """How to go on when last_checkpoint is unusable: the newest checkpoint there, if any."""
-    template = ((cfg.get('default_hooks') or {}).get('checkpoint') or {}).get('filename_tmpl')
-    newest = newest_checkpoint(work_dir, ((template,) if template else ()) + DEFAULT_TEMPLATES)
+    newest = _newest(cfg, work_dir)
     if newest:
-        return f'resume from the newest checkpoint there: --resume --cfg-options load_from={newest}'
+        return ('resume from the newest checkpoint there: --resume --cfg-options '
+                + shlex.quote(f'load_from={newest}'))
     return 'no checkpoint is left there: train without --resume'
 
 
@@ -86,6 +118,7 @@ def main() -> None:
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume
+    choose_resume_source(cfg, 'load_from' in (args.cfg_options or {}))
     loaded = (check_checkpoint_or_exit(cfg.load_from, 'load_from')
               if cfg.get('load_from') else None)
     check_data_or_exit(cfg, splits=('train', 'val'))  # what training builds
@@ -108,8 +141,13 @@ def main() -> None:
                 validate_last_iteration(runner, cfg, resume_from, done)
                 return
             print(f'--resume: {resume_from} is iteration {done}, and train_cfg.max_iters is '
-                  f'{max_iters}: nothing is left to train. To train longer, resume '
-                  'with a larger --cfg-options train_cfg.max_iters=...', file=sys.stderr)
+                  f'{max_iters}: nothing is left to train. Its learning-rate schedule ended '
+                  'there too, and a resume restores it, so a larger max_iters would train at '
+                  'its final rate; to train longer, fine-tune from it in a new --work-dir '
+                  'with --cfg-options '
+                  + shlex.quote(f'load_from={resume_from}')
+                  + ' and a longer schedule (train_cfg.max_iters and the end of each '
+                  'param_scheduler).', file=sys.stderr)
             return
     elif loaded is not None:  # fine-tuning: a partial fit is allowed, and said
         warning = load_from_warning(runner.model, loaded, cfg.load_from)

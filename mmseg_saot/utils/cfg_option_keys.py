@@ -49,6 +49,11 @@ def unread_key_problem(cfg: Any, key: str, config_path: str = 'the config file')
         One sentence naming the entries to set instead, or None where the key is read.
     """
     top, _, rest = key.partition('.')
+    model = cfg.get('model') if hasattr(cfg, 'get') else None
+    if top == 'data_preprocessor' and rest and isinstance(model, dict) and \
+            model.get('data_preprocessor') is not None:
+        return ('the model has its own data_preprocessor, which MMEngine uses instead of the '
+                f'top-level one; set model.data_preprocessor.{rest}')
     if top in READ_KEYS:
         return None
     if top in FLAG_KEYS:

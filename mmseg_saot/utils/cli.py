@@ -70,6 +70,11 @@ class CfgOptionsAction(DictAction):
                 parser.error(f'{option_string}: {item!r}: {err}; close the brackets, and '
                              'quote a value that has spaces as one argument: '
                              '"model.backbone.out_indices=[5, 11]"')
+            except RecursionError:  # MMEngine's parser loops on dict(a=1,b=2)
+                parser.error(f'{option_string}: {item!r}: dict(...) is no --cfg-options '
+                             f'value; set its entries as dotted keys ({key}.NAME=VALUE, '
+                             'one per entry), or set it in a config file whose _base_ is '
+                             'this one')
         super().__call__(parser, namespace, values, option_string)
 
 

@@ -74,8 +74,9 @@ def list_index_problem(cfg: Config, key: str) -> Optional[str]:
                 return None  # a new key: MMEngine adds it
             node = node[part]
         else:
-            return (f'{where} is {node!r}, which has no entries; set {where}=... '
-                    'itself (a dict(...) in quotes to give it entries)')
+            return (f'{where} is {node!r}, which has no entries; set {where}=... itself, '
+                    'or, to give it entries (a dict), set it in a config file whose _base_ '
+                    'is this one: --cfg-options cannot write a dict')
         path.append(part)
     return None
 

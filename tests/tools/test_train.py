@@ -211,6 +211,9 @@ def test_kill_then_resume_continues_the_run(python, tiny_config,
     assert again.returncode == 0, again.stderr[-3000:]
     assert (f'--resume: {interrupted}/iter_6.pth is iteration 6, and train_cfg.max_iters is 6: '
             'nothing is left to train.') in again.stderr
+    # not "resume with a larger max_iters": the restored schedule would train at lr 0
+    assert (f'fine-tune from it in a new --work-dir with --cfg-options '
+            f'load_from={interrupted}/iter_6.pth and a longer schedule') in again.stderr
     assert (interrupted / 'iter_6.pth').stat().st_mtime_ns == stamp
 
 
@@ -531,3 +534,33 @@ def test_the_resume_command_leaves_out_load_from():
     argv = ['cfg.py', '--cfg', 'load_from=/w/iter_8.pth', 'a=1']  # argparse's prefix
     assert train.resume_command(args, 'r', argv) == (
         'python tools/train.py cfg.py --cfg a=1 --work-dir r --resume')
+
+
+def test_resume_continues_this_work_dirs_run_not_the_configs_load_from(tmp_path, capsys):
+    # a fine-tuning config (load_from in the file): --resume restarted from the
+    # pretrained weights, since MMEngine resumes from load_from whenever it is set
+    from mmengine.config import Config
+    from tool_scripts import load_tool
+    train = load_tool('tools/train.py')
+    pretrained = str(tmp_path / 'pretrained.pth')
+    work = tmp_path / 'run'
+    work.mkdir()
+
+    def chosen(load_from_given=False, **cfg):
+        config = Config(dict(dict(resume=True, work_dir=str(work)), **cfg))
+        train.choose_resume_source(config, load_from_given)
+        return config.resume, config.get('load_from')
+
+    # no checkpoint of this run yet: a fresh fine-tuning run from load_from
+    assert chosen(load_from=pretrained) == (False, pretrained)
+    assert 'no checkpoint of this run yet' in capsys.readouterr().err
+    # checkpoints but no last_checkpoint (copied without it): the newest, not scratch
+    for name in ('iter_10.pth', 'iter_20.pth'):
+        (work / name).write_bytes(b'')
+    assert chosen() == (True, str(work / 'iter_20.pth'))
+    assert chosen(load_from=pretrained) == (True, str(work / 'iter_20.pth'))
+    # with last_checkpoint: MMEngine's own pick (load_from cleared), checked as before
+    (work / 'last_checkpoint').write_text(str(work / 'iter_10.pth'))
+    assert chosen(load_from=pretrained) == (True, None)
+    # a load_from given on this command line is the user's explicit choice
+    assert chosen(load_from_given=True, load_from=pretrained) == (True, pretrained)

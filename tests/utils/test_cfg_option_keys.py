@@ -98,3 +98,15 @@ def test_keys_the_tools_set_from_their_options_name_the_option(config):
     assert unread_key_problem(cfg, 'launcher').endswith(
         'use the --launcher of tools/train.py and tools/test.py (other tools run as one '
         'process)')
+
+
+def test_a_top_level_data_preprocessor_beside_the_models_own_is_refused(config):
+    # MMEngine uses the top-level one only where model has none: with model's own (every
+    # shipped config), data_preprocessor.size_divisor=28 changed nothing, silently
+    _, cfg = config
+    cfg.model.data_preprocessor = dict(type='SegDataPreProcessor', size_divisor=14)
+    assert unread_key_problem(cfg, 'data_preprocessor.size_divisor') == (
+        'the model has its own data_preprocessor, which MMEngine uses instead of the '
+        'top-level one; set model.data_preprocessor.size_divisor')
+    del cfg.model['data_preprocessor']
+    assert unread_key_problem(cfg, 'data_preprocessor.size_divisor') is None

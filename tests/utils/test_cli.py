@@ -124,6 +124,9 @@ def test_cfg_options_read_as_mmengine_reads_them():
     ('=5', 'is not KEY=VALUE'),
     ('train_cfg..max_iters=5', 'is not KEY=VALUE'),
     ('model.backbone.out_indices=[5,', 'Imbalanced brackets'),
+    # MMEngine recursed without end on it (RecursionError, 41 lines of traceback)
+    ('model.decode_head.loss_decode=dict(type=CrossEntropyLoss,loss_weight=1.0)',
+     'dict(...) is no --cfg-options value; set its entries as dotted keys'),
 ])
 def test_a_malformed_cfg_option_is_a_usage_error_naming_it(item, reason, capsys):
     with pytest.raises(SystemExit) as exit_info:

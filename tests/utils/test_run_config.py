@@ -69,7 +69,8 @@ def test_a_name_under_a_list_or_a_key_under_a_value_is_one_line(tmp_path, capsys
             ('param_scheduler.end', 'param_scheduler is a list of 2; name an entry by its '
              'index, e.g. param_scheduler.0.end'),
             ('train_cfg.max_iters.x', 'train_cfg.max_iters is 10, which has no entries; set '
-             'train_cfg.max_iters=... itself (a dict(...) in quotes to give it entries)')):
+             'train_cfg.max_iters=... itself, or, to give it entries (a dict), set it in a '
+             'config file whose _base_ is this one: --cfg-options cannot write a dict')):
         with pytest.raises(SystemExit) as stop:
             load_config(str(config), {key: 4000})
         assert stop.value.code == 2
