@@ -53,12 +53,17 @@ def list_index_problem(cfg: Config, key: str) -> Optional[str]:
 
     Catches what MMEngine reports as a bare TypeError or a KeyError that prints a whole
     list: an index past a list's end (``custom_hooks.3.type`` with three hooks), a name
-    under a list (``param_scheduler.end``: a list takes an index), and a key under a
-    value that is not a dict (``train_cfg.max_iters.x``).
+    under a list (``param_scheduler.end``: a list takes an index), an entry of a tuple
+    (``crop_size.0``: MMEngine asks for ``_delete_``, which no option can give), and a
+    key under a value that is not a dict (``train_cfg.max_iters.x``).
     """
     node, path = cfg, []
     for part in key.split('.'):
         where = '.'.join(path)
+        if isinstance(node, tuple) and part.isdigit():  # MMEngine cannot set its entries
+            shown = '(' + ', '.join(repr(v) for v in node) + (',)' if len(node) == 1 else ')')
+            return (f'{where} is the tuple {node!r}, whose entries cannot be set one by one; '
+                    f'set the whole value, e.g. "{where}={shown}" with that entry changed')
         if isinstance(node, (list, tuple)):
             if not part.isdigit():
                 return (f'{where} is a list of {len(node)}; name an entry by its index, '

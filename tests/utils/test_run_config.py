@@ -64,10 +64,14 @@ def test_a_name_under_a_list_or_a_key_under_a_value_is_one_line(tmp_path, capsys
     from mmseg_saot.utils.run_config import load_config
     config = tmp_path / 'c.py'
     config.write_text("param_scheduler = [dict(end=3), dict(end=5)]\n"
-                      "train_cfg = dict(max_iters=10)\n")
+                      "train_cfg = dict(max_iters=10)\nmodel = dict(crop=(64, 64))\n")
     for key, message in (
             ('param_scheduler.end', 'param_scheduler is a list of 2; name an entry by its '
              'index, e.g. param_scheduler.0.end'),
+            # MMEngine's TypeError said to set _delete_=True, which no option can
+            ('model.crop.0', 'model.crop is the tuple (64, 64), whose entries cannot be set '
+             'one by one; set the whole value, e.g. "model.crop=(64, 64)" with that entry '
+             'changed'),
             ('train_cfg.max_iters.x', 'train_cfg.max_iters is 10, which has no entries; set '
              'train_cfg.max_iters=... itself, or, to give it entries (a dict), set it in a '
              'config file whose _base_ is this one: --cfg-options cannot write a dict')):
