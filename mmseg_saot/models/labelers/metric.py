@@ -39,10 +39,17 @@ class LowRankMetric(nn.Module):
         if dim < 1 or rank < 0:
             raise ConfigError(f'LowRankMetric: need dim >= 1 and rank >= 0, got dim={dim}, '
                               f'rank={rank}.')
+        self.dim, self.rank, self.init_std = dim, rank, init_std
+        self.down = nn.Parameter(torch.empty(dim, rank))  # U
+        self.up = nn.Parameter(torch.empty(dim, rank))  # V
+        self.reset(seed)
+
+    @torch.no_grad()
+    def reset(self, seed: int) -> None:
+        """The initial metric of ``seed``: random ``U``, zero ``V`` (the identity map)."""
         gen = torch.Generator().manual_seed(seed)
-        self.dim, self.rank = dim, rank
-        self.down = nn.Parameter(torch.randn(dim, rank, generator=gen) * init_std)  # U
-        self.up = nn.Parameter(torch.zeros(dim, rank))  # V
+        self.down.copy_(torch.randn(self.dim, self.rank, generator=gen) * self.init_std)
+        self.up.zero_()
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """Map ``(..., D)`` features to ``(..., D)``."""

@@ -213,27 +213,36 @@ class SAOTLabeler(nn.Module):
                              f'source_labels (S, h, w), got {tuple(source_feats.shape)} and '
                              f'{tuple(source_labels.shape)}.')
         labels = source_labels.flatten(1).long()
-        if not bool((labels != self.ignore_index).any()):
+        labelled = (labels != self.ignore_index).any(1)  # images that can vote
+        if not bool(labelled.any()):
             raise ValueError(f'SAOTLabeler.fit: every source label is ignore_index='
                              f'{self.ignore_index}; there is no labelled source patch to '
                              'transfer labels from.')
-        feats = source_feats.flatten(2).transpose(1, 2).float()  # (S, P, D)
+        feats = source_feats.flatten(2).transpose(1, 2).float()[labelled]  # (S, P, D)
+        labels = labels[labelled]
         if self.center_features:
             self.source_mean = feats.mean((0, 1))
             feats = feats - self.source_mean
         self.bank_feats, self.bank_labels = feats, labels
         self.bank_desc = global_descriptor(feats)
-        if self.switches['metric'] and train and self.metric_steps > 0:
-            self.training_log = train_metric(
-                self.metric, feats, labels, self.num_classes, steps=self.metric_steps,
-                pairs_per_step=self.metric_pairs, patches_per_image=self.metric_patches,
-                lr=self.metric_lr, epsilon=self.epsilon, rho=self.rho, seed=self.seed,
-                ignore_index=self.ignore_index)
+        if self.switches['metric'] and train and self.metric_steps > 0 and self.metric.rank:
+            self._train_metric(feats, labels)
         if self.switches['prior']:
             keep = labels != self.ignore_index
             with torch.no_grad():
                 self.prototypes.fit(self.metric(feats[keep]), labels[keep], self.ignore_index)
         return self
+
+    def _train_metric(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
+        """Train the metric from its seeded start (a second fit gives the first's
+        metric), with gradients whatever the caller's mode (``torch.no_grad()``)."""
+        self.metric.reset(self.seed)
+        with torch.enable_grad():
+            self.training_log = train_metric(
+                self.metric, feats, labels, self.num_classes, steps=self.metric_steps,
+                pairs_per_step=self.metric_pairs, patches_per_image=self.metric_patches,
+                lr=self.metric_lr, epsilon=self.epsilon, rho=self.rho, seed=self.seed,
+                ignore_index=self.ignore_index)
 
     # ------------------------------------------------------------------ target side
     @torch.no_grad()

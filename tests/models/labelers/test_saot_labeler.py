@@ -94,6 +94,9 @@ def test_block_sparse_switch_agrees_with_dense():
     ('confidence_mode', 'top', "confidence_mode must be one of .*, got 'top'"),
     ('coverage', 'abc', r"coverage must be a number > 0 and <= 1, got 'abc'"),
     ('coverage', 1.5, r'coverage must be a number > 0 and <= 1, got 1.5'),
+    # a TypeError from randn() once training began
+    ('metric_rank', 2.5, 'metric_rank must be an integer >= 0, got 2.5'),
+    ('metric_steps', 1.5, 'metric_steps must be an integer >= 0, got 1.5'),
 ])
 def test_option_out_of_range_is_a_config_error(option, value, message):
     with pytest.raises(ConfigError, match=f'SAOTLabeler: {message}'):
@@ -181,3 +184,35 @@ def test_centering_removes_a_shared_offset():
     centred = small('nn', center_features=True).fit(src, src_lab)(tgt + offset)
     acc = [float((o.raw_labels == tgt_lab).float().mean()) for o in (plain, centred)]
     assert acc[1] > 0.9 and acc[1] > acc[0] + 0.2, acc
+
+
+@pytest.mark.parametrize('method', ['saot', 'ot_metric', 'knn', 'nn'])
+def test_retrieved_sources_without_a_labelled_patch_are_not_in_the_bank(method):
+    # fit accepted them, and a target whose K retrieved images were all unlabelled
+    # crashed in the solver on zero sources
+    feats, labels = scenes(3, [0, 1, 2], seed=40)
+    labels[0] = 255
+    labeler = small(method, num_neighbors=1).fit(feats, labels)
+    assert labeler.bank_feats.shape[0] == 2
+    out = labeler(feats[:1])
+    assert out.labels.shape == (1, 4, 8) and torch.isfinite(out.confidence).all()
+
+
+def test_metric_training_needs_no_grad_mode_and_rank_0_trains_nothing():
+    # rank 0 ("fixed identity metric") and a fit under torch.no_grad() failed in
+    # backward(): element 0 of tensors does not require grad
+    feats, labels = scenes(3, [0, 1, 2], seed=41)
+    small('saot', metric_rank=0).fit(feats, labels)
+    with torch.no_grad():
+        trained = small('saot').fit(feats, labels)
+    assert torch.equal(trained.metric.up, small('saot').fit(feats, labels).metric.up)
+
+
+def test_a_second_fit_gives_the_metric_of_a_first():
+    # a second fit went on training the metric it had: labels depended on the number of
+    # fits
+    feats, labels = scenes(3, [0, 1, 2], seed=42)
+    once, twice = small('saot').fit(feats, labels), small('saot').fit(feats, labels)
+    twice.fit(feats, labels)
+    assert torch.equal(once.metric.up, twice.metric.up)
+    assert torch.equal(once.metric.down, twice.metric.down)
