@@ -28,6 +28,12 @@ class PseudoLabelScore:
         """``(C, C + 1)`` counts, rows = ground truth, last column = predicted ignore."""
         valid = gt != self.ignore_index
         truth = gt[valid].astype(np.int64)
+        beyond = truth[(truth < 0) | (truth >= self.num_classes)]
+        if beyond.size:
+            raise ValueError(f'ground truth holds {int(beyond.max())}, not a class in [0, '
+                             f'{self.num_classes}) nor ignore_index={self.ignore_index}: label '
+                             'ids rather than train ids? (convert them: '
+                             'tools/dataset_converters/)')
         guess = pred[valid].astype(np.int64)
         guess = np.where((guess == self.ignore_index) | (guess >= self.num_classes),
                          self.num_classes, guess)

@@ -1,0 +1,25 @@
+"""PseudoLabelScore: ground truth outside the label space is named, not a numpy error."""
+import numpy as np
+import pytest
+
+from mmseg_saot.engine.pseudo_labels.scoring import PseudoLabelScore
+
+
+def test_counts_rows_of_truth_and_columns_of_predictions_with_ignore_last():
+    score = PseudoLabelScore(3)
+    gt = np.array([[0, 1], [2, 255]], np.uint8)
+    pred = np.array([[0, 2], [255, 1]], np.uint8)
+    expected = np.zeros((3, 4), np.int64)
+    expected[0, 0] = expected[1, 2] = expected[2, 3] = 1
+    np.testing.assert_array_equal(score.confusion(pred, gt), expected)
+
+
+def test_ground_truth_beyond_the_classes_is_named_with_the_likely_cause():
+    # "cannot reshape array of size 524 into shape (19,20)": raw Cityscapes ids (26 for
+    # car) where train ids were expected
+    gt = np.full((4, 5), 3, np.uint8)
+    gt[0, 0] = 26
+    with pytest.raises(ValueError, match=(
+            r'ground truth holds 26, not a class in \[0, 19\) nor ignore_index=255: label '
+            'ids rather than train ids')):
+        PseudoLabelScore(19).add(gt, gt, gt)
