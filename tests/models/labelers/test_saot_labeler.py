@@ -216,3 +216,13 @@ def test_a_second_fit_gives_the_metric_of_a_first():
     twice.fit(feats, labels)
     assert torch.equal(once.metric.up, twice.metric.up)
     assert torch.equal(once.metric.down, twice.metric.down)
+
+
+def test_training_seconds_time_the_metric_training_only():
+    feats, labels = scenes(3, [0, 1, 2], seed=43)
+    trained = small('saot').fit(feats, labels)
+    assert trained.training_seconds > 0
+    loaded = small('saot')
+    loaded.load_state_dict(trained.state_dict())
+    assert loaded.fit(feats, labels, train=False).training_seconds == 0.0
+    assert small('knn').fit(feats, labels).training_seconds == 0.0
