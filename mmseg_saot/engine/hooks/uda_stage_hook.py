@@ -7,7 +7,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
-from mmseg_saot.utils.errors import UserInputError, check_integer
+from mmseg_saot.utils.errors import ConfigError, UserInputError, check_integer
 
 
 @HOOKS.register_module()
@@ -46,6 +46,7 @@ class UDAStageHook(Hook):
 
     def before_train(self, runner) -> None:
         self._model(runner)
+        self._check_teacher_is_kept(runner)
         stage1_end = min(self.self_training_begin, runner.max_iters)
         stage2 = (f', [{self.self_training_begin}, {runner.max_iters}) the EMA teacher\'s'
                   if self.self_training_begin < runner.max_iters else ' (no stage 2)')
@@ -54,6 +55,20 @@ class UDAStageHook(Hook):
                   f'({self.stage_at(runner.iter)}).', logger='current')
         if 0 < runner.max_iters <= self.self_training_begin:
             print_log(self._no_stage2_message(runner), logger='current', level=logging.WARNING)
+
+    def _check_teacher_is_kept(self, runner) -> None:
+        """Stage 2 learns the teacher's labels: without EMATeacherHook (a custom_hooks
+        list written anew drops it easily) the teacher is its random initialisation."""
+        from .ema_teacher_hook import EMATeacherHook
+        if self.self_training_begin >= runner.max_iters or any(
+                isinstance(hook, EMATeacherHook) for hook in runner.hooks):
+            return
+        raise ConfigError(
+            f'UDAStageHook: stage 2 (iterations [{self.self_training_begin}, '
+            f'{runner.max_iters})) learns from the EMA teacher, but custom_hooks has no '
+            'EMATeacherHook to keep it, so its labels would come from an untrained head. '
+            "Add dict(type='EMATeacherHook') to custom_hooks (see configs/_base_/uda/), or "
+            'end training before stage 2.')
 
     def _no_stage2_message(self, runner) -> str:
         """Stage 2 is out of reach: say so and how to shorten both stages."""

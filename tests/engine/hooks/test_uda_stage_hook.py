@@ -19,8 +19,10 @@ class StagedModel(nn.Module):
 
 
 def runner_at(iteration, model):
+    from mmseg_saot.engine.hooks import EMATeacherHook
     runner = MagicMock()
     runner.iter, runner.max_iters, runner.model = iteration, 10, model
+    runner.hooks = [EMATeacherHook()]
     runner.message_hub = MessageHub(f'stage_hook_test_{id(runner)}')
     return runner
 
@@ -97,3 +99,15 @@ def test_a_stage_switch_that_is_not_an_iteration_is_named(bad):
     with pytest.raises(ConfigError, match=f'^UDAStageHook: self_training_begin must be an '
                                           f'integer >= 0, got {bad!r}.$'):
         UDAStageHook(self_training_begin=bad)
+
+
+def test_stage2_without_the_ema_teacher_hook_is_a_config_error():
+    # custom_hooks written anew without EMATeacherHook: stage 2 learned the labels of
+    # a teacher head that was never trained (its random initialisation)
+    runner = runner_at(0, StagedModel())
+    runner.hooks = []
+    with pytest.raises(ConfigError, match=(
+            r'UDAStageHook: stage 2 \(iterations \[4, 10\)\) learns from the EMA teacher, '
+            'but custom_hooks has no EMATeacherHook')):
+        UDAStageHook(self_training_begin=4).before_train(runner)
+    UDAStageHook(self_training_begin=10).before_train(runner)  # no stage 2: nothing to say
