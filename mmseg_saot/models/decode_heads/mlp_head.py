@@ -77,6 +77,9 @@ class MLPHead(BaseDecodeHead):
         output: logits (B, num_classes, h_0, w_0).
     """
 
+    #: reads ``gt_pixel_weight`` (what :class:`EMATeacherUDA` requires of its head)
+    weighs_pixels = True
+
     def __init__(self,
                  in_channels: Union[int, Sequence[int]],
                  channels: int = 256,

@@ -11,6 +11,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 from torch import Tensor
 
+from mmseg_saot.models.data_preprocessors import UDADataPreProcessor
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_number
 from .frozen_features import FrozenFeaturesMixin
 from .self_training import (labelled_samples, pad_to, stack_labels, strong_view,
@@ -124,6 +125,7 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
                        feature_cache_gb=(feature_cache_gb, dict(above=0.0)))
         for name, (value, bounds) in numbers.items():
             check_number('EMATeacherUDA', name, value, **bounds)
+        self._check_parts()
         if neck is None and hasattr(self.backbone, 'check_head'):
             self.backbone.check_head(self.decode_head, 'EMATeacherUDA')
         if hasattr(self.backbone, 'check_input_grid'):
@@ -148,6 +150,24 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         self._setup_frozen_features(backbone, feature_cache, feature_cache_gb,
                                     feature_cache_dtype, feature_cache_dir, 'EMATeacherUDA')
         self.stage, self.iteration = STAGES[0], None
+
+    def _check_parts(self) -> None:
+        """ConfigError for a head that ignores per-pixel weights (the SAOT confidences
+        and ``teacher_threshold`` would change nothing) or a data preprocessor without the
+        source/target branches (a ``KeyError: 0`` on the first batch)."""
+        head = type(self.decode_head).__name__
+        if not getattr(self.decode_head, 'weighs_pixels', False):
+            raise ConfigError(
+                f'EMATeacherUDA: model.decode_head {head} does not weigh pixels (it ignores '
+                'gt_pixel_weight), so the SAOT confidences and teacher_threshold would change '
+                "nothing; use type='MLPHead' (configs/_base_/models/dinov2_mlp.py), or a head "
+                'that reads gt_pixel_weight and sets weighs_pixels = True.')
+        if not isinstance(self.data_preprocessor, UDADataPreProcessor):
+            raise ConfigError(
+                'EMATeacherUDA: model.data_preprocessor must be a UDADataPreProcessor '
+                "(type='UDADataPreProcessor', with the same options), which preprocesses the "
+                f'source and target branches of a batch; got '
+                f'{type(self.data_preprocessor).__name__}.')
 
     def init_weights(self) -> None:
         """Initialise as ``EncoderDecoder`` does, except the backbone's frozen weights:

@@ -406,3 +406,22 @@ def test_inputs_that_do_not_cover_whole_patches_are_refused(overrides, named):
         build(**overrides)
     build(test_cfg=dict(mode='slide', crop_size=(42, 28), stride=(14, 14)))
 
+
+
+def test_a_head_that_cannot_weigh_pixels_is_a_config_error():
+    # a stock mmseg head (FCNHead) ignores gt_pixel_weight: the SAOT confidences and
+    # teacher_threshold changed nothing, silently
+    head = dict(type='FCNHead', in_channels=384, in_index=0, channels=8, num_convs=1,
+                concat_input=False, num_classes=4)
+    with pytest.raises(ConfigError, match=(
+            r'EMATeacherUDA: model.decode_head FCNHead does not weigh pixels \(it ignores '
+            r'gt_pixel_weight\)')):
+        build(decode_head=head)
+
+
+def test_a_data_preprocessor_without_branches_is_a_config_error():
+    # SegDataPreProcessor failed on the first source/target batch with KeyError: 0
+    with pytest.raises(ConfigError, match=(
+            'EMATeacherUDA: model.data_preprocessor must be a UDADataPreProcessor')):
+        build(data_preprocessor=dict(type='SegDataPreProcessor', size_divisor=14,
+                                     seg_pad_val=255))
