@@ -153,8 +153,7 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
 
     def _check_parts(self) -> None:
         """ConfigError for a head that ignores per-pixel weights (the SAOT confidences
-        and ``teacher_threshold`` would change nothing) or a data preprocessor without the
-        source/target branches (a ``KeyError: 0`` on the first batch)."""
+        and ``teacher_threshold`` would change nothing)."""
         head = type(self.decode_head).__name__
         if not getattr(self.decode_head, 'weighs_pixels', False):
             raise ConfigError(
@@ -162,12 +161,17 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
                 'gt_pixel_weight), so the SAOT confidences and teacher_threshold would change '
                 "nothing; use type='MLPHead' (configs/_base_/models/dinov2_mlp.py), or a head "
                 'that reads gt_pixel_weight and sets weighs_pixels = True.')
+
+    def train_step(self, data, optim_wrapper):
+        """``EncoderDecoder.train_step``, after checking that the data preprocessor can
+        read a source/target batch (testing, TTA included, may use a plain one)."""
         if not isinstance(self.data_preprocessor, UDADataPreProcessor):
             raise ConfigError(
-                'EMATeacherUDA: model.data_preprocessor must be a UDADataPreProcessor '
-                "(type='UDADataPreProcessor', with the same options), which preprocesses the "
-                f'source and target branches of a batch; got '
-                f'{type(self.data_preprocessor).__name__}.')
+                'EMATeacherUDA: training needs model.data_preprocessor to be a '
+                "UDADataPreProcessor (type='UDADataPreProcessor', with the same options), "
+                'which preprocesses the source and target branches of a batch; got '
+                f'{type(self.data_preprocessor).__name__} (a KeyError: 0 inside it).')
+        return super().train_step(data, optim_wrapper)
 
     def init_weights(self) -> None:
         """Initialise as ``EncoderDecoder`` does, except the backbone's frozen weights:

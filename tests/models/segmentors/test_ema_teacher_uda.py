@@ -419,9 +419,12 @@ def test_a_head_that_cannot_weigh_pixels_is_a_config_error():
         build(decode_head=head)
 
 
-def test_a_data_preprocessor_without_branches_is_a_config_error():
-    # SegDataPreProcessor failed on the first source/target batch with KeyError: 0
+def test_training_with_a_data_preprocessor_without_branches_is_a_config_error():
+    # SegDataPreProcessor failed on the first source/target batch with KeyError: 0;
+    # testing (TTA too) may use it
+    model = build(data_preprocessor=dict(type='SegDataPreProcessor', size_divisor=14,
+                                         seg_pad_val=255))
     with pytest.raises(ConfigError, match=(
-            'EMATeacherUDA: model.data_preprocessor must be a UDADataPreProcessor')):
-        build(data_preprocessor=dict(type='SegDataPreProcessor', size_divisor=14,
-                                     seg_pad_val=255))
+            'EMATeacherUDA: training needs model.data_preprocessor to be a '
+            'UDADataPreProcessor')):
+        model.train_step(dict(source=dict(), target=dict()), optim_wrapper=None)
