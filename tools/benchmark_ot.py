@@ -38,7 +38,8 @@ Usage::
     python tools/benchmark_ot.py --device cuda        # adds 16k, 32k and the GPU rows
     python tools/benchmark_ot.py --sizes 1024,4096,8192 --dims 384 --repeats 5
     # block-sparse on real frozen ViT-S/14 features of street scenes (offline weights)
-    python tools/benchmark_ot.py --sections block --block-data streets --block-seeds 0,1,2
+    python tools/benchmark_ot.py --sections block --block-data streets --block-seeds 0,1,2 \
+        --out benchmarks/ot_cpu_block_streets.md   # a part of the sections: its own file
 """
 import argparse
 import importlib
