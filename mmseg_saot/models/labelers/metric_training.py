@@ -105,21 +105,22 @@ def train_metric(metric: LowRankMetric,
     log = MetricTrainingLog()
     t0 = time.perf_counter()
     metric.train()
-    for _ in range(steps):
-        batch = [_draw_pair(usable, gen) for _ in range(pairs_per_step)]
-        idx = [(sample_valid_patches(labels[s], patches_per_image, gen, ignore_index),
-                sample_valid_patches(labels[t], patches_per_image, gen, ignore_index))
-               for s, t in batch]
-        src = torch.stack([feats[s][i] for (s, _), (i, _) in zip(batch, idx)])
-        tgt = torch.stack([feats[t][j] for (_, t), (_, j) in zip(batch, idx)])
-        src_lab = torch.stack([labels[s][i] for (s, _), (i, _) in zip(batch, idx)]).long()
-        tgt_lab = torch.stack([labels[t][j] for (_, t), (_, j) in zip(batch, idx)]).long()
-        loss = transfer_loss(metric, src, src_lab, tgt, tgt_lab, num_classes,
-                             epsilon=epsilon, rho=rho)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        log.losses.append(float(loss.detach()))
+    with torch.enable_grad():  # whatever the caller's mode (a fit under torch.no_grad())
+        for _ in range(steps):
+            batch = [_draw_pair(usable, gen) for _ in range(pairs_per_step)]
+            idx = [(sample_valid_patches(labels[s], patches_per_image, gen, ignore_index),
+                    sample_valid_patches(labels[t], patches_per_image, gen, ignore_index))
+                   for s, t in batch]
+            src = torch.stack([feats[s][i] for (s, _), (i, _) in zip(batch, idx)])
+            tgt = torch.stack([feats[t][j] for (_, t), (_, j) in zip(batch, idx)])
+            src_lab = torch.stack([labels[s][i] for (s, _), (i, _) in zip(batch, idx)]).long()
+            tgt_lab = torch.stack([labels[t][j] for (_, t), (_, j) in zip(batch, idx)]).long()
+            loss = transfer_loss(metric, src, src_lab, tgt, tgt_lab, num_classes,
+                                 epsilon=epsilon, rho=rho)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            log.losses.append(float(loss.detach()))
     metric.eval()
     log.seconds = time.perf_counter() - t0
     return log

@@ -1,6 +1,5 @@
 """SAOT pseudo-labeller: OT label transfer with a learned metric and class prototypes."""
 import math
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -188,7 +187,6 @@ class SAOTLabeler(nn.Module):
                                     seed=seed)
         self.prototypes = ClassPrototypes(num_classes, feat_dim, num_prototypes, seed=seed)
         self.training_log: Optional[MetricTrainingLog] = None
-        self.training_seconds = 0.0  # of the last metric training (0: none, or loaded)
         for name in ('bank_feats', 'bank_labels', 'bank_desc'):
             self.register_buffer(name, None, persistent=False)
         self.register_buffer('source_mean', torch.zeros(feat_dim))
@@ -237,16 +235,18 @@ class SAOTLabeler(nn.Module):
 
     def _train_metric(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
         """Train the metric from its seeded start (a second fit gives the first's
-        metric), with gradients whatever the caller's mode (``torch.no_grad()``)."""
+        metric)."""
         self.metric.reset(self.seed)
-        start = time.perf_counter()
-        with torch.enable_grad():
-            self.training_log = train_metric(
-                self.metric, feats, labels, self.num_classes, steps=self.metric_steps,
-                pairs_per_step=self.metric_pairs, patches_per_image=self.metric_patches,
-                lr=self.metric_lr, epsilon=self.epsilon, rho=self.rho, seed=self.seed,
-                ignore_index=self.ignore_index)
-        self.training_seconds = time.perf_counter() - start
+        self.training_log = train_metric(
+            self.metric, feats, labels, self.num_classes, steps=self.metric_steps,
+            pairs_per_step=self.metric_pairs, patches_per_image=self.metric_patches,
+            lr=self.metric_lr, epsilon=self.epsilon, rho=self.rho, seed=self.seed,
+            ignore_index=self.ignore_index)
+
+    @property
+    def training_seconds(self) -> float:
+        """Seconds of the metric training of this labeller (0: none, or loaded)."""
+        return self.training_log.seconds if self.training_log is not None else 0.0
 
     # ------------------------------------------------------------------ target side
     @torch.no_grad()
