@@ -7,7 +7,7 @@ mIoU is wrong, silently. Checked on the config before anything is built.
 """
 from typing import List, Mapping, Optional, Sequence
 
-from .layout import dataset_roots, leaf_dataset_keys
+from .layout import dataset_roots, leaf_dataset_keys, type_name
 
 
 def dataset_classes(dataset_cfg: Mapping) -> Optional[Sequence[str]]:
@@ -44,8 +44,8 @@ def class_count_problems(cfg: Mapping, splits: Sequence[str]) -> List[str]:
             shown = ', '.join(classes[:4]) + (', ...' if len(classes) > 4 else '')
             problems.append(
                 f'model.decode_head.num_classes is {num_classes}, but {key} '
-                f'({getattr(leaf.get("type"), "__name__", leaf.get("type"))}) has '
-                f'{len(classes)} classes ({shown}): the head and '
+                f'({type_name(leaf.get("type"))}) has {len(classes)} classes ({shown}): the '
+                'head and '
                 'the metric would disagree on the class ids and the mIoU would be wrong; '
                 f'set model.decode_head.num_classes={len(classes)} (and the num_classes of '
                 "SAOTPseudoLabelHook), or give the dataset the head's classes in "

@@ -21,14 +21,13 @@ import json
 import logging
 import os
 import os.path as osp
-import re
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 from mmengine.logging import print_log
 from PIL import Image
 
-from mmseg_saot.utils.atomic import atomic_write_bytes
+from mmseg_saot.utils.atomic import TEMPORARY_NAME, atomic_write_bytes
 from mmseg_saot.utils.errors import UserInputError, error_reason
 from mmseg_saot.utils.paths import ensure_folder, unused_path
 from .integrity import read_label_map
@@ -39,7 +38,6 @@ LABELER_STATE = 'labeler.pth'
 _CACHE_ENTRIES = frozenset({'labels', 'confidence', LABELER_STATE,
                             'sample_class_stats.json'})
 STATE_NEW, STATE_PARTIAL, STATE_COMPLETE = 'new', 'partial', 'complete'
-_CUT_TEMPORARY = re.compile(r'.+\.\d+\.[0-9a-f]{8}\.tmp')
 
 
 def fingerprint_hash(fingerprint: Dict[str, Any]) -> str:
@@ -159,12 +157,12 @@ class PseudoLabelCache:
             f'{self.option} at a new or empty folder.')
 
     def _remove_cut_temporaries(self) -> None:
-        """Delete the temporaries of writes a killed run cut short (``atomic_write_bytes``
-        names them ``<file>.<pid>.<8 hex>.tmp``): their PNG was never in place, so the
-        image is labelled again. Called before any rank writes."""
+        """Delete the temporaries of writes a killed run cut short
+        (:data:`~mmseg_saot.utils.atomic.TEMPORARY_NAME`): their PNG was never in place,
+        so the image is labelled again. Called before any rank writes."""
         for folder, _, names in os.walk(self.root):
             for name in names:
-                if _CUT_TEMPORARY.fullmatch(name):
+                if TEMPORARY_NAME.fullmatch(name):
                     os.remove(osp.join(folder, name))
 
     def state(self, config_hash: str) -> str:

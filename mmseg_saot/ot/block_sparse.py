@@ -333,8 +333,7 @@ def block_sparse_sinkhorn(x: torch.Tensor,
             keep = _select(coarse, mass_src, b_slots, selection, epsilon, rho_pair, theta,
                            coverage, topk, min_blocks, target_block_size)
         del coarse
-        check_support_carries_balanced(keep, mass_src, b_slots.view(keep.shape[1], -1).sum(1),
-                                       rho_pair)
+        check_support_carries_balanced(keep, mass_src, _block_mass(b1, tgt_blocks), rho_pair)
         timings['select'] = clock() - t0
         t0 = clock()
         support = _Support(keep, src_blocks, tgt_blocks, num_src, num_tgt)

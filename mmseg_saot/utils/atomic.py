@@ -7,10 +7,16 @@ that fails (a full disk, an object that cannot be saved) leaves no temporary beh
 import io
 import os
 import os.path as osp
+import re
 import uuid
 from typing import Any
 
 import torch
+
+
+#: The name ``atomic_write_bytes`` gives its temporary: ``<file>.<pid>.<8 hex>.tmp``. One
+#: left over is a write a killed process cut short.
+TEMPORARY_NAME = re.compile(r'.+\.\d+\.[0-9a-f]{8}\.tmp')
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

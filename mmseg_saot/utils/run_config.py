@@ -61,9 +61,8 @@ def list_index_problem(cfg: Config, key: str) -> Optional[str]:
     for part in key.split('.'):
         where = '.'.join(path)
         if isinstance(node, tuple) and part.isdigit():  # MMEngine cannot set its entries
-            shown = '(' + ', '.join(repr(v) for v in node) + (',)' if len(node) == 1 else ')')
             return (f'{where} is the tuple {node!r}, whose entries cannot be set one by one; '
-                    f'set the whole value, e.g. "{where}={shown}" with that entry changed')
+                    f'set the whole value, e.g. "{where}={node!r}" with that entry changed')
         if isinstance(node, (list, tuple)):
             if not part.isdigit():
                 return (f'{where} is a list of {len(node)}; name an entry by its index, '

@@ -56,3 +56,18 @@ def test_atomic_write_png_that_cannot_encode_leaves_nothing(tmp_path):
     with pytest.raises(Exception):
         atomic_write_png(str(tmp_path / 'bad.png'), np.zeros((4, 4, 7), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_temporary_a_cut_write_leaves_matches_its_published_name(tmp_path, monkeypatch):
+    # PseudoLabelCache deletes leftovers by TEMPORARY_NAME: it must match the real ones
+    import os
+
+    from mmseg_saot.utils import atomic
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(atomic.os, 'replace',
+                        lambda src, dst: seen.append(os.path.basename(src)) or
+                        real_replace(src, dst))
+    atomic.atomic_write_bytes(str(tmp_path / 'a.png'), b'x')
+    assert len(seen) == 1 and atomic.TEMPORARY_NAME.fullmatch(seen[0])
+    assert not atomic.TEMPORARY_NAME.fullmatch('a.png')
