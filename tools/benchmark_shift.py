@@ -60,9 +60,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if bad:
         parser.error(f'--shifts must be in [0, 1], got {bad}')
     if args.out is None:
-        defaults = {a.dest: a.default for a in parser._actions}
-        if any(getattr(args, name) != defaults[name] for name in ('config', 'shifts',
-                                                                   'methods')):
+        if any(getattr(args, name) != parser.get_default(name)
+               for name in ('config', 'shifts', 'methods')):
             parser.error(f'a sweep other than the default one needs --out FILE (the default, '
                          f'{DEFAULT_OUT}, holds the full table)')
         args.out = DEFAULT_OUT
