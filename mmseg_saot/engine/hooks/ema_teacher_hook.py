@@ -4,11 +4,15 @@ from typing import Optional
 import torch
 from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
 from mmseg_saot.utils.errors import UserInputError, check_number, check_positive_int
+
+# checkpoint['meta'][META_KEY] = {'updates': EMA updates the saved teacher has had}
+META_KEY = 'ema_teacher'
 
 
 @torch.no_grad()
@@ -52,7 +56,12 @@ class EMATeacherHook(Hook):
     """Keep ``model.<teacher>`` an exponential moving average of ``model.<student>``.
 
     At the start of training from iteration 0 (not on resume) the teacher is copied
-    from the student, so a resumed run keeps the teacher saved in its checkpoint.
+    from the student, so a resumed run keeps the teacher saved in its checkpoint. A run
+    that fine-tunes from a checkpoint (``load_from``) whose teacher this hook trained
+    keeps that teacher too, and its ramp goes on from the updates the teacher has had;
+    the hook records their number in every checkpoint's ``meta['ema_teacher']``. The
+    teacher of any other checkpoint (a source-only run's was never trained; one whose
+    teacher does not fit this model is not loaded) is replaced by the student.
     After every ``interval``-th iteration t (``runner.iter`` before the loop
     increments it, counting from 0) the teacher moves towards the student with
 
@@ -87,6 +96,10 @@ class EMATeacherHook(Hook):
         self.momentum, self.ramp, self.interval = momentum, ramp, interval
         self.student_name, self.teacher_name = student, teacher
         self.neck_names = (student_neck, teacher_neck)
+        # EMA updates the teacher had before iteration 0 of this run (a fine-tuned
+        # checkpoint's), and those that the last loaded checkpoint recorded
+        self.updates_before_run = 0
+        self._loaded_updates: Optional[int] = None
 
     def _pairs(self, runner):
         """``(student, teacher)`` modules to average: the heads, and the necks where the
@@ -108,12 +121,42 @@ class EMATeacherHook(Hook):
         n*k - 1) uses max(m, 1/n), so the first one still copies the student."""
         if not self.ramp:
             return self.momentum
-        updates = max(1, (iteration + 1) // self.interval)
+        updates = max(1, self.updates_before_run + (iteration + 1) // self.interval)
         return max(self.momentum, 1.0 / updates)
+
+    def updates_after(self, iterations: int) -> int:
+        """EMA updates the teacher has had once ``iterations`` iterations of this run are
+        done (those of a fine-tuned checkpoint included)."""
+        return self.updates_before_run + iterations // self.interval
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Note how many EMA updates the checkpoint's teacher has had, if this hook trained
+        it and it fits the model (MMEngine calls this for ``load_from`` and resume)."""
+        meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+        record = meta.get(META_KEY) if isinstance(meta, dict) else None
+        updates = record.get('updates') if isinstance(record, dict) else None
+        # _pairs: the heads first, then the necks
+        teachers = [(name, teacher) for name, (_, teacher) in
+                    zip((self.teacher_name, self.neck_names[1]), self._pairs(runner))]
+        fits = isinstance(updates, int) and _teacher_fits(teachers, checkpoint)
+        self._loaded_updates = updates if fits else None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        meta = checkpoint.setdefault('meta', {})
+        iterations = meta.get('iter', runner.iter + 1)
+        meta[META_KEY] = {'updates': self.updates_after(int(iterations))}
 
     def before_train(self, runner) -> None:
         pairs = self._pairs(runner)
-        if runner.iter == 0:  # a fresh run; a resumed one keeps its checkpointed teacher
+        loaded = self._loaded_updates
+        if runner.iter > 0:  # resumed: the checkpoint's own teacher and count
+            self.updates_before_run = max(0, (loaded or 0) - runner.iter // self.interval)
+        elif loaded is not None:  # fine-tuning from a checkpoint whose teacher this hook trained
+            self.updates_before_run = loaded
+            print_log(f'EMATeacherHook: the teacher of the loaded checkpoint ({loaded} EMA '
+                      'updates) is kept and goes on averaging the student.', logger='current')
+        else:  # a fresh run
+            self.updates_before_run = 0
             for student, teacher in pairs:
                 ema_update(teacher, student, 1.0)
 
@@ -125,3 +168,18 @@ class EMATeacherHook(Hook):
             ema_update(teacher, student, self.momentum_at(runner.iter))
             if get_world_size() > 1:
                 average_float_buffers(teacher)
+
+
+def _teacher_fits(teachers: list, checkpoint: dict) -> bool:
+    """Whether the checkpoint's state dict holds every tensor of the ``(attribute name,
+    module)`` teachers in its shape (MMEngine loads ``load_from`` non-strictly: a missing
+    or mismatched tensor is skipped)."""
+    state = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state, dict):
+        return False
+    for prefix, teacher in teachers:
+        for name, value in teacher.state_dict().items():
+            saved = state.get(f'{prefix}.{name}', state.get(f'module.{prefix}.{name}'))
+            if not isinstance(saved, torch.Tensor) or saved.shape != value.shape:
+                return False
+    return True
