@@ -6,5 +6,6 @@ custom_imports = dict(imports=['mmseg_saot'], allow_failed_imports=False)
 
 # A fixed seed: the dataloaders are built before `--resume` restores a checkpoint, so
 # without one each launch draws a new seed and a resumed run does not continue the
-# run it resumes (other shuffles, other augmentations). Change it for another draw.
+# run it resumes (other shuffles, other augmentations). Change it for another draw: it
+# also seeds EMATeacherUDA's strong views and dropout (with model.seed).
 randomness = dict(seed=0)

@@ -2,6 +2,7 @@
 import logging
 from typing import Optional
 
+from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -45,7 +46,9 @@ class UDAStageHook(Hook):
         return 'pseudo_labels' if iteration < self.self_training_begin else 'self_training'
 
     def before_train(self, runner) -> None:
-        self._model(runner)
+        model = self._model(runner)
+        if hasattr(model, 'set_run_seed'):  # the strong views follow randomness.seed
+            model.set_run_seed(runner.seed, get_rank())
         self._check_teacher_is_kept(runner)
         stage1_end = min(self.self_training_begin, runner.max_iters)
         stage2 = (f', [{self.self_training_begin}, {runner.max_iters}) the EMA teacher\'s'

@@ -68,7 +68,9 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         feature_cache_dir: also keep the features on disk, in a subfolder named by
             a hash of the backbone's weights and config (runs of the same backbone
             share it; ``'{work_dir}'`` is filled in by tools/train.py).
-        seed: seeds the strong views (with the iteration: ``seed * 100003 + iter``).
+        seed: seeds the strong views and the heads' dropout, with the iteration and the
+            run's seed (:meth:`set_run_seed`): ``(seed + 1000003 * run_seed) * 100003 +
+            iter`` (the views add the rank).
         pretrained: accepted for ``EncoderDecoder``'s interface (``mmseg.apis.init_model``
             sets it to None); anything else is an error: the backbone takes its
             weights from its own ``checkpoint`` option.
@@ -150,6 +152,7 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         self._setup_frozen_features(backbone, feature_cache, feature_cache_gb,
                                     feature_cache_dtype, feature_cache_dir, 'EMATeacherUDA')
         self.stage, self.iteration = STAGES[0], None
+        self.run_seed, self.rank = 0, 0
 
     def _check_parts(self) -> None:
         """ConfigError for a head that ignores per-pixel weights (the SAOT confidences
@@ -193,6 +196,13 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         if stage not in STAGES:
             raise ValueError(f'EMATeacherUDA: stage must be one of {STAGES}, got {stage!r}.')
         self.stage, self.iteration = stage, iteration
+
+    def set_run_seed(self, seed: Optional[int], rank: int = 0) -> None:
+        """Take the run's seed (``runner.seed``: ``randomness.seed``, plus the rank with
+        ``diff_rank_seed``) and the process's rank, so that another ``randomness.seed``
+        draws other strong views and dropout masks, and each rank other strong views (as
+        MMEngine's dataloader workers draw per rank). Set by ``UDAStageHook``."""
+        self.run_seed, self.rank = int(seed or 0), int(rank)
 
     def train(self, mode: bool = True) -> 'EMATeacherUDA':
         """The teacher (head and neck) always predicts in eval mode (BN statistics, no
@@ -256,10 +266,11 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         with self._iteration_rng():
             return self._with_cache_hits(lambda: self._stage_losses(inputs, data_samples))
 
-    def _iteration_seed(self, iteration: int) -> int:
-        """The seed of ``iteration``'s random draws (a function of the model's seed and the
-        iteration only, so a resumed run repeats them)."""
-        return self.seed * 100003 + iteration
+    def _iteration_seed(self, iteration: int, rank: int = 0) -> int:
+        """The seed of ``iteration``'s random draws on ``rank``: a function of the model's
+        and the run's seeds and the iteration only, so a resumed run repeats them."""
+        seed = (self.seed + 1000003 * self.run_seed + 2000000011 * rank) * 100003 + iteration
+        return seed % (1 << 63)
 
     @contextlib.contextmanager
     def _iteration_rng(self) -> Iterator[None]:
@@ -283,7 +294,8 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         device = next(self.decode_head.parameters()).device
         devices = [device.index or 0] if device.type == 'cuda' else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self._iteration_seed(iteration) * 2 + 1)  # not the views' seed
+            # not the views' seed; the same on every rank unless diff_rank_seed (MMEngine's rule)
+            torch.manual_seed((self._iteration_seed(iteration) * 2 + 1) % (1 << 63))
             yield
 
     def _stage_losses(self, inputs, data_samples) -> Dict[str, Tensor]:
@@ -335,7 +347,8 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
             source_labels = stack_labels(data_samples['source'], size, ignore).to(target.device)
             target, labels = pad_to(target, size, 0.0), pad_to(labels, size, ignore)
             weights = pad_to(weights, size, 0.0)
-        generator = torch.Generator().manual_seed(self._iteration_seed(self.iteration))
+        generator = torch.Generator().manual_seed(self._iteration_seed(self.iteration,
+                                                                       self.rank))
         mean, std = self._pixel_statistics()
         images, labels, weights = strong_view(
             source, source_labels, target, labels, weights, mean=mean, std=std,

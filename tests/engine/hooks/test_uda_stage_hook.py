@@ -43,6 +43,15 @@ def test_a_resumed_run_starts_in_the_right_stage():
     assert model.calls == [('self_training', 6)]
 
 
+def test_the_model_gets_the_runs_seed_and_rank():
+    model = StagedModel()
+    model.set_run_seed = lambda seed, rank: model.calls.append(('seed', seed, rank))
+    runner = runner_at(0, model)
+    runner.seed = 1234
+    UDAStageHook(self_training_begin=4).before_train(runner)
+    assert model.calls == [('seed', 1234, 0)]
+
+
 def test_a_model_without_stages_is_a_clear_error():
     with pytest.raises(UserInputError, match='EMATeacherUDA'):
         UDAStageHook(self_training_begin=1).before_train(runner_at(0, nn.Linear(1, 1)))

@@ -101,6 +101,41 @@ def test_stage2_self_training_is_seeded_by_the_iteration():
     assert not torch.allclose(first['mix.loss_ce'], other['mix.loss_ce'])
 
 
+def test_the_runs_seed_and_the_rank_draw_other_strong_views():
+    # the views followed model.seed alone: another randomness.seed repeated them, and
+    # every DDP rank drew the same jitter, blur and ClassMix choices
+    model = build()
+    data = uda_batch(model)
+    model.set_train_state('self_training', 7)
+
+    def mix_loss(run_seed, rank):
+        model.set_run_seed(run_seed, rank)
+        return model.loss(**data)['mix.loss_ce']
+
+    first = mix_loss(0, 0)
+    torch.testing.assert_close(mix_loss(0, 0), first)
+    assert not torch.allclose(mix_loss(1, 0), first)
+    assert not torch.allclose(mix_loss(0, 1), first)
+    model.set_run_seed(0, 0)  # the default run draws what it drew before the run seed
+    assert model._iteration_seed(7) == model.seed * 100003 + 7
+
+
+def test_the_runs_seed_draws_other_dropout_masks_the_same_on_every_rank():
+    model = build(decode_head=dict(type='MLPHead', in_channels=[384], in_index=[0],
+                                   channels=8, num_classes=4, dropout_ratio=0.5))
+    model.train()
+    data = uda_batch(model)
+
+    def loss(run_seed, rank):
+        model.set_run_seed(run_seed, rank)
+        model.set_train_state('pseudo_labels', 3)
+        return model.loss(**data)['src.loss_ce']
+
+    first = loss(0, 0)
+    assert not torch.allclose(loss(1, 0), first)
+    torch.testing.assert_close(loss(0, 1), first)  # diff_rank_seed changes runner.seed
+
+
 @pytest.mark.parametrize('stage_hook', [True, False])
 def test_dropout_is_seeded_by_the_iteration_so_a_resumed_run_repeats_it(stage_hook):
     # MMEngine restores no RNG state on --resume: the step's dropout masks must come from
