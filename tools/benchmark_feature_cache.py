@@ -63,8 +63,9 @@ def pseudo_label_dirs(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, str]]:
     """``(config key, folder)`` of each ``PseudoLabelDataset`` inside ``dataset_cfg``
     (whose own key is ``key``), through Concat, UDA-pair and other wrappers."""
     from mmseg_saot.datasets.layout import dataset_keys
+    from mmseg_saot.utils.config_types import has_type
     for node_key, node in dataset_keys(dataset_cfg, key):
-        if str(node.get('type', '')).split('.')[-1] == 'PseudoLabelDataset':
+        if has_type(node, 'PseudoLabelDataset'):
             yield f'{node_key}.pseudo_label_dir', node.get('pseudo_label_dir')
 
 

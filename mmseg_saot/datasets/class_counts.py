@@ -7,7 +7,9 @@ mIoU is wrong, silently. Checked on the config before anything is built.
 """
 from typing import List, Mapping, Optional, Sequence
 
-from .layout import dataset_roots, leaf_dataset_keys, type_name
+from mmseg_saot.utils.config_types import type_name
+
+from .layout import dataset_roots, leaf_dataset_keys
 
 
 def dataset_classes(dataset_cfg: Mapping) -> Optional[Sequence[str]]:

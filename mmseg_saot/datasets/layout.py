@@ -10,6 +10,7 @@ import os
 import os.path as osp
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from mmseg_saot.utils.config_types import type_name
 from mmseg_saot.utils.errors import UserInputError
 
 # dataset type -> (expected layout, how to prepare it)
@@ -223,15 +224,6 @@ def pipeline_step(dataset_cfg: dict, name: str) -> Optional[dict]:
     without a scope prefix such as ``mmseg.``), also inside wrappers such as
     ``TestTimeAug`` (``transforms``: lists of transforms), or None."""
     return _find_step(dataset_cfg.get('pipeline'), name)
-
-
-def type_name(config_type) -> str:
-    """The registered name a config's ``type`` stands for: a string without its scope
-    (``'mmseg.LoadAnnotations'`` -> ``'LoadAnnotations'``), or a class's name (pure-Python
-    configs give the class itself)."""
-    if isinstance(config_type, str):
-        return config_type.split('.')[-1]
-    return getattr(config_type, '__name__', str(config_type))
 
 
 def _find_step(steps, name: str) -> Optional[dict]:

@@ -10,6 +10,8 @@ import inspect
 import re
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from mmseg_saot.utils.config_types import has_type
+
 # The frame read is mmengine.registry.build_from_cfg's (mmengine 0.10: its locals
 # obj_type, obj_cls, args, registry); where a name is missing, the error is left as it is.
 _BUILD_FUNCTION = 'build_from_cfg'
@@ -75,7 +77,7 @@ def find_config_entry(cfg: Any, type_name: str, keys: List[str]) -> Optional[str
         return None
     root = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg
     for path, node in walk(root):
-        if isinstance(node, dict) and node.get('type') == type_name and all(key in node for key in keys):
+        if has_type(node, type_name) and all(key in node for key in keys):
             return path
     return None
 

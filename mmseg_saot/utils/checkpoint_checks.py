@@ -4,6 +4,7 @@ import os.path as osp
 from typing import Any, Optional
 
 from mmseg_saot.utils.cli import exit_with
+from mmseg_saot.utils.config_types import has_type
 from mmseg_saot.utils.errors import load_failure_reason
 
 
@@ -121,8 +122,7 @@ def untrained_teacher_problem(model, checkpoint: Any, path: str, config: str) ->
         hooks = Config.fromstring(text, '.py').get('custom_hooks') or []
     except Exception:  # a config that does not parse here (other plugins): not judged
         return None
-    if any(isinstance(hook, dict) and str(hook.get('type')).split('.')[-1] == 'EMATeacherHook'
-           for hook in hooks):
+    if any(has_type(hook, 'EMATeacherHook') for hook in hooks):
         return None
     return (f'"{path}" was saved by a run without EMATeacherHook (its saved config has '
             'none in custom_hooks), so its teacher head was never trained, and '

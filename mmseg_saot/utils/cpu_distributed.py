@@ -15,6 +15,8 @@ from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 
+from mmseg_saot.utils.config_types import has_type, type_name
+
 
 @MODEL_WRAPPERS.register_module()
 class CPUDistributedDataParallel(MMDistributedDataParallel):
@@ -27,7 +29,7 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
 def _sync_bn_to_bn(node) -> None:
     items = node.items() if isinstance(node, dict) else enumerate(node)
     for _, value in list(items):
-        if isinstance(value, dict) and value.get('type') == 'SyncBN':
+        if has_type(value, 'SyncBN'):  # 'SyncBN', 'mmseg.SyncBN'
             value['type'] = 'BN'
         if isinstance(value, (dict, list)):
             _sync_bn_to_bn(value)
@@ -41,7 +43,7 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
         torch_dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                                       world_size=int(os.environ['WORLD_SIZE']))
     wrapper = cfg.get('model_wrapper_cfg') or {}
-    if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
+    if type_name(wrapper.get('type', 'MMDistributedDataParallel')) == 'MMDistributedDataParallel':
         cfg.model_wrapper_cfg = dict(
             wrapper, type='CPUDistributedDataParallel', broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))

@@ -69,6 +69,14 @@ def test_find_config_entry_walks_dicts_and_lists():
     assert find_config_entry(cfg, 'B', ['nope']) is None
 
 
+def test_find_config_entry_reads_scoped_and_class_types():
+    # a scoped type (mmseg.MLPHead) or a class was not found: the message named no entry
+    cfg = dict(model=dict(decode_head=dict(type='mmseg.MLPHead', channels=8)),
+               custom_hooks=[dict(type=LookupError, momentum=1)])
+    assert find_config_entry(cfg, 'MLPHead', ['channels']) == 'model.decode_head'
+    assert find_config_entry(cfg, 'LookupError', ['momentum']) == 'custom_hooks.0'
+
+
 def test_component_config_problem_checks_options_as_far_as_the_signature_tells():
     from mmengine.registry import Registry
     registry = Registry('thing', scope='demo')

@@ -8,6 +8,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
+from mmseg_saot.utils.config_types import has_type
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_integer
 
 
@@ -77,8 +78,7 @@ class UDAStageHook(Hook):
         """Stage 2 is out of reach: say so and how to shorten both stages."""
         hooks = runner.cfg.get('custom_hooks') or []
         index = next((i for i, hook in enumerate(hooks)
-                      if isinstance(hook, dict) and hook.get('type') in ('UDAStageHook',
-                                                                         UDAStageHook)), None)
+                      if has_type(hook, UDAStageHook)), None)
         key = ('the self_training_begin of UDAStageHook in custom_hooks' if index is None else
                f'custom_hooks.{index}.self_training_begin')
         half = max(1, runner.max_iters // 2)

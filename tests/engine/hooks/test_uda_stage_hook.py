@@ -103,6 +103,15 @@ def test_a_run_that_ends_before_stage2_warns_with_the_option_to_lower(begin, max
         'custom_hooks.1.self_training_begin=5.']
 
 
+@pytest.mark.parametrize('hook_type', ['mmseg.UDAStageHook', UDAStageHook])
+def test_the_no_stage2_hint_finds_a_scoped_or_class_hook_type(hook_type):
+    runner = runner_at(0, StagedModel())
+    runner.cfg = dict(custom_hooks=[dict(type='EMATeacherHook'),
+                                    dict(type=hook_type, self_training_begin=20)])
+    message = UDAStageHook(self_training_begin=20)._no_stage2_message(runner)
+    assert message.endswith('custom_hooks.1.self_training_begin=5.')
+
+
 @pytest.mark.parametrize('bad', ['abc', -1, 2.5, None])
 def test_a_stage_switch_that_is_not_an_iteration_is_named(bad):
     with pytest.raises(ConfigError, match=f'^UDAStageHook: self_training_begin must be an '
