@@ -57,13 +57,17 @@ def list_index_problem(cfg: Config, key: str) -> Optional[str]:
     (``crop_size.0``: MMEngine asks for ``_delete_``, which no option can give), and a
     key under a value that is not a dict (``train_cfg.max_iters.x``).
     """
-    node, path = cfg, []
-    for part in key.split('.'):
+    node, path, parts = cfg, [], key.split('.')
+    for at, part in enumerate(parts):
         where = '.'.join(path)
         if isinstance(node, tuple) and part.isdigit():  # MMEngine cannot set its entries
             return (f'{where} is the tuple {node!r}, whose entries cannot be set one by one; '
                     f'set the whole value, e.g. "{where}={node!r}" with that entry changed')
         if isinstance(node, (list, tuple)):
+            if part.startswith('-') and part[1:].isdigit() and node:  # -1: not read
+                index = len(node) - int(part[1:]) if int(part[1:]) <= len(node) else 0
+                return (f'{where} is a list of {len(node)}, indexed from 0 (negative indexes '
+                        f'are not read); e.g. ' + '.'.join([where, str(index)] + parts[at + 1:]))
             if not part.isdigit():
                 return (f'{where} is a list of {len(node)}; name an entry by its index, '
                         f'e.g. {where}.0.{part}' if node else f'{where} is an empty list')

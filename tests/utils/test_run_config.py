@@ -59,6 +59,18 @@ def test_a_list_entry_the_config_does_not_have_is_named(tmp_path, capsys):
         'model.head.in_index has 1 entry (0-0), not 1'
 
 
+def test_a_negative_list_index_is_named_with_the_entry_it_meant():
+    # it read as a name under the list: "e.g. custom_hooks.0.-1"
+    from mmengine.config import Config
+
+    from mmseg_saot.utils.run_config import list_index_problem
+    cfg = Config(dict(custom_hooks=[dict(type='A', x=1), dict(type='B', x=2)]))
+    assert list_index_problem(cfg, 'custom_hooks.-1.x') == (
+        'custom_hooks is a list of 2, indexed from 0 (negative indexes are not read); '
+        'e.g. custom_hooks.1.x')
+    assert list_index_problem(cfg, 'custom_hooks.-3').endswith('e.g. custom_hooks.0')
+
+
 def test_a_name_under_a_list_or_a_key_under_a_value_is_one_line(tmp_path, capsys):
     # MMEngine raised a bare TypeError for both
     from mmseg_saot.utils.run_config import load_config
