@@ -29,7 +29,8 @@ from mmseg_saot.utils.run_config import load_run_config, save_config_with_templa
 from mmseg_saot.utils.run_options import check_run_options
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The command line ``argv`` (default ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description='Train a segmentor')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='where logs and checkpoints go')
@@ -45,7 +46,7 @@ def parse_args() -> argparse.Namespace:
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -232,9 +233,10 @@ def _command(args: argparse.Namespace, work_dir: str, kept: List[str],
     """``kept`` (the arguments) with ``--work-dir work_dir`` (and ``--resume``), as a
     shell command for one process, or as a hint for a launcher's."""
     tail = ['--work-dir', work_dir] + (['--resume'] if resume else [])
-    if args.launcher == 'none':
-        return 'python tools/train.py ' + shlex.join(kept + tail)
-    options = [item for item in kept if item != args.config]
+    if args.launcher == 'none':  # before a '--': what follows it is positional
+        at = kept.index('--') if '--' in kept else len(kept)
+        return 'python tools/train.py ' + shlex.join(kept[:at] + tail + kept[at:])
+    options = [item for item in kept if item not in (args.config, '--')]
     example = shlex.join([args.config, 'NUM_GPUS'] + options + tail)
     return (f'the same launch with {shlex.join(tail)} (e.g. '
             f'tools/dist_train.sh {example})')

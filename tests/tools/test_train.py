@@ -489,6 +489,28 @@ def test_the_resume_command_repeats_the_options_of_the_run():
         'NUM_GPUS --cfg-options a.b=1 --work-dir /runs/r --resume)')
 
 
+def test_the_resume_command_puts_its_options_before_a_double_dash(monkeypatch):
+    # after "--" argparse reads --work-dir and --resume as more positional arguments
+    import shlex
+    from types import SimpleNamespace
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args sets it when missing
+
+    from tool_scripts import load_tool
+    train = load_tool('tools/train.py')
+    argv = ['--cfg-options', 'a=1', 'b=2', '--', 'cfg.py']
+    args = train.parse_args(argv)
+    assert (args.config, args.cfg_options) == ('cfg.py', {'a': 1, 'b': 2})
+    command = train.resume_command(args, 'runs/r', argv)
+    assert command == ('python tools/train.py --cfg-options a=1 b=2 --work-dir runs/r '
+                       '--resume -- cfg.py')
+    again = train.parse_args(shlex.split(command)[2:])
+    assert (again.config, again.work_dir, again.resume) == ('cfg.py', 'runs/r', True)
+    args = SimpleNamespace(config='cfg.py', launcher='pytorch')
+    assert train.resume_command(args, 'r', argv).endswith(
+        '(e.g. tools/dist_train.sh cfg.py NUM_GPUS --cfg-options a=1 b=2 --work-dir r '
+        '--resume)')
+
+
 def test_a_stop_before_any_checkpoint_repeats_the_command_load_from_included(tmp_path):
     # "continue with ... --resume" without load_from, and no checkpoint to resume: the
     # fine-tuning run restarted from scratch, its starting weights silently dropped
