@@ -46,6 +46,7 @@ import importlib
 import json
 import math
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -203,6 +204,12 @@ def machine_line(device):
     return f'Machine: {name}; ' + ', '.join(versions) + '.'
 
 
+def invocation(argv=None) -> str:
+    """The command as typed (``argv``, default ``sys.argv[1:]``), quoted for a shell."""
+    return shlex.join(['python', 'tools/benchmark_ot.py',
+                       *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv=None):
     from mmseg_saot.utils.arg_types import (device_option, non_negative_int_list, output_file,
                                             positive_float, positive_int, positive_int_list)
@@ -260,7 +267,7 @@ def main(argv=None):
                      f'FILE (the default, {default_out}, holds the whole table)')
     isolate = not gpu
     lines = [f'# OT benchmark ({device})', '', machine_line(device), '',
-             f'Command: `python tools/benchmark_ot.py {" ".join(sys.argv[1:])}`', '']
+             f'Command: `{invocation(argv)}`', '']
     start = time.perf_counter()
     runs = dict(speed=lambda: speed_section(args, device, isolate, lines),
                 iters=lambda: iterations_section(args, lines),

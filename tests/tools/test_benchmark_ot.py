@@ -111,6 +111,9 @@ def test_a_failing_section_is_recorded_and_the_others_are_kept(tool, tmp_path, m
     code, text, _ = run_three_sections(tool, monkeypatch, tmp_path, iterations, accuracy,
                                        block)
     assert code == 1
+    # the command that wrote the table, quoted (it was sys.argv, unquoted: pytest's here)
+    assert (f'Command: `python tools/benchmark_ot.py --device cpu --sections '
+            f'iters,accuracy,block --out {tmp_path / "ot.md"}`') in text
     assert '| iterations table |' in text and '| block table |' in text
     assert ('**The accuracy section failed** (ImportError: No module named geomloss); the '
             'other sections are complete.') in text
