@@ -331,35 +331,38 @@ class KernelOperator(Operator):
         s_buf = np.empty(self.fused_rows, dtype=w.dtype)
         t_buf = np.empty(num_cols, dtype=w.dtype)
         f_np, fn_np, fh_np, la_np = f.numpy(), f_new.numpy(), self.f_hat.numpy(), self.log_a.numpy()
-        for i in range(f.shape[0]):
-            shift = -math.inf
-            t_acc = np.zeros(num_cols, dtype=w.dtype)
-            kernel = None if upcast else self.kernel[i].numpy()
-            for r0 in range(0, num_rows, self.fused_rows):
-                r1 = min(r0 + self.fused_rows, num_rows)
-                if upcast:
-                    block = buf[:r1 - r0].copy_(self.kernel[i, r0:r1]).numpy()
-                else:
-                    block = kernel[r0:r1]
-                s_blk = s_buf[:r1 - r0]
-                np.dot(block, w[i], out=s_blk)
-                smin = fh_np[i, r0:r1] - eps * (np.log(s_blk, dtype=np.float64) + m[i])
-                f_old = torch.from_numpy(f_np[i, r0:r1])
-                if viol is not None:
-                    viol[i] += violation(f_old, torch.from_numpy(smin), self.log_a[i, r0:r1])
-                f_blk = f_update(f_old, torch.from_numpy(smin)).numpy()
-                fn_np[i, r0:r1] = f_blk
-                zc = (f_blk - fh_np[i, r0:r1]) / eps + la_np[i, r0:r1]
-                blk_max = float(zc.max())
-                if blk_max == -math.inf:  # every row of zero weight: nothing to add
-                    continue
-                if blk_max > shift:
-                    if math.isfinite(shift):
-                        t_acc *= math.exp(shift - blk_max)
-                    shift = blk_max
-                np.dot(np.exp(zc - shift).astype(w.dtype), block, out=t_buf)
-                t_acc += t_buf
-            with np.errstate(divide='ignore'):  # empty column: log 0 = -inf, as in torch
-                log_t = np.log(t_acc, dtype=np.float64)
-            t_out[i] = self.g_hat[i] - eps * (torch.from_numpy(log_t) + shift)
+        # A row or column whose kernel underflowed gives log 0 = -inf (and then inf - inf):
+        # as in torch, without numpy's warnings; the loop sees the non-finite potential
+        # and hands the solve to the log-domain rescue.
+        with np.errstate(divide='ignore', invalid='ignore'):
+            for i in range(f.shape[0]):
+                shift = -math.inf
+                t_acc = np.zeros(num_cols, dtype=w.dtype)
+                kernel = None if upcast else self.kernel[i].numpy()
+                for r0 in range(0, num_rows, self.fused_rows):
+                    r1 = min(r0 + self.fused_rows, num_rows)
+                    if upcast:
+                        block = buf[:r1 - r0].copy_(self.kernel[i, r0:r1]).numpy()
+                    else:
+                        block = kernel[r0:r1]
+                    s_blk = s_buf[:r1 - r0]
+                    np.dot(block, w[i], out=s_blk)
+                    smin = fh_np[i, r0:r1] - eps * (np.log(s_blk, dtype=np.float64) + m[i])
+                    f_old = torch.from_numpy(f_np[i, r0:r1])
+                    if viol is not None:
+                        viol[i] += violation(f_old, torch.from_numpy(smin), self.log_a[i, r0:r1])
+                    f_blk = f_update(f_old, torch.from_numpy(smin)).numpy()
+                    fn_np[i, r0:r1] = f_blk
+                    zc = (f_blk - fh_np[i, r0:r1]) / eps + la_np[i, r0:r1]
+                    blk_max = float(zc.max())
+                    if blk_max == -math.inf:  # every row of zero weight: nothing to add
+                        continue
+                    if blk_max > shift:
+                        if math.isfinite(shift):
+                            t_acc *= math.exp(shift - blk_max)
+                        shift = blk_max
+                    np.dot(np.exp(zc - shift).astype(w.dtype), block, out=t_buf)
+                    t_acc += t_buf
+                log_t = np.log(t_acc, dtype=np.float64)  # empty column: log 0 = -inf
+                t_out[i] = self.g_hat[i] - eps * (torch.from_numpy(log_t) + shift)
         return f_new, t_out, viol

@@ -128,3 +128,18 @@ def test_gradient_at_small_epsilon_is_finite_or_refused_clearly():
     _assert_finite(res, 'num_iters=10')
     with pytest.raises(SingularSystemError, match=r'epsilon=0.001, num_iters=10'):
         torch.autograd.grad((res.plan * weights).sum(), cost)
+
+
+def test_an_underflowed_kernel_raises_no_numpy_warning():
+    # the fused CPU step took log 0 (and inf - inf) without numpy's errstate: under
+    # -W error (warnings as errors) the solve raised instead of going to the log domain
+    import warnings
+
+    from mmseg_saot.ot import cosine_cost
+    gen = torch.Generator().manual_seed(0)
+    cost = cosine_cost(torch.randn(60, 16, generator=gen), torch.randn(40, 16, generator=gen))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        res = sinkhorn(cost, epsilon=1e-3, rho=1.0, tol=1e-6, num_iters=300, warn=False)
+    assert res.method == 'kernel+log'
+    _assert_finite(res, 'eps 1e-3')
