@@ -107,7 +107,7 @@ from ._block_operators import BlockKernelOperator, BlockLogOperator
 from ._block_order import _order_blocks
 from ._block_select import (_block_mass, _block_weights, _select,
                             check_support_carries_balanced)
-from ._validation import (FLOAT_DTYPES, Rho, check_balanced_masses, check_epsilon,
+from ._validation import (FLOAT_DTYPES, Rho, balanced_masses, check_epsilon,
                           check_feature_pair, check_positive_int, check_projection, marginal,
                           parse_rho)
 from .costs import Metric
@@ -310,7 +310,7 @@ def block_sparse_sinkhorn(x: torch.Tensor,
     num_src, num_tgt = x.shape[0], y.shape[0]
     a1 = marginal('a', a, None, num_src, 'N = x.shape[0]', x.device, DUAL_DTYPE)[0].detach()
     b1 = marginal('b', b, None, num_tgt, 'M = y.shape[0]', x.device, DUAL_DTYPE)[0].detach()
-    check_balanced_masses(a1[None], b1[None], rho_pair)
+    b1 = balanced_masses(a1[None], b1[None], rho_pair, a, b)[0]
     cfg = make_config(epsilon, (rho_pair[1], rho_pair[0]), num_iters, tol, check_every, omega,
                       translation_invariant, None, None, warn, 'block_sparse_sinkhorn')
     timings = {}

@@ -7,7 +7,7 @@ import torch
 
 from . import _loop
 from ._operators import LogOperator
-from ._validation import (Rho, check_balanced_masses, check_epsilon, check_feature_pair,
+from ._validation import (Rho, balanced_masses, check_epsilon, check_feature_pair,
                           check_positive_int, check_projection, initial_potential, marginal,
                           parse_rho)
 from .costs import FeatureCost, Metric
@@ -93,7 +93,7 @@ def sinkhorn_online(x: torch.Tensor,
     dual = DUAL_DTYPE
     a2 = marginal('a', a, None, num_rows, 'N = x.shape[0]', x.device, dual).detach()
     b2 = marginal('b', b, None, num_cols, 'M = y.shape[0]', x.device, dual).detach()
-    check_balanced_masses(a2, b2, rho_pair)
+    b2 = balanced_masses(a2, b2, rho_pair, a, b)
     f0 = initial_potential('f_init', f_init, a2, batched=False)
     g0 = initial_potential('g_init', g_init, b2, batched=False)
     cfg = make_config(epsilon, rho_pair, num_iters, tol, check_every, omega,

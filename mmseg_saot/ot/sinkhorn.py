@@ -7,7 +7,7 @@ import torch
 from . import _loop
 from ._implicit import ImplicitPotentials
 from ._operators import KernelOperator, LogOperator
-from ._validation import (FLOAT_DTYPES, Rho, check_balanced_masses, check_cost, check_epsilon,
+from ._validation import (FLOAT_DTYPES, Rho, balanced_masses, check_cost, check_epsilon,
                           check_positive_int, initial_potential, marginal, parse_rho)
 from .costs import DenseCost
 from .result import SinkhornResult
@@ -151,7 +151,7 @@ def sinkhorn(cost: torch.Tensor,
     bsz = batch if batched else None
     a3 = marginal('a', a, bsz, num_rows, 'N = cost.shape[-2]', cost.device, DUAL_DTYPE).detach()
     b3 = marginal('b', b, bsz, num_cols, 'M = cost.shape[-1]', cost.device, DUAL_DTYPE).detach()
-    check_balanced_masses(a3, b3, rho_pair)
+    b3 = balanced_masses(a3, b3, rho_pair, a, b)
     f0 = initial_potential('f_init', f_init, a3, batched)
     g0 = initial_potential('g_init', g_init, b3, batched)
     storage_dtype = storage_dtype or cost.dtype

@@ -331,6 +331,25 @@ def test_balanced_with_unequal_masses_raises_naming_both_sums():
     sinkhorn(cost, a * (1 + 1e-9), b, epsilon=0.1)  # within the relative tolerance
 
 
+@pytest.mark.parametrize('dtype, size', [(torch.float16, 100), (torch.bfloat16, 100),
+                                         (torch.float32, 100000)])
+def test_weights_rounded_in_their_dtype_are_balanced_masses(dtype, size):
+    # weights normalised in fp16/bf16 (or in fp32 over 1e5 points) miss 1 by more than
+    # 1e-6: balanced OT refused them, naming two sums that printed as equal
+    gen = torch.Generator().manual_seed(0)
+    a = torch.softmax(torch.randn(size, generator=gen) * 3, 0).to(dtype)
+    b = torch.full((70,), 1 / 70).to(dtype)
+    cost = torch.rand(size, 70, generator=gen)
+    res = sinkhorn(cost, a, b, epsilon=0.1, tol=1e-4)
+    assert bool(res.converged)
+    marginals = res.marginals()
+    for sent in marginals:  # both sides carry a's total, to the solve's tolerance
+        torch.testing.assert_close(sent.sum().double(), a.double().sum(), rtol=1e-4, atol=0)
+    with pytest.raises(ValueError, match=r'a.sum\(\)=0.[45]\d+ and b.sum\(\)=\d.\d+ \(relative '
+                       r'gap 0.5, beyond the [\d.e-]+ that rounding the weights allows\)'):
+        sinkhorn(cost, a * 0.5, b, epsilon=0.1)
+
+
 @pytest.mark.parametrize('dense_limit', [10**6, 0], ids=['dense', 'conjugate_gradient'])
 @pytest.mark.parametrize('zero', ['a', 'b'])
 @pytest.mark.parametrize('rho', [math.inf, 0.7])
