@@ -63,13 +63,14 @@ def _rows_per_chunk(num_cols: int, element_bytes: int = 4) -> int:
 
 
 def matmul_fp32(x: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
-    """Return ``x @ y_t`` accumulated and returned in fp32 (fp64 if the inputs are fp64).
+    """Return ``x @ y_t`` accumulated and returned in fp32 (fp64 if the inputs are fp64);
+    2-D, or batched with :func:`torch.matmul`'s broadcasting.
 
     Used for cost blocks from half-precision features: a bf16 product rounded to
     bf16 would carry a ~4e-3 error on a cosine, i.e. 8 % of the kernel at eps 0.05.
     """
     if x.dtype in _HALF:
-        if x.is_cuda and _OUT_DTYPE_MM['ok'] is not False:
+        if x.is_cuda and x.dim() == y_t.dim() == 2 and _OUT_DTYPE_MM['ok'] is not False:
             try:
                 out = torch.mm(x, y_t.to(x.dtype), out_dtype=torch.float32)
                 _OUT_DTYPE_MM['ok'] = True

@@ -80,8 +80,12 @@ def _is_number(value) -> bool:
 
 def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
     """Return ``value`` as an int after checking ``value >= minimum``."""
-    if int(value) != value or value < minimum:
-        raise ValueError(f'`{name}` must be an integer >= {minimum}, got {value}.')
+    try:
+        whole = not isinstance(value, (bool, str)) and int(value) == value
+    except (TypeError, ValueError, OverflowError):  # None, nan, inf, a tensor of several
+        whole = False
+    if not whole or value < minimum:
+        raise ValueError(f'`{name}` must be an integer >= {minimum}, got {value!r}.')
     return int(value)
 
 

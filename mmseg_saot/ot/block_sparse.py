@@ -303,6 +303,14 @@ def block_sparse_sinkhorn(x: torch.Tensor,
         raise ValueError(f'`coverage` must be in (0, 1], got {coverage}.')
     if selection == 'topk' and topk is None:
         raise ValueError("`topk` is required for selection='topk'.")
+    if selection == 'topk':
+        topk = check_positive_int('topk', topk)
+    if selection == 'truncation' and not (isinstance(theta, (int, float)) and
+                                          math.isfinite(theta) and theta >= 0):
+        raise ValueError(f'`theta` must be a finite number >= 0, got {theta!r}.')
+    min_blocks = check_positive_int('min_blocks', min_blocks)
+    tree_dims = check_positive_int('tree_dims', tree_dims)
+    dropped_samples = check_positive_int('dropped_samples', dropped_samples, minimum=0)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     storage_dtype = storage_dtype or dtype
     if storage_dtype not in FLOAT_DTYPES:

@@ -27,25 +27,29 @@ from ._matvec import matmul_fp32
 Metric = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
-def cosine_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Return the ``(..., N, M)`` cosine cost ``1 - cos(x_i, y_j)`` in [0, 2].
-
-    ``x``: ``(N, D)`` or batched ``(B, N, D)``; ``y``: ``(M, D)`` or ``(B, M, D)``.
-    """
+def _check_same_dim(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f'`x` and `y` must share their feature dimension, got shapes '
                          f'{tuple(x.shape)} and {tuple(y.shape)}.')
+
+
+def cosine_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Return the ``(..., N, M)`` cosine cost ``1 - cos(x_i, y_j)`` in [0, 2].
+
+    ``x``: ``(N, D)`` or batched ``(B, N, D)``; ``y``: ``(M, D)`` or ``(B, M, D)``. The
+    cost is fp32 for half-precision features (products accumulated in fp32), else their
+    dtype.
+    """
+    _check_same_dim(x, y)
     x = F.normalize(x, dim=-1)
     y = F.normalize(y, dim=-1)
-    if x.dim() == 2 and y.dim() == 2:
-        sim = matmul_fp32(x, y.t())
-    else:
-        sim = x @ y.transpose(-1, -2).to(x.dtype)
+    sim = matmul_fp32(x, y.transpose(-1, -2))  # fp32 from half features, batched too
     return (1.0 - sim).clamp_(0.0, 2.0)
 
 
 def sqeuclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Return the ``(N, M)`` cost ``||x_i - y_j||^2 / 2`` (geomloss ``p=2``), fp32 or fp64."""
+    _check_same_dim(x, y)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     xx = (x.to(dtype)**2).sum(-1, keepdim=True)
     yy = (y.to(dtype)**2).sum(-1)

@@ -106,6 +106,8 @@ def transfer_labels(plan_or_result: Union[torch.Tensor, SinkhornResult, BlockSpa
     Returns:
         :class:`LabelTransfer` with ``probs`` (M, C), ``confidence``, ``labels``, ``mass``.
     """
+    if chunk_size is not None:
+        chunk_size = check_positive_int('chunk_size', chunk_size)
     if isinstance(plan_or_result, BlockSparseResult):
         result = plan_or_result
         n_src, n_tgt = result.f.shape[0], result.g.shape[0]
@@ -260,6 +262,9 @@ def knn_transfer(source_feats: torch.Tensor,
     k = check_positive_int('k', k)
     chunk_size = check_positive_int('chunk_size', chunk_size)
     src, lab, _ = _labelled(source_feats, source_labels, ignore_index)
+    if bool((lab >= num_classes).any() or (lab < 0).any()):  # all, not the chosen ones
+        raise ValueError(f'`source_labels` must lie in [0, {num_classes}) or equal '
+                         f'ignore_index={ignore_index}.')
     check_feature_pair(source_feats, target_feats, 'source_feats', 'target_feats')
     tgt = F.normalize(target_feats, dim=1)
     num_t = tgt.shape[0]
@@ -281,8 +286,5 @@ def knn_transfer(source_feats: torch.Tensor,
             top_val, top_idx = val, pos
         weights = torch.softmax(top_val / temperature, dim=1)
         classes = lab[top_idx].long()
-        if bool((classes >= num_classes).any() or (classes < 0).any()):
-            raise ValueError(f'`source_labels` must lie in [0, {num_classes}) or equal '
-                             f'ignore_index={ignore_index}.')
         votes[t0:t1].scatter_add_(1, classes, weights)
     return _finish(votes, ignore_index)

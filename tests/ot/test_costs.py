@@ -17,6 +17,22 @@ def test_batched_cosine_cost_equals_each_problem_alone():
     torch.testing.assert_close(batched[0], 1.0 - cos)
 
 
+@pytest.mark.parametrize('dtype, bound', [(torch.float16, 1e-3), (torch.bfloat16, 4e-3)])
+def test_batched_cosine_cost_of_half_features_is_accumulated_in_fp32(dtype, bound):
+    # the batched path multiplied in the half dtype: a bf16 cost, twice the error
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 200, 64, generator=gen).to(dtype)
+    y = torch.randn(2, 150, 64, generator=gen).to(dtype)
+    batched = cosine_cost(x, y)
+    assert batched.dtype == torch.float32
+    for i in range(2):
+        torch.testing.assert_close(batched[i], cosine_cost(x[i], y[i]))
+    exact = cosine_cost(x.double(), y.double())
+    # what is left is the rounding of the normalised features (bf16 product: 6.3e-3)
+    assert float((batched.double() - exact).abs().max()) < bound
+    torch.testing.assert_close(cosine_cost(x, y[0]), cosine_cost(x, y[0][None].expand(2, -1, -1)))
+
+
 def test_cosine_cost_feature_size_mismatch_names_both_shapes():
     with pytest.raises(ValueError, match=r'`x` and `y` must share their feature dimension, '
                        r'got shapes \(4, 3\) and \(5, 2\)'):
