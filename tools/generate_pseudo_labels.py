@@ -39,7 +39,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='methods to score (default: the whole ladder)')
     parser.add_argument('--work-dir', help='the run folder (default as tools/train.py)')
     parser.add_argument('--out-dir', help='table, JSON and overlays '
-                        '(default: <work_dir>/pseudo_label_eval)')
+                        '(default: <work_dir>/pseudo_label_eval, or '
+                        '<work_dir>/pseudo_label_eval_val with --split val)')
     parser.add_argument('--num-overlays', type=non_negative_int, default=8,
                         help='overlay PNGs per method (0: none)')
     parser.add_argument('--no-cache', action='store_true',
