@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -59,21 +59,12 @@ def benchmark_folder(work_dir: Optional[str]) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def pseudo_label_dirs(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, str]]:
-    """``(config key, folder)`` of each ``PseudoLabelDataset`` inside ``dataset_cfg``
-    (whose own key is ``key``), through Concat, UDA-pair and other wrappers."""
-    from mmseg_saot.datasets.layout import dataset_keys
-    from mmseg_saot.utils.config_types import has_type
-    for node_key, node in dataset_keys(dataset_cfg, key):
-        if has_type(node, 'PseudoLabelDataset'):
-            yield f'{node_key}.pseudo_label_dir', node.get('pseudo_label_dir')
-
-
 def missing_pseudo_labels(cfg, config_path: str) -> Optional[str]:
     """Why the training set of ``cfg`` cannot be read: a pseudo-label folder it trains
     on holds no complete cache (no ``manifest.json`` marked complete), with the
     commands that write one and point the benchmark at it; None when none is missing.
     """
+    from mmseg_saot.datasets.layout import pseudo_label_dirs
     from mmseg_saot.datasets.pseudo_label_cache import PseudoLabelCache
     from mmseg_saot.utils.run_config import default_work_dir
     dataset = cfg.train_dataloader.dataset

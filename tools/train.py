@@ -17,6 +17,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
+from mmseg_saot.datasets.layout import pseudo_label_dirs
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
 from mmseg_saot.engine.hooks.pending_validation import pending_on_any_rank
 from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, newest_checkpoint,
@@ -25,6 +26,7 @@ from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
                                                 check_checkpoint_or_exit, load_from_warning)
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, enable_amp, exit_with,
                                   interrupt_exits, user_errors_exit)
+from mmseg_saot.utils.config_types import has_type
 from mmseg_saot.utils.run_config import load_run_config, save_config_with_templates
 from mmseg_saot.utils.run_options import check_run_options
 
@@ -148,7 +150,7 @@ def main() -> None:
                   'with --cfg-options '
                   + shlex.quote(f'load_from={resume_from}')
                   + ' and a longer schedule (train_cfg.max_iters and the end of each '
-                  'param_scheduler).', file=sys.stderr)
+                  f'param_scheduler){fine_tune_notes(cfg, runner.work_dir)}.', file=sys.stderr)
             return
     elif loaded is not None:  # fine-tuning: a partial fit is allowed, and said
         warning = load_from_warning(runner.model, loaded, cfg.load_from)
@@ -190,6 +192,29 @@ def validate_last_iteration(runner, cfg, resume_from: str, done: int) -> None:
                 hook.before_train(runner)
         val_loop.run()
         runner.call_hook('after_run')
+
+
+def fine_tune_notes(cfg, work_dir: str) -> str:
+    """What a fine-tuning run of ``cfg`` from this run would do again, and how to spare
+    it: a UDA config starts stage 1 again at iteration 0, and labels the target set again
+    into its new work_dir (a complete matching cache copied there is reused). '' when
+    neither applies."""
+    notes = []
+    for index, hook in enumerate(cfg.get('custom_hooks') or []):
+        begin = hook.get('self_training_begin') if has_type(hook, 'UDAStageHook') else None
+        if isinstance(begin, int) and begin > 0:
+            notes.append(f'starts stage 1 again at iteration 0 (custom_hooks.{index}.'
+                         'self_training_begin=0 goes on self-training, with the teacher '
+                         'of the checkpoint)')
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
+    for _, folder in pseudo_label_dirs(dataset, 'train_dataloader.dataset'):
+        inside = isinstance(folder, str) and not osp.relpath(
+            osp.abspath(folder), osp.abspath(work_dir)).startswith(os.pardir)
+        if inside:
+            relative = osp.relpath(osp.abspath(folder), osp.abspath(work_dir))
+            notes.append(f'labels the target set again into the new work_dir (copy {folder} '
+                         f'to <new work_dir>/{relative} first to reuse these pseudo-labels)')
+    return '; this config ' + ' and '.join(notes) if notes else ''
 
 
 def finished_at(checkpoint, max_iters: Optional[int]) -> Optional[int]:

@@ -10,7 +10,7 @@ import os
 import os.path as osp
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from mmseg_saot.utils.config_types import type_name
+from mmseg_saot.utils.config_types import has_type, type_name
 from mmseg_saot.utils.errors import UserInputError
 
 # dataset type -> (expected layout, how to prepare it)
@@ -182,6 +182,14 @@ def dataset_keys(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, dict]]:
     yield key, dataset_cfg
     for child_key, child in _wrapped(dataset_cfg, key):
         yield from dataset_keys(child, child_key)
+
+
+def pseudo_label_dirs(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, str]]:
+    """``(config key, folder)`` of each ``PseudoLabelDataset`` inside ``dataset_cfg``
+    (whose own key is ``key``), through Concat, UDA-pair and other wrappers."""
+    for node_key, node in dataset_keys(dataset_cfg, key):
+        if has_type(node, 'PseudoLabelDataset'):
+            yield f'{node_key}.pseudo_label_dir', node.get('pseudo_label_dir')
 
 
 def leaf_dataset_keys(dataset_cfg: dict, key: str) -> Iterator[Tuple[str, dict]]:

@@ -282,3 +282,13 @@ def test_types_given_as_classes_are_checked_as_their_names(tmp_path):
         pipeline=[dict(type=LoadImageFromFile), dict(type=LoadAnnotations)]))))
     with pytest.raises(DataLayoutError, match='labels.*seg_map_path'):
         check_data_layout(cfg)
+
+
+def test_pseudo_label_folders_are_found_inside_wrappers():
+    from mmseg_saot.datasets.layout import pseudo_label_dirs
+    target = dict(type='PseudoLabelDataset', pseudo_label_dir='/p', dataset=dict(type='X'))
+    wrapped = dict(type='ConcatDataset', datasets=[
+        dict(type='X'), dict(type='SourceTargetDataset', source=dict(type='X'), target=target)])
+    assert list(pseudo_label_dirs(wrapped, 'd')) == [
+        ('d.datasets.1.target.pseudo_label_dir', '/p')]
+    assert list(pseudo_label_dirs(dict(type='X'), 'd')) == []

@@ -97,16 +97,6 @@ def test_times_the_steps_on_given_pseudo_labels_and_cleans_up(tiny, tmp_path, ca
     assert not list(scratch.glob('feature_cache_bench_*'))
 
 
-def test_pseudo_label_folders_are_found_inside_wrappers():
-    tool = load_tool(TOOL)
-    target = dict(type='PseudoLabelDataset', pseudo_label_dir='/p', dataset=dict(type='X'))
-    wrapped = dict(type='ConcatDataset', datasets=[
-        dict(type='X'), dict(type='SourceTargetDataset', source=dict(type='X'), target=target)])
-    assert list(tool.pseudo_label_dirs(wrapped, 'd')) == [
-        ('d.datasets.1.target.pseudo_label_dir', '/p')]
-    assert list(tool.pseudo_label_dirs(dict(type='X'), 'd')) == []
-
-
 def test_each_timed_step_waits_for_the_models_gpu(monkeypatch):
     # perf_counter around train_step timed the launch of a GPU step, not its work (the
     # cached path's .cpu() then waited for the uncached step's kernels)

@@ -214,7 +214,33 @@ def test_kill_then_resume_continues_the_run(python, tiny_config,
     # not "resume with a larger max_iters": the restored schedule would train at lr 0
     assert (f'fine-tune from it in a new --work-dir with --cfg-options '
             f'load_from={interrupted}/iter_6.pth and a longer schedule') in again.stderr
+    # a UDA config: what fine-tuning does again, and how to spare it
+    assert ('; this config starts stage 1 again at iteration 0 (custom_hooks.2.'
+            'self_training_begin=0 goes on self-training, with the teacher of the checkpoint) '
+            'and labels the target set again into the new work_dir (copy '
+            f'{interrupted}/pseudo_labels to <new work_dir>/pseudo_labels first to reuse '
+            'these pseudo-labels).') in again.stderr
     assert (interrupted / 'iter_6.pth').stat().st_mtime_ns == stamp
+
+
+def test_fine_tuning_as_advised_reuses_the_pseudo_labels_and_keeps_the_teacher(
+        python, tiny_config, reference_run, tmp_path):
+    # the finished-run advice, followed: load_from, stage 2 from the start, the copied
+    # pseudo-labels; the EMA teacher of the checkpoint goes on (it was replaced by the
+    # student, and the target set labelled again)
+    work_dir = tmp_path / 'longer'
+    shutil.copytree(reference_run / 'pseudo_labels', work_dir / 'pseudo_labels')
+    result = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--cfg-options',
+                      f'load_from={reference_run}/iter_6.pth', 'train_cfg.max_iters=2',
+                      'custom_hooks.2.self_training_begin=0')
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert f'pseudo-labels: reusing the complete cache {work_dir}/pseudo_labels' in log
+    assert ('EMATeacherHook: the teacher of the loaded checkpoint (6 EMA updates) is kept '
+            'and goes on averaging the student.') in log
+    assert 'starting at iteration 0 (self_training)' in log
+    saved = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)
+    assert saved['meta']['ema_teacher'] == {'updates': 8}
 
 
 def test_a_cache_of_other_settings_is_labelled_again_before_the_first_batch(
