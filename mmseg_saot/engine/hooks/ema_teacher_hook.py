@@ -135,9 +135,13 @@ class EMATeacherHook(Hook):
         meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
         record = meta.get(META_KEY) if isinstance(meta, dict) else None
         updates = record.get('updates') if isinstance(record, dict) else None
-        # _pairs: the heads first, then the necks
+        try:  # _pairs: the heads first, then the necks
+            pairs = self._pairs(runner)
+        except UserInputError:  # a test run's wrapper (the TTA model): nothing to keep
+            self._loaded_updates = None
+            return
         teachers = [(name, teacher) for name, (_, teacher) in
-                    zip((self.teacher_name, self.neck_names[1]), self._pairs(runner))]
+                    zip((self.teacher_name, self.neck_names[1]), pairs)]
         fits = isinstance(updates, int) and _teacher_fits(teachers, checkpoint)
         self._loaded_updates = updates if fits else None
 

@@ -213,3 +213,12 @@ def test_a_teacher_that_does_not_fit_is_not_kept():
     hook.before_train(runner_at(model, 0))
     torch.testing.assert_close(flat(model.teacher_head), flat(model.decode_head))
     assert hook.updates_before_run == 0
+
+
+def test_loading_into_a_model_without_the_heads_is_left_to_training():
+    # tools/test.py --tta loads the checkpoint into a TTA wrapper (no decode_head): the
+    # hook's check of the loaded teacher stopped the test run
+    hook = EMATeacherHook()
+    hook.after_load_checkpoint(runner_at(nn.Module(), 0),
+                               {'meta': {'ema_teacher': {'updates': 3}}, 'state_dict': {}})
+    assert hook._loaded_updates is None
