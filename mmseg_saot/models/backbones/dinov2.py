@@ -11,6 +11,7 @@ from mmseg.registry import MODELS
 from torch import nn
 
 from mmseg_saot.utils.build_errors import did_you_mean
+from mmseg_saot.utils.config_types import has_type
 from mmseg_saot.utils.digests import named_tensors_sha256
 from mmseg_saot.utils.errors import ConfigError, WeightsError
 from .hub_access import hub_unreachable
@@ -43,10 +44,10 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
         if 'dynamic_img_size' not in str(err):
             raise
         raise ConfigError(
-            f'DINOv2Backbone: timm model "{model_name}" is not a Vision Transformer '
-            '(it takes no dynamic_img_size); the backbone needs a timm ViT such as '
-            'vit_small_patch14_dinov2 or vit_base_patch16_224.dino '
-            '(see timm.list_models("vit_*")).') from err
+            f'DINOv2Backbone: timm model "{model_name}" takes no dynamic_img_size (it is '
+            'not a ViT, or a ViT of one input size only, such as BEiT or CaiT); the '
+            'backbone needs a timm ViT such as vit_small_patch14_dinov2 or '
+            'vit_base_patch16_224.dino (see timm.list_models("vit_*")).') from err
     except Exception as err:  # hub unreachable, auth, missing file...
         if not pretrained:
             raise
@@ -54,6 +55,12 @@ def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
     if not hasattr(vit, 'forward_intermediates'):
         raise ConfigError(f'DINOv2Backbone: timm model "{model_name}" has no '
                           'forward_intermediates(); use a ViT.')
+    if not (isinstance(getattr(vit, 'blocks', None), nn.Module)
+            and isinstance(getattr(vit, 'patch_embed', None), nn.Module)):
+        raise ConfigError(f'DINOv2Backbone: timm model "{model_name}" is not a plain ViT '
+                          '(no patch_embed and single sequence of blocks: a hierarchical '
+                          'model such as Swin); use a timm ViT such as '
+                          'vit_small_patch14_dinov2 (see timm.list_models("vit_*")).')
     return vit
 
 
@@ -138,7 +145,8 @@ class DINOv2Backbone(BaseModule):
             loading one keeps the ViT weights this module was built with
             (``checkpoint``/``pretrained``). Default: False.
         init_cfg (dict, optional): MMEngine init config; the ViT ignores it (and
-            ``EMATeacherUDA`` keeps it out of a segmentor-level one).
+            ``EMATeacherUDA`` keeps it out of a segmentor-level one). A ``Pretrained``
+            one is refused: the ViT's weights come from ``checkpoint``.
 
     Shapes:
         input: (B, 3, H, W).
@@ -161,6 +169,7 @@ class DINOv2Backbone(BaseModule):
                  feature_dtype: Optional[str] = None,
                  save_frozen_weights: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
+        _refuse_pretrained_init_cfg(init_cfg)
         super().__init__(init_cfg=init_cfg)
         if feature_dtype is not None and feature_dtype not in _AUTOCAST_DTYPES:
             raise ConfigError(f'DINOv2Backbone: feature_dtype must be one of '
@@ -178,7 +187,7 @@ class DINOv2Backbone(BaseModule):
         self.norm = norm
         self._norm_by_fc_norm = norm and self._final_norm_is_fc_norm(model_name)
         self.feature_dtype = feature_dtype
-        self.patch_size = int(self.vit.patch_embed.patch_size[0])
+        self.patch_size = _token_stride(self.vit, model_name)
         self.embed_dim = int(self.vit.embed_dim)
         self.vit.requires_grad_(False)
         self.vit.eval()
@@ -248,9 +257,15 @@ class DINOv2Backbone(BaseModule):
         check('model.data_preprocessor.test_cfg', padding.get('size'),
               padding.get('size_divisor'))
         test_cfg = test_cfg or {}
-        crop = test_cfg.get('crop_size')
-        if test_cfg.get('mode') == 'slide' and crop and any(v % patch for v in crop):
+        crop = test_cfg.get('mode') == 'slide' and test_cfg.get('crop_size')
+        if crop and any(v % patch for v in crop):
             problems.append(f'model.test_cfg.crop_size={tuple(crop)}')
+        if not crop and padding.get('size') is None and padding.get('size_divisor') is None:
+            raise ConfigError(
+                f'{owner}: model.data_preprocessor.test_cfg pads no test image (MMSeg then '
+                'stacks them as they are), so an image that is not a whole number of '
+                f'{patch}-px patches of {self.model_name} would get predictions shifted '
+                f'against it; set model.data_preprocessor.test_cfg=dict(size_divisor={patch}).')
         if problems:
             raise ConfigError(
                 f'{owner}: {", ".join(problems)} is not a multiple of the patch size of '
@@ -355,6 +370,30 @@ class DINOv2Backbone(BaseModule):
                 maps = [self.vit.fc_norm(m.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
                         for m in maps]
         return tuple(feature_map.float() for feature_map in maps)
+
+
+def _refuse_pretrained_init_cfg(init_cfg) -> None:
+    """ConfigError for ``init_cfg=dict(type='Pretrained', ...)``, MMSeg's usual way to
+    give backbone weights: the frozen ViT never reads it (a missing file passed too)."""
+    for entry in init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]:
+        if has_type(entry, 'Pretrained'):
+            raise ConfigError(
+                'DINOv2Backbone: init_cfg=Pretrained is not read (the frozen ViT would keep '
+                'its initial weights); give the weights as model.backbone.checkpoint='
+                f'{entry.get("checkpoint", "<file>")!r} (a .pth or .safetensors file) and '
+                'drop model.backbone.init_cfg.')
+
+
+def _token_stride(vit: nn.Module, model_name: str) -> int:
+    """Pixels per token of ``vit``: the patch size, times the stride of a hybrid ViT's
+    CNN stem (``vit_base_r50_s16_224``: patch 1, 16 px per token)."""
+    embed = vit.patch_embed
+    ratio = embed.feat_ratio(as_scalar=False) if hasattr(embed, 'feat_ratio') else None
+    ratio = tuple(ratio) if ratio is not None else tuple(embed.patch_size)
+    if len(set(ratio)) != 1:
+        raise ConfigError(f'DINOv2Backbone: timm model "{model_name}" has tokens of '
+                          f'{ratio[0]} x {ratio[1]} px; the backbone needs square ones.')
+    return int(ratio[0])
 
 
 def _is_int(value) -> bool:

@@ -101,8 +101,33 @@ def test_a_misspelt_model_name_gets_the_closest_timm_name():
 
 
 def test_a_timm_model_that_is_not_a_vit_is_a_clear_error():
-    with pytest.raises(ConfigError, match='"resnet18" is not a Vision Transformer'):
+    with pytest.raises(ConfigError, match='"resnet18" takes no dynamic_img_size'):
         DINOv2Backbone(model_name='resnet18', pretrained=False)
+
+
+@pytest.mark.parametrize('init_cfg', [
+    dict(type='Pretrained', checkpoint='/nonexistent/dinov2.pth'),
+    [dict(type='mmseg.Pretrained', checkpoint='/nonexistent/dinov2.pth')]])
+def test_pretrained_init_cfg_is_refused_with_the_option_that_works(init_cfg):
+    # MMSeg's usual way to give backbone weights: ignored, a missing file included, and
+    # the run trained on random features
+    with pytest.raises(ConfigError, match=r"init_cfg=Pretrained is not read .* "
+                       r"model.backbone.checkpoint='/nonexistent/dinov2.pth'"):
+        DINOv2Backbone(model_name=VIT_S, init_cfg=init_cfg)
+
+
+def test_a_hierarchical_model_is_named_not_a_traceback():
+    # Swin takes dynamic_img_size and has forward_intermediates, then failed on .blocks
+    with pytest.raises(ConfigError, match='"swin_tiny_patch4_window7_224" is not a plain ViT'):
+        DINOv2Backbone(model_name='swin_tiny_patch4_window7_224', pretrained=False)
+
+
+def test_a_hybrid_vits_patch_is_its_token_stride():
+    # a ResNet stem before 8-px patches: 32 px per token. The backbone took patch 8,
+    # padded to multiples of 8 and the token grid did not fit the image.
+    backbone = DINOv2Backbone(model_name='vit_tiny_r_s16_p8_224', out_indices=1)
+    assert backbone.patch_size == 32
+    assert backbone(torch.rand(1, 3, 230, 450))[0].shape == (1, 192, 8, 15)
 
 
 def test_a_non_vit_with_pretrained_weights_does_not_blame_the_hub(monkeypatch):
@@ -119,7 +144,7 @@ def test_a_non_vit_with_pretrained_weights_does_not_blame_the_hub(monkeypatch):
     # client is offline should anything get past it
     monkeypatch.setattr(timm, 'create_model', create_model)
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    with pytest.raises(ConfigError, match='"resnet18" is not a Vision Transformer'):
+    with pytest.raises(ConfigError, match='"resnet18" takes no dynamic_img_size'):
         DINOv2Backbone(model_name='resnet18', pretrained=True)  # stubbed: no download
     assert calls == [('resnet18', True)]  # the stub, not timm, was asked for weights
 

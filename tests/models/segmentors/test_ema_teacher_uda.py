@@ -20,7 +20,8 @@ def build(**overrides):
         type='EMATeacherUDA',
         data_preprocessor=dict(type='UDADataPreProcessor', mean=[123.675, 116.28, 103.53],
                                std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
-                               size_divisor=14, seg_pad_val=255),
+                               size_divisor=14, seg_pad_val=255,
+                               test_cfg=dict(size_divisor=14)),
         backbone=dict(type='DINOv2Backbone', model_name='vit_small_patch14_dinov2',
                       out_indices=1, pretrained=False),
         decode_head=dict(type='MLPHead', in_channels=[384], in_index=[0], channels=8,
@@ -423,7 +424,8 @@ def test_a_segmentor_init_cfg_initialises_the_head_not_the_frozen_backbone():
 
 
 @pytest.mark.parametrize('overrides, named', [
-    (dict(data_preprocessor=dict(type='UDADataPreProcessor', size_divisor=16)),
+    (dict(data_preprocessor=dict(type='UDADataPreProcessor', size_divisor=16,
+                                 test_cfg=dict(size_divisor=28))),
      'model.data_preprocessor.size_divisor=16'),
     (dict(data_preprocessor=dict(type='UDADataPreProcessor', size=(32, 42),
                                  test_cfg=dict(size_divisor=16))),
@@ -442,6 +444,20 @@ def test_inputs_that_do_not_cover_whole_patches_are_refused(overrides, named):
     build(test_cfg=dict(mode='slide', crop_size=(42, 28), stride=(14, 14)))
 
 
+@pytest.mark.parametrize('test_cfg', [None, dict(pad_val=0)])
+def test_test_images_without_padding_are_refused(test_cfg):
+    # MMSeg's preprocessor pads test images only by its test_cfg: without it a 230x450
+    # image was padded by the backbone and 48 % of the predicted pixels moved
+    preprocessor = dict(type='UDADataPreProcessor', size_divisor=14, test_cfg=test_cfg)
+    with pytest.raises(ConfigError, match=re.escape(
+            'EMATeacherUDA: model.data_preprocessor.test_cfg pads no test image') + '.*' +
+            re.escape('set model.data_preprocessor.test_cfg=dict(size_divisor=14).')):
+        build(data_preprocessor=preprocessor)
+    # a sliding window of whole patches takes crops of its own size
+    build(data_preprocessor=preprocessor,
+          test_cfg=dict(mode='slide', crop_size=(42, 28), stride=(14, 14)))
+
+
 
 def test_a_head_that_cannot_weigh_pixels_is_a_config_error():
     # a stock mmseg head (FCNHead) ignores gt_pixel_weight: the SAOT confidences and
@@ -458,7 +474,7 @@ def test_training_with_a_data_preprocessor_without_branches_is_a_config_error():
     # SegDataPreProcessor failed on the first source/target batch with KeyError: 0;
     # testing (TTA too) may use it
     model = build(data_preprocessor=dict(type='SegDataPreProcessor', size_divisor=14,
-                                         seg_pad_val=255))
+                                         seg_pad_val=255, test_cfg=dict(size_divisor=14)))
     with pytest.raises(ConfigError, match=(
             'EMATeacherUDA: training needs model.data_preprocessor to be a '
             'UDADataPreProcessor')):
