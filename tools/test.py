@@ -24,7 +24,8 @@ from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_folder_or_exit,
                                   exit_with, interrupt_exits, user_errors_exit)
 from mmseg_saot.utils.paths import move_aside
-from mmseg_saot.utils.run_config import load_run_config, save_config_with_templates
+from mmseg_saot.utils.run_config import (config_dump_path, file_kept, load_run_config,
+                                        save_config_with_templates)
 from mmseg_saot.utils.run_options import check_run_options
 
 
@@ -154,9 +155,12 @@ def main() -> None:
     check_data_or_exit(cfg, splits=('test',))
     with user_errors_exit(cfg):
         check_run_options(cfg, args.config, training=False)
-        runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
-                  RUNNERS.build(cfg))
-        save_config_with_templates(runner, cfg)
+        # the runner saves its config as work_dir/<config name>: with the default
+        # work_dir, where the training run of this config saved its own
+        with file_kept(config_dump_path(cfg, cfg.work_dir)):
+            runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+                      RUNNERS.build(cfg))
+        save_config_with_templates(runner, cfg, folder=runner.log_dir)
     check_checkpoint_fits_or_exit(runner.model, checkpoint, args.checkpoint, args.config)
     untrained = untrained_teacher_problem(runner.model, checkpoint, args.checkpoint,
                                           args.config)

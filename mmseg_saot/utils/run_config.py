@@ -1,16 +1,18 @@
 """Load a run's config for the tools: ``--cfg-options``, the work_dir, ``'{work_dir}'``
 in paths (filled in for the run, kept in the config the run saves)."""
+import contextlib
 import copy
 import os
 import os.path as osp
 import sys
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.dist import get_rank
 
 from mmseg_saot.utils.cfg_option_keys import unread_key_problem
 from mmseg_saot.utils.config_inheritance import stale_variable_warnings
+from mmseg_saot.utils.atomic import atomic_write_bytes
 from mmseg_saot.utils.cli import check_launcher_env_or_exit, ensure_folder_or_exit, exit_with
 from mmseg_saot.utils.errors import error_reason
 
@@ -173,9 +175,35 @@ def fill_work_dir(node, work_dir: str,
     return filled
 
 
-def save_config_with_templates(runner, cfg: Config) -> None:
+def config_dump_path(cfg: Config, work_dir: str) -> str:
+    """Where MMEngine's runner saves ``cfg`` in ``work_dir``: the config file's name."""
+    return osp.join(work_dir, osp.basename(cfg.filename)) if cfg.filename else ''
+
+
+@contextlib.contextmanager
+def file_kept(path: str) -> Iterator[None]:
+    """Put back the bytes ``path`` held before the block (rank 0), if it held any.
+
+    A test run's runner saves its config where the training run of the same config
+    saved its own (``work_dir/<config name>``), as a config without training parts."""
+    before = None
+    if path and get_rank() == 0 and osp.isfile(path):
+        with open(path, 'rb') as f:
+            before = f.read()
+    try:
+        yield
+    finally:
+        if before is not None:
+            with open(path, 'rb') as f:
+                changed = f.read() != before
+            if changed:
+                atomic_write_bytes(path, before)
+
+
+def save_config_with_templates(runner, cfg: Config, folder: Optional[str] = None) -> None:
     """Rewrite the config the runner saved in its work_dir with ``'{work_dir}'`` back in
-    the strings :func:`load_run_config` filled in (rank 0).
+    the strings :func:`load_run_config` filled in (rank 0); with ``folder``, save it
+    there instead (a test run: its log folder).
 
     MMEngine saves the config as the run used it. A run started again from that file
     with another ``--work-dir`` would otherwise write its pseudo-labels into the first
@@ -185,8 +213,8 @@ def save_config_with_templates(runner, cfg: Config) -> None:
         runner: the built runner (it has saved its config).
         cfg: the config :func:`load_run_config` returned.
     """
-    templates = getattr(cfg, _TEMPLATES_ATTR, None)
-    if not templates or get_rank() != 0:
+    templates = getattr(cfg, _TEMPLATES_ATTR, None) or []
+    if (not templates and folder is None) or get_rank() != 0:
         return
     saved = copy.deepcopy(runner.cfg)
     for path, template in templates:
@@ -199,4 +227,4 @@ def save_config_with_templates(runner, cfg: Config) -> None:
         except (KeyError, IndexError, TypeError):
             continue  # changed after loading: saved as the run used it
     name = osp.basename(cfg.filename) if cfg.filename else f'{runner.timestamp}.py'
-    saved.dump(osp.join(runner.work_dir, name))
+    saved.dump(osp.join(folder or runner.work_dir, name))

@@ -381,11 +381,18 @@ def test_resume_with_an_empty_last_checkpoint_names_the_newest_checkpoint(
 
 def test_test_tool_prints_per_class_iou(python, tiny_config, reference_run,
                                         tmp_path):
-    tested = run_tool(python, TEST, tiny_config, reference_run / 'iter_6.pth',
-                      '--work-dir', tmp_path / 'test')
+    # in the training run's folder, as test.py's default work_dir is: the training
+    # config saved there was overwritten by the test's (no training parts)
+    run = tmp_path / 'run'
+    shutil.copytree(reference_run, run)
+    trained_with = (run / 'tiny.py').read_bytes()
+    tested = run_tool(python, TEST, tiny_config, run / 'iter_6.pth', '--work-dir', run)
     assert tested.returncode == 0, tested.stderr[-3000:]
     output = tested.stdout + tested.stderr
     assert 'per class results' in output and 'road' in output
+    assert (run / 'tiny.py').read_bytes() == trained_with
+    [test_config] = [path for path in run.glob('*/tiny.py')]  # the test's log folder
+    assert 'train_cfg = None' in test_config.read_text()
     # the run's saved config keeps '{work_dir}': a run from it writes into its own folder
     saved = (reference_run / 'tiny.py').read_text()
     assert "pseudo_label_dir='{work_dir}/pseudo_labels'" in saved
