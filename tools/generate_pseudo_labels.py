@@ -83,6 +83,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
     from mmseg.registry import DATASETS, HOOKS, MODELS
 
     import mmseg_saot  # noqa: F401  (registers the plugin)
+    from mmseg_saot.datasets.class_counts import class_count_problems
     from mmseg_saot.engine.hooks import find_pseudo_label_dataset, pseudo_label_hook_configs
     from mmseg_saot.engine.pseudo_labels.comparison import (compare_methods,
                                                             missing_ground_truth,
@@ -90,12 +91,19 @@ def run(cfg, args: argparse.Namespace) -> dict:
     from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
     from mmseg_saot.engine.pseudo_labels.features import FeatureMemo, PseudoLabelInputError
     from mmseg_saot.engine.pseudo_labels.scoring import format_table
+    from mmseg_saot.utils.errors import ConfigError
 
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     hooks = pseudo_label_hook_configs(cfg.get('custom_hooks', []))
     if not hooks:
         raise PseudoLabelInputError(f'{args.config} has no SAOTPseudoLabelHook in custom_hooks; '
                                     'see configs/saot/gta2cs.py.')
+    # as tools/train.py: before any labelling, which a mismatch would lose to a crash
+    # (IndexError in the scoring) or to a cache moved aside by the next run
+    problems = class_count_problems(cfg, ('train', 'val') if args.split == 'val' else ('train',))
+    if problems:
+        raise ConfigError(f'{args.config}: {"; ".join(problems)} (from the config or '
+                          '--cfg-options).')
     hook = HOOKS.build(hooks[0])
     dataset = find_pseudo_label_dataset(DATASETS.build(cfg.train_dataloader.dataset))
     if args.split == 'val':
@@ -105,6 +113,11 @@ def run(cfg, args: argparse.Namespace) -> dict:
                 'on; add one (see configs/saot/gta2cs.py) or score the train split (drop '
                 '--split val).')
         dataset = _val_as_target(cfg, dataset)
+        if not dataset.metainfo.get('classes'):
+            raise PseudoLabelInputError(
+                f'--split val: val_dataloader.dataset of {args.config} names no classes; '
+                "give it the head's classes in metainfo=dict(classes=...) (or use a "
+                'dataset type that has them, e.g. CityscapesDataset).')
         args.no_cache = True
     # before the model is built (minutes for a large ViT): whether there is truth to score
     unscored = missing_ground_truth(dataset)

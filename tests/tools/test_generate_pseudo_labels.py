@@ -123,6 +123,24 @@ def test_val_split_without_a_val_dataloader_is_a_clear_message(python, tmp_path)
     assert f'--split val: {config} has no val_dataloader' in result.stderr
 
 
+def test_a_head_of_another_class_count_is_named_before_any_labelling(python, tmp_path):
+    # tools/train.py refused it; here the whole target set was labelled first and the
+    # scoring then failed with IndexError (or the cache was moved aside by the next run)
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2, num_val=1)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w'),
+                             '--methods', 'nn', '--device', 'cpu', '--cfg-options',
+                             'model.decode_head.num_classes=6',
+                             'custom_hooks.0.num_classes=6'],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    assert (f'error: {config}: model.decode_head.num_classes is 6, but '
+            'train_dataloader.dataset.source') in result.stderr
+    assert not (tmp_path / 'w' / 'pseudo_labels').exists()
+
+
 def test_val_split_with_a_wrapped_train_target_is_a_clear_message(python, tmp_path):
     # its labelling pipeline was read from the wrapper: AttributeError traceback
     from mmengine import Config
