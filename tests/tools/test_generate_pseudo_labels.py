@@ -141,6 +141,22 @@ def test_a_head_of_another_class_count_is_named_before_any_labelling(python, tmp
     assert not (tmp_path / 'w' / 'pseudo_labels').exists()
 
 
+def test_a_source_bank_of_one_image_is_named_for_the_learned_metric(python, tmp_path):
+    # the metric trains on pairs of source images: a ValueError traceback, no option named
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2, num_val=1)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w'),
+                             '--methods', 'nn', '--device', 'cpu', '--cfg-options',
+                             'custom_hooks.0.num_source_images=1'],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    assert ('error: the learned metric trains on pairs of labelled source images, and the '
+            'source set has 1 with a labelled patch; give SAOTPseudoLabelHook more source '
+            'images (its num_source_images') in result.stderr
+
+
 def test_val_split_with_a_wrapped_train_target_is_a_clear_message(python, tmp_path):
     # its labelling pipeline was read from the wrapper: AttributeError traceback
     from mmengine import Config

@@ -59,6 +59,13 @@ def fit_labeler(labeler: SAOTLabeler, sources: List[ImageFeatures],
         state: a saved ``labeler.state_dict()``: loaded instead of training the
             metric (prototypes are rebuilt from it, deterministically).
     """
+    if state is None and labeler.trains_metric and len(sources) < 2:
+        raise PseudoLabelInputError(
+            f'the learned metric trains on pairs of labelled source images, and the source '
+            f'set has {len(sources)} with a labelled patch; give SAOTPseudoLabelHook more '
+            'source images (its num_source_images, or the images and labels of its '
+            "source dataset), or label without the metric (method='ot_unbalanced', 'knn' "
+            "or 'nn').")
     feats, labels = stack_same_grid(sources, 'the source pipeline')
     if state is not None:
         labeler.load_state_dict(state)

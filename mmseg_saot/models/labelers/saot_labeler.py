@@ -225,13 +225,19 @@ class SAOTLabeler(nn.Module):
             feats = feats - self.source_mean
         self.bank_feats, self.bank_labels = feats, labels
         self.bank_desc = global_descriptor(feats)
-        if self.switches['metric'] and train and self.metric_steps > 0 and self.metric.rank:
+        if train and self.trains_metric:
             self._train_metric(feats, labels)
         if self.switches['prior']:
             keep = labels != self.ignore_index
             with torch.no_grad():
                 self.prototypes.fit(self.metric(feats[keep]), labels[keep], self.ignore_index)
         return self
+
+    @property
+    def trains_metric(self) -> bool:
+        """Whether :meth:`fit` trains the metric (on pairs of source images: it needs
+        two with labelled patches)."""
+        return bool(self.switches['metric'] and self.metric_steps > 0 and self.metric.rank)
 
     def _train_metric(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
         """Train the metric from its seeded start (a second fit gives the first's
