@@ -157,6 +157,21 @@ def test_a_source_bank_of_one_image_is_named_for_the_learned_metric(python, tmp_
             'images (its num_source_images') in result.stderr
 
 
+def test_ground_truth_that_is_all_ignore_is_named_not_scored_as_nan(python, tmp_path):
+    # the table said mIoU nan and the JSON held NaN (which strict parsers refuse), exit 0
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2, num_val=1)
+    for path in (data / 'cs' / 'gtFine' / 'val').rglob('*_labelTrainIds.png'):
+        Image.fromarray(np.full_like(np.array(Image.open(path)), 255)).save(path)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w'),
+                             '--methods', 'nn', '--split', 'val', '--device', 'cpu'],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert ('error: the ground truth of the 1 scored target images has no labelled pixel '
+            '(all ignore_index=255): nothing to score') in result.stderr
+
+
 def test_val_split_with_a_wrapped_train_target_is_a_clear_message(python, tmp_path):
     # its labelling pipeline was read from the wrapper: AttributeError traceback
     from mmengine import Config

@@ -102,6 +102,12 @@ def compare_methods(model: torch.nn.Module, hook, dataset, methods: Sequence[str
             if method == main_method and dataset.cache.has(dataset.key(record.index)):
                 cached = dataset.cache.read_labels(dataset.key(record.index))
                 mismatches += int((cached != out.labels).sum())
+    if scores and not any(score.labelled_pixels for score in scores.values()):
+        raise PseudoLabelInputError(
+            f'the ground truth of the {len(dataset)} scored target images has no labelled '
+            f'pixel (all ignore_index={ignore}): nothing to score the methods against. Check '
+            'the label maps (seg_map_suffix, train ids: python tools/check_data.py CONFIG), '
+            'or run without --split val / --no-cache to only write the pseudo-labels.')
     results = {m: scores[m].summary(classes) for m in scores}
     if main_method in results:
         results[main_method]['cache_mismatches'] = mismatches

@@ -47,6 +47,11 @@ class PseudoLabelScore:
         Raises:
             ValueError: the ground truth has another size than the labels.
         """
+        if gt.ndim == 3:
+            raise ValueError(f'ground truth of shape {gt.shape} is a colour image, not a '
+                             'label map of class ids (train ids, one channel): convert it '
+                             '(tools/dataset_converters/; python tools/check_data.py CONFIG '
+                             'lists such files).')
         if gt.shape != labels.shape:
             raise ValueError(f'ground truth {gt.shape} and pseudo-labels {labels.shape} '
                              'differ in size.')

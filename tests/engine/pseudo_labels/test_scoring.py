@@ -23,3 +23,10 @@ def test_ground_truth_beyond_the_classes_is_named_with_the_likely_cause():
             r'ground truth holds 26, not a class in \[0, 19\) nor ignore_index=255: label '
             'ids rather than train ids')):
         PseudoLabelScore(19).add(gt, gt, gt)
+
+
+def test_colour_ground_truth_is_named_as_such_not_as_a_size_mismatch():
+    score = PseudoLabelScore(num_classes=3)
+    labels = np.zeros((4, 5), dtype=np.int64)
+    with pytest.raises(ValueError, match=r'ground truth of shape \(4, 5, 3\) is a colour image'):
+        score.add(labels, labels, np.zeros((4, 5, 3), dtype=np.uint8))
