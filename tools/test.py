@@ -16,10 +16,13 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmseg.registry import METRICS, RUNNERS
 
+from mmseg_saot.datasets.class_counts import dataset_classes
+from mmseg_saot.datasets.layout import leaf_dataset_keys
 from mmseg_saot.utils.arg_types import non_negative_float
 from mmseg_saot.utils.build_errors import takes_option
 from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
                                                 check_checkpoint_or_exit,
+                                                other_classes_problem,
                                                 untrained_teacher_problem)
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_folder_or_exit,
                                   exit_with, interrupt_exits, user_errors_exit)
@@ -166,6 +169,10 @@ def main() -> None:
                                           args.config)
     if untrained:
         exit_with(f'CHECKPOINT: {untrained}')
+    for key, leaf in leaf_dataset_keys(cfg.test_dataloader.dataset, 'test_dataloader.dataset'):
+        other = other_classes_problem(checkpoint, dataset_classes(leaf), args.checkpoint, key)
+        if other:
+            exit_with(f'CHECKPOINT: {other}')
     del checkpoint  # the runner loads the weights itself
     with user_errors_exit(cfg):
         runner.test()

@@ -1,7 +1,7 @@
 """Check a checkpoint before the runner loads it: readable weights-only, and holding
 every weight of the model in its shapes, trained on the same frozen backbone weights."""
 import os.path as osp
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from mmseg_saot.utils.cli import exit_with
 from mmseg_saot.utils.config_types import has_type
@@ -129,6 +129,29 @@ def untrained_teacher_problem(model, checkpoint: Any, path: str, config: str) ->
             f'{config} predicts with the teacher (model.predict_on=\'teacher\'). Test the '
             'head that run trained with --cfg-options model.predict_on=student, or use a '
             f'checkpoint of a run of {config}.')
+
+
+def other_classes_problem(checkpoint: Any, classes: Optional[Sequence[str]],
+                         path: str, where: str) -> Optional[str]:
+    """Why ``checkpoint`` would score the wrong classes on a set of ``classes``, or None.
+
+    A head of C outputs fits any C-class config, but its output k is the class k of the
+    set it was trained on (``meta['dataset_meta']['classes']``, which MMEngine saves):
+    another order or other names would pair each IoU with another class. A checkpoint
+    or a set that names no classes is not judged.
+    """
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    saved = ((meta or {}).get('dataset_meta') or {}).get('classes') if isinstance(
+        meta, dict) else None
+    if not saved or not classes or list(saved) == list(classes):
+        return None
+    pairs = list(zip(saved, classes))
+    k = next((i for i, (a, b) in enumerate(pairs) if a != b), len(pairs))
+    detail = (f'its class {k} is "{saved[k]}" and {where}\'s is "{classes[k]}"'
+              if k < len(pairs) else f'it has {len(saved)} classes and {where} {len(classes)}')
+    return (f'"{path}" was trained on other classes than {where} names: {detail}, so each '
+            'IoU would be scored against another class. Test on a set with the '
+            "checkpoint's classes in its order (metainfo=dict(classes=...)).")
 
 
 def load_from_warning(model, checkpoint: Any, path: str) -> Optional[str]:

@@ -255,3 +255,24 @@ def test_a_frozen_teacher_head_is_required_only_the_frozen_backbone_may_be_absen
                                if not k.startswith('teacher_head.')}}, path)
     assert ("2 of the model's 6 weights are missing (teacher_head.weight, "
             'teacher_head.bias)' in _fit_message(model, path, capsys))
+
+
+def test_a_checkpoint_of_other_classes_is_named_with_the_first_difference():
+    # a 19-class head fits any 19-class config: with road and sidewalk swapped the test
+    # printed a wrong mIoU (19.5 instead of 28.1) with exit 0
+    from mmseg_saot.utils.checkpoint_checks import other_classes_problem
+    trained = ('road', 'sidewalk', 'building')
+    checkpoint = {'meta': {'dataset_meta': {'classes': trained}}}
+    message = other_classes_problem(checkpoint, ['sidewalk', 'road', 'building'], 'c.pth',
+                                    'test_dataloader.dataset')
+    assert message == (
+        '"c.pth" was trained on other classes than test_dataloader.dataset names: its class '
+        '0 is "road" and test_dataloader.dataset\'s is "sidewalk", so each IoU would be '
+        "scored against another class. Test on a set with the checkpoint's classes in its "
+        'order (metainfo=dict(classes=...)).')
+    assert 'it has 3 classes and test_dataloader.dataset 2' in other_classes_problem(
+        checkpoint, ['road', 'sidewalk'], 'c.pth', 'test_dataloader.dataset')
+    for classes in (list(trained), None):
+        assert other_classes_problem(checkpoint, classes, 'c.pth', 'x') is None
+    assert other_classes_problem({'meta': {}}, ['a'], 'c.pth', 'x') is None
+    assert other_classes_problem({}, ['a'], 'c.pth', 'x') is None
