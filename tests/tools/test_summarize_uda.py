@@ -94,12 +94,12 @@ def test_missing_runs_iterations_and_unwritable_out_are_named(sources, tmp_path,
 def test_reference_columns_from_csv_and_json(sources, tmp_path, capsys):
     run, _ = sources
     published = tmp_path / 'other_method.csv'  # e.g. another UDA method's table row
-    published.write_text('class,IoU\nroad,90.5\ncar,-\nmIoU,61.2\n')
+    published.write_text('class,IoU\nroad,90.5\ncar,-\nbus,nan\nmIoU,61.2\n')
     by_hand = tmp_path / 'partial.json'
     by_hand.write_text(json.dumps(dict(per_class_iou=dict(road=80.0, car=20.0),
                                        source='paper, Table 2')))
     flat = tmp_path / 'flat.json'
-    flat.write_text(json.dumps(dict(road=70.0)))
+    flat.write_text(json.dumps(dict(road=70.0, bus=float('nan'))))  # as MMSeg's tables
     out = tmp_path / 'table'
     assert summarize_uda.main(['--column', f'ours=run:{run}:teacher',
                                '--column', f'other=ref:{published}',
@@ -114,6 +114,8 @@ def test_reference_columns_from_csv_and_json(sources, tmp_path, capsys):
     assert f'- paper: paper, Table 2 ({by_hand})' in printed
     result = json.loads(out.with_suffix('.json').read_text())
     assert result['other']['miou'] == 61.2 and result['other']['per_class_iou']['car'] is None
+    # bus: nan in the csv and NaN in the JSON (MMSeg's tables), read as absent (was refused)
+    assert result['flat']['per_class_iou'].get('bus') is None
 
 
 @pytest.mark.parametrize('text, message', [

@@ -166,12 +166,16 @@ def read_pseudo_labels(path: str, method: str) -> Tuple[Column, str, Optional[st
 
 
 def _iou_value(path: str, name: str, text) -> Optional[float]:
+    """The IoU in %, or None for a class absent from the ground truth: empty, ``-``, or
+    ``nan`` (MMSeg's tables print nan there; JSON may hold NaN)."""
     if text is None or (isinstance(text, str) and text.strip() in ('', '-')):
         return None
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise ValueError(f'{path}: the IoU of {name!r} is {text!r}, not a number.') from None
+    if math.isnan(value):
+        return None
     if not 0.0 <= value <= 100.0:
         raise ValueError(f'{path}: the IoU of {name!r} is {value}; IoU is in % (0 to 100).')
     return value
