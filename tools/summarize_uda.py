@@ -4,7 +4,8 @@ Each ``--column LABEL=SOURCE`` is one column; SOURCE is either
 
 * ``run:WORK_DIR:BRANCH[@ITER]``: the ``teacher`` or ``student`` head of a training run,
   read from ``WORK_DIR/eval/iter_<ITER>.json`` (written by ``TeacherStudentValLoop``;
-  default: the last one), or
+  default: the last one, of the latest run where an earlier run's files are left in
+  the folder, with a warning), or
 * ``pl:JSON:METHOD``: a pseudo-labelling method scored by
   ``tools/generate_pseudo_labels.py`` (its ``pseudo_label_miou.json``), or
 * ``ref:FILE``: per-class IoU (%) of any other method, such as another UDA method's

@@ -1,5 +1,6 @@
 """tools/summarize_uda.py: one table from run evaluations and pseudo-label scores."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ def write_run(work_dir: Path, iteration: int, teacher: dict, student: dict,
                   student=dict(metrics={}, per_class_iou=student))
     if dataset:  # TeacherStudentValLoop records it (runs before that do not)
         record['dataset'] = dataset
-    (work_dir / 'eval' / f'iter_{iteration}.json').write_text(json.dumps(record))
+    path = work_dir / 'eval' / f'iter_{iteration}.json'
+    path.write_text(json.dumps(record))
+    os.utime(path, (1e9 + iteration, 1e9 + iteration))  # one run: validated in order
 
 
 @pytest.fixture
@@ -30,6 +33,25 @@ def sources(tmp_path):
     scores.write_text(json.dumps(dict(num_images=5, methods=dict(
         nn=dict(per_class_iou=dict(road=30.0, car=None, bus=None))))))
     return run, scores
+
+
+def test_evaluations_of_an_earlier_run_in_the_folder_are_not_taken_as_the_last(
+        sources, tmp_path, capsys):
+    # a new, shorter run into the same work_dir (not resumed): its iter_2.json is newer
+    # than the earlier run's iter_10.json, which was taken without a word
+    run, _ = sources
+    os.utime(run / 'eval' / 'iter_2.json', (2e9, 2e9))
+    assert summarize_uda.main(['--column', f'latest=run:{run}:teacher']) == 0
+    captured = capsys.readouterr()
+    assert '| road | 1.0 |' in captured.out
+    assert (f'warning: {run}/eval/ holds evaluations of more than one run: iter_10.json was '
+            'written before iter_2.json; the latest run\'s last, iter_2.json, is used') \
+        in captured.err
+    # a copy without file times (cp -r): seconds apart in any order, one run
+    os.utime(run / 'eval' / 'iter_2.json', (1e9 + 15, 1e9 + 15))
+    assert summarize_uda.main(['--column', f'latest=run:{run}:teacher']) == 0
+    captured = capsys.readouterr()
+    assert '| road | 50.0 |' in captured.out and 'warning' not in captured.err
 
 
 def test_columns_from_runs_and_pseudo_labels(sources, tmp_path, capsys):

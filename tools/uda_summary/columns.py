@@ -7,6 +7,7 @@ import json
 import math
 import os.path as osp
 import re
+import sys
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 Column = Dict[str, Optional[float]]
@@ -111,6 +112,23 @@ def eval_records(work_dir: str) -> List[str]:
     return [path for _, path in sorted(by_iteration)]
 
 
+def _of_the_latest_run(work_dir: str, records: List[str]) -> List[str]:
+    """``records`` up to the one written last. Within one run a later iteration is
+    validated later; an evaluation of a higher iteration written before another is an
+    earlier run's left in the folder (a new run into the same work_dir, not resumed),
+    which is said on stderr. Gaps under a minute are not read as such (a copy without
+    the file times, ``cp -r``, writes the files in any order within seconds)."""
+    written = [osp.getmtime(path) for path in records]
+    newest = max(range(len(records)), key=written.__getitem__)
+    if newest == len(records) - 1 or written[newest] - written[-1] < 60:
+        return records
+    print(f'warning: {work_dir}/eval/ holds evaluations of more than one run: '
+          f'{osp.basename(records[-1])} was written before {osp.basename(records[newest])}; '
+          f'the latest run\'s last, {osp.basename(records[newest])}, is used (give '
+          '@ITERATION in the column for another).', file=sys.stderr)
+    return records[:newest + 1]
+
+
 def read_run(work_dir: str, branch: str,
              iteration: Optional[int]) -> Tuple[Column, str, Optional[str]]:
     """Per-class IoU of one head of a run at ``iteration`` (default: the last eval), its
@@ -129,6 +147,8 @@ def read_run(work_dir: str, branch: str,
             raise FileNotFoundError(f'no evaluation at iteration {iteration} in '
                                     f'{work_dir}/eval/; it has iterations {kept}.')
         records = found
+    else:
+        records = _of_the_latest_run(work_dir, records)
     record = _load_json(records[-1])
     head = record.get(branch)
     if not isinstance(head, dict):
