@@ -54,6 +54,20 @@ def test_evaluations_of_an_earlier_run_in_the_folder_are_not_taken_as_the_last(
     assert '| road | 50.0 |' in captured.out and 'warning' not in captured.err
 
 
+def test_runs_validated_on_different_numbers_of_images_are_warned_about(tmp_path, capsys):
+    # a run validated on a subset (val_dataloader.dataset.indices) and a full one: the
+    # same type and folder, so the table compared them as if over the same images
+    identity = dict(type='CityscapesDataset', data_root='data/cs', img_path='data/cs/val')
+    write_run(tmp_path / 'sub', 2, dict(road=50.0), dict(road=50.0),
+              dataset=dict(identity, num_images=4))
+    write_run(tmp_path / 'full', 2, dict(road=40.0), dict(road=40.0),
+              dataset=dict(identity, num_images=50))
+    assert summarize_uda.main(['--column', f'sub=run:{tmp_path / "sub"}:teacher',
+                               '--column', f'full=run:{tmp_path / "full"}:teacher']) == 0
+    assert ('warning: the columns are scored on different numbers of images (sub: 4; full: '
+            '50): their IoUs are not over the same images.') in capsys.readouterr().err
+
+
 def test_columns_from_runs_and_pseudo_labels(sources, tmp_path, capsys):
     run, scores = sources
     out = tmp_path / 'table'

@@ -62,7 +62,8 @@ def mixed_provenance(columns: List[Source]) -> List[str]:
     different recorded datasets, or a pseudo-label file that records no split."""
     measured = [column for column in columns if not column.reference]
     found = []
-    for field, name in (('split', 'splits'), ('dataset', 'images')):
+    for field, name in (('split', 'splits'), ('dataset', 'images'),
+                        ('num_images', 'numbers of images')):
         values = {getattr(column, field) for column in measured} - {None}
         if len(values) > 1:
             found.append(f'the columns are scored on different {name} (' + '; '.join(

@@ -23,6 +23,7 @@ class Source(NamedTuple):
     reference: bool = False  # a ref: column (not measured by this repository's tools)
     split: Optional[str] = None  # the split it was scored on; None: not recorded (or ref)
     dataset: Optional[str] = None  # the images it was scored on; None: not recorded
+    num_images: Optional[int] = None  # how many; None: not recorded
 
     @property
     def miou(self) -> float:
@@ -130,9 +131,10 @@ def _of_the_latest_run(work_dir: str, records: List[str]) -> List[str]:
 
 
 def read_run(work_dir: str, branch: str,
-             iteration: Optional[int]) -> Tuple[Column, str, Optional[str]]:
+             iteration: Optional[int]) -> Tuple[Column, str, Optional[str], Optional[int]]:
     """Per-class IoU of one head of a run at ``iteration`` (default: the last eval), its
-    description, and the images it was validated on (None: not recorded)."""
+    description, and the images it was validated on and their number (None: not
+    recorded)."""
     if not osp.isdir(work_dir):
         raise FileNotFoundError(f'run folder {work_dir} ' + (
             'is a file: give the run\'s work_dir (the folder holding eval/)'
@@ -159,7 +161,16 @@ def read_run(work_dir: str, branch: str,
         raise ValueError(f'{records[-1]}: the {branch} head was validated without per-class '
                          f'IoU (metrics {sorted(head.get("metrics", {}))}); {VAL_LOOP_ADVICE}')
     column = dict(head['per_class_iou'])
-    return column, f'{branch} head, iteration {record["iter"]}', images(record)
+    return (column, f'{branch} head, iteration {record["iter"]}', images(record),
+            image_count(record))
+
+
+def image_count(record: dict) -> Optional[int]:
+    """How many images a score file records it was measured on (None: not recorded)."""
+    dataset = record.get('dataset')
+    count = (dataset.get('num_images') if isinstance(dataset, dict) else None)
+    count = record.get('num_images') if count is None else count
+    return count if isinstance(count, int) else None
 
 
 def images(record: dict) -> Optional[str]:
@@ -173,16 +184,16 @@ def images(record: dict) -> Optional[str]:
 
 
 def read_pseudo_labels(path: str, method: str) -> Tuple[Column, str, Optional[str],
-                                                        Optional[str]]:
+                                                        Optional[str], Optional[int]]:
     """Per-class IoU of one method in a ``pseudo_label_miou.json``, its description, and
-    the split and images it was scored on (None: not recorded)."""
+    the split, images and number of images it was scored on (None: not recorded)."""
     report = _load_json(path)
     if method not in report.get('methods', {}):
         raise ValueError(f'{path} has no method {method!r}; it has '
                        f'{sorted(report.get("methods", {}))}.')
     return (dict(report['methods'][method]['per_class_iou']),
             f'{method} pseudo-labels, {report.get("num_images", "?")} images',
-            report.get('split'), images(report))
+            report.get('split'), images(report), image_count(report))
 
 
 def _iou_value(path: str, name: str, text) -> Optional[float]:
@@ -255,15 +266,16 @@ def read_column(spec: str) -> Source:
         raise ValueError(f'--column {spec!r}: expected LABEL=run:WORK_DIR:BRANCH[@ITER], '
                          'LABEL=pl:JSON:METHOD or LABEL=ref:FILE.')
     if kind == 'pl':
-        column, what, split, dataset = read_pseudo_labels(where, what)
-        return Source(label, column, what, split=split, dataset=dataset)
+        column, what, split, dataset, count = read_pseudo_labels(where, what)
+        return Source(label, column, what, split=split, dataset=dataset, num_images=count)
     branch, _, iteration = what.partition('@')
     if iteration and not iteration.isdigit():
         raise ValueError(f'--column {spec!r}: @ITER must be an iteration number, got '
                          f'{iteration!r}.')
-    column, what, dataset = read_run(where, branch, int(iteration) if iteration else None)
+    column, what, dataset, count = read_run(where, branch,
+                                            int(iteration) if iteration else None)
     # TeacherStudentValLoop validates on val_dataloader
-    return Source(label, column, what, split='val', dataset=dataset)
+    return Source(label, column, what, split='val', dataset=dataset, num_images=count)
 
 
 def mean_iou(column: Column, reported: Optional[float] = None) -> float:

@@ -65,7 +65,7 @@ def test_both_heads_are_validated_and_written(tmp_path):
     assert record['teacher']['per_class_iou']['b'] == 0.0
     # the images validated on, for tools/summarize_uda.py to compare runs by
     assert record['dataset'] == dict(type='MagicMock', data_root='data/cs',
-                                     img_path='data/cs/leftImg8bit/val')
+                                     img_path='data/cs/leftImg8bit/val', num_images=2)
 
 
 def test_one_branch_only(tmp_path):
