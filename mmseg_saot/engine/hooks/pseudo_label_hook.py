@@ -160,17 +160,37 @@ class SAOTPseudoLabelHook(Hook):
         # trains as a new run's does, whatever its workers prefetched before.
         restart_train_dataloader(runner)
 
-    def _build_source(self):
+    def build_source(self, target=None):
         """The source dataset; a misspelt option or type inside it (a wrapped dataset's,
-        which the check at construction does not see) is named, not a traceback."""
+        which the check at construction does not see) is named, not a traceback.
+
+        Raises:
+            UserInputError: it names other classes than ``target`` (MMSeg maps a
+                dataset's labels to its own ``metainfo`` classes: another order or
+                subset would give the pseudo-labels other class ids than the target's).
+        """
         try:
-            return DATASETS.build(self.source_cfg)
+            source = DATASETS.build(self.source_cfg)
         except (TypeError, KeyError) as err:
             message = explain_build_error(err, dict(source=self.source_cfg),
                                           'SAOTPseudoLabelHook')
             if message is None:
                 raise
             raise ConfigError(message) from None
+        mine = tuple(source.metainfo.get('classes') or ())
+        theirs = tuple((target.metainfo.get('classes') or ()) if target is not None else ())
+        if mine and theirs and mine != theirs:
+            k = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b),
+                     min(len(mine), len(theirs)))
+            detail = (f'class {k} is "{mine[k]}" in the source and "{theirs[k]}" in the '
+                      'target' if k < min(len(mine), len(theirs)) else
+                      f'{len(mine)} vs {len(theirs)} classes')
+            raise UserInputError(
+                f'SAOTPseudoLabelHook: its source set names other classes than the target '
+                f'set ({detail}): the pseudo-labels would carry the source\'s class ids. '
+                'Give custom_hooks.N.source the target\'s classes, in its order '
+                '(metainfo=dict(classes=...)).')
+        return source
 
     def run(self, model: torch.nn.Module, dataset: PseudoLabelDataset,
             memo: Optional[dict] = None) -> dict:
@@ -193,7 +213,7 @@ class SAOTPseudoLabelHook(Hook):
                 f'{-outputs}..{outputs - 1} (-1: the last block).')
         if memo is None and self.feature_store_dir:
             memo = FeatureMemo(store=FeatureStore(self.feature_store_dir, model))
-        source_set = self._build_source()
+        source_set = self.build_source(dataset)
         keys = dataset.keys()
         bank = evenly_spaced(len(source_set), self.num_source_images)
         fingerprint = make_fingerprint(

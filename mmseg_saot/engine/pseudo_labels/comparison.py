@@ -10,7 +10,6 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmseg.registry import DATASETS
 
 from mmseg_saot.models.labelers import METHODS
 from mmseg_saot.utils.paths import move_aside
@@ -141,7 +140,7 @@ def missing_ground_truth(dataset) -> Optional[str]:
 
 def _fit_all(model, hook, methods, target, memo):
     """Fit one labeller per method on shared source features (one metric training)."""
-    source_set = DATASETS.build(hook.source_cfg)
+    source_set = hook.build_source(target)
     if len(source_set) == 0:
         raise PseudoLabelInputError('the labelled source set of SAOTPseudoLabelHook is empty.')
     sources = usable_sources(list(iter_features(

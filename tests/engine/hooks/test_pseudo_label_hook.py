@@ -75,7 +75,34 @@ def test_a_misspelt_option_of_a_wrapped_source_set_is_named_when_it_is_built():
     hook = SAOTPseudoLabelHook(source=source, labeler=dict(type='SAOTLabeler'))
     with pytest.raises(ConfigError, match="SAOTPseudoLabelHook: source.dataset.data_prefx: "
                                           "GTA5Dataset has no option 'data_prefx'"):
-        hook._build_source()
+        hook.build_source()
+
+
+def test_a_source_set_of_other_classes_than_the_target_is_refused(tmp_path):
+    # MMSeg maps a set's labels to its own metainfo classes: a source with a subset in
+    # another order gave the pseudo-labels the source's ids (road IoU 58.5 -> 1.9)
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from mmseg_saot.utils.errors import UserInputError
+    (tmp_path / 'img').mkdir()
+    (tmp_path / 'ann').mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / 'img' / 'a.jpg')
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / 'ann' / 'a.png')
+    source = dict(type='BaseSegDataset', data_root=str(tmp_path), pipeline=[],
+                  data_prefix=dict(img_path='img', seg_map_path='ann'),
+                  metainfo=dict(classes=('building', 'road', 'sky')))
+    hook = SAOTPseudoLabelHook(source=source, labeler=dict(type='SAOTLabeler'),
+                               num_classes=3)
+    target = SimpleNamespace(metainfo=dict(classes=('road', 'building', 'sky')))
+    with pytest.raises(UserInputError, match='its source set names other classes than the '
+                       'target set \\(class 0 is "building" in the source and "road" in the '
+                       'target\\)'):
+        hook.build_source(target)
+    same = SimpleNamespace(metainfo=dict(classes=('building', 'road', 'sky')))
+    assert len(hook.build_source(same)) == 1
 
 
 def test_a_labeler_without_type_is_an_saot_labeler():
