@@ -125,17 +125,33 @@ def missing_ground_truth(dataset) -> Optional[str]:
         PseudoLabelInputError: only some target images have a label map (naming how many
             and the first that lacks one): a score over part of the set would mislead.
     """
-    paths = [dataset.get_data_info(i)['gt_seg_map_path'] for i in range(len(dataset))]
-    absent = [p for p in paths if p is None or not osp.isfile(p)]
+    infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+    absent = [info for info in infos if info['gt_seg_map_path'] is None
+              or not osp.isfile(info['gt_seg_map_path'])]
     if not absent:
         return None
-    if len(absent) < len(paths):
+    if len(absent) < len(infos):
+        first = absent[0]
+        if first.get('img_path') and not osp.isfile(first['img_path']):
+            raise PseudoLabelInputError(
+                f'the target image {first["img_path"]} does not exist (nor its label map): '
+                'remove it from the split file (ann_file), or add the image.')
         raise PseudoLabelInputError(
-            f'{len(absent)} of the {len(paths)} target images have no ground-truth label map '
-            f'(the first: {absent[0]}); give every image its label map, or none.')
+            f'{len(absent)} of the {len(infos)} target images have no ground-truth label map '
+            f'(the first: {first["gt_seg_map_path"]}); give every image its label map, or '
+            'none.')
     folder = (getattr(dataset.target, 'data_prefix', None) or {}).get('seg_map_path')
+    if folder and _holds_files(folder):  # labels there, under other names
+        suffix = getattr(dataset.target, 'seg_map_suffix', None)
+        return (f'the target images have no ground truth: {folder} holds files, but none '
+                f'named as the images with seg_map_suffix={suffix!r} (the first expected: '
+                f'{absent[0]["gt_seg_map_path"]}); check seg_map_suffix')
     where = f'no label maps under {folder}' if folder else 'no data_prefix.seg_map_path'
     return f'the target images have no ground truth ({where})'
+
+
+def _holds_files(folder: str) -> bool:
+    return any(files for _, _, files in os.walk(folder, followlinks=True))
 
 
 def _fit_all(model, hook, methods, target, memo):
