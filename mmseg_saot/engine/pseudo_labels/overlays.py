@@ -2,7 +2,7 @@
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]],
@@ -40,8 +40,10 @@ def overlay_panel(image: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
 def save_overlay(path: str, image_path: str, labels: np.ndarray, confidence: np.ndarray,
                  gt: Optional[np.ndarray], palette: Sequence[Sequence[int]],
                  ignore_index: int = 255) -> None:
-    """Write :func:`overlay_panel` of the image file at ``image_path`` to ``path``."""
-    image = np.asarray(Image.open(image_path).convert('RGB'))
+    """Write :func:`overlay_panel` of the image file at ``image_path`` to ``path``; the
+    image is turned by its EXIF orientation, as MMSeg's loading (OpenCV) turns it."""
+    with Image.open(image_path) as opened:
+        image = np.asarray(ImageOps.exif_transpose(opened).convert('RGB'))
     if image.shape[:2] != labels.shape:
         image = np.asarray(Image.fromarray(image).resize(labels.shape[::-1], Image.BILINEAR))
     Image.fromarray(overlay_panel(image, labels, confidence, gt, palette,
