@@ -343,9 +343,10 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
             # one canvas for both branches, padded as the preprocessor pads
             size = tuple(max(a, b) for a, b in zip(inputs['source'].shape[-2:],
                                                    target.shape[-2:]))
-            source = pad_to(inputs['source'], size, 0.0)
+            pad_val = float(getattr(self.data_preprocessor, 'pad_val', 0.0))  # as it pads
+            source = pad_to(inputs['source'], size, pad_val)
             source_labels = stack_labels(data_samples['source'], size, ignore).to(target.device)
-            target, labels = pad_to(target, size, 0.0), pad_to(labels, size, ignore)
+            target, labels = pad_to(target, size, pad_val), pad_to(labels, size, ignore)
             weights = pad_to(weights, size, 0.0)
         generator = torch.Generator().manual_seed(self._iteration_seed(self.iteration,
                                                                        self.rank))

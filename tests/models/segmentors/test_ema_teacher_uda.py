@@ -479,3 +479,39 @@ def test_training_with_a_data_preprocessor_without_branches_is_a_config_error():
             'EMATeacherUDA: training needs model.data_preprocessor to be a '
             'UDADataPreProcessor')):
         model.train_step(dict(source=dict(), target=dict()), optim_wrapper=None)
+
+
+def test_the_mix_canvas_is_padded_with_the_preprocessors_pad_val(monkeypatch):
+    # the canvas added zeros beside the preprocessor's own padding (pad_val=-3): one
+    # student image held two kinds of padding, one of which the teacher never saw
+    from mmseg_saot.models.segmentors import ema_teacher_uda
+    original, seen = ema_teacher_uda.strong_view, {}
+
+    def capture(source, source_labels, target, *args, **kwargs):
+        seen['target'] = target  # the canvas, before the strong view
+        return original(source, source_labels, target, *args, **kwargs)
+
+    monkeypatch.setattr(ema_teacher_uda, 'strong_view', capture)
+    model = build(data_preprocessor=dict(type='UDADataPreProcessor', mean=[123.675, 116.28,
+                                                                         103.53],
+                                         std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
+                                         size_divisor=14, seg_pad_val=255, pad_val=-3,
+                                         test_cfg=dict(size_divisor=14)))
+    gen = torch.Generator().manual_seed(0)
+    branches = {}
+    for name, size in (('source', (42, 42)), ('target', (28, 42))):
+        inputs, samples = [], []
+        for _ in range(2):
+            inputs.append(torch.randint(0, 256, (3, *size), generator=gen, dtype=torch.uint8))
+            sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
+            sample.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, *size), generator=gen))
+            sample.set_data({'gt_pixel_weight': PixelData(data=torch.ones(1, *size))})
+            samples.append(sample)
+        branches[name] = (inputs, samples)
+    data = model.data_preprocessor(dict(
+        inputs={k: v[0] for k, v in branches.items()},
+        data_samples={k: v[1] for k, v in branches.items()}), True)
+    model.set_train_state('self_training', 3)
+    model.loss(**data)
+    assert seen['target'].shape[-2:] == (42, 42)
+    assert bool((seen['target'][:, :, 28:, :] == -3).all())
