@@ -14,7 +14,7 @@ from torch import Tensor
 from mmseg_saot.models.data_preprocessors import UDADataPreProcessor
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_number
 from .frozen_features import FrozenFeaturesMixin
-from .self_training import (labelled_samples, pad_to, stack_labels, strong_view,
+from .self_training import (image_masks, labelled_samples, pad_to, stack_labels, strong_view,
                             teacher_labels, valid_pixels)
 
 STAGES = ('pseudo_labels', 'self_training')
@@ -356,7 +356,8 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
             generator=generator, class_mix=self.class_mix,
             jitter_strength=self.jitter_strength,
             jitter_probability=self.jitter_probability,
-            blur_probability=self.blur_probability, ignore_index=ignore)
+            blur_probability=self.blur_probability, ignore_index=ignore,
+            valid=image_masks(target_samples, tuple(target.shape[-2:]), target.device))
         samples = labelled_samples(target_samples, labels, weights)
         feats = super().extract_feat(images)  # strong views never repeat: no cache
         losses = self._scaled(self.decode_head.loss(feats, samples, self.train_cfg),

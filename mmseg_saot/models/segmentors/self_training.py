@@ -2,7 +2,7 @@
 
 Stateless functions; randomness only through an explicit ``torch.Generator``.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,8 @@ def strong_view(source: torch.Tensor, source_labels: torch.Tensor, target: torch
                 mean: Sequence[float], std: Sequence[float], generator: torch.Generator,
                 class_mix: bool = True, jitter_strength: float = 0.2,
                 jitter_probability: float = 0.8, blur_probability: float = 0.5,
-                ignore_index: int = 255) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                ignore_index: int = 255, valid: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The student's strong view: ClassMix of source into target, then colour and blur.
 
     With ``class_mix`` the pixels of half of each source image's classes are pasted
@@ -76,6 +77,9 @@ def strong_view(source: torch.Tensor, source_labels: torch.Tensor, target: torch
         source, target: ``(B, 3, H, W)`` normalised images of one size.
         source_labels: ``(B, H, W)`` source ground truth.
         target_labels, target_weights: ``(B, H, W)`` teacher labels and weights.
+        valid: optional ``(B, H, W)`` mask of the target's image pixels (the rest pads
+            it); with the pasted source pixels, what colour jitter and blur read, so
+            that padding does not bleed into the image's edges.
 
     Returns:
         images ``(B, 3, H, W)``, labels ``(B, H, W)`` and weights ``(B, H, W)``.
@@ -86,10 +90,24 @@ def strong_view(source: torch.Tensor, source_labels: torch.Tensor, target: torch
         images = mix(masks, source, target)
         labels = mix(masks, source_labels, target_labels)
         weights = mix(masks, torch.ones_like(target_weights), target_weights)
+        if valid is not None:  # pasted pixels are source image pixels (labelled ones)
+            valid = valid.bool() | masks.bool()
     images = color_jitter(images, mean, std, generator=generator, strength=jitter_strength,
-                          probability=jitter_probability)
-    images = gaussian_blur(images, generator=generator, probability=blur_probability)
+                          probability=jitter_probability, valid=valid)
+    images = gaussian_blur(images, generator=generator, probability=blur_probability,
+                           valid=valid)
     return images, labels, weights
+
+
+def image_masks(samples: Sequence[SegDataSample], size: Tuple[int, int],
+                device: torch.device) -> torch.Tensor:
+    """``(B, H, W)`` bool masks of the image pixels of a padded batch: the top-left
+    ``img_shape`` of each sample (the preprocessor pads on the right and bottom)."""
+    masks = torch.zeros((len(samples), *size), dtype=torch.bool, device=device)
+    for mask, sample in zip(masks, samples):
+        height, width = sample.metainfo.get('img_shape', size)[:2]
+        mask[:height, :width] = True
+    return masks
 
 
 def labelled_samples(templates: Sequence[SegDataSample], labels: torch.Tensor,

@@ -58,3 +58,43 @@ def test_mix_pastes_images_labels_and_weights_with_one_mask():
     a_lab, b_lab = torch.tensor([[[5, 5]]]), torch.tensor([[[7, 7]]])
     out = mix(mask, a_lab, b_lab)
     assert out.dtype == torch.int64 and out.tolist() == [[[5, 7]]]
+
+
+def padded_pair(pad_values=(0.0, 5.0)):
+    """The same 2 images with their bottom 4 rows and right 6 columns padded by each of
+    ``pad_values``, and the (B, H, W) mask of their image pixels."""
+    images = normalised(batch=2, size=(16, 20))
+    valid = torch.zeros(2, 16, 20, dtype=torch.bool)
+    valid[:, :12, :14] = True
+    return [torch.where(valid[:, None], images, torch.full_like(images, value))
+            for value in pad_values], valid
+
+
+def test_padding_does_not_bleed_into_the_image_through_jitter_or_blur():
+    # blur reached the padding's grey across the image's last rows (33/255 at sigma 1.15),
+    # and the contrast mean counted padded pixels
+    (a, b), valid = padded_pair()
+    for augment in (
+            lambda x, m: color_jitter(x, MEAN, STD, generator=gen(3), probability=1.0,
+                                      valid=m),
+            lambda x, m: gaussian_blur(x, generator=gen(3), probability=1.0,
+                                       sigma_range=(1.15, 1.15), valid=m)):
+        out_a, out_b = augment(a, valid), augment(b, valid)
+        inside = valid[:, None].expand_as(out_a)
+        torch.testing.assert_close(out_a[inside], out_b[inside])  # the pad value is unseen
+        assert torch.equal(out_b[~inside], b[~inside])  # and the padding keeps it
+        assert not torch.allclose(out_a[inside], a[inside])  # the image did change
+        # without the mask the two differ: the padding leaks in
+        unmasked_a, unmasked_b = augment(a, None), augment(b, None)
+        assert not torch.allclose(unmasked_a[inside], unmasked_b[inside])
+
+
+def test_a_mask_of_all_image_pixels_changes_nothing():
+    images = normalised()
+    everything = torch.ones(3, 16, 20, dtype=torch.bool)
+    assert torch.equal(color_jitter(images, MEAN, STD, generator=gen(4), probability=1.0),
+                       color_jitter(images, MEAN, STD, generator=gen(4), probability=1.0,
+                                    valid=everything))
+    assert torch.equal(gaussian_blur(images, generator=gen(4), probability=1.0),
+                       gaussian_blur(images, generator=gen(4), probability=1.0,
+                                     valid=everything))

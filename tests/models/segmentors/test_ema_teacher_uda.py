@@ -481,14 +481,14 @@ def test_training_with_a_data_preprocessor_without_branches_is_a_config_error():
         model.train_step(dict(source=dict(), target=dict()), optim_wrapper=None)
 
 
-def test_the_mix_canvas_is_padded_with_the_preprocessors_pad_val(monkeypatch):
+def test_the_mix_canvas_is_padded_with_the_preprocessors_pad_val_and_masked(monkeypatch):
     # the canvas added zeros beside the preprocessor's own padding (pad_val=-3): one
     # student image held two kinds of padding, one of which the teacher never saw
     from mmseg_saot.models.segmentors import ema_teacher_uda
     original, seen = ema_teacher_uda.strong_view, {}
 
     def capture(source, source_labels, target, *args, **kwargs):
-        seen['target'] = target  # the canvas, before the strong view
+        seen['target'], seen['valid'] = target, kwargs['valid']  # the canvas and its image
         return original(source, source_labels, target, *args, **kwargs)
 
     monkeypatch.setattr(ema_teacher_uda, 'strong_view', capture)
@@ -515,3 +515,6 @@ def test_the_mix_canvas_is_padded_with_the_preprocessors_pad_val(monkeypatch):
     model.loss(**data)
     assert seen['target'].shape[-2:] == (42, 42)
     assert bool((seen['target'][:, :, 28:, :] == -3).all())
+    # the strong view is told which pixels are the target image's: jitter and blur keep
+    # the padding out of them
+    assert bool(seen['valid'][:, :28].all()) and not bool(seen['valid'][:, 28:].any())
