@@ -123,53 +123,50 @@ def test_val_split_without_a_val_dataloader_is_a_clear_message(python, tmp_path)
     assert f'--split val: {config} has no val_dataloader' in result.stderr
 
 
-def test_a_head_of_another_class_count_is_named_before_any_labelling(python, tmp_path):
-    # tools/train.py refused it; here the whole target set was labelled first and the
-    # scoring then failed with IndexError (or the cache was moved aside by the next run)
+def refused(python, tmp_path, *args, prepare=None) -> str:
+    """Run the tool on fresh tiny data (2 train and 1 val targets; ``prepare(data)``
+    edits it first) with ``--methods nn`` and ``args``; expect a one-line refusal (exit
+    2, no traceback) and return stderr."""
     data = write_tiny_uda_data(tmp_path / 'data', num_target=2, num_val=1)
+    if prepare is not None:
+        prepare(data)
     config = tmp_path / 'tiny.py'
     config.write_text(tiny_uda_config(data))
     result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w'),
-                             '--methods', 'nn', '--device', 'cpu', '--cfg-options',
-                             'model.decode_head.num_classes=6',
-                             'custom_hooks.0.num_classes=6'],
+                             '--methods', 'nn', '--device', 'cpu', *args],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr
-    assert (f'error: {config}: model.decode_head.num_classes is 6, but '
-            'train_dataloader.dataset.source') in result.stderr
+    return result.stderr
+
+
+def test_a_head_of_another_class_count_is_named_before_any_labelling(python, tmp_path):
+    # tools/train.py refused it; here the whole target set was labelled first and the
+    # scoring then failed with IndexError (or the cache was moved aside by the next run)
+    stderr = refused(python, tmp_path, '--cfg-options', 'model.decode_head.num_classes=6',
+                     'custom_hooks.0.num_classes=6')
+    assert (f'error: {tmp_path / "tiny.py"}: model.decode_head.num_classes is 6, but '
+            'train_dataloader.dataset.source') in stderr
     assert not (tmp_path / 'w' / 'pseudo_labels').exists()
 
 
 def test_a_source_bank_of_one_image_is_named_for_the_learned_metric(python, tmp_path):
     # the metric trains on pairs of source images: a ValueError traceback, no option named
-    data = write_tiny_uda_data(tmp_path / 'data', num_target=2, num_val=1)
-    config = tmp_path / 'tiny.py'
-    config.write_text(tiny_uda_config(data))
-    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w'),
-                             '--methods', 'nn', '--device', 'cpu', '--cfg-options',
-                             'custom_hooks.0.num_source_images=1'],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr
+    stderr = refused(python, tmp_path, '--cfg-options', 'custom_hooks.0.num_source_images=1')
     assert ('error: the learned metric trains on pairs of labelled source images, and the '
             'source set has 1 with a labelled patch; give SAOTPseudoLabelHook more source '
-            'images (its num_source_images') in result.stderr
+            'images (its num_source_images') in stderr
 
 
 def test_ground_truth_that_is_all_ignore_is_named_not_scored_as_nan(python, tmp_path):
     # the table said mIoU nan and the JSON held NaN (which strict parsers refuse), exit 0
-    data = write_tiny_uda_data(tmp_path / 'data', num_target=2, num_val=1)
-    for path in (data / 'cs' / 'gtFine' / 'val').rglob('*_labelTrainIds.png'):
-        Image.fromarray(np.full_like(np.array(Image.open(path)), 255)).save(path)
-    config = tmp_path / 'tiny.py'
-    config.write_text(tiny_uda_config(data))
-    result = subprocess.run([python, TOOL, str(config), '--work-dir', str(tmp_path / 'w'),
-                             '--methods', 'nn', '--split', 'val', '--device', 'cpu'],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr[-3000:]
+    def all_ignore(data):
+        for path in (data / 'cs' / 'gtFine' / 'val').rglob('*_labelTrainIds.png'):
+            Image.fromarray(np.full_like(np.array(Image.open(path)), 255)).save(path)
+
+    stderr = refused(python, tmp_path, '--split', 'val', prepare=all_ignore)
     assert ('error: the ground truth of the 1 scored target images has no labelled pixel '
-            '(all ignore_index=255): nothing to score') in result.stderr
+            '(all ignore_index=255): nothing to score') in stderr
 
 
 def test_val_split_with_a_wrapped_train_target_is_a_clear_message(python, tmp_path):
