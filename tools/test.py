@@ -18,6 +18,7 @@ from mmseg.registry import METRICS, RUNNERS
 
 from mmseg_saot.datasets.class_counts import dataset_classes
 from mmseg_saot.datasets.layout import leaf_dataset_keys
+from mmseg_saot.models.backbones.dinov2 import check_segmentor_parts
 from mmseg_saot.utils.arg_types import non_negative_float
 from mmseg_saot.utils.build_errors import takes_option
 from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
@@ -163,6 +164,7 @@ def main() -> None:
         with file_kept(config_dump_path(cfg, cfg.work_dir)):
             runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                       RUNNERS.build(cfg))
+        check_segmentor_parts(runner.model)  # MMSeg's segmentors do not check them
         save_config_with_templates(runner, cfg, folder=runner.log_dir)
     check_checkpoint_fits_or_exit(runner.model, checkpoint, args.checkpoint, args.config)
     untrained = untrained_teacher_problem(runner.model, checkpoint, args.checkpoint,

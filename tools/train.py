@@ -19,6 +19,7 @@ from mmseg.registry import RUNNERS
 
 from mmseg_saot.datasets.layout import pseudo_label_dirs
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
+from mmseg_saot.models.backbones.dinov2 import check_segmentor_parts
 from mmseg_saot.engine.hooks.pending_validation import pending_on_any_rank
 from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, newest_checkpoint,
                                           read_last_checkpoint)
@@ -129,6 +130,7 @@ def main() -> None:
         check_run_options(cfg, args.config)
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
+        check_segmentor_parts(runner.model)  # MMSeg's segmentors do not check them
         save_config_with_templates(runner, cfg)
     resume_from = checkpoint_to_resume(cfg, runner.work_dir)
     if resume_from:  # MMEngine loads it non-strictly: it must be this model's

@@ -372,6 +372,30 @@ class DINOv2Backbone(BaseModule):
         return tuple(feature_map.float() for feature_map in maps)
 
 
+def check_segmentor_parts(model: nn.Module) -> None:
+    """Run :class:`DINOv2Backbone`'s checks of the parts around it (the head's
+    ``in_channels``, the input grid) on a built segmentor, e.g. MMSeg's
+    ``EncoderDecoder``, which does not run them itself (``EMATeacherUDA`` does, when it
+    is built); wrappers (DDP, the TTA model) are looked through. Nothing for another
+    backbone.
+
+    Raises:
+        ConfigError: as :meth:`DINOv2Backbone.check_head` and
+            :meth:`DINOv2Backbone.check_input_grid`.
+    """
+    while isinstance(getattr(model, 'module', None), nn.Module):
+        model = model.module
+    backbone = getattr(model, 'backbone', None)
+    if not isinstance(backbone, DINOv2Backbone):
+        return
+    owner = type(model).__name__
+    head = getattr(model, 'decode_head', None)
+    if getattr(model, 'neck', None) is None and isinstance(head, nn.Module):
+        backbone.check_head(head, owner)
+    backbone.check_input_grid(getattr(model, 'data_preprocessor', None),
+                              getattr(model, 'test_cfg', None), owner)
+
+
 def _refuse_pretrained_init_cfg(init_cfg) -> None:
     """ConfigError for ``init_cfg=dict(type='Pretrained', ...)``, MMSeg's usual way to
     give backbone weights: the frozen ViT never reads it (a missing file passed too)."""

@@ -313,3 +313,33 @@ def test_norm_on_a_vit_without_a_final_layernorm_is_said_to_change_nothing():
     with pytest.warns(UserWarning, match='has no final LayerNorm, so norm=True changes '
                                          'nothing; set norm=False'):
         assert backbone._final_norm_is_fc_norm('m') is False
+
+
+def test_a_plain_encoder_decoder_gets_the_backbones_checks_from_the_tools():
+    # only EMATeacherUDA ran them when built: MMSeg's EncoderDecoder on the base model
+    # config, with a /14 ViT behind size_divisor=16, shifted 31 % of the predictions
+    import copy
+    from pathlib import Path
+
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmseg_saot.models.backbones.dinov2 import check_segmentor_parts
+    init_default_scope('mmseg')
+    repo = Path(__file__).resolve().parents[3]
+    base = Config.fromfile(str(repo / 'configs' / '_base_' / 'models' / 'dinov2_mlp.py')).model
+    base.backbone.update(model_name=VIT_S, pretrained=False, out_indices=1)
+    base.decode_head.update(in_channels=[384], in_index=[0],
+                            norm_cfg=dict(type='BN', requires_grad=True))
+    check_segmentor_parts(MODELS.build(copy.deepcopy(base)))  # as configured: fine
+    shifted = copy.deepcopy(base)
+    shifted.data_preprocessor.update(size_divisor=16, test_cfg=dict(size_divisor=16))
+    with pytest.raises(ConfigError, match='^EncoderDecoder: model.data_preprocessor.'
+                       'size_divisor=16, model.data_preprocessor.test_cfg.size_divisor=16 '
+                       'is not a multiple of the patch size'):
+        check_segmentor_parts(MODELS.build(shifted))
+    wide = copy.deepcopy(base)
+    wide.decode_head.update(in_channels=[768])
+    with pytest.raises(ConfigError, match=r'^EncoderDecoder: the decode head takes '
+                       r'in_index=\[0\] with in_channels=\[768\]'):
+        check_segmentor_parts(MODELS.build(wide))
