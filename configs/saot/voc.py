@@ -74,7 +74,8 @@ custom_hooks = [
             data_root=voc_root,
             data_prefix=dict(img_path='JPEGImages',
                              seg_map_path='SegmentationClassAug'),
-            ann_file='ImageSets/Segmentation/aug.txt',
+            # VOC train + SBD aug in one list (tools/dataset_converters/voc_aug.py)
+            ann_file='ImageSets/Segmentation/trainaug.txt',
             pipeline=source_label_pipeline),
         labeler={{_base_.saot_labeler}},
         num_classes=21,  # VOC: 20 classes + background

@@ -27,7 +27,7 @@ PREPARATION: Dict[str, tuple] = {
         '`python tools/dataset_converters/cityscapes.py data/cityscapes`'),
     'PascalVOCDataset': (
         'data/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,'
-        'SegmentationClassAug,ImageSets/Segmentation/{train,val,aug}.txt}',
+        'SegmentationClassAug,ImageSets/Segmentation/{train,val,aug,trainaug}.txt}',
         'extract VOCtrainval_11-May-2012 into data/VOCdevkit and SBD into '
         'data/VOCdevkit/VOCaug, then run `python '
         'tools/dataset_converters/voc_aug.py data/VOCdevkit '

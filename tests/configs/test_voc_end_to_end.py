@@ -31,7 +31,8 @@ def write_voc(root: Path) -> Path:
             Image.fromarray(label).save(voc / folder / f'{name}.png')
     sets = voc / 'ImageSets' / 'Segmentation'
     (sets / 'train.txt').write_text('\n'.join(names[:4]))
-    (sets / 'aug.txt').write_text('\n'.join(names[:6]))
+    (sets / 'aug.txt').write_text('\n'.join(names[4:6]))  # as voc_aug.py writes them
+    (sets / 'trainaug.txt').write_text('\n'.join(names[:6]))
     (sets / 'val.txt').write_text('\n'.join(names[6:]))
     return voc
 

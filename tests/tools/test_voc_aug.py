@@ -59,7 +59,11 @@ def test_builds_aug_labels_and_split(python, voc_tree):
                              str(tmp_path / 'SBD'), '--nproc', '1'],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert (splits / 'aug.txt').read_text().split() == ['a', 'b', 'c']
+    # aug as MMSeg's converter writes it (SBD beyond VOC train and val): its
+    # pascal_voc12_aug concatenates it with train.txt; it held a (VOC train) too, so
+    # train images were drawn twice as often
+    assert (splits / 'aug.txt').read_text().split() == ['b', 'c']
+    assert (splits / 'trainaug.txt').read_text().split() == ['a', 'b', 'c']
     out = voc / 'SegmentationClassAug'
     assert (np.array(Image.open(out / 'a.png')) == 7).all()
     assert (np.array(Image.open(out / 'c.png')) == 2).all()

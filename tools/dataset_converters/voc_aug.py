@@ -7,8 +7,11 @@ Usage::
 
 Reads SBD's ``benchmark_RELEASE/dataset/cls/*.mat`` and VOC's own
 ``SegmentationClass/*.png``, writes ``VOC2012/SegmentationClassAug/*.png``
-(class indices, 255 = boundary) and ``ImageSets/Segmentation/aug.txt``:
-SBD train + val and VOC train, minus VOC val (10,582 images).
+(class indices, 255 = boundary) for every name, and two lists under
+``ImageSets/Segmentation/``: ``aug.txt``, SBD train + val minus VOC train and val
+(9,118 images: what MMSeg's converter writes, and what its ``pascal_voc12_aug``
+config concatenates with ``train.txt``), and ``trainaug.txt``, those and VOC
+train (10,582 images: the augmented training set in one list).
 
 Each name's label comes from its VOC PNG if there is one (a paletted or
 single-channel PNG of class indices; a colour rendering is refused), else from
@@ -114,7 +117,7 @@ def check_inputs(*, voc: Path, sbd: Path) -> None:
 
 def convert_voc_aug(voc_root: Path, sbd_root: Path, *, nproc: int = 1,
                     force: bool = False) -> Tuple[List[str], int, int]:
-    """Write the aug labels and ``aug.txt``.
+    """Write the aug labels, ``aug.txt`` and ``trainaug.txt``.
 
     Args:
         voc_root: the VOCdevkit folder.
@@ -123,7 +126,7 @@ def convert_voc_aug(voc_root: Path, sbd_root: Path, *, nproc: int = 1,
         force: convert every name again, also those up to date.
 
     Returns:
-        (the names of aug.txt, labels written, labels kept as up to date).
+        (the names of trainaug.txt, labels written, labels kept as up to date).
 
     Raises:
         UserInputError: a missing folder or list, names without a label, a
@@ -134,10 +137,10 @@ def convert_voc_aug(voc_root: Path, sbd_root: Path, *, nproc: int = 1,
     sbd = sbd_root / 'benchmark_RELEASE' / 'dataset'
     check_inputs(voc=voc, sbd=sbd)
     splits = voc / 'ImageSets' / 'Segmentation'
-    val = set(read_list(splits / 'val.txt'))
-    names = sorted((set(read_list(sbd / 'train.txt'))
-                    | set(read_list(sbd / 'val.txt'))
-                    | set(read_list(splits / 'train.txt'))) - val)
+    val, train = set(read_list(splits / 'val.txt')), set(read_list(splits / 'train.txt'))
+    aug = sorted((set(read_list(sbd / 'train.txt')) | set(read_list(sbd / 'val.txt')))
+                 - train - val)
+    names = sorted(set(aug) | (train - val))  # trainaug
     everything = names + sorted(val)
     sources = {name: label_source(name, voc=voc, sbd=sbd) for name in everything}
     missing = [name for name in everything if sources[name] is None]
@@ -151,7 +154,8 @@ def convert_voc_aug(voc_root: Path, sbd_root: Path, *, nproc: int = 1,
         jobs.append((source, target,
                      force or not is_up_to_date(target, [source])))
     written = sum(map_with_progress(convert_one, jobs, nproc, 'VOC aug labels'))
-    atomic_write_text(str(splits / 'aug.txt'), '\n'.join(names) + '\n')
+    atomic_write_text(str(splits / 'aug.txt'), '\n'.join(aug) + '\n')
+    atomic_write_text(str(splits / 'trainaug.txt'), '\n'.join(names) + '\n')
     return names, written, len(jobs) - written
 
 
@@ -178,7 +182,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     voc = args.voc_root / 'VOC2012'
     print(f'{written} converted, {kept} already done (labels in '
           f'{voc / "SegmentationClassAug"}); wrote {len(names)} names to '
-          f'{voc / "ImageSets" / "Segmentation" / "aug.txt"}.')
+          f'{voc / "ImageSets" / "Segmentation" / "trainaug.txt"} (train + aug; aug.txt: '
+          'the SBD images beyond VOC train and val, as MMSeg writes it).')
     return 0
 
 
