@@ -10,64 +10,12 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import nn
 
-from mmseg_saot.utils.build_errors import did_you_mean
-from mmseg_saot.utils.config_types import has_type
 from mmseg_saot.utils.digests import named_tensors_sha256
-from mmseg_saot.utils.errors import ConfigError, WeightsError
-from .hub_access import hub_unreachable
+from mmseg_saot.utils.errors import ConfigError
+from .timm_vit import create_timm_vit, refuse_pretrained_init_cfg, token_stride
 from .vit_checkpoint import load_vit_weights
 
 _AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-def _create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
-    """Create a timm ViT with dynamic position embeddings, without a head."""
-    try:
-        import timm
-    except ImportError as err:  # pragma: no cover - timm is a dependency
-        raise ImportError('DINOv2Backbone needs timm >= 1.0.20: '
-                          '`pip install "timm>=1.0.20"`') from err
-    if not timm.is_model(model_name):
-        hint = did_you_mean(model_name.split('.')[0], timm.list_models())
-        raise ConfigError(
-            f'DINOv2Backbone: timm has no model "{model_name}".{hint} Use a timm '
-            'ViT name such as vit_small_patch14_dinov2, '
-            'vit_large_patch14_reg4_dinov2 or vit_base_patch16_224.dino '
-            '(see timm.list_models("*dinov2*")).')
-    unreachable = hub_unreachable(model_name) if pretrained else None
-    if unreachable:
-        raise WeightsError(_no_pretrained_weights(model_name, unreachable))
-    try:
-        vit = timm.create_model(model_name, pretrained=pretrained,
-                                num_classes=0, dynamic_img_size=True)
-    except TypeError as err:
-        if 'dynamic_img_size' not in str(err):
-            raise
-        raise ConfigError(
-            f'DINOv2Backbone: timm model "{model_name}" takes no dynamic_img_size (it is '
-            'not a ViT, or a ViT of one input size only, such as BEiT or CaiT); the '
-            'backbone needs a timm ViT such as vit_small_patch14_dinov2 or '
-            'vit_base_patch16_224.dino (see timm.list_models("vit_*")).') from err
-    except Exception as err:  # hub unreachable, auth, missing file...
-        if not pretrained:
-            raise
-        raise WeightsError(_no_pretrained_weights(model_name, str(err))) from err
-    if not hasattr(vit, 'forward_intermediates'):
-        raise ConfigError(f'DINOv2Backbone: timm model "{model_name}" has no '
-                          'forward_intermediates(); use a ViT.')
-    if not (isinstance(getattr(vit, 'blocks', None), nn.Module)
-            and isinstance(getattr(vit, 'patch_embed', None), nn.Module)):
-        raise ConfigError(f'DINOv2Backbone: timm model "{model_name}" is not a plain ViT '
-                          '(no patch_embed and single sequence of blocks: a hierarchical '
-                          'model such as Swin); use a timm ViT such as '
-                          'vit_small_patch14_dinov2 (see timm.list_models("vit_*")).')
-    return vit
-
-
-def _no_pretrained_weights(model_name: str, reason: str) -> str:
-    return (f'DINOv2Backbone: could not fetch pretrained weights for "{model_name}" from the '
-            f'timm/Hugging Face hub ({reason}). Without network access, pass a local file: '
-            'model.backbone.checkpoint=/path/to/weights.safetensors (and pretrained=False).')
 
 
 # state_dict key (under the backbone's prefix) of the sha256 of the frozen ViT weights
@@ -169,13 +117,13 @@ class DINOv2Backbone(BaseModule):
                  feature_dtype: Optional[str] = None,
                  save_frozen_weights: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
-        _refuse_pretrained_init_cfg(init_cfg)
+        refuse_pretrained_init_cfg(init_cfg)
         super().__init__(init_cfg=init_cfg)
         if feature_dtype is not None and feature_dtype not in _AUTOCAST_DTYPES:
             raise ConfigError(f'DINOv2Backbone: feature_dtype must be one of '
                               f'{sorted(_AUTOCAST_DTYPES)} or None, got '
                               f'{feature_dtype!r}.')
-        self.vit = _create_timm_vit(model_name,
+        self.vit = create_timm_vit(model_name,
                                     pretrained and checkpoint is None)
         if checkpoint is not None:
             load_vit_weights(self.vit, checkpoint)
@@ -187,7 +135,7 @@ class DINOv2Backbone(BaseModule):
         self.norm = norm
         self._norm_by_fc_norm = norm and self._final_norm_is_fc_norm(model_name)
         self.feature_dtype = feature_dtype
-        self.patch_size = _token_stride(self.vit, model_name)
+        self.patch_size = token_stride(self.vit, model_name)
         self.embed_dim = int(self.vit.embed_dim)
         self.vit.requires_grad_(False)
         self.vit.eval()
@@ -373,11 +321,11 @@ class DINOv2Backbone(BaseModule):
 
 
 def check_segmentor_parts(model: nn.Module) -> None:
-    """Run :class:`DINOv2Backbone`'s checks of the parts around it (the head's
-    ``in_channels``, the input grid) on a built segmentor, e.g. MMSeg's
-    ``EncoderDecoder``, which does not run them itself (``EMATeacherUDA`` does, when it
-    is built); wrappers (DDP, the TTA model) are looked through. Nothing for another
-    backbone.
+    """Run the backbone's checks of the parts around it (the head's ``in_channels``,
+    the input grid; :class:`DINOv2Backbone`'s, or any backbone's with those methods) on
+    a segmentor: ``EMATeacherUDA`` runs them when it is built, the tools on MMSeg's own
+    segmentors (``EncoderDecoder``); wrappers (DDP, the TTA model) are looked through.
+    Nothing for a backbone without them.
 
     Raises:
         ConfigError: as :meth:`DINOv2Backbone.check_head` and
@@ -386,38 +334,14 @@ def check_segmentor_parts(model: nn.Module) -> None:
     while isinstance(getattr(model, 'module', None), nn.Module):
         model = model.module
     backbone = getattr(model, 'backbone', None)
-    if not isinstance(backbone, DINOv2Backbone):
-        return
     owner = type(model).__name__
     head = getattr(model, 'decode_head', None)
-    if getattr(model, 'neck', None) is None and isinstance(head, nn.Module):
+    if (hasattr(backbone, 'check_head') and getattr(model, 'neck', None) is None
+            and isinstance(head, nn.Module)):
         backbone.check_head(head, owner)
-    backbone.check_input_grid(getattr(model, 'data_preprocessor', None),
-                              getattr(model, 'test_cfg', None), owner)
-
-
-def _refuse_pretrained_init_cfg(init_cfg) -> None:
-    """ConfigError for ``init_cfg=dict(type='Pretrained', ...)``, MMSeg's usual way to
-    give backbone weights: the frozen ViT never reads it (a missing file passed too)."""
-    for entry in init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]:
-        if has_type(entry, 'Pretrained'):
-            raise ConfigError(
-                'DINOv2Backbone: init_cfg=Pretrained is not read (the frozen ViT would keep '
-                'its initial weights); give the weights as model.backbone.checkpoint='
-                f'{entry.get("checkpoint", "<file>")!r} (a .pth or .safetensors file) and '
-                'drop model.backbone.init_cfg.')
-
-
-def _token_stride(vit: nn.Module, model_name: str) -> int:
-    """Pixels per token of ``vit``: the patch size, times the stride of a hybrid ViT's
-    CNN stem (``vit_base_r50_s16_224``: patch 1, 16 px per token)."""
-    embed = vit.patch_embed
-    ratio = embed.feat_ratio(as_scalar=False) if hasattr(embed, 'feat_ratio') else None
-    ratio = tuple(ratio) if ratio is not None else tuple(embed.patch_size)
-    if len(set(ratio)) != 1:
-        raise ConfigError(f'DINOv2Backbone: timm model "{model_name}" has tokens of '
-                          f'{ratio[0]} x {ratio[1]} px; the backbone needs square ones.')
-    return int(ratio[0])
+    if hasattr(backbone, 'check_input_grid'):
+        backbone.check_input_grid(getattr(model, 'data_preprocessor', None),
+                                  getattr(model, 'test_cfg', None), owner)
 
 
 def _is_int(value) -> bool:
