@@ -210,10 +210,9 @@ def fine_tune_notes(cfg, work_dir: str) -> str:
                          'of the checkpoint)')
     dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
     for _, folder in pseudo_label_dirs(dataset, 'train_dataloader.dataset'):
-        inside = isinstance(folder, str) and not osp.relpath(
-            osp.abspath(folder), osp.abspath(work_dir)).startswith(os.pardir)
-        if inside:
-            relative = osp.relpath(osp.abspath(folder), osp.abspath(work_dir))
+        relative = (osp.relpath(osp.abspath(folder), osp.abspath(work_dir))
+                    if isinstance(folder, str) else os.pardir)
+        if not relative.startswith(os.pardir):  # inside the work_dir
             notes.append(f'labels the target set again into the new work_dir (copy {folder} '
                          f'to <new work_dir>/{relative} first to reuse these pseudo-labels)')
     return '; this config ' + ' and '.join(notes) if notes else ''

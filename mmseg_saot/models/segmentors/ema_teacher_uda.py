@@ -11,6 +11,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 from torch import Tensor
 
+from mmseg_saot.models.backbones.dinov2 import check_segmentor_parts
 from mmseg_saot.models.data_preprocessors import UDADataPreProcessor
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_number
 from .frozen_features import FrozenFeaturesMixin
@@ -128,11 +129,7 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         for name, (value, bounds) in numbers.items():
             check_number('EMATeacherUDA', name, value, **bounds)
         self._check_parts()
-        if neck is None and hasattr(self.backbone, 'check_head'):
-            self.backbone.check_head(self.decode_head, 'EMATeacherUDA')
-        if hasattr(self.backbone, 'check_input_grid'):
-            self.backbone.check_input_grid(self.data_preprocessor, self.test_cfg,
-                                           'EMATeacherUDA')
+        check_segmentor_parts(self)  # the head's in_channels, the input grid
         self.teacher_head = MODELS.build(decode_head)
         self.teacher_head.requires_grad_(False)
         # a neck may train: the teacher keeps its own average of it (EMATeacherHook)
