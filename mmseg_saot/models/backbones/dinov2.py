@@ -287,11 +287,15 @@ class DINOv2Backbone(BaseModule):
         self.vit.eval()
         return self
 
+    def padded_size(self, size: Tuple[int, int]) -> Tuple[int, int]:
+        """``(H, W)`` rounded up to whole patches: the input size the maps cover."""
+        return tuple(math.ceil(side / self.patch_size) * self.patch_size for side in size)
+
     def _pad_to_patch_multiple(self, images: torch.Tensor) -> torch.Tensor:
         """Zero-pad (B, C, H, W) on the right/bottom to multiples of p."""
         height, width = images.shape[-2:]
-        pad_h = math.ceil(height / self.patch_size) * self.patch_size - height
-        pad_w = math.ceil(width / self.patch_size) * self.patch_size - width
+        padded_height, padded_width = self.padded_size((height, width))
+        pad_h, pad_w = padded_height - height, padded_width - width
         if pad_h or pad_w:
             images = F.pad(images, (0, pad_w, 0, pad_h))
         return images

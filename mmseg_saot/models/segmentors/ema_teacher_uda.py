@@ -248,10 +248,21 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         return outputs
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
-        """Logits of the ``predict_on`` head at input resolution."""
+        """Logits of the ``predict_on`` head at input resolution.
+
+        An input that is not whole patches (a sliding-window crop of an image smaller
+        than the window) is padded by the backbone on the right and bottom; its logits
+        are upsampled to the padded size and cut back, so that each pixel keeps the
+        prediction of its own patch instead of a map stretched over the padding.
+        """
         head = self.teacher_head if self.predict_on == 'teacher' else self.decode_head
-        return head.predict(self.extract_feat(inputs, self.predict_on), batch_img_metas,
-                            self.test_cfg)
+        feats = self.extract_feat(inputs, self.predict_on)
+        height, width = inputs.shape[-2:]
+        padded = self.backbone.padded_size((height, width))
+        if padded == (height, width):
+            return head.predict(feats, batch_img_metas, self.test_cfg)
+        metas = [dict(meta, img_shape=torch.Size(padded)) for meta in batch_img_metas]
+        return head.predict(feats, metas, self.test_cfg)[..., :height, :width]
 
     # loss steps
     def loss(self, inputs, data_samples) -> Dict[str, Tensor]:

@@ -518,3 +518,22 @@ def test_the_mix_canvas_is_padded_with_the_preprocessors_pad_val_and_masked(monk
     # the strong view is told which pixels are the target image's: jitter and blur keep
     # the padding out of them
     assert bool(seen['valid'][:, :28].all()) and not bool(seen['valid'][:, 28:].any())
+
+
+def test_a_window_larger_than_the_image_keeps_each_pixel_on_its_own_patch():
+    # a sliding window crops a 20x30 image as it is: the backbone pads it to 28x42 and the
+    # logits used to be stretched from the padded map over 20x30, moving most pixels
+    model = build(data_preprocessor=dict(type='UDADataPreProcessor', size_divisor=14),
+                  test_cfg=dict(mode='slide', crop_size=(42, 42), stride=(14, 14)))
+    model.eval()
+    model.predict_on = 'student'
+    image = torch.randn(1, 3, 20, 30, generator=torch.Generator().manual_seed(0))
+    meta = dict(img_shape=(20, 30), ori_shape=(20, 30))
+    with torch.no_grad():
+        logits = model.inference(image, [meta])
+        maps = model.decode_head(model.backbone(image))
+        padded = torch.nn.functional.interpolate(maps, size=(28, 42), mode='bilinear',
+                                                 align_corners=False)
+    assert logits.shape == (1, 4, 20, 30)
+    torch.testing.assert_close(logits, padded[..., :20, :30])
+    assert model.backbone.padded_size((20, 30)) == (28, 42)
