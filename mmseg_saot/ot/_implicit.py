@@ -142,32 +142,55 @@ def _schur_solve(plan, d1, d2, r1, r2, balanced):
     return w1, w2
 
 
-def _conjugate_gradient(plan, d1, d2, rhs, balanced, rtol=1e-7, max_iters=500):
-    def apply(x):
-        return d2 * x - plan.t() @ ((plan @ x) / d1)
+def _conjugate_gradient(plan, d1, d2, rhs, balanced, rtol=None, max_iters=500):
+    """Jacobi-preconditioned conjugate gradients on the Schur system of ``_schur_solve``.
 
+    In the balanced case the system has the null vector 1, so the right-hand side, the
+    residual and the search directions are kept mean-zero at every step: rounding in
+    fp32 otherwise leaves a component along 1 that no step can remove, and the
+    iteration blew up to NaN. ``rtol`` (default: 1e-7, or ten units of rounding of
+    the dtype if that is larger) is the residual relative to the right-hand side.
+    Stops when the residual grows a thousandfold past its best (rounding has taken
+    over) and returns the iterate of smallest residual, with a warning, if ``rtol`` is
+    not reached.
+    """
+    def project(v):
+        return v - v.mean() if balanced else v
+
+    def apply(x):
+        return project(d2 * x - plan.t() @ ((plan @ x) / d1))
+
+    if rtol is None:
+        rtol = max(1e-7, 10 * torch.finfo(rhs.dtype).eps)
     precond = (d2 - (plan**2 / d1[:, None]).sum(0)).clamp_min(d2 * 1e-3 + torch.finfo(
         d2.dtype).tiny)
+    rhs = project(rhs)
     x = torch.zeros_like(rhs)
     r = rhs.clone()
-    z = r / precond
+    z = project(r / precond)
     p = z.clone()
     rz = r @ z
     target = rtol * rhs.norm()
+    best_x, best_norm = x, float(rhs.norm())
     for _ in range(max_iters):
-        if balanced:
-            p = p - p.mean()
         ap = apply(p)
         alpha = rz / (p @ ap).clamp_min(torch.finfo(p.dtype).tiny)
         x = x + alpha * p
-        r = r - alpha * ap
-        if bool(r.norm() <= target):
+        r = project(r - alpha * ap)
+        norm = float(r.norm())
+        if not math.isfinite(norm) or norm > 1e3 * best_norm:
+            break
+        if norm < best_norm:
+            best_x, best_norm = x, norm
+        if norm <= target:
             return x
-        z = r / precond
+        z = project(r / precond)
         rz_new = r @ z
         p = z + (rz_new / rz) * p
         rz = rz_new
+    relative = best_norm / max(float(rhs.norm()), torch.finfo(rhs.dtype).tiny)
     warnings.warn('implicit Sinkhorn gradient: conjugate gradients did not reach '
-                  f'rtol={rtol:g} in {max_iters} iterations; the gradient is approximate. '
-                  'A larger epsilon conditions the system better.', stacklevel=4)
-    return x
+                  f'rtol={rtol:.1e} (best relative residual {relative:.1e}); the gradient '
+                  'is approximate. A larger epsilon conditions the system better; a float64 '
+                  'cost lowers the rounding floor.', stacklevel=4)
+    return best_x

@@ -6,8 +6,9 @@ import warnings
 import pytest
 import torch
 
-from mmseg_saot.ot import SinkhornConvergenceWarning, cosine_cost, sinkhorn
+from mmseg_saot.ot import SinkhornConvergenceWarning, cosine_cost, sinkhorn, transfer_labels
 from mmseg_saot.ot import _implicit
+from mmseg_saot.ot.synthetic import ClusteredFeatures
 
 F64 = torch.float64
 
@@ -311,6 +312,29 @@ def test_conjugate_gradient_backward_matches_dense_solve(monkeypatch):
             grads.append(torch.autograd.grad((plan * weights).sum(), c)[0])
     torch.testing.assert_close(grads[2], grads[0], atol=1e-8, rtol=1e-6)
     torch.testing.assert_close(grads[3], grads[1], atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize('rho', [math.inf, 1.0])
+def test_float32_conjugate_gradient_backward_is_finite_and_accurate(monkeypatch, rho):
+    # Balanced fp32 problems with both sides above DENSE_SCHUR_MAX gave a NaN gradient:
+    # rounding left a component along the null vector 1 that CG amplified.
+    monkeypatch.setattr(_implicit, 'DENSE_SCHUR_MAX', 0)
+    features = ClusteredFeatures(32)
+    x, x_labels = features.sample(300, 1)
+    y, y_labels = features.sample(200, 2, domain_shift=0.3)
+    grads = []
+    for dtype, tol in ((torch.float32, 1e-6), (F64, 1e-11)):
+        source = x.to(dtype).requires_grad_()
+        result = sinkhorn(cosine_cost(source, y.to(dtype)), epsilon=0.05, rho=rho, tol=tol,
+                          num_iters=20000)
+        probs = transfer_labels(result, x_labels, 19).probs
+        loss = torch.nn.functional.nll_loss(torch.log(probs + 1e-9), y_labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')  # no 'did not reach rtol' warning either
+            grads.append(torch.autograd.grad(loss, source)[0])
+    assert bool(torch.isfinite(grads[0]).all())
+    error = (grads[0].double() - grads[1]).norm() / grads[1].norm()
+    assert float(error) < 1e-4
 
 
 def test_result_dtype_follows_cost_and_potentials_are_accurate():
