@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmseg_saot.ot import SinkhornConvergenceWarning, cosine_cost, sinkhorn, transfer_labels
-from mmseg_saot.ot import _implicit
+from mmseg_saot.ot import _implicit, _loop
 from mmseg_saot.ot.synthetic import ClusteredFeatures
 
 F64 = torch.float64
@@ -409,3 +409,45 @@ def test_gradient_with_zero_weight_points_equals_the_reduced_problem(
     dropped_grad = grad[:2] if zero == 'a' else grad[:, :2]
     torch.testing.assert_close(kept_grad, expected, atol=1e-8, rtol=1e-6)
     assert bool((dropped_grad == 0).all())
+
+
+def test_slow_steady_convergence_is_not_taken_for_the_rounding_floor():
+    # At small epsilon the fp32 error falls by ~0.2 % per window with jitter of the same
+    # size; the stall check took that for the rounding floor and stopped at ~1200 of the
+    # 3000 iterations asked for (error 7.7e-05, 90x the floor), advising a float64 cost.
+    gen = torch.Generator().manual_seed(0)
+    cost = cosine_cost(torch.randn(200, 8, generator=gen), torch.randn(200, 8, generator=gen))
+    with pytest.warns(SinkhornConvergenceWarning, match='did not converge') as record:
+        result = sinkhorn(cost, epsilon=0.005, num_iters=3000)
+    assert result.num_iters == 3000 and float(result.marginal_error) < 3e-5
+    # balanced: the translation-invariant step has nothing to do, so it is not advised
+    assert 'translation_invariant' not in str(record[0].message)
+
+
+def test_half_precision_storage_is_not_stopped_above_its_floor():
+    # bf16 storage of a float64 cost stopped at 1.0e-07 after 90 iterations, "at the
+    # rounding floor", advising a float64 cost (it was one); it converges to 1e-9
+    gen = torch.Generator().manual_seed(0)
+    cost = cosine_cost(torch.randn(300, 16, generator=gen),
+                       torch.randn(250, 16, generator=gen)).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', SinkhornConvergenceWarning)
+        result = sinkhorn(cost, epsilon=0.05, rho=1.0, tol=1e-9, storage_dtype=torch.bfloat16)
+    assert bool(result.converged)
+
+
+@pytest.mark.parametrize('storage, solver, advice', [
+    (torch.bfloat16, 'sinkhorn', '`storage_dtype=torch.float32`'),
+    (torch.float32, 'sinkhorn', 'pass a float64 cost'),
+    (torch.float32, 'block_sparse_sinkhorn', 'pass float64 inputs')])
+def test_a_stop_at_the_floor_advises_by_storage_and_solver(storage, solver, advice):
+    stall = _loop.Stall(patience=5)
+    for _ in range(10):
+        stall.update(2e-6, 1e-6)
+    assert stall.stalled
+    cfg = _loop.LoopConfig(epsilon=0.05, rho_a=1.0, rho_b=1.0, num_iters=100, tol=1e-9,
+                           check_every=10, omega=1.0, translation_invariant=True,
+                           solver_name=solver)
+    operator = type('Operator', (), {'storage_dtype': storage})()
+    message = _loop._stall_advice(stall, operator, cfg)
+    assert 'rounding floor' in message and advice in message
