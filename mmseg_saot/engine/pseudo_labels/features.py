@@ -193,17 +193,24 @@ def _read_store(store: Optional[FeatureStore], indices: List[int], items: List[d
                                 label_settings=label_settings)
         entry = store.load(keys[index])
         if entry is not None:
+            if label_settings is None:  # target images: labels go back to the file's pixels
+                check_file_geometry(item['data_samples'])
             found[index] = _record_of(index, item, entry, device)
     return found, keys
 
 
 def _record_of(index: int, item: dict, entry: dict, device) -> ImageFeatures:
-    """The :class:`ImageFeatures` of a stored entry, for ``dataset[index]`` = ``item``."""
+    """The :class:`ImageFeatures` of a stored entry, for ``dataset[index]`` = ``item``.
+
+    The sizes come from ``item``, not the entry: the key hashes the pipeline's output,
+    which two files share when one is the other at another resolution.
+    """
     labels = entry['labels']
-    return ImageFeatures(index=index, img_path=item['data_samples'].img_path,
+    sample = item['data_samples']
+    return ImageFeatures(index=index, img_path=sample.img_path,
                          feats=entry['feats'].to(device),
-                         img_shape=tuple(entry['img_shape']),
-                         ori_shape=tuple(entry['ori_shape']),
+                         img_shape=tuple(sample.img_shape[:2]),
+                         ori_shape=tuple(sample.ori_shape[:2]),
                          labels=None if labels is None else labels.to(device))
 
 

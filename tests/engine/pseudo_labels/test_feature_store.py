@@ -143,3 +143,25 @@ def test_a_store_folder_that_cannot_be_made_is_named(tmp_path):
     with pytest.raises(UserInputError, match=r'^feature store \(SAOTPseudoLabelHook '
                        r'feature_store_dir or --feature-cache\): '):
         FeatureStore(str(afile), torch.nn.Linear(1, 1))
+
+
+def test_one_frame_at_two_resolutions_keeps_each_file_size(setup, tmp_path):
+    # a target Resize makes the same frame at 56x84 and 112x168 one pipeline output: the
+    # second file's hit took the first file's size, and its pseudo-label was written so
+    _, model, _ = setup
+    small = np.random.default_rng(0).integers(0, 256, (56, 84, 3), dtype=np.uint8)
+    (tmp_path / 'img').mkdir()
+    Image.fromarray(small).save(tmp_path / 'img' / 'a.png')
+    Image.fromarray(small.repeat(2, 0).repeat(2, 1)).save(tmp_path / 'img' / 'b.png')
+    target = dict(type='BaseSegDataset', data_root=str(tmp_path),
+                  data_prefix=dict(img_path='img'), img_suffix='.png',
+                  pipeline=[dict(type='LoadImageFromFile'),
+                            dict(type='Resize', scale=(84, 56), keep_ratio=False),
+                            dict(type='PackSegInputs')])
+    store = FeatureStore(str(tmp_path / 'store'), model)
+    dataset = DATASETS.build(target)
+    records = list(iter_features(model, dataset, range(2), batch_size=1,
+                                 memo=FeatureMemo(store=store)))
+    assert (store.hits, store.misses) == (1, 1)  # the second file is the first's entry
+    assert [r.ori_shape for r in records] == [(56, 84), (112, 168)]
+    assert [r.img_shape for r in records] == [(56, 84), (56, 84)]
