@@ -147,7 +147,7 @@ class PseudoLabelCache:
         (a manifest, or only what a cache writes): moving aside a folder such as a
         dataset root or a work_dir would break what reads it."""
         found = sorted(name for name in os.listdir(self.root)
-                       if not (name.startswith('.') and name.endswith('.tmp')))  # ours
+                       if not TEMPORARY_NAME.fullmatch(name))  # ours, cut by a kill
         if MANIFEST in found or set(found) <= _CACHE_ENTRIES:
             return
         listed = ', '.join(found[:4]) + (', ...' if len(found) > 4 else '')

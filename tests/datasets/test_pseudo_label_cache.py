@@ -37,3 +37,13 @@ def test_a_folder_that_is_no_cache_is_refused_and_left_alone(tmp_path):
     (tmp_path / 'cache' / 'labels').mkdir(parents=True)
     assert PseudoLabelCache(str(tmp_path / 'cache')).open(dict(method='saot')) == 'new'
     assert (tmp_path / 'cache.stale-unknown' / 'labels').is_dir()
+
+
+def test_a_manifest_write_cut_by_a_kill_leaves_a_cache_that_opens(tmp_path):
+    # kill -9 during the first manifest write left only its temporary, and every rerun
+    # refused the folder as "no pseudo-label cache" until it was deleted by hand
+    root = tmp_path / 'pseudo_labels'
+    root.mkdir()
+    (root / 'manifest.json.17124.466919d6.tmp').write_text('{"config_h')
+    assert PseudoLabelCache(str(root)).open(dict(method='saot')) == 'new'
+    assert json.loads((root / 'manifest.json').read_text())['complete'] is False
