@@ -134,6 +134,28 @@ def read_label_map(path: str, backend: str = LABEL_BACKEND) -> np.ndarray:
         return np.asarray(label)
 
 
+def wide_label_problem(path: str) -> Optional[str]:
+    """What is wrong with a label map stored in more than 8 bits, or None.
+
+    MMSeg's ``LoadAnnotations`` casts label maps to ``uint8``, so a value above 255
+    wraps around to another class without a word. Only the file's header is read
+    unless it is a 16- or 32-bit image (then its values are checked); a file Pillow
+    cannot open is left to the loader.
+    """
+    from PIL import Image
+    try:
+        with Image.open(path) as label:
+            if not label.mode.startswith('I'):
+                return None
+            label.load()
+            largest = int(np.asarray(label).max(initial=0))
+    except Exception:  # not ours to report: the loader already read it
+        return None
+    if largest <= 255:
+        return None
+    return label_value_problem([largest], 256, 255) + '.'
+
+
 def unreadable_label_maps(paths: Sequence[str]) -> List[str]:
     """Those of ``paths`` that :func:`read_label_map` cannot decode."""
     broken = []

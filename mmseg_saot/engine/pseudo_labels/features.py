@@ -9,6 +9,7 @@ import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.utils import ProgressBar
 
+from mmseg_saot.datasets.integrity import wide_label_problem
 from mmseg_saot.models.labelers.patch_labels import patch_labels
 from mmseg_saot.utils.errors import UserInputError
 from .feature_store import FeatureStore
@@ -258,13 +259,23 @@ def _patch_labels_of(sample, item, grid, patch, num_classes, ignore_index) -> to
         raise PseudoLabelInputError(
             f'{sample.img_path}: the source pipeline gave no label map; it needs '
             "dict(type='LoadAnnotations') and a seg_map_path in the source dataset.")
-    seg = sample.gt_sem_seg.data[0]  # (H'', W'') padded with ignore by the preprocessor
-    seg = seg[:grid[0] * patch, :grid[1] * patch]
+    path = sample.metainfo.get('seg_map_path') or sample.img_path
+    seg = sample.gt_sem_seg.data  # (1, H'', W'') padded with ignore by the preprocessor
+    problem = None
+    if seg.dim() != 3 or seg.shape[0] != 1:  # MMSeg packs an RGB map as (H, W, 3)
+        problem = (f'the label map loads as {tuple(seg.shape)}, not one channel of class '
+                   'ids (a colour rendering of the classes?); MMSeg needs a grayscale or '
+                   'palette PNG of class ids.')
+    elif sample.metainfo.get('seg_map_path'):
+        problem = wide_label_problem(path)  # MMSeg's loader wrapped it to 8 bits
+    if problem:
+        raise PseudoLabelInputError(f'{path}: {problem} `python tools/check_data.py CONFIG` '
+                                    'lists every such file.')
+    seg = seg[0, :grid[0] * patch, :grid[1] * patch]
     try:
         return patch_labels(seg[None], patch=patch, num_classes=num_classes,
                             ignore_index=ignore_index)[0]
     except ValueError as err:  # a label value out of range: name the file
-        path = sample.metainfo.get('seg_map_path') or sample.img_path
         raise PseudoLabelInputError(
             f'{path}: {str(err).replace("patch_labels: ", "")} `python tools/check_data.py '
             'CONFIG` lists every such file.') from err

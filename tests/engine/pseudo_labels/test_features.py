@@ -82,3 +82,35 @@ def test_a_pipeline_without_pack_seg_inputs_is_named_with_the_fix(tmp_path):
             f'{path}: the pipeline of its dataset gave a dict of .*img_path.*, not a packed '
             r"sample: end that pipeline with dict\(type='PackSegInputs'\)")):
         load_item(dataset, 0)
+
+
+def test_a_colour_or_16_bit_source_label_map_names_its_file(tmp_path):
+    # An RGB label map (packed (H, W, 3)) made every patch ignore and its image left the
+    # bank without a word; a 16-bit one had its values wrapped to other classes by
+    # MMSeg's uint8 cast (269 -> 13).
+    import numpy as np
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    from PIL import Image
+
+    from mmseg_saot.engine.pseudo_labels.features import _patch_labels_of
+    rgb = SegDataSample(metainfo=dict(img_path='/data/a.png', seg_map_path='/data/a_rgb.png'))
+    rgb.gt_sem_seg = PixelData(data=torch.zeros(28, 28, 3, dtype=torch.long))
+    with pytest.raises(PseudoLabelInputError, match=re.escape(
+            '/data/a_rgb.png: the label map loads as (28, 28, 3), not one channel of class '
+            'ids')):
+        _patch_labels_of(rgb, None, (2, 2), 14, num_classes=19, ignore_index=255)
+    wide = np.full((28, 28), 269, dtype=np.uint16)
+    Image.fromarray(wide).save(tmp_path / 'b.png')
+    sample = SegDataSample(metainfo=dict(img_path='/data/b.png',
+                                         seg_map_path=str(tmp_path / 'b.png')))
+    sample.gt_sem_seg = PixelData(data=torch.full((1, 28, 28), 269 % 256))
+    with pytest.raises(PseudoLabelInputError, match=re.escape(
+            f'{tmp_path / "b.png"}: values up to 269 (a 16-bit label map)')):
+        _patch_labels_of(sample, None, (2, 2), 14, num_classes=19, ignore_index=255)
+    Image.fromarray(np.full((28, 28), 12, dtype=np.uint16)).save(tmp_path / 'c.png')
+    sample.set_metainfo(dict(seg_map_path=str(tmp_path / 'c.png')))  # 16-bit, values < 256
+    sample.gt_sem_seg = PixelData(data=torch.full((1, 28, 28), 12))
+    assert bool((_patch_labels_of(sample, None, (2, 2), 14, num_classes=19,
+                                  ignore_index=255) == 12).all())
