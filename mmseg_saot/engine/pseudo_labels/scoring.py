@@ -1,6 +1,6 @@
 """Score pseudo-labels against ground truth: confusion counts, per-class IoU, a table."""
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -78,10 +78,17 @@ class PseudoLabelScore:
             per_class_iou={n: (None if not present[c] or math.isnan(raw[c]) else
                                round(100 * float(raw[c]), 2))
                            for c, n in enumerate(class_names)},
-            miou=round(100 * float(np.nanmean(np.where(present, raw, math.nan))), 2),
-            miou_kept=round(100 * float(np.nanmean(np.where(present, kept, math.nan))), 2),
+            miou=_mean_percent(np.where(present, raw, math.nan)),
+            miou_kept=_mean_percent(np.where(present, kept, math.nan)),
             kept_percent=round(100 * self.kept_pixels / max(1, self.labelled_pixels), 2),
             seconds=round(self.seconds, 2))
+
+
+def _mean_percent(iou: np.ndarray) -> Optional[float]:
+    """The mean of the IoUs that are not NaN, in per cent; None (JSON null) if none is:
+    no pixel kept, or no ground truth."""
+    values = iou[~np.isnan(iou)]
+    return round(100 * float(values.mean()), 2) if values.size else None
 
 
 def format_table(results: Dict[str, Dict], class_names: Sequence[str]) -> str:
@@ -97,5 +104,7 @@ def format_table(results: Dict[str, Dict], class_names: Sequence[str]) -> str:
             ('-' if v is None else f'{v:.1f}').rjust(width) for v in values))
     for key, label in (('miou', 'mIoU (all)'), ('miou_kept', 'mIoU (kept)'),
                        ('kept_percent', 'kept %'), ('seconds', 'seconds')):
-        lines.append(label.ljust(14) + ''.join(f'{results[n][key]:{width}.1f}' for n in names))
+        lines.append(label.ljust(14) + ''.join(
+            ('-' if results[n][key] is None else f'{results[n][key]:.1f}').rjust(width)
+            for n in names))
     return '\n'.join(lines)

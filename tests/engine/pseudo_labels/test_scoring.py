@@ -30,3 +30,23 @@ def test_colour_ground_truth_is_named_as_such_not_as_a_size_mismatch():
     labels = np.zeros((4, 5), dtype=np.int64)
     with pytest.raises(ValueError, match=r'ground truth of shape \(4, 5, 3\) is a colour image'):
         score.add(labels, labels, np.zeros((4, 5, 3), dtype=np.uint8))
+
+
+def test_no_kept_pixel_gives_a_null_kept_miou_not_nan():
+    # a confidence threshold above 1 keeps nothing: json.dump wrote NaN, which strict
+    # JSON readers reject, and the table printed nan after a numpy warning
+    import json
+    import warnings
+
+    from mmseg_saot.engine.pseudo_labels.scoring import format_table
+    score = PseudoLabelScore(num_classes=2)
+    gt = np.array([[0, 1], [1, 0]], np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        score.add(np.full((2, 2), 255, np.uint8), gt, gt)
+        summary = score.summary(['road', 'car'])
+    assert summary['miou'] == 100.0 and summary['miou_kept'] is None
+    json.loads(json.dumps(summary), parse_constant=lambda name: pytest.fail(name))
+    row = [line for line in format_table({'saot': summary}, ['road', 'car']).splitlines()
+           if line.startswith('mIoU (kept)')]
+    assert row[0].split() == ['mIoU', '(kept)', '-']
