@@ -75,7 +75,9 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
     _check_every_rank_sees_the_cache(cache, state, rank, world_size)
     if state == STATE_COMPLETE and all(cache.has(k) for k in keys):
         _log(f'pseudo-labels: reusing the complete cache {cache.root} ({len(keys)} images)')
-        return cache.read_manifest()
+        manifest = cache.read_manifest()
+        _warn_all_ignore(manifest.get('all_ignore') or [])
+        return manifest
     mine = [i for i in range(rank, len(keys), world_size) if not cache.has(keys[i])]
     done = len(keys) - len([i for i in range(len(keys)) if not cache.has(keys[i])])
     _log(f'pseudo-labels: {done} of {len(keys)} images already in {cache.root}; '
@@ -187,9 +189,14 @@ def _finish(cache: PseudoLabelCache, keys: Sequence[str], fingerprint: Dict,
     cache.write_manifest(manifest)
     _log(f'pseudo-labels: {len(keys)} images in {cache.root}, '
         f'{100 * manifest["labelled_fraction"]:.1f} % of pixels labelled')
+    _warn_all_ignore(all_ignore)
+
+
+def _warn_all_ignore(all_ignore: Sequence[str]) -> None:
+    """Warn of the images (cache keys) whose pseudo-label is ignore everywhere."""
     if all_ignore:
         _log(f'pseudo-labels: {len(all_ignore)} images got no label at all (every pixel '
-            f'ignore), e.g. {all_ignore[:3]}; they add nothing to training. Lower the '
+            f'ignore), e.g. {list(all_ignore[:3])}; they add nothing to training. Lower the '
             'confidence filter or check that their content exists in the source domain.',
             level=logging.WARNING)
 

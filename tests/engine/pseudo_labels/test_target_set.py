@@ -75,6 +75,25 @@ def test_rerun_reuses_a_complete_cache_without_rewriting(config, reference, tmp_
     assert before == after
 
 
+def test_reusing_a_cache_repeats_its_warning_of_images_without_labels(config, reference,
+                                                                     tmp_path, monkeypatch):
+    # the first run warned of images whose pixels are all ignore; a rerun (and training
+    # on the cache) said only "reusing the complete cache"
+    work_dir = tmp_path / 'run'
+    shutil.copytree(reference, work_dir / 'pseudo_labels')
+    manifest_path = work_dir / 'pseudo_labels' / 'manifest.json'
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(all_ignore=['aachen/a_0'], num_all_ignore=1)  # not in the hash
+    manifest_path.write_text(json.dumps(manifest))
+    from mmseg_saot.engine.pseudo_labels import target_set
+    logged = []
+    monkeypatch.setattr(target_set, '_log', lambda message, level=0: logged.append(message))
+    run_labelling(config, work_dir)
+    out = '\n'.join(logged)
+    assert 'reusing the complete cache' in out
+    assert "1 images got no label at all (every pixel ignore), e.g. ['aachen/a_0']" in out
+
+
 def test_a_feature_store_gives_the_same_cache_and_serves_a_second_run(config, reference,
                                                                       tmp_path):
     store = tmp_path / 'features'
