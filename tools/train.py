@@ -28,6 +28,7 @@ from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, enable_amp, exit_with,
                                   interrupt_exits, user_errors_exit)
 from mmseg_saot.utils.config_types import has_type
+from mmseg_saot.utils.resume_checks import resume_change_problems
 from mmseg_saot.utils.run_config import load_run_config, save_config_with_templates
 from mmseg_saot.utils.run_options import check_run_options
 
@@ -140,7 +141,17 @@ def main() -> None:
                                       '--resume')
         max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
         done = finished_at(checkpoint, max_iters)
+        changed = resume_change_problems(checkpoint, cfg) if done is None else []
         del checkpoint
+        if changed:
+            exit_with(f'--resume: {resume_from} was trained with other optimizer or schedule '
+                      f'settings ({"; ".join(changed)}). A resume restores the '
+                      "checkpoint's optimizer and learning-rate schedule over the config's, "
+                      'so these changes would be ignored (another optimizer type fails at '
+                      'the first step). Resume with the settings the run started with (its '
+                      f'config is saved in {runner.work_dir}), or fine-tune from it in a new '
+                      '--work-dir with --cfg-options '
+                      + shlex.quote(f'load_from={resume_from}') + '.')
         if done is not None:
             if pending_on_any_rank(runner.work_dir, done):
                 validate_last_iteration(runner, cfg, resume_from, done)

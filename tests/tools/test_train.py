@@ -281,6 +281,27 @@ def train_past_iteration_2(python, tiny_config, work_dir, **popen) -> subprocess
     return process
 
 
+def test_resume_with_a_changed_schedule_is_refused_before_training(python, tiny_config,
+                                                                   reference_run, tmp_path):
+    # MMEngine restores the checkpoint's schedule over the config's: a run resumed with a
+    # longer max_iters (the default end of its schedulers) trained on at the old schedule
+    # (a PolyLR: lr 0 past the old end), silently
+    work_dir = tmp_path / 'run'
+    work_dir.mkdir()
+    shutil.copy(reference_run / 'iter_4.pth', work_dir / 'iter_4.pth')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_4.pth'))
+    resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume',
+                       '--cfg-options', 'train_cfg.max_iters=12')
+    assert resumed.returncode == 2
+    assert 'Traceback' not in resumed.stderr + resumed.stdout
+    message = ' '.join(resumed.stderr.split())  # the message is wrapped to the terminal
+    assert (f'error: --resume: {work_dir}/iter_4.pth was trained with other optimizer or '
+            'schedule settings (param_scheduler.0.end: 12 in the config '
+            '(train_cfg.max_iters), 6 in the checkpoint)') in message, message[-2000:]
+    assert f'--cfg-options load_from={work_dir}/iter_4.pth' in message
+    assert 'Iter(train)' not in resumed.stdout + resumed.stderr
+
+
 def test_ctrl_c_saves_the_iteration_and_resume_ends_where_an_uninterrupted_run_does(
         python, tiny_config, reference_run, tmp_path):
     work_dir = tmp_path / 'interrupted'
