@@ -14,13 +14,13 @@ from typing import List, Optional
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.logging import print_log
 from mmengine.runner import Runner
-from mmseg.registry import METRICS, RUNNERS
+from mmseg.registry import METRICS, MODELS, RUNNERS
 
 from mmseg_saot.datasets.class_counts import dataset_classes
 from mmseg_saot.datasets.layout import leaf_dataset_keys
 from mmseg_saot.models.backbones.dinov2 import check_segmentor_parts
 from mmseg_saot.utils.arg_types import non_negative_float
-from mmseg_saot.utils.build_errors import takes_option
+from mmseg_saot.utils.build_errors import component_config_problem, takes_option
 from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
                                                 check_checkpoint_or_exit,
                                                 other_classes_problem,
@@ -152,6 +152,10 @@ def main() -> None:
                       f'{"it" if len(missing) == 1 else "them"} to the config (as in '
                       "MMSegmentation's configs/_base_/datasets/ and default_runtime.py) or "
                       'test without --tta.')
+        # checked before it wraps the model: its build errors would name model.type
+        problem = component_config_problem(cfg.tta_model, MODELS, 'tta_model')
+        if problem:
+            exit_with(f'--tta: {args.config}: {problem}')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model

@@ -497,6 +497,14 @@ def test_test_tool_with_test_time_augmentation(python, tiny_config, reference_ru
     assert tested.returncode == 2
     assert 'Traceback' not in tested.stderr + tested.stdout
     assert f'error: --tta: {no_tta} defines no tta_pipeline. Add it' in tested.stderr
+    # a misspelt TTA wrapper is named as tta_model, not as the model it wraps
+    tested = run_tool(python, TEST, tiny_config, checkpoint, '--tta', '--work-dir',
+                      tmp_path / 'x', '--cfg-options', 'tta_model.type=SegTTAModell')
+    assert tested.returncode == 2
+    message = ' '.join(tested.stderr.split())
+    assert (f"error: --tta: {tiny_config}: tta_model.type='SegTTAModell' is not a "
+            'registered mmseg::model type') in message, message[-2000:]
+    assert "Did you mean 'SegTTAModel'?" in message
 
 
 def test_resume_when_last_checkpoint_names_a_deleted_file_names_the_newest(tmp_path, capsys):
