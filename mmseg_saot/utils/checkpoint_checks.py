@@ -86,7 +86,7 @@ def check_checkpoint_fits_or_exit(model, checkpoint: Any, path: str, config: str
     """
     from mmseg_saot.models.backbones.dinov2 import frozen_weights_mismatch
     fit = _CheckpointFit(model, checkpoint)
-    if fit.other_backbone:
+    if fit.other_backbone and not fit.mismatched:  # shapes first: another architecture
         exit_with(f'{option}: ' + frozen_weights_mismatch(
             f'"{path}"', weights_from=f'{config} (with its --cfg-options)'))
     if not fit.missing and not fit.mismatched:

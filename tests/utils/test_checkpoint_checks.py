@@ -178,6 +178,15 @@ def test_a_head_trained_on_other_frozen_backbone_weights_is_refused(tmp_path, ca
                                if not k.endswith('frozen_vit_sha256')}}, older)
     _fits(tested, older)
     assert capsys.readouterr().err == ''
+    # weights of other shapes too (another ViT and head width): the shapes are named,
+    # not "other frozen weights" with advice to point at them
+    wider = model(0)
+    wider.conv_seg = torch.nn.Conv2d(4, 5, 1)
+    torch.save({'state_dict': wider.state_dict()}, path)
+    message = _fit_message(tested, path, capsys)
+    assert message.startswith(f'error: CHECKPOINT: "{path}" does not fit the model of cfg.py')
+    assert 'conv_seg.weight ((5, 4, 1, 1) in the checkpoint, (3, 4, 1, 1) in the model)' \
+        in message
 
 
 def test_load_from_says_which_weights_fine_tuning_leaves_at_their_initial_values():
