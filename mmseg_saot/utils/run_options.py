@@ -130,6 +130,41 @@ def _train_problems(cfg: Mapping) -> Iterator[str]:
     if 'interval' in logger:
         yield from _int_problem('default_hooks.logger.interval', logger['interval'], minimum=1)
     yield from _scheduler_problems(cfg.get('param_scheduler'))
+    yield from _runner_setting_problems(cfg)
+
+
+#: the keys MMEngine's Runner.setup_env reads from env_cfg (it ignores any other)
+ENV_CFG_KEYS = ('cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit')
+
+
+def _runner_setting_problems(cfg: Mapping) -> Iterator[str]:
+    """Misspelt keys of the dicts the Runner reads itself, not through a registry:
+    ``randomness`` and ``log_processor`` raised a TypeError from inside MMEngine,
+    ``env_cfg`` ignored them; and a ``randomness.seed`` that is no integer."""
+    import inspect
+
+    from mmengine.runner import LogProcessor, Runner
+    randomness = cfg.get('randomness') or {}
+    takes = [p for p in inspect.signature(Runner.set_randomness).parameters if p != 'self']
+    yield from _unknown_keys('randomness', randomness, takes)
+    seed = randomness.get('seed')
+    if seed is not None:
+        yield from _int_problem('randomness.seed', seed, minimum=0)
+    processor = cfg.get('log_processor') or {}
+    if isinstance(processor, Mapping) and 'type' not in processor:  # a LogProcessor
+        takes = [p for p in inspect.signature(LogProcessor).parameters if p != 'kwargs']
+        yield from _unknown_keys('log_processor', processor, takes)
+    yield from _unknown_keys('env_cfg', cfg.get('env_cfg') or {}, ENV_CFG_KEYS)
+
+
+def _unknown_keys(name: str, settings, takes) -> Iterator[str]:
+    from mmseg_saot.utils.build_errors import did_you_mean
+    if not isinstance(settings, Mapping):
+        return
+    for key in settings:
+        if key not in takes:
+            yield (f'{name}.{key} is not a setting MMEngine reads.{did_you_mean(key, takes)} '
+                   f'It takes: {", ".join(takes)}')
 
 
 def _dataloader_problems(cfg: Mapping, name: str) -> Iterator[str]:

@@ -135,3 +135,23 @@ def test_a_test_set_without_label_maps_is_predicted_only_with_format_only():
         check_run_options(cfg, 'x.py', training=False)
     cfg['test_evaluator'] = dict(type='ClassIoUMetric', format_only=True, output_dir='out')
     check_run_options(cfg, 'x.py', training=False)
+
+
+@pytest.mark.parametrize('options, expected', [
+    # MMEngine's Runner reads these dicts itself: a TypeError or a numpy cast error from
+    # inside it, or (env_cfg) silently nothing
+    (dict(randomness=dict(sed=1)), "randomness.sed is not a setting MMEngine reads. Did "
+     "you mean 'seed'? It takes: seed, diff_rank_seed, deterministic"),
+    (dict(randomness=dict(seed='abc')), 'randomness.seed'),
+    (dict(log_processor=dict(by_epoch=False, window_sise=5)),
+     "log_processor.window_sise is not a setting MMEngine reads. Did you mean "
+     "'window_size'?"),
+    (dict(env_cfg=dict(cudnn_benchmrk=True)), "env_cfg.cudnn_benchmrk is not a setting "
+     "MMEngine reads. Did you mean 'cudnn_benchmark'?")])
+def test_a_misspelt_runner_setting_is_named(options, expected):
+    assert expected in _message(options)
+    good = _base()
+    good.merge_from_dict(dict(randomness=dict(seed=0, diff_rank_seed=True),
+                              log_processor=dict(by_epoch=False, window_size=5),
+                              env_cfg=dict(cudnn_benchmark=True, mp_cfg={}, dist_cfg={})))
+    check_run_options(good, 'cfg.py')
