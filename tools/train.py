@@ -132,6 +132,9 @@ def main() -> None:
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
         check_segmentor_parts(runner.model)  # MMSeg's segmentors do not check them
+        model = getattr(runner.model, 'module', runner.model)  # DDP looked through
+        if hasattr(model, 'check_training_parts'):
+            model.check_training_parts()
         save_config_with_templates(runner, cfg)
     resume_from = checkpoint_to_resume(cfg, runner.work_dir)
     if resume_from:  # MMEngine loads it non-strictly: it must be this model's

@@ -114,6 +114,20 @@ def test_checkpoint_of_another_model_is_a_clear_message(python, tiny_config, tmp
     assert 'Iter(test)' not in tested.stdout + tested.stderr  # stopped before evaluating
 
 
+def test_a_plain_data_preprocessor_is_refused_before_pseudo_labelling(python, tiny_config,
+                                                                      tmp_path):
+    # checked in train_step only: after the whole target set was labelled, and never
+    # under DDP, whose wrapper calls the preprocessor itself (KeyError: 0 inside MMSeg)
+    trained = run_tool(python, TRAIN, tiny_config, '--work-dir', tmp_path / 'run',
+                       '--cfg-options', 'model.data_preprocessor.type=SegDataPreProcessor')
+    assert trained.returncode == 2
+    output = trained.stdout + trained.stderr
+    assert 'Traceback' not in output
+    assert 'EMATeacherUDA: training needs model.data_preprocessor to be a ' \
+        'UDADataPreProcessor' in ' '.join(trained.stderr.split())
+    assert 'pseudo-labelling' not in output and not (tmp_path / 'run' / 'pseudo_labels').exists()
+
+
 def test_resume_from_another_model_is_a_clear_message(python, tiny_config, tmp_path):
     # a work dir whose last checkpoint is of another model (the config was edited)
     work_dir = tmp_path / 'run'

@@ -162,15 +162,21 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
                 "nothing; use type='MLPHead' (configs/_base_/models/dinov2_mlp.py), or a head "
                 'that reads gt_pixel_weight and sets weighs_pixels = True.')
 
-    def train_step(self, data, optim_wrapper):
-        """``EncoderDecoder.train_step``, after checking that the data preprocessor can
-        read a source/target batch (testing, TTA included, may use a plain one)."""
+    def check_training_parts(self) -> None:
+        """ConfigError unless the data preprocessor can read a source/target batch
+        (testing, TTA included, may use a plain one). ``tools/train.py`` calls it before
+        the target set is pseudo-labelled; under DDP, MMEngine's wrapper calls the
+        preprocessor itself and :meth:`train_step` never sees a batch it cannot read."""
         if not isinstance(self.data_preprocessor, UDADataPreProcessor):
             raise ConfigError(
                 'EMATeacherUDA: training needs model.data_preprocessor to be a '
                 "UDADataPreProcessor (type='UDADataPreProcessor', with the same options), "
                 'which preprocesses the source and target branches of a batch; got '
                 f'{type(self.data_preprocessor).__name__} (a KeyError: 0 inside it).')
+
+    def train_step(self, data, optim_wrapper):
+        """``EncoderDecoder.train_step``, after :meth:`check_training_parts`."""
+        self.check_training_parts()
         return super().train_step(data, optim_wrapper)
 
     def init_weights(self) -> None:
