@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 from types import CodeType
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, NoReturn, Optional, Sequence, Tuple
 
 import torch
 from mmengine import dist
@@ -184,7 +184,8 @@ class SaveOnInterruptHook(Hook):
     that validation, like the one after an iteration the signal stopped at, is recorded
     as owed (:mod:`~mmseg_saot.engine.hooks.pending_validation`) and a ``--resume``
     runs it before training on (``tools/train.py`` also after the last iteration).
-    A signal before the first iteration stops at once, as without the hook (the pseudo-label
+    The validation of an iteration not saved yet is finished first, then that
+    iteration is saved and the run stops. A signal before the first iteration stops at once, as without the hook (the pseudo-label
     cache keeps what it wrote). Iteration-based loops only: elsewhere the hook does
     nothing.
 
@@ -233,8 +234,15 @@ class SaveOnInterruptHook(Hook):
                          outputs=None) -> None:
         if not SIGNALS.armed or not self._on_any_rank(SIGNALS.requested)[0]:
             return
-        SIGNALS.signal_name = self._signal_on_any_rank()  # for the log line and exit code
         iteration = runner.iter + 1
+        # skipped by stopping: --resume runs it
+        self._save_and_stop(runner, iteration, owes_validation=validates_after(runner,
+                                                                               iteration))
+
+    def _save_and_stop(self, runner, iteration: int, owes_validation: bool) -> NoReturn:
+        """Save ``iteration`` unless the CheckpointHook just did, record its validation
+        as owed if ``owes_validation``, and raise :class:`TrainingInterrupted`."""
+        SIGNALS.signal_name = self._signal_on_any_rank()  # for the log line and exit code
         path = self._checkpoint_path(runner, iteration)
         if not self._just_saved(runner, path):
             filename = f'iter_{iteration}.pth'
@@ -243,7 +251,7 @@ class SaveOnInterruptHook(Hook):
             runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
             if dist.is_main_process():  # only once the checkpoint is complete
                 atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), path)
-        if validates_after(runner, iteration):  # skipped by stopping: --resume runs it
+        if owes_validation:
             mark_pending(runner.work_dir, iteration)
         print_log(f'SaveOnInterruptHook: {SIGNALS.signal_name or "a signal"} -> stopped '
                   f'after iteration {iteration}; checkpoint {path}.', logger='current')
@@ -268,8 +276,13 @@ class SaveOnInterruptHook(Hook):
                 raise SIGNALS.stopped_at(path, runner.iter)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
+        """A validation inside training is done: not owed any more. A signal that came
+        during the validation of an unsaved iteration (it was finished first) saves that
+        iteration now and stops, rather than after one more training iteration."""
         SIGNALS.saved = None
         clear_pending(runner.work_dir, runner.iter)
+        if SIGNALS.armed and self._on_any_rank(SIGNALS.requested)[0]:
+            self._save_and_stop(runner, runner.iter, owes_validation=False)
 
     def after_train(self, runner) -> None:
         SIGNALS.disarm()

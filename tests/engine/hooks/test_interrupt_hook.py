@@ -10,6 +10,7 @@ from mmengine.runner import IterBasedTrainLoop
 
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
 from mmseg_saot.engine.hooks.interrupt_hook import REPEAT_WINDOW_S, SIGNALS
+from mmseg_saot.engine.hooks.pending_validation import pending_iteration
 from mmseg_saot.utils.errors import ConfigError
 
 
@@ -168,11 +169,14 @@ def test_validation_of_an_unsaved_iteration_finishes_first(hook, tmp_path):
     hook.before_run(runner)
     hook.before_train(runner)
     hook.before_val_epoch(runner)
-    in_loop(interrupt)  # only flags: the next iteration's end saves
+    in_loop(interrupt)  # only flags: the validation finishes, then its iteration is saved
     assert SIGNALS.requested
-    hook.after_val_epoch(runner)
-    with pytest.raises(TrainingInterrupted, match='iter_4.pth'):
-        hook.after_train_iter(runner, 0)
+    # it used to train one more iteration and save that one
+    with pytest.raises(TrainingInterrupted, match='iter_3.pth') as stop:
+        hook.after_val_epoch(runner)
+    assert stop.value.iteration == 3
+    runner.save_checkpoint.assert_called_once_with(str(tmp_path), 'iter_3.pth', by_epoch=False)
+    assert pending_iteration(str(tmp_path)) is None  # it ran: nothing owed
 
 
 def test_a_second_signal_stops_at_once_but_a_forwarded_copy_does_not(hook, tmp_path):
