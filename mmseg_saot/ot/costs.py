@@ -106,7 +106,7 @@ class FeatureCost:
     def first_non_finite(self) -> Optional[Tuple[int, int]]:
         """``(row, col)`` of the first NaN or -inf cost entry, or None: one pass over the
         cost in row blocks, for an error message after a failed solve (+inf is a
-        forbidden pair, which the solvers handle)."""
+        forbidden pair, which the solvers handle; see :meth:`first_forbidden_line`)."""
         step = rows_per_block(self.shape[1])
         for i0 in range(0, self.shape[0], step):
             block = self.block(i0, min(i0 + step, self.shape[0]))
@@ -114,6 +114,22 @@ class FeatureCost:
             if bool(bad.any()):
                 row, col = bad.nonzero()[0].tolist()
                 return i0 + row, col
+        return None
+
+    def first_forbidden_line(self) -> Optional[Tuple[str, int]]:
+        """``('row', i)`` or ``('column', j)``: the first row or column of the cost that
+        is +inf everywhere (a point that may go nowhere, whose potential is infinite),
+        or None; one pass over the cost in row blocks."""
+        step = rows_per_block(self.shape[1])
+        columns = None
+        for i0 in range(0, self.shape[0], step):
+            forbidden = self.block(i0, min(i0 + step, self.shape[0])) == math.inf
+            rows = forbidden.all(1)
+            if bool(rows.any()):
+                return 'row', i0 + int(rows.nonzero()[0])
+            columns = forbidden.all(0) if columns is None else columns & forbidden.all(0)
+        if columns is not None and bool(columns.any()):
+            return 'column', int(columns.nonzero()[0])
         return None
 
 

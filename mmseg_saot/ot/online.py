@@ -122,9 +122,19 @@ def _block_range(source) -> float:
 
 
 def _raise_if_cost_not_finite(source: FeatureCost, cost, projection) -> None:
-    """After non-finite potentials: name a NaN or -inf cost entry and what made it."""
+    """After non-finite potentials: name a NaN or -inf cost entry and what made it, or
+    a row or column that is +inf everywhere."""
     where = source.first_non_finite()
     if where is None:
+        line = source.first_forbidden_line()
+        if line is not None:
+            kind, index = line
+            side = 'x[' if kind == 'row' else 'y['
+            raise ValueError(
+                f'sinkhorn_online: {kind} {index} of the cost is +inf everywhere: {side}'
+                f'{index}] may go nowhere, and its potential is infinite. +inf forbids '
+                'single pairs; leave that point out of x or y, or give it a finite cost '
+                'to at least one point.') from None
         return
     culprit = ('the `projection` callable (it returned non-finite features)'
                if callable(projection) and not bool(
@@ -132,4 +142,5 @@ def _raise_if_cost_not_finite(source: FeatureCost, cost, projection) -> None:
                '`cost`' if callable(cost) else f'the {cost!r} cost of these features')
     raise ValueError(f'sinkhorn_online: the cost is not finite at (row {where[0]}, col '
                      f'{where[1]}): NaN or -inf from {culprit}. Every cost entry must be '
-                     f'finite (or +inf for a forbidden pair).') from None
+                     f'finite (or +inf for a forbidden pair, with a finite entry left in '
+                     f'each row and column).') from None

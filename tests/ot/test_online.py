@@ -1,5 +1,6 @@
 """The online (matrix-free) solver solves the dense problem without holding N x M."""
 import math
+import re
 
 import pytest
 import torch
@@ -137,3 +138,31 @@ def test_a_callable_that_returns_non_finite_values_is_named(bad, where):
                'NaN or -inf from the `projection` callable')
     with pytest.raises(ValueError, match=f'the cost is not finite .*{culprit}'):
         sinkhorn_online(x, y, epsilon=0.1, **kw)
+
+
+@pytest.mark.parametrize('kind', ['row', 'column'])
+def test_a_point_whose_costs_are_all_forbidden_is_named(kind):
+    # +inf forbids a pair; a row or column of +inf alone gave "non-finite potentials;
+    # check the cost scale against epsilon"
+    x, y = _features()
+
+    def metric(xb, yb):
+        out = sqeuclidean_cost(xb, yb)
+        if kind == 'row':
+            out[(xb == x[3]).all(1)] = float('inf')
+        else:
+            out[:, (yb == y[2]).all(1)] = float('inf')
+        return out
+
+    point = 'x[3]' if kind == 'row' else 'y[2]'
+    with pytest.raises(ValueError, match=re.escape(
+            f'sinkhorn_online: {kind} {3 if kind == "row" else 2} of the cost is +inf '
+            f'everywhere: {point} may go nowhere')):
+        sinkhorn_online(x, y, epsilon=0.1, rho=1.0, cost=metric)
+
+    def scattered(xb, yb):  # single forbidden pairs stay allowed
+        out = sqeuclidean_cost(xb, yb)
+        out[0, 0] = float('inf')
+        return out
+
+    assert bool(sinkhorn_online(x, y, epsilon=0.1, rho=1.0, cost=scattered).converged)
