@@ -144,6 +144,9 @@ def initial_potential(name: str, value: Optional[torch.Tensor], like: torch.Tens
     """
     if value is None:
         return None
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f'`{name}` must be a tensor (a potential from an earlier result, '
+                        f'e.g. result.f), got {type(value).__name__}.')
     expected = tuple(like.shape) if batched else tuple(like.shape[1:])
     if tuple(value.shape) != expected:
         raise ValueError(f'`{name}` must have shape {expected}, got {tuple(value.shape)}.')

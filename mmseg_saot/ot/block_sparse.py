@@ -93,6 +93,7 @@ the targets they need, their restricted potentials rise by up to ~7 epsilon, and
 ratio, which does not depend on the target potentials, measures that rise.
 """
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
@@ -305,9 +306,11 @@ def block_sparse_sinkhorn(x: torch.Tensor,
         raise ValueError("`topk` is required for selection='topk'.")
     if selection == 'topk':
         topk = check_positive_int('topk', topk)
-    if selection == 'truncation' and not (isinstance(theta, (int, float)) and
-                                          math.isfinite(theta) and theta >= 0):
-        raise ValueError(f'`theta` must be a finite number >= 0, got {theta!r}.')
+    if selection == 'truncation':
+        if not (isinstance(theta, numbers.Real) and not isinstance(theta, bool)
+                and math.isfinite(theta) and theta >= 0):
+            raise ValueError(f'`theta` must be a finite number >= 0, got {theta!r}.')
+        theta = float(theta)
     min_blocks = check_positive_int('min_blocks', min_blocks)
     tree_dims = check_positive_int('tree_dims', tree_dims)
     dropped_samples = check_positive_int('dropped_samples', dropped_samples, minimum=0)

@@ -82,8 +82,10 @@ def sinkhorn_online(x: torch.Tensor,
     check_projection(projection, x.shape[1], x.device)
     epsilon = check_epsilon(epsilon)
     rho_pair = parse_rho(rho)
+    trained = (list(projection.parameters()) if isinstance(projection, torch.nn.Module)
+               else [projection])
     if torch.is_grad_enabled() and any(
-            isinstance(t, torch.Tensor) and t.requires_grad for t in (x, y, projection)):
+            isinstance(t, torch.Tensor) and t.requires_grad for t in [x, y] + trained):
         warnings.warn('sinkhorn_online does not propagate gradients; use sinkhorn() on a '
                       'dense cost for the learning path.', stacklevel=2)
     common = torch.promote_types(x.dtype, y.dtype)  # the wider of the two, as block-sparse

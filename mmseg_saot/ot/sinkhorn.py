@@ -207,6 +207,13 @@ def make_config(epsilon, rho_pair, num_iters, tol, check_every, omega, translati
             raise ValueError(f"`omega` must be 'auto' or in [1, 2), got {omega}.")
     if epsilon_start is not None:
         epsilon_start = check_epsilon(epsilon_start, 'epsilon_start')
+        if epsilon_scaling is None:
+            raise ValueError('`epsilon_start` is the first epsilon of epsilon scaling, which '
+                             'is off: pass `epsilon_scaling` too (e.g. 0.5), or leave '
+                             '`epsilon_start` out.')
+        if epsilon_start <= epsilon:
+            raise ValueError(f'`epsilon_start` ({epsilon_start:g}) must be above `epsilon` '
+                             f'({epsilon:g}): epsilon scaling goes down from it.')
     if epsilon_scaling is not None and not 0.0 < float(epsilon_scaling) < 1.0:
         raise ValueError(f'`epsilon_scaling` must be a factor in (0, 1), or None to run at '
                          f'`epsilon` only; got {epsilon_scaling}.')

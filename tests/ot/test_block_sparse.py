@@ -194,6 +194,15 @@ def test_block_sparse_input_errors():
         block_sparse_sinkhorn(x, x, epsilon=0.1, projection=torch.randn(3, 2))
     with pytest.raises(ValueError, match=r'balanced OT \(rho=inf\) needs equal total masses'):
         block_sparse_sinkhorn(x, x, torch.full((10,), 0.5), epsilon=0.1)
+    # a numpy scalar theta was refused as "not a finite number" (rho takes them)
+    import numpy as np
+    expected = block_sparse_sinkhorn(x, x, epsilon=0.1, rho=1.0, selection='truncation',
+                                     theta=2.0).f
+    result = block_sparse_sinkhorn(x, x, epsilon=0.1, rho=1.0, selection='truncation',
+                                   theta=np.float32(2.0))
+    torch.testing.assert_close(result.f, expected)
+    with pytest.raises(ValueError, match='`theta` must be a finite number >= 0, got True'):
+        block_sparse_sinkhorn(x, x, epsilon=0.1, selection='truncation', theta=True)
 
 
 def test_block_sparse_takes_features_of_two_dtypes_as_the_wider():

@@ -140,6 +140,14 @@ def test_a_callable_that_returns_non_finite_values_is_named(bad, where):
         sinkhorn_online(x, y, epsilon=0.1, **kw)
 
 
+def test_a_trainable_projection_module_is_told_it_gets_no_gradient():
+    # only tensors were checked: an nn.Linear's weights were dropped without a word
+    x, y = _features()
+    projection = torch.nn.Linear(x.shape[1], 3).double()
+    with pytest.warns(UserWarning, match='sinkhorn_online does not propagate gradients'):
+        sinkhorn_online(x, y, epsilon=0.1, rho=1.0, projection=projection)
+
+
 @pytest.mark.parametrize('kind', ['row', 'column'])
 def test_a_point_whose_costs_are_all_forbidden_is_named(kind):
     # +inf forbids a pair; a row or column of +inf alone gave "non-finite potentials;

@@ -163,6 +163,15 @@ def test_shape_mismatches_raise_clear_errors():
                 f'`epsilon_scaling` must be a factor in (0, 1), or None to run at `epsilon` '
                 f'only; got {factor}.')):
             sinkhorn(cost, epsilon=0.1, epsilon_scaling=factor)
+    # a start without a schedule, or below its end, was silently ignored
+    with pytest.raises(ValueError, match='pass `epsilon_scaling` too'):
+        sinkhorn(cost, epsilon=0.1, epsilon_start=10.0)
+    with pytest.raises(ValueError, match=re.escape('`epsilon_start` (0.05) must be above '
+                                                   '`epsilon` (0.1)')):
+        sinkhorn(cost, epsilon=0.1, epsilon_scaling=0.5, epsilon_start=0.05)
+    # a warm start that is no tensor: an AttributeError on .shape
+    with pytest.raises(TypeError, match='`f_init` must be a tensor .* got list'):
+        sinkhorn(cost, epsilon=0.1, f_init=[0.0] * 5)
 
 
 def test_rho_from_numpy_and_torch_scalars():
