@@ -5,8 +5,9 @@
 #    iteration (SAOT: learned metric + prototype prior + unbalanced OT);
 # 2. stage 1 (iterations [0, N1)): the MLP head learns GTA5 labels and the
 #    SAOT pseudo-labels, weighted by their confidence;
-# 3. stage 2 (iterations [N1, N1 + N2)): EMA-teacher self-training, target
-#    images drawn by class-balanced sampling of the pseudo-labels' classes.
+# 3. stage 2 (iterations [N1, N1 + N2)): EMA-teacher self-training.
+# In both stages target images are drawn by class-balanced sampling of the
+# pseudo-labels' classes (train_dataloader.sampler, from the first iteration).
 # The teacher head is evaluated on Cityscapes val (the student too).
 _base_ = [
     '../_base_/uda/ema_self_training.py',  # frozen ViT-L/14 + student/teacher heads
@@ -20,7 +21,10 @@ _base_ = [
 # train_cfg.max_iters = 20000 (schedules/head_20k.py: AdamW, poly decay)
 stage1_iters = 10000
 label_scale = (1036, 518)  # labelling resolution: 37x74 patches (paper)
-crop_size = (518, 518)  # training crops: 37x37 patches, source and target alike
+# training crops of at most 37x37 patches, source and target alike (a resize
+# below 518 px high, ratio_range < 1, gives a lower crop: MMSeg's RandomCrop
+# does not pad; the preprocessor pads it to whole patches with ignore labels)
+crop_size = (518, 518)
 # what the labeller reads: whole images at one fixed size (one patch grid)
 source_label_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -2,7 +2,7 @@
 # Cityscapes train ids; prepare with tools/dataset_converters/gta5.py.
 gta5_type = 'GTA5Dataset'
 gta5_root = 'data/gta5'
-gta5_crop_size = (518, 518)  # 37x37 patches of 14 px
+gta5_crop_size = (518, 518)  # at most 37x37 patches of 14 px (a lower resize crops lower)
 gta5_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),

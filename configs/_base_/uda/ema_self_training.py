@@ -1,6 +1,7 @@
 # SAOT's decoder (paper Sec. 3.4): an MLP head trained on the SAOT
-# pseudo-labels (stage 1), then refined by EMA-teacher self-training with
-# class-balanced sampling (stage 2), after DAFormer. Experiments put these
+# pseudo-labels (stage 1), then refined by EMA-teacher self-training (stage 2),
+# after DAFormer; the configs draw target images by class-balanced sampling in
+# both stages. Experiments put these
 # pieces into `model` and `custom_hooks` (bases cannot share keys).
 _base_ = ['../models/dinov2_mlp.py']
 
