@@ -12,7 +12,7 @@ pixels, with ignored pixels under ``"255"``, so the counts of an image sum to
 its height x width. Pure numpy and json: no mmseg or mmengine.
 """
 import json
-from typing import Dict, Iterable, List, Mapping
+from typing import Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 
@@ -67,4 +67,26 @@ def load_class_stats(path: str) -> List[Dict]:
             for r in records):
         raise ValueError(f'{path} is not a class-stats file: expected a list '
                          'of {"file": ..., "counts": {...}} records')
+    for index, record in enumerate(records):
+        problem = _record_problem(record)
+        if problem:
+            raise ValueError(f'{path}: record {index} ({json.dumps(record)[:120]}) {problem}; '
+                             'write the file again with the dataset converter (or fix '
+                             'that record).')
     return records
+
+
+def _record_problem(record: Mapping) -> Optional[str]:
+    """What is wrong with one record, or None: ``file`` a path, ``counts`` a map of
+    class ids (integers, as strings in JSON) to pixel counts (integers >= 0)."""
+    if not isinstance(record['file'], str) or not record['file']:
+        return 'has no file name'
+    counts = record['counts']
+    if not isinstance(counts, dict):
+        return 'has counts that are not a {class id: pixels} map'
+    for key, count in counts.items():
+        if not str(key).lstrip('-').isdigit():
+            return f'counts class {key!r}, not a class id'
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            return f'counts {count!r} pixels of class {key}, not a count'
+    return None

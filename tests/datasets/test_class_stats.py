@@ -1,5 +1,6 @@
 """Per-image class pixel counts (the input of class-balanced sampling)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -34,4 +35,18 @@ def test_load_rejects_other_json(tmp_path):
     path = tmp_path / 'other.json'
     path.write_text(json.dumps({'file': 'x'}))
     with pytest.raises(ValueError, match='class-stats'):
+        class_stats.load_class_stats(str(path))
+
+
+@pytest.mark.parametrize('record, problem', [
+    ({'file': 'a.png', 'counts': [1, 2]}, 'has counts that are not a {class id: pixels} map'),
+    ({'file': 'a.png', 'counts': {'0': '12'}}, "counts '12' pixels of class 0, not a count"),
+    ({'file': None, 'counts': {'0': 12}}, 'has no file name'),
+    ({'file': 'a.png', 'counts': {'road': 12}}, "counts class 'road', not a class id")])
+def test_a_malformed_record_is_named_with_its_file(tmp_path, record, problem):
+    # each reached the sampler and failed there with an AttributeError or TypeError
+    path = tmp_path / 'sample_class_stats.json'
+    path.write_text(json.dumps([{'file': 'b.png', 'counts': {'0': 3, '255': 1}}, record]))
+    with pytest.raises(ValueError, match=re.escape(f'{path}: record 1 (') + '.*' +
+                       re.escape(f') {problem}; write the file again')):
         class_stats.load_class_stats(str(path))
