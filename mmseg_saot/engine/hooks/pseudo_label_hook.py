@@ -223,7 +223,8 @@ class SAOTPseudoLabelHook(Hook):
             feature_index=self.feature_index, num_source_images=self.num_source_images,
             target_mean_images=self.target_mean_images,
             target_files=dataset_files(dataset.target),
-            source_files=dataset_files(source_set, bank, labels=True))
+            source_files=dataset_files(source_set, bank, labels=True),
+            source_set_size=len(source_set))
         return label_target_set(
             model=model, labeler_cfg=self.labeler_cfg, source_set=source_set,
             target_set=dataset.target, keys=keys, cache=dataset.cache,

@@ -63,7 +63,8 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
                      keys: Sequence[str], feature_index: int,
                      num_source_images: Optional[int], target_mean_images: int,
                      target_files: Sequence[Optional[str]],
-                     source_files: Sequence[Optional[str]]) -> Dict[str, Any]:
+                     source_files: Sequence[Optional[str]],
+                     source_set_size: Optional[int] = None) -> Dict[str, Any]:
     """The fingerprint stored in the manifest; any change starts a new cache.
 
     It names the backbone (timm model name and a checksum of its weights), what else
@@ -78,6 +79,8 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
     Args:
         model: the segmentor whose ``backbone`` and ``data_preprocessor`` give the
             features.
+        source_set_size: the number of source images, if known: a
+            ``num_source_images`` of at least it is recorded as None (all of them).
     """
     backbone = model.backbone
     return dict(
@@ -85,12 +88,33 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
         weights_checksum=weights_checksum(backbone),
         feature_settings=feature_settings(model),
         labeler=_plain(labeler_cfg), num_classes=num_classes, ignore_index=ignore_index,
-        source=_plain(source_cfg),
+        source=_plain(_normalised_roots(source_cfg)),
         target_pipeline=_plain(target_pipeline), num_target_images=len(keys),
         target_images_checksum=keys_checksum(keys), feature_index=feature_index,
-        num_source_images=num_source_images, target_mean_images=target_mean_images,
+        # a count of at least the dataset's size takes every image, as None does
+        num_source_images=_count_or_all(num_source_images, source_set_size),
+        target_mean_images=_count_or_all(target_mean_images, len(keys)),
         target_files_checksum=files_checksum(target_files),
         source_files_checksum=files_checksum(source_files))
+
+
+def _count_or_all(count: Optional[int], total: Optional[int]) -> Optional[int]:
+    """``count`` of ``total`` images, or None for all of them (as ``evenly_spaced``);
+    ``count`` itself when ``total`` is unknown."""
+    return None if count is None or (total is not None and count >= total) else count
+
+
+def _normalised_roots(cfg: Any) -> Any:
+    """``cfg`` with every ``data_root`` path normalised (``data/gta5/`` and
+    ``./data/gta5`` are ``data/gta5``): a spelling of the same folder keeps the cache."""
+    if hasattr(cfg, 'to_dict'):
+        cfg = cfg.to_dict()
+    if isinstance(cfg, dict):
+        return {key: (os.path.normpath(value) if key == 'data_root' and isinstance(value, str)
+                      and value else _normalised_roots(value)) for key, value in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [_normalised_roots(value) for value in cfg]
+    return cfg
 
 
 def dataset_pipelines(dataset) -> Any:

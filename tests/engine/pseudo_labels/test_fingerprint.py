@@ -136,3 +136,19 @@ def test_a_transform_without_a_repr_is_described_the_same_in_every_process():
     first, second = (dataset_pipelines(_Leaf(transforms)) for _ in range(2))
     assert ' at 0x' not in str(first) and first == second
     assert 'ResizeShortestEdge' in str(first) and '56' in str(first)
+
+
+def test_spellings_of_the_same_bank_keep_the_fingerprint():
+    # a trailing slash on the source data_root, or a bank count above the number of
+    # source images (all of them either way), moved the cache aside and relabelled
+    def fingerprint(root='data/gta5', count=None, mean_images=64):
+        return _fingerprint(_model(), source_cfg=dict(type='GTA5Dataset', data_root=root),
+                            num_source_images=count, source_set_size=4,
+                            target_mean_images=mean_images)
+    base = fingerprint()
+    for same in (fingerprint(root='data/gta5/'), fingerprint(root='./data/gta5'),
+                 fingerprint(count=4), fingerprint(count=100), fingerprint(mean_images=2)):
+        assert changed_entries(base, same) == ''
+    assert changed_entries(base, fingerprint(root='data/other')) == 'source'
+    assert changed_entries(base, fingerprint(count=3)) == 'num_source_images'
+    assert changed_entries(base, fingerprint(mean_images=1)) == 'target_mean_images'
