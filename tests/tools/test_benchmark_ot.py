@@ -128,3 +128,34 @@ def test_a_subset_of_sections_needs_its_own_out_file(tool, capsys):
     assert stop.value.code == 2
     assert ('--sections block runs a part of the benchmark: give --out FILE (the default, '
             'benchmarks/ot_cpu.md, holds the whole table)' in capsys.readouterr().err)
+
+
+def test_time_to_accuracy_charges_pot_its_fewest_iterations_not_the_grid_step(tool,
+                                                                             monkeypatch):
+    # POT was tried at 50, 100, 200, ... iterations only: one that got there at 138 was
+    # charged 200 (1.4x its time), while ours stops on its own tolerance
+    import argparse
+
+    import torch
+    a = torch.full((4,), 0.25, dtype=torch.float64)
+
+    class Reference:
+        def marginals(self):
+            return a, a
+
+    def fake_run(method, x, y, cost, a_, b_, eps, rho, iters, tol=0.0, scaling=0.5,
+                 potentials=True):
+        if method == 'ours-fp64':
+            return Reference(), None, None
+        reached = iters >= 138 if method.startswith('pot') else True
+        plan = torch.outer(a, a) * (1.0 if reached else 1.001)
+        return plan, None, None
+
+    monkeypatch.setattr(tool, 'make_problem', lambda size, dim, device: (None,) * 5)
+    monkeypatch.setattr(tool, 'run_method', fake_run)
+    lines = []
+    tool.accuracy_section(argparse.Namespace(accuracy_size=4, eps=0.05, rho=1.0, repeats=1),
+                          'cpu', lines)
+    rows = {line.split(' | ')[0].strip('| '): line for line in lines if line.startswith('| ')}
+    assert '| iters 138 |' in rows['pot-numpy'] and '| iters 138 |' in rows['pot-torch']
+    assert '| tol 1e-05 |' in rows['ours']
