@@ -106,15 +106,42 @@ def read_mious(report_path: str, methods: List[str]) -> Optional[Dict[str, float
 
 def sweep_key(args: argparse.Namespace) -> Dict[str, str]:
     """What a finished shift must have been scored with to be reused: hashes of the
-    resolved config (the file and its bases, as the tools load it) and of the demo data
-    stamp (``data/demo/DONE.json``: generator version, sizes, seed)."""
+    resolved config (the file and its bases, as the tools load it), of the demo data
+    stamp (``data/demo/DONE.json``: generator version, sizes, seed), of the code that
+    scores it (``mmseg_saot`` and ``tools/generate_pseudo_labels.py``) and of the size
+    and modification time of the backbone's weights file."""
     from mmseg_saot.utils.run_config import load_config  # a bad file stops with a message
     config = osp.join(ROOT, args.config)  # as the tools read it (an absolute path stays)
-    resolved = json.dumps(load_config(config).to_dict(), sort_keys=True, default=repr)
+    cfg = load_config(config)
+    resolved = json.dumps(cfg.to_dict(), sort_keys=True, default=repr)
     stamp = osp.join(ROOT, 'data', 'demo', 'DONE.json')
     data = Path(stamp).read_text() if osp.exists(stamp) else 'none'
     return dict(config=hashlib.sha256(resolved.encode()).hexdigest(),
-                source_data=hashlib.sha256(data.encode()).hexdigest())
+                source_data=hashlib.sha256(data.encode()).hexdigest(),
+                code=code_digest(), weights=_weights_stamp(cfg))
+
+
+def code_digest() -> str:
+    """sha256 of the labelling and scoring code: every ``mmseg_saot`` module and
+    ``tools/generate_pseudo_labels.py`` (names and bytes)."""
+    digest = hashlib.sha256()
+    files = sorted(Path(ROOT, 'mmseg_saot').rglob('*.py'))
+    for path in files + [Path(ROOT, 'tools', 'generate_pseudo_labels.py')]:
+        digest.update(f'{path.relative_to(ROOT)}\n'.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _weights_stamp(cfg) -> str:
+    """``'<size> <mtime ns>'`` of the backbone's weights file, or ``'none'``."""
+    checkpoint = ((cfg.get('model') or {}).get('backbone') or {}).get('checkpoint')
+    if not isinstance(checkpoint, str):
+        return 'none'
+    try:
+        stat = os.stat(osp.expanduser(checkpoint))
+    except OSError:
+        return 'missing'
+    return f'{stat.st_size} {stat.st_mtime_ns}'
 
 
 def reusable_mious(folder: str, report_path: str, args: argparse.Namespace,

@@ -87,13 +87,18 @@ def test_times_the_steps_on_given_pseudo_labels_and_cleans_up(tiny, tmp_path, ca
     # warm-up, the filling pass, then off and cached in turn, batch by batch
     assert steps == [(False, 1), (True, 2), (False, 1), (True, 1), (False, 1), (True, 1)]
     assert list(result) == ['config', 'iters', 'batch_size', 'seconds_per_iter', 'speedup',
-                            'threads', 'machine', 'command']
+                            'threads', 'random_transforms', 'machine', 'command']
+    # the cached phase replays the same batches: with random crops and flips the speed-up
+    # is an upper bound for later epochs, and the report says so
+    assert result['random_transforms'] == ['RandomCrop', 'RandomFlip']
     assert json.loads(out.read_text()) == result
     assert result['machine'].endswith(' cores')  # the CPU it ran on, e.g. 'AMD EPYC 7B13, 2 cores'
     # the command that reproduces the file, as typed
     assert result['command'] == (f'python tools/benchmark_feature_cache.py {config} --iters 2 '
                                  f'--out {out} --cfg-options {KEY}={tmp_path / "labels"}')
-    assert f'2 iterations of {config} (batch 2, ' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f'2 iterations of {config} (batch 2, ' in printed
+    assert 'note: the training pipeline has RandomCrop, RandomFlip' in printed
     assert not list(scratch.glob('feature_cache_bench_*'))
 
 

@@ -129,3 +129,22 @@ def test_a_failing_step_stops_with_the_end_of_its_log(tool, tmp_path):
                         str(log))
     assert 'exit 3' in str(stop.value) and 'boom' in str(stop.value)
     assert str(log) in str(stop.value)
+
+
+def test_other_code_or_weights_score_a_shift_again(tool, tmp_path, monkeypatch):
+    # the key held the config and the data stamp only: a shift scored before a change of
+    # the labeller's code, or of the weights file, was reused silently
+    argv = ['--methods', 'nn', '--work-dir', str(tmp_path), '--out', str(tmp_path / 't.md')]
+    key = tool.sweep_key(tool.parse_args(argv))
+    monkeypatch.setattr(tool, 'code_digest', lambda: 'edited')
+    assert tool.sweep_key(tool.parse_args(argv))['code'] == 'edited' != key['code']
+    weights = tmp_path / 'w.safetensors'
+    weights.write_bytes(b'1234')
+    config = tmp_path / 'my_demo.py'
+    config.write_text("_base_ = ['%s']\nmodel = dict(backbone=dict(checkpoint=%r))\n"
+                      % (tool.ROOT + '/configs/saot/demo.py', str(weights)))
+    argv += ['--config', str(config)]
+    stamp = tool.sweep_key(tool.parse_args(argv))['weights']
+    assert stamp.startswith('4 ')
+    weights.write_bytes(b'123456')
+    assert tool.sweep_key(tool.parse_args(argv))['weights'] != stamp
