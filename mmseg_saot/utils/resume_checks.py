@@ -36,8 +36,10 @@ def resume_change_problems(checkpoint: dict, cfg: Any) -> List[str]:
 
 
 def _schedule_problems(saved: Any, configured: Any, max_iters: Optional[int]) -> List[str]:
-    """Differences of the schedulers' count and iteration-based ``begin``/``end``; an
-    ``end`` left out is ``max_iters``, as MMEngine sets it."""
+    """Differences of the schedulers' count and iteration-based ``begin``/``end``. An
+    ``end`` left out is ``max_iters``, as MMEngine sets it, and counts only when it is
+    larger than the saved one: a smaller ``max_iters`` just stops the run early, on the
+    schedule it had."""
     if not isinstance(saved, list) or configured is None:
         return []  # a dict of schedulers per optimizer, or none: not compared
     configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
@@ -49,13 +51,15 @@ def _schedule_problems(saved: Any, configured: Any, max_iters: Optional[int]) ->
         if not isinstance(state, dict) or option.get('by_epoch', True) or \
                 state.get('by_epoch', True):
             continue  # epoch-based ends are converted to iterations: not compared
-        for key, default, note in (('begin', 0, ''),
-                                   ('end', max_iters, ' (train_cfg.max_iters)')):
+        for key, default in (('begin', 0), ('end', max_iters)):
             value = option.get(key, default)
-            if value is not None and key in state and value != state[key]:
-                problems.append(f'param_scheduler.{index}.{key}: {value} in the config'
-                                f'{"" if key in option else note}, {state[key]} in the '
-                                'checkpoint')
+            if value is None or key not in state or value == state[key]:
+                continue
+            if key not in option and value < state[key]:
+                continue  # a smaller max_iters stops the run early on its schedule
+            note = '' if key in option else ' (train_cfg.max_iters)'
+            problems.append(f'param_scheduler.{index}.{key}: {value} in the config{note}, '
+                            f'{state[key]} in the checkpoint')
     return problems
 
 

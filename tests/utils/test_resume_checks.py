@@ -43,7 +43,7 @@ def test_a_longer_schedule_another_scheduler_count_or_optimizer_is_named():
 
 def test_an_end_left_out_is_max_iters_as_mmengine_sets_it():
     # resuming a run stopped at 4 of 6 with max_iters=12 kept the PolyLR's end at 6 and
-    # trained iterations 7-12 at lr 0
+    # trained iterations 7-12 at lr 0; a smaller max_iters only stops it early
     saved = checkpoint()
     saved['param_schedulers'][1]['end'] = 6
     cfg = config(**{'train_cfg': dict(type='IterBasedTrainLoop', max_iters=6)})
@@ -52,6 +52,8 @@ def test_an_end_left_out_is_max_iters_as_mmengine_sets_it():
     cfg.train_cfg.max_iters = 12
     assert resume_change_problems(saved, cfg) == [
         'param_scheduler.1.end: 12 in the config (train_cfg.max_iters), 6 in the checkpoint']
+    cfg.train_cfg.max_iters = 4  # stopping early on the run's schedule is fine
+    assert resume_change_problems(saved, cfg) == []
 
 
 def test_epoch_based_schedulers_and_unreadable_saved_configs_are_not_compared():
