@@ -264,7 +264,8 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         head = self.teacher_head if self.predict_on == 'teacher' else self.decode_head
         feats = self.extract_feat(inputs, self.predict_on)
         height, width = inputs.shape[-2:]
-        padded = self.backbone.padded_size((height, width))
+        padded_size = getattr(self.backbone, 'padded_size', None)  # DINOv2Backbone's
+        padded = (height, width) if padded_size is None else padded_size((height, width))
         if padded == (height, width):
             return head.predict(feats, batch_img_metas, self.test_cfg)
         metas = [dict(meta, img_shape=torch.Size(padded)) for meta in batch_img_metas]

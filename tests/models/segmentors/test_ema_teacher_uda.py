@@ -537,3 +537,29 @@ def test_a_window_larger_than_the_image_keeps_each_pixel_on_its_own_patch():
     assert logits.shape == (1, 4, 20, 30)
     torch.testing.assert_close(logits, padded[..., :20, :30])
     assert model.backbone.padded_size((20, 30)) == (28, 42)
+
+
+def test_a_backbone_other_than_dinov2_still_predicts():
+    # encode_decode asked every backbone for DINOv2Backbone.padded_size: an AttributeError
+    # at the first validation of any other backbone
+    from mmengine.model import BaseModule
+
+    @MODELS.register_module(name='_TinyConvForTest', force=True)
+    class TinyConv(BaseModule):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 4, stride=4)
+            self.requires_grad_(False)
+
+        def forward(self, images):
+            return (self.conv(images), )
+
+    model = build(backbone=dict(type='_TinyConvForTest'),
+                  decode_head=dict(type='MLPHead', in_channels=[8], in_index=[0], channels=8,
+                                   num_classes=4, dropout_ratio=0.0,
+                                   norm_cfg=dict(type='BN', requires_grad=True)))
+    model.eval()
+    with torch.no_grad():
+        logits = model.inference(torch.randn(1, 3, 28, 28),
+                                 [dict(img_shape=(28, 28), ori_shape=(28, 28), pad_shape=(28, 28))])
+    assert logits.shape == (1, 4, 28, 28)
