@@ -196,6 +196,8 @@ def _read_store(store: Optional[FeatureStore], indices: List[int], items: List[d
         if entry is not None:
             if label_settings is None:  # target images: labels go back to the file's pixels
                 check_file_geometry(item['data_samples'])
+            elif 'gt_sem_seg' in item['data_samples']:  # an entry written before the check
+                check_label_map(item['data_samples'])
             found[index] = _record_of(index, item, entry, device)
     return found, keys
 
@@ -260,17 +262,8 @@ def _patch_labels_of(sample, item, grid, patch, num_classes, ignore_index) -> to
             f'{sample.img_path}: the source pipeline gave no label map; it needs '
             "dict(type='LoadAnnotations') and a seg_map_path in the source dataset.")
     path = sample.metainfo.get('seg_map_path') or sample.img_path
+    check_label_map(sample)
     seg = sample.gt_sem_seg.data  # (1, H'', W'') padded with ignore by the preprocessor
-    problem = None
-    if seg.dim() != 3 or seg.shape[0] != 1:  # MMSeg packs an RGB map as (H, W, 3)
-        problem = (f'the label map loads as {tuple(seg.shape)}, not one channel of class '
-                   'ids (a colour rendering of the classes?); MMSeg needs a grayscale or '
-                   'palette PNG of class ids.')
-    elif sample.metainfo.get('seg_map_path'):
-        problem = wide_label_problem(path)  # MMSeg's loader wrapped it to 8 bits
-    if problem:
-        raise PseudoLabelInputError(f'{path}: {problem} `python tools/check_data.py CONFIG` '
-                                    'lists every such file.')
     seg = seg[0, :grid[0] * patch, :grid[1] * patch]
     try:
         return patch_labels(seg[None], patch=patch, num_classes=num_classes,
@@ -279,6 +272,25 @@ def _patch_labels_of(sample, item, grid, patch, num_classes, ignore_index) -> to
         raise PseudoLabelInputError(
             f'{path}: {str(err).replace("patch_labels: ", "")} `python tools/check_data.py '
             'CONFIG` lists every such file.') from err
+
+
+def check_label_map(sample) -> None:
+    """Raise a PseudoLabelInputError naming the file if a source sample's label map
+    loaded as colour channels (MMSeg packs an RGB map as ``(H, W, 3)``) or is stored in
+    more than 8 bits (MMSeg's loader wrapped its values). Run on computed features and
+    on feature-store hits alike."""
+    path = sample.metainfo.get('seg_map_path') or sample.img_path
+    seg = sample.gt_sem_seg.data
+    problem = None
+    if seg.dim() != 3 or seg.shape[0] != 1:
+        problem = (f'the label map loads as {tuple(seg.shape)}, not one channel of class '
+                   'ids (a colour rendering of the classes?); MMSeg needs a grayscale or '
+                   'palette PNG of class ids.')
+    elif sample.metainfo.get('seg_map_path'):
+        problem = wide_label_problem(path)
+    if problem:
+        raise PseudoLabelInputError(f'{path}: {problem} `python tools/check_data.py CONFIG` '
+                                    'lists every such file.')
 
 
 def stack_same_grid(records: List[ImageFeatures], option: str) -> Tuple[torch.Tensor,

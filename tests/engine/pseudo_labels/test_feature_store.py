@@ -165,3 +165,26 @@ def test_one_frame_at_two_resolutions_keeps_each_file_size(setup, tmp_path):
     assert (store.hits, store.misses) == (1, 1)  # the second file is the first's entry
     assert [r.ori_shape for r in records] == [(56, 84), (112, 168)]
     assert [r.img_shape for r in records] == [(56, 84), (56, 84)]
+
+
+def test_a_colour_label_map_is_named_on_a_store_hit_too(setup, tmp_path):
+    # the check ran on computed features only: an entry stored before it (every patch
+    # ignore) was read back without a word
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from mmseg_saot.engine.pseudo_labels import PseudoLabelInputError
+    from mmseg_saot.engine.pseudo_labels.features import _read_store
+    _, model, _ = setup
+    store = FeatureStore(str(tmp_path), model)
+    sample = SegDataSample(metainfo=dict(img_path='/d/a.png', seg_map_path='/d/a_rgb.png',
+                                         img_shape=(28, 28), ori_shape=(28, 28)))
+    sample.gt_sem_seg = PixelData(data=torch.zeros(28, 28, 3, dtype=torch.long))
+    item = dict(inputs=torch.zeros(3, 28, 28, dtype=torch.uint8), data_samples=sample)
+    settings = (19, 255, 14)
+    store.save(store.key(item, feature_index=-1, label_settings=settings),
+               feats=torch.zeros(4, 2, 2), labels=torch.full((2, 2), 255), img_shape=(28, 28),
+               ori_shape=(28, 28))
+    with pytest.raises(PseudoLabelInputError, match='/d/a_rgb.png: the label map loads as '
+                       r'\(28, 28, 3\)'):
+        _read_store(store, [0], [item], -1, settings, 'cpu')
