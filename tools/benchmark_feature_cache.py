@@ -167,11 +167,12 @@ def measure(cfg, *, iters: int) -> dict:
 def random_transforms(dataset_cfg) -> List[str]:
     """The types of the random transforms in the pipelines under ``dataset_cfg``
     (``RandomCrop``, ``RandomFlip``, ``RandomResize``, ``PhotoMetricDistortion``)."""
+    from mmseg_saot.utils.config_types import type_name
     found = []
 
     def walk(node):
         if isinstance(node, dict):
-            name = str(node.get('type', '')).split('.')[-1]
+            name = type_name(node.get('type', ''))
             if name.startswith('Random') or name == 'PhotoMetricDistortion':
                 found.append(name)
             for value in node.values():

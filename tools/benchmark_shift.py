@@ -133,12 +133,13 @@ def code_digest() -> str:
 
 
 def _weights_stamp(cfg) -> str:
-    """``'<size> <mtime ns>'`` of the backbone's weights file, or ``'none'``."""
+    """``'<size> <mtime ns>'`` of the backbone's weights file, or ``'none'``; a relative
+    path is the repository's, where the tools this sweep runs start."""
     checkpoint = ((cfg.get('model') or {}).get('backbone') or {}).get('checkpoint')
     if not isinstance(checkpoint, str):
         return 'none'
     try:
-        stat = os.stat(osp.expanduser(checkpoint))
+        stat = os.stat(osp.join(ROOT, osp.expanduser(checkpoint)))
     except OSError:
         return 'missing'
     return f'{stat.st_size} {stat.st_mtime_ns}'

@@ -133,13 +133,19 @@ class Stall:
         self.patience = patience
         self.errors = []  # the error after each window
         self.stalled = False
+        self.reason = None  # 'floor' (within 10x of it) or 'crawl' (slow, within 100x)
         self.floor = 0.0
 
     def update(self, err: float, floor: float) -> bool:
         self.floor = floor
         self.errors.append(err)
-        self.stalled = (self._flat(self.patience, 0.9, 10.0 * floor) or
-                        self._flat(2 * self.patience, 0.99, 100.0 * floor))
+        if self._flat(self.patience, 0.9, 10.0 * floor):
+            self.reason = 'floor'
+        elif self._flat(2 * self.patience, 0.99, 100.0 * floor):
+            self.reason = 'crawl'
+        else:
+            self.reason = None
+        self.stalled = self.reason is not None
         return self.stalled
 
     def _flat(self, windows: int, ratio: float, ceiling: float) -> bool:
@@ -381,7 +387,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
 def _stall_advice(stall: Stall, op, cfg: LoopConfig) -> str:
     """Why the loop stopped early (``stall.stalled``) and what to change."""
     floor = stall.floor
-    if stall.errors[-1] > 10.0 * floor:
+    if stall.reason == 'crawl':
         window = 2 * stall.patience * cfg.check_every
         go_on = ("use method='log' (no stored kernel) to go on"
                  if cfg.solver_name == 'sinkhorn' else 'pass float64 inputs to go on')

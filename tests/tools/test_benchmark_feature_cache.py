@@ -121,3 +121,13 @@ def test_each_timed_step_waits_for_the_models_gpu(monkeypatch):
     monkeypatch.setattr(tool, '_synchronize', lambda device: events.append(f'sync {device}'))
     tool.time_steps(Model(), None, [1, 2])
     assert events == ['sync cpu', 'step', 'step', 'sync cpu']
+
+
+def test_random_transforms_are_named_by_a_string_scoped_or_a_class_type():
+    # a class type (pure-Python configs) was named "RandomResize'>"
+    from mmcv.transforms import RandomResize
+    tool = load_tool(TOOL)
+    pipeline = [dict(type='LoadImageFromFile'), dict(type=RandomResize),
+                dict(type='mmseg.RandomFlip'), dict(type='PhotoMetricDistortion')]
+    assert tool.random_transforms(dict(dataset=dict(pipeline=pipeline))) == [
+        'PhotoMetricDistortion', 'RandomFlip', 'RandomResize']

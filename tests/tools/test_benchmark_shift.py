@@ -148,3 +148,10 @@ def test_other_code_or_weights_score_a_shift_again(tool, tmp_path, monkeypatch):
     assert stamp.startswith('4 ')
     weights.write_bytes(b'123456')
     assert tool.sweep_key(tool.parse_args(argv))['weights'] != stamp
+    # a relative path is the repository's (where the tools it runs start), wherever the
+    # sweep was started from
+    monkeypatch.chdir(tmp_path)
+    relative = Path('configs', 'saot', 'demo.py')  # any file of the repository
+    config.write_text("_base_ = ['%s']\nmodel = dict(backbone=dict(checkpoint=%r))\n"
+                      % (tool.ROOT + '/configs/saot/demo.py', str(relative)))
+    assert tool.sweep_key(tool.parse_args(argv))['weights'] != 'missing'
