@@ -95,10 +95,13 @@ class ImageLabels:
 
 def to_file_size(maps: torch.Tensor, record: ImageFeatures) -> torch.Tensor:
     """Pixel maps over an image's padded patch grid, cropped to the resized image and
-    resized (nearest) to the file's size: ``(K, h p, w p)`` -> ``(K, H, W)`` float."""
+    resized (nearest, pixel centres aligned as the image's resize aligns them) to the
+    file's size: ``(K, h p, w p)`` -> ``(K, H, W)`` float. Plain ``'nearest'`` reads
+    source pixel ``floor(i * in / out)``, which put label edges about half a file pixel
+    down and right of the image content at 518 -> 1024."""
     crop_h, crop_w = record.img_shape
     return F.interpolate(maps[None, :, :crop_h, :crop_w].float(), size=record.ori_shape,
-                         mode='nearest')[0]
+                         mode='nearest-exact')[0]
 
 
 def label_image(labeler: SAOTLabeler, record: ImageFeatures, patch: int) -> ImageLabels:

@@ -41,7 +41,7 @@ def patch_oracle_labels(gt: np.ndarray, record: ImageFeatures, patch: int, *,
     """
     grid_h, grid_w = record.feats.shape[-2:]
     truth = torch.from_numpy(gt.astype(np.int64))[None, None].float()
-    truth = F.interpolate(truth, size=tuple(record.img_shape), mode='nearest')[0].long()
+    truth = F.interpolate(truth, size=tuple(record.img_shape), mode='nearest-exact')[0].long()
     # any labelled pixel decides a patch (padding and ignore pixels are never scored)
     cells = patch_labels(truth, patch=patch, num_classes=num_classes,
                          ignore_index=ignore_index, min_valid=1e-6)[0, :grid_h, :grid_w]

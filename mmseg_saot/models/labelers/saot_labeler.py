@@ -310,12 +310,15 @@ class SAOTLabeler(nn.Module):
             raw.append(lab_px)
             conf.append(conf_px)
         raw_labels, confidence = torch.stack(raw), torch.stack(conf)
-        labels = filter_confidence(_outside_ignored(raw_labels, valid_size, self.ignore_index),
-                                   confidence, mode=self.confidence_mode,
-                                   threshold=self.confidence_threshold,
-                                   quantile=self.confidence_quantile,
-                                   num_classes=self.num_classes,
-                                   ignore_index=self.ignore_index)
+        inside = _outside_ignored(raw_labels, valid_size, self.ignore_index)
+        # per image: a class's confidence quantile must not depend on the other images
+        # of the call (labelling one image at a time or in a batch gives the same labels)
+        labels = torch.stack([
+            filter_confidence(inside[b], confidence[b], mode=self.confidence_mode,
+                              threshold=self.confidence_threshold,
+                              quantile=self.confidence_quantile,
+                              num_classes=self.num_classes, ignore_index=self.ignore_index)
+            for b in range(batch)])
         all_ignore = (labels == self.ignore_index).flatten(1).all(1)
         if bool(all_ignore.any()):
             warnings.warn(f'SAOTLabeler: {int(all_ignore.sum())} of {batch} target images got '

@@ -35,3 +35,13 @@ def test_the_confidence_filter_sees_the_resized_image_not_its_padding():
         raw = out.raw_labels == cls
         kept = (out.labels[raw] == cls).mean()
         assert abs(kept - 0.5) <= 0.01, (cls, kept)
+
+
+def test_labels_go_back_to_the_file_with_pixel_centres_aligned():
+    # 'nearest' read source pixel floor(i * in / out): at 3 -> 4 columns it gave 0 0 1 2,
+    # label edges half a file pixel right of the image content; centre-aligned: 0 1 1 2
+    from mmseg_saot.engine.pseudo_labels.labelling import to_file_size
+    maps = torch.arange(3.0).repeat(2, 1)[None]  # (1, 2, 3): columns 0, 1, 2
+    record = ImageFeatures(index=0, img_path='a.png', feats=torch.zeros(D, 1, 1),
+                           img_shape=(2, 3), ori_shape=(2, 4))
+    assert to_file_size(maps, record)[0, 0].tolist() == [0.0, 1.0, 1.0, 2.0]
