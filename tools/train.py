@@ -19,6 +19,7 @@ from mmseg.registry import RUNNERS
 
 from mmseg_saot.datasets.layout import pseudo_label_dirs
 from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
+from mmseg_saot.engine.hooks.uda_stage_hook import missing_stage_hook_warning
 from mmseg_saot.models.backbones.dinov2 import check_segmentor_parts
 from mmseg_saot.engine.hooks.pending_validation import pending_on_any_rank
 from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, newest_checkpoint,
@@ -135,6 +136,9 @@ def main() -> None:
         model = getattr(runner.model, 'module', runner.model)  # DDP looked through
         if hasattr(model, 'check_training_parts'):
             model.check_training_parts()
+        stage_warning = missing_stage_hook_warning(runner.model, runner.hooks)
+        if stage_warning:
+            runner.logger.warning(stage_warning)
         save_config_with_templates(runner, cfg)
     resume_from = checkpoint_to_resume(cfg, runner.work_dir)
     if resume_from:  # MMEngine loads it non-strictly: it must be this model's

@@ -104,3 +104,18 @@ class UDAStageHook(Hook):
         scalars = runner.message_hub.log_scalars
         for key in [k for k in scalars if k.startswith('train/tgt.')]:
             scalars.pop(key)
+
+
+def missing_stage_hook_warning(model, hooks) -> Optional[str]:
+    """A warning if ``model`` is staged (it has ``set_train_state``, as ``EMATeacherUDA``)
+    and no :class:`UDAStageHook` is among the runner's ``hooks``: the run would stay in
+    stage 1 for all its iterations and never self-train, without an error. None else.
+    Wrappers (DDP) are looked through."""
+    if is_model_wrapper(model):
+        model = model.module
+    if not hasattr(model, 'set_train_state') or any(isinstance(h, UDAStageHook) for h in hooks):
+        return None
+    return (f'{type(model).__name__} without UDAStageHook in custom_hooks: every iteration '
+            'stays in stage 1 (the SAOT pseudo-labels) and the run never self-trains. Add '
+            "dict(type='UDAStageHook', self_training_begin=N) to custom_hooks (as "
+            'configs/_base_/uda/ema_self_training.py does).')

@@ -129,3 +129,18 @@ def test_stage2_without_the_ema_teacher_hook_is_a_config_error():
             'but custom_hooks has no EMATeacherHook')):
         UDAStageHook(self_training_begin=4).before_train(runner)
     UDAStageHook(self_training_begin=10).before_train(runner)  # no stage 2: nothing to say
+
+
+def test_a_staged_model_without_the_stage_hook_is_warned_of():
+    # EMATeacherUDA without UDAStageHook stayed in stage 1 for the whole run, silently
+    from mmseg_saot.engine.hooks.uda_stage_hook import missing_stage_hook_warning
+
+    class Staged(nn.Module):
+        def set_train_state(self, stage, iteration):
+            pass
+
+    warning = missing_stage_hook_warning(Staged(), [MagicMock()])
+    assert warning.startswith('Staged without UDAStageHook in custom_hooks: every iteration '
+                              'stays in stage 1')
+    assert missing_stage_hook_warning(Staged(), [UDAStageHook(self_training_begin=3)]) is None
+    assert missing_stage_hook_warning(nn.Linear(1, 1), []) is None  # not a staged model
