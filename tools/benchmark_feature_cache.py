@@ -167,21 +167,12 @@ def measure(cfg, *, iters: int) -> dict:
 def random_transforms(dataset_cfg) -> List[str]:
     """The types of the random transforms in the pipelines under ``dataset_cfg``
     (``RandomCrop``, ``RandomFlip``, ``RandomResize``, ``PhotoMetricDistortion``)."""
+    from mmseg_saot.utils.build_errors import walk
     from mmseg_saot.utils.config_types import type_name
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            name = type_name(node.get('type', ''))
-            if name.startswith('Random') or name == 'PhotoMetricDistortion':
-                found.append(name)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                walk(value)
-    walk(dataset_cfg.to_dict() if hasattr(dataset_cfg, 'to_dict') else dataset_cfg)
-    return sorted(set(found))
+    root = dataset_cfg.to_dict() if hasattr(dataset_cfg, 'to_dict') else dataset_cfg
+    names = {type_name(node['type']) for _, node in walk(root)
+             if isinstance(node, dict) and node.get('type') is not None}
+    return sorted(n for n in names if n.startswith('Random') or n == 'PhotoMetricDistortion')
 
 
 def report(result: dict) -> None:

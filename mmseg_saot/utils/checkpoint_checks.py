@@ -97,6 +97,21 @@ def check_checkpoint_fits_or_exit(model, checkpoint: Any, path: str, config: str
               'the model, start a new --work-dir).')
 
 
+def saved_config(checkpoint: Any) -> Optional[Any]:
+    """The training run's config MMEngine saved in ``checkpoint['meta']['cfg']``, as a
+    ``Config``; None without one, or when it does not parse here (a config of other
+    plugins): checks that read it then judge nothing."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    text = meta.get('cfg') if isinstance(meta, dict) else None
+    if not isinstance(text, str):
+        return None
+    from mmengine.config import Config
+    try:
+        return Config.fromstring(text, '.py')
+    except Exception:  # any parse failure of a foreign config: not judged
+        return None
+
+
 def untrained_teacher_problem(model, checkpoint: Any, path: str, config: str) -> Optional[str]:
     """Why ``model`` would evaluate an untrained head of ``checkpoint``, or None.
 
@@ -113,16 +128,12 @@ def untrained_teacher_problem(model, checkpoint: Any, path: str, config: str) ->
         config: the config file, for the message.
     """
     model = _unwrapped(model)
-    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    text = meta.get('cfg') if isinstance(meta, dict) else None
-    if getattr(model, 'predict_on', None) != 'teacher' or not isinstance(text, str):
+    if getattr(model, 'predict_on', None) != 'teacher':
         return None
-    try:
-        from mmengine.config import Config
-        hooks = Config.fromstring(text, '.py').get('custom_hooks') or []
-    except Exception:  # a config that does not parse here (other plugins): not judged
+    saved = saved_config(checkpoint)
+    if saved is None:
         return None
-    if any(has_type(hook, 'EMATeacherHook') for hook in hooks):
+    if any(has_type(hook, 'EMATeacherHook') for hook in saved.get('custom_hooks') or []):
         return None
     return (f'"{path}" was saved by a run without EMATeacherHook (its saved config has '
             'none in custom_hooks), so its teacher head was never trained, and '

@@ -9,6 +9,7 @@ fails at the first step with a ``KeyError`` from inside torch.
 """
 from typing import Any, List, Optional
 
+from mmseg_saot.utils.checkpoint_checks import saved_config
 from mmseg_saot.utils.config_types import type_name
 
 
@@ -65,13 +66,8 @@ def _schedule_problems(saved: Any, configured: Any, max_iters: Optional[int]) ->
 
 def _saved_optimizer_type(checkpoint: dict) -> Optional[str]:
     """The optimizer type of the config saved in ``checkpoint['meta']['cfg']``, if any."""
-    text = (checkpoint.get('meta') or {}).get('cfg')
-    if not isinstance(text, str):
-        return None
-    from mmengine.config import Config
-    try:
-        saved = Config.fromstring(text, '.py')
-    except Exception:  # a config text this MMEngine cannot read: nothing to compare
+    saved = saved_config(checkpoint)
+    if saved is None:
         return None
     optimizer = (saved.get('optim_wrapper') or {}).get('optimizer') or {}
     return type_name(optimizer['type']) if optimizer.get('type') is not None else None
