@@ -48,6 +48,7 @@ import torch
 from . import _cuda_graph, _fused_step
 from ._acceleration import Relaxation, Translation
 from ._marginal_error import final_error, relative_violation, row_violation
+from ._stall import Stall, stall_advice
 
 # On CPU the iteration runs on this many threads (None: leave torch's setting). Each
 # iteration is two memory-bound matrix-vector products plus O(N + M) vector work;
@@ -114,48 +115,6 @@ class LoopOutput:
 
 def _tau(rho: float, eps: float) -> float:
     return 1.0 if math.isinf(rho) else rho / (rho + eps)
-
-
-class Stall:
-    """Detects a marginal error stuck at the rounding floor of the operator.
-
-    The floor is the operator's ``precision_floor`` (for fp32 products: fp32 epsilon x
-    sqrt(max(N, M)), the typical accumulation error of one product). Stalled = the
-    mean error of the last ``patience`` check windows is within 10 % of the mean of
-    the ``patience`` before while within 10x of the floor; or, within 100x of it, the
-    mean of the last ``2 * patience`` windows is within 1 % of the mean of the ones
-    before. Means, not the best error: fp32 rounding makes the error jitter by a few
-    per cent, so the best is a lucky low that steady but slow convergence (small
-    epsilon: 0.2 % per window) takes long to beat, and that used to count as stalled.
-    """
-
-    def __init__(self, patience: int = 5):
-        self.patience = patience
-        self.errors = []  # the error after each window
-        self.stalled = False
-        self.reason = None  # 'floor' (within 10x of it) or 'crawl' (slow, within 100x)
-        self.floor = 0.0
-
-    def update(self, err: float, floor: float) -> bool:
-        self.floor = floor
-        self.errors.append(err)
-        if self._flat(self.patience, 0.9, 10.0 * floor):
-            self.reason = 'floor'
-        elif self._flat(2 * self.patience, 0.99, 100.0 * floor):
-            self.reason = 'crawl'
-        else:
-            self.reason = None
-        self.stalled = self.reason is not None
-        return self.stalled
-
-    def _flat(self, windows: int, ratio: float, ceiling: float) -> bool:
-        """The mean of the last ``windows`` errors is below ``ceiling`` and above
-        ``ratio`` x the mean of the ``windows`` before."""
-        if len(self.errors) < 2 * windows:
-            return False
-        recent = sum(self.errors[-windows:]) / windows
-        before = sum(self.errors[-2 * windows:-windows]) / windows
-        return recent < ceiling and recent > ratio * before
 
 
 def _plain(f_old, smin, tau):
@@ -370,7 +329,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
         warnings.warn(
             f'{cfg.solver_name} stopped at marginal error {float(out_err.max()):.2e} > '
             f'tol={cfg.tol:.1e} after {it_total} iterations: '
-            + _stall_advice(stall, primary, cfg), SinkhornConvergenceWarning, stacklevel=4)
+            + stall_advice(stall, primary, cfg), SinkhornConvergenceWarning, stacklevel=4)
     elif cfg.tol > 0 and not bool(converged.all()) and cfg.warn:
         warnings.warn(
             f'{cfg.solver_name} did not converge: marginal error {float(out_err.max()):.2e} > '
@@ -382,27 +341,6 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
             SinkhornConvergenceWarning, stacklevel=4)
     return LoopOutput(f=f, g=g, num_iters=it_total, converged=converged,
                       marginal_error=out_err, method=method)
-
-
-def _stall_advice(stall: Stall, op, cfg: LoopConfig) -> str:
-    """Why the loop stopped early (``stall.stalled``) and what to change."""
-    floor = stall.floor
-    if stall.reason == 'crawl':
-        window = 2 * stall.patience * cfg.check_every
-        go_on = ("use method='log' (no stored kernel) to go on"
-                 if cfg.solver_name == 'sinkhorn' else 'pass float64 inputs to go on')
-        return (f'the error fell by less than 1 % over the last {window} iterations, '
-                f'within 100x of the rounding floor of the stored kernel (~{floor:.0e}): '
-                f'convergence at epsilon={cfg.epsilon:g} has slowed to a crawl. Increase '
-                f'`epsilon`, loosen `tol`, or {go_on}.')
-    if getattr(op, 'storage_dtype', None) in (torch.float16, torch.bfloat16):
-        lower = 'store the kernel in float32 (`storage_dtype=torch.float32`)'
-    elif cfg.solver_name == 'sinkhorn':
-        lower = 'pass a float64 cost (and the default `storage_dtype`)'
-    else:
-        lower = 'pass float64 inputs'
-    return (f'the error stopped decreasing at the rounding floor of the kernel storage/'
-            f'accumulation (~{floor:.0e} here). Loosen `tol`, or {lower} for a lower floor.')
 
 
 def tau_pair(rho: Tuple[float, float], eps: float) -> Tuple[float, float]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmseg_saot.ot import SinkhornConvergenceWarning, cosine_cost, sinkhorn, transfer_labels
-from mmseg_saot.ot import _implicit, _loop
+from mmseg_saot.ot import _implicit, _loop, _stall
 from mmseg_saot.ot.synthetic import ClusteredFeatures
 
 F64 = torch.float64
@@ -450,7 +450,7 @@ def test_half_precision_storage_is_not_stopped_above_its_floor():
     (torch.float32, 'sinkhorn', 'pass a float64 cost'),
     (torch.float32, 'block_sparse_sinkhorn', 'pass float64 inputs')])
 def test_a_stop_at_the_floor_advises_by_storage_and_solver(storage, solver, advice):
-    stall = _loop.Stall(patience=5)
+    stall = _stall.Stall(patience=5)
     # flat within 10x of the floor, though the last error is above it: the floor rule
     # (the advice used to follow the last error and spoke of slow convergence)
     for err in [1.15e-5] * 5 + [1e-5, 1e-5, 1e-5, 1.05e-5, 1.2e-5]:
@@ -460,5 +460,5 @@ def test_a_stop_at_the_floor_advises_by_storage_and_solver(storage, solver, advi
                            check_every=10, omega=1.0, translation_invariant=True,
                            solver_name=solver)
     operator = type('Operator', (), {'storage_dtype': storage})()
-    message = _loop._stall_advice(stall, operator, cfg)
+    message = _stall.stall_advice(stall, operator, cfg)
     assert 'rounding floor' in message and advice in message
