@@ -1,4 +1,6 @@
 """Confidence filtering of pseudo-labels: low-confidence pixels become ignore."""
+from typing import Optional, Tuple
+
 import torch
 
 FILTER_MODES = ('none', 'threshold', 'quantile')
@@ -65,3 +67,17 @@ def class_quantiles(labels: torch.Tensor, conf: torch.Tensor, keep: torch.Tensor
     index = (starts + offset).clamp(max=max(ordered.numel() - 1, 0))
     values = ordered[index] if ordered.numel() else torch.zeros_like(counts, dtype=conf.dtype)
     return torch.where(counts > 0, values, torch.zeros_like(values))
+
+
+def ignore_outside(labels: torch.Tensor, valid_size: Optional[Tuple[int, int]],
+                   ignore_index: int) -> torch.Tensor:
+    """``(B, H, W)`` ``labels`` with the pixels outside the top-left ``valid_size`` set to
+    ``ignore_index`` (``labels`` itself when there are none)."""
+    if valid_size is None:
+        return labels
+    height, width = valid_size
+    if height >= labels.shape[-2] and width >= labels.shape[-1]:
+        return labels
+    out = torch.full_like(labels, ignore_index)
+    out[..., :height, :width] = labels[..., :height, :width]
+    return out

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import nn
 
-from mmseg_saot.ot import (block_sparse_sinkhorn, knn_transfer, nn_transfer, sinkhorn,
-                           transfer_labels)
+from mmseg_saot.ot import block_sparse_sinkhorn, sinkhorn, transfer_labels
 from mmseg_saot.utils.errors import ConfigError
-from .confidence import filter_confidence
+from .baselines import baseline_transfer
+from .confidence import filter_confidence, ignore_outside
 from .metric import LowRankMetric
 from .metric_training import MetricTrainingLog, train_metric
 from .options import check_labeler_options
@@ -310,7 +310,7 @@ class SAOTLabeler(nn.Module):
             raw.append(lab_px)
             conf.append(conf_px)
         raw_labels, confidence = torch.stack(raw), torch.stack(conf)
-        inside = _outside_ignored(raw_labels, valid_size, self.ignore_index)
+        inside = ignore_outside(raw_labels, valid_size, self.ignore_index)
         # per image: a class's confidence quantile must not depend on the other images
         # of the call (labelling one image at a time or in a batch gives the same labels)
         labels = torch.stack([
@@ -340,17 +340,10 @@ class SAOTLabeler(nn.Module):
             ``(probs (M, C), mass (M,))``: zero rows and mass where nothing arrived.
         """
         kind = self.switches['transfer']
-        if kind == 'nn':
-            out = nn_transfer(src, src_labels, tgt, ignore_index=self.ignore_index)
-            valid = out.labels != self.ignore_index
-            probs = F.one_hot(torch.where(valid, out.labels, 0).long(), self.num_classes)
-            probs = probs.float() * valid[:, None]
-            return probs, valid.float()
-        if kind == 'knn':
-            out = knn_transfer(src, src_labels, tgt, self.num_classes, k=self.knn_k,
-                               temperature=self.knn_temperature,
-                               ignore_index=self.ignore_index)
-            return out.probs.float(), out.mass.float()
+        if kind != 'ot':
+            return baseline_transfer(kind, src, src_labels, tgt, self.num_classes,
+                                     knn_k=self.knn_k, knn_temperature=self.knn_temperature,
+                                     ignore_index=self.ignore_index)
         xs, yt = self.fused_features(src, src_labels, tgt)
         limit = self.dense_max_entries if xs.device.type == 'cpu' else self.dense_max_entries_gpu
         dense = (self.solver == 'dense' or (self.solver == 'auto' and
@@ -407,17 +400,3 @@ class SAOTLabeler(nn.Module):
     def _to_pixels(self, probs: torch.Tensor,
                    out_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
         return patch_probs_to_pixels(probs, out_size, self.ignore_index)
-
-
-def _outside_ignored(labels: torch.Tensor, valid_size: Optional[Tuple[int, int]],
-                     ignore_index: int) -> torch.Tensor:
-    """``(B, H, W)`` ``labels`` with the pixels outside the top-left ``valid_size`` set to
-    ``ignore_index`` (``labels`` itself when there are none)."""
-    if valid_size is None:
-        return labels
-    height, width = valid_size
-    if height >= labels.shape[-2] and width >= labels.shape[-1]:
-        return labels
-    out = torch.full_like(labels, ignore_index)
-    out[..., :height, :width] = labels[..., :height, :width]
-    return out
