@@ -4,8 +4,10 @@
   estimated once per check window from the observed convergence rate.
 * :class:`Translation`: the translation-invariant step (Sejourne, Vialard & Peyre
   2022), an exact dual maximisation along ``(f + lam, g - lam)`` after each half-step.
+* :class:`RelaxedUpdate`: the relaxed f half-step, in torch and on numpy buffers.
 """
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -79,6 +81,35 @@ class Relaxation:
 
     def disable(self) -> None:
         self.off, self.value = True, 1.0
+
+
+@dataclass(frozen=True)
+class RelaxedUpdate:
+    """The f half-step ``f <- f + omega (tau smin - f)`` (``f <- tau smin`` if omega = 1).
+
+    Called on torch tensors; :meth:`into` does the same on numpy arrays for the CPU
+    pass of ``_cpu_step.py``, where a numpy call on a block of a few hundred rows
+    costs ~1 us against ~8 us for a torch op.
+    """
+
+    tau: float
+    omega: float = 1.0
+
+    def __call__(self, f_old: torch.Tensor, smin: torch.Tensor) -> torch.Tensor:
+        if self.omega != 1.0:
+            return torch.lerp(f_old, self.tau * smin, self.omega)
+        return self.tau * smin
+
+    def into(self, f_old, smin, out) -> None:
+        """Write the update of numpy ``f_old`` into ``out``; overwrites ``smin``."""
+        smin *= self.tau
+        if self.omega == 1.0:
+            out[...] = smin
+            return
+        smin -= f_old
+        smin *= self.omega
+        smin += f_old
+        out[...] = smin
 
 
 class Translation:

@@ -46,7 +46,7 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from . import _cuda_graph, _fused_step
-from ._acceleration import Relaxation, Translation
+from ._acceleration import RelaxedUpdate, Relaxation, Translation
 from ._marginal_error import final_error, relative_violation, row_violation
 from ._stall import Stall, stall_advice
 
@@ -117,14 +117,6 @@ def _tau(rho: float, eps: float) -> float:
     return 1.0 if math.isinf(rho) else rho / (rho + eps)
 
 
-def _plain(f_old, smin, tau):
-    return tau * smin
-
-
-def _relaxed(f_old, smin, tau, omega):
-    return torch.lerp(f_old, tau * smin, omega)
-
-
 def _eager_iteration(op, f, g, eps, omega, taus, use_ti, translation, measure, err, masses,
                      log_b, rhos):
     """One iteration of ``_run`` as torch operations; returns ``(f, g, err)``.
@@ -135,10 +127,7 @@ def _eager_iteration(op, f, g, eps, omega, taus, use_ti, translation, measure, e
     (tau_a, tau_b), (mass_a, mass_b), (rho_a, rho_b) = taus, masses, rhos
     # --- f half-step: f <- f + omega (tau_a smin_a(g) - f); the operator also
     # returns t = smin_b(f_new) (fused in one pass over the kernel on CPU) ---
-    if omega != 1.0:
-        f_update = functools.partial(_relaxed, tau=tau_a, omega=omega)
-    else:
-        f_update = functools.partial(_plain, tau=tau_a)
+    f_update = RelaxedUpdate(tau_a, omega)
     violation = functools.partial(row_violation, eps=eps, rho=rho_a) if measure else None
     f, t, viol = op.step(f, g, f_update, violation)
     if measure:

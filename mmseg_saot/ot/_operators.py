@@ -22,7 +22,7 @@ and an operator supplies it:
   :math:`\\hat g`, so every row of :math:`\\tilde K` has maximum exactly 1 and no row
   can underflow to zero, whatever the storage dtype; between rebuilds, fp32/fp64
   kernels absorb drifts in place. On CPU one iteration is a single pass over the
-  kernel (:meth:`KernelOperator._fused_cpu_step`); on GPU the loop runs the whole
+  kernel (``_cpu_step.py``); on GPU the loop runs the whole
   iteration as five Triton launches (``_fused_step.py``), else two products here.
 * :class:`LogOperator` (stable fallback): exact chunked ``logsumexp`` over row
   blocks of any cost source, one pass per iteration, never holding more than one
@@ -38,7 +38,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ._matvec import cols_matvec, np, rows_matvec
+from . import _cpu_step
+from ._matvec import cols_matvec, empty_kernel, exp_, np, rows_matvec
 from ._refresh import ABSORB_THRESHOLD, absorb_or_rebuild, refresh_measures
 from .costs import DenseCost, rows_per_block
 
@@ -191,8 +192,7 @@ class KernelOperator(Operator):
                                  if absorb_threshold is None else absorb_threshold)
         batch = log_a.shape[0]
         num_rows, num_cols = source.shape
-        self.kernel = torch.empty((batch, num_rows, num_cols), dtype=storage_dtype,
-                                  device=log_a.device)
+        self.kernel = empty_kernel((batch, num_rows, num_cols), storage_dtype, log_a.device)
         # Columns of zero mass must not set a row's reference maximum.
         self.col_mask = None
         if not bool(torch.isfinite(log_b).all()):
@@ -256,7 +256,7 @@ class KernelOperator(Operator):
             else:
                 row_max = (expo + mask).amax(dim=-1, keepdim=True)
             f_hat[:, r0:r1] = -eps * row_max.squeeze(-1).to(f.dtype)
-            torch.exp_(expo.sub_(row_max))
+            exp_(expo.sub_(row_max))
             if not in_place:
                 self.kernel[:, r0:r1] = expo
         self._set_references(f_hat, shift.to(g.dtype) * eps, f, g)
@@ -303,66 +303,6 @@ class KernelOperator(Operator):
         return self.g_hat - eps * (torch.log(t) + m)
 
     def step(self, f, g, f_update, violation):
-        if self.kernel.is_cuda:
+        if self.kernel.is_cuda or np is None:
             return super().step(f, g, f_update, violation)
-        return self._fused_cpu_step(f, g, f_update, violation)
-
-    def _fused_cpu_step(self, f, g, f_update, violation):
-        # One pass over the kernel per iteration instead of two: the f-update is local
-        # to a row, so each row block K_R serves K_R (b e^{g/eps}) and then, still in
-        # cache, accumulates K_R^T (a e^{f_new/eps}) for the g-update. Column weights
-        # are shifted by a running maximum (rescaling the partial sum when it grows),
-        # as in an online softmax. The O(block) vector work runs on numpy views of the
-        # same memory: a numpy call costs ~1 us against ~8 us for a torch op, which
-        # matters at 20 vector ops per block.
-        if np is None:
-            return super().step(f, g, f_update, violation)
-        eps = self.epsilon
-        z = (g - self.g_hat) / eps + self.log_b
-        m = z.amax(dim=-1, keepdim=True)
-        w = torch.exp(z - m).to(self.mv_dtype).numpy()
-        m = m.numpy()
-        f_new = torch.empty_like(f)
-        t_out = torch.empty_like(g)
-        viol = torch.zeros(f.shape[0], dtype=f.dtype) if violation is not None else None
-        num_rows, num_cols = self.kernel.shape[1], self.kernel.shape[2]
-        upcast = self.storage_dtype != self.mv_dtype
-        buf = torch.empty((self.fused_rows, num_cols), dtype=self.mv_dtype) if upcast else None
-        s_buf = np.empty(self.fused_rows, dtype=w.dtype)
-        t_buf = np.empty(num_cols, dtype=w.dtype)
-        f_np, fn_np, fh_np, la_np = f.numpy(), f_new.numpy(), self.f_hat.numpy(), self.log_a.numpy()
-        # A row or column whose kernel underflowed gives log 0 = -inf (and then inf - inf):
-        # as in torch, without numpy's warnings; the loop sees the non-finite potential
-        # and hands the solve to the log-domain rescue.
-        with np.errstate(divide='ignore', invalid='ignore'):
-            for i in range(f.shape[0]):
-                shift = -math.inf
-                t_acc = np.zeros(num_cols, dtype=w.dtype)
-                kernel = None if upcast else self.kernel[i].numpy()
-                for r0 in range(0, num_rows, self.fused_rows):
-                    r1 = min(r0 + self.fused_rows, num_rows)
-                    if upcast:
-                        block = buf[:r1 - r0].copy_(self.kernel[i, r0:r1]).numpy()
-                    else:
-                        block = kernel[r0:r1]
-                    s_blk = s_buf[:r1 - r0]
-                    np.dot(block, w[i], out=s_blk)
-                    smin = fh_np[i, r0:r1] - eps * (np.log(s_blk, dtype=np.float64) + m[i])
-                    f_old = torch.from_numpy(f_np[i, r0:r1])
-                    if viol is not None:
-                        viol[i] += violation(f_old, torch.from_numpy(smin), self.log_a[i, r0:r1])
-                    f_blk = f_update(f_old, torch.from_numpy(smin)).numpy()
-                    fn_np[i, r0:r1] = f_blk
-                    zc = (f_blk - fh_np[i, r0:r1]) / eps + la_np[i, r0:r1]
-                    blk_max = float(zc.max())
-                    if blk_max == -math.inf:  # every row of zero weight: nothing to add
-                        continue
-                    if blk_max > shift:
-                        if math.isfinite(shift):
-                            t_acc *= math.exp(shift - blk_max)
-                        shift = blk_max
-                    np.dot(np.exp(zc - shift).astype(w.dtype), block, out=t_buf)
-                    t_acc += t_buf
-                log_t = np.log(t_acc, dtype=np.float64)  # empty column: log 0 = -inf
-                t_out[i] = self.g_hat[i] - eps * (torch.from_numpy(log_t) + shift)
-        return f_new, t_out, viol
+        return _cpu_step.fused_step(self, f, g, f_update, violation)
