@@ -93,6 +93,8 @@ def _one_problem(op, i, w_i, m_i, f, f_new, f_update, violation, viol, bufs) -> 
     fh_np, la_np = op.f_hat[i].numpy(), op.log_a[i].numpy()
     kernel = None if bufs.upcast is not None else op.kernel[i].numpy()
     numpy_update = isinstance(f_update, RelaxedUpdate)
+    # the violation is measured once over all rows, from smin_a(g) kept here
+    smin_rows = np.empty(num_rows) if viol is not None else None
     shift = -math.inf
     bufs.acc.fill(0.0)
     for r0 in range(0, num_rows, op.fused_rows):
@@ -109,9 +111,8 @@ def _one_problem(op, i, w_i, m_i, f, f_new, f_update, violation, viol, bufs) -> 
         work += m_i
         work *= -eps
         work += fh_np[r0:r1]
-        if viol is not None:
-            viol[i] += violation(torch.from_numpy(f_old), torch.from_numpy(work),
-                                 op.log_a[i, r0:r1])
+        if smin_rows is not None:
+            smin_rows[r0:r1] = work
         if numpy_update:
             f_update.into(f_old, work, f_blk)
         else:
@@ -133,4 +134,6 @@ def _one_problem(op, i, w_i, m_i, f, f_new, f_update, violation, viol, bufs) -> 
         weights[...] = work
         np.dot(weights, block, out=bufs.part)
         bufs.acc += bufs.part
+    if smin_rows is not None:
+        viol[i] = violation(f[i], torch.from_numpy(smin_rows), op.log_a[i])
     return shift
