@@ -19,7 +19,10 @@ with C = 1 - cos, eps 0.05 and rho 1 by default:
 * on GPU, the memory floor: the time to read the N x M matrix twice per iteration.
 
 Times are medians over ``--repeats`` runs (the cost matrix is given; its computation is
-not timed, except for geomloss which starts from features). Peak memory is the extra
+not timed, except for geomloss which starts from features); in the fixed-iteration
+table over rounds in which every method of a case runs once, in turn, so that the
+machine's slow spells (the 2-core VM runs twice as fast in some minutes as in
+others) fall on all methods alike. Peak memory is the extra
 memory a solve needs beyond its inputs: on CPU the growth of the resident set
 (sampled every millisecond) of a fresh subprocess per case, on GPU
 ``torch.cuda.max_memory_allocated``.
@@ -59,7 +62,8 @@ _TOOLS = os.path.dirname(os.path.abspath(__file__))
 if _TOOLS not in sys.path:
     sys.path.append(_TOOLS)
 from ot_benchmark.block import block_section, fullres_section  # noqa: E402
-from ot_benchmark.measure import run_in_process, run_isolated, sync  # noqa: E402
+from ot_benchmark.measure import (interleaved_rounds, run_in_process, run_isolated,  # noqa: E402
+                                  sync)
 from ot_benchmark.problems import ROOT, import_ot, make_problem, plan_of, run_method  # noqa: E402
 
 SECTIONS = ('speed', 'iters', 'accuracy', 'block', 'fullres')
@@ -80,18 +84,20 @@ def speed_section(args, device, isolate, lines):
     lines += ['## Fixed iterations', '',
               f'N = M, eps {args.eps}, rho {args.rho}, {args.iters} iterations (geomloss: its own '
               'annealing schedule, scaling 0.5), median of '
-              f'{args.repeats} runs. ratio = time / fastest POT time of the same case. '
+              f'{args.repeats} rounds (each method of a case runs once per round, in turn, so '
+              'that a slow spell of the machine meets every method alike). '
+              'ratio = time / fastest POT time of the same case. '
               '`@1`: run with one CPU thread (BLAS and OpenMP); other rows use the default.', '',
               '| N | d | method | time (s) | ms / iter | peak mem (MB) | marginal error | '
               'ratio to POT |', '|---|---|---|---|---|---|---|---|']
     for size in args.sizes:
         for dim in args.dims:
-            results = {}
-            for method in methods_for(device):
-                spec = dict(method=method, size=size, dim=dim, eps=args.eps, rho=args.rho,
-                            iters=args.iters, repeats=args.repeats, device=device)
-                results[method] = run_isolated(spec, isolate)
-                print(f'  {size} {dim} {method}: {results[method]}', flush=True)
+            specs = {method: dict(method=method, size=size, dim=dim, eps=args.eps,
+                                  rho=args.rho, iters=args.iters, repeats=1, device=device)
+                     for method in methods_for(device)}
+            results = interleaved_rounds(specs, args.repeats, isolate)
+            for method, result in results.items():
+                print(f'  {size} {dim} {method}: {result}', flush=True)
             pot = [r['time'] for m, r in results.items()
                    if m.startswith('pot') and math.isfinite(r['time'])]
             best = min(pot) if pot else float('nan')

@@ -75,3 +75,30 @@ def test_geomloss_plan_is_not_built_in_its_timed_solve():
     assert not isinstance(solution[0], torch.Tensor)  # built when read
     plan = plan_of(solution)
     assert plan.shape == (64, 64) and bool(torch.isfinite(plan).all())
+
+
+def test_rounds_interleave_the_methods_and_measure_the_error_once(monkeypatch):
+    # each method used to run its repeats back to back: a slow spell of the 2-core VM
+    # (it runs twice as fast in some minutes as in others) fell on one method only
+    sys.path.insert(0, str(TOOLS))
+    from ot_benchmark import measure
+    calls = []
+    times = {'ours': iter([3.0, 1.0, 2.0]), 'pot': iter([5.0, float('nan'), 4.0])}
+
+    def fake_run(spec, isolate):
+        calls.append((spec['method'], spec['measure_error']))
+        time = next(times[spec['method']])
+        out = {'time': time, 'times': [time], 'peak_mb': time * 10,
+               'err': 1e-7 if spec['measure_error'] else float('nan')}
+        if time != time:
+            out['note'] = 'failed'
+        return out
+
+    monkeypatch.setattr(measure, 'run_isolated', fake_run)
+    specs = {'ours': {'method': 'ours'}, 'pot': {'method': 'pot'}}
+    results = measure.interleaved_rounds(specs, rounds=3, isolate=True)
+    assert calls == [('ours', True), ('pot', True), ('ours', False), ('pot', False),
+                     ('ours', False), ('pot', False)]
+    assert results['ours'] == {'time': 2.0, 'times': [3.0, 1.0, 2.0], 'peak_mb': 30.0,
+                               'err': 1e-7}
+    assert results['pot']['note'] == 'failed' and results['pot']['time'] != results['pot']['time']

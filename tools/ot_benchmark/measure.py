@@ -1,5 +1,6 @@
 """Timing and peak memory of one benchmark case, in this process or a fresh one."""
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -91,6 +92,9 @@ def case_worker(spec):
     times, peak, solution = timed_runs(
         lambda: run_method(method, x, y, cost, a, b, eps, rho, iters, potentials=False),
         spec['repeats'], device)
+    if not spec.get('measure_error', True):
+        return {'time': statistics.median(times), 'times': times, 'peak_mb': peak,
+                'err': float('nan')}
     if solution[1] is None:  # POT without its log: one untimed run for the potentials
         solution = run_method(method, x, y, cost, a, b, eps, rho, iters)
     err = marginal_error(plan_of(solution), solution[1], solution[2], a, b, rho)
@@ -153,6 +157,40 @@ def run_in_process(spec):
         from .streets import streets_features_worker
         return streets_features_worker(spec)
     return case_worker(spec)
+
+
+def interleaved_rounds(specs, rounds, isolate):
+    """Run each worker spec ``rounds`` times, all specs once per round in turn.
+
+    Args:
+        specs: ``{name: spec}``; each spec's own ``repeats`` is the timed runs of one
+            round.
+        rounds: number of rounds.
+        isolate: as :func:`run_isolated`.
+
+    Returns:
+        ``{name: result}``: the median over rounds of each round's time, every timed
+        run in ``times``, the largest peak, and the marginal error of the first round
+        (measured there only).
+    """
+    runs = {name: [] for name in specs}
+    for index in range(rounds):
+        for name, spec in specs.items():
+            runs[name].append(run_isolated(dict(spec, measure_error=index == 0), isolate))
+    return {name: merge_rounds(results) for name, results in runs.items()}
+
+
+def merge_rounds(results):
+    """One result from the rounds of :func:`interleaved_rounds` (NaN time if any failed)."""
+    times = [r['time'] for r in results]
+    finite = all(math.isfinite(t) for t in times)
+    merged = {'time': statistics.median(times) if finite else float('nan'),
+              'times': [t for r in results for t in r.get('times', [r['time']])],
+              'peak_mb': max(r['peak_mb'] for r in results), 'err': results[0]['err']}
+    notes = [r['note'] for r in results if 'note' in r]
+    if notes:
+        merged['note'] = notes[0]
+    return merged
 
 
 def run_isolated(spec, isolate):
