@@ -62,8 +62,7 @@ _TOOLS = os.path.dirname(os.path.abspath(__file__))
 if _TOOLS not in sys.path:
     sys.path.append(_TOOLS)
 from ot_benchmark.block import block_section, fullres_section  # noqa: E402
-from ot_benchmark.measure import (interleaved_rounds, run_in_process, run_isolated,  # noqa: E402
-                                  sync)
+from ot_benchmark.measure import interleaved_rounds, run_in_process, sync  # noqa: E402
 from ot_benchmark.problems import ROOT, import_ot, make_problem, plan_of, run_method  # noqa: E402
 
 SECTIONS = ('speed', 'iters', 'accuracy', 'block', 'fullres')
