@@ -1,6 +1,7 @@
 """Frozen backbone + student MLP head + EMA-teacher head, for two-stage UDA."""
 import contextlib
 import copy
+import hashlib
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
@@ -287,6 +288,13 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         seed = (self.seed + 1000003 * self.run_seed + 2000000011 * rank) * 100003 + iteration
         return seed % (1 << 63)
 
+    def _dropout_seed(self, iteration: int) -> int:
+        """The seed of ``iteration``'s dropout masks: the iteration's seed hashed into a
+        stream of its own. (``2 s + 1`` was the views' seed of iteration ``2 i + 1``: the
+        masks of one step and the views of another came from the same generator state.)"""
+        key = f'dropout:{self._iteration_seed(iteration)}'.encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:8], 'little') >> 1
+
     @contextlib.contextmanager
     def _iteration_rng(self) -> Iterator[None]:
         """Draw the step's global-RNG randomness (the heads' dropout) from a seed of
@@ -310,7 +318,7 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         devices = [device.index or 0] if device.type == 'cuda' else []
         with torch.random.fork_rng(devices=devices):
             # not the views' seed; the same on every rank unless diff_rank_seed (MMEngine's rule)
-            torch.manual_seed((self._iteration_seed(iteration) * 2 + 1) % (1 << 63))
+            torch.manual_seed(self._dropout_seed(iteration))
             yield
 
     def _stage_losses(self, inputs, data_samples) -> Dict[str, Tensor]:
