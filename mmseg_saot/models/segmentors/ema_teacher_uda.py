@@ -1,12 +1,9 @@
 """Frozen backbone + student MLP head + EMA-teacher head, for two-stage UDA."""
-import contextlib
 import copy
-import hashlib
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import MessageHub
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
@@ -16,6 +13,7 @@ from mmseg_saot.models.backbones.dinov2 import check_segmentor_parts
 from mmseg_saot.models.data_preprocessors import UDADataPreProcessor
 from mmseg_saot.utils.errors import ConfigError, UserInputError, check_number
 from .frozen_features import FrozenFeaturesMixin
+from .iteration_seeds import IterationSeedsMixin
 from .self_training import (image_masks, labelled_samples, pad_to, stack_labels, strong_view,
                             teacher_labels, valid_pixels)
 
@@ -24,7 +22,7 @@ BRANCHES = ('teacher', 'student')
 
 
 @MODELS.register_module()
-class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
+class EMATeacherUDA(FrozenFeaturesMixin, IterationSeedsMixin, EncoderDecoder):
     """SAOT's decoder training: stage 1 on SAOT pseudo-labels, stage 2 EMA self-training.
 
     One frozen backbone is shared by the student head (``decode_head``, trained) and
@@ -201,13 +199,6 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
             raise ValueError(f'EMATeacherUDA: stage must be one of {STAGES}, got {stage!r}.')
         self.stage, self.iteration = stage, iteration
 
-    def set_run_seed(self, seed: Optional[int], rank: int = 0) -> None:
-        """Take the run's seed (``runner.seed``: ``randomness.seed``, plus the rank with
-        ``diff_rank_seed``) and the process's rank, so that another ``randomness.seed``
-        draws other strong views and dropout masks, and each rank other strong views (as
-        MMEngine's dataloader workers draw per rank). Set by ``UDAStageHook``."""
-        self.run_seed, self.rank = int(seed or 0), int(rank)
-
     def train(self, mode: bool = True) -> 'EMATeacherUDA':
         """The teacher (head and neck) always predicts in eval mode (BN statistics, no
         dropout)."""
@@ -281,45 +272,6 @@ class EMATeacherUDA(FrozenFeaturesMixin, EncoderDecoder):
         """
         with self._iteration_rng():
             return self._with_cache_hits(lambda: self._stage_losses(inputs, data_samples))
-
-    def _iteration_seed(self, iteration: int, rank: int = 0) -> int:
-        """The seed of ``iteration``'s random draws on ``rank``: a function of the model's
-        and the run's seeds and the iteration only, so a resumed run repeats them."""
-        seed = (self.seed + 1000003 * self.run_seed + 2000000011 * rank) * 100003 + iteration
-        return seed % (1 << 63)
-
-    def _dropout_seed(self, iteration: int) -> int:
-        """The seed of ``iteration``'s dropout masks: the iteration's seed hashed into a
-        stream of its own. (``2 s + 1`` was the views' seed of iteration ``2 i + 1``: the
-        masks of one step and the views of another came from the same generator state.)"""
-        key = f'dropout:{self._iteration_seed(iteration)}'.encode()
-        return int.from_bytes(hashlib.sha256(key).digest()[:8], 'little') >> 1
-
-    @contextlib.contextmanager
-    def _iteration_rng(self) -> Iterator[None]:
-        """Draw the step's global-RNG randomness (the heads' dropout) from a seed of
-        ``(seed, iteration)``, on a fork of the RNG that leaves the caller's state alone.
-
-        MMEngine does not save RNG states in checkpoints: without this, a resumed run
-        continues from the seed's initial state, and its dropout masks (and so its
-        weights) differ from those of the uninterrupted run. The iteration is
-        ``UDAStageHook``'s, else the training loop's (MMEngine's ``RuntimeInfoHook``);
-        outside a training loop the global RNG is used as it is.
-        """
-        iteration = self.iteration
-        if iteration is None:
-            hub = MessageHub.get_current_instance()
-            if hub.get_info('loop_stage') == 'train':
-                iteration = hub.get_info('iter')
-        if not isinstance(iteration, int):
-            yield
-            return
-        device = next(self.decode_head.parameters()).device
-        devices = [device.index or 0] if device.type == 'cuda' else []
-        with torch.random.fork_rng(devices=devices):
-            # not the views' seed; the same on every rank unless diff_rank_seed (MMEngine's rule)
-            torch.manual_seed(self._dropout_seed(iteration))
-            yield
 
     def _stage_losses(self, inputs, data_samples) -> Dict[str, Tensor]:
         if not isinstance(inputs, dict):

@@ -564,15 +564,3 @@ def test_a_backbone_other_than_dinov2_still_predicts():
                                  [dict(img_shape=(28, 28), ori_shape=(28, 28), pad_shape=(28, 28))])
     assert logits.shape == (1, 4, 28, 28)
 
-
-def test_dropout_seeds_are_apart_from_every_iterations_view_seed():
-    # the dropout seed was 2 s + 1 for the views' seed s: the masks of iteration i came
-    # from the generator state of iteration 2 i + 1's strong views
-    model = build()
-    for run_seed in (0, 3):
-        model.set_run_seed(run_seed, 0)
-        views = {model._iteration_seed(i) for i in range(4001)}
-        dropout = [model._dropout_seed(i) for i in range(2000)]
-        assert views.isdisjoint(dropout)
-        assert len(set(dropout)) == len(dropout)
-        assert model._dropout_seed(5) == model._dropout_seed(5) < (1 << 63)
