@@ -14,6 +14,7 @@ from typing import List, Optional
 import mmseg_saot  # noqa: F401  (mends the stack, registers the plugin)
 from mmengine.dist import get_rank
 from mmengine.hooks import CheckpointHook
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
@@ -133,7 +134,7 @@ def main() -> None:
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
         check_segmentor_parts(runner.model)  # MMSeg's segmentors do not check them
-        model = getattr(runner.model, 'module', runner.model)  # DDP looked through
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if hasattr(model, 'check_training_parts'):
             model.check_training_parts()
         stage_warning = missing_stage_hook_warning(runner.model, runner.hooks)
