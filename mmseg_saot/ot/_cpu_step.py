@@ -3,7 +3,7 @@
 The f half-step is local to a row, so each row block ``K_R`` of the kernel serves
 ``K_R (b e^{g/eps})`` for the f-update of its rows and then, still in cache,
 accumulates ``K_R^T (a e^{f_new/eps})`` for the g-update: the kernel is read from
-memory once per iteration instead of twice. Column weights are shifted by a running
+memory once per iteration instead of twice. Source weights are shifted by a running
 maximum (the partial sum is rescaled when it grows), as in an online softmax.
 
 The products go through numpy's BLAS (see ``_matvec.py``). The O(block) vector work
@@ -28,7 +28,7 @@ class _Buffers:
         self.upcast = torch.empty((rows, num_cols), dtype=mv_dtype) if upcast else None
         self.sums = np.empty(rows, dtype=np_mv)        # K_R w, in the product dtype
         self.work = np.empty(rows, dtype=np.float64)   # smin, then column exponents
-        self.weights = np.empty(rows, dtype=np_mv)     # column weights of the block
+        self.source_weights = np.empty(rows, dtype=np_mv)  # a e^{f/eps} of the block's rows
         self.part = np.empty(num_cols, dtype=np_mv)    # K_R^T of the weights
         self.acc = np.empty(num_cols, dtype=np_mv)     # sum over blocks, shifted
 
@@ -61,7 +61,7 @@ def fused_step(op, f: torch.Tensor, g: torch.Tensor, f_update: Callable,
     # and hands the solve to the log-domain rescue.
     with np.errstate(divide='ignore', invalid='ignore'):
         for i in range(f.shape[0]):
-            w_i, m_i = _row_weights(op, g[i].numpy(), i, bufs.weights.dtype)
+            w_i, m_i = _target_weights(op, g[i].numpy(), i, bufs.source_weights.dtype)
             shift = _one_problem(op, i, w_i, m_i, f, f_new, f_update, violation, viol, bufs)
             # smin_b(f_new) = g_hat - eps (log acc + shift); empty column: log 0 = -inf
             t_np = t_out[i].numpy()
@@ -72,9 +72,10 @@ def fused_step(op, f: torch.Tensor, g: torch.Tensor, f_update: Callable,
     return f_new, t_out, viol
 
 
-def _row_weights(op, g_np, i: int, dtype):
-    """``b e^{(g - g_hat)/eps}`` of batch element ``i`` shifted by its maximum ``m``:
-    the ``(M,)`` right-hand side in the product dtype, and ``m``."""
+def _target_weights(op, g_np, i: int, dtype):
+    """``b e^{(g - g_hat)/eps}`` of batch element ``i`` over its M targets, shifted by
+    its maximum ``m``: the right-hand side of the row products in the product dtype,
+    and ``m``."""
     z = np.subtract(g_np, op.g_hat[i].numpy())
     z /= op.epsilon
     z += op.log_b[i].numpy()
@@ -117,7 +118,7 @@ def _one_problem(op, i, w_i, m_i, f, f_new, f_update, violation, viol, bufs) -> 
             f_update.into(f_old, work, f_blk)
         else:
             f_blk[...] = f_update(torch.from_numpy(f_old), torch.from_numpy(work)).numpy()
-        # column weights a e^{(f_new - f_hat)/eps}, shifted by the running maximum
+        # source weights a e^{(f_new - f_hat)/eps}, shifted by the running maximum
         np.subtract(f_blk, fh_np[r0:r1], out=work)
         work /= eps
         work += la_np[r0:r1]
@@ -130,9 +131,9 @@ def _one_problem(op, i, w_i, m_i, f, f_new, f_update, violation, viol, bufs) -> 
             shift = blk_max
         work -= shift
         np.exp(work, out=work)
-        weights = bufs.weights[:n]
-        weights[...] = work
-        np.dot(weights, block, out=bufs.part)
+        source_weights = bufs.source_weights[:n]
+        source_weights[...] = work
+        np.dot(source_weights, block, out=bufs.part)
         bufs.acc += bufs.part
     if smin_rows is not None:
         viol[i] = violation(f[i], torch.from_numpy(smin_rows), op.log_a[i])

@@ -72,6 +72,8 @@ def empty_kernel(shape, dtype: torch.dtype, device: torch.device) -> torch.Tenso
     numel = 1
     for size in shape:
         numel *= int(size)
+    if numel == 0:  # a byte view of nothing cannot be re-viewed
+        return torch.empty(shape, dtype=dtype)
     item = torch.empty((), dtype=dtype).element_size()
     raw = np.empty(numel * item, dtype=np.uint8)
     return torch.from_numpy(raw).view(dtype).view(tuple(shape))
@@ -80,8 +82,9 @@ def empty_kernel(shape, dtype: torch.dtype, device: torch.device) -> torch.Tenso
 def exp_(x: torch.Tensor) -> torch.Tensor:
     """``torch.exp_(x)``; on CPU fp32/fp64 through numpy, whose vectorised loops ran
     a 4096 x 4096 fp32 exponential in 7.5 ms against torch's 16 ms on one thread."""
-    if np is None or x.is_cuda or x.dtype not in (torch.float32, torch.float64):
-        return torch.exp_(x)
+    if (np is None or x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64)
+            or (x.requires_grad and torch.is_grad_enabled())):
+        return torch.exp_(x)  # numpy would write behind autograd's back
     arr = x.detach().numpy()
     with np.errstate(all='ignore'):  # as torch: inf and nan pass through silently
         np.exp(arr, out=arr)

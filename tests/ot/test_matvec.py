@@ -37,3 +37,20 @@ def test_exp_matches_torch_on_strided_views_with_infinities(dtype):
     torch.testing.assert_close(full[:, 10:30], torch.exp(before[:, 10:30]), rtol=tol, atol=0)
     assert float(full[1, 15, 7]) == 0.0
     assert torch.equal(full[:, :10], before[:, :10]) and torch.equal(full[:, 30:], before[:, 30:])
+
+
+def test_exp_leaves_autograd_and_other_devices_to_torch():
+    # numpy writes behind autograd's back: the in-place exp of a tensor an earlier op
+    # saved for backward gave silently wrong gradients instead of torch's error
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1
+    z = (y * y).sum()
+    _matvec.exp_(y)
+    with pytest.raises(RuntimeError, match='modified by an inplace operation'):
+        z.backward()
+    meta = torch.empty(2, 3, device='meta')
+    assert _matvec.exp_(meta).device.type == 'meta'
+
+
+def test_empty_kernel_of_no_elements():
+    assert _matvec.empty_kernel((1, 0, 5), torch.float32, 'cpu').shape == (1, 0, 5)

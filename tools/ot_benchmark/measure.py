@@ -186,7 +186,9 @@ def merge_rounds(results):
     finite = all(math.isfinite(t) for t in times)
     merged = {'time': statistics.median(times) if finite else float('nan'),
               'times': [t for r in results for t in r.get('times', [r['time']])],
-              'peak_mb': max(r['peak_mb'] for r in results), 'err': results[0]['err']}
+              'peak_mb': max((r['peak_mb'] for r in results if math.isfinite(r['peak_mb'])),
+                             default=float('nan')),
+              'err': results[0]['err']}
     notes = [r['note'] for r in results if 'note' in r]
     if notes:
         merged['note'] = notes[0]

@@ -69,8 +69,9 @@ class EMATeacherUDA(FrozenFeaturesMixin, IterationSeedsMixin, EncoderDecoder):
             a hash of the backbone's weights and config (runs of the same backbone
             share it; ``'{work_dir}'`` is filled in by tools/train.py).
         seed: seeds the strong views and the heads' dropout, with the iteration and the
-            run's seed (:meth:`set_run_seed`): ``(seed + 1000003 * run_seed) * 100003 +
-            iter`` (the views add the rank).
+            run's seed (:meth:`set_run_seed`): the views draw from ``(seed + 1000003 *
+            run_seed) * 100003 + iter`` (plus the rank), the dropout from a SHA-256
+            hash of it (``iteration_seeds.py``).
         pretrained: accepted for ``EncoderDecoder``'s interface (``mmseg.apis.init_model``
             sets it to None); anything else is an error: the backbone takes its
             weights from its own ``checkpoint`` option.

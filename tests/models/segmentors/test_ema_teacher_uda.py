@@ -563,4 +563,3 @@ def test_a_backbone_other_than_dinov2_still_predicts():
         logits = model.inference(torch.randn(1, 3, 28, 28),
                                  [dict(img_shape=(28, 28), ori_shape=(28, 28), pad_shape=(28, 28))])
     assert logits.shape == (1, 4, 28, 28)
-
