@@ -1,5 +1,6 @@
 """Confidence filtering of pseudo-labels: low-confidence pixels become ignore."""
-from typing import Optional, Tuple
+import numbers
+from typing import List, Tuple
 
 import torch
 
@@ -69,15 +70,35 @@ def class_quantiles(labels: torch.Tensor, conf: torch.Tensor, keep: torch.Tensor
     return torch.where(counts > 0, values, torch.zeros_like(values))
 
 
-def ignore_outside(labels: torch.Tensor, valid_size: Optional[Tuple[int, int]],
-                   ignore_index: int) -> torch.Tensor:
-    """``(B, H, W)`` ``labels`` with the pixels outside the top-left ``valid_size`` set to
-    ``ignore_index`` (``labels`` itself when there are none)."""
+def ignore_outside(labels: torch.Tensor, valid_size, ignore_index: int) -> torch.Tensor:
+    """``(B, H, W)`` ``labels`` with the pixels outside the top-left valid region set to
+    ``ignore_index`` (``labels`` itself when there are none).
+
+    ``valid_size``: None (all valid), one ``(H', W')`` for every image, or a sequence of
+    ``B`` of them (images of different sizes padded to one batch).
+    """
     if valid_size is None:
         return labels
-    height, width = valid_size
-    if height >= labels.shape[-2] and width >= labels.shape[-1]:
+    sizes = per_image_sizes(valid_size, labels.shape[0])
+    if all(h >= labels.shape[-2] and w >= labels.shape[-1] for h, w in sizes):
         return labels
     out = torch.full_like(labels, ignore_index)
-    out[..., :height, :width] = labels[..., :height, :width]
+    for index, (height, width) in enumerate(sizes):
+        out[index, :height, :width] = labels[index, :height, :width]
     return out
+
+
+def _is_integer(value) -> bool:
+    return (isinstance(value, numbers.Integral) or
+            (isinstance(value, torch.Tensor) and value.ndim == 0))
+
+
+def per_image_sizes(valid_size, batch: int) -> List[Tuple[int, int]]:
+    """``valid_size`` as a list of ``batch`` ``(H', W')`` pairs (see :func:`ignore_outside`)."""
+    if len(valid_size) == 2 and all(_is_integer(v) for v in valid_size):
+        return [tuple(valid_size)] * batch
+    sizes = [tuple(int(v) for v in size) for size in valid_size]
+    if len(sizes) != batch or any(len(size) != 2 for size in sizes):
+        raise ValueError(f'valid_size must be one (height, width) or one per image ({batch}), '
+                         f'got {valid_size!r}.')
+    return sizes

@@ -273,16 +273,17 @@ class SAOTLabeler(nn.Module):
     @torch.no_grad()
     def forward(self, target_feats: torch.Tensor,
                 out_size: Optional[Tuple[int, int]] = None,
-                valid_size: Optional[Tuple[int, int]] = None) -> PseudoLabels:
+                valid_size: Optional[Sequence] = None) -> PseudoLabels:
         """Pseudo-label target images.
 
         Args:
             target_feats: ``(B, D, h, w)`` frozen target features.
             out_size: ``(H, W)`` of the returned label maps (default ``(h, w)``).
-            valid_size: ``(H', W')``: only the top-left ``H' x W'`` pixels of the maps are
-                image (the rest pads the image to whole patches and is cut off later);
-                the confidence filter ranks those alone, and ``labels`` are ignore
-                outside them. Default: the whole map.
+            valid_size: ``(H', W')``, or one per image: only the top-left ``H' x W'``
+                pixels of a map are image (the rest pads the image to whole patches, or
+                to the batch's largest image, and is cut off later); the confidence
+                filter ranks those alone, and ``labels`` are ignore outside them.
+                Default: the whole map.
 
         Returns:
             :class:`PseudoLabels`; an image whose labels end up all ignore is flagged in

@@ -163,6 +163,23 @@ def test_the_confidence_filter_ranks_the_image_not_its_padding():
     assert whole.labels.ne(255).sum() > out.labels.ne(255).sum()
 
 
+
+def test_a_batch_takes_one_valid_size_per_image():
+    # images of different sizes padded to one batch: one valid_size for all of them
+    # ranked and cut every image by the same region
+    src, src_lab = scenes(3, [0, 1, 2], seed=13)
+    tgt, _ = scenes(2, [0, 1, 2], seed=15)
+    labeler = small('saot', confidence_quantile=0.3, center_features=False).fit(src, src_lab)
+    sizes = [(6, 11), (8, 9)]
+    batched = labeler(tgt, out_size=(8, 16), valid_size=sizes)
+    for index, size in enumerate(sizes):
+        alone = labeler(tgt[index:index + 1], out_size=(8, 16), valid_size=size)
+        torch.testing.assert_close(batched.labels[index], alone.labels[0], rtol=0, atol=0)
+    assert batched.labels[1, :, 9:].eq(255).all() and batched.labels[0, 6:].eq(255).all()
+    with pytest.raises(ValueError, match='one per image'):
+        labeler(tgt, out_size=(8, 16), valid_size=[(6, 11)])
+
+
 def test_registry_and_state_dict():
     labeler = MODELS.build(dict(type='SAOTLabeler', method='saot', num_classes=C, feat_dim=D,
                                 metric_rank=2, num_prototypes=2))
