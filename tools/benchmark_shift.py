@@ -86,12 +86,13 @@ def shift_name(shift: float) -> str:
 
 def run_logged(command: List[str], log: str) -> None:
     """Run a tool of this repo with its output in ``log``; on failure show the log's end."""
+    from mmseg_saot.utils.child_process import run_child
     with open(log, 'w') as f:
-        result = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
+        returncode = run_child(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if returncode != 0:
         with open(log) as f:
             tail = f.read()[-3000:]
-        sys.exit(f'{" ".join(command[1:3])} failed (exit {result.returncode}); the end of '
+        sys.exit(f'{" ".join(command[1:3])} failed (exit {returncode}); the end of '
                  f'{log}:\n{tail}')
 
 
@@ -231,4 +232,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.path.insert(0, ROOT)
+    from mmseg_saot.utils.cli import interrupt_exits
+    with interrupt_exits('Finished shifts are kept under --work-dir and reused by a rerun.'):
+        sys.exit(main())

@@ -54,8 +54,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def run(command: List[str]) -> None:
+    """Run one step; a Ctrl-C waits for it to stop (a training run saves first)."""
+    from mmseg_saot.utils.child_process import run_child
     print('+ ' + ' '.join(command), flush=True)
-    subprocess.run(command, check=True)
+    code = run_child(command)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, command)
 
 
 def overrides(data: str, args: argparse.Namespace) -> List[str]:
@@ -116,4 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from mmseg_saot.utils.cli import interrupt_exits
+    with interrupt_exits('What the finished steps wrote under --out is kept (an '
+                         'interrupted training run saves a checkpoint first).'):
+        sys.exit(main())
