@@ -318,6 +318,8 @@ def main(argv=None):
     lines.append(f'Total benchmark time: {time.perf_counter() - start:.0f} s.')
     text = '\n'.join(lines) + '\n'
     out = args.out or os.path.join(ROOT, default_out)
+    if interrupted and os.path.exists(out):  # an earlier whole table stays as it is
+        out = os.path.splitext(out)[0] + '.partial.md'
     from mmseg_saot.utils.atomic import atomic_write_text
     atomic_write_text(out, text)  # a second Ctrl-C here leaves the old table whole
     print(text)

@@ -43,6 +43,24 @@ def test_ctrl_c_keeps_the_sections_already_measured(tool, tmp_path, monkeypatch,
     assert f'the sections measured so far are in {out}' in capsys.readouterr().err
 
 
+
+def test_ctrl_c_leaves_an_earlier_table_whole_and_writes_a_partial_file(tool, tmp_path,
+                                                                          monkeypatch, capsys):
+    # the partial table replaced the whole one (the default out holds the full benchmark)
+    out = tmp_path / 'ot.md'
+    out.write_text('the whole earlier table\n')
+
+    def iterations(args, lines):
+        raise KeyboardInterrupt
+
+    code, text, _ = run_three_sections(tool, monkeypatch, tmp_path, iterations,
+                                       lambda *a: None, lambda *a: None)
+    assert code == 130 and text == 'the whole earlier table\n'
+    partial = tmp_path / 'ot.partial.md'
+    assert '**Interrupted (Ctrl-C) in the iters section**' in partial.read_text()
+    assert f'the sections measured so far are in {partial}' in capsys.readouterr().err
+
+
 def test_an_unknown_section_is_a_usage_error(tool, capsys):
     with pytest.raises(SystemExit) as stop:
         tool.main(['--sections', 'speed,blocks'])
