@@ -435,4 +435,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == '__main__':
-    main()
+    from mmseg_saot.utils.cli import interrupt_exits
+    with interrupt_exits('Nothing was written to --out (the report is written at the end).'):
+        main()

@@ -30,6 +30,7 @@ from mmseg_saot.datasets.layout import SPLITS, dataset_roots, leaf_dataset_keys,
 from mmseg_saot.utils.arg_types import output_file, positive_int
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, exit_with,
                                   interrupt_exits, user_errors_exit)
+from mmseg_saot.utils.parallel import leave_interrupts_to_parent
 from mmseg_saot.utils.run_config import load_config
 
 
@@ -88,7 +89,7 @@ def check_dataset(split: str, key: str, leaf: dict,
     if nproc == 1:
         results = map(check, items)
     else:
-        pool = multiprocessing.Pool(nproc)
+        pool = multiprocessing.Pool(nproc, initializer=leave_interrupts_to_parent)
         results = pool.imap(check, items, chunksize=8)
     try:
         for found in results:

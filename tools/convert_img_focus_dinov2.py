@@ -143,4 +143,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from mmseg_saot.utils.cli import interrupt_exits
+    with interrupt_exits('An existing weights file is unchanged (it is written atomically).'):
+        sys.exit(main())

@@ -117,4 +117,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from mmseg_saot.utils.cli import interrupt_exits
+    with interrupt_exits('Nothing was written (the table is written at the end).'):
+        main()

@@ -2,6 +2,7 @@
 
 Used by the dataset converters in ``tools/dataset_converters``.
 """
+import signal
 from multiprocessing import Pool
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
@@ -29,6 +30,18 @@ def map_with_progress(fn: Callable[[Item], Result], items: Sequence[Item],
     if nproc <= 1 or len(items) <= 1:
         yield from tqdm(map(fn, items), **bar)
         return
-    with Pool(nproc, initializer=initializer, initargs=initargs) as pool:
+    with Pool(nproc, initializer=_start_worker, initargs=(initializer, initargs)) as pool:
         yield from tqdm(pool.imap_unordered(fn, items, chunksize=chunksize),
                         **bar)
+
+
+def leave_interrupts_to_parent() -> None:
+    """Pool initializer: the worker ignores Ctrl-C (SIGINT), which the main process
+    handles by stopping the pool; else every worker printed its own traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_worker(initializer: Optional[Callable], initargs: tuple) -> None:
+    leave_interrupts_to_parent()
+    if initializer is not None:
+        initializer(*initargs)

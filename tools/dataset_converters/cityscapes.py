@@ -151,6 +151,9 @@ def convert_polygons(json_file: Path, out_file: Path) -> None:
     try:
         with contextlib.redirect_stdout(printed):
             json2labelImg(str(json_file), str(tmp), 'trainIds')
+    except KeyboardInterrupt:
+        tmp.unlink(missing_ok=True)
+        raise
     except (Exception, SystemExit) as error:
         tmp.unlink(missing_ok=True)
         reason = (printed.getvalue().strip().splitlines() or [repr(error)])[0]
@@ -331,4 +334,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from mmseg_saot.utils.cli import interrupt_exits
+    with interrupt_exits('Each label file is written whole (atomically); rerun to convert the rest.'):
+        sys.exit(main())
