@@ -34,11 +34,18 @@ PARENT = textwrap.dedent("""
 """)
 
 
+def default_sigint():
+    """In the child before exec: Ctrl-C as in a terminal. A suite started in the
+    background (``cmd &`` in a script) ignores SIGINT, and its children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform == 'win32', reason='POSIX signals')
 @pytest.mark.parametrize('to_group', [True, False])
 def test_ctrl_c_lets_the_child_finish_and_reaches_it_once(tmp_path, to_group):
     parent = subprocess.Popen([sys.executable, '-c', PARENT.format(child=CHILD)],
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+                              stdout=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=default_sigint)
     assert parent.stdout.readline().strip() == 'ready'
     time.sleep(0.3)
     if to_group:  # a terminal's Ctrl-C: the parent's whole process group

@@ -9,6 +9,12 @@ import time
 from mmseg_saot.utils.parallel import map_with_progress
 
 
+def default_sigint():
+    """In the child before exec: Ctrl-C as in a terminal (a suite started in the
+    background ignores SIGINT, and its children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _worker_sigint(_):
     return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
@@ -31,7 +37,7 @@ def test_a_converter_interrupted_exits_130_with_one_message(tmp_path):
     proc = subprocess.Popen([sys.executable, tool, '--out', str(tmp_path / 'demo'),
                              '--num-source', '400', '--num-target-train', '400'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     deadline = time.time() + 60
     while not (tmp_path / 'demo').exists() and time.time() < deadline:
         time.sleep(0.1)  # past the imports: the tool is writing scenes
