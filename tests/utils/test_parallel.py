@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 from mmseg_saot.utils.parallel import map_with_progress
