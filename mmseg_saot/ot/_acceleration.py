@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 
+from ._matvec import np
+
 
 class Relaxation:
     """Over-relaxation factor, updated once per check window.
@@ -119,6 +121,10 @@ class Translation:
     ``lam = (A - B) / (1/rho_a + 1/rho_b)``. The translation moves ``A`` by
     ``-lam/rho_a`` and ``B`` by ``+lam/rho_b`` exactly, so after an f-update only ``A``
     is recomputed (one log-sum-exp) and ``B`` comes from the cache, and vice versa.
+
+    Potentials may be torch tensors or, for CPU problems, numpy arrays (the CPU
+    iteration of ``_cpu_step.py``); the cache ``A``, ``B`` takes the kind of the last
+    potentials given.
     """
 
     def __init__(self, log_a, log_b, rho_a, rho_b):
@@ -133,16 +139,17 @@ class Translation:
         self.A = self.B = None
 
     def _log_a(self, f):
-        return torch.logsumexp(self.log_a - f * self.inv_a, -1)
+        return _logsumexp(_like(self.log_a, f) - f * self.inv_a)
 
     def _log_b(self, g):
-        return torch.logsumexp(self.log_b - g * self.inv_b, -1)
+        return _logsumexp(_like(self.log_b, g) - g * self.inv_b)
 
     def _apply(self, f, g):
+        self.A, self.B = _like(self.A, f), _like(self.B, f)
         lam = self.kappa * (self.A - self.B)
         self.A = self.A - lam * self.inv_a
         self.B = self.B + lam * self.inv_b
-        lam = lam.unsqueeze(-1)
+        lam = lam[..., None]
         return f + lam, g - lam, lam
 
     def after_f(self, f, g):
@@ -156,3 +163,21 @@ class Translation:
         if self.A is None:
             self.A = self._log_a(f)
         return self._apply(f, g)
+
+
+def _like(x, ref):
+    """``x`` as the kind of ``ref``: a CPU torch tensor and a numpy array share memory."""
+    if isinstance(ref, torch.Tensor):
+        return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+    return x.numpy() if isinstance(x, torch.Tensor) else x
+
+
+def _logsumexp(x):
+    """``torch.logsumexp(x, -1)`` of a torch tensor or a numpy array (``-inf`` where
+    every entry is ``-inf``)."""
+    if isinstance(x, torch.Tensor):
+        return torch.logsumexp(x, -1)
+    top = x.max(-1, keepdims=True)
+    top[~np.isfinite(top)] = 0.0
+    with np.errstate(divide='ignore'):
+        return np.log(np.exp(x - top).sum(-1)) + top[..., 0]

@@ -1,4 +1,4 @@
-"""One Sinkhorn iteration on a stored CPU kernel, in a single pass over its rows.
+"""One Sinkhorn iteration on a stored CPU kernel, in numpy, in a single pass over its rows.
 
 The f half-step is local to a row, so each row block ``K_R`` of the kernel serves
 ``K_R (b e^{g/eps})`` for the f-update of its rows and then, still in cache,
@@ -6,135 +6,223 @@ accumulates ``K_R^T (a e^{f_new/eps})`` for the g-update: the kernel is read fro
 memory once per iteration instead of twice. Source weights are shifted by a running
 maximum (the partial sum is rescaled when it grows), as in an online softmax.
 
-The products go through numpy's BLAS (see ``_matvec.py``). The O(block) vector work
-runs on numpy views of the same memory, in place in preallocated buffers: a numpy
-call on a few hundred rows costs ~1 us against ~8 us for a torch op, and a block
-needs about fifteen of them.
+:class:`CpuIteration` is to the CPU what ``_fused_step.FusedIteration`` is to a GPU:
+the loop hands it the whole iteration (both half-steps and the translation steps),
+with the numerics of ``_loop._eager_iteration``. All of it runs on numpy views of
+fp64 potentials: the products through numpy's BLAS (see ``_matvec.py``), the vector
+work in place in preallocated buffers. A numpy call on a few hundred rows costs
+~1 us against ~8 us for a torch op, and the first ops after a pass over the kernel
+run on cold caches: at N = M = 4096 the translation steps and updates as torch ops
+took 0.3 ms of a 3.5 ms iteration (2-core AMD EPYC).
+
+Per row block the work is two products and six vector calls: every term of the
+block's source-weight exponent that does not depend on the product is formed for all
+rows before the pass (``_exponent_offsets``), and the new f is formed from the
+saved logs of the row sums after it.
 """
 import math
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
 from ._acceleration import RelaxedUpdate
+from ._marginal_error import row_violation
 from ._matvec import np
+from ._operators import KernelOperator
+
+# ``ENABLED['one_pass'] = False``: the loop runs the eager iteration (two products).
+ENABLED = {'one_pass': True}
+# Bytes of fp32 kernel per row block: they stay in the last-level cache between their
+# two uses (measured best at 4-8 MB on a 32 MB-L3 EPYC).
+BLOCK_BYTES = 1 << 23
+
+
+def usable(op) -> bool:
+    """Whether ``op`` can run here: a stored kernel on CPU, fp64 potentials, numpy."""
+    return (ENABLED['one_pass'] and np is not None and isinstance(op, KernelOperator)
+            and op.kernel.device.type == 'cpu' and op.kernel.dim() == 3
+            and op.log_a.dtype == torch.float64 and op.log_b.dtype == torch.float64)
 
 
 class _Buffers:
-    """Per-call scratch space for blocks of ``rows`` rows and ``num_cols`` columns."""
+    """Scratch space for blocks of ``rows`` rows of a kernel with ``num_rows`` rows and
+    ``num_cols`` columns."""
 
-    def __init__(self, rows: int, num_cols: int, mv_dtype: torch.dtype, upcast: bool):
+    def __init__(self, rows: int, num_rows: int, num_cols: int, mv_dtype: torch.dtype,
+                 upcast: bool):
         np_mv = np.float64 if mv_dtype == torch.float64 else np.float32
         self.upcast = torch.empty((rows, num_cols), dtype=mv_dtype) if upcast else None
         self.sums = np.empty(rows, dtype=np_mv)        # K_R w, in the product dtype
-        self.work = np.empty(rows, dtype=np.float64)   # smin, then column exponents
-        self.source_weights = np.empty(rows, dtype=np_mv)  # a e^{f/eps} of the block's rows
+        self.work = np.empty(rows, dtype=np.float64)   # exponents of the source weights
+        self.source_weights = np.empty(rows, dtype=np_mv)  # a e^{f_new/eps}, shifted
         self.part = np.empty(num_cols, dtype=np_mv)    # K_R^T of the weights
         self.acc = np.empty(num_cols, dtype=np_mv)     # sum over blocks, shifted
+        self.log_sums = np.empty(num_rows, dtype=np.float64)  # log K w of every row
+        self.offsets = np.empty(num_rows, dtype=np.float64)   # see _exponent_offsets
 
 
-def fused_step(op, f: torch.Tensor, g: torch.Tensor, f_update: Callable,
-               violation: Optional[Callable]) -> Tuple[torch.Tensor, torch.Tensor,
-                                                       Optional[torch.Tensor]]:
-    """``Operator.step`` for a CPU :class:`~._operators.KernelOperator`.
+class CpuIteration:
+    """One Sinkhorn iteration of ``_loop._run`` on ``op``'s stored CPU kernel.
 
     Args:
-        op: the operator (stored ``kernel`` (B, N, M), references ``f_hat``, ``g_hat``,
-            ``log_a``, ``log_b``, ``epsilon``, ``mv_dtype``, ``fused_rows``).
-        f: ``(B, N)`` fp64 potentials; ``g``: ``(B, M)``.
-        f_update: the f half-step; a :class:`RelaxedUpdate` runs on numpy buffers,
-            any other callable on torch views of them.
-        violation: ``violation(f, smin, log_a) -> (B,)``, or None.
+        op: the :class:`KernelOperator` (its kernel ``(B, N, M)``, references
+            ``f_hat`` (B, N), ``g_hat`` (B, M) and log weights are read, never written).
+        rho_a, rho_b: marginal penalties (``inf``: balanced side).
 
-    Returns:
-        ``(f_new, smin_b(f_new), row violation or None)``, as ``Operator.step``.
+    Attributes:
+        rows: rows per block of the pass (``BLOCK_BYTES`` of fp32 kernel).
     """
-    eps = op.epsilon
-    f_new = torch.empty_like(f)
-    t_out = torch.empty_like(g)
-    viol = torch.zeros(f.shape[0], dtype=f.dtype) if violation is not None else None
-    kernel = op.kernel
-    upcast = kernel.dtype != op.mv_dtype
-    bufs = _Buffers(op.fused_rows, kernel.shape[2], op.mv_dtype, upcast)
-    # A row or column whose kernel underflowed gives log 0 = -inf (and then inf - inf):
-    # as in torch, without numpy's warnings; the loop sees the non-finite potential
-    # and hands the solve to the log-domain rescue.
-    with np.errstate(divide='ignore', invalid='ignore'):
-        for i in range(f.shape[0]):
-            w_i, m_i = _target_weights(op, g[i].numpy(), i, bufs.source_weights.dtype)
-            shift = _one_problem(op, i, w_i, m_i, f, f_new, f_update, violation, viol, bufs)
-            # smin_b(f_new) = g_hat - eps (log acc + shift); empty column: log 0 = -inf
-            t_np = t_out[i].numpy()
-            np.log(bufs.acc, out=t_np, dtype=np.float64)
-            t_np += shift
-            t_np *= -eps
-            t_np += op.g_hat[i].numpy()
-    return f_new, t_out, viol
+
+    def __init__(self, op: KernelOperator, rho_a: float, rho_b: float):
+        self.op = op
+        self.rho_a, self.rho_b = rho_a, rho_b
+        _, num_rows, num_cols = op.kernel.shape
+        self.rows = min(num_rows, max(16, BLOCK_BYTES // max(1, 4 * num_cols)))
+        self._buffers = None
+
+    @classmethod
+    def create(cls, op, rho_a: float, rho_b: float) -> Optional['CpuIteration']:
+        """An iteration for ``op``, or None where ``usable(op)`` is false."""
+        return cls(op, rho_a, rho_b) if usable(op) else None
+
+    def _scratch(self) -> _Buffers:
+        _, num_rows, num_cols = self.op.kernel.shape
+        upcast = self.op.kernel.dtype != self.op.mv_dtype
+        key = (self.rows, num_rows, num_cols, self.op.mv_dtype, upcast)
+        if self._buffers is None or self._buffers[0] != key:
+            self._buffers = (key, _Buffers(*key))
+        return self._buffers[1]
+
+    def iterate(self, f: torch.Tensor, g: torch.Tensor, eps: float, tau_a: float, tau_b: float,
+                omega: float, use_ti: bool, translation, measure: bool
+                ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor],
+                           Optional[torch.Tensor]]:
+        """One iteration: f half-step, translation, g half-step, translation.
+
+        Args:
+            f, g: ``(B, N)``, ``(B, M)`` fp64 CPU potentials (not modified).
+            eps, tau_a, tau_b, omega: epsilon, the two ``rho / (rho + eps)`` and the
+                over-relaxation factor (1: plain steps).
+            use_ti: apply the translation-invariant step; ``translation`` is the loop's
+                ``Translation`` (its cache is left as numpy arrays).
+            measure: also return the row and column marginal violations of this
+                iterate, ``(B,)`` fp64 each (else None, None), as the eager iteration.
+
+        Returns:
+            ``(f, g, row violation, column violation)``.
+        """
+        op = self.op
+        f_new, t = torch.empty_like(f), torch.empty_like(g)
+        smin = torch.empty_like(f) if measure else None
+        bufs = self._scratch()
+        update = RelaxedUpdate(tau_a, omega)
+        # A row or column whose kernel underflowed gives log 0 = -inf (and then inf - inf):
+        # as in torch, without numpy's warnings; the loop sees the non-finite potential
+        # and hands the solve to the log-domain rescue.
+        with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
+            for i in range(f.shape[0]):
+                self._f_half_step(i, f[i].numpy(), g[i].numpy(), eps, update, bufs,
+                                  f_new[i].numpy(), t[i].numpy(),
+                                  None if smin is None else smin[i].numpy())
+            viol_a = (row_violation(f, smin, op.log_a, eps, self.rho_a)
+                      if measure else None)
+            f_np, g_np, t_np = f_new.numpy(), g.numpy(), t.numpy()
+            if use_ti:
+                f_np, g_np, lam = translation.after_f(f_np, g_np)
+                t_np = t_np - lam  # smin_b(f + lam) = smin_b(f) - lam
+            viol_b = (row_violation(torch.from_numpy(g_np), torch.from_numpy(t_np), op.log_b,
+                                    eps, self.rho_b) if measure else None)
+            g_new = np.empty_like(g_np)
+            RelaxedUpdate(tau_b, omega).into(g_np, t_np, g_new)
+            g_np = g_new
+            if use_ti:
+                f_np, g_np, _ = translation.after_g(f_np, g_np)
+        return torch.from_numpy(f_np), torch.from_numpy(g_np), viol_a, viol_b
+
+    def _f_half_step(self, i: int, f_np, g_np, eps: float, update: RelaxedUpdate,
+                     bufs: _Buffers, f_out, t_out, smin_out) -> None:
+        """Batch element ``i``: write the new f, ``smin_b(f_new)`` and, if asked,
+        ``smin_a(g)`` into the given numpy views."""
+        op = self.op
+        w_i, m_i = _target_weights(op, g_np, i, bufs.source_weights.dtype, eps)
+        fh_np = op.f_hat[i].numpy()
+        _exponent_offsets(f_np, fh_np, op.log_a[i].numpy(), m_i, eps, update, bufs.offsets)
+        shift = self._one_pass(i, w_i, -update.omega * update.tau, bufs)
+        # smin_a(g) = f_hat - eps (log K w + m); f_new = update(f, smin_a(g))
+        smin = bufs.log_sums
+        smin += m_i
+        smin *= -eps
+        smin += fh_np
+        if smin_out is not None:
+            smin_out[...] = smin
+        update.into(f_np, smin, f_out)
+        # smin_b(f_new) = g_hat - eps (log acc + shift); empty column: log 0 = -inf
+        np.log(bufs.acc, out=t_out, dtype=np.float64)
+        t_out += shift
+        t_out *= -eps
+        t_out += op.g_hat[i].numpy()
+
+    def _one_pass(self, i: int, w_i, slope: float, bufs: _Buffers) -> float:
+        """The pass over the kernel rows of batch element ``i``: log row sums into
+        ``bufs.log_sums``, shifted column sums into ``bufs.acc``; returns the shift."""
+        kernel = self.op.kernel
+        num_rows = kernel.shape[1]
+        rows_np = None if bufs.upcast is not None else kernel[i].numpy()
+        shift = -math.inf
+        bufs.acc.fill(0.0)
+        for r0 in range(0, num_rows, self.rows):
+            r1 = min(r0 + self.rows, num_rows)
+            n = r1 - r0
+            if rows_np is None:
+                block = bufs.upcast[:n].copy_(kernel[i, r0:r1]).numpy()
+            else:
+                block = rows_np[r0:r1]
+            sums, work, log_sums = bufs.sums[:n], bufs.work[:n], bufs.log_sums[r0:r1]
+            np.dot(block, w_i, out=sums)
+            np.log(sums, out=log_sums, dtype=np.float64)
+            # exponent of a e^{(f_new - f_hat)/eps}: slope log K_R w + offsets
+            np.multiply(log_sums, slope, out=work)
+            work += bufs.offsets[r0:r1]
+            blk_max = float(work.max())
+            if blk_max == -math.inf:  # every row of zero weight: nothing to add
+                continue
+            if blk_max > shift:
+                if math.isfinite(shift):
+                    bufs.acc *= math.exp(shift - blk_max)
+                shift = blk_max
+            work -= shift
+            source_weights = bufs.source_weights[:n]
+            np.exp(work, out=source_weights, casting='same_kind')
+            np.dot(source_weights, block, out=bufs.part)
+            bufs.acc += bufs.part
+        return shift
 
 
-def _target_weights(op, g_np, i: int, dtype):
+def _exponent_offsets(f_np, fh_np, la_np, m: float, eps: float, update: RelaxedUpdate, out):
+    """The terms of ``(f_new - f_hat)/eps + log a`` that do not depend on the product.
+
+    With ``s = K w`` and ``smin = f_hat - eps (log s + m)``, the relaxed update
+    ``f_new = (1 - omega) f + omega tau smin`` gives
+    ``(f_new - f_hat)/eps + log a = -omega tau log s + out``, where
+    ``out = (1 - omega) f/eps + (omega tau - 1) f_hat/eps - omega tau m + log a``.
+    The ``f`` term is left out when omega = 1, as in ``RelaxedUpdate``.
+    """
+    slope = update.omega * update.tau
+    np.multiply(fh_np, (slope - 1.0) / eps, out=out)
+    out += la_np
+    out -= slope * m
+    if update.omega != 1.0:
+        out += f_np * ((1.0 - update.omega) / eps)
+
+
+def _target_weights(op, g_np, i: int, dtype, eps: float):
     """``b e^{(g - g_hat)/eps}`` of batch element ``i`` over its M targets, shifted by
     its maximum ``m``: the right-hand side of the row products in the product dtype,
     and ``m``."""
     z = np.subtract(g_np, op.g_hat[i].numpy())
-    z /= op.epsilon
+    z /= eps
     z += op.log_b[i].numpy()
     m = float(z.max())
     z -= m
     np.exp(z, out=z)
     return z.astype(dtype), m
-
-
-def _one_problem(op, i, w_i, m_i, f, f_new, f_update, violation, viol, bufs) -> float:
-    """Run batch element ``i``; leave its shifted column sums in ``bufs.acc`` and
-    return the shift."""
-    eps = op.epsilon
-    num_rows = op.kernel.shape[1]
-    f_np, fn_np = f[i].numpy(), f_new[i].numpy()
-    fh_np, la_np = op.f_hat[i].numpy(), op.log_a[i].numpy()
-    kernel = None if bufs.upcast is not None else op.kernel[i].numpy()
-    numpy_update = isinstance(f_update, RelaxedUpdate)
-    # the violation is measured once over all rows, from smin_a(g) kept here
-    smin_rows = np.empty(num_rows) if viol is not None else None
-    shift = -math.inf
-    bufs.acc.fill(0.0)
-    for r0 in range(0, num_rows, op.fused_rows):
-        r1 = min(r0 + op.fused_rows, num_rows)
-        n = r1 - r0
-        if kernel is None:
-            block = bufs.upcast[:n].copy_(op.kernel[i, r0:r1]).numpy()
-        else:
-            block = kernel[r0:r1]
-        sums, work, f_old, f_blk = bufs.sums[:n], bufs.work[:n], f_np[r0:r1], fn_np[r0:r1]
-        np.dot(block, w_i, out=sums)
-        # smin_a(g) of the block's rows: f_hat - eps (log sums + m)
-        np.log(sums, out=work, dtype=np.float64)
-        work += m_i
-        work *= -eps
-        work += fh_np[r0:r1]
-        if smin_rows is not None:
-            smin_rows[r0:r1] = work
-        if numpy_update:
-            f_update.into(f_old, work, f_blk)
-        else:
-            f_blk[...] = f_update(torch.from_numpy(f_old), torch.from_numpy(work)).numpy()
-        # source weights a e^{(f_new - f_hat)/eps}, shifted by the running maximum
-        np.subtract(f_blk, fh_np[r0:r1], out=work)
-        work /= eps
-        work += la_np[r0:r1]
-        blk_max = float(work.max())
-        if blk_max == -math.inf:  # every row of zero weight: nothing to add
-            continue
-        if blk_max > shift:
-            if math.isfinite(shift):
-                bufs.acc *= math.exp(shift - blk_max)
-            shift = blk_max
-        work -= shift
-        np.exp(work, out=work)
-        source_weights = bufs.source_weights[:n]
-        source_weights[...] = work
-        np.dot(source_weights, block, out=bufs.part)
-        bufs.acc += bufs.part
-    if smin_rows is not None:
-        viol[i] = violation(f[i], torch.from_numpy(smin_rows), op.log_a[i])
-    return shift

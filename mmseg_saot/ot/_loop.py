@@ -45,7 +45,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from . import _cuda_graph, _fused_step
+from . import _cpu_step, _cuda_graph, _fused_step
 from ._acceleration import RelaxedUpdate, Relaxation, Translation
 from ._marginal_error import final_error, relative_violation, row_violation
 from ._stall import Stall, stall_advice
@@ -207,9 +207,11 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
     out_err = None  # the error of the returned potentials, once measured
     good = (f.clone(), g.clone())
     it_total = good_it = 0  # good: finite potentials at the end of iteration good_it
-    # GPU: each iteration on the stored kernel as a few fused Triton launches
-    # (_fused_step.py); otherwise optionally CUDA graphs of the eager iterations.
-    fused = _fused_step.FusedIteration.create(op, rho_a, rho_b)
+    # Each iteration on the stored kernel in one piece: on GPU as a few fused Triton
+    # launches (_fused_step.py), on CPU in one numpy pass (_cpu_step.py); otherwise
+    # the eager iteration, on GPU optionally replayed as CUDA graphs.
+    fused = (_fused_step.FusedIteration.create(op, rho_a, rho_b) or
+             _cpu_step.CpuIteration.create(op, rho_a, rho_b))
     window_graph = (_cuda_graph.WindowGraph()
                     if fused is None and _cuda_graph.WindowGraph.usable(f) else None)
     stages = _epsilon_stages(cfg, cost_range)
@@ -239,7 +241,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
             measure = final and window_end and (cfg.tol > 0 or relax.needs_error)
             omega = relax.value if final else 1.0
             if fused is not None and op is primary:
-                # the same iteration as _eager_iteration, in five kernel launches
+                # the same iteration as _eager_iteration, fused (see above)
                 f, g, viol_a, viol_b = fused.iterate(f, g, eps, tau_a, tau_b, omega, use_ti,
                                                      translation, measure)
                 if measure:

@@ -21,9 +21,9 @@ and an operator supplies it:
   A rebuild from the cost takes :math:`\\hat f` = the hard c-transform of
   :math:`\\hat g`, so every row of :math:`\\tilde K` has maximum exactly 1 and no row
   can underflow to zero, whatever the storage dtype; between rebuilds, fp32/fp64
-  kernels absorb drifts in place. On CPU one iteration is a single pass over the
-  kernel (``_cpu_step.py``); on GPU the loop runs the whole
-  iteration as five Triton launches (``_fused_step.py``), else two products here.
+  kernels absorb drifts in place. The loop runs the whole iteration elsewhere where
+  it can: on CPU in one pass over the kernel (``_cpu_step.py``), on GPU as five
+  Triton launches (``_fused_step.py``); else it takes two products here.
 * :class:`LogOperator` (stable fallback): exact chunked ``logsumexp`` over row
   blocks of any cost source, one pass per iteration, never holding more than one
   block; used when the kernel would under/overflow (tiny epsilon) and by the online
@@ -38,8 +38,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import _cpu_step
-from ._matvec import cols_matvec, empty_kernel, exp_, np, rows_matvec
+from ._matvec import cols_matvec, empty_kernel, exp_, rows_matvec
 from ._refresh import ABSORB_THRESHOLD, absorb_or_rebuild, refresh_measures
 from .costs import DenseCost, rows_per_block
 
@@ -209,9 +208,6 @@ class KernelOperator(Operator):
                                          temporaries=not in_place or self.col_mask is not None)
         self.absorb_rows = rebuild_rows(num_rows, num_cols, batch, log_a.device.type,
                                         temporaries=False)
-        # Fused CPU pass: row blocks of ~8 MB stay in the last-level cache between
-        # their two uses (measured best at 4-8 MB on a 32 MB-L3 EPYC).
-        self.fused_rows = min(num_rows, max(16, (1 << 23) // max(1, 4 * num_cols)))
 
     def set_epsilon(self, epsilon: float, f: torch.Tensor, g: torch.Tensor) -> None:
         self.epsilon = epsilon
@@ -301,8 +297,3 @@ class KernelOperator(Operator):
         m = z.amax(dim=-1, keepdim=True)
         t = cols_matvec(self.kernel, torch.exp(z - m).to(self.mv_dtype)).to(f.dtype)
         return self.g_hat - eps * (torch.log(t) + m)
-
-    def step(self, f, g, f_update, violation):
-        if self.kernel.is_cuda or np is None:
-            return super().step(f, g, f_update, violation)
-        return _cpu_step.fused_step(self, f, g, f_update, violation)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from mmseg_saot.ot import _cuda_graph, _loop, cosine_cost, sinkhorn
+from mmseg_saot.ot import _cpu_step, _cuda_graph, _loop, cosine_cost, sinkhorn
 
 
 class EagerWindow(_cuda_graph.WindowGraph):
@@ -24,6 +24,7 @@ class EagerWindow(_cuda_graph.WindowGraph):
 @pytest.fixture
 def eager_windows(monkeypatch):
     EagerWindow.calls = 0
+    monkeypatch.setitem(_cpu_step.ENABLED, 'one_pass', False)  # windows replace eager steps
     monkeypatch.setattr(_loop._cuda_graph, 'WindowGraph', EagerWindow)
     monkeypatch.setattr(EagerWindow, 'usable', staticmethod(lambda f: True))
 

@@ -27,11 +27,12 @@ PRELUDE = textwrap.dedent('''
     sys.path.insert(0, 'tools')
     from run_ot_tests import import_ot_alone
     ot = import_ot_alone()
-    from mmseg_saot.ot import _fused_step, _loop
+    from mmseg_saot.ot import _cpu_step, _fused_step, _loop
     from mmseg_saot.ot._acceleration import Translation
     from mmseg_saot.ot._operators import KernelOperator
     from mmseg_saot.ot.costs import DenseCost
     torch.set_num_threads(1)
+    _cpu_step.ENABLED['one_pass'] = False  # CPU tensors: the reference is the eager loop
     F64 = torch.float64
 ''')
 

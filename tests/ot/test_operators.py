@@ -84,9 +84,9 @@ def test_sinkhorn_unchanged_by_whole_kernel_passes(monkeypatch):
 
 
 def test_fused_cpu_step_skips_a_row_block_of_zero_weight():
-    # 2000 columns make the fused CPU step take rows in blocks of 1048: the first block
-    # has only sources of zero weight, whose running maximum -inf made the kernel solve
-    # NaN (it raised; 'auto' fell back to the log domain)
+    # 2000 columns make the CPU iteration (_cpu_step.py) take rows in blocks of 1048:
+    # the first block has only sources of zero weight, whose running maximum -inf made
+    # the kernel solve NaN (it raised; 'auto' fell back to the log domain)
     gen = torch.Generator().manual_seed(3)
     x, y = torch.randn(1100, 8, generator=gen), torch.randn(2000, 8, generator=gen)
     cost = torch.cdist(x, y) ** 2 / 8
