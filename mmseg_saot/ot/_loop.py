@@ -101,6 +101,9 @@ class LoopConfig:
     epsilon_start: Optional[float] = None
     warn: bool = True
     solver_name: str = 'sinkhorn'
+    # frames from _run up to the caller of the public solver, for warnings: _run, run,
+    # the solver (block_sparse_sinkhorn, sinkhorn_online; sinkhorn's _solve adds one)
+    stacklevel: int = 4
 
 
 @dataclass
@@ -320,7 +323,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
         warnings.warn(
             f'{cfg.solver_name} stopped at marginal error {float(out_err.max()):.2e} > '
             f'tol={cfg.tol:.1e} after {it_total} iterations: '
-            + stall_advice(stall, primary, cfg), SinkhornConvergenceWarning, stacklevel=4)
+            + stall_advice(stall, primary, cfg), SinkhornConvergenceWarning, stacklevel=cfg.stacklevel)
     elif cfg.tol > 0 and not bool(converged.all()) and cfg.warn:
         warnings.warn(
             f'{cfg.solver_name} did not converge: marginal error {float(out_err.max()):.2e} > '
@@ -329,7 +332,7 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
             f'keep over-relaxation `omega` > 1'
             + ('' if math.isinf(rho_a) and math.isinf(rho_b) else
                " and `translation_invariant=True`") + ', or loosen `tol`.',
-            SinkhornConvergenceWarning, stacklevel=4)
+            SinkhornConvergenceWarning, stacklevel=cfg.stacklevel)
     return LoopOutput(f=f, g=g, num_iters=it_total, converged=converged,
                       marginal_error=out_err, method=method)
 

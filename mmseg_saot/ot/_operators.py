@@ -207,12 +207,15 @@ class KernelOperator(Operator):
         storage_dtype: dtype of the stored kernel (fp32, fp16, bf16 or fp64).
         absorb_threshold: rebuild the kernel once the potentials moved this many
             epsilons since the last rebuild; default per storage dtype.
+        cpu_workers: threads of a CPU rebuild or absorption (``for_row_chunks``);
+            default ``torch.get_num_threads()``, at most 8.
     """
 
     kind = 'kernel'
 
     def __init__(self, source, log_a: torch.Tensor, log_b: torch.Tensor, epsilon: float,
-                 storage_dtype: torch.dtype, absorb_threshold: Optional[float] = None):
+                 storage_dtype: torch.dtype, absorb_threshold: Optional[float] = None,
+                 cpu_workers: Optional[int] = None):
         self.source, self.log_a, self.log_b = source, log_a, log_b
         self.epsilon = epsilon
         self.storage_dtype = storage_dtype
@@ -242,9 +245,10 @@ class KernelOperator(Operator):
                                          temporaries=not in_place or self.col_mask is not None)
         self.absorb_rows = rebuild_rows(num_rows, num_cols, batch, log_a.device.type,
                                         temporaries=False)
-        # Threads of a CPU rebuild or absorption: torch's setting where the operator is
-        # made (the loop itself runs on one thread, see _loop.CPU_THREADS), at most 8.
-        self.cpu_workers = min(8, torch.get_num_threads()) if log_a.device.type == 'cpu' else 1
+        # Threads of a CPU rebuild or absorption (the loop itself runs on one thread, see
+        # _loop.CPU_THREADS): default torch's setting where the operator is made; at most 8.
+        workers = torch.get_num_threads() if cpu_workers is None else cpu_workers
+        self.cpu_workers = min(8, workers) if log_a.device.type == 'cpu' else 1
 
     def set_epsilon(self, epsilon: float, f: torch.Tensor, g: torch.Tensor) -> None:
         self.epsilon = epsilon

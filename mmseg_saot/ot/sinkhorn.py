@@ -144,6 +144,25 @@ def sinkhorn(cost: torch.Tensor,
         invariant Sinkhorn and 1-D Frank-Wolfe. AISTATS.
         Feydy (2020). Geometric data analysis, beyond convolutions (geomloss).
     """
+    # On CPU the whole solve runs on one torch thread (kernel rebuilds on ``workers``):
+    # a parallel torch op in the ~0.1 s after numpy's BLAS (this solve's or the one
+    # before) waits for OpenBLAS's spinning threads to yield the cores; each such op,
+    # even a log of 4096 entries, took 1-5 ms (2-core AMD EPYC).
+    workers = torch.get_num_threads()
+    with _loop.cpu_threads(getattr(cost, 'device', torch.device('cpu'))):
+        return _solve(cost, a, b, epsilon=epsilon, rho=rho, num_iters=num_iters, tol=tol,
+                      check_every=check_every, omega=omega,
+                      translation_invariant=translation_invariant,
+                      epsilon_scaling=epsilon_scaling, epsilon_start=epsilon_start,
+                      storage_dtype=storage_dtype, method=method, f_init=f_init,
+                      g_init=g_init, warn=warn, workers=workers)
+
+
+def _solve(cost, a, b, *, epsilon, rho, num_iters, tol, check_every, omega,
+           translation_invariant, epsilon_scaling, epsilon_start, storage_dtype, method,
+           f_init, g_init, warn, workers) -> SinkhornResult:
+    """The body of :func:`sinkhorn` (arguments as there; ``workers``: threads of a CPU
+    kernel rebuild)."""
     check_cost(cost)
     epsilon = check_epsilon(epsilon)
     rho_pair = parse_rho(rho)
@@ -163,6 +182,7 @@ def sinkhorn(cost: torch.Tensor,
         raise ValueError(f'`method` must be one of {METHODS}, got {method!r}.')
     cfg = make_config(epsilon, rho_pair, num_iters, tol, check_every, omega,
                       translation_invariant, epsilon_scaling, epsilon_start, warn, 'sinkhorn')
+    cfg.stacklevel += 1  # warnings skip this function too
     log_a, log_b = torch.log(a3), torch.log(b3)
     source = DenseCost(cost3.detach())
 
@@ -173,7 +193,8 @@ def sinkhorn(cost: torch.Tensor,
         if method == 'log':
             op, fallback = make_log(), None
         else:
-            op = KernelOperator(source, log_a, log_b, epsilon, storage_dtype)
+            op = KernelOperator(source, log_a, log_b, epsilon, storage_dtype,
+                                cpu_workers=workers)
             fallback = make_log if method == 'auto' else None
         out = _loop.run(op, fallback, log_a, log_b, cfg, f0, g0,
                         cost_range=lambda: float(cost3.amax() - cost3.amin()))

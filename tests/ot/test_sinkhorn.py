@@ -1,4 +1,5 @@
 """Mathematical checks of the dense entropic (unbalanced) Sinkhorn solver."""
+import importlib
 import math
 import re
 import warnings
@@ -462,3 +463,33 @@ def test_a_stop_at_the_floor_advises_by_storage_and_solver(storage, solver, advi
     operator = type('Operator', (), {'storage_dtype': storage})()
     message = _stall.stall_advice(stall, operator, cfg)
     assert 'rounding floor' in message and advice in message
+
+
+def test_a_cpu_solve_runs_on_one_torch_thread_and_rebuilds_on_the_callers(monkeypatch):
+    # a parallel torch op right after numpy's BLAS waited 1-5 ms for OpenBLAS's
+    # spinning threads; the rebuilds keep the caller's threads (for_row_chunks)
+    module = importlib.import_module('mmseg_saot.ot.sinkhorn')
+    seen = {}
+    check_cost, kernel_operator = module.check_cost, module.KernelOperator
+
+    def checking(cost):
+        seen['threads'] = torch.get_num_threads()
+        return check_cost(cost)
+
+    def making(*args, **kwargs):
+        seen['op'] = kernel_operator(*args, **kwargs)
+        return seen['op']
+
+    monkeypatch.setattr(module, 'check_cost', checking)
+    monkeypatch.setattr(module, 'KernelOperator', making)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sinkhorn(torch.rand(20, 10), epsilon=0.1, num_iters=5, tol=0.0)
+        assert seen['threads'] == 1 and seen['op'].cpu_workers == 2
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match='epsilon'):
+            sinkhorn(torch.rand(20, 10), epsilon=-1.0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
