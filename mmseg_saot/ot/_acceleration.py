@@ -4,7 +4,7 @@
   estimated once per check window from the observed convergence rate.
 * :class:`Translation`: the translation-invariant step (Sejourne, Vialard & Peyre
   2022), an exact dual maximisation along ``(f + lam, g - lam)`` after each half-step.
-* :class:`RelaxedUpdate`: the relaxed f half-step, in torch and on numpy buffers.
+* :class:`RelaxedUpdate`: a relaxed half-step, in torch and on numpy buffers.
 """
 import math
 from dataclasses import dataclass
@@ -87,11 +87,12 @@ class Relaxation:
 
 @dataclass(frozen=True)
 class RelaxedUpdate:
-    """The f half-step ``f <- f + omega (tau smin - f)`` (``f <- tau smin`` if omega = 1).
+    """A half-step ``f <- f + omega (tau smin - f)`` (``f <- tau smin`` if omega = 1);
+    the same for g with ``smin_b``.
 
     Called on torch tensors; :meth:`into` does the same on numpy arrays for the CPU
-    pass of ``_cpu_step.py``, where a numpy call on a block of a few hundred rows
-    costs ~1 us against ~8 us for a torch op.
+    iteration of ``_cpu_step.py``, where a numpy call on a vector of a few thousand
+    entries costs a few us against ~8 us for a torch op.
     """
 
     tau: float

@@ -15,7 +15,7 @@ work in place in preallocated buffers. A numpy call on a few hundred rows costs
 run on cold caches: at N = M = 4096 the translation steps and updates as torch ops
 took 0.3 ms of a 3.5 ms iteration (2-core AMD EPYC).
 
-Per row block the work is two products and six vector calls: every term of the
+Per row block the work is two products and seven vector calls: every term of the
 block's source-weight exponent that does not depend on the product is formed for all
 rows before the pass (``_exponent_offsets``), and the new f is formed from the
 saved logs of the row sums after it.

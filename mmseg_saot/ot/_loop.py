@@ -129,7 +129,7 @@ def _eager_iteration(op, f, g, eps, omega, taus, use_ti, translation, measure, e
     """
     (tau_a, tau_b), (mass_a, mass_b), (rho_a, rho_b) = taus, masses, rhos
     # --- f half-step: f <- f + omega (tau_a smin_a(g) - f); the operator also
-    # returns t = smin_b(f_new) (fused in one pass over the kernel on CPU) ---
+    # returns t = smin_b(f_new) (in one pass over the cost blocks for LogOperator) ---
     f_update = RelaxedUpdate(tau_a, omega)
     violation = functools.partial(row_violation, eps=eps, rho=rho_a) if measure else None
     f, t, viol = op.step(f, g, f_update, violation)
@@ -323,7 +323,8 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
         warnings.warn(
             f'{cfg.solver_name} stopped at marginal error {float(out_err.max()):.2e} > '
             f'tol={cfg.tol:.1e} after {it_total} iterations: '
-            + stall_advice(stall, primary, cfg), SinkhornConvergenceWarning, stacklevel=cfg.stacklevel)
+            + stall_advice(stall, primary, cfg), SinkhornConvergenceWarning,
+            stacklevel=cfg.stacklevel)
     elif cfg.tol > 0 and not bool(converged.all()) and cfg.warn:
         warnings.warn(
             f'{cfg.solver_name} did not converge: marginal error {float(out_err.max()):.2e} > '

@@ -67,7 +67,8 @@ def sinkhorn(cost: torch.Tensor,
     ``exp((f_hat + g_hat - C)/eps)`` once and iterates on it, absorbing the scalings
     into the potentials when they drift (Schmitzer 2019): on CPU one fused pass over
     the kernel per iteration (each row block serves both half-steps while in cache;
-    the iteration runs on one thread, see ``_loop.CPU_THREADS``), on GPU five fused
+    the products on numpy's BLAS threads, the vector work on one thread, see
+    ``_cpu_step.py`` and ``_loop.CPU_THREADS``), on GPU five fused
     Triton kernels per iteration, the two products with the vector work as epilogues
     (``_fused_step.py``; fp32 sums for every storage dtype). At small eps most kernel
     entries underflow to zero at a rebuild; the kernel is rebuilt from the cost before

@@ -1,5 +1,7 @@
-"""The stored-kernel operator (_operators.py): chunked passes, the fused CPU step."""
+"""The stored-kernel operator (_operators.py): chunked passes, threaded CPU rebuilds."""
 import math
+import threading
+import time
 
 import pytest
 import torch
@@ -83,7 +85,7 @@ def test_sinkhorn_unchanged_by_whole_kernel_passes(monkeypatch):
     assert torch.equal(whole.f, chunked.f) and torch.equal(whole.g, chunked.g)
 
 
-def test_fused_cpu_step_skips_a_row_block_of_zero_weight():
+def test_cpu_iteration_skips_a_row_block_of_zero_weight():
     # 2000 columns make the CPU iteration (_cpu_step.py) take rows in blocks of 1048:
     # the first block has only sources of zero weight, whose running maximum -inf made
     # the kernel solve NaN (it raised; 'auto' fell back to the log domain)
@@ -100,18 +102,38 @@ def test_fused_cpu_step_skips_a_row_block_of_zero_weight():
     assert sinkhorn(cost, a, b, epsilon=0.1, rho=1.0).method == 'kernel'
 
 
-def test_row_chunks_on_threads_cover_every_row_once_and_reraise():
+def test_row_chunks_run_on_pool_threads_in_the_callers_modes():
     seen = []
-    _operators.for_row_chunks(lambda r0, r1: seen.append((r0, r1)), 10, 3, workers=4)
-    assert sorted(seen) == [(0, 3), (3, 6), (6, 9), (9, 10)]
 
-    def grad_mode(r0, r1):
-        assert not torch.is_grad_enabled()  # the caller's no_grad reaches the workers
-        if r0 == 6:
-            raise ValueError('chunk 6')
+    def record(r0, r1):
+        seen.append((r0, r1, threading.current_thread().name,
+                     torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
 
-    with torch.no_grad(), pytest.raises(ValueError, match='chunk 6'):
-        _operators.for_row_chunks(grad_mode, 10, 3, workers=2)
+    _operators.for_row_chunks(record, 10, 3, workers=4)
+    assert sorted(s[:2] for s in seen) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert all(s[2].startswith('saot-kernel') for s in seen)
+    seen.clear()
+    with torch.no_grad():
+        _operators.for_row_chunks(record, 10, 3, workers=2)
+    assert [s[3:] for s in seen] == [(False, False)] * 4
+    seen.clear()
+    with torch.inference_mode():
+        _operators.for_row_chunks(record, 10, 3, workers=2)
+    assert [s[3:] for s in seen] == [(False, True)] * 4
+
+
+def test_row_chunks_reraise_once_every_chunk_has_finished():
+    done = []
+
+    def chunk(r0, r1):
+        if r0 == 0:
+            raise ValueError('chunk 0')
+        time.sleep(0.02)
+        done.append(r0)
+
+    with pytest.raises(ValueError, match='chunk 0'):
+        _operators.for_row_chunks(chunk, 12, 3, workers=2)
+    assert sorted(done) == [3, 6, 9]
 
 
 @pytest.mark.parametrize('storage', [torch.float32, torch.float16])
@@ -120,16 +142,20 @@ def test_threaded_rebuild_and_absorption_equal_serial_ones(storage):
     cost = torch.rand(2, 50, 30, generator=gen)
     log_w = torch.log(torch.rand(2, 50, generator=gen, dtype=torch.float64))
     log_b = torch.log(torch.rand(2, 30, generator=gen, dtype=torch.float64))
+    log_b[0, 4] = -math.inf  # a zero-mass column: the masked row maxima
     f = torch.randn(2, 50, generator=gen, dtype=torch.float64) * 0.1
     g = torch.randn(2, 30, generator=gen, dtype=torch.float64) * 0.1
     kernels = []
-    for workers in (1, 3):
-        op = KernelOperator(DenseCost(cost), log_w, log_b, 0.1, storage)
-        op.rebuild_rows = op.absorb_rows = 7
-        op.cpu_workers = workers
-        op.set_epsilon(0.1, f, g)
-        built = op.kernel.clone()
-        op._absorb(f + 0.05, g - 0.02)
-        kernels.append((built, op.kernel.clone(), op.f_hat.clone()))
-    for serial, threaded in zip(*kernels):
-        assert torch.equal(serial, threaded)
+    for workers, mode in ((1, torch.no_grad), (3, torch.no_grad), (3, torch.inference_mode)):
+        with mode():  # inference tensors are written in place only in inference mode
+            op = KernelOperator(DenseCost(cost), log_w, log_b, 0.1, storage,
+                                cpu_workers=workers)
+            op.rebuild_rows = op.absorb_rows = 7
+            op.set_epsilon(0.1, f, g)
+            built = op.kernel.clone()
+            op._absorb(f + 0.05, g - 0.02)
+            kernels.append((built, op.kernel.clone(), op.f_hat.clone()))
+    assert op.cpu_workers == 3
+    for serial, *threaded in zip(*kernels):
+        for other in threaded:
+            assert torch.equal(serial, other)

@@ -469,24 +469,25 @@ def test_a_cpu_solve_runs_on_one_torch_thread_and_rebuilds_on_the_callers(monkey
     # a parallel torch op right after numpy's BLAS waited 1-5 ms for OpenBLAS's
     # spinning threads; the rebuilds keep the caller's threads (for_row_chunks)
     module = importlib.import_module('mmseg_saot.ot.sinkhorn')
-    seen = {}
-    check_cost, kernel_operator = module.check_cost, module.KernelOperator
+    operators = importlib.import_module('mmseg_saot.ot._operators')
+    seen = {'rebuild_workers': []}
+    check_cost, for_row_chunks = module.check_cost, operators.for_row_chunks
 
     def checking(cost):
         seen['threads'] = torch.get_num_threads()
         return check_cost(cost)
 
-    def making(*args, **kwargs):
-        seen['op'] = kernel_operator(*args, **kwargs)
-        return seen['op']
+    def chunks(fn, num_rows, chunk, workers=1):
+        seen['rebuild_workers'].append(workers)
+        return for_row_chunks(fn, num_rows, chunk, workers)
 
     monkeypatch.setattr(module, 'check_cost', checking)
-    monkeypatch.setattr(module, 'KernelOperator', making)
+    monkeypatch.setattr(operators, 'for_row_chunks', chunks)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         sinkhorn(torch.rand(20, 10), epsilon=0.1, num_iters=5, tol=0.0)
-        assert seen['threads'] == 1 and seen['op'].cpu_workers == 2
+        assert seen['threads'] == 1 and seen['rebuild_workers'][0] == 2
         assert torch.get_num_threads() == 2
         with pytest.raises(ValueError, match='epsilon'):
             sinkhorn(torch.rand(20, 10), epsilon=-1.0)
