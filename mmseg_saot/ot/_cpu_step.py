@@ -45,20 +45,21 @@ def usable(op) -> bool:
 
 
 class _Buffers:
-    """Scratch space for blocks of ``rows`` rows of a kernel with ``num_rows`` rows and
-    ``num_cols`` columns."""
+    """Scratch space of a batch of ``batch`` kernels with ``num_rows`` rows and
+    ``num_cols`` columns, passed in blocks of ``rows`` rows."""
 
-    def __init__(self, rows: int, num_rows: int, num_cols: int, mv_dtype: torch.dtype,
-                 upcast: bool):
+    def __init__(self, rows: int, batch: int, num_rows: int, num_cols: int,
+                 mv_dtype: torch.dtype, upcast: bool):
         np_mv = np.float64 if mv_dtype == torch.float64 else np.float32
         self.upcast = torch.empty((rows, num_cols), dtype=mv_dtype) if upcast else None
         self.sums = np.empty(rows, dtype=np_mv)        # K_R w, in the product dtype
         self.work = np.empty(rows, dtype=np.float64)   # exponents of the source weights
         self.source_weights = np.empty(rows, dtype=np_mv)  # a e^{f_new/eps}, shifted
         self.part = np.empty(num_cols, dtype=np_mv)    # K_R^T of the weights
-        self.acc = np.empty(num_cols, dtype=np_mv)     # sum over blocks, shifted
-        self.log_sums = np.empty(num_rows, dtype=np.float64)  # log K w of every row
-        self.offsets = np.empty(num_rows, dtype=np.float64)   # see _exponent_offsets
+        self.acc = np.empty((batch, num_cols), dtype=np_mv)  # sums over blocks, shifted
+        self.shifts = np.empty(batch, dtype=np.float64)      # their shifts
+        self.log_sums = np.empty((batch, num_rows), dtype=np.float64)  # log K w, all rows
+        self.offsets = np.empty((batch, num_rows), dtype=np.float64)   # _exponent_offsets
 
 
 class CpuIteration:
@@ -86,9 +87,8 @@ class CpuIteration:
         return cls(op, rho_a, rho_b) if usable(op) else None
 
     def _scratch(self) -> _Buffers:
-        _, num_rows, num_cols = self.op.kernel.shape
         upcast = self.op.kernel.dtype != self.op.mv_dtype
-        key = (self.rows, num_rows, num_cols, self.op.mv_dtype, upcast)
+        key = (self.rows, *self.op.kernel.shape, self.op.mv_dtype, upcast)
         if self._buffers is None or self._buffers[0] != key:
             self._buffers = (key, _Buffers(*key))
         return self._buffers[1]
@@ -112,64 +112,62 @@ class CpuIteration:
             ``(f, g, row violation, column violation)``.
         """
         op = self.op
-        f_new, t = torch.empty_like(f), torch.empty_like(g)
-        smin = torch.empty_like(f) if measure else None
-        bufs = self._scratch()
-        update = RelaxedUpdate(tau_a, omega)
+        f_np, g_np = f.numpy(), g.numpy()
         # A row or column whose kernel underflowed gives log 0 = -inf (and then inf - inf):
         # as in torch, without numpy's warnings; the loop sees the non-finite potential
         # and hands the solve to the log-domain rescue.
         with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
-            for i in range(f.shape[0]):
-                self._f_half_step(i, f[i].numpy(), g[i].numpy(), eps, update, bufs,
-                                  f_new[i].numpy(), t[i].numpy(),
-                                  None if smin is None else smin[i].numpy())
-            viol_a = (row_violation(f, smin, op.log_a, eps, self.rho_a)
+            f_new, t, smin = self._f_half_step(f_np, g_np, eps, RelaxedUpdate(tau_a, omega),
+                                               measure)
+            viol_a = (row_violation(f, torch.from_numpy(smin), op.log_a, eps, self.rho_a)
                       if measure else None)
-            f_np, g_np, t_np = f_new.numpy(), g.numpy(), t.numpy()
             if use_ti:
-                f_np, g_np, lam = translation.after_f(f_np, g_np)
-                t_np = t_np - lam  # smin_b(f + lam) = smin_b(f) - lam
-            viol_b = (row_violation(torch.from_numpy(g_np), torch.from_numpy(t_np), op.log_b,
+                f_new, g_np, lam = translation.after_f(f_new, g_np)
+                t -= lam  # smin_b(f + lam) = smin_b(f) - lam
+            viol_b = (row_violation(torch.from_numpy(g_np), torch.from_numpy(t), op.log_b,
                                     eps, self.rho_b) if measure else None)
             g_new = np.empty_like(g_np)
-            RelaxedUpdate(tau_b, omega).into(g_np, t_np, g_new)
-            g_np = g_new
+            RelaxedUpdate(tau_b, omega).into(g_np, t, g_new)
             if use_ti:
-                f_np, g_np, _ = translation.after_g(f_np, g_np)
-        return torch.from_numpy(f_np), torch.from_numpy(g_np), viol_a, viol_b
+                f_new, g_new, _ = translation.after_g(f_new, g_new)
+        return torch.from_numpy(f_new), torch.from_numpy(g_new), viol_a, viol_b
 
-    def _f_half_step(self, i: int, f_np, g_np, eps: float, update: RelaxedUpdate,
-                     bufs: _Buffers, f_out, t_out, smin_out) -> None:
-        """Batch element ``i``: write the new f, ``smin_b(f_new)`` and, if asked,
-        ``smin_a(g)`` into the given numpy views."""
+    def _f_half_step(self, f_np, g_np, eps: float, update: RelaxedUpdate, measure: bool):
+        """The f half-step of the batch: ``(f_new, smin_b(f_new), smin_a(g) or None)``,
+        new ``(B, N)``, ``(B, M)`` and ``(B, N)`` fp64 arrays."""
         op = self.op
-        w_i, m_i = _target_weights(op, g_np, i, bufs.source_weights.dtype, eps)
-        fh_np = op.f_hat[i].numpy()
-        _exponent_offsets(f_np, fh_np, op.log_a[i].numpy(), m_i, eps, update, bufs.offsets)
-        shift = self._one_pass(i, w_i, -update.omega * update.tau, bufs)
+        bufs = self._scratch()
+        w, m = _target_weights(op, g_np, bufs.source_weights.dtype, eps)
+        fh_np = op.f_hat.numpy()
+        _exponent_offsets(f_np, fh_np, op.log_a.numpy(), m, eps, update, bufs.offsets)
+        slope = -update.omega * update.tau
+        for i in range(f_np.shape[0]):
+            bufs.shifts[i] = self._one_pass(i, w[i], slope, bufs)
         # smin_a(g) = f_hat - eps (log K w + m); f_new = update(f, smin_a(g))
         smin = bufs.log_sums
-        smin += m_i
+        smin += m[:, None]
         smin *= -eps
         smin += fh_np
-        if smin_out is not None:
-            smin_out[...] = smin
-        update.into(f_np, smin, f_out)
+        smin_out = smin.copy() if measure else None
+        f_new = np.empty_like(f_np)
+        update.into(f_np, smin, f_new)
         # smin_b(f_new) = g_hat - eps (log acc + shift); empty column: log 0 = -inf
-        np.log(bufs.acc, out=t_out, dtype=np.float64)
-        t_out += shift
-        t_out *= -eps
-        t_out += op.g_hat[i].numpy()
+        t = np.log(bufs.acc, dtype=np.float64)
+        t += bufs.shifts[:, None]
+        t *= -eps
+        t += op.g_hat.numpy()
+        return f_new, t, smin_out
 
     def _one_pass(self, i: int, w_i, slope: float, bufs: _Buffers) -> float:
         """The pass over the kernel rows of batch element ``i``: log row sums into
-        ``bufs.log_sums``, shifted column sums into ``bufs.acc``; returns the shift."""
+        ``bufs.log_sums[i]``, shifted column sums into ``bufs.acc[i]``; returns the
+        shift."""
         kernel = self.op.kernel
         num_rows = kernel.shape[1]
         rows_np = None if bufs.upcast is not None else kernel[i].numpy()
+        offsets, log_sums_i, acc = bufs.offsets[i], bufs.log_sums[i], bufs.acc[i]
         shift = -math.inf
-        bufs.acc.fill(0.0)
+        acc.fill(0.0)
         for r0 in range(0, num_rows, self.rows):
             r1 = min(r0 + self.rows, num_rows)
             n = r1 - r0
@@ -177,29 +175,30 @@ class CpuIteration:
                 block = bufs.upcast[:n].copy_(kernel[i, r0:r1]).numpy()
             else:
                 block = rows_np[r0:r1]
-            sums, work, log_sums = bufs.sums[:n], bufs.work[:n], bufs.log_sums[r0:r1]
+            sums, work, log_sums = bufs.sums[:n], bufs.work[:n], log_sums_i[r0:r1]
             np.dot(block, w_i, out=sums)
             np.log(sums, out=log_sums, dtype=np.float64)
             # exponent of a e^{(f_new - f_hat)/eps}: slope log K_R w + offsets
             np.multiply(log_sums, slope, out=work)
-            work += bufs.offsets[r0:r1]
+            work += offsets[r0:r1]
             blk_max = float(work.max())
             if blk_max == -math.inf:  # every row of zero weight: nothing to add
                 continue
             if blk_max > shift:
                 if math.isfinite(shift):
-                    bufs.acc *= math.exp(shift - blk_max)
+                    acc *= math.exp(shift - blk_max)
                 shift = blk_max
             work -= shift
             source_weights = bufs.source_weights[:n]
             np.exp(work, out=source_weights, casting='same_kind')
             np.dot(source_weights, block, out=bufs.part)
-            bufs.acc += bufs.part
+            acc += bufs.part
         return shift
 
 
-def _exponent_offsets(f_np, fh_np, la_np, m: float, eps: float, update: RelaxedUpdate, out):
-    """The terms of ``(f_new - f_hat)/eps + log a`` that do not depend on the product.
+def _exponent_offsets(f_np, fh_np, la_np, m, eps: float, update: RelaxedUpdate, out):
+    """The terms of ``(f_new - f_hat)/eps + log a`` that do not depend on the product,
+    ``(B, N)``, with ``m`` the ``(B,)`` shifts of the target weights.
 
     With ``s = K w`` and ``smin = f_hat - eps (log s + m)``, the relaxed update
     ``f_new = (1 - omega) f + omega tau smin`` gives
@@ -210,19 +209,19 @@ def _exponent_offsets(f_np, fh_np, la_np, m: float, eps: float, update: RelaxedU
     slope = update.omega * update.tau
     np.multiply(fh_np, (slope - 1.0) / eps, out=out)
     out += la_np
-    out -= slope * m
+    out -= slope * m[:, None]
     if update.omega != 1.0:
         out += f_np * ((1.0 - update.omega) / eps)
 
 
-def _target_weights(op, g_np, i: int, dtype, eps: float):
-    """``b e^{(g - g_hat)/eps}`` of batch element ``i`` over its M targets, shifted by
-    its maximum ``m``: the right-hand side of the row products in the product dtype,
-    and ``m``."""
-    z = np.subtract(g_np, op.g_hat[i].numpy())
+def _target_weights(op, g_np, dtype, eps: float):
+    """``b e^{(g - g_hat)/eps}`` over the M targets of each problem, shifted by its
+    maximum: the right-hand sides ``(B, M)`` of the row products in the product dtype,
+    and the ``(B,)`` shifts."""
+    z = np.subtract(g_np, op.g_hat.numpy())
     z /= eps
-    z += op.log_b[i].numpy()
-    m = float(z.max())
-    z -= m
+    z += op.log_b.numpy()
+    m = z.max(-1)
+    z -= m[:, None]
     np.exp(z, out=z)
     return z.astype(dtype), m
