@@ -399,21 +399,32 @@ def main(argv=None) -> str:
         print('operator calls of one labeller call (one target): ' +
               ', '.join(f'{label} {n}' for label, n in calls.items()))
     backbone_s = labeler_s = 0.0
-    for i in range(batch, batch + num_targets, batch):
-        sync(device)
-        t0 = time.perf_counter()
-        feats = features(backbone, tgt_img[i:i + batch], batch, device)[0]
-        sync(device)
-        t1 = time.perf_counter()
-        for b in range(feats.shape[0]):  # one image per call: batch-independent labels
-            labeler(feats[b:b + 1], out_size=(h * patch, w * patch))
-        sync(device)
-        backbone_s += t1 - t0
-        labeler_s += time.perf_counter() - t1
+    timed = 0
+    try:
+        for i in range(batch, batch + num_targets, batch):
+            sync(device)
+            t0 = time.perf_counter()
+            feats = features(backbone, tgt_img[i:i + batch], batch, device)[0]
+            sync(device)
+            t1 = time.perf_counter()
+            for b in range(feats.shape[0]):  # one image per call: batch-independent labels
+                labeler(feats[b:b + 1], out_size=(h * patch, w * patch))
+            sync(device)
+            backbone_s += t1 - t0
+            labeler_s += time.perf_counter() - t1
+            timed += feats.shape[0]
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: report the targets timed so far
+        if not timed:
+            raise
+        interrupted = True
+    else:
+        interrupted = False
     from mmseg_saot.utils.machine import describe_device
     name = describe_device(device)
-    rows = [('backbone only', num_targets / backbone_s), ('labeller only', num_targets / labeler_s),
-            ('end to end', num_targets / (backbone_s + labeler_s))]
+    rows = [('backbone only', timed / backbone_s), ('labeller only', timed / labeler_s),
+            ('end to end', timed / (backbone_s + labeler_s))]
+    stopped = ([f'**Interrupted after {timed} of {num_targets} target images**: the rates '
+                'are those of the images timed.', ''] if interrupted else [])
     table = '\n'.join([
         f'# Pseudo-labelling throughput ({args.preset})', '',
         f'Machine: {name}; torch {torch.__version__}. Backbone: {kind}, '
@@ -421,20 +432,31 @@ def main(argv=None) -> str:
         f'{", bf16 autocast" if torch.device(device).type == "cuda" else ", fp32"}. '
         'Labeller: SAOTLabeler '
         f'defaults (method saot, K={min(labeler.num_neighbors, len(src_feats))}, solver '
-        f'{labeler.solver}), bank of {num_sources} source images; {num_targets} target '
+        f'{labeler.solver}), bank of {num_sources} source images; {timed} target '
         'images timed.', '',
-        f'Command: `{command_line(argv)}`', '',
+        f'Command: `{command_line(argv)}`', '', *stopped,
         '| stage | target images / s |', '|---|---|',
         *[f'| {n} | {v:.2f} |' for n, v in rows],
         f'| one-off fit (metric + prototypes) | {fit_seconds:.1f} s |', ''])
     print(table)
-    if args.out:
+    out = args.out
+    if out and interrupted:  # a whole table written before stays as it is
+        out = os.path.splitext(out)[0] + '.partial.md'
+    if out:
         from mmseg_saot.utils.atomic import atomic_write_text
-        atomic_write_text(args.out, table)
+        atomic_write_text(out, table)
+    if interrupted:
+        STOPPED['message'] = (f'The rates of the {timed} target images timed are above' +
+                              (f' and in {out}.' if out else '.'))
+        raise KeyboardInterrupt
     return table
+
+
+# What the stop message says (see interrupt_exits); main sets it once it has rates.
+STOPPED = {'message': 'Nothing was written to --out (the report is written at the end).'}
 
 
 if __name__ == '__main__':
     from mmseg_saot.utils.cli import interrupt_exits
-    with interrupt_exits('Nothing was written to --out (the report is written at the end).'):
+    with interrupt_exits(lambda: STOPPED['message']):
         main()

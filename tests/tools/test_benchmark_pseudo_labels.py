@@ -169,3 +169,31 @@ def test_the_one_off_fit_time_holds_no_backbone_pass(tmp_path, monkeypatch):
                           table).group(1))
     assert fit < 2.0
     assert ', fp32.' in table  # a CPU run
+
+
+def test_an_interrupt_reports_the_targets_timed_so_far(tmp_path, monkeypatch, capsys):
+    # it wrote nothing and printed no rate: a long GPU run lost every timed batch
+    tool = quick_tool(monkeypatch)
+    real_features = tool.features
+    calls = []
+
+    def features(backbone, images, *args):
+        calls.append(len(images))
+        if len(calls) == 5:  # bank, warm-up, probe, one timed batch of 8, Ctrl-C
+            raise KeyboardInterrupt
+        return real_features(backbone, images, *args)
+
+    monkeypatch.setattr(tool, 'features', features)
+    root = write_demo(tmp_path / 'demo', num_sources=3, num_targets=24)
+    out = tmp_path / 'table.md'
+    out.write_text('an earlier whole table\n')
+    with pytest.raises(KeyboardInterrupt):
+        tool.main(['--demo-root', str(root), '--sources', '3', '--targets', '16',
+                   '--size', '14', '28', '--solver', 'dense', '--out', str(out)])
+    partial = (tmp_path / 'table.partial.md').read_text()
+    assert '**Interrupted after 8 of 16 target images**' in partial
+    assert '8 target images timed' in partial and '| end to end |' in partial
+    assert partial in capsys.readouterr().out
+    assert out.read_text() == 'an earlier whole table\n'
+    assert tool.STOPPED['message'] == (
+        f'The rates of the 8 target images timed are above and in {tmp_path}/table.partial.md.')
