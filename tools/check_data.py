@@ -10,7 +10,9 @@ cannot be decoded, the label map's size differs from the image's, the label map 
 colour channels or 16-bit values, or its values are neither class ids nor the ignore
 index (see ``mmseg_saot/datasets/integrity.py``). Exit code 0 when every sample is
 usable, 1 when some are not (their files are listed, and all of them are written to
-``--out`` as JSON), 2 for a bad command line or config.
+``--out`` as JSON), 2 for a bad command line or config. Ctrl-C lists the problems of
+the samples read so far (and writes them to ``--out``, the interrupted dataset with
+the number it read) and exits with 130.
 """
 import argparse
 import functools
@@ -63,10 +65,11 @@ def dataset_configs(cfg, splits) -> Iterator[Tuple[str, str, dict]]:
 
 
 def check_dataset(split: str, key: str, leaf: dict,
-                  nproc: int) -> Tuple[str, int, List[str]]:
-    """``(title, number of samples, problems)`` of the dataset config ``key`` of ``split``;
-    the title names the dataset, its root and its config key (datasets of one type and
-    root, such as VOC's train and aug lists, differ only there)."""
+                  nproc: int) -> Tuple[str, int, List[str], int]:
+    """``(title, number of samples, problems, samples read)`` of the dataset config
+    ``key`` of ``split``; the title names the dataset, its root and its config key
+    (datasets of one type and root, such as VOC's train and aug lists, differ only
+    there). Ctrl-C or SIGTERM stops the reading: fewer samples read than there are."""
     dataset = DATASETS.build(dict(leaf, pipeline=[]))
     name = (f'{type(dataset).__name__} {getattr(dataset, "data_root", "") or ""}'.strip()
             + f' ({key})')
@@ -86,6 +89,7 @@ def check_dataset(split: str, key: str, leaf: dict,
           flush=True)
     progress = ProgressBar(len(items))
     problems = []
+    read = 0
     if nproc == 1:
         results = map(check, items)
     else:
@@ -94,12 +98,15 @@ def check_dataset(split: str, key: str, leaf: dict,
     try:
         for found in results:
             problems += found
+            read += 1
             progress.update()
+    except KeyboardInterrupt:  # keep what was found: main reports it
+        pass
     finally:
         if nproc > 1:
             pool.terminate()
     print()
-    return name, len(items), problems
+    return name, len(items), problems, read
 
 
 def _count(number: int, noun: str) -> str:
@@ -112,21 +119,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_data_or_exit(cfg, args.splits)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     report: Dict[str, dict] = {}
+    interrupted = False
     with user_errors_exit(cfg):
-        for split, key, leaf in dataset_configs(cfg, args.splits):
-            name, count, problems = check_dataset(split, key, leaf, args.nproc)
-            report[f'{split}: {name}'] = dict(samples=count, problems=problems)
+        try:
+            for split, key, leaf in dataset_configs(cfg, args.splits):
+                name, count, problems, read = check_dataset(split, key, leaf, args.nproc)
+                report[f'{split}: {name}'] = dict(samples=count, problems=problems)
+                if read < count:
+                    report[f'{split}: {name}']['read'] = read
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:  # between two datasets: report the ones read
+            interrupted = True
+    if interrupted and not report:
+        raise KeyboardInterrupt
     without = [split for split in args.splits if next(dataset_roots(cfg, [split]), None) is None]
-    if not report:
+    if not report and not interrupted:
         exit_with(f'{args.config} has no dataloader with a dataset for --splits '
                   f'{" ".join(args.splits)}: nothing was checked; pick splits it has.')
-    for split in without:
+    for split in [] if interrupted else without:
         print(f'[{split}] not checked: {args.config} has no {split}_dataloader with a dataset')
     total = 0
     for title, entry in report.items():
         problems = entry['problems']
         total += len(problems)
-        print(f'[{title}] {entry["samples"]} samples, {_count(len(problems), "problem")}')
+        read = '' if 'read' not in entry else f'{entry["read"]} read (interrupted) of '
+        print(f'[{title}] {read}{entry["samples"]} samples, {_count(len(problems), "problem")}')
         for line in problems[:args.max_listed]:
             print(f'  {line}')
         if len(problems) > args.max_listed:
@@ -135,12 +153,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.out:
         from mmseg_saot.utils.atomic import atomic_write_text
         atomic_write_text(args.out, json.dumps(report, indent=1) + '\n')
+    if interrupted:
+        STOPPED['message'] = ('The problems of the samples read so far are listed above'
+                              + (f' and in {args.out}' if args.out else '') +
+                              '; the datasets after the interrupted one were not read.')
+        raise KeyboardInterrupt
     print('every sample is usable' if not total else
           f'{_count(total, "problem")}: fix or remove those files (or drop them from the '
           'split list)')
     return 1 if total else 0
 
 
+# What the stop message says (see interrupt_exits); main sets it once it has a report.
+STOPPED = {'message': ''}
+
+
 if __name__ == '__main__':
-    with interrupt_exits():
+    with interrupt_exits(lambda: STOPPED['message']):
         sys.exit(main())

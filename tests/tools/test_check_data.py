@@ -110,3 +110,32 @@ def test_a_split_without_a_dataloader_is_said_and_nothing_checked_is_an_error(ti
     out = capsys.readouterr().out
     assert f'[test] not checked: {config} has no test_dataloader with a dataset' in out
     assert '[val: CityscapesDataset' in out
+
+
+def test_an_interrupt_lists_the_problems_found_so_far(tiny, tmp_path, capsys, monkeypatch):
+    # Ctrl-C in a large set lost every problem already found (they were listed at the end)
+    data, config = tiny
+    labels = sorted((data / 'gta5' / 'labels').glob('*.png'))
+    labels[0].write_bytes(b'garbage')
+    tool = load_tool('tools/check_data.py')
+    check_pair = tool.check_pair
+    calls = []
+
+    def interrupted_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return check_pair(*args, **kwargs)
+
+    monkeypatch.setattr(tool, 'check_pair', interrupted_at_the_third)
+    report = tmp_path / 'report.json'
+    with pytest.raises(KeyboardInterrupt):
+        tool.main([str(config), '--splits', 'train', '--out', str(report)])
+    out = capsys.readouterr().out
+    assert '2 read (interrupted) of 4 samples, 1 problem' in out
+    assert f'  {labels[0]}: cannot read the label map' in out
+    assert 'every sample is usable' not in out
+    saved = json.loads(report.read_text())
+    (entry,) = saved.values()
+    assert entry['read'] == 2 and entry['samples'] == 4 and len(entry['problems']) == 1
+    assert str(report) in tool.STOPPED['message']
