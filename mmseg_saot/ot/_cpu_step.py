@@ -29,6 +29,7 @@ from ._acceleration import RelaxedUpdate
 from ._marginal_error import row_violation
 from ._matvec import np
 from ._operators import KernelOperator
+from .costs import rows_per_block
 
 # ``ENABLED['one_pass'] = False``: the loop runs the eager iteration (two products).
 ENABLED = {'one_pass': True}
@@ -78,7 +79,7 @@ class CpuIteration:
         self.op = op
         self.rho_a, self.rho_b = rho_a, rho_b
         _, num_rows, num_cols = op.kernel.shape
-        self.rows = min(num_rows, max(16, BLOCK_BYTES // max(1, 4 * num_cols)))
+        self.rows = min(num_rows, max(16, rows_per_block(num_cols, BLOCK_BYTES)))
         self._buffers = None
 
     @classmethod
