@@ -1,7 +1,7 @@
 """Label a whole target set into a :class:`PseudoLabelCache`: resumable and sharded.
 
-Each rank labels the images ``rank, rank + world_size, ...`` that are not in the
-cache yet; rank 0 fits the labeller once and saves it, so resumed and sharded runs use
+Each rank labels the images ``rank, rank + world_size, ...`` (an image listed twice
+counts once) that are not in the cache yet; rank 0 fits the labeller once and saves it, so resumed and sharded runs use
 the same metric and prototypes, and every label depends on its image alone (the
 labeller's target mean is fixed from a fixed sample). A run killed at any point and
 started again completes the cache to exactly what an uninterrupted run writes.
@@ -31,6 +31,17 @@ def evenly_spaced(total: int, count: Optional[int]) -> List[int]:
     if count is None or count >= total:
         return list(range(total))
     return sorted({int(i) for i in np.linspace(0, total - 1, count)})
+
+
+def first_index_of_each_key(keys: Sequence[str]) -> List[int]:
+    """The index of each key's first occurrence in ``keys``, in order."""
+    seen = set()
+    firsts = []
+    for index, key in enumerate(keys):
+        if key not in seen:
+            seen.add(key)
+            firsts.append(index)
+    return firsts
 
 
 def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, target_set,
@@ -73,14 +84,18 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
     barrier()
     state = cache.state(fingerprint_hash(fingerprint))
     _check_every_rank_sees_the_cache(cache, state, rank, world_size)
+    # one index per key: an image listed twice (a RepeatDataset) is labelled once
+    firsts = first_index_of_each_key(keys)
     if state == STATE_COMPLETE and all(cache.has(k) for k in keys):
-        _log(f'pseudo-labels: reusing the complete cache {cache.root} ({len(keys)} images)')
+        _log(f'pseudo-labels: reusing the complete cache {cache.root} ({len(firsts)} images)')
         manifest = cache.read_manifest()
         _warn_all_ignore(manifest.get('all_ignore') or [])
         return manifest
-    mine = [i for i in range(rank, len(keys), world_size) if not cache.has(keys[i])]
-    done = len(keys) - len([i for i in range(len(keys)) if not cache.has(keys[i])])
-    _log(f'pseudo-labels: {done} of {len(keys)} images already in {cache.root}; '
+    # a fixed stride over the images, not over those missing: a rank's share does not
+    # depend on what the others see in the cache
+    mine = [i for i in firsts[rank::world_size] if not cache.has(keys[i])]
+    done = sum(cache.has(keys[i]) for i in firsts)
+    _log(f'pseudo-labels: {done} of {len(firsts)} images already in {cache.root}; '
         f'rank {rank} labels {len(mine)}')
     labeler = _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine,
                                rank, num_classes, ignore_index, batch_size, feature_index,
@@ -95,7 +110,7 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
         cache.write(keys[record.index], out.labels, out.confidence)
     barrier()
     if rank == 0:
-        _finish(cache, keys, fingerprint, num_classes, ignore_index)
+        _finish(cache, [keys[i] for i in firsts], fingerprint, num_classes, ignore_index)
     barrier()
     return cache.read_manifest()
 

@@ -221,6 +221,39 @@ def test_an_edited_target_image_is_labelled_again(tmp_path, monkeypatch):
     assert len(list((tmp_path / 'run').glob('pseudo_labels.stale-*'))) == 1
 
 
+def test_an_image_listed_twice_is_labelled_and_counted_once(tmp_path, monkeypatch):
+    # a RepeatDataset target lists each image twice under one key: it was labelled
+    # twice (by two ranks at once under DDP) and counted twice in the manifest
+    from mmengine.config import Config
+
+    from mmseg_saot.engine.pseudo_labels import target_set
+    labelled = []
+    real_label_image = target_set.label_image
+
+    def label_image(labeler, record, patch):
+        labelled.append(record.img_path)
+        return real_label_image(labeler, record, patch)
+
+    monkeypatch.setattr(target_set, 'label_image', label_image)
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=3)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    inner = Config.fromfile(str(config)).train_dataloader.dataset.target.dataset.to_dict()
+    repeated = dict(_delete_=True, type='RepeatDataset', times=2, dataset=inner)
+    manifest = run_labelling(config, tmp_path / 'run', cfg_options={
+        'train_dataloader.dataset.target.dataset': repeated})
+    assert len(labelled) == len(set(labelled)) == 3
+    assert manifest['num_images'] == 3
+    stats = json.loads((tmp_path / 'run' / 'pseudo_labels' /
+                        'sample_class_stats.json').read_text())
+    assert len(stats) == 3
+    label_maps = [np.asarray(Image.open(p))
+                  for p in (tmp_path / 'run' / 'pseudo_labels' / 'labels').rglob('*.png')]
+    assert len(label_maps) == 3
+    labelled_pixels = sum(int((m != 255).sum()) for m in label_maps)
+    assert sum(manifest['class_histogram'].values()) == labelled_pixels
+
+
 def test_empty_target_set_is_a_clear_error(tmp_path):
     data = write_tiny_uda_data(tmp_path / 'data', num_target=0)
     (data / 'cs' / 'leftImg8bit' / 'train').mkdir(parents=True, exist_ok=True)
