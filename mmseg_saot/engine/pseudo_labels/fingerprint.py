@@ -67,10 +67,12 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
                      source_set_size: Optional[int] = None) -> Dict[str, Any]:
     """The fingerprint stored in the manifest; any change starts a new cache.
 
-    It names the backbone (timm model name and a checksum of its weights), what else
+    It names the backbone (timm model name, a checksum of its weights and its device
+    type: labels made on a GPU differ from those made on the CPU), what else
     decides the features (the backbone's output blocks, norm and dtype, the data
     preprocessor's mean, std, channel order and padding: :func:`feature_settings`), the
-    labeller config and label space, the source dataset config, the target labelling
+    labeller config and label space, the source dataset config (less its ``data_root``),
+    the target labelling
     pipeline, the target image list, the bank settings, and the size and modification
     time of the target images and of the source bank's images and label maps
     (:func:`files_checksum`): labels of an image edited since, or made from edited
@@ -86,9 +88,11 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
     return dict(
         backbone=getattr(backbone, 'model_name', type(backbone).__name__),
         weights_checksum=weights_checksum(backbone),
+        # the labeller solves densely up to another size on a GPU, in fp16 products
+        device=_device_type(backbone),
         feature_settings=feature_settings(model),
         labeler=_plain(labeler_cfg), num_classes=num_classes, ignore_index=ignore_index,
-        source=_plain(_normalised_roots(source_cfg)),
+        source=_plain(_without_roots(source_cfg)),
         target_pipeline=_plain(target_pipeline), num_target_images=len(keys),
         target_images_checksum=keys_checksum(keys), feature_index=feature_index,
         # a count of at least the dataset's size takes every image, as None does
@@ -98,22 +102,32 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
         source_files_checksum=files_checksum(source_files))
 
 
+def _device_type(module: torch.nn.Module) -> str:
+    """``'cpu'``, ``'cuda'``, ...: where ``module``'s first parameter or buffer lives."""
+    for tensor in module.parameters():
+        return tensor.device.type
+    for tensor in module.buffers():
+        return tensor.device.type
+    return 'cpu'
+
+
 def _count_or_all(count: Optional[int], total: Optional[int]) -> Optional[int]:
     """``count`` of ``total`` images, or None for all of them (as ``evenly_spaced``);
     ``count`` itself when ``total`` is unknown."""
     return None if count is None or (total is not None and count >= total) else count
 
 
-def _normalised_roots(cfg: Any) -> Any:
-    """``cfg`` with every ``data_root`` path normalised (``data/gta5/`` and
-    ``./data/gta5`` are ``data/gta5``): a spelling of the same folder keeps the cache."""
+def _without_roots(cfg: Any) -> Any:
+    """``cfg`` without its ``data_root`` paths: the bank's files are in the fingerprint by
+    their size and modification time, so the same files at another path (a dataset
+    staged to a node's local disk, copied with ``cp -a``) keep the cache."""
     if hasattr(cfg, 'to_dict'):
         cfg = cfg.to_dict()
     if isinstance(cfg, dict):
-        return {key: (os.path.normpath(value) if key == 'data_root' and isinstance(value, str)
-                      and value else _normalised_roots(value)) for key, value in cfg.items()}
+        return {key: _without_roots(value) for key, value in cfg.items()
+                if key != 'data_root'}
     if isinstance(cfg, (list, tuple)):
-        return [_normalised_roots(value) for value in cfg]
+        return [_without_roots(value) for value in cfg]
     return cfg
 
 

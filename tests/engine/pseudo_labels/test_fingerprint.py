@@ -1,5 +1,6 @@
 """What identifies a pseudo-label cache: file checksums and the changed entries."""
 import os
+import shutil
 
 import pytest
 import torch
@@ -86,6 +87,14 @@ def test_the_fingerprint_follows_what_decides_the_features(change, entries):
     assert changed_entries(base, _fingerprint(_model(**change))) == entries
 
 
+def test_the_fingerprint_names_the_device_the_labels_are_made_on():
+    # the labeller solves densely up to another size on a GPU, with fp16 products: a
+    # cache begun on the CPU and completed on a GPU mixed two labellings
+    assert _fingerprint(_model())['device'] == 'cpu'
+    if torch.cuda.is_available():
+        assert _fingerprint(_model().cuda())['device'] == 'cuda'
+
+
 def test_the_fingerprint_follows_the_label_space():
     base = _fingerprint(_model())
     assert changed_entries(base, _fingerprint(_model(), num_classes=20)) == 'num_classes'
@@ -138,17 +147,30 @@ def test_a_transform_without_a_repr_is_described_the_same_in_every_process():
     assert 'ResizeShortestEdge' in str(first) and '56' in str(first)
 
 
-def test_spellings_of_the_same_bank_keep_the_fingerprint():
-    # a trailing slash on the source data_root, or a bank count above the number of
-    # source images (all of them either way), moved the cache aside and relabelled
-    def fingerprint(root='data/gta5', count=None, mean_images=64):
+def test_spellings_of_the_same_bank_keep_the_fingerprint(tmp_path):
+    # a trailing slash on the source data_root, the same files at another path (staged
+    # to a node's disk, copied with cp -a), or a bank count above the number of source
+    # images (all of them either way), moved the cache aside and relabelled
+    (tmp_path / 'gta5').mkdir()
+    (tmp_path / 'gta5' / 's.png').write_bytes(b'image')
+    (tmp_path / 'other').mkdir()
+    (tmp_path / 'other' / 's.png').write_bytes(b'another image')
+
+    def fingerprint(root='data/gta5', count=None, mean_images=64, files='gta5'):
         return _fingerprint(_model(), source_cfg=dict(type='GTA5Dataset', data_root=root),
                             num_source_images=count, source_set_size=4,
-                            target_mean_images=mean_images)
+                            target_mean_images=mean_images,
+                            source_files=[str(tmp_path / files / 's.png')])
     base = fingerprint()
+    shutil.copytree(tmp_path / 'gta5', tmp_path / 'staged')  # keeps modification times
     for same in (fingerprint(root='data/gta5/'), fingerprint(root='./data/gta5'),
+                 fingerprint(root='/scratch/job1/gta5', files='staged'),
                  fingerprint(count=4), fingerprint(count=100), fingerprint(mean_images=2)):
         assert changed_entries(base, same) == ''
-    assert changed_entries(base, fingerprint(root='data/other')) == 'source'
+    assert changed_entries(base, fingerprint(root='data/other', files='other')) == \
+        'source_files_checksum'
+    assert changed_entries(base, _fingerprint(
+        _model(), source_cfg=dict(type='CityscapesDataset', data_root='data/gta5'),
+        source_set_size=4, source_files=[str(tmp_path / 'gta5' / 's.png')])) == 'source'
     assert changed_entries(base, fingerprint(count=3)) == 'num_source_images'
     assert changed_entries(base, fingerprint(mean_images=1)) == 'target_mean_images'
