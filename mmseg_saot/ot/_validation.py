@@ -40,10 +40,20 @@ def check_float(name: str, tensor: torch.Tensor) -> None:
                         f'got {tensor.dtype}.')
 
 
+def check_real(name: str, value) -> float:
+    """Return ``value`` as a float; ``ValueError`` naming ``name`` unless it is a real
+    number (a one-element tensor counts; None, a bool or a string do not)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not _is_number(value):
+        raise ValueError(f'`{name}` must be a number, got {value!r}.')
+    return float(value)
+
+
 def check_epsilon(epsilon: float, name: str = 'epsilon') -> float:
     """Return ``epsilon`` as a float after checking it is finite and positive; ``name``
     is the argument's name in the error."""
-    epsilon = float(epsilon)
+    epsilon = check_real(name, epsilon)
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise ValueError(f'`{name}` must be a finite positive number, got {epsilon}.')
     return epsilon
@@ -165,9 +175,9 @@ def balanced_masses(a: torch.Tensor, b: torch.Tensor, rho: Tuple[float, float],
     """``b`` with the total mass of ``a`` when ``rho`` is balanced (inf, inf).
 
     Totals that differ by no more than the rounding of the weights as given
-    (``2 sqrt(n) eps`` of their dtype, at least :data:`BALANCED_MASS_RTOL`: weights
-    normalised in fp32 over 1e5 points miss 1 by ~2e-6, in fp16 over 100 by ~2e-4) are
-    made equal by scaling ``b``; larger gaps are an error.
+    (:func:`_rounding_rtol`, at least :data:`BALANCED_MASS_RTOL`: weights normalised in
+    fp32 over 1e5 points miss 1 by ~2e-6, in fp16 over 100 by ~2e-4) are made equal by
+    scaling ``b``; larger gaps are an error.
 
     Args:
         a: ``(B, N)`` source weights; b: ``(B, M)`` target weights (solver dtype).
@@ -184,9 +194,8 @@ def balanced_masses(a: torch.Tensor, b: torch.Tensor, rho: Tuple[float, float],
     if not (math.isinf(rho[0]) and math.isinf(rho[1])):
         return b
     mass_a, mass_b = a.sum(-1), b.sum(-1)
-    rtol = max([BALANCED_MASS_RTOL] + [
-        2.0 * math.sqrt(given.shape[-1]) * torch.finfo(given.dtype).eps
-        for given in (a_given, b_given) if given is not None])
+    rtol = max([BALANCED_MASS_RTOL] + [_rounding_rtol(given)
+                                       for given in (a_given, b_given) if given is not None])
     relative = (mass_a - mass_b).abs() / torch.maximum(mass_a, mass_b)
     gap = relative > rtol
     if bool(gap.any()):
@@ -198,6 +207,21 @@ def balanced_masses(a: torch.Tensor, b: torch.Tensor, rho: Tuple[float, float],
             'allows); rescale `a` or `b` to the same total, or pass a finite `rho` for '
             'unbalanced OT.')
     return b * (mass_a / mass_b).unsqueeze(-1)
+
+
+def _rounding_rtol(weights: torch.Tensor) -> float:
+    """How far the total of ``weights`` may miss its intended value by rounding alone.
+
+    Rounding each weight to its dtype moves the total by at most ``eps / 2`` of it;
+    fp32 and fp64 weights may also come from a normalisation by a sum in their own
+    precision, which errs by ~``sqrt(n) eps``. Hence ``2 sqrt(n) eps`` for those and
+    ``2 eps`` for fp16 and bf16 weights (whose sums torch accumulates in fp32): a bound
+    growing with ``n`` let fp16 weights over 1e4 points differ by 20 %.
+    """
+    eps = torch.finfo(weights.dtype).eps
+    if weights.dtype in (torch.float16, torch.bfloat16):
+        return 2.0 * eps
+    return 2.0 * math.sqrt(weights.shape[-1]) * eps
 
 
 def check_features(name: str, x: torch.Tensor) -> None:

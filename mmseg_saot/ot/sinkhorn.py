@@ -8,7 +8,8 @@ from . import _loop
 from ._implicit import ImplicitPotentials
 from ._operators import KernelOperator, LogOperator
 from ._validation import (FLOAT_DTYPES, Rho, balanced_masses, check_cost, check_epsilon,
-                          check_positive_int, initial_potential, marginal, parse_rho)
+                          check_positive_int, check_real, initial_potential, marginal,
+                          parse_rho)
 from .costs import DenseCost
 from .result import SinkhornResult
 
@@ -102,8 +103,10 @@ def sinkhorn(cost: torch.Tensor,
             [0, 2], 0.05 is SAOT's working point; values down to ~1e-3 are handled.
         rho: marginal penalty in cost units, a number or a pair ``(rho_a, rho_b)``;
             ``inf`` (default) makes that marginal a hard constraint. Balanced OT (both
-            ``inf``) needs ``a.sum() == b.sum()`` (relative tolerance 1e-6): unequal
-            masses raise ``ValueError`` up front, as no plan meets both constraints.
+            ``inf``) needs ``a.sum() == b.sum()`` up to the rounding of the weights
+            (relative 1e-6, ``2 sqrt(n) eps`` for fp32 weights over many points,
+            ``2 eps`` of fp16/bf16 ones): unequal masses raise ``ValueError`` up front,
+            as no plan meets both constraints.
         num_iters: maximum number of iterations (each updates f then g).
         tol: stop when ``marginal_error < tol`` (relative L1, see ``SinkhornResult``);
             ``tol=0`` runs exactly ``num_iters`` iterations and never warns.
@@ -216,7 +219,7 @@ def make_config(epsilon, rho_pair, num_iters, tol, check_every, omega, translati
     """Validate the iteration options shared by all solvers and pack them."""
     num_iters = check_positive_int('num_iters', num_iters)
     check_every = check_positive_int('check_every', check_every)
-    tol = float(tol)
+    tol = check_real('tol', tol)
     if not (tol >= 0 and math.isfinite(tol)):
         raise ValueError(f'`tol` must be a finite number >= 0, got {tol}.')
     if omega != 'auto':

@@ -384,6 +384,19 @@ def test_weights_rounded_in_their_dtype_are_balanced_masses(dtype, size):
         sinkhorn(cost, a * 0.5, b, epsilon=0.1)
 
 
+@pytest.mark.parametrize('dtype, size, gap', [(torch.float16, 400, 0.03),
+                                               (torch.float16, 10000, 0.1),
+                                               (torch.bfloat16, 10000, 0.05)])
+def test_low_precision_weights_of_unequal_masses_are_refused(dtype, size, gap):
+    # the tolerance grew with sqrt(n) for every dtype: fp16 weights over 1e4 points
+    # could differ by ~20 % and b was rescaled without a word
+    a = torch.full((size,), 1 / size).to(dtype)
+    b = torch.full((30,), (1 + gap) / 30).to(dtype)
+    cost = torch.rand(size, 30, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match='needs equal total masses'):
+        sinkhorn(cost, a, b, epsilon=0.1, num_iters=5)
+
+
 @pytest.mark.parametrize('dense_limit', [10**6, 0], ids=['dense', 'conjugate_gradient'])
 @pytest.mark.parametrize('zero', ['a', 'b'])
 @pytest.mark.parametrize('rho', [math.inf, 0.7])
