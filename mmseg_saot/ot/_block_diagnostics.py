@@ -37,7 +37,12 @@ def _dropped_mass(feats, keep, src_blocks, tgt_blocks, f, g, a, b, epsilon, samp
         kept_j = torch.where(kept, mass, torch.zeros_like(mass)).sum(1)
         dropped_total += float(dropped_j.sum())
         kept_total += float(kept_j.sum())
-        worst = max(worst, float((dropped_j / kept_j.clamp_min(1e-300)).max()))
+        # a target that receives nothing (zero weight) drops nothing: 0, not 0/0 = NaN,
+        # which max() would have let hide every other target's ratio
+        ratio_j = torch.where(dropped_j > 0,
+                              dropped_j / kept_j.clamp_min(torch.finfo(kept_j.dtype).tiny),
+                              torch.zeros_like(dropped_j))
+        worst = max(worst, float(ratio_j.max()))
     return dropped_total / max(kept_total, 1e-300), worst
 
 

@@ -303,6 +303,25 @@ def test_exact_dropped_mass_matches_off_support_mass_of_the_final_potentials():
     torch.testing.assert_close(full[on], res.plan[on], rtol=1e-12, atol=0)
 
 
+def test_a_zero_weight_target_leaves_the_worst_dropped_ratio_to_the_others():
+    # in fp32 a target of zero weight gave 0/0 = NaN, and max(0.0, nan) reported a
+    # worst ratio of 0.0 for the whole problem
+    xs, _, xt, _ = _clustered(n_src=600, n_tgt=200, seed=4)
+    xs, xt = xs.float(), xt.float()
+    b = torch.full((200,), 1 / 200)
+    b[0] = 0.0
+    res = block_sparse_sinkhorn(xs, xt, None, b, epsilon=0.05, rho=1.0, tol=1e-6,
+                                block_size=16, target_block_size=8, selection='coverage',
+                                coverage=0.75, exact_dropped_mass=True)
+    full = torch.exp(torch.log(res.a.double())[:, None] + torch.log(b.double())[None, :] +
+                     (res.f.double()[:, None] + res.g.double()[None, :] -
+                      cosine_cost(xs.double(), xt.double())) / 0.05)
+    on = res.plan > 0
+    ratios = (torch.where(on, 0.0, full).sum(0) / torch.where(on, full, 0.0).sum(0))[1:]
+    assert float(ratios.max()) > 0.01
+    assert res.dropped_mass_worst == pytest.approx(float(ratios.max()), rel=1e-3)
+
+
 def _one_sided_support_problem():
     """Every source block is nearest to target block 0; block 1 holds 99 % of the mass."""
     gen = torch.Generator().manual_seed(0)
