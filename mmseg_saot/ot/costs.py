@@ -48,12 +48,33 @@ def cosine_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def sqeuclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Return the ``(N, M)`` cost ``||x_i - y_j||^2 / 2`` (geomloss ``p=2``), fp32 or fp64."""
+    """Return the ``(..., N, M)`` cost ``||x_i - y_j||^2 / 2`` (geomloss ``p=2``), fp32
+    or fp64; batched as :func:`cosine_cost`.
+
+    Both sets are first moved by one common point, the mean of their two means
+    (distances do not change): the expansion ``|x|^2 + |y|^2 - 2 x.y`` of points far
+    from the origin cancels catastrophically (fp32 points at 1000 lost ~10 % of costs
+    of ~15).
+    """
     _check_same_dim(x, y)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    xx = (x.to(dtype)**2).sum(-1, keepdim=True)
-    yy = (y.to(dtype)**2).sum(-1)
-    return (0.5 * (xx + yy) - matmul_fp32(x, y.t()).to(dtype)).clamp_(min=0.0)
+    x_c, y_c = _centred(x.to(dtype), y.to(dtype))
+    # half features keep their half product (fp32 accumulation); the norms are those of
+    # the same rounded points, so that the cost is their exact distance
+    x_c, y_c = x_c.to(x.dtype), y_c.to(y.dtype)
+    xx = (x_c.to(dtype)**2).sum(-1, keepdim=True)
+    yy = (y_c.to(dtype)**2).sum(-1).unsqueeze(-2)
+    return (0.5 * (xx + yy) - matmul_fp32(x_c, y_c.transpose(-1, -2)).to(dtype)).clamp_(min=0.0)
+
+
+def _centred(x: torch.Tensor, y: torch.Tensor):
+    """``x`` and ``y`` less the midpoint of their means (of one of them if the other has
+    no point)."""
+    means = [t.mean(-2, keepdim=True) for t in (x, y) if t.shape[-2] > 0]
+    if not means:
+        return x, y
+    centre = sum(means) / len(means)
+    return x - centre, y - centre
 
 
 class FeatureCost:

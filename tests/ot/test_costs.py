@@ -37,3 +37,30 @@ def test_cosine_cost_feature_size_mismatch_names_both_shapes():
     with pytest.raises(ValueError, match=r'`x` and `y` must share their feature dimension, '
                        r'got shapes \(4, 3\) and \(5, 2\)'):
         cosine_cost(torch.randn(4, 3), torch.randn(5, 2))
+
+
+def test_sqeuclidean_cost_far_from_the_origin_keeps_fp32_precision():
+    # |x|^2 + |y|^2 - 2 x.y in fp32 at 1000 lost ~1.4 on costs of ~15; the online
+    # solver's plans then changed with a common shift of the features
+    from mmseg_saot.ot import sqeuclidean_cost
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 16, generator=gen), torch.randn(40, 16, generator=gen)
+    exact = 0.5 * torch.cdist(x.double(), y.double()) ** 2
+    far = sqeuclidean_cost(x + 1000, y + 1000)
+    # the shifted points themselves are rounded to fp32 (spacing 6e-5 at 1000)
+    assert far.dtype == torch.float32
+    assert float((far.double() - exact).abs().max()) < 1e-2
+    assert float((sqeuclidean_cost(x, y).double() - exact).abs().max()) < 1e-5
+
+
+def test_batched_sqeuclidean_cost_equals_each_problem_alone():
+    from mmseg_saot.ot import sqeuclidean_cost
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(3, 20, 8, generator=gen), torch.randn(3, 30, 8, generator=gen)
+    batched = sqeuclidean_cost(x, y)
+    assert batched.shape == (3, 20, 30)
+    for i in range(3):
+        torch.testing.assert_close(batched[i], sqeuclidean_cost(x[i], y[i]))
+        torch.testing.assert_close(batched[i].double(),
+                                   0.5 * torch.cdist(x[i].double(), y[i].double()) ** 2,
+                                   rtol=0, atol=1e-5)
