@@ -118,9 +118,11 @@ def sinkhorn_online(x: torch.Tensor,
 
 
 def _block_range(source) -> float:
-    """max - min of the first cost block: the default start of epsilon scaling."""
+    """max - min of the finite entries of the first 1024 cost rows: the default start
+    of epsilon scaling (+inf entries are forbidden pairs, not the cost's scale)."""
     block = source.rows(0, min(source.shape[0], 1024))
-    return float(block.amax() - block.amin())
+    finite = block[torch.isfinite(block)]
+    return float(finite.amax() - finite.amin()) if finite.numel() else 0.0
 
 
 def _raise_if_cost_not_finite(source: FeatureCost, cost, projection) -> None:

@@ -174,3 +174,20 @@ def test_a_point_whose_costs_are_all_forbidden_is_named(kind):
         return out
 
     assert bool(sinkhorn_online(x, y, epsilon=0.1, rho=1.0, cost=scattered).converged)
+
+
+def test_epsilon_scaling_starts_from_the_finite_costs():
+    # a forbidden pair (+inf) in the first rows made the schedule start at epsilon=inf:
+    # "non-finite potentials ... check the cost scale against epsilon=inf"
+    x, y = _features()
+
+    def forbidding(xb, yb):
+        out = sqeuclidean_cost(xb, yb)
+        out[0, 0] = float('inf')
+        return out
+
+    plain = sinkhorn_online(x, y, epsilon=0.1, rho=1.0, cost=forbidding, tol=1e-8)
+    scaled = sinkhorn_online(x, y, epsilon=0.1, rho=1.0, cost=forbidding, tol=1e-8,
+                             epsilon_scaling=0.5)
+    assert bool(scaled.converged)
+    torch.testing.assert_close(scaled.f, plain.f, rtol=0, atol=1e-5)
