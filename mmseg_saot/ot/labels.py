@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from ._loop import cpu_threads
 from ._matvec import matmul_fp32
-from ._validation import check_feature_pair, check_features, check_positive_int
+from ._validation import check_feature_pair, check_features, check_positive_int, check_real
+from .costs import rows_per_block
 from .block_sparse import BlockSparseResult
 from .result import SinkhornResult
 
@@ -101,7 +102,8 @@ def transfer_labels(plan_or_result: Union[torch.Tensor, SinkhornResult, BlockSpa
         source_labels: ``(N,)`` integer labels in ``[0, num_classes)`` or ``ignore_index``.
         num_classes: number of classes C.
         ignore_index: label of sources that must not vote.
-        chunk_size: source rows per block (default: blocks of ~64 MB).
+        chunk_size: source rows per block of a plan or result (default: blocks of
+            ~64 MB of fp32); a :class:`BlockSparseResult` goes by its support blocks.
 
     Returns:
         :class:`LabelTransfer` with ``probs`` (M, C), ``confidence``, ``labels``, ``mass``.
@@ -134,23 +136,23 @@ def transfer_labels(plan_or_result: Union[torch.Tensor, SinkhornResult, BlockSpa
         if result.f.dim() != 1:
             raise ValueError('transfer_labels takes an unbatched result; index the batch '
                              'and solve per problem, or pass a (N, M) plan.')
-        num_rows = result.shape[0]
+        num_rows, num_cols = result.shape
         onehot = _one_hot(source_labels.to(result.f.device), num_classes, ignore_index,
                           result.f.dtype)
         blocks = ((i0, i1, blk[0]) for i0, i1, blk in result.plan_blocks(chunk_size))
     else:
         plan = plan_or_result
         _check_plan(plan)
-        num_rows = plan.shape[0]
+        num_rows, num_cols = plan.shape
         dtype = torch.float64 if plan.dtype == torch.float64 else torch.float32
         onehot = _one_hot(source_labels.to(plan.device), num_classes, ignore_index, dtype)
-        step = chunk_size or num_rows
+        step = chunk_size or rows_per_block(plan.shape[1])  # an fp16 plan is cast by blocks
         blocks = ((i0, min(i0 + step, num_rows), plan[i0:i0 + step].to(dtype))
                   for i0 in range(0, num_rows, step))
     if source_labels.shape[0] != num_rows:
         raise ValueError(f'`source_labels` has {source_labels.shape[0]} entries but the plan '
                          f'has N = {num_rows} source rows.')
-    votes = 0
+    votes = onehot.new_zeros((num_cols, num_classes))  # no source (N = 0): all ignore
     for i0, i1, block in blocks:
         votes = votes + block.t() @ onehot[i0:i1]
     return _finish(votes, ignore_index)
@@ -179,6 +181,8 @@ def _labelled(source_feats, source_labels, ignore_index):
     if source_labels.dtype.is_floating_point:
         raise TypeError('`source_labels` must be an integer tensor, got '
                         f'{source_labels.dtype}; pass class indices (e.g. labels.long()).')
+    # labels on the features' device: CUDA neighbour indices cannot index CPU labels
+    source_labels = source_labels.to(source_feats.device)
     keep = source_labels != ignore_index
     return F.normalize(source_feats[keep], dim=1), source_labels[keep], keep.nonzero()[:, 0]
 
@@ -257,7 +261,7 @@ def knn_transfer(source_feats: torch.Tensor,
     Returns:
         :class:`LabelTransfer`.
     """
-    if not temperature > 0:
+    if not check_real('temperature', temperature) > 0:
         raise ValueError(f'`temperature` must be > 0, got {temperature}.')
     k = check_positive_int('k', k)
     chunk_size = check_positive_int('chunk_size', chunk_size)

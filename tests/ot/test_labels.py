@@ -50,6 +50,34 @@ def test_no_labelled_mass_gives_ignore():
     assert out.probs[1].sum() == 0 and out.confidence[1] == 0
 
 
+def test_a_plan_without_sources_gives_ignore_everywhere():
+    # N = 0 failed with "range() arg 3 must not be zero"; (N, 0) already worked
+    out = transfer_labels(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long), 3)
+    assert out.labels.tolist() == [255] * 5
+    assert out.probs.shape == (5, 3) and out.mass.tolist() == [0.0] * 5
+
+
+def test_a_half_precision_plan_is_cast_by_row_blocks(monkeypatch):
+    # the default took the whole plan as one block: an fp16 plan was copied to fp32 whole
+    from mmseg_saot.ot import labels
+    cast_rows = []
+    real_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        if self.dtype == torch.float16 and self.dim() == 2:
+            cast_rows.append(self.shape[0])
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, 'to', to)
+    monkeypatch.setattr(labels, 'rows_per_block', lambda num_cols: 16)
+    plan = torch.rand(100, 8).half()
+    source_labels = torch.randint(0, 3, (100,), generator=torch.Generator().manual_seed(0))
+    out = transfer_labels(plan, source_labels, 3)
+    assert cast_rows == [16] * 6 + [4]
+    monkeypatch.undo()
+    torch.testing.assert_close(out.probs, transfer_labels(plan.float(), source_labels, 3).probs)
+
+
 @pytest.mark.parametrize('chunk', [1, 7, 1000])
 def test_chunked_equals_unchunked(chunk):
     gen = torch.Generator().manual_seed(3)
