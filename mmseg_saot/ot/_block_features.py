@@ -25,6 +25,8 @@ class _Features:
                 x, y = projection(x), projection(y)
             else:
                 x, y = x @ projection.to(x.dtype), y @ projection.to(y.dtype)
+            _check_projected('x', x)
+            _check_projected('y', y)
         if not (metric in ('cosine', 'sqeuclidean') or callable(metric)):
             raise ValueError(f"`cost` must be 'cosine', 'sqeuclidean' or a callable, got "
                              f'{metric!r}.')
@@ -192,3 +194,11 @@ class _Features:
             out_rows.index_copy_(0, dest[d0:d0 + rows], full.reshape(-1, bs).to(dtype))
             p0, d0 = p0 + count, d0 + rows
         return out[:support.size]
+
+
+def _check_projected(name: str, feats: torch.Tensor) -> None:
+    """Name a ``projection`` that made ``name``'s features NaN or inf (they failed later,
+    in the SVD of the block ordering's PCA)."""
+    if not bool(torch.isfinite(feats).all()):
+        raise ValueError(f'`projection` gave non-finite features (NaN or inf) for `{name}`: '
+                         'check its values, or the callable, for NaN or overflow.')

@@ -109,8 +109,8 @@ from ._block_order import _order_blocks
 from ._block_select import (_block_mass, _block_weights, _select,
                             check_support_carries_balanced)
 from ._validation import (FLOAT_DTYPES, Rho, balanced_masses, check_epsilon,
-                          check_feature_pair, check_positive_int, check_projection, marginal,
-                          parse_rho)
+                          check_feature_pair, check_positive_int, check_projection, check_real,
+                          marginal, parse_rho)
 from .costs import Metric
 from .sinkhorn import DEFAULT_OMEGA, DUAL_DTYPE, make_config
 
@@ -300,6 +300,7 @@ def block_sparse_sinkhorn(x: torch.Tensor,
         raise ValueError(f'`selection` must be one of {SELECTIONS}, got {selection!r}.')
     if ordering not in ORDERINGS:
         raise ValueError(f'`ordering` must be one of {ORDERINGS}, got {ordering!r}.')
+    coverage = check_real('coverage', coverage)
     if selection == 'coverage' and not 0.0 < coverage <= 1.0:
         raise ValueError(f'`coverage` must be in (0, 1], got {coverage}.')
     if selection == 'topk' and topk is None:

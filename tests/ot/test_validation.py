@@ -64,6 +64,21 @@ def test_integer_options_that_are_not_numbers_are_named(value):
     assert check_positive_int('k', 3.0) == 3
 
 
+@pytest.mark.parametrize('value', [None, '0.05', True])
+@pytest.mark.parametrize('option, call', [
+    ('epsilon', lambda x, y, v: sinkhorn_online(x, y, epsilon=v)),
+    ('tol', lambda x, y, v: sinkhorn_online(x, y, epsilon=0.1, tol=v)),
+    ('coverage', lambda x, y, v: block_sparse_sinkhorn(x, y, epsilon=0.1, coverage=v)),
+    ('temperature', lambda x, y, v: knn_transfer(x, LABELS, y, 2, temperature=v)),
+])
+def test_number_options_that_are_not_numbers_are_named(option, call, value):
+    # None gave "float() argument must be a string or a real number, not 'NoneType'"
+    # or a failed comparison of float and str, naming no option; '0.05' was taken
+    x, y = torch.randn(6, 4), torch.randn(5, 4)
+    with pytest.raises(ValueError, match=rf'^`{option}` must be a number, got {value!r}'):
+        call(x, y, value)
+
+
 def test_transfer_labels_names_a_bad_chunk_size():
     from mmseg_saot.ot import cosine_cost, sinkhorn, transfer_labels
     res = sinkhorn(cosine_cost(torch.randn(6, 4), torch.randn(5, 4)), epsilon=0.1, rho=1.0)
@@ -88,3 +103,16 @@ def test_sqeuclidean_cost_names_both_shapes():
     with pytest.raises(ValueError, match=r'`x` and `y` must share their feature dimension, '
                        r'got shapes \(5, 3\) and \(4, 2\)'):
         sqeuclidean_cost(torch.randn(5, 3), torch.randn(4, 2))
+
+
+@pytest.mark.parametrize('kind', ['matrix', 'callable'])
+def test_a_projection_that_makes_features_nan_is_named(kind):
+    # it failed inside torch.pca_lowrank: "linalg.svd: ... non-finite values"
+    x, y = torch.randn(40, 4), torch.randn(30, 4)
+    matrix = torch.eye(4)
+    matrix[0, 0] = float('nan')
+    projection = matrix if kind == 'matrix' else (lambda feats: feats @ matrix)
+    with pytest.raises(ValueError, match=r'^`projection` gave non-finite features \(NaN or '
+                       r'inf\) for `x`'):
+        block_sparse_sinkhorn(x, y, epsilon=0.1, rho=1.0, block_size=8, target_block_size=4,
+                              projection=projection)
