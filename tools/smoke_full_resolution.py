@@ -15,7 +15,6 @@ GPU memory from the run's log::
 import argparse
 import json
 import os.path as osp
-import subprocess
 import sys
 from glob import glob
 from typing import List, Optional
@@ -43,6 +42,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='extra tools/train.py overrides (key=value)')
     args = parser.parse_args(argv)
+    malformed = [item for item in args.cfg_options if '=' not in item]
+    if malformed:  # before the data is generated, not when train.py reads them
+        parser.error(f'--cfg-options: {malformed[0]!r} is not key=value')
     if not osp.isfile(args.config):
         parser.error(f'--config {args.config}: no such file; give a config file such as '
                      f'{osp.join(REPO, "configs", "saot", "gta2cs.py")}')
@@ -53,13 +55,25 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+class StepFailed(Exception):
+    """A step exited with ``code`` (it has printed why)."""
+
+    def __init__(self, command: List[str], code: int):
+        super().__init__(f'{osp.basename(command[1])} exited with status {code}')
+        self.code = code
+
+
 def run(command: List[str]) -> None:
-    """Run one step; a Ctrl-C waits for it to stop (a training run saves first)."""
+    """Run one step; a Ctrl-C waits for it to stop (a training run saves first).
+
+    Raises:
+        StepFailed: the step exited with a non-zero status.
+    """
     from mmseg_saot.utils.child_process import run_child
     print('+ ' + ' '.join(command), flush=True)
     code = run_child(command)
     if code != 0:
-        raise subprocess.CalledProcessError(code, command)
+        raise StepFailed(command, code)
 
 
 def overrides(data: str, args: argparse.Namespace) -> List[str]:
@@ -101,6 +115,16 @@ def summarise(work_dir: str, stage_iters: int) -> dict:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    try:
+        return smoke(args)
+    except StepFailed as err:  # the step's own messages are above: no traceback
+        print(f'error: {err}; see its messages above. What the finished steps wrote '
+              f'under {args.out} is kept.', file=sys.stderr)
+        return err.code
+
+
+def smoke(args: argparse.Namespace) -> int:
+    """The three steps and the summary."""
     data, work_dir = osp.join(args.out, 'data'), osp.join(args.out, 'work')
     python = sys.executable
     run([python, osp.join(REPO, 'tools', 'dataset_converters', 'make_demo_data.py'),

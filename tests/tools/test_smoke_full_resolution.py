@@ -21,6 +21,8 @@ def tool(monkeypatch):
      'such as '),
     (['--out', '{tmp}/afile'], '--out: {tmp}/afile exists and is not a folder; pick another '
      'path.'),
+    (['--cfg-options', 'train_cfg.max_iters=2', 'model.backbone'],
+     "--cfg-options: 'model.backbone' is not key=value"),
 ])
 def test_bad_options_are_usage_errors_before_any_work(tool, tmp_path, capsys, args, message):
     (tmp_path / 'afile').write_text('')
@@ -38,3 +40,15 @@ def test_good_options_pass(tool, tmp_path):
     assert (args.num_images, args.stage_iters) == (2, 1)
     assert (tmp_path / 'out').is_dir()
     assert 'train_cfg.max_iters=2' in tool.overrides('data', args)
+
+
+def test_a_failing_step_ends_with_its_exit_status_and_no_traceback(monkeypatch, tmp_path,
+                                                                   capsys):
+    # the child had printed its own message; a CalledProcessError traceback followed
+    from mmseg_saot.utils import child_process
+    module = load_tool('tools/smoke_full_resolution.py')
+    monkeypatch.setattr(child_process, 'run_child', lambda command: 2)
+    assert module.main(['--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert 'error: make_demo_data.py exited with status 2; see its messages above.' in err
+    assert 'Traceback' not in err
