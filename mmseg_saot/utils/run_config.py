@@ -2,6 +2,7 @@
 in paths (filled in for the run, kept in the config the run saves)."""
 import contextlib
 import copy
+import glob
 import os
 import os.path as osp
 import sys
@@ -27,6 +28,11 @@ def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
         config_path (str): the config file.
         cfg_options (dict, optional): ``--cfg-options`` overrides.
     """
+    if osp.isdir(config_path):
+        inside = sorted(glob.glob(osp.join(config_path, '*.py')))
+        example = inside[0] if inside else osp.join('configs', 'saot', 'gta2cs.py')
+        exit_with(f'config file "{config_path}" is a folder; give a config file, e.g. '
+                  f'{example}.')
     if not osp.isfile(config_path):
         exit_with(f'config file "{config_path}" does not exist (configs live '
                   'under configs/saot/, e.g. configs/saot/gta2cs.py).')

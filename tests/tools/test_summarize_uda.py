@@ -95,6 +95,8 @@ def test_bad_columns_are_clear_messages(sources, python, tmp_path, capsys):
              (f'x=pl:{scores}:saot', "no method 'saot'"),
              (f'x=pl:{broken}:nn', f'{broken} is not valid JSON ('),
              (f'x=pl:{tmp_path}/nope.json:nn', f'{tmp_path}/nope.json does not exist.'),
+             (f'x=pl:{tmp_path}:nn', f'{tmp_path} is a folder; give the file in it (e.g. '
+              f'{tmp_path}/pseudo_label_eval_val/pseudo_label_miou.json for pl:).'),
              ('x=foo', 'expected LABEL='))
     for spec, message in cases:  # in-process: a subprocess each took ~5 s of imports
         try:

@@ -42,6 +42,18 @@ def test_a_config_that_does_not_load_is_one_line_naming_the_file_and_line(tmp_pa
         assert f'error: {message}' in capsys.readouterr().err
 
 
+def test_a_config_path_that_is_a_folder_names_a_config_in_it(tmp_path, capsys):
+    # it said the folder "does not exist"
+    from mmseg_saot.utils.run_config import load_config
+    (tmp_path / 'b.py').write_text('')
+    (tmp_path / 'a.py').write_text('')
+    with pytest.raises(SystemExit) as stop:
+        load_config(str(tmp_path))
+    assert stop.value.code == 2
+    assert (f'error: config file "{tmp_path}" is a folder; give a config file, e.g. '
+            f'{tmp_path}/a.py.') in capsys.readouterr().err
+
+
 def test_a_list_entry_the_config_does_not_have_is_named(tmp_path, capsys):
     from mmseg_saot.utils.run_config import list_index_problem, load_config
     config = tmp_path / 'c.py'

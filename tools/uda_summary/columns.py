@@ -38,6 +38,10 @@ def read_text(path: str) -> str:
             data = f.read()
     except FileNotFoundError:
         raise ValueError(f'{path} does not exist.') from None
+    except IsADirectoryError:
+        raise ValueError(f'{path} is a folder; give the file in it (e.g. '
+                         f'{path.rstrip("/")}/pseudo_label_eval_val/pseudo_label_miou.json '
+                         'for pl:).') from None
     try:
         text = data.decode('utf-8')
     except UnicodeDecodeError as err:
