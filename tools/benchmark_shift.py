@@ -39,7 +39,10 @@ SWEEP_KEY = 'sweep_key.json'  # per shift folder: what its report was scored wit
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    from mmseg_saot.models.labelers import METHODS
     from mmseg_saot.utils.arg_types import output_file
+    from mmseg_saot.utils.errors import UserInputError
+    from mmseg_saot.utils.paths import ensure_folder
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default='configs/saot/demo.py',
                         help='the demo config (its source set and labeller)')
@@ -47,6 +50,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         default=[0.0, 0.25, 0.5, 0.75, 1.0],
                         help='target shifts in [0, 1] (0: the source style)')
     parser.add_argument('--methods', nargs='+', default=DEFAULT_METHODS,
+                        choices=list(METHODS),
                         help='labelling methods (see generate_pseudo_labels.py)')
     parser.add_argument('--work-dir', default='work_dirs/demo_shift',
                         help='target images and per-shift results')
@@ -69,6 +73,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                                *(sys.argv[1:] if argv is None else argv)])
     # the tools run from the repository root: paths given here are from the caller's
     args.work_dir, args.out = osp.abspath(args.work_dir), osp.abspath(args.out)
+    try:  # before the first shift's data is rendered
+        ensure_folder(args.work_dir, '--work-dir')
+    except UserInputError as err:
+        parser.error(str(err))
     if osp.exists(args.config):
         args.config = osp.abspath(args.config)
     return args

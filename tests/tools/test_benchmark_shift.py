@@ -121,6 +121,22 @@ def test_shifts_outside_0_1_are_refused(tool, capsys):
     assert '--shifts must be in [0, 1]' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('args, message', [
+    (['--methods', 'sinkhorn'], "argument --methods: invalid choice: 'sinkhorn'"),
+    (['--work-dir', '{tmp}/afile'], '--work-dir: {tmp}/afile exists and is not a folder'),
+])
+def test_bad_methods_or_work_dir_are_usage_errors_before_any_work(tool, tmp_path, capsys,
+                                                                  args, message):
+    # a misspelt method failed in the child tool after the first shift's images were
+    # rendered (~30 s); a --work-dir that is a file, with a traceback
+    (tmp_path / 'afile').write_text('')
+    with pytest.raises(SystemExit) as stop:
+        tool.parse_args([arg.format(tmp=tmp_path) for arg in args] +
+                        ['--out', str(tmp_path / 'table.md')])
+    assert stop.value.code == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
 def test_a_failing_step_stops_with_the_end_of_its_log(tool, tmp_path):
     import sys
     log = tmp_path / 'step.log'
