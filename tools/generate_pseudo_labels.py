@@ -126,6 +126,12 @@ def run(cfg, args: argparse.Namespace) -> dict:
             f'{unscored}: nothing to score the methods against. Give the target set its '
             'label maps (data_prefix.seg_map_path of the dataset that PseudoLabelDataset '
             'wraps), or run without --split val / --no-cache to only write the pseudo-labels.')
+    # output folders too: a path that cannot be a folder is named before the build
+    out_dir = args.out_dir or osp.join(
+        cfg.work_dir, 'pseudo_label_eval' + ('_val' if args.split == 'val' else ''))
+    ensure_folder_or_exit(out_dir, '--out-dir' if args.out_dir else 'the output folder')
+    if args.feature_cache:
+        ensure_folder_or_exit(args.feature_cache, '--feature-cache')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     # seeded as the Runner of tools/train.py seeds before it builds the model, so a
     # backbone without pretrained weights is the same here and there (one cache for both)
@@ -133,9 +139,6 @@ def run(cfg, args: argparse.Namespace) -> dict:
     if randomness.get('seed') is not None:
         set_random_seed(**randomness)
     model = MODELS.build(cfg.model).to(device).eval()
-    out_dir = args.out_dir or osp.join(
-        cfg.work_dir, 'pseudo_label_eval' + ('_val' if args.split == 'val' else ''))
-    ensure_folder_or_exit(out_dir, '--out-dir' if args.out_dir else 'the output folder')
     main_method = hook.labeler_cfg.get('method', 'saot')
     # each image through the backbone once for both passes, within a memory budget
     store_dir = args.feature_cache or hook.feature_store_dir

@@ -262,3 +262,31 @@ def test_an_unreadable_cached_label_is_named_with_the_fix(python, generated, tmp
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     assert f'error: the pseudo-label cache file {broken} cannot be read (' in result.stderr
     assert f'Delete {broken} and ' in result.stderr
+
+
+@pytest.mark.parametrize('option', ['--out-dir', '--feature-cache'])
+def test_an_output_folder_that_cannot_be_made_is_named_before_the_model_is_built(
+        tmp_path, monkeypatch, capsys, option):
+    # --out-dir was checked after the backbone was built (minutes for a large ViT),
+    # --feature-cache only when the store opened
+    from mmseg.registry import MODELS
+    from tool_scripts import load_tool
+
+    real_build = MODELS.build
+
+    def build(cfg, *args, **kwargs):
+        if 'backbone' in cfg:  # the segmentor (the hook builds its labeller to check it)
+            raise AssertionError('the model was built before the output folder was checked')
+        return real_build(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(MODELS, 'build', build)
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=1)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    (tmp_path / 'afile').write_text('')
+    tool = load_tool('tools/generate_pseudo_labels.py')
+    with pytest.raises(SystemExit) as stop:
+        tool.main([str(config), '--work-dir', str(tmp_path / 'work'), '--device', 'cpu',
+                   option, str(tmp_path / 'afile')])
+    assert stop.value.code == 2
+    assert f'{option}: {tmp_path}/afile exists and is not a folder' in capsys.readouterr().err
