@@ -30,7 +30,7 @@ from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, ensure_f
 from mmseg_saot.utils.paths import move_aside
 from mmseg_saot.utils.run_config import (config_dump_path, file_kept, load_run_config,
                                         save_config_with_templates)
-from mmseg_saot.utils.run_options import check_run_options
+from mmseg_saot.utils.run_options import check_run_options, missing_test_loop_parts
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,7 +64,11 @@ def paint_predictions(cfg, show_dir: Optional[str], show: bool, wait_time: float
             os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')):
         exit_with('--show needs a display and this session has none (DISPLAY is not set); '
                   'save the painted images with --show-dir DIR instead.')
-    hook = cfg.default_hooks.visualization
+    hook = (cfg.get('default_hooks') or {}).get('visualization')
+    if not hook:
+        exit_with('--show/--show-dir: the config has no default_hooks.visualization to paint '
+                  "with; add dict(type='SegVisualizationHook') (as in MMSegmentation's "
+                  'default_runtime.py) or test without them.')
     hook.draw = True
     hook.interval = 1
     if show:
@@ -141,6 +145,9 @@ def main() -> None:
     cfg = load_run_config(args.config, args.cfg_options, args.work_dir,
                           args.launcher)
     cfg.load_from = args.checkpoint
+    problem = missing_test_loop_parts(cfg)  # before --out and --tta reach into them
+    if problem:
+        exit_with(f'{args.config}: {problem} (from the config or --cfg-options).')
     if args.out:
         save_predictions(cfg, args.out)
     if args.show or args.show_dir:

@@ -6,7 +6,7 @@ inside: ``batch_size should be a positive integer value``, ``integer modulo by z
 (``val_interval=0``), ``end should be larger than begin`` (``max_iters=0``). Checked
 on the merged config, the same values give one message naming the config key.
 """
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Optional
 
 from mmseg_saot.utils.errors import ConfigError, integer_problem, number_problem
 
@@ -27,6 +27,12 @@ def check_run_options(cfg: Mapping, source: str, training: bool = True) -> None:
     if problems:
         raise ConfigError(f'{source}: {"; ".join(problems)} (from the config or '
                           '--cfg-options).')
+
+
+def missing_test_loop_parts(cfg: Mapping) -> Optional[str]:
+    """What ``tools/test.py`` misses of the test loop's three keys, or None: checked
+    before its flags (``--out``, ``--tta``) reach into them."""
+    return next(_loop_parts_problem(cfg, 'test', required=True), None)
 
 
 def _loop_parts_problem(cfg: Mapping, split: str, required: bool) -> Iterator[str]:

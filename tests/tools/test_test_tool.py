@@ -106,3 +106,36 @@ def test_out_without_an_evaluator_that_writes_label_maps_is_a_clear_message(tool
     assert stop.value.code == 2
     assert 'error: --out: no test evaluator of this config writes label maps' in (
         capsys.readouterr().err)
+
+
+@pytest.mark.parametrize('flags, unset', [
+    (['--out', '{tmp}/pred'], 'test_evaluator'),
+    (['--tta'], 'test_dataloader'),
+])
+def test_flags_of_a_config_without_a_test_loop_part_name_it(tool, tmp_path, monkeypatch,
+                                                            capsys, flags, unset):
+    # --out and --tta reached into test_evaluator / test_dataloader before the check that
+    # names them: "'NoneType' object has no attribute ..." tracebacks
+    import torch
+    checkpoint = tmp_path / 'iter_1.pth'
+    torch.save({'state_dict': {}}, checkpoint)
+    config = str(REPO_ROOT / 'configs' / 'saot' / 'demo.py')
+    monkeypatch.setattr(tool.sys, 'argv', [
+        'test.py', config, str(checkpoint), '--work-dir', str(tmp_path / 'work'),
+        *[flag.format(tmp=tmp_path) for flag in flags], '--cfg-options', f'{unset}=None'])
+    with pytest.raises(SystemExit) as stop:
+        tool.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert (f'tools/test.py needs test_dataloader, test_cfg, test_evaluator; {unset} not set'
+            in err and 'Traceback' not in err)
+
+
+def test_painting_without_a_visualization_hook_is_a_clear_message(tool, tmp_path, capsys):
+    cfg = demo_config()
+    cfg.default_hooks.visualization = None
+    with pytest.raises(SystemExit) as stop:
+        tool.paint_predictions(cfg, str(tmp_path), show=False, wait_time=2.0)
+    assert stop.value.code == 2
+    assert 'error: --show/--show-dir: the config has no default_hooks.visualization' in (
+        capsys.readouterr().err)
