@@ -191,6 +191,6 @@ def report(result: dict) -> None:
 
 
 if __name__ == '__main__':
-    from mmseg_saot.utils.cli import interrupt_exits
+    from mmseg_saot.utils.interrupts import interrupt_exits
     with interrupt_exits('The temporary work folder is removed (a --work-dir is kept).'):
         sys.exit(0 if main() else 1)

@@ -234,6 +234,7 @@ def invocation(argv=None) -> str:
 
 
 def main(argv=None):
+    import_ot()  # first: the package without its mmseg-importing __init__
     from mmseg_saot.utils.arg_types import (device_option, non_negative_int_list, output_file,
                                             positive_float, positive_int, positive_int_list)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -332,4 +333,8 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    import_ot()
+    from mmseg_saot.utils.interrupts import interrupt_exits
+    # SIGTERM (timeout, a scheduler) then stops it as Ctrl-C does: measured sections stay
+    with interrupt_exits():
+        main()

@@ -457,6 +457,7 @@ STOPPED = {'message': 'Nothing was written to --out (the report is written at th
 
 
 if __name__ == '__main__':
-    from mmseg_saot.utils.cli import interrupt_exits
+    import_labelers()  # first: without the MMSeg stack where it is missing
+    from mmseg_saot.utils.interrupts import interrupt_exits
     with interrupt_exits(lambda: STOPPED['message']):
         main()

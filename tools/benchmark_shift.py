@@ -241,6 +241,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 if __name__ == '__main__':
     sys.path.insert(0, ROOT)
-    from mmseg_saot.utils.cli import interrupt_exits
+    from mmseg_saot.utils.interrupts import interrupt_exits
     with interrupt_exits('Finished shifts are kept under --work-dir and reused by a rerun.'):
         sys.exit(main())

@@ -145,6 +145,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    from mmseg_saot.utils.cli import interrupt_exits
+    from mmseg_saot.utils.interrupts import interrupt_exits
     with interrupt_exits('An existing weights file is unchanged (it is written atomically).'):
         sys.exit(main())

@@ -144,7 +144,7 @@ def smoke(args: argparse.Namespace) -> int:
 
 
 if __name__ == '__main__':
-    from mmseg_saot.utils.cli import interrupt_exits
+    from mmseg_saot.utils.interrupts import interrupt_exits
     with interrupt_exits('What the finished steps wrote under --out is kept (an '
                          'interrupted training run saves a checkpoint first).'):
         sys.exit(main())

@@ -159,6 +159,6 @@ def write_outputs(out: str, table: str, notes: str, columns: List[Source]) -> No
 
 
 if __name__ == '__main__':
-    from mmseg_saot.utils.cli import interrupt_exits
+    from mmseg_saot.utils.interrupts import interrupt_exits
     with interrupt_exits('The table files were not replaced.'):
         sys.exit(main())

@@ -117,6 +117,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    from mmseg_saot.utils.cli import interrupt_exits
+    import_ot()  # first: the package without its mmseg-importing __init__
+    from mmseg_saot.utils.interrupts import interrupt_exits
     with interrupt_exits('Nothing was written (the table is written at the end).'):
         main()

@@ -1,6 +1,6 @@
 """SIGTERM in DataLoader workers: the main process decides, as for Ctrl-C.
 
-Used by :func:`mmseg_saot.utils.cli.interrupt_exits` (every tool) and by the training
+Used by :func:`mmseg_saot.utils.interrupts.interrupt_exits` (every tool) and by the training
 run's :class:`~mmseg_saot.engine.hooks.SaveOnInterruptHook`.
 """
 import os

@@ -208,6 +208,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    from mmseg_saot.utils.cli import interrupt_exits
+    from mmseg_saot.utils.interrupts import interrupt_exits
     with interrupt_exits('Each label file is written whole (atomically); rerun to convert the rest.'):
         sys.exit(main())

@@ -268,6 +268,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    from mmseg_saot.utils.cli import interrupt_exits
+    from mmseg_saot.utils.interrupts import interrupt_exits
     with interrupt_exits('The data folder is marked incomplete; a rerun generates it again.'):
         sys.exit(main())
