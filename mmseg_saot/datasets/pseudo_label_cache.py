@@ -172,18 +172,28 @@ class PseudoLabelCache:
             return STATE_NEW
         return STATE_COMPLETE if manifest.get('complete') else STATE_PARTIAL
 
-    def open(self, fingerprint: Dict[str, Any]) -> str:
+    def open(self, fingerprint: Dict[str, Any],
+             stamps: Optional[Dict[str, str]] = None) -> str:
         """Prepare the cache for ``fingerprint``; returns its :meth:`state`.
 
         A cache written for another fingerprint (or one whose manifest is damaged or
         gone) is moved aside to ``<root>.stale-<hash>``, never deleted; a folder that
         is no cache is refused (:class:`UserInputError`). A new cache gets an incomplete
         manifest so that an interrupted run is recognised as partial.
+
+        Args:
+            fingerprint: what produced the labels (see ``make_fingerprint``).
+            stamps: ``{key: stamp}`` of the target images now (size and modification
+                time); kept in the manifest. The labels of an image whose stamp differs
+                from the one kept are deleted (the image is edited or replaced): it is
+                labelled again, alone, and the cache is partial until it is.
         """
         config_hash = fingerprint_hash(fingerprint)
         state = self.state(config_hash)
         if state != STATE_NEW:
             self._remove_cut_temporaries()
+            if stamps is not None:
+                state = self._forget_changed_images(stamps, state)
             return state
         if osp.isdir(self.root) and os.listdir(self.root):
             self._check_is_a_cache()
@@ -196,6 +206,32 @@ class PseudoLabelCache:
                       f'{f"; changed: {changed}" if changed else ""}); moved them to {moved} '
                       'and labelling again.', logger='current', level=logging.WARNING)
         ensure_folder(self.root, self.option)
-        self.write_manifest(dict(config_hash=config_hash, complete=False,
-                                 fingerprint=fingerprint))
+        manifest = dict(config_hash=config_hash, complete=False, fingerprint=fingerprint)
+        if stamps is not None:
+            manifest['image_stamps'] = dict(stamps)
+        self.write_manifest(manifest)
         return STATE_NEW
+
+    def _forget_changed_images(self, stamps: Dict[str, str], state: str) -> str:
+        """Delete the labels of the images whose stamp changed since the manifest's, then
+        record ``stamps``; returns the state (partial if any image was changed)."""
+        manifest = self.read_manifest()
+        kept = manifest.get('image_stamps')
+        if not isinstance(kept, dict):
+            kept = {}
+        changed = [key for key, stamp in stamps.items()
+                   if key in kept and kept[key] != stamp and self.has(key)]
+        for key in changed:  # the label completes the pair: it goes first
+            for path in (self.label_path(key), self.confidence_path(key)):
+                if osp.exists(path):
+                    os.remove(path)
+        if changed:
+            print_log(f'{len(changed)} target image(s) changed since they were labelled '
+                      f'(size or modification time), e.g. {changed[0]}: labelling '
+                      f'{"it" if len(changed) == 1 else "them"} again; the other labels '
+                      f'in {self.root} are kept.', logger='current', level=logging.WARNING)
+        if changed or kept != stamps:
+            manifest.update(image_stamps=dict(stamps),
+                            complete=bool(manifest.get('complete')) and not changed)
+            self.write_manifest(manifest)
+        return STATE_PARTIAL if changed else state

@@ -10,7 +10,7 @@ from mmseg_saot.datasets.pseudo_label_dataset import PseudoLabelDataset
 from mmseg_saot.engine.pseudo_labels.feature_store import FeatureStore
 from mmseg_saot.engine.pseudo_labels.features import FeatureMemo
 from mmseg_saot.engine.pseudo_labels.fingerprint import (dataset_files, dataset_pipelines,
-                                                       make_fingerprint)
+                                                         image_stamps, make_fingerprint)
 from mmseg_saot.engine.pseudo_labels.labelling import build_labeler
 from mmseg_saot.engine.pseudo_labels.target_set import evenly_spaced, label_target_set
 from mmseg_saot.utils.build_errors import (component_config_problem, explain_build_error,
@@ -216,19 +216,22 @@ class SAOTPseudoLabelHook(Hook):
         source_set = self.build_source(dataset)
         keys = dataset.keys()
         bank = evenly_spaced(len(source_set), self.num_source_images)
+        target_mean = evenly_spaced(len(dataset.target), self.target_mean_images)
         fingerprint = make_fingerprint(
             model=model, labeler_cfg=self.labeler_cfg, num_classes=self.num_classes,
             ignore_index=self.ignore_index, source_cfg=self.source_cfg,
             target_pipeline=dataset_pipelines(dataset.target), keys=keys,
             feature_index=self.feature_index, num_source_images=self.num_source_images,
             target_mean_images=self.target_mean_images,
-            target_files=dataset_files(dataset.target),
+            target_mean_files=dataset_files(dataset.target, target_mean),
             source_files=dataset_files(source_set, bank, labels=True),
             source_set_size=len(source_set))
         return label_target_set(
             model=model, labeler_cfg=self.labeler_cfg, source_set=source_set,
             target_set=dataset.target, keys=keys, cache=dataset.cache,
-            fingerprint=fingerprint, num_classes=self.num_classes,
+            fingerprint=fingerprint,
+            stamps=image_stamps(keys, dataset_files(dataset.target)),
+            num_classes=self.num_classes,
             ignore_index=self.ignore_index, batch_size=self.batch_size,
             feature_index=self.feature_index, num_source_images=self.num_source_images,
             target_mean_images=self.target_mean_images, memo=memo)

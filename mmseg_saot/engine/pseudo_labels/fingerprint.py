@@ -1,5 +1,6 @@
 """What identifies a pseudo-label cache: the settings and weights that produced it."""
 import hashlib
+import inspect
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -23,26 +24,41 @@ def keys_checksum(keys: Sequence[str]) -> str:
     return hashlib.sha256('\n'.join(keys).encode()).hexdigest()
 
 
-def files_checksum(paths: Sequence[Optional[str]]) -> str:
-    """sha256 of the size and modification time (ns) of each file, in order.
+def file_stamp(path: Optional[str]) -> str:
+    """A file's size and modification time (ns), ``'missing'``, or ``'-'`` for None (no
+    file).
 
     An edited, replaced or converted-again file changes it. The content is not read
     (that would mean reading the whole dataset at every start): a copy that does not
     keep modification times (``cp -r``; ``cp -a`` and ``rsync -a`` keep them) changes it
-    too. A missing file counts as such, None (no file) as none.
+    too.
     """
+    if path is None:
+        return '-'
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return 'missing'
+    return f'{stat.st_size} {stat.st_mtime_ns}'
+
+
+def files_checksum(paths: Sequence[Optional[str]]) -> str:
+    """sha256 of the :func:`file_stamp` of each file, in order."""
     digest = hashlib.sha256()
     for path in paths:
-        if path is None:
-            line = '-'
-        else:
-            try:
-                stat = os.stat(path)
-                line = f'{stat.st_size} {stat.st_mtime_ns}'
-            except OSError:
-                line = 'missing'
-        digest.update(f'{line}\n'.encode())
+        digest.update(f'{file_stamp(path)}\n'.encode())
     return digest.hexdigest()
+
+
+def image_stamps(keys: Sequence[str], paths: Sequence[Optional[str]]) -> Dict[str, str]:
+    """``{key: file_stamp}`` of each target image (``paths[i]`` is ``keys[i]``'s; a key
+    listed twice is one image): the cache labels again only the images whose stamp
+    changed (:meth:`~mmseg_saot.datasets.pseudo_label_cache.PseudoLabelCache.open`)."""
+    stamps: Dict[str, str] = {}
+    for key, path in zip(keys, paths):
+        if key not in stamps:
+            stamps[key] = file_stamp(path)
+    return stamps
 
 
 def dataset_files(dataset, indices: Optional[Sequence[int]] = None,
@@ -62,7 +78,7 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
                      ignore_index: int, source_cfg: Any, target_pipeline: Any,
                      keys: Sequence[str], feature_index: int,
                      num_source_images: Optional[int], target_mean_images: int,
-                     target_files: Sequence[Optional[str]],
+                     target_mean_files: Sequence[Optional[str]],
                      source_files: Sequence[Optional[str]],
                      source_set_size: Optional[int] = None) -> Dict[str, Any]:
     """The fingerprint stored in the manifest; any change starts a new cache.
@@ -72,11 +88,12 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
     decides the features (the backbone's output blocks, norm and dtype, the data
     preprocessor's mean, std, channel order and padding: :func:`feature_settings`), the
     labeller config and label space, the source dataset config (less its ``data_root``),
-    the target labelling
-    pipeline, the target image list, the bank settings, and the size and modification
-    time of the target images and of the source bank's images and label maps
-    (:func:`files_checksum`): labels of an image edited since, or made from edited
-    sources, are never reused.
+    the target labelling pipeline, the target image list, the bank settings, and the
+    size and modification time (:func:`files_checksum`) of what the fitted labeller
+    depends on: the source bank's images and label maps, and the target images that fix
+    its target mean (``target_mean_files``). Labels made from edited sources are never
+    reused. Every other target image is stamped on its own (:func:`image_stamps`): an
+    edited one is labelled again, alone.
 
     Args:
         model: the segmentor whose ``backbone`` and ``data_preprocessor`` give the
@@ -91,15 +108,40 @@ def make_fingerprint(*, model: torch.nn.Module, labeler_cfg: dict, num_classes: 
         # the labeller solves densely up to another size on a GPU, in fp16 products
         device=_device_type(backbone),
         feature_settings=feature_settings(model),
-        labeler=_plain(labeler_cfg), num_classes=num_classes, ignore_index=ignore_index,
+        labeler=labeler_settings(labeler_cfg), num_classes=num_classes,
+        ignore_index=ignore_index,
         source=_plain(_without_roots(source_cfg)),
         target_pipeline=_plain(target_pipeline), num_target_images=len(keys),
         target_images_checksum=keys_checksum(keys), feature_index=feature_index,
         # a count of at least the dataset's size takes every image, as None does
         num_source_images=_count_or_all(num_source_images, source_set_size),
         target_mean_images=_count_or_all(target_mean_images, len(keys)),
-        target_files_checksum=files_checksum(target_files),
+        target_mean_files_checksum=files_checksum(target_mean_files),
         source_files_checksum=files_checksum(source_files))
+
+
+def labeler_settings(labeler_cfg: Any) -> Dict[str, Any]:
+    """The labeller config as plain data, less what does not change the labeller: its
+    ``type`` when that is :class:`SAOTLabeler` (the default; configs often drop it) and
+    options given at their default value. Spellings of the same labeller keep the
+    cache; a type the registry does not know is kept as written."""
+    from mmseg.registry import MODELS
+
+    from mmseg_saot.models.labelers import SAOTLabeler
+    cfg = dict(labeler_cfg.to_dict() if hasattr(labeler_cfg, 'to_dict') else labeler_cfg)
+    kind = cfg.pop('type', SAOTLabeler)
+    cls = MODELS.get(kind) if isinstance(kind, str) else kind
+    settings = _plain(cfg)
+    if not isinstance(cls, type):
+        return dict(settings, type=_plain(kind))
+    defaults = {name: _plain(param.default)
+                for name, param in inspect.signature(cls.__init__).parameters.items()
+                if param.default is not inspect.Parameter.empty}
+    settings = {key: value for key, value in settings.items()
+                if key not in defaults or defaults[key] != value}
+    if cls is not SAOTLabeler:
+        settings['type'] = f'{cls.__module__}.{cls.__qualname__}'
+    return settings
 
 
 def _device_type(module: torch.nn.Module) -> str:

@@ -46,7 +46,7 @@ def first_index_of_each_key(keys: Sequence[str]) -> List[int]:
 
 def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, target_set,
                      keys: Sequence[str], cache: PseudoLabelCache, fingerprint: Dict,
-                     num_classes: int, ignore_index: int = 255, batch_size: int = 8,
+                     num_classes: int, stamps: Optional[Dict[str, str]] = None, ignore_index: int = 255, batch_size: int = 8,
                      feature_index: int = -1, num_source_images: Optional[int] = None,
                      target_mean_images: int = 64, memo: Optional[Dict] = None) -> Dict:
     """Fill ``cache`` with the pseudo-labels of every image of ``target_set``.
@@ -58,6 +58,9 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
         source_set: labelled source dataset (pipeline with ``LoadAnnotations``).
         target_set: target dataset (images only); ``keys[i]`` names image i in the cache.
         cache: where labels go; ``fingerprint`` identifies this run's settings.
+        stamps: ``{key: size and modification time}`` of the target images: an image
+            changed since it was labelled is labelled again (see
+            :meth:`PseudoLabelCache.open`).
         num_classes, ignore_index: label space.
         batch_size: images per backbone call.
         feature_index: which backbone output the labeller reads.
@@ -80,7 +83,7 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
     if len(source_set) == 0:
         raise PseudoLabelInputError(f'the labelled source set is empty ({_describe(source_set)}).')
     if rank == 0:
-        state = cache.open(fingerprint)
+        state = cache.open(fingerprint, stamps)
     barrier()
     state = cache.state(fingerprint_hash(fingerprint))
     _check_every_rank_sees_the_cache(cache, state, rank, world_size)

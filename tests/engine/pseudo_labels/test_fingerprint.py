@@ -67,7 +67,7 @@ def _fingerprint(model, **changes):
     settings = dict(model=model, labeler_cfg=dict(type='SAOTLabeler'), num_classes=19,
                     ignore_index=255, source_cfg=dict(type='GTA5Dataset'),
                     target_pipeline=None, keys=['a', 'b'], feature_index=-1,
-                    num_source_images=None, target_mean_images=64, target_files=['a.png'],
+                    num_source_images=None, target_mean_images=64, target_mean_files=['a.png'],
                     source_files=['s.png', 's_labelTrainIds.png'])
     settings.update(changes)
     return make_fingerprint(**settings)
@@ -174,3 +174,16 @@ def test_spellings_of_the_same_bank_keep_the_fingerprint(tmp_path):
         source_set_size=4, source_files=[str(tmp_path / 'gta5' / 's.png')])) == 'source'
     assert changed_entries(base, fingerprint(count=3)) == 'num_source_images'
     assert changed_entries(base, fingerprint(mean_images=1)) == 'target_mean_images'
+
+
+def test_spellings_of_the_same_labeller_keep_the_fingerprint():
+    # the raw config was hashed: with or without type='SAOTLabeler', or a default
+    # stated (seed=0), moved the cache aside and labelled everything again
+    import mmseg_saot  # noqa: F401  (registers SAOTLabeler)
+    base = _fingerprint(_model(), labeler_cfg=dict(type='SAOTLabeler'))
+    for same in (dict(), dict(type='mmseg.SAOTLabeler'), dict(seed=0, epsilon=0.05),
+                 dict(type='SAOTLabeler', rho=[0.1, 1.0])):
+        assert changed_entries(base, _fingerprint(_model(), labeler_cfg=same)) == ''
+    other = _fingerprint(_model(), labeler_cfg=dict(epsilon=0.1))
+    assert changed_entries(base, other) == 'labeler'
+    assert other['labeler'] == {'epsilon': 0.1}

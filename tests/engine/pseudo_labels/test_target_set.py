@@ -203,21 +203,45 @@ def test_changed_settings_move_the_old_cache_aside(config, reference, tmp_path, 
     assert new['fingerprint']['labeler']['confidence_quantile'] == 0.5
 
 
-def test_an_edited_target_image_is_labelled_again(tmp_path, monkeypatch):
+def _edit(image: Path) -> None:
+    """Change ``image`` in place, as an edit under the same name does."""
+    Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)
+    before = os.stat(image).st_mtime_ns
+    os.utime(image, ns=(before + 10**9, before + 10**9))  # a later edit, whatever the clock
+
+
+def test_an_edited_target_image_is_labelled_again_alone(tmp_path, monkeypatch):
+    # one hash over every target file moved the whole cache aside for one edited image
+    # (hours of labelling on a large set, after replacing one corrupt file)
     from mmseg_saot.datasets import pseudo_label_cache
     logged = []
     monkeypatch.setattr(pseudo_label_cache, 'print_log',
                         lambda message, **kwargs: logged.append(message))
-    data = write_tiny_uda_data(tmp_path / 'data', num_target=2)
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=3)
     config = tmp_path / 'tiny.py'
     config.write_text(tiny_uda_config(data))
-    run_labelling(config, tmp_path / 'run')
-    image = sorted((data / 'cs' / 'leftImg8bit' / 'train').rglob('*.png'))[0]
-    Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)  # same name
-    before = os.stat(image).st_mtime_ns
-    os.utime(image, ns=(before + 10**9, before + 10**9))  # a later edit, whatever the clock
-    run_labelling(config, tmp_path / 'run')
-    assert len(logged) == 1 and 'changed: target_files_checksum);' in logged[0]
+    one_mean_image = {'custom_hooks.0.target_mean_images': 1}  # image 0 fixes the mean
+    run_labelling(config, tmp_path / 'run', cfg_options=one_mean_image)
+    cache = tmp_path / 'run' / 'pseudo_labels'
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+              for p in sorted((cache / 'labels').rglob('*.png'))}
+    images = sorted((data / 'cs' / 'leftImg8bit' / 'train').rglob('*.png'))
+    _edit(images[2])
+    manifest = run_labelling(config, tmp_path / 'run', cfg_options=one_mean_image)
+    assert manifest['complete'] and manifest['num_images'] == 3
+    assert not list((tmp_path / 'run').glob('pseudo_labels.stale-*'))
+    assert len(logged) == 1 and logged[0].startswith(
+        '1 target image(s) changed since they were labelled (size or modification time), '
+        f'e.g. demo/{images[2].stem}: labelling it again')
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+             for p in sorted((cache / 'labels').rglob('*.png'))}
+    relabelled = [name for name in before if after[name][1] != before[name][1]]
+    assert relabelled == [images[2].stem + '.png']
+    assert after[images[2].stem + '.png'][0] != before[images[2].stem + '.png'][0]  # flipped
+    # an image that fixes the labeller's target mean changes every label
+    _edit(images[0])
+    run_labelling(config, tmp_path / 'run', cfg_options=one_mean_image)
+    assert 'changed: target_mean_files_checksum);' in logged[-1]
     assert len(list((tmp_path / 'run').glob('pseudo_labels.stale-*'))) == 1
 
 
