@@ -262,9 +262,13 @@ def _run(op, make_fallback: Optional[Callable], log_a: torch.Tensor, log_b: torc
                 # a rebuild from far-off potentials): redo the window from the last good
                 # potentials in the exact log domain, then rebuild the kernel.
                 if make_fallback is None or op is fallback:
+                    # a stored kernel without the log-domain rescue: say where it is
+                    advice = (" or solve with method='auto' (kernel iterations with a "
+                              "log-domain rescue) or 'log'" if op.kind == 'kernel'
+                              and make_fallback is None else '')
                     raise FloatingPointError(
                         f'{cfg.solver_name}: non-finite potentials ({method} softmin); '
-                        f'check the cost scale against epsilon={eps}.')
+                        f'check the cost scale against epsilon={eps}{advice}.')
                 f, g = good[0].clone(), good[1].clone()
                 stage_done -= it_total - good_it  # the window's iterations are redone
                 it_total = good_it

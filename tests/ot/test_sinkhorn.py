@@ -507,3 +507,18 @@ def test_a_cpu_solve_runs_on_one_torch_thread_and_rebuilds_on_the_callers(monkey
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_kernel_solve_that_underflows_says_which_method_rescues_it():
+    # method='kernel' has no log-domain rescue; its error only said "check the cost
+    # scale against epsilon", not that method='auto' or 'log' solves the same problem
+    gen = torch.Generator().manual_seed(0)
+    cost = torch.rand(50, 40, generator=gen) * 2
+    cost[:, 0] += 200.0  # a far-off column: its kernel underflows
+    with pytest.raises(FloatingPointError, match=r"non-finite potentials \(kernel softmin\); "
+                       r"check the cost scale against epsilon=0.01 or solve with "
+                       r"method='auto' \(kernel iterations with a log-domain rescue\) or "
+                       r"'log'\."):
+        sinkhorn(cost, epsilon=0.01, method='kernel', num_iters=50)
+    assert bool(torch.isfinite(sinkhorn(cost, epsilon=0.01, method='auto', num_iters=50).f)
+                .all())
