@@ -119,6 +119,9 @@ def run(cfg, args: argparse.Namespace) -> dict:
                 "give it the head's classes in metainfo=dict(classes=...) (or use a "
                 'dataset type that has them, e.g. CityscapesDataset).')
         args.no_cache = True
+    if args.no_cache:
+        STOPPED['message'] = ('Nothing was written to the pseudo-label cache (--no-cache or '
+                              '--split val leave it alone); the table is written at the end.')
     # before the model is built (minutes for a large ViT): whether there is truth to score
     unscored = missing_ground_truth(dataset)
     if unscored and (args.no_cache or args.split == 'val'):
@@ -220,7 +223,11 @@ def _print_ratio(results: dict) -> None:
               f'share of it: {shares}')
 
 
+# What an interrupt says (see interrupt_exits); run() changes it where no cache is filled.
+STOPPED = {'message': 'Pseudo-labels already written to the cache are kept; the same '
+                      'command completes it.'}
+
+
 if __name__ == '__main__':
-    with interrupt_exits('Pseudo-labels already written to the cache are kept; the same '
-                         'command completes it.'):
+    with interrupt_exits(lambda: STOPPED['message']):
         sys.exit(0 if main() is not None else 1)

@@ -290,3 +290,32 @@ def test_an_output_folder_that_cannot_be_made_is_named_before_the_model_is_built
                    option, str(tmp_path / 'afile')])
     assert stop.value.code == 2
     assert f'{option}: {tmp_path}/afile exists and is not a folder' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags, cache_message', [
+    ([], True), (['--split', 'val'], False), (['--no-cache'], False)])
+def test_an_interrupt_says_whether_the_cache_was_being_filled(tmp_path, monkeypatch, flags,
+                                                              cache_message):
+    # --split val and --no-cache write no cache, but a Ctrl-C said "Pseudo-labels
+    # already written to the cache are kept"
+    from mmseg.registry import MODELS
+    from tool_scripts import load_tool
+    real_build = MODELS.build
+
+    def build(cfg, *args, **kwargs):
+        if 'backbone' in cfg:
+            raise KeyboardInterrupt
+        return real_build(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(MODELS, 'build', build)
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=1)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    tool = load_tool('tools/generate_pseudo_labels.py')
+    with pytest.raises(KeyboardInterrupt):
+        tool.main([str(config), '--work-dir', str(tmp_path / 'work'), '--device', 'cpu',
+                   *flags])
+    said = tool.STOPPED['message']
+    assert said.startswith('Pseudo-labels already written to the cache are kept') == \
+        cache_message
+    assert said.startswith('Nothing was written to the pseudo-label cache') != cache_message
