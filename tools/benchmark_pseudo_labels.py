@@ -334,7 +334,8 @@ def main(argv=None) -> str:
                         help='print a torch.profiler table of 4 labeller calls')
     parser.add_argument('--count-ops', action='store_true',
                         help='print the operator calls of one labeller call, per part')
-    parser.add_argument('--demo-root', default='data/demo')
+    parser.add_argument('--demo-root', default=os.path.join(ROOT, 'data', 'demo'),
+                        help='the demo data (make demo-data; default: the repository\'s)')
     parser.add_argument('--out', type=output_file,
                         help='also write the table (markdown) here')
     args = parser.parse_args(argv)
@@ -364,6 +365,10 @@ def main(argv=None) -> str:
                            preset=None if args.size else args.preset) or memory_problem(
         num_sources + num_targets + batch, size, available_memory(),
         source_feature_bytes(num_sources, size, backbone, device))
+    if args.preset == 'demo' and not problem and not (
+            demo_paths(args.demo_root, True) and demo_paths(args.demo_root, False)):
+        problem = (f'--demo-root {args.demo_root}: no demo source and target images under '
+                   'it; run `make demo-data` first, or point --demo-root at the demo data')
     if problem:
         parser.error(problem)
     if args.preset == 'demo':

@@ -197,3 +197,14 @@ def test_an_interrupt_reports_the_targets_timed_so_far(tmp_path, monkeypatch, ca
     assert out.read_text() == 'an earlier whole table\n'
     assert tool.STOPPED['message'] == (
         f'The rates of the 8 target images timed are above and in {tmp_path}/table.partial.md.')
+
+
+def test_a_demo_root_without_images_is_a_usage_error_naming_the_option(tmp_path, capsys):
+    # it ended with exit 1 and "no demo images under ...", not naming --demo-root
+    tool = load_tool(TOOL)
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(SystemExit) as stop:
+        tool.main(['--demo-root', str(tmp_path / 'empty'), '--size', '14', '28'])
+    assert stop.value.code == 2
+    assert (f'error: --demo-root {tmp_path}/empty: no demo source and target images under '
+            'it; run `make demo-data` first') in capsys.readouterr().err
