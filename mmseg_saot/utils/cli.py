@@ -179,11 +179,14 @@ def user_message(err: UserInputError) -> str:
 
 def cfg_options_items(argv: Sequence[str]) -> List[str]:
     """The ``--cfg-options`` items of a command line (``argv`` without the program):
-    what follows the option up to the next ``--`` option."""
+    what follows the option up to the next ``--`` option, and ``--cfg-options=K=V``
+    (argparse also takes an unambiguous prefix such as ``--cfg``)."""
     items, inside = [], False
     for item in argv:
-        if item == '--cfg-options':
-            inside = True
+        name, _, value = item.partition('=')
+        if item.startswith('--') and len(name) > 2 and '--cfg-options'.startswith(name):
+            inside = not value
+            items += [value] if value else []
         elif item.startswith('--'):
             inside = False
         elif inside:

@@ -35,3 +35,6 @@ def test_cfg_options_items_are_read_from_a_command_line():
     argv = ['cfg.py', 'ckpt.pth', '--cfg-options', 'a=1', 'b.c=2', '--out', 'o', '--tta']
     assert cfg_options_items(argv) == ['a=1', 'b.c=2']
     assert cfg_options_items(['cfg.py', '--work-dir', 'w']) == []
+    # the forms argparse also takes were left out of the hints
+    assert cfg_options_items(['cfg.py', '--cfg-options=a=1', '--out', 'o']) == ['a=1']
+    assert cfg_options_items(['cfg.py', '--cfg', 'a=1', 'b=2']) == ['a=1', 'b=2']
