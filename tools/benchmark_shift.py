@@ -52,8 +52,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--methods', nargs='+', default=DEFAULT_METHODS,
                         choices=list(METHODS),
                         help='labelling methods (see generate_pseudo_labels.py)')
-    parser.add_argument('--work-dir', default='work_dirs/demo_shift',
-                        help='target images and per-shift results')
+    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo_shift'),
+                        help='target images and per-shift results (default: the '
+                        "repository's work_dirs/demo_shift)")
     parser.add_argument('--out', default=None, type=output_file,
                         help=f'where the table is written (default, for the default sweep '
                         f'only: {DEFAULT_OUT})')
@@ -68,7 +69,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                for name in ('config', 'shifts', 'methods')):
             parser.error(f'a sweep other than the default one needs --out FILE (the default, '
                          f'{DEFAULT_OUT}, holds the full table)')
-        args.out = DEFAULT_OUT
+        try:  # the repository's table, wherever the command runs from; checked as --out
+            args.out = output_file(osp.join(ROOT, DEFAULT_OUT))
+        except argparse.ArgumentTypeError as err:
+            parser.error(f'the default --out: {err}')
     args.command = shlex.join(['python', 'tools/benchmark_shift.py',
                                *(sys.argv[1:] if argv is None else argv)])
     # the tools run from the repository root: paths given here are from the caller's

@@ -1,5 +1,6 @@
 """tools/benchmark_shift.py: per-shift runs, reuse of finished shifts, the table."""
 import json
+import os.path as osp
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,14 @@ def test_other_code_or_weights_score_a_shift_again(tool, tmp_path, monkeypatch):
     config.write_text("_base_ = ['%s']\nmodel = dict(backbone=dict(checkpoint=%r))\n"
                       % (tool.ROOT + '/configs/saot/demo.py', str(relative)))
     assert tool.sweep_key(tool.parse_args(argv))['weights'] != 'missing'
+
+
+def test_the_default_table_and_work_dir_are_the_repositorys_from_any_folder(tool, tmp_path,
+                                                                            monkeypatch):
+    # they were relative to the current folder (a run from /tmp wrote
+    # /tmp/benchmarks/demo_shift.md), while the config resolved against the repository
+    monkeypatch.chdir(tmp_path)
+    args = tool.parse_args([])
+    assert args.out == osp.join(tool.ROOT, 'benchmarks', 'demo_shift.md')
+    assert args.work_dir == osp.join(tool.ROOT, 'work_dirs', 'demo_shift')
+    assert not (tmp_path / 'work_dirs').exists()
