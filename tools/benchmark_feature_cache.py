@@ -86,6 +86,23 @@ def missing_pseudo_labels(cfg, config_path: str) -> Optional[str]:
     return None
 
 
+def model_problem(cfg, config_path: str) -> Optional[str]:
+    """Why ``cfg``'s model has no frozen-feature cache to time (it is no
+    :class:`EMATeacherUDA`), or None: the tool sets ``model.feature_cache``, which another
+    model would refuse as an option of the user's config."""
+    from mmseg.registry import MODELS
+
+    import mmseg_saot  # noqa: F401  (registers the plugin's models)
+    from mmseg_saot.models.segmentors import EMATeacherUDA
+    kind = (cfg.get('model') or {}).get('type')
+    model_class = MODELS.get(kind) if isinstance(kind, str) else kind
+    if isinstance(model_class, type) and issubclass(model_class, EMATeacherUDA):
+        return None
+    return (f'{config_path}: model.type is {kind!r}; this benchmark times the frozen-feature '
+            'cache of an EMATeacherUDA model. Give a config of one, e.g. '
+            'configs/saot/demo_source_only.py')
+
+
 def _synchronize(device) -> None:
     """Wait for ``device``'s queued work (a GPU's kernels run after train_step returns)."""
     import torch
@@ -111,6 +128,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     with benchmark_folder(args.work_dir) as work_dir:
         cfg = load_run_config(args.config, args.cfg_options, work_dir)
+        problem = model_problem(cfg, args.config)
+        if problem:
+            exit_with(problem)
         check_data_or_exit(cfg, ('train',))
         missing = missing_pseudo_labels(cfg, args.config)
         if missing:

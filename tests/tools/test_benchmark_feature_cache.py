@@ -54,6 +54,19 @@ def test_missing_pseudo_labels_name_the_folder_and_the_command(tiny, capsys):
     assert not list(scratch.glob('feature_cache_bench_*'))
 
 
+def test_a_model_without_a_feature_cache_is_named(tmp_path, capsys):
+    # the tool set model.feature_cache on any model: an EncoderDecoder config ended in
+    # "has no option 'feature_cache' (from the config or --cfg-options)"
+    config = tmp_path / 'plain.py'
+    config.write_text("_base_ = ['mmseg::_base_/default_runtime.py']\n"
+                      "model = dict(type='EncoderDecoder')\n")
+    with pytest.raises(SystemExit) as stop:
+        load_tool(TOOL).main([str(config), '--iters', '1'])
+    assert stop.value.code == 2
+    assert (f"error: {config}: model.type is 'EncoderDecoder'; this benchmark times the "
+            'frozen-feature cache of an EMATeacherUDA model') in capsys.readouterr().err
+
+
 def test_a_given_work_dir_is_kept(tiny, tmp_path, capsys):
     config, _, _ = tiny
     with pytest.raises(SystemExit):
