@@ -248,7 +248,10 @@ class SaveOnInterruptHook(Hook):
             filename = f'iter_{iteration}.pth'
             path = osp.join(runner.work_dir, filename)
             runner.message_hub.update_info('last_ckpt', path)  # as CheckpointHook records
-            runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
+            # the iteration as meta: after a validation runner.iter already counts it,
+            # and MMEngine's default (runner.iter + 1) made --resume skip one
+            runner.save_checkpoint(runner.work_dir, filename, by_epoch=False,
+                                   meta=dict(epoch=runner.epoch, iter=iteration))
             if dist.is_main_process():  # only once the checkpoint is complete
                 atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), path)
         if owes_validation:

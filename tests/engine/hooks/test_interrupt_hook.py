@@ -78,7 +78,8 @@ def test_first_signal_in_training_saves_at_the_iteration_end_and_stops(hook, tmp
     path = str(tmp_path / 'iter_5.pth')
     assert (stop.value.checkpoint, stop.value.iteration) == (path, 5)
     assert (stop.value.signal_name, stop.value.exit_code) == ('SIGINT', 130)
-    runner.save_checkpoint.assert_called_once_with(str(tmp_path), 'iter_5.pth', by_epoch=False)
+    runner.save_checkpoint.assert_called_once_with(
+        str(tmp_path), 'iter_5.pth', by_epoch=False, meta=dict(epoch=0, iter=5))
     assert (tmp_path / 'last_checkpoint').read_text() == path
     hook.after_run(runner)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -137,7 +138,8 @@ def test_a_checkpoint_an_earlier_run_left_in_the_folder_is_saved_over(hook, tmp_
     in_loop(interrupt)
     with pytest.raises(TrainingInterrupted):
         hook.after_train_iter(runner, 0)
-    runner.save_checkpoint.assert_called_once_with(str(tmp_path), 'iter_5.pth', by_epoch=False)
+    runner.save_checkpoint.assert_called_once_with(
+        str(tmp_path), 'iter_5.pth', by_epoch=False, meta=dict(epoch=0, iter=5))
     assert (tmp_path / 'iter_5.pth').read_text() == ''  # this run's
 
 
@@ -175,8 +177,51 @@ def test_validation_of_an_unsaved_iteration_finishes_first(hook, tmp_path):
     with pytest.raises(TrainingInterrupted, match='iter_3.pth') as stop:
         hook.after_val_epoch(runner)
     assert stop.value.iteration == 3
-    runner.save_checkpoint.assert_called_once_with(str(tmp_path), 'iter_3.pth', by_epoch=False)
+    runner.save_checkpoint.assert_called_once_with(
+        str(tmp_path), 'iter_3.pth', by_epoch=False, meta=dict(epoch=0, iter=3))
     assert pending_iteration(str(tmp_path)) is None  # it ran: nothing owed
+
+
+def test_a_checkpoint_saved_after_a_validation_records_its_own_iteration(hook, tmp_path):
+    # a real Runner: during validation runner.iter already counts the iteration, and
+    # MMEngine's default meta (runner.iter + 1) named iter_3.pth iteration 4, so that
+    # --resume skipped an iteration and left the LR schedule one step behind
+    import torch
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(1, 1)
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            return dict(loss=self.linear(inputs).sum())
+
+    class Ones(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, index):
+            return dict(inputs=torch.ones(1))
+
+    runner = Runner(model=Toy(), work_dir=str(tmp_path), default_scope='mmseg',
+                    train_dataloader=dict(dataset=Ones(), batch_size=2,
+                                          sampler=dict(type='InfiniteSampler'),
+                                          collate_fn=dict(type='default_collate')),
+                    train_cfg=dict(by_epoch=False, max_iters=6),
+                    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+                    default_hooks=dict(checkpoint=None))
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    runner.train_loop._iter = 3  # iteration 3 trained, now validated
+    SIGNALS.install(['SIGINT'])
+    SIGNALS.arm(runner.train_loop)
+    SIGNALS.requested = True
+    with pytest.raises(TrainingInterrupted) as stop:
+        hook.after_val_epoch(runner)
+    saved = torch.load(stop.value.checkpoint, map_location='cpu', weights_only=False)
+    assert os.path.basename(stop.value.checkpoint) == 'iter_3.pth'
+    assert saved['meta']['iter'] == stop.value.iteration == 3
 
 
 def test_a_second_signal_stops_at_once_but_a_forwarded_copy_does_not(hook, tmp_path):
