@@ -137,7 +137,8 @@ def main() -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if hasattr(model, 'check_training_parts'):
             model.check_training_parts()
-        stage_warning = missing_stage_hook_warning(runner.model, runner.hooks)
+        stage_warning = missing_stage_hook_warning(
+            runner.model, runner.hooks, (cfg.get('train_dataloader') or {}).get('dataset'))
         if stage_warning:
             runner.logger.warning(stage_warning)
         save_config_with_templates(runner, cfg)

@@ -1,6 +1,6 @@
 """Switch EMATeacherUDA from SAOT pseudo-labels (stage 1) to self-training (stage 2)."""
 import logging
-from typing import Optional
+from typing import Any, Optional
 
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
@@ -106,16 +106,30 @@ class UDAStageHook(Hook):
             scalars.pop(key)
 
 
-def missing_stage_hook_warning(model, hooks) -> Optional[str]:
+def missing_stage_hook_warning(model, hooks, train_dataset_cfg: Any = None) -> Optional[str]:
     """A warning if ``model`` is staged (it has ``set_train_state``, as ``EMATeacherUDA``)
     and no :class:`UDAStageHook` is among the runner's ``hooks``: the run would stay in
-    stage 1 for all its iterations and never self-train, without an error. None else.
+    stage 1 for all its iterations and never self-train, without an error. None else,
+    and None for a training set without a target (``train_dataset_cfg`` names no
+    ``SourceTargetDataset``: a source-only baseline, which never self-trains by design).
     Wrappers (DDP) are looked through."""
     if is_model_wrapper(model):
         model = model.module
     if not hasattr(model, 'set_train_state') or any(isinstance(h, UDAStageHook) for h in hooks):
         return None
+    if train_dataset_cfg is not None and not _names_a_target(train_dataset_cfg):
+        return None
     return (f'{type(model).__name__} without UDAStageHook in custom_hooks: every iteration '
             'stays in stage 1 (the SAOT pseudo-labels) and the run never self-trains. Add '
             "dict(type='UDAStageHook', self_training_begin=N) to custom_hooks (as "
             'configs/_base_/uda/ema_self_training.py does).')
+
+
+def _names_a_target(dataset_cfg: Any) -> bool:
+    """Whether a dataset config (wrappers included) names a ``SourceTargetDataset``."""
+    if isinstance(dataset_cfg, dict):
+        return has_type(dataset_cfg, 'SourceTargetDataset') or any(
+            _names_a_target(value) for value in dataset_cfg.values())
+    if isinstance(dataset_cfg, (list, tuple)):
+        return any(_names_a_target(value) for value in dataset_cfg)
+    return False

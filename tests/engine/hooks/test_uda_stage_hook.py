@@ -144,3 +144,8 @@ def test_a_staged_model_without_the_stage_hook_is_warned_of():
                               'stays in stage 1')
     assert missing_stage_hook_warning(Staged(), [UDAStageHook(self_training_begin=3)]) is None
     assert missing_stage_hook_warning(nn.Linear(1, 1), []) is None  # not a staged model
+    # a source-only baseline (demo_source_only.py) never self-trains by design: it was
+    # told to add a UDAStageHook at every run of make demo
+    uda = dict(type='RepeatDataset', times=2, dataset=dict(type='SourceTargetDataset'))
+    assert missing_stage_hook_warning(Staged(), [], uda).startswith('Staged without')
+    assert missing_stage_hook_warning(Staged(), [], dict(type='GTA5Dataset')) is None
