@@ -132,7 +132,7 @@ class ClassBalancedSampler(Sampler):
                 if cls == self.ignore_index:
                     continue
                 pixels[cls] = pixels.get(cls, 0) + int(count)
-                if count >= self.min_pixels:
+                if int(count) > 0 and count >= self.min_pixels:  # a listed 0 is no pixel
                     images.setdefault(cls, []).append(index)
         self.images_of_class = images
         self._largest_count = max((int(c) for r in records for k, c in r['counts'].items()

@@ -56,6 +56,16 @@ def test_rare_class_image_is_drawn_far_more_than_uniformly(tmp_path):
     assert 0.4 < Counter(uniform)[9] / 2000 < 0.65  # half the draws are car, half road
 
 
+def test_a_class_listed_with_zero_pixels_is_not_drawn_with_min_pixels_0(tmp_path):
+    # count >= 0 held for a listed 0: a class absent from every image got a probability
+    # (the largest: it is the rarest) and its "images" were drawn for it
+    write_stats(tmp_path, [{0: 10000, 13: 0}] * 4 + [{0: 5000, 5: 5000}])
+    sampler = ClassBalancedSampler(LabelFiles(tmp_path, 5), min_pixels=0, seed=0)
+    sampler.refresh()
+    assert set(sampler.class_probs) == {0, 5}
+    assert 13 not in sampler.images_of_class
+
+
 def test_same_seed_same_sequence(tmp_path):
     first = list(itertools.islice(iter(make_sampler(tmp_path, temperature=1.0)), 50))
     again = list(itertools.islice(iter(make_sampler(tmp_path, temperature=1.0)), 50))
