@@ -64,3 +64,16 @@ def test_batched_sqeuclidean_cost_equals_each_problem_alone():
         torch.testing.assert_close(batched[i].double(),
                                    0.5 * torch.cdist(x[i].double(), y[i].double()) ** 2,
                                    rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_sqeuclidean_cost_of_half_features_is_the_distance_of_those_points(dtype):
+    # centred points rounded to half again were other points: errors of ~1e-2
+    from mmseg_saot.ot import sqeuclidean_cost
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 16, generator=gen).to(dtype)
+    y = torch.randn(30, 16, generator=gen).to(dtype)
+    exact = 0.5 * torch.cdist(x.double(), y.double()) ** 2
+    cost = sqeuclidean_cost(x, y)
+    assert cost.dtype == torch.float32
+    assert float((cost.double() - exact).abs().max()) < 1e-5
