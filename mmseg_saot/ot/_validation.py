@@ -42,12 +42,20 @@ def check_float(name: str, tensor: torch.Tensor) -> None:
 
 def check_real(name: str, value) -> float:
     """Return ``value`` as a float; ``ValueError`` naming ``name`` unless it is a real
-    number (a one-element tensor counts; None, a bool or a string do not)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    number: what ``float()`` takes (numpy scalars, ``Decimal``, a one-element tensor or
+    array), but not None, a bool or a string."""
+    if isinstance(value, torch.Tensor):
+        size = value.numel()
+    else:  # numpy arrays and scalars (0-d arrays are not numbers.Real)
+        size = getattr(value, 'size', None) if type(value).__module__ == 'numpy' else None
+    if size == 1:
         value = value.item()
-    if not _is_number(value):
+    if value is None or isinstance(value, (bool, str, bytes)):
         raise ValueError(f'`{name}` must be a number, got {value!r}.')
-    return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'`{name}` must be a number, got {value!r}.') from None
 
 
 def check_epsilon(epsilon: float, name: str = 'epsilon') -> float:
@@ -212,16 +220,21 @@ def balanced_masses(a: torch.Tensor, b: torch.Tensor, rho: Tuple[float, float],
 def _rounding_rtol(weights: torch.Tensor) -> float:
     """How far the total of ``weights`` may miss its intended value by rounding alone.
 
-    Rounding each weight to its dtype moves the total by at most ``eps / 2`` of it;
-    fp32 and fp64 weights may also come from a normalisation by a sum in their own
-    precision, which errs by ~``sqrt(n) eps``. Hence ``2 sqrt(n) eps`` for those and
-    ``2 eps`` for fp16 and bf16 weights (whose sums torch accumulates in fp32): a bound
-    growing with ``n`` let fp16 weights over 1e4 points differ by 20 %.
+    Rounding each weight to its dtype moves the total by at most ``eps / 2`` of it, plus
+    half the subnormal spacing per weight for weights below the dtype's smallest normal
+    (fp16 weights ``1/n`` are subnormal beyond n ~ 16k); fp32 and fp64 weights may also
+    come from a normalisation by a sum in their own precision, which errs by ~``sqrt(n)
+    eps``. Hence ``2 sqrt(n) eps`` for those and ``2 eps`` for fp16 and bf16 weights
+    (whose sums torch accumulates in fp32), each plus the subnormal term: a bound
+    growing with ``sqrt(n)`` let fp16 weights over 1e4 points differ by 20 %.
     """
-    eps = torch.finfo(weights.dtype).eps
+    info = torch.finfo(weights.dtype)
+    n = weights.shape[-1]
+    mass = float(weights.detach().double().sum(-1).min()) if weights.numel() else 0.0
+    subnormal = n * info.smallest_normal * info.eps / max(mass, info.tiny)
     if weights.dtype in (torch.float16, torch.bfloat16):
-        return 2.0 * eps
-    return 2.0 * math.sqrt(weights.shape[-1]) * eps
+        return 2.0 * info.eps + subnormal
+    return 2.0 * math.sqrt(n) * info.eps + subnormal
 
 
 def check_features(name: str, x: torch.Tensor) -> None:

@@ -300,7 +300,8 @@ def block_sparse_sinkhorn(x: torch.Tensor,
         raise ValueError(f'`selection` must be one of {SELECTIONS}, got {selection!r}.')
     if ordering not in ORDERINGS:
         raise ValueError(f'`ordering` must be one of {ORDERINGS}, got {ordering!r}.')
-    coverage = check_real('coverage', coverage)
+    if selection == 'coverage':  # read by that selection only (as theta and topk)
+        coverage = check_real('coverage', coverage)
     if selection == 'coverage' and not 0.0 < coverage <= 1.0:
         raise ValueError(f'`coverage` must be in (0, 1], got {coverage}.')
     if selection == 'topk' and topk is None:

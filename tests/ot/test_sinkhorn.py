@@ -384,6 +384,16 @@ def test_weights_rounded_in_their_dtype_are_balanced_masses(dtype, size):
         sinkhorn(cost, a * 0.5, b, epsilon=0.1)
 
 
+@pytest.mark.parametrize('size', [164000, 500000])
+def test_uniform_fp16_weights_whose_entries_are_subnormal_are_balanced(size):
+    # 1/n is subnormal in fp16 beyond n ~ 16k: the rounded weights sum to 0.997 (n 164k)
+    # or 1.013 (n 500k), which a bound of 2 eps alone refused
+    a = torch.full((size,), 1 / size).half()
+    cost = torch.rand(size, 3, generator=torch.Generator().manual_seed(0))
+    res = sinkhorn(cost, a, None, epsilon=0.1, num_iters=3, warn=False)
+    assert bool(torch.isfinite(res.f).all())
+
+
 @pytest.mark.parametrize('dtype, size, gap', [(torch.float16, 400, 0.03),
                                                (torch.float16, 10000, 0.1),
                                                (torch.bfloat16, 10000, 0.05)])

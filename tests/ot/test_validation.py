@@ -116,3 +116,22 @@ def test_a_projection_that_makes_features_nan_is_named(kind):
                        r'inf\) for `x`'):
         block_sparse_sinkhorn(x, y, epsilon=0.1, rho=1.0, block_size=8, target_block_size=4,
                               projection=projection)
+
+
+def test_number_options_take_what_float_takes():
+    # check_real first refused 0-d numpy arrays and Decimal, which float() had taken
+    from decimal import Decimal
+
+    import numpy as np
+
+    from mmseg_saot.ot._validation import check_real
+    for value in (np.array(0.05), np.float32(0.05), Decimal('0.05'), torch.tensor(0.05)):
+        assert check_real('epsilon', value) == pytest.approx(0.05)
+
+
+def test_coverage_is_read_only_by_the_coverage_selection():
+    # coverage=None with selection='topk' was refused once coverage was checked as a number
+    x, y = torch.randn(40, 4), torch.randn(30, 4)
+    res = block_sparse_sinkhorn(x, y, epsilon=0.1, rho=1.0, block_size=8,
+                                target_block_size=4, selection='topk', topk=2, coverage=None)
+    assert bool(torch.isfinite(res.f).all())
