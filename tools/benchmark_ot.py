@@ -298,7 +298,7 @@ def main(argv=None):
                 accuracy=lambda: accuracy_section(args, device, lines),
                 block=lambda: block_section(args, device, isolate, lines),
                 fullres=lambda: fullres_section(args, device, isolate, lines))
-    interrupted, failed = None, []
+    interrupted, failed, how = None, [], 'Ctrl-C'
     try:
         for name, run_section in runs.items():
             if name in sections:
@@ -312,8 +312,10 @@ def main(argv=None):
                               'sections are complete.', '']
                     print(f'the {name} section failed: {reason}', file=sys.stderr)
         interrupted = None
-    except KeyboardInterrupt:  # keep the sections already measured
-        lines += ['', f'**Interrupted (Ctrl-C) in the {interrupted} section**: the sections '
+    except KeyboardInterrupt as stop:  # keep the sections already measured
+        # under interrupt_exits a SIGTERM (timeout, a scheduler) arrives as Terminated
+        how = 'SIGTERM' if type(stop).__name__ == 'Terminated' else how
+        lines += ['', f'**Interrupted ({how}) in the {interrupted} section**: the sections '
                   'above it are complete, that one may be cut short, later ones did not run.',
                   '']
     lines.append(f'Total benchmark time: {time.perf_counter() - start:.0f} s.')
@@ -325,8 +327,9 @@ def main(argv=None):
     atomic_write_text(out, text)  # a second Ctrl-C here leaves the old table whole
     print(text)
     if interrupted:
-        print(f'Interrupted; the sections measured so far are in {out}.', file=sys.stderr)
-        sys.exit(130)
+        print(f'Interrupted ({how}); the sections measured so far are in {out}.',
+              file=sys.stderr)
+        sys.exit(143 if how == 'SIGTERM' else 130)  # the shell's codes
     if failed:
         print(f'{", ".join(failed)} failed (see {out}).', file=sys.stderr)
         sys.exit(1)

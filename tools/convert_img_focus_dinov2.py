@@ -33,13 +33,13 @@ PARITY_TOLERANCE = 1e-4
 
 
 def weights_file(text: str) -> Path:
-    """``type=`` of ``--out``: a file path, not a folder, whose folder can be made and
-    written (checked before converting)."""
+    """``type=`` of ``--out``: a file path, not a folder (checked before converting;
+    :func:`parse_args` checks its folder where it will be written)."""
     if text.endswith(('/', os.sep)) or Path(text).is_dir():
         raise argparse.ArgumentTypeError(
             f'"{text}" is a folder; give the .safetensors file to write, e.g. '
             f'{Path(text) / weights.DEFAULT_WEIGHTS_FILE}')
-    return Path(output_file(text))
+    return Path(text)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -62,7 +62,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='run the ONNX graph (needs onnxruntime) and timm on one fixed '
         '518x518 input and print the max abs difference of the final '
         'normalised tokens; exit 1 above the tolerance')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # a file to be written needs a folder that can be made and written, known before the
+    # conversion; an existing one that is reused may lie in a read-only folder
+    if args.out is not None and (args.force or not args.out.exists()):
+        try:
+            output_file(str(args.out))
+        except argparse.ArgumentTypeError as err:
+            parser.error(f'argument --out: {err}')
+    return args
 
 
 def convert_or_reuse(out: Path, onnx_path: Optional[Path],

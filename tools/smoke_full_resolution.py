@@ -59,8 +59,18 @@ class StepFailed(Exception):
     """A step exited with ``code`` (it has printed why)."""
 
     def __init__(self, command: List[str], code: int):
-        super().__init__(f'{osp.basename(command[1])} exited with status {code}')
-        self.code = code
+        step = osp.basename(command[1])
+        if code < 0:  # ended by a signal: the shell's 128 + its number
+            import signal
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f'signal {-code}'
+            super().__init__(f'{step} was ended by {name}')
+            self.code = 128 - code
+        else:
+            super().__init__(f'{step} exited with status {code}')
+            self.code = code
 
 
 def run(command: List[str]) -> None:

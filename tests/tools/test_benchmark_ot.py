@@ -44,6 +44,18 @@ def test_ctrl_c_keeps_the_sections_already_measured(tool, tmp_path, monkeypatch,
 
 
 
+def test_sigterm_is_named_as_such_in_the_kept_table(tool, tmp_path, monkeypatch):
+    # under interrupt_exits a SIGTERM arrives as Terminated; the table said "Ctrl-C"
+    from mmseg_saot.utils.interrupts import Terminated
+
+    def accuracy(args, device, lines):
+        raise Terminated()
+
+    code, text, _ = run_three_sections(tool, monkeypatch, tmp_path, lambda *a: None,
+                                       accuracy, lambda *a: None)
+    assert code == 143 and '**Interrupted (SIGTERM) in the accuracy section**' in text
+
+
 def test_ctrl_c_leaves_an_earlier_table_whole_and_writes_a_partial_file(tool, tmp_path,
                                                                           monkeypatch, capsys):
     # the partial table replaced the whole one (the default out holds the full benchmark)

@@ -120,3 +120,18 @@ def test_an_out_under_a_file_is_refused_before_converting(tool, tmp_path, capsys
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert f'{tmp_path}/afile exists and is not a folder' in err and 'Traceback' not in err
+
+
+def test_an_existing_out_in_a_read_only_folder_is_reused_not_refused(tool, tmp_path,
+                                                                      monkeypatch, capsys):
+    # --out was checked as a file to write: a converted file shared read-only was refused
+    from mmseg_saot.utils import paths
+    (tmp_path / 'ro').mkdir()
+    out = tmp_path / 'ro' / 'w.safetensors'
+    out.write_bytes(b'')
+    monkeypatch.setattr(paths, 'writable_folder', lambda folder: False)
+    assert tool.parse_args(['--out', str(out), '--check']).out == out
+    with pytest.raises(SystemExit) as stop:  # --force writes it: the folder must allow it
+        tool.parse_args(['--out', str(out), '--force'])
+    assert stop.value.code == 2
+    assert f'the folder {tmp_path}/ro is not writable' in capsys.readouterr().err

@@ -52,3 +52,12 @@ def test_a_failing_step_ends_with_its_exit_status_and_no_traceback(monkeypatch, 
     err = capsys.readouterr().err
     assert 'error: make_demo_data.py exited with status 2; see its messages above.' in err
     assert 'Traceback' not in err
+
+
+def test_a_step_ended_by_a_signal_exits_as_the_shell_would(monkeypatch, tmp_path, capsys):
+    # run_child returns -9 for SIGKILL: the tool exited with 247, "status -9"
+    from mmseg_saot.utils import child_process
+    module = load_tool('tools/smoke_full_resolution.py')
+    monkeypatch.setattr(child_process, 'run_child', lambda command: -9)
+    assert module.main(['--out', str(tmp_path / 'out')]) == 137
+    assert 'error: make_demo_data.py was ended by SIGKILL;' in capsys.readouterr().err
