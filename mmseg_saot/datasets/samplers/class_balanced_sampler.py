@@ -112,8 +112,9 @@ class ClassBalancedSampler(Sampler):
             raise UserInputError(
                 f'ClassBalancedSampler: {err}. Another tool (e.g. DAFormer\'s converters) '
                 'may have written it under the same name: write it again with python '
-                'tools/dataset_converters/gta5.py ROOT --class-stats (or cityscapes.py), or '
-                'point the sampler\'s stats_file at a file of this format.') from None
+                'tools/dataset_converters/gta5.py ROOT (it always writes it) or '
+                'cityscapes.py ROOT --class-stats, or point the sampler\'s stats_file at a '
+                'file of this format.') from None
 
     def _index(self, records: Sequence[dict]) -> None:
         """Map the records to dataset indices; class pixel totals and image lists."""
@@ -153,9 +154,9 @@ class ClassBalancedSampler(Sampler):
         warnings.warn(f'ClassBalancedSampler: {len(unlisted)} of the {total} images of '
                       f'{type(self.dataset).__name__} have no entry in {self.stats_file} '
                       f'({shown}): {effect}. The file was written for other images or an '
-                      'older copy of them; write it again for these (the converters\' '
-                      '--class-stats, e.g. python tools/dataset_converters/gta5.py ROOT '
-                      '--class-stats).')
+                      'older copy of them; write it again for these (python '
+                      'tools/dataset_converters/gta5.py ROOT, which always writes it, or '
+                      'cityscapes.py ROOT --class-stats).')
 
     def _draws(self) -> Iterator[int]:
         if len(self.dataset) == 0:  # uniform draws from nothing would loop forever
