@@ -76,6 +76,27 @@ def load_class_stats(path: str) -> List[Dict]:
     return records
 
 
+def load_replaceable_class_stats(path: str) -> List[Dict]:
+    """The records of ``path`` before a converter writes it again: none if it is absent.
+
+    Raises:
+        UserInputError: ``path`` holds another format (DAFormer's converters write a
+            flat one under the same name), which the converter must not replace.
+    """
+    import os.path as osp
+
+    from mmseg_saot.utils.errors import UserInputError
+    if not osp.isfile(path):
+        return []
+    try:
+        return load_class_stats(path)
+    except ValueError as err:
+        raise UserInputError(
+            f'{err}. Another tool (e.g. DAFormer\'s converters) may have written it and '
+            'read it, so it is left as it is: move it away and run again, or write the '
+            'labels and statistics elsewhere with --out-dir DIR.') from None
+
+
 def _record_problem(record: Mapping) -> Optional[str]:
     """What is wrong with one record, or None: ``file`` a path, ``counts`` a map of
     class ids (integers, as strings in JSON) to pixel counts (integers >= 0)."""

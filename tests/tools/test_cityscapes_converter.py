@@ -270,3 +270,15 @@ def test_the_test_split_is_left_alone_and_said(tool, cityscapes_root, capsys):
             'are; Cityscapes withholds the test labels)') in captured.out
     assert not train_ids_path(test_json).exists()
     assert train_ids_of(cityscapes_root).shape == (H, W)
+
+
+def test_class_stats_of_another_tool_are_left_alone_and_named(tool, cityscapes_root,
+                                                              capsys):
+    # --class-stats replaced DAFormer's flat file of the same name without a word
+    foreign = '[{"file": "gtFine/train/x.png", "7": 100}]'
+    (cityscapes_root / 'sample_class_stats.json').write_text(foreign)
+    assert run(tool, cityscapes_root, '--class-stats') == 2
+    err = capsys.readouterr().err
+    assert f'error: {cityscapes_root}/sample_class_stats.json is not a class-stats file' in err
+    assert (cityscapes_root / 'sample_class_stats.json').read_text() == foreign
+    assert run(tool, cityscapes_root) == 0  # without --class-stats it is not read

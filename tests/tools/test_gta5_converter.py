@@ -203,3 +203,18 @@ def test_an_output_older_than_its_label_is_converted_again(tool, gta5_root, caps
     record = json.loads((gta5_root / 'sample_class_stats.json').read_text())[0]
     assert record['counts'] == {str(v): int((expected == v).sum())
                                 for v in np.unique(expected)}
+
+
+@pytest.mark.parametrize('force', [False, True])
+def test_a_stats_file_of_another_tool_is_left_alone_and_named(tool, gta5_root, capsys,
+                                                              force):
+    # DAFormer writes a flat format under the same name; it was replaced without a word
+    foreign = '[{"file": "labels/00000_labelTrainIds.png", "7": 100, "13": 20}]'
+    (gta5_root / 'sample_class_stats.json').write_text(foreign)
+    assert run(tool, gta5_root, *(['--force'] if force else [])) == 2
+    err = capsys.readouterr().err
+    assert f'error: {gta5_root}/sample_class_stats.json is not a class-stats file' in err
+    assert 'move it away and run again, or write the labels and statistics elsewhere ' \
+        'with --out-dir DIR' in err
+    assert (gta5_root / 'sample_class_stats.json').read_text() == foreign
+    assert not list((gta5_root / 'labels').glob('*_labelTrainIds.png'))  # nothing converted

@@ -238,6 +238,9 @@ def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
                               'install cityscapesscripts (or convert the '
                               f'*{LABEL_IDS_SUFFIX} files with '
                               '--from-label-ids)') from None
+    stats_file = stats_dir / class_stats.STATS_FILENAME
+    if with_class_stats:  # before any conversion: another tool's file is not replaced
+        class_stats.load_replaceable_class_stats(str(stats_file))
     out_files = [str(train_ids_path(a, root, out_dir)) for a in annotations]
     in_stats_split = {out_file: split_of(a, root) == STATS_SPLIT
                       for a, out_file in zip(annotations, out_files)}
@@ -253,7 +256,6 @@ def convert_cityscapes(root: Path, nproc: int = 1, force: bool = False,
             records.append(dict(
                 file=Path(out_file).relative_to(stats_dir).as_posix(),
                 counts=counts))
-    stats_file = stats_dir / class_stats.STATS_FILENAME
     if records:
         class_stats.save_class_stats(str(stats_file), records)
     return Conversion(len(annotations), converted, converted_stats_split, missing,

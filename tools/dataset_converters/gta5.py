@@ -132,13 +132,9 @@ def convert_gta5(root: Path, out_dir: Optional[Path] = None, nproc: int = 1,
     def stats_name(path: Path) -> str:
         return path.relative_to(stats_dir).as_posix()
 
-    known = {}
-    if stats_path.is_file() and not force:
-        try:
-            known = {r['file']: r['counts']
-                     for r in class_stats.load_class_stats(str(stats_path))}
-        except ValueError:
-            known = {}
+    # checked before any conversion: another tool's file of that name is not replaced
+    loaded = class_stats.load_replaceable_class_stats(str(stats_path))
+    known = {} if force else {r['file']: r['counts'] for r in loaded}
     records, jobs = [], []
     for src in find_label_files(labels_dir):
         dst = train_id_path(src, out_dir)
