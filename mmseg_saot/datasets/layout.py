@@ -52,7 +52,12 @@ def _advice(dataset_type: str, data_root: str, keys: List[str]) -> str:
     if default_root and given_root and given_root != default_root:
         layout = layout.replace(f'{default_root}/', f'{given_root}/')
         preparation = preparation.replace(default_root, given_root)
-    if 'demo' in given_root:
+        if dataset_type == 'PascalVOCDataset':  # its preparation names the devkit above
+            preparation = preparation.replace(osp.dirname(default_root),
+                                              osp.dirname(given_root))
+    # make_demo_data.py writes <out>/gta5 and <out>/cityscapes, out = data/demo by default
+    # (a root that merely contains "demo", as /home/demo/..., is no demo data)
+    if given_root and osp.basename(osp.dirname(osp.normpath(given_root))) == 'demo':
         preparation = DEMO_HINT
     # every entry that names the folder, or the run would stop at the next one
     elsewhere = ('--cfg-options ' + ' '.join(f'{key}.data_root=/my/data' for key in keys)

@@ -292,3 +292,15 @@ def test_pseudo_label_folders_are_found_inside_wrappers():
     assert list(pseudo_label_dirs(wrapped, 'd')) == [
         ('d.datasets.1.target.pseudo_label_dir', '/p')]
     assert list(pseudo_label_dirs(dict(type='X'), 'd')) == []
+
+
+def test_the_preparation_advice_follows_the_given_root(tmp_path):
+    from mmseg_saot.datasets.layout import _advice
+    # a root under a user called demo is no demo data: it was told to run make demo-data
+    advice = _advice('GTA5Dataset', '/home/demo/data/gta5', [])
+    assert 'make demo-data' not in advice
+    assert '`python tools/dataset_converters/gta5.py /home/demo/data/gta5`' in advice
+    # VOC: the devkit above the given VOC2012 root, not data/VOCdevkit
+    advice = _advice('PascalVOCDataset', '/mnt/voc/VOC2012', [])
+    assert 'extract VOCtrainval_11-May-2012 into /mnt/voc and SBD into /mnt/voc/VOCaug' in advice
+    assert 'voc_aug.py /mnt/voc /mnt/voc/VOCaug`' in advice and 'data/VOCdevkit' not in advice
