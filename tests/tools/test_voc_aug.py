@@ -132,3 +132,20 @@ def test_outputs_are_kept_only_while_newer_than_their_source(tool, voc_tree, cap
     assert run(tool, voc_tree, '--force') == 0
     assert '4 converted, 0 already done' in capsys.readouterr().out
     assert (np.array(Image.open(out / 'b.png')) == 1).all()
+
+
+def test_sbd_labels_of_another_converter_are_replaced_where_a_voc_png_exists(tool, voc_tree,
+                                                                            capsys):
+    # MMSeg's voc_aug.py writes every SBD name from its .mat, VOC train/val names too:
+    # newer than the VOC PNGs, they were kept, and lost VOC's 255 boundaries
+    out = voc_tree / 'VOCdevkit/VOC2012/SegmentationClassAug'
+    out.mkdir()
+    for name in ('a', 'v', 'b'):  # a, v: VOC PNGs (7); b: SBD only (1)
+        Image.fromarray(np.full((3, 3), 9, np.uint8)).save(out / f'{name}.png')
+    assert run(tool, voc_tree) == 0
+    assert '4 converted, 0 already done' in capsys.readouterr().out
+    assert (np.array(Image.open(out / 'a.png')) == 7).all()
+    assert (np.array(Image.open(out / 'v.png')) == 7).all()
+    assert (np.array(Image.open(out / 'b.png')) == 1).all()
+    assert run(tool, voc_tree) == 0  # its own outputs, recorded: kept
+    assert '0 converted, 4 already done' in capsys.readouterr().out

@@ -15,16 +15,20 @@ train (10,582 images: the augmented training set in one list).
 
 Each name's label comes from its VOC PNG if there is one (a paletted or
 single-channel PNG of class indices; a colour rendering is refused), else from
-its SBD .mat. An output PNG is kept if it is up to date: modified no earlier
-than its source (mtime >=). An older one is converted again, and ``--force``
+its SBD .mat. ``SegmentationClassAug/label_sources.json`` records which source
+each output was made from. An output PNG is kept if it was made from the same
+source and is up to date: modified no earlier than it (mtime >=). Any other is
+converted again: one MMSeg's own converter wrote from SBD for a name that has a
+VOC PNG (without the 255 boundaries), or one older than its source; ``--force``
 converts every name again. A name with neither source, or a source that cannot
 be read, stops the tool (``error: ...``, exit code 2) naming the files.
 """
 import argparse
 import importlib
+import json
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -41,6 +45,7 @@ LAYOUT = ('VOC_ROOT/VOC2012/{JPEGImages,SegmentationClass,ImageSets/'
           'dataset/{cls/*.mat,train.txt,val.txt}')
 VOC_CONTENT = 'VOC class indices (0-20, 255 = boundary)'
 NAMES_SHOWN = 5   # missing labels named in the message; the rest are counted
+SOURCES_FILE = 'label_sources.json'  # in SegmentationClassAug: what each output came from
 
 
 def read_list(path: Path) -> List[str]:
@@ -57,6 +62,22 @@ def label_source(name: str, *, voc: Path, sbd: Path) -> Optional[Path]:
         if source.is_file():
             return source
     return None
+
+
+def source_kind(source: Path) -> str:
+    """``'voc'`` for a VOC PNG, ``'sbd'`` for an SBD .mat."""
+    return 'sbd' if source.suffix == '.mat' else 'voc'
+
+
+def read_label_sources(out_dir: Path) -> Dict[str, str]:
+    """``{name: 'voc' or 'sbd'}`` of the outputs this tool wrote, from
+    :data:`SOURCES_FILE`; empty when there is none (outputs of another converter, or of
+    a run cut short: they are converted again)."""
+    try:
+        record = json.loads((out_dir / SOURCES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def describe_missing(names: List[str], *, total: int) -> str:
@@ -148,12 +169,16 @@ def convert_voc_aug(voc_root: Path, sbd_root: Path, *, nproc: int = 1,
         raise UserInputError(describe_missing(missing, total=len(everything)))
     out_dir = voc / 'SegmentationClassAug'
     ensure_folder(str(out_dir), option='output folder')
+    made_from = read_label_sources(out_dir)
     jobs = []
     for name in everything:
         source, target = str(sources[name]), str(out_dir / f'{name}.png')
-        jobs.append((source, target,
-                     force or not is_up_to_date(target, [source])))
+        kept = (made_from.get(name) == source_kind(sources[name])
+                and is_up_to_date(target, [source]))
+        jobs.append((source, target, force or not kept))
     written = sum(map_with_progress(convert_one, jobs, nproc, 'VOC aug labels'))
+    atomic_write_text(str(out_dir / SOURCES_FILE), json.dumps(
+        {name: source_kind(sources[name]) for name in everything}, indent=0) + '\n')
     atomic_write_text(str(splits / 'aug.txt'), '\n'.join(aug) + '\n')
     atomic_write_text(str(splits / 'trainaug.txt'), '\n'.join(names) + '\n')
     return names, written, len(jobs) - written
