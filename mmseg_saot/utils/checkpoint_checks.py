@@ -197,8 +197,6 @@ class _CheckpointFit:
     """
 
     def __init__(self, model, checkpoint: Any) -> None:
-        import torch
-
         from mmseg_saot.models.backbones.dinov2 import VIT_DIGEST_KEY
         model = _unwrapped(model)
         saved = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
@@ -206,12 +204,17 @@ class _CheckpointFit:
                  for key, value in saved.items()}
         expected = model.state_dict()
         frozen = _optional_frozen_weights(model)
-        digests = [key for key in expected if key.endswith(VIT_DIGEST_KEY)]
+        # one that brings frozen weights must bring them all: a partial ViT (another
+        # architecture's) would be completed with this model's own
+        frozen_missing = sorted(frozen - set(saved)) if frozen & set(saved) else []
+        # a digest the checkpoint records, against the frozen ViT of the module it names
+        # (whether or not this model's own state dict holds one)
         self.other_backbone = any(
-            isinstance(saved.get(key), torch.Tensor) and
-            not torch.equal(saved[key].cpu(), expected[key].cpu()) for key in digests)
-        frozen.update(digests)  # older checkpoints have none: nothing to compare
-        self.missing = [key for key in expected if key not in saved and key not in frozen]
+            _other_vit_weights(model, key, value) for key, value in saved.items()
+            if key.endswith(VIT_DIGEST_KEY))
+        frozen.update(key for key in expected if key.endswith(VIT_DIGEST_KEY))
+        self.missing = [key for key in expected
+                        if key not in saved and key not in frozen] + frozen_missing
         self.mismatched = [
             f'{key} ({tuple(saved[key].shape)} in the checkpoint, {tuple(value.shape)} in '
             'the model)' for key, value in expected.items()
@@ -229,6 +232,20 @@ class _CheckpointFit:
             problems.append(f'{len(self.mismatched)} weights have another shape '
                             f'({_first(self.mismatched)})')
         return '; '.join(problems)
+
+
+def _other_vit_weights(model, key: str, saved_digest: Any) -> bool:
+    """Whether ``saved_digest`` (under ``key``, ``<module>.frozen_vit_sha256``) names
+    other frozen ViT weights than that module of ``model`` holds."""
+    import torch
+    path = key.rpartition('.')[0]
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        return False
+    if not (isinstance(saved_digest, torch.Tensor) and hasattr(module, 'vit_digest')):
+        return False
+    return not torch.equal(saved_digest.cpu(), module.vit_digest())
 
 
 def _optional_frozen_weights(model) -> set:

@@ -285,3 +285,42 @@ def test_a_checkpoint_of_other_classes_is_named_with_the_first_difference():
         assert other_classes_problem(checkpoint, classes, 'c.pth', 'x') is None
     assert other_classes_problem({'meta': {}}, ['a'], 'c.pth', 'x') is None
     assert other_classes_problem({}, ['a'], 'c.pth', 'x') is None
+
+
+def test_a_head_only_checkpoint_is_compared_also_by_a_model_that_saves_its_vit():
+    # with save_frozen_weights=True the loading model had no digest key of its own, so
+    # a head trained on other ViT weights passed without a word
+    def model(seed, **options):
+        torch.manual_seed(seed)
+        built = _Head()
+        built.backbone = DINOv2Backbone(model_name='vit_small_patch14_dinov2', out_indices=1,
+                                        **options)
+        return built
+    head_only = {'state_dict': model(0).state_dict()}
+    assert 'backbone.frozen_vit_sha256' in head_only['state_dict']
+    message = load_from_warning(model(1, save_frozen_weights=True), head_only, 'a.pth')
+    assert message.startswith('load_from: "a.pth" does not fit this model exactly: its head '
+                              'was trained on the features of other frozen backbone weights')
+    with pytest.warns(UserWarning, match='trained with other frozen ViT weights'):
+        model(1, save_frozen_weights=True).load_state_dict(head_only['state_dict'])
+    assert load_from_warning(model(0, save_frozen_weights=True), head_only, 'a.pth') is None
+
+
+def test_a_checkpoint_with_part_of_a_vit_is_not_completed_with_the_models_own():
+    # a 12-block ViT's weights loaded into a 13-block one: the loading pre-hook filled the
+    # 13th block with the model's own weights, and the strict load said all keys matched
+    def model(name, seed):
+        torch.manual_seed(seed)
+        built = _Head()
+        built.backbone = DINOv2Backbone(model_name=name, out_indices=1,
+                                        save_frozen_weights=True)
+        return built
+    saved = model('vit_small_patch14_dinov2', 0).state_dict()
+    deeper = model('vit_small_patch14_dinov2', 1)
+    extra_block = type(deeper.backbone.vit.blocks[0])(384, 6).requires_grad_(False)
+    deeper.backbone.vit.blocks.append(extra_block)  # frozen, as the rest of the ViT
+    message = load_from_warning(deeper, {'state_dict': saved}, 'a.pth')
+    assert 'weights are missing (backbone.vit.blocks.12.' in message
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: '
+                                           r'"backbone.vit.blocks.12.'):
+        deeper.load_state_dict(saved)

@@ -34,15 +34,17 @@ def _drop_vit_weights(module: nn.Module, state_dict: dict, prefix: str,
 
 def _keep_own_vit_weights(module: nn.Module, state_dict: dict, prefix: str,
                           *args) -> None:
-    """load_state_dict pre-hook: a checkpoint without ViT weights keeps the
-    module's own (so strict loading of head-only checkpoints works), with a warning if
-    it was trained with other ViT weights than those."""
+    """load_state_dict pre-hook (whatever ``save_frozen_weights``): a checkpoint without
+    ViT weights keeps the module's own (so strict loading of head-only checkpoints
+    works), with a warning if it was trained with other ViT weights than those. One that
+    brings some ViT weights must bring them all: nothing is filled in (a strict load
+    names the missing ones), as a ViT of another architecture would otherwise be
+    completed with this one's weights."""
     saved_digest = state_dict.pop(prefix + VIT_DIGEST_KEY, None)
-    brings_vit = any(key.startswith(prefix + 'vit.') for key in state_dict)
-    if brings_vit:
+    if any(key.startswith(prefix + 'vit.') for key in state_dict):
         module._vit_digest = None  # the weights change: the next digest is computed anew
-    if saved_digest is not None and not brings_vit and not torch.equal(
-            saved_digest.cpu(), module.vit_digest()):
+        return
+    if saved_digest is not None and not torch.equal(saved_digest.cpu(), module.vit_digest()):
         warnings.warn(frozen_weights_mismatch('the state dict being loaded'))
     for key, value in module.vit.state_dict().items():
         state_dict.setdefault(f'{prefix}vit.{key}', value)
@@ -142,7 +144,8 @@ class DINOv2Backbone(BaseModule):
         self._vit_digest: Optional[torch.Tensor] = None  # see vit_digest
         if not save_frozen_weights:
             self.register_state_dict_post_hook(_drop_vit_weights)
-            self.register_load_state_dict_pre_hook(_keep_own_vit_weights)
+        # also when saving them: a head-only checkpoint's digest is checked and popped
+        self.register_load_state_dict_pre_hook(_keep_own_vit_weights)
         print_log(f'DINOv2Backbone: {model_name}, patch {self.patch_size}, '
                   f'{len(self.out_indices)} maps of {self.embed_dim} channels '
                   f'from blocks {self.out_indices}', logger='current')
