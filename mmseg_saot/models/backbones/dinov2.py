@@ -349,6 +349,28 @@ def check_segmentor_parts(model: nn.Module) -> None:
     if hasattr(backbone, 'check_input_grid'):
         backbone.check_input_grid(getattr(model, 'data_preprocessor', None),
                                   getattr(model, 'test_cfg', None), owner)
+    _check_segmentor_init_cfg(model, backbone, owner)
+
+
+def _check_segmentor_init_cfg(model: nn.Module, backbone: nn.Module, owner: str) -> None:
+    """Refuse a segmentor-level ``init_cfg`` (other than ``Pretrained``) on a segmentor
+    that does not keep its frozen backbone out of it: MMEngine applies it to every
+    submodule, so ``init_weights`` would re-initialise the loaded ViT (``EMATeacherUDA``
+    restores it; MMSeg's ``EncoderDecoder`` does not)."""
+    init_cfg = getattr(model, 'init_cfg', None)
+    if (not init_cfg or not isinstance(backbone, DINOv2Backbone)
+            or getattr(model, 'keeps_frozen_backbone_on_init', False)):
+        return
+    kinds = [c.get('type') for c in (init_cfg if isinstance(init_cfg, list) else [init_cfg])
+             if isinstance(c, dict)]
+    if kinds and all(kind == 'Pretrained' for kind in kinds):
+        return
+    raise ConfigError(
+        f'{owner}: model.init_cfg={init_cfg!r} is applied by MMEngine to every submodule, '
+        f'the frozen ViT of model.backbone ({backbone.model_name}) included, and would '
+        're-initialise its loaded weights. Give it to the trained parts instead '
+        '(model.decode_head.init_cfg), or use EMATeacherUDA, which keeps the frozen '
+        'backbone out of it.')
 
 
 def _is_int(value) -> bool:

@@ -179,6 +179,10 @@ class EMATeacherUDA(FrozenFeaturesMixin, IterationSeedsMixin, EncoderDecoder):
         self.check_training_parts()
         return super().train_step(data, optim_wrapper)
 
+    #: :func:`~mmseg_saot.models.backbones.dinov2.check_segmentor_parts`: a segmentor-level
+    #: ``init_cfg`` is fine here (:meth:`init_weights` restores the frozen backbone)
+    keeps_frozen_backbone_on_init = True
+
     def init_weights(self) -> None:
         """Initialise as ``EncoderDecoder`` does, except the backbone's frozen weights:
         mmengine applies a segmentor-level ``init_cfg`` (e.g. ``Normal`` on every

@@ -343,3 +343,10 @@ def test_a_plain_encoder_decoder_gets_the_backbones_checks_from_the_tools():
     with pytest.raises(ConfigError, match=r'^EncoderDecoder: the decode head takes '
                        r'in_index=\[0\] with in_channels=\[768\]'):
         check_segmentor_parts(MODELS.build(wide))
+    # a segmentor-level init_cfg re-initialised the frozen ViT (MMEngine applies it to
+    # every submodule): qkv weights went from std 0.02 to 0.01
+    normal = copy.deepcopy(base)
+    normal.init_cfg = dict(type='Normal', layer=['Conv2d', 'Linear'], std=0.01)
+    with pytest.raises(ConfigError, match=r"^EncoderDecoder: model.init_cfg=\{'type': "
+                       r"'Normal'.* re-initialise its loaded weights"):
+        check_segmentor_parts(MODELS.build(normal))
