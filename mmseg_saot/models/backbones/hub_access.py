@@ -28,7 +28,8 @@ def hub_unreachable(model_name: str, timeout: float = 5.0) -> Optional[str]:
     """
     import huggingface_hub
     import timm
-    if os.environ.get('HF_HUB_OFFLINE') or any(os.environ.get(v) for v in PROXY_VARIABLES):
+    # huggingface_hub's own reading of HF_HUB_OFFLINE ("0"/"false" is online)
+    if _hub_offline() or any(os.environ.get(v) for v in PROXY_VARIABLES):
         return None
     try:
         repo = timm.models.get_pretrained_cfg(model_name).hf_hub_id
@@ -43,3 +44,10 @@ def hub_unreachable(model_name: str, timeout: float = 5.0) -> Optional[str]:
     except OSError as err:
         return f'{host} is unreachable ({type(err).__name__}: {err})'
     return None
+
+
+def _hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set to a true value (``1``, ``true``, ``yes``, ...),
+    as huggingface_hub reads it."""
+    value = os.environ.get('HF_HUB_OFFLINE', '').strip().upper()
+    return value in {'1', 'ON', 'YES', 'TRUE'}

@@ -22,6 +22,14 @@ def create_timm_vit(model_name: str, pretrained: bool) -> nn.Module:
             'ViT name such as vit_small_patch14_dinov2, '
             'vit_large_patch14_reg4_dinov2 or vit_base_patch16_224.dino '
             '(see timm.list_models("*dinov2*")).')
+    architecture, _, tag = model_name.partition('.')
+    # timm.is_model ignores the tag; create_model then raised "Invalid pretrained tag"
+    tags = [name.partition('.')[2] for name in timm.list_pretrained(f'{architecture}.*')]
+    if tag and tag not in tags:
+        known = ', '.join(f'{architecture}.{t}' for t in tags) or f'{architecture} (untagged)'
+        raise ConfigError(
+            f'DINOv2Backbone: model_name="{model_name}": timm has no pretrained tag "{tag}" '
+            f'for {architecture}; use one of {known}, or the name without a tag.')
     unreachable = hub_unreachable(model_name) if pretrained else None
     if unreachable:
         raise WeightsError(_no_pretrained_weights(model_name, unreachable))

@@ -8,7 +8,7 @@ import timm
 
 from mmseg_saot.models.backbones import DINOv2Backbone
 from mmseg_saot.models.backbones.hub_access import PROXY_VARIABLES, hub_unreachable
-from mmseg_saot.utils.errors import WeightsError
+from mmseg_saot.utils.errors import ConfigError, WeightsError
 
 MODEL = 'vit_base_patch14_reg4_dinov2'  # weights on the hub, not in any test cache
 
@@ -52,6 +52,17 @@ def test_a_proxy_or_offline_mode_is_left_to_timm(no_network, monkeypatch):
     assert no_network == []
     monkeypatch.delenv('HF_HUB_OFFLINE')
     assert hub_unreachable(MODEL).startswith('huggingface.co is unreachable')
+    for online in ('0', 'false'):  # as huggingface_hub reads it: not offline
+        monkeypatch.setenv('HF_HUB_OFFLINE', online)
+        assert hub_unreachable(MODEL).startswith('huggingface.co is unreachable')
+
+
+def test_a_pretrained_tag_timm_does_not_have_is_named_with_the_tags_it_has():
+    # timm.is_model ignores the tag; create_model then raised "Invalid pretrained tag"
+    with pytest.raises(ConfigError, match=r'model_name="vit_tiny_patch16_224.dinov2": timm '
+                       r'has no pretrained tag "dinov2" for vit_tiny_patch16_224; use one of '
+                       r'vit_tiny_patch16_224.augreg_in21k'):
+        DINOv2Backbone(model_name='vit_tiny_patch16_224.dinov2')
 
 
 def test_cached_weights_are_left_to_timm(no_network, monkeypatch):
