@@ -29,6 +29,11 @@ from typing import Callable, List
 EXT_NAME = 'mmcv._ext'
 
 
+# what mmcv.utils.collect_env reads of the compiled ops: without them it reports 'n/a'
+# (it falls back only on ModuleNotFoundError, which the stand-in below prevents)
+_NO_BUILD_INFO = frozenset({'get_compiler_version', 'get_compiling_cuda_version'})
+
+
 class _MissingCompiledOps(types.ModuleType):
     """Stand-in for ``mmcv._ext`` whose attributes are ops that explain why
     they cannot run."""
@@ -38,6 +43,8 @@ class _MissingCompiledOps(types.ModuleType):
         # see an ordinary missing attribute.
         if name.startswith('__') and name.endswith('__'):
             raise AttributeError(name)
+        if name in _NO_BUILD_INFO:  # mmcv's collect_env says 'n/a' without the ops
+            return lambda: 'n/a'
 
         def unavailable_op(*args, **kwargs):
             raise RuntimeError(

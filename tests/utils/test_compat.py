@@ -42,6 +42,14 @@ def test_compiled_op_call_names_the_op():
         mmcv.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)
 
 
+def test_mmcv_collect_env_reports_no_compiler_as_without_the_stub():
+    # it falls back to 'n/a' on ModuleNotFoundError only, which the stub prevents: the
+    # stub's RuntimeError broke mmcv's (and mmseg's) environment report
+    from mmcv.utils import collect_env
+    env = collect_env()
+    assert env['MMCV Compiler'] == env['MMCV CUDA Compiler'] == 'n/a'
+
+
 def test_stub_hides_dunder_attributes():
     stub = compat._MissingCompiledOps('x')
     with pytest.raises(AttributeError):
