@@ -224,6 +224,30 @@ class DINOv2Backbone(BaseModule):
                 f'and the predictions would be shifted against the image. Use multiples of '
                 f'{patch} (e.g. size_divisor={patch}).')
 
+    def check_normalisation(self, preprocessor: nn.Module, owner: str) -> None:
+        """Warn if the preprocessor normalises otherwise than the ViT was trained: a
+        swapped timm model (CLIP, SigLIP, EVA02: other mean and std) would read inputs
+        at another scale through the base config's ImageNet statistics."""
+        expected = getattr(self.vit, 'pretrained_cfg', None) or {}
+        mean, std = getattr(preprocessor, 'mean', None), getattr(preprocessor, 'std', None)
+        if 'mean' not in expected or 'std' not in expected or mean is None or std is None:
+            return
+        want_mean = torch.tensor(expected['mean'], dtype=torch.float64) * 255
+        want_std = torch.tensor(expected['std'], dtype=torch.float64) * 255
+        have_mean, have_std = mean.detach().double().flatten(), std.detach().double().flatten()
+        if have_mean.shape != want_mean.shape or have_std.shape != want_std.shape:
+            return
+        if (torch.allclose(have_mean, want_mean, rtol=0.02, atol=0.5)
+                and torch.allclose(have_std, want_std, rtol=0.02, atol=0.5)):
+            return
+        warnings.warn(
+            f'{owner}: model.data_preprocessor normalises with mean={_rounded(have_mean)}, '
+            f'std={_rounded(have_std)}, but {self.model_name} was trained with '
+            f'mean={_rounded(want_mean)}, std={_rounded(want_std)} (timm pretrained_cfg): '
+            'its features would be those of inputs at another scale. Set '
+            'model.data_preprocessor.mean and std to these (unless your checkpoint was '
+            'trained otherwise).')
+
     def check_head(self, head: nn.Module, owner: str) -> None:
         """Raise a ConfigError if ``head`` does not take this backbone's maps.
 
@@ -349,6 +373,8 @@ def check_segmentor_parts(model: nn.Module) -> None:
     if hasattr(backbone, 'check_input_grid'):
         backbone.check_input_grid(getattr(model, 'data_preprocessor', None),
                                   getattr(model, 'test_cfg', None), owner)
+    if hasattr(backbone, 'check_normalisation'):
+        backbone.check_normalisation(getattr(model, 'data_preprocessor', None), owner)
     _check_segmentor_init_cfg(model, backbone, owner)
 
 
@@ -371,6 +397,10 @@ def _check_segmentor_init_cfg(model: nn.Module, backbone: nn.Module, owner: str)
         're-initialise its loaded weights. Give it to the trained parts instead '
         '(model.decode_head.init_cfg), or use EMATeacherUDA, which keeps the frozen '
         'backbone out of it.')
+
+
+def _rounded(values: torch.Tensor) -> List[float]:
+    return [round(float(v), 3) for v in values]
 
 
 def _is_int(value) -> bool:

@@ -343,6 +343,20 @@ def test_a_plain_encoder_decoder_gets_the_backbones_checks_from_the_tools():
     with pytest.raises(ConfigError, match=r'^EncoderDecoder: the decode head takes '
                        r'in_index=\[0\] with in_channels=\[768\]'):
         check_segmentor_parts(MODELS.build(wide))
+    # a swapped ViT trained on other input statistics (mean 0.5, std 0.5) read the base
+    # config's ImageNet-normalised inputs without a word
+    swapped = copy.deepcopy(base)
+    swapped.backbone.update(model_name='vit_tiny_patch16_224')
+    swapped.decode_head.update(in_channels=[192])
+    swapped.data_preprocessor.update(size_divisor=16, test_cfg=dict(size_divisor=16))
+    with pytest.warns(UserWarning, match=r'^EncoderDecoder: model.data_preprocessor '
+                      r'normalises with mean=\[123.675, 116.28, 103.53\].* but '
+                      r'vit_tiny_patch16_224 was trained with mean=\[127.5, 127.5, 127.5\]'):
+        check_segmentor_parts(MODELS.build(swapped))
+    dinov2 = MODELS.build(copy.deepcopy(base))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # DINOv2 with ImageNet statistics: nothing to say
+        check_segmentor_parts(dinov2)
     # a segmentor-level init_cfg re-initialised the frozen ViT (MMEngine applies it to
     # every submodule): qkv weights went from std 0.02 to 0.01
     normal = copy.deepcopy(base)
