@@ -51,6 +51,19 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise WeightsError(f'DINOv2Backbone: "{path}" holds a '
                          f'{type(state).__name__}, not a state dict.')
+    if any(key.endswith('frozen_vit_sha256') for key in state) and not any(
+            key.startswith(_SEGMENTOR_VIT) for key in state):
+        raise WeightsError(
+            f'DINOv2Backbone: "{path}" is a training checkpoint of the head alone (its '
+            'frozen ViT was left out, save_frozen_weights=False): it holds no ViT weights. '
+            'Point model.backbone.checkpoint at the ViT weights file that run used, and '
+            'give this file to load_from (or tools/test.py) instead.')
+    not_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise WeightsError(
+            f'DINOv2Backbone: "{path}" holds {type(state[not_tensors[0]]).__name__} values, '
+            f'not tensors ({_first(not_tensors)}); save the weights as torch tensors '
+            '(e.g. {k: torch.from_numpy(v) for k, v in weights.items()}).')
     for prefix in _PREFIXES:
         if state and all(key.startswith(prefix) for key in state):
             state = {key[len(prefix):]: value for key, value in state.items()}

@@ -182,6 +182,26 @@ def test_a_segmentor_checkpoint_gives_its_vit(vit_s, tmp_path):
     assert_loads_as(vit_s, path)
 
 
+def test_a_head_only_checkpoint_as_the_vit_weights_says_what_it_is(vit_s, tmp_path):
+    # it listed 150 missing keys and advised to check model_name
+    path = tmp_path / 'iter_100.pth'
+    torch.save({'meta': {}, 'state_dict': {
+        'backbone.frozen_vit_sha256': torch.zeros(32, dtype=torch.uint8),
+        'decode_head.conv_seg.weight': torch.zeros(19, 8, 1, 1)}}, path)
+    with pytest.raises(WeightsError, match=r'is a training checkpoint of the head alone .* '
+                       r'Point model.backbone.checkpoint at the ViT weights file that run used'):
+        DINOv2Backbone(model_name=VIT_S, checkpoint=str(path))
+
+
+def test_weights_that_are_not_tensors_are_named(vit_s, tmp_path):
+    # numpy arrays pass weights_only (numpy is allow-listed) and then failed in
+    # load_state_dict with "expected torch.Tensor"
+    path = tmp_path / 'w.pth'
+    torch.save({k: v.numpy() for k, v in vit_state(vit_s).items()}, path)
+    with pytest.raises(WeightsError, match=r'holds ndarray values, not tensors'):
+        DINOv2Backbone(model_name=VIT_S, checkpoint=str(path))
+
+
 def test_an_official_dinov2_checkpoint_loads(vit_s, tmp_path):
     # Meta's dinov2_vits14_pretrain.pth (the usual offline download) has a mask_token
     # timm drops: it failed strictly, blaming model_name
