@@ -166,8 +166,26 @@ def _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine, ra
     if mine and not must_fit:
         state = saved if saved is not None else torch.load(
             cache.labeler_path, map_location=sources[0].feats.device, weights_only=True)
+        _check_saved_labeler(labeler, state, cache)
         fit_labeler(labeler, sources, [], state=state)
     return labeler
+
+
+def _check_saved_labeler(labeler: torch.nn.Module, state: dict,
+                         cache: PseudoLabelCache) -> None:
+    """Raise if ``state`` (the cache's fitted labeller) does not load into ``labeler``:
+    saved by another version of SAOTLabeler (a strict load failed with a bare
+    RuntimeError)."""
+    own = labeler.state_dict()
+    other = sorted(set(state) ^ set(own)) + sorted(
+        key for key in set(state) & set(own)
+        if getattr(state[key], 'shape', None) != own[key].shape)
+    if other:
+        raise PseudoLabelInputError(
+            f'{cache.labeler_path} holds a labeller this version of SAOTLabeler cannot load '
+            f'(it differs in {", ".join(other[:3])}); the labels already in {cache.root} '
+            'came from it, so they cannot be completed alike. Move that folder aside (or '
+            'delete it) to label the target set again.')
 
 
 def _saved_labeler_state(path: str) -> Optional[dict]:

@@ -338,3 +338,22 @@ def test_feature_memo_stops_at_its_budget():
         memo[('img', i)] = ImageFeatures(index=i, img_path=f'{i}.png', feats=torch.zeros(10),
                                          img_shape=(1, 1), ori_shape=(1, 1))
     assert len(memo) == 3 and memo.num_bytes == 120
+
+
+def test_a_labeller_of_another_version_is_named_not_a_load_traceback(tmp_path):
+    # completing a partial cache loads the saved labeller strictly: one saved by another
+    # version of SAOTLabeler (a new buffer) failed with a raw load_state_dict RuntimeError
+    import torch
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=2)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    run_labelling(config, tmp_path / 'run')
+    cache = tmp_path / 'run' / 'pseudo_labels'
+    state = torch.load(cache / 'labeler.pth', weights_only=True)
+    state['a_buffer_of_another_version'] = torch.zeros(3)
+    torch.save(state, cache / 'labeler.pth')
+    next((cache / 'labels').rglob('*.png')).unlink()  # one image left to label
+    with pytest.raises(PseudoLabelInputError, match=r'labeler.pth holds a labeller this '
+                       r'version of SAOTLabeler cannot load \(it differs in '
+                       r'a_buffer_of_another_version\).*Move that folder aside'):
+        run_labelling(config, tmp_path / 'run')
