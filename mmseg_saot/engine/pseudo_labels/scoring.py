@@ -79,7 +79,10 @@ class PseudoLabelScore:
                                round(100 * float(raw[c]), 2))
                            for c, n in enumerate(class_names)},
             miou=_mean_percent(np.where(present, raw, math.nan)),
-            miou_kept=_mean_percent(np.where(present, kept, math.nan)),
+            # over the same classes for every method: one whose kept pixels were all
+            # dropped counts 0 (skipped as NaN, a filter that lost a class scored higher)
+            miou_kept=(_mean_percent(np.where(present, np.nan_to_num(kept), math.nan))
+                       if self.kept_pixels else None),
             kept_percent=round(100 * self.kept_pixels / max(1, self.labelled_pixels), 2),
             seconds=round(self.seconds, 2))
 

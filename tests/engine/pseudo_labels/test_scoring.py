@@ -50,3 +50,16 @@ def test_no_kept_pixel_gives_a_null_kept_miou_not_nan():
     row = [line for line in format_table({'saot': summary}, ['road', 'car']).splitlines()
            if line.startswith('mIoU (kept)')]
     assert row[0].split() == ['mIoU', '(kept)', '-']
+
+
+def test_a_filter_that_drops_a_whole_class_does_not_raise_the_kept_miou():
+    # the kept mean skipped classes left without a kept pixel: dropping class 1 entirely
+    # scored 100 against 65 for keeping everything, from the same raw labels
+    gt = np.array([[0, 0, 0, 0, 1, 1]], np.uint8)
+    raw = np.array([[0, 0, 0, 0, 1, 0]], np.uint8)
+    keep_all, drop_class = PseudoLabelScore(2), PseudoLabelScore(2)
+    keep_all.add(raw, raw, gt)
+    drop_class.add(np.array([[0, 0, 0, 0, 255, 255]], np.uint8), raw, gt)
+    kept_all = keep_all.summary(['road', 'car'])['miou_kept']
+    kept_dropped = drop_class.summary(['road', 'car'])['miou_kept']
+    assert kept_all == pytest.approx(65.0) and kept_dropped == pytest.approx(50.0)
