@@ -142,6 +142,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
     if randomness.get('seed') is not None:
         set_random_seed(**randomness)
     model = MODELS.build(cfg.model).to(device).eval()
+    hook.check_model(model)  # also where the hook does not run (--no-cache, --split val)
     main_method = hook.labeler_cfg.get('method', 'saot')
     # each image through the backbone once for both passes, within a memory budget
     store_dir = args.feature_cache or hook.feature_store_dir

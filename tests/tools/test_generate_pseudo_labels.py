@@ -319,3 +319,21 @@ def test_an_interrupt_says_whether_the_cache_was_being_filled(tmp_path, monkeypa
     assert said.startswith('Pseudo-labels already written to the cache are kept') == \
         cache_message
     assert said.startswith('Nothing was written to the pseudo-label cache') != cache_message
+
+
+def test_a_hook_of_another_label_space_is_named_also_when_the_hook_does_not_run(
+        tmp_path, capsys):
+    # --split val skips the hook's run, where num_classes is checked against the head:
+    # scoring then stopped at the first pixel of a higher class, blaming label ids
+    from tool_scripts import load_tool
+    data = write_tiny_uda_data(tmp_path / 'data', num_target=1)
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_uda_config(data))
+    tool = load_tool('tools/generate_pseudo_labels.py')
+    with pytest.raises(SystemExit) as stop:
+        tool.main([str(config), '--work-dir', str(tmp_path / 'work'), '--device', 'cpu',
+                   '--split', 'val', '--methods', 'nn',
+                   '--cfg-options', 'custom_hooks.0.num_classes=5'])
+    assert stop.value.code == 2
+    assert ('SAOTPseudoLabelHook: num_classes=5 but the decode head predicts 19 classes'
+            in capsys.readouterr().err)

@@ -192,13 +192,9 @@ class SAOTPseudoLabelHook(Hook):
                 '(metainfo=dict(classes=...)).')
         return source
 
-    def run(self, model: torch.nn.Module, dataset: PseudoLabelDataset,
-            memo: Optional[dict] = None) -> dict:
-        """Fill ``dataset``'s cache using ``model``'s backbone; returns the manifest.
-
-        ``memo``: a feature memo to share with a later pass over the same images
-        (default: a new one, on ``feature_store_dir`` if set).
-        """
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Raise a UserInputError if ``model`` does not fit the hook's label space (the
+        decode head's ``num_classes``) or ``feature_index`` (the backbone's maps)."""
         head_classes = getattr(getattr(model, 'decode_head', None), 'num_classes', None)
         if head_classes is not None and head_classes != self.num_classes:
             raise UserInputError(
@@ -211,6 +207,15 @@ class SAOTPseudoLabelHook(Hook):
                 f'SAOTPseudoLabelHook: feature_index={self.feature_index}, but the backbone '
                 f'returns {outputs} map(s) (model.backbone.out_indices); use an index in '
                 f'{-outputs}..{outputs - 1} (-1: the last block).')
+
+    def run(self, model: torch.nn.Module, dataset: PseudoLabelDataset,
+            memo: Optional[dict] = None) -> dict:
+        """Fill ``dataset``'s cache using ``model``'s backbone; returns the manifest.
+
+        ``memo``: a feature memo to share with a later pass over the same images
+        (default: a new one, on ``feature_store_dir`` if set).
+        """
+        self.check_model(model)
         if memo is None and self.feature_store_dir:
             memo = FeatureMemo(store=FeatureStore(self.feature_store_dir, model))
         source_set = self.build_source(dataset)
