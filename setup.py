@@ -22,7 +22,7 @@ setup(
     'plugin',
     long_description=(HERE / 'README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',
-    python_requires='>=3.9',
+    python_requires='>=3.11',  # subprocess process_group (utils/child_process.py)
     packages=find_packages(include=['mmseg_saot', 'mmseg_saot.*']),
     # mmcv is deliberately not named: mmseg 1.2.2 needs 2.0 <= mmcv < 2.2 and
     # either mmcv-lite or a compiled mmcv satisfies it; pip must not try to

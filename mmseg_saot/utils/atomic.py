@@ -3,6 +3,9 @@
 ``os.replace`` is atomic on POSIX, so a reader (another rank, a resumed run) sees the
 old file or the new one, never a partial one, even when the writer is killed; a write
 that fails (a full disk, an object that cannot be saved) leaves no temporary behind.
+The data reaches the disk (``fsync``) before the rename, so that a power loss cannot
+leave the new name on an empty file; a symlink is written through (its target is
+replaced), and a file that existed keeps its permissions.
 """
 import io
 import os
@@ -21,11 +24,16 @@ TEMPORARY_NAME = re.compile(r'.+\.\d+\.[0-9a-f]{8}\.tmp')
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` (creating its folder) through a temporary file."""
+    path = osp.realpath(path) if osp.islink(path) else path
     os.makedirs(osp.dirname(path) or '.', exist_ok=True)
     tmp = f'{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
     try:
         with open(tmp, 'wb') as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if osp.exists(path):
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):

@@ -23,7 +23,8 @@ READ_KEYS = frozenset({
     'load_from', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
     'default_scope', 'randomness', 'experiment_name', 'model_wrapper_cfg', 'sync_bn',
     'find_unused_parameters', 'activation_checkpointing', 'efficient_conv_bn_eval',
-    'compile', 'strategy', 'tta_model', 'tta_pipeline'})
+    'compile', 'strategy', 'tta_model', 'tta_pipeline',
+    'runner_type'})  # the tools build RUNNERS.build(cfg) when it is set
 
 #: Keys the tools set after ``--cfg-options`` apply, so a value given there is
 #: overwritten: what sets them instead.

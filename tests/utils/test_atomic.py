@@ -71,3 +71,25 @@ def test_the_temporary_a_cut_write_leaves_matches_its_published_name(tmp_path, m
     atomic.atomic_write_bytes(str(tmp_path / 'a.png'), b'x')
     assert len(seen) == 1 and atomic.TEMPORARY_NAME.fullmatch(seen[0])
     assert not atomic.TEMPORARY_NAME.fullmatch('a.png')
+
+
+def test_a_write_reaches_the_disk_keeps_permissions_and_follows_a_link(tmp_path,
+                                                                       monkeypatch):
+    # no fsync before the rename (a power loss could leave the name on an empty file);
+    # a 0600 file came back 0644, and a symlink was replaced by a regular file
+    import os
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, 'fsync', lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    private = tmp_path / 'private.json'
+    private.write_text('old')
+    private.chmod(0o600)
+    atomic_write_bytes(str(private), b'new')
+    assert private.read_bytes() == b'new' and (private.stat().st_mode & 0o777) == 0o600
+    assert len(synced) == 1
+    target = tmp_path / 'target.json'
+    target.write_text('old')
+    link = tmp_path / 'link.json'
+    link.symlink_to(target)
+    atomic_write_bytes(str(link), b'through')
+    assert link.is_symlink() and target.read_bytes() == b'through'
