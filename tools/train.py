@@ -4,6 +4,7 @@ The interface of MMSegmentation's tools/train.py, plus a check that the
 datasets exist before anything is built.
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 import shlex
@@ -31,7 +32,8 @@ from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, enable_a
                                   interrupt_exits, user_errors_exit)
 from mmseg_saot.utils.config_types import has_type
 from mmseg_saot.utils.resume_checks import resume_change_problems
-from mmseg_saot.utils.run_config import load_run_config, save_config_with_templates
+from mmseg_saot.utils.run_config import (config_dump_path, file_kept, load_run_config,
+                                         save_config_with_templates)
 from mmseg_saot.utils.run_options import check_run_options
 
 
@@ -129,55 +131,60 @@ def main() -> None:
     loaded = (check_checkpoint_or_exit(cfg.load_from, 'load_from')
               if cfg.get('load_from') else None)
     check_data_or_exit(cfg, splits=('train', 'val'))  # what training builds
-    with user_errors_exit(cfg):
-        check_run_options(cfg, args.config)
-        runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
-                  RUNNERS.build(cfg))
-        check_segmentor_parts(runner.model)  # MMSeg's segmentors do not check them
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if hasattr(model, 'check_training_parts'):
-            model.check_training_parts()
-        stage_warning = missing_stage_hook_warning(
-            runner.model, runner.hooks, (cfg.get('train_dataloader') or {}).get('dataset'))
-        if stage_warning:
-            runner.logger.warning(stage_warning)
-        save_config_with_templates(runner, cfg)
-    resume_from = checkpoint_to_resume(cfg, runner.work_dir)
-    if resume_from:  # MMEngine loads it non-strictly: it must be this model's
-        checkpoint = (loaded if resume_from == cfg.get('load_from') else
-                      check_checkpoint_or_exit(resume_from, '--resume'))
-        check_checkpoint_fits_or_exit(runner.model, checkpoint, resume_from, args.config,
-                                      '--resume')
-        max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
-        done = finished_at(checkpoint, max_iters)
-        changed = resume_change_problems(checkpoint, cfg) if done is None else []
-        del checkpoint
-        if changed:
-            exit_with(f'--resume: {resume_from} was trained with other optimizer or schedule '
-                      f'settings ({"; ".join(changed)}). A resume restores the '
-                      "checkpoint's optimizer and learning-rate schedule over the config's, "
-                      'so these changes would be ignored (another optimizer type fails at '
-                      'the first step). Resume with the settings the run started with (its '
-                      f'config is saved in {runner.work_dir}), or fine-tune from it in a new '
-                      '--work-dir with --cfg-options '
-                      + shlex.quote(f'load_from={resume_from}') + '.')
-        if done is not None:
-            if pending_on_any_rank(runner.work_dir, done):
-                validate_last_iteration(runner, cfg, resume_from, done)
+    # MMEngine's Runner saves the config in the work_dir when it is built: a resume refused
+    # below would have replaced the run's own config by this command's
+    keep_config = (file_kept(config_dump_path(cfg, cfg.work_dir)) if cfg.get('resume')
+                   else contextlib.nullcontext())
+    with keep_config:
+        with user_errors_exit(cfg):
+            check_run_options(cfg, args.config)
+            runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+                      RUNNERS.build(cfg))
+            check_segmentor_parts(runner.model)  # MMSeg's segmentors do not check them
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            if hasattr(model, 'check_training_parts'):
+                model.check_training_parts()
+            stage_warning = missing_stage_hook_warning(
+                runner.model, runner.hooks, (cfg.get('train_dataloader') or {}).get('dataset'))
+            if stage_warning:
+                runner.logger.warning(stage_warning)
+        resume_from = checkpoint_to_resume(cfg, runner.work_dir)
+        if resume_from:  # MMEngine loads it non-strictly: it must be this model's
+            checkpoint = (loaded if resume_from == cfg.get('load_from') else
+                          check_checkpoint_or_exit(resume_from, '--resume'))
+            check_checkpoint_fits_or_exit(runner.model, checkpoint, resume_from, args.config,
+                                          '--resume')
+            max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+            done = finished_at(checkpoint, max_iters)
+            changed = resume_change_problems(checkpoint, cfg) if done is None else []
+            del checkpoint
+            if changed:
+                exit_with(f'--resume: {resume_from} was trained with other optimizer or schedule '
+                          f'settings ({"; ".join(changed)}). A resume restores the '
+                          "checkpoint's optimizer and learning-rate schedule over the config's, "
+                          'so these changes would be ignored (another optimizer type fails at '
+                          'the first step). Resume with the settings the run started with (its '
+                          f'config is saved in {runner.work_dir}), or fine-tune from it in a new '
+                          '--work-dir with --cfg-options '
+                          + shlex.quote(f'load_from={resume_from}') + '.')
+            if done is not None:
+                if pending_on_any_rank(runner.work_dir, done):
+                    validate_last_iteration(runner, cfg, resume_from, done)
+                    return
+                print(f'--resume: {resume_from} is iteration {done}, and train_cfg.max_iters is '
+                      f'{max_iters}: nothing is left to train. Its learning-rate schedule ended '
+                      'there too, and a resume restores it, so a larger max_iters would train at '
+                      'its final rate; to train longer, fine-tune from it in a new --work-dir '
+                      'with --cfg-options '
+                      + shlex.quote(f'load_from={resume_from}')
+                      + ' and a longer schedule (train_cfg.max_iters and the end of each '
+                      f'param_scheduler){fine_tune_notes(cfg, runner.work_dir)}.', file=sys.stderr)
                 return
-            print(f'--resume: {resume_from} is iteration {done}, and train_cfg.max_iters is '
-                  f'{max_iters}: nothing is left to train. Its learning-rate schedule ended '
-                  'there too, and a resume restores it, so a larger max_iters would train at '
-                  'its final rate; to train longer, fine-tune from it in a new --work-dir '
-                  'with --cfg-options '
-                  + shlex.quote(f'load_from={resume_from}')
-                  + ' and a longer schedule (train_cfg.max_iters and the end of each '
-                  f'param_scheduler){fine_tune_notes(cfg, runner.work_dir)}.', file=sys.stderr)
-            return
-    elif loaded is not None:  # fine-tuning: a partial fit is allowed, and said
-        warning = load_from_warning(runner.model, loaded, cfg.load_from)
-        if warning:
-            runner.logger.warning(warning)
+        elif loaded is not None:  # fine-tuning: a partial fit is allowed, and said
+            warning = load_from_warning(runner.model, loaded, cfg.load_from)
+            if warning:
+                runner.logger.warning(warning)
+    save_config_with_templates(runner, cfg)  # the run goes ahead with this config
     del loaded  # the runner loads the weights itself
     for hook in runner.hooks:  # before the DataLoader workers fork: they ignore Ctrl-C
         if isinstance(hook, SaveOnInterruptHook):

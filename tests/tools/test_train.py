@@ -304,9 +304,14 @@ def test_resume_with_a_changed_schedule_is_refused_before_training(python, tiny_
     work_dir.mkdir()
     shutil.copy(reference_run / 'iter_4.pth', work_dir / 'iter_4.pth')
     (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_4.pth'))
+    saved_config = work_dir / Path(str(tiny_config)).name  # the run's own, as MMEngine saves it
+    saved_config.write_text('# the config the run started with\n')
     resumed = run_tool(python, TRAIN, tiny_config, '--work-dir', work_dir, '--resume',
                        '--cfg-options', 'train_cfg.max_iters=12')
     assert resumed.returncode == 2
+    # the Runner saved this command's config over it before the refusal, which then
+    # pointed at the work_dir for "the settings the run started with"
+    assert saved_config.read_text() == '# the config the run started with\n'
     assert 'Traceback' not in resumed.stderr + resumed.stdout
     message = ' '.join(resumed.stderr.split())  # the message is wrapped to the terminal
     assert (f'error: --resume: {work_dir}/iter_4.pth was trained with other optimizer or '
