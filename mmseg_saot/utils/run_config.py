@@ -44,7 +44,14 @@ def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
         for warning in stale_variable_warnings(config_path, cfg):
             print(f'warning: {warning}', file=sys.stderr)
     if cfg_options:
+        # PATH._delete_=True replaces PATH (a None, or a dict of other keys) with the
+        # entries given under it: MMEngine's own way to write a dict there
+        replaced = [key[:-len('._delete_')] for key in cfg_options
+                    if key.endswith('._delete_')]
         for key in cfg_options:
+            if any(key == f'{path}._delete_' or key.startswith(f'{path}.')
+                   for path in replaced):
+                continue
             problem = unread_key_problem(cfg, key, config_path) or list_index_problem(cfg, key)
             if problem:
                 exit_with(f'--cfg-options {key}=...: {problem}.')
@@ -91,8 +98,8 @@ def list_index_problem(cfg: Config, key: str) -> Optional[str]:
             node = node[part]
         else:
             return (f'{where} is {node!r}, which has no entries; set {where}=... itself, '
-                    'or, to give it entries (a dict), set it in a config file whose _base_ '
-                    'is this one: --cfg-options cannot write a dict')
+                    f'or, to give it entries (a dict), add {where}._delete_=True beside '
+                    f'{".".join(parts[:at + 1])}=...')
         path.append(part)
     return None
 

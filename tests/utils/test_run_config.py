@@ -97,12 +97,16 @@ def test_a_name_under_a_list_or_a_key_under_a_value_is_one_line(tmp_path, capsys
              'one by one; set the whole value, e.g. "model.crop=(64, 64)" with that entry '
              'changed'),
             ('train_cfg.max_iters.x', 'train_cfg.max_iters is 10, which has no entries; set '
-             'train_cfg.max_iters=... itself, or, to give it entries (a dict), set it in a '
-             'config file whose _base_ is this one: --cfg-options cannot write a dict')):
+             'train_cfg.max_iters=... itself, or, to give it entries (a dict), add '
+             'train_cfg.max_iters._delete_=True beside train_cfg.max_iters.x=...')):
         with pytest.raises(SystemExit) as stop:
             load_config(str(config), {key: 4000})
         assert stop.value.code == 2
         assert capsys.readouterr().err == f'error: --cfg-options {key}=...: {message}.\n'
+    # as advised (MMEngine's own way to write a dict over a value): it was refused too
+    cfg = load_config(str(config), {'train_cfg.max_iters._delete_': True,
+                                    'train_cfg.max_iters.x': 4000})
+    assert cfg.train_cfg.max_iters == {'x': 4000}
 
 
 def test_the_saved_config_keeps_work_dir_templates(tmp_path):
