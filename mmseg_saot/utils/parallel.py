@@ -3,10 +3,13 @@
 Used by the dataset converters in ``tools/dataset_converters``.
 """
 import signal
-from multiprocessing import Pool
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 from tqdm import tqdm
+
+from mmseg_saot.utils.errors import UserInputError
 
 Item = TypeVar('Item')
 Result = TypeVar('Result')
@@ -20,19 +23,32 @@ def map_with_progress(fn: Callable[[Item], Result], items: Sequence[Item],
     """Yield ``fn(item)`` for every item, with a tqdm bar.
 
     With ``nproc <= 1`` (or at most one item) the items are mapped in this
-    process, in order; otherwise on a ``multiprocessing.Pool`` of ``nproc``
-    workers (each started with ``initializer(*initargs)``, given
-    ``chunksize`` items at a time), and the results come in completion
-    order. ``fn`` and the items must then be picklable: ``fn`` a
-    module-level function.
+    process; otherwise on ``nproc`` worker processes (each started with
+    ``initializer(*initargs)``, given ``chunksize`` items at a time). Either way
+    the results come in the items' order. ``fn`` and the items must then be
+    picklable: ``fn`` a module-level function.
+
+    Raises:
+        UserInputError: a worker process died (killed for memory, a crash in a
+            decoder) or its initializer failed; a ``multiprocessing.Pool`` waited for
+            such a worker forever, or started new ones without end.
     """
     bar = dict(total=len(items), desc=desc, unit=unit, dynamic_ncols=True)
     if nproc <= 1 or len(items) <= 1:
         yield from tqdm(map(fn, items), **bar)
         return
-    with Pool(nproc, initializer=_start_worker, initargs=(initializer, initargs)) as pool:
-        yield from tqdm(pool.imap_unordered(fn, items, chunksize=chunksize),
-                        **bar)
+    with ProcessPoolExecutor(nproc, initializer=_start_worker,
+                             initargs=(initializer, initargs)) as pool:
+        try:
+            yield from tqdm(pool.map(fn, items, chunksize=chunksize), **bar)
+        except BrokenProcessPool:
+            raise UserInputError(
+                f'{desc}: a worker process died (killed for lack of memory, or a crash '
+                'while reading a file); run again with fewer processes (--nproc), or '
+                '--nproc 1 to see which file it was.') from None
+        except BaseException:  # Ctrl-C, an error in fn: do not start the items left
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def leave_interrupts_to_parent() -> None:

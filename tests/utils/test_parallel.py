@@ -46,3 +46,33 @@ def test_a_converter_interrupted_exits_130_with_one_message(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert 'Traceback' not in err and 'Interrupted.' in err
     assert not (tmp_path / 'demo' / 'DONE.json').exists()
+
+
+def _dies_on_3(x):
+    if x == 3:
+        os._exit(1)  # as a worker killed for memory
+    return x
+
+
+def _failing_initializer():
+    raise RuntimeError('cannot start')
+
+
+def test_a_worker_that_dies_or_cannot_start_is_an_error_not_a_hang():
+    # multiprocessing.Pool waited forever for a killed worker's results, and started
+    # new workers without end when the initializer failed
+    import pytest
+
+    from mmseg_saot.utils.errors import UserInputError
+    start = time.time()
+    with pytest.raises(UserInputError, match=r'^t: a worker process died .* --nproc 1'):
+        list(map_with_progress(_dies_on_3, list(range(8)), nproc=2, desc='t', chunksize=1))
+    with pytest.raises(UserInputError, match='a worker process died'):
+        list(map_with_progress(_square, list(range(8)), nproc=2, desc='t',
+                               initializer=_failing_initializer))
+    assert time.time() - start < 60
+
+
+def test_results_come_in_the_items_order():
+    assert list(map_with_progress(_square, list(range(20)), nproc=2, desc='t',
+                                  chunksize=3)) == [x * x for x in range(20)]
