@@ -9,9 +9,10 @@ Runner (and MMSeg's test-time augmentation) read after loading can be set at top
 level; :func:`unread_key_problem` says why any other one would be ignored and names
 the entries to set instead.
 """
+import difflib
 from typing import Any, Callable, List, Optional
 
-from mmseg_saot.utils.build_errors import did_you_mean, walk
+from mmseg_saot.utils.build_errors import walk
 
 #: Top-level keys read after the config is loaded: ``Runner.from_cfg`` and
 #: ``runner.cfg.get`` in MMEngine 0.10, MMSeg's test-time augmentation (``--tta``),
@@ -64,8 +65,13 @@ def unread_key_problem(cfg: Any, key: str, config_path: str = 'the config file')
         return (f'{top} is read while the config file is loaded, before --cfg-options '
                 'apply; set it in the config file')
     if top not in cfg:
-        close = did_you_mean(top, sorted(set(cfg.keys()) | READ_KEYS)).strip()
-        hint = f' ({close[0].lower()}{close[1:]})' if close else ''
+        match = difflib.get_close_matches(top, sorted(set(cfg.keys()) | READ_KEYS), n=1)
+        if match and match[0] not in READ_KEYS:  # a variable: say where its value goes
+            meant = unread_key_problem(cfg, f'{match[0]}.{rest}' if rest else match[0],
+                                       config_path)
+            if meant:
+                return f'the config has no key {top!r}; did you mean {match[0]!r}? {meant}'
+        hint = f' (did you mean {match[0]!r}?)' if match else ''
         return (f'the config has no key {top!r}{hint} and nothing reads a new one, so the '
                 'option would be ignored')
     sub_key = f'.{rest}' if rest else ''

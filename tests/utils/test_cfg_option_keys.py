@@ -69,9 +69,15 @@ def test_a_computed_variable_points_at_the_file(config):
 
 def test_a_new_unread_key_is_refused_with_the_closest_key(config):
     _, cfg = config
-    problem = unread_key_problem(cfg, 'labelr.epsilon')
-    assert problem == ("the config has no key 'labelr' (did you mean 'labeler'?) and nothing "
+    problem = unread_key_problem(cfg, 'modle.crop')
+    assert problem == ("the config has no key 'modle' (did you mean 'model'?) and nothing "
                        'reads a new one, so the option would be ignored')
+    # the closest key a variable: it was suggested, and the next run refused it as one
+    problem = unread_key_problem(cfg, 'labelr.epsilon')
+    assert problem == ("the config has no key 'labelr'; did you mean 'labeler'? labeler is a "
+                       'variable of the config file: the entries that use it took its value '
+                       'when the file was read, so changing it now changes nothing; set the '
+                       'entries that hold its value instead: custom_hooks.0.labeler.epsilon')
     assert unread_key_problem(cfg, 'qqq') == ("the config has no key 'qqq' and nothing reads "
                                               'a new one, so the option would be ignored')
     assert 'before --cfg-options apply' in unread_key_problem(cfg, 'custom_imports.imports')
