@@ -70,14 +70,17 @@ def walk(node: Any, path: str = '') -> Iterator[Tuple[str, Any]]:
         yield from walk(child, f'{path}.{name}' if path else str(name))
 
 
-def find_config_entry(cfg: Any, type_name: str, keys: List[str]) -> Optional[str]:
+def find_config_entry(cfg: Any, type_name: str, keys: List[str],
+                      lacking: Sequence[str] = ()) -> Optional[str]:
     """Dotted path (``--cfg-options`` style) of the first entry of type ``type_name``
-    holding every key of ``keys``; None if there is none."""
+    holding every key of ``keys`` and lacking one of ``lacking`` (an entry of that type
+    that lacks a required option is the one at fault); None if there is none."""
     if cfg is None:
         return None
     root = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg
     for path, node in walk(root):
-        if has_type(node, type_name) and all(key in node for key in keys):
+        if (has_type(node, type_name) and all(key in node for key in keys)
+                and (not lacking or any(key not in node for key in lacking))):
             return path
     return None
 
@@ -225,7 +228,7 @@ def _bad_arguments(message: str, build: dict, cfg: Any, config_path: str) -> Opt
                 f'or --cfg-options).{did_you_mean(key, params)}{accepted}')
     if missing:
         names = re.findall(r"'(\w+)'", missing.group(1))
-        where = find_config_entry(cfg, type_name, [])
+        where = find_config_entry(cfg, type_name, [], lacking=names)
         entry = f'{where}: ' if where else ''
         return (f'{config_path}: {entry}{type_name} needs {", ".join(names)}; set it in the '
                 f'config or with --cfg-options {(where + ".") if where else ""}{names[0]}=...')

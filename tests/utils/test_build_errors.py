@@ -49,6 +49,15 @@ def test_a_missing_option_is_named():
     assert 'MLPHead needs in_channels' in message
 
 
+def test_a_missing_option_names_the_entry_that_lacks_it():
+    # the first entry of that type was named (parts.0), though it had the option
+    complete, lacking = HEAD, dict(type='MLPHead', in_index=[0], channels=4, num_classes=3)
+    cfg = Config(dict(model=dict(parts=[complete, lacking])))
+    message = explain_build_error(build_error(MODELS, lacking), cfg, 'run.py')
+    assert message.startswith('run.py: model.parts.1: MLPHead needs in_channels; set it in '
+                              'the config or with --cfg-options model.parts.1.in_channels=...')
+
+
 @MODELS.register_module()
 class BrokenInside:
     """A component whose constructor has a bug of its own (not a config mistake)."""
