@@ -14,6 +14,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from mmseg_saot.utils.build_errors import explain_build_error
+from mmseg_saot.utils.config_types import type_name
 from mmseg_saot.utils.data_errors import explain_data_read_failure
 from mmseg_saot.utils.errors import UserInputError
 # the tools' Ctrl-C/SIGTERM handling, kept free of mmengine for torch-only machines
@@ -145,12 +146,16 @@ def enable_amp(cfg: Config) -> None:
     if get_device() == 'cpu':
         exit_with('--amp needs a GPU (or an NPU, MLU or MUSA device) and this machine has '
                   'none; train without --amp.')
+    if not isinstance(cfg.get('optim_wrapper'), dict):
+        exit_with('--amp switches optim_wrapper to AmpOptimWrapper, and the config has no '
+                  "optim_wrapper; give it one (e.g. dict(type='OptimWrapper', optimizer=...)).")
     wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper_type == 'AmpOptimWrapper':
+    # a scoped name ('mmengine.OptimWrapper') or the class itself stands for the same type
+    if type_name(wrapper_type) == 'AmpOptimWrapper':
         print_log('AMP training is already enabled in your config.',
                   logger='current', level=logging.WARNING)
         return
-    if wrapper_type != 'OptimWrapper':
+    if type_name(wrapper_type) != 'OptimWrapper':
         exit_with(f'--amp needs optim_wrapper.type "OptimWrapper", the config '
                   f'has "{wrapper_type}".')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'

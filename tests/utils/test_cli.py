@@ -52,6 +52,15 @@ def test_amp_on_a_gpu_switches_the_optim_wrapper(device, capsys):
     with pytest.raises(SystemExit):
         enable_amp(other)
     assert '"MyWrapper"' in capsys.readouterr().err
+    # a scoped name was refused ('needs "OptimWrapper", the config has
+    # "mmengine.OptimWrapper"'), and a config without optim_wrapper ended in a traceback
+    scoped = Config(dict(optim_wrapper=dict(type='mmengine.OptimWrapper')))
+    enable_amp(scoped)
+    assert scoped.optim_wrapper.type == 'AmpOptimWrapper'
+    with pytest.raises(SystemExit) as stop:
+        enable_amp(Config(dict()))
+    assert stop.value.code == 2
+    assert 'the config has no optim_wrapper' in capsys.readouterr().err
 
 
 def test_interrupt_exits_turns_ctrl_c_into_a_message_and_code_130(capsys):
