@@ -92,8 +92,9 @@ def choose_resume_source(cfg, load_from_given: bool) -> None:
     """
     if not cfg.resume or load_from_given:
         return
-    if read_last_checkpoint(cfg.work_dir) is not None:
-        cfg.load_from = None
+    named = read_last_checkpoint(cfg.work_dir)
+    if named is not None:
+        cfg.load_from = _this_runs_copy(named, cfg.work_dir)
         return
     newest = _newest(cfg, cfg.work_dir)
     if newest:
@@ -104,6 +105,22 @@ def choose_resume_source(cfg, load_from_given: bool) -> None:
         print(f'--resume: no checkpoint of this run yet in {cfg.work_dir}; starting from '
               f'load_from={cfg.load_from} as a new run.', file=sys.stderr)
         cfg.resume = False
+
+
+def _this_runs_copy(named: str, work_dir: str) -> Optional[str]:
+    """The checkpoint of ``work_dir`` that ``last_checkpoint`` means by ``named``: None
+    (MMEngine reads the file itself) unless it names a file in another folder (a run
+    copied with ``cp -r``, whose pointer keeps the first folder's absolute path) and
+    ``work_dir`` has one of that name, which is then the one to resume, not the other
+    run's."""
+    if not named or osp.dirname(osp.abspath(named)) == osp.abspath(work_dir):
+        return None
+    local = osp.join(work_dir, osp.basename(named))
+    if not osp.isfile(local):
+        return None
+    print(f'--resume: {work_dir}/last_checkpoint names {named}, in another folder (a copied '
+          f'run); resuming from this run\'s {local}.', file=sys.stderr)
+    return local
 
 
 def _newest(cfg, work_dir: str) -> Optional[str]:

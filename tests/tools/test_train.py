@@ -552,6 +552,27 @@ def test_resume_when_last_checkpoint_names_a_deleted_file_names_the_newest(tmp_p
     assert f'load_from={tmp_path}/iter_20.pth' in capsys.readouterr().err
 
 
+def test_resume_of_a_copied_run_uses_its_own_checkpoint(tmp_path, capsys):
+    # cp -r a b keeps a's absolute path in b/last_checkpoint: --work-dir b --resume
+    # continued from a/iter_20.pth, another run's file
+    from mmengine.config import Config
+    from tool_scripts import load_tool
+    train = load_tool('tools/train.py')
+    first, copy = tmp_path / 'a', tmp_path / 'b'
+    for folder in (first, copy):
+        folder.mkdir()
+        (folder / 'iter_20.pth').write_bytes(b'')
+        (folder / 'last_checkpoint').write_text(str(first / 'iter_20.pth'))
+    cfg = Config(dict(resume=True, work_dir=str(copy), load_from=None))
+    train.choose_resume_source(cfg, load_from_given=False)
+    assert cfg.load_from == str(copy / 'iter_20.pth')
+    assert train.checkpoint_to_resume(cfg, str(copy)) == str(copy / 'iter_20.pth')
+    assert f'resuming from this run\'s {copy}/iter_20.pth' in capsys.readouterr().err
+    cfg = Config(dict(resume=True, work_dir=str(first), load_from=None))  # its own: as before
+    train.choose_resume_source(cfg, load_from_given=False)
+    assert cfg.load_from is None
+
+
 def test_the_resume_command_repeats_the_options_of_the_run():
     from types import SimpleNamespace
 
