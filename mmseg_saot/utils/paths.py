@@ -88,7 +88,8 @@ def move_aside(folder: str, names: Sequence[str],
     if not found:
         return None
     stamped = stamp_from if stamp_from in found else found[0]
-    when = time.localtime(osp.getmtime(osp.join(folder, stamped)))
+    # the entry itself (lstat): a broken symlink among them has no target to stat
+    when = time.localtime(os.lstat(osp.join(folder, stamped)).st_mtime)
     earlier = unused_path(osp.join(folder, f'earlier-{time.strftime("%Y%m%d_%H%M%S", when)}'))
     os.makedirs(earlier)
     for name in found:

@@ -96,3 +96,12 @@ def test_move_aside_moves_only_the_named_entries_into_a_folder_named_by_time(tmp
     os.utime(tmp_path / 'a.png', (10**9, 10**9))  # the same second: never over the first
     assert move_aside(str(tmp_path), ['a.png']) == f'{earlier}.1'
     assert (tmp_path / earlier / 'a.png').read_bytes() == b'a'
+
+
+def test_move_aside_takes_a_broken_symlink_along(tmp_path):
+    # glob lists broken links: stamping the folder by its target's mtime raised
+    # FileNotFoundError from getmtime
+    (tmp_path / 'a.png').symlink_to(tmp_path / 'gone.png')
+    earlier = move_aside(str(tmp_path), ['a.png'])
+    assert earlier is not None and os.path.islink(os.path.join(earlier, 'a.png'))
+    assert not os.path.lexists(tmp_path / 'a.png')
