@@ -109,18 +109,45 @@ def config_load_problem(config_path: str, err: Exception) -> str:
     a syntax error (MMEngine reports ``<unknown>``), a missing ``_base_`` file, or the
     error's own words."""
     if isinstance(err, SyntaxError):
-        import ast
         where = f'config "{config_path}"'
-        try:
-            with open(config_path, encoding='utf-8') as f:
-                ast.parse(f.read())
+        broken = _file_with_syntax_error(config_path)
+        if broken and osp.abspath(broken) != osp.abspath(config_path):
+            where += f' (its _base_ file {broken})'
+        elif broken is None:
             where += ' (in one of its _base_ files)'
-        except (SyntaxError, OSError, ValueError):
-            pass  # the error is in the file itself (or it cannot be read again)
         return f'{where}, line {err.lineno}: syntax error: {err.msg}.'
     if isinstance(err, FileNotFoundError) and err.filename:
         return f'config "{config_path}": the file {err.filename} it names does not exist.'
     return f'config "{config_path}" cannot be loaded ({error_reason(err)}).'
+
+
+def _file_with_syntax_error(config_path: str, depth: int = 0) -> Optional[str]:
+    """The first file, ``config_path`` or one of its local ``_base_`` files (depth
+    first), that does not parse; None where none is found (a base in a package,
+    ``mmseg::...``, is not read)."""
+    import ast
+    try:
+        with open(config_path, encoding='utf-8') as f:
+            tree = ast.parse(f.read())
+    except SyntaxError:
+        return config_path
+    except (OSError, ValueError):
+        return None
+    for node in tree.body:
+        if depth < 8 and isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == '_base_'
+                for target in node.targets):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            for base in [bases] if isinstance(bases, str) else list(bases):
+                if isinstance(base, str) and '::' not in base:
+                    found = _file_with_syntax_error(
+                        osp.join(osp.dirname(config_path), base), depth + 1)
+                    if found:
+                        return found
+    return None
 
 
 def default_work_dir(config_path: str) -> str:

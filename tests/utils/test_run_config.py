@@ -31,7 +31,8 @@ def test_a_config_that_does_not_load_is_one_line_naming_the_file_and_line(tmp_pa
     orphan.write_text("_base_ = ['gone.py']\n")
     for path, message in [
             (broken, f'config "{broken}", line 2: syntax error: \'(\' was never closed.'),
-            (child, f'config "{child}" (in one of its _base_ files), line 2: syntax error'),
+            # it said "in one of its _base_ files" without naming which
+            (child, f'config "{child}" (its _base_ file {broken}), line 2: syntax error'),
             (undefined, f'config "{undefined}" cannot be loaded (NameError: name '
              "'undefined_name' is not defined)."),
             (orphan, f'config "{orphan}": the file {tmp_path}/gone.py it names does not '
