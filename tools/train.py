@@ -24,8 +24,8 @@ from mmseg_saot.engine.hooks import SaveOnInterruptHook, TrainingInterrupted
 from mmseg_saot.engine.hooks.uda_stage_hook import missing_stage_hook_warning
 from mmseg_saot.models.backbones.dinov2 import check_segmentor_parts
 from mmseg_saot.engine.hooks.pending_validation import pending_on_any_rank
-from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, newest_checkpoint,
-                                          read_last_checkpoint)
+from mmseg_saot.utils.checkpoints import (DEFAULT_TEMPLATES, checkpoint_folders,
+                                          newest_checkpoint, read_last_checkpoint)
 from mmseg_saot.utils.checkpoint_checks import (check_checkpoint_fits_or_exit,
                                                 check_checkpoint_or_exit, load_from_warning)
 from mmseg_saot.utils.cli import (CfgOptionsAction, check_data_or_exit, enable_amp, exit_with,
@@ -124,8 +124,11 @@ def _this_runs_copy(named: str, work_dir: str) -> Optional[str]:
 
 
 def _newest(cfg, work_dir: str) -> Optional[str]:
+    """The newest checkpoint of the run, in the work_dir or the CheckpointHook's out_dir
+    (the advice "no checkpoint is left there" started a new run over them)."""
     template = ((cfg.get('default_hooks') or {}).get('checkpoint') or {}).get('filename_tmpl')
-    return newest_checkpoint(work_dir, ((template,) if template else ()) + DEFAULT_TEMPLATES)
+    return newest_checkpoint(checkpoint_folders(cfg, work_dir),
+                             ((template,) if template else ()) + DEFAULT_TEMPLATES)
 
 
 def _resume_fix(cfg, work_dir: str) -> str:

@@ -552,6 +552,30 @@ def test_resume_when_last_checkpoint_names_a_deleted_file_names_the_newest(tmp_p
     assert f'load_from={tmp_path}/iter_20.pth' in capsys.readouterr().err
 
 
+def test_resume_finds_the_checkpoints_of_the_hooks_out_dir(tmp_path, capsys):
+    # with default_hooks.checkpoint.out_dir they live in out_dir/<work_dir name>: the
+    # advice said "no checkpoint is left there: train without --resume", and that new
+    # run wrote over them
+    from mmengine.config import Config
+    from tool_scripts import load_tool
+    train = load_tool('tools/train.py')
+    work_dir, out = tmp_path / 'run', tmp_path / 'store'
+    (out / 'run').mkdir(parents=True)
+    work_dir.mkdir()
+    for name in ('iter_500.pth', 'iter_1000.pth'):
+        (out / 'run' / name).write_bytes(b'')
+    (work_dir / 'last_checkpoint').write_text(str(out / 'run' / 'iter_1500.pth'))  # deleted
+    cfg = Config(dict(resume=True, default_hooks=dict(checkpoint=dict(out_dir=str(out)))))
+    with pytest.raises(SystemExit):
+        train.checkpoint_to_resume(cfg, str(work_dir))
+    assert f'--cfg-options load_from={out}/run/iter_1000.pth' in capsys.readouterr().err
+    (work_dir / 'last_checkpoint').unlink()  # none: the newest there is resumed
+    cfg = Config(dict(resume=True, work_dir=str(work_dir),
+                      default_hooks=dict(checkpoint=dict(out_dir=str(out)))))
+    train.choose_resume_source(cfg, load_from_given=False)
+    assert cfg.load_from == str(out / 'run' / 'iter_1000.pth')
+
+
 def test_resume_of_a_copied_run_uses_its_own_checkpoint(tmp_path, capsys):
     # cp -r a b keeps a's absolute path in b/last_checkpoint: --work-dir b --resume
     # continued from a/iter_20.pth, another run's file
