@@ -3,8 +3,8 @@
 ``os.replace`` is atomic on POSIX, so a reader (another rank, a resumed run) sees the
 old file or the new one, never a partial one, even when the writer is killed; a write
 that fails (a full disk, an object that cannot be saved) leaves no temporary behind.
-The data reaches the disk (``fsync``) before the rename, so that a power loss cannot
-leave the new name on an empty file; a symlink is written through (its target is
+The data reaches the disk (``fsync``) before the rename, and the folder after it, so
+that a power loss cannot leave the new name on an empty file, nor lose the rename; a symlink is written through (its target is
 replaced), and a file that existed keeps its permissions.
 """
 import io
@@ -39,6 +39,22 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+    _sync_folder(osp.dirname(path) or '.')
+
+
+def _sync_folder(folder: str) -> None:
+    """fsync ``folder``'s entry list, so that the rename itself survives a power loss
+    (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str, text: str) -> None:
