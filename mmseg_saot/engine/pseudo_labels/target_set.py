@@ -89,17 +89,17 @@ def label_target_set(*, model: torch.nn.Module, labeler_cfg: dict, source_set, t
     _check_every_rank_sees_the_cache(cache, state, rank, world_size)
     # one index per key: an image listed twice (a RepeatDataset) is labelled once
     firsts = first_index_of_each_key(keys)
-    if state == STATE_COMPLETE and all(cache.has(k) for k in keys):
+    missing = {i for i in firsts if not cache.has(keys[i])}  # one look at each image's files
+    if state == STATE_COMPLETE and not missing:
         _log(f'pseudo-labels: reusing the complete cache {cache.root} ({len(firsts)} images)')
         manifest = cache.read_manifest()
         _warn_all_ignore(manifest.get('all_ignore') or [])
         return manifest
     # a fixed stride over the images, not over those missing: a rank's share does not
     # depend on what the others see in the cache
-    mine = [i for i in firsts[rank::world_size] if not cache.has(keys[i])]
-    done = sum(cache.has(keys[i]) for i in firsts)
-    _log(f'pseudo-labels: {done} of {len(firsts)} images already in {cache.root}; '
-        f'rank {rank} labels {len(mine)}')
+    mine = [i for i in firsts[rank::world_size] if i in missing]
+    _log(f'pseudo-labels: {len(firsts) - len(missing)} of {len(firsts)} images already in '
+        f'{cache.root}; rank {rank} labels {len(mine)}')
     labeler = _prepare_labeler(model, labeler_cfg, source_set, target_set, cache, mine,
                                rank, num_classes, ignore_index, batch_size, feature_index,
                                num_source_images, target_mean_images, memo)
